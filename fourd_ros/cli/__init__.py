@@ -1,0 +1,1 @@
+"""Command-line interface `fourd` (subcommands: synth, run, eval, bench, demo, train)."""

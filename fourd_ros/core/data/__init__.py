@@ -1,0 +1,1 @@
+"""fourd_ros.core.data."""

@@ -1,0 +1,117 @@
+"""Camera geometry in the core's conventions (see `fourd_ros.core.types`).
+
+Pinhole cameras, OpenCV optical axes, 4x4 homogeneous poses. numpy only.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+# Rotation taking vectors from an OpenCV optical frame (x right, y down, z forward) to a REP-103
+# body frame (x forward, y left, z up): x_body = z_opt, y_body = -x_opt, z_body = -y_opt.
+R_BODY_FROM_OPTICAL = np.array([[0.0, 0.0, 1.0],
+                                [-1.0, 0.0, 0.0],
+                                [0.0, -1.0, 0.0]])
+
+
+def make_pose(R: np.ndarray, t: np.ndarray) -> np.ndarray:
+    """4x4 homogeneous transform from a 3x3 rotation and a translation 3-vector."""
+    T = np.eye(4)
+    T[:3, :3] = R
+    T[:3, 3] = t
+    return T
+
+
+def invert_pose(T: np.ndarray) -> np.ndarray:
+    """Inverse of a rigid 4x4 transform (no general matrix inverse needed)."""
+    R = T[:3, :3]
+    Ti = np.eye(4)
+    Ti[:3, :3] = R.T
+    Ti[:3, 3] = -R.T @ T[:3, 3]
+    return Ti
+
+
+def transform_points(T: np.ndarray, points: np.ndarray) -> np.ndarray:
+    """Apply a 4x4 transform to points of shape (..., 3); returns the same shape."""
+    return points @ T[:3, :3].T + T[:3, 3]
+
+
+def pixel_grid(height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
+    """Pixel-centre coordinates (u = column, v = row) as two H x W float32 arrays."""
+    v, u = np.mgrid[0:height, 0:width].astype(np.float32)
+    return u, v
+
+
+def unproject_depth(depth: np.ndarray, K: np.ndarray) -> np.ndarray:
+    """Back-project an H x W depth map (z along the optical axis) to H x W x 3 camera points.
+
+    Invalid depth (<= 0 or NaN) gives NaN points.
+    """
+    h, w = depth.shape
+    u, v = pixel_grid(h, w)
+    z = np.where(depth > 0, depth, np.nan).astype(np.float32)
+    x = (u - K[0, 2]) / K[0, 0] * z
+    y = (v - K[1, 2]) / K[1, 1] * z
+    return np.stack([x, y, z], axis=-1)
+
+
+def unproject_pixels(pixels: np.ndarray, depth: np.ndarray, K: np.ndarray) -> np.ndarray:
+    """Back-project N x 2 pixels (u, v) with N depths to N x 3 camera points."""
+    z = depth
+    x = (pixels[:, 0] - K[0, 2]) / K[0, 0] * z
+    y = (pixels[:, 1] - K[1, 2]) / K[1, 1] * z
+    return np.stack([x, y, z], axis=-1)
+
+
+def project(points_cam: np.ndarray, K: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Project (..., 3) camera points to (..., 2) pixels; also returns the depth z (...)."""
+    z = points_cam[..., 2]
+    with np.errstate(divide='ignore', invalid='ignore'):
+        u = K[0, 0] * points_cam[..., 0] / z + K[0, 2]
+        v = K[1, 1] * points_cam[..., 1] / z + K[1, 2]
+    return np.stack([u, v], axis=-1), z
+
+
+def in_image(pixels: np.ndarray, height: int, width: int) -> np.ndarray:
+    """True where (u, v) lies inside the image (pixel centres span [-0.5, W - 0.5))."""
+    u, v = pixels[..., 0], pixels[..., 1]
+    return (u >= -0.5) & (u < width - 0.5) & (v >= -0.5) & (v < height - 0.5)
+
+
+def sample_bilinear(image: np.ndarray, pixels: np.ndarray) -> np.ndarray:
+    """Bilinearly sample an H x W (x C) array at N x 2 pixel positions (u, v).
+
+    Positions are clamped to the image; NaN in any of the four neighbours propagates, so invalid
+    samples stay invalid instead of being blended with valid ones.
+    """
+    h, w = image.shape[:2]
+    u = np.clip(pixels[:, 0], 0, w - 1)
+    v = np.clip(pixels[:, 1], 0, h - 1)
+    u0 = np.minimum(np.floor(u).astype(np.int64), w - 2 if w > 1 else 0)
+    v0 = np.minimum(np.floor(v).astype(np.int64), h - 2 if h > 1 else 0)
+    u1 = np.minimum(u0 + 1, w - 1)
+    v1 = np.minimum(v0 + 1, h - 1)
+    du = (u - u0).astype(np.float32)
+    dv = (v - v0).astype(np.float32)
+    if image.ndim == 3:
+        du = du[:, None]
+        dv = dv[:, None]
+    top = image[v0, u0] * (1 - du) + image[v0, u1] * du
+    bottom = image[v1, u0] * (1 - du) + image[v1, u1] * du
+    return top * (1 - dv) + bottom * dv
+
+
+def scale_intrinsics(K: np.ndarray, sx: float, sy: float) -> np.ndarray:
+    """Intrinsics of an image resized by factors (sx, sy) (pixel-centre convention)."""
+    Ks = K.astype(np.float64).copy()
+    Ks[0, 0] *= sx
+    Ks[0, 2] = (K[0, 2] + 0.5) * sx - 0.5
+    Ks[1, 1] *= sy
+    Ks[1, 2] = (K[1, 2] + 0.5) * sy - 0.5
+    return Ks
+
+
+def default_intrinsics(width: int, height: int, hfov_deg: float = 60.0) -> np.ndarray:
+    """Pinhole intrinsics for an uncalibrated camera with the given horizontal field of view."""
+    f = 0.5 * width / np.tan(np.radians(hfov_deg) / 2.0)
+    return np.array([[f, 0.0, (width - 1) / 2.0], [0.0, f, (height - 1) / 2.0], [0.0, 0.0, 1.0]])

@@ -1,0 +1,118 @@
+"""Data types shared by readers, backends, the streaming engine and evaluation.
+
+Conventions (everywhere in the core):
+- Camera frame: OpenCV optical axes (x right, y down, z forward), metres (or model units when a
+  result says ``metric=False``).
+- World frame: the first camera of the stream (OpenCV axes). The ROS layer rotates it to REP-103.
+- Poses ``T_wc``: 4x4 float64 camera-to-world (world <- camera), ``p_w = T_wc @ p_c``.
+- Intrinsics ``K``: 3x3 float64 pinhole matrix in pixels of the image it belongs to.
+- Stamps: float seconds.
+- Pixel coordinates (u, v): u = column, v = row, pixel centres at integer coordinates.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import IntEnum
+
+import numpy as np
+
+
+class PointStatus(IntEnum):
+    """Per-point status of a motion query (values match fourd_ros_msgs/srv/QueryMotion)."""
+
+    VALID = 0
+    OCCLUDED = 1
+    OUT_OF_VIEW = 2
+    OUT_OF_WINDOW = 3
+    INVALID = 4
+
+
+class TrackStatus(IntEnum):
+    """Status of a persistent track (values match fourd_ros_msgs/msg/TrackedPoints)."""
+
+    TRACKED = 0
+    OCCLUDED = 1
+    LOST = 2
+
+
+@dataclass
+class Frame:
+    """One input frame as read from a camera, a file reader or a ROS topic.
+
+    Attributes:
+        stamp: capture time in seconds.
+        rgb: H x W x 3 uint8 image, RGB order.
+        depth: optional H x W float32 depth in metres registered to ``rgb``; 0 or NaN = invalid.
+        K: optional 3x3 intrinsics of ``rgb`` in pixels (None = unknown / uncalibrated).
+        T_wc_gt: optional 4x4 ground-truth camera-to-world pose (evaluation only, never used by
+            backends for inference).
+        name: frame name or index as a string (used for output file names).
+        index: running index in the sequence, starting at 0.
+    """
+
+    stamp: float
+    rgb: np.ndarray
+    depth: np.ndarray | None = None
+    K: np.ndarray | None = None
+    T_wc_gt: np.ndarray | None = None
+    name: str = ''
+    index: int = 0
+
+
+@dataclass
+class FrameResult:
+    """What a backend outputs for one frame (all arrays on the CPU, float32 unless noted).
+
+    Attributes:
+        stamp: capture time in seconds (same as the input frame).
+        colors: H x W x 3 uint8 RGB at the processing resolution.
+        depth: H x W depth along the optical axis (metres if ``metric``); 0/NaN = invalid.
+        points_cam: H x W x 3 points in the camera optical frame (NaN = invalid).
+        points_world: H x W x 3 points in the world frame (first camera, OpenCV axes).
+        confidence: H x W in [0, 1].
+        K: 3x3 float64 intrinsics at the processing resolution.
+        T_wc: 4x4 float64 camera-to-world pose.
+        dynamic_mask: H x W bool, True where the scene point moves in the world frame.
+        metric: True when lengths are metres, False when up to an unknown scale.
+        extras: backend-specific diagnostics (timings, inlier counts, ...).
+    """
+
+    stamp: float
+    colors: np.ndarray
+    depth: np.ndarray
+    points_cam: np.ndarray
+    points_world: np.ndarray
+    confidence: np.ndarray
+    K: np.ndarray
+    T_wc: np.ndarray
+    dynamic_mask: np.ndarray
+    metric: bool
+    extras: dict = field(default_factory=dict)
+
+
+@dataclass
+class QueryResult:
+    """Answer to a motion query: where are source points at the target time.
+
+    All arrays have one row per query point, in the order of the request.
+
+    Attributes:
+        source_stamp: stamp of the source frame (seconds).
+        target_stamp: resolved stamp of the target frame (seconds).
+        positions: N x 3 world-frame positions at the target time (NaN where not VALID/OCCLUDED).
+        source_positions: N x 3 world-frame positions at the source time (NaN where unknown).
+        displacements: N x 3 ``positions - source_positions`` (world frame).
+        confidence: N in [0, 1].
+        status: N uint8 ``PointStatus`` values.
+        message: human-readable summary ('' when all is well).
+    """
+
+    source_stamp: float
+    target_stamp: float
+    positions: np.ndarray
+    source_positions: np.ndarray
+    displacements: np.ndarray
+    confidence: np.ndarray
+    status: np.ndarray
+    message: str = ''

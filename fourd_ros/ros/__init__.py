@@ -1,0 +1,1 @@
+"""ROS 2 layer: nodes, message conversions, launch helpers (imports rclpy)."""
