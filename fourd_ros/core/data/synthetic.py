@@ -597,13 +597,16 @@ class SyntheticClip:
         """H x W x 3 world positions at time t (seconds) of the points seen in frame i."""
         return self._move(i, self.object_poses_at(t))
 
-    def points_at(self, i: int, j: int, rel_tol: float = 0.01, abs_tol: float = 0.01
-                  ) -> tuple[np.ndarray, np.ndarray]:
+    def points_at(self, i: int, j: int, rel_tol: float = 0.01, abs_tol: float = 0.01,
+                  exact: bool = True) -> tuple[np.ndarray, np.ndarray]:
         """Where the points seen in frame i are at time t_j, and whether frame j sees them.
 
         A point of instance k is visible in frame j when it projects inside image j in front of
         the camera, the instance rendered at the nearest pixel is k, and the rendered depth there
-        agrees with the point's camera-j depth within ``rel_tol * z + abs_tol`` metres.
+        agrees with the point's camera-j depth within ``rel_tol * z + abs_tol`` metres. With
+        ``exact`` and a scene, the ray of camera j through the point's exact projection must
+        also hit the point first (this removes the points just behind a silhouette that the
+        depth tolerance lets through).
 
         Returns:
             (H x W x 3 float64 world positions at t_j, H x W bool visibility in frame j).
@@ -620,6 +623,11 @@ class SyntheticClip:
         d = self.depth[j][vi[ok], ui[ok]]
         same = self.instance[j][vi[ok], ui[ok]] == self.instance[i][ok]
         vis[ok] = same & (np.abs(d - z[ok]) <= rel_tol * z[ok] + abs_tol)
+        if exact and self.scene is not None and vis.any():
+            tt, inst, _ = self.cast_rays(j, uv[vis])
+            zv = z[vis]
+            # float32 depths put P_i within ~1e-7 z of the surface; grazing rays amplify it
+            vis[vis] = (inst == self.instance[i][vis]) & (np.abs(tt - zv) <= 1e-4 * zv + 1e-6)
         return P, vis
 
     def cast_rays(self, i: int, pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -716,9 +724,10 @@ def _random_rotation(rng: np.random.Generator) -> np.ndarray:
 
 
 def _sample_object(cfg: SceneConfig, rng: np.random.Generator, half: np.ndarray,
-                   T_rc: np.ndarray, stamps: np.ndarray) -> RigidObject | None:
-    """A random object (room frame) in view at some frame, inside the room and away from the
-    camera at every frame; None when no valid placement was found."""
+                   T_rc: np.ndarray, stamps: np.ndarray, others: list[RigidObject]
+                   ) -> RigidObject | None:
+    """A random object (room frame) in view at some frame, inside the room, away from the
+    camera and not intersecting ``others`` at any frame; None when no placement was found."""
     shape = SHAPES[int(rng.integers(len(SHAPES)))]
     if shape == 'box':
         h = _u(rng, cfg.object_size, 3) / 2
@@ -732,7 +741,7 @@ def _sample_object(cfg: SceneConfig, rng: np.random.Generator, half: np.ndarray,
                          tuple(float(x) for x in rng.random(2)))
     obj = RigidObject(shape, h, np.zeros(3), _random_rotation(rng), texture=tex)
     rb = obj.bounding_radius
-    for _ in range(40):
+    for _ in range(150):
         f = int(rng.integers(len(stamps)))
         ray = np.array([rng.uniform(-0.5, 0.5), rng.uniform(-0.3, 0.3), 1.0])
         p_ref = T_rc[f, :3, :3] @ (ray / np.linalg.norm(ray)) * rng.uniform(1.2, 4.0)
@@ -751,7 +760,10 @@ def _sample_object(cfg: SceneConfig, rng: np.random.Generator, half: np.ndarray,
         c = obj.centre(stamps)
         inside = np.all(np.abs(c) <= half - rb)
         clear = np.linalg.norm(c - T_rc[:, :3, 3], axis=1).min() >= rb + _CAMERA_CLEARANCE
-        if inside and clear:
+        # bounding spheres never overlap, so objects never interpenetrate
+        apart = all(np.linalg.norm(c - o.centre(stamps), axis=1).min() >= rb + o.bounding_radius
+                    for o in others)
+        if inside and clear and apart:
             return obj
     return None
 
@@ -774,7 +786,7 @@ def sample_scene(cfg: SceneConfig, rng: np.random.Generator
     T_rc = _sample_camera(cfg, rng, half, stamps)
     objects = []
     for _ in range(int(rng.integers(cfg.num_objects[0], cfg.num_objects[1] + 1))):
-        obj = _sample_object(cfg, rng, half, T_rc, stamps)
+        obj = _sample_object(cfg, rng, half, T_rc, stamps, objects)
         if obj is not None:
             objects.append(obj)
     light = np.array([rng.uniform(-0.5, 0.5), -1.0, rng.uniform(-0.5, 0.5)])

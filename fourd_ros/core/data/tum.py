@@ -65,14 +65,14 @@ def read_trajectory(path: Path) -> tuple[np.ndarray, np.ndarray]:
         (F stamps in seconds, F x 4 x 4 camera-to-world poses), sorted by stamp.
     """
     rows = _data_lines(path)
+    if not rows:
+        return np.zeros(0), np.zeros((0, 4, 4))
+    if any(len(r) < 8 for r in rows):
+        raise ValueError(f'{path}: expected 8 values per line (t tx ty tz qx qy qz qw)')
     try:
         data = np.array([[float(v) for v in row[:8]] for row in rows], dtype=np.float64)
     except ValueError:
         raise ValueError(f'{path}: non-numeric trajectory entry') from None
-    if data.size == 0:
-        return np.zeros(0), np.zeros((0, 4, 4))
-    if data.ndim != 2 or data.shape[1] != 8 or any(len(r) < 8 for r in rows):
-        raise ValueError(f'{path}: expected 8 values per line (t tx ty tz qx qy qz qw)')
     data = data[np.argsort(data[:, 0], kind='stable')]
     quat = data[:, 4:8]
     if not np.all(np.linalg.norm(quat, axis=1) > 0):
@@ -134,4 +134,3 @@ def interpolate_poses(query: np.ndarray, stamps: np.ndarray, poses: np.ndarray,
         elif nearest[q] >= 0:
             out[q] = poses[nearest[q]].copy()
     return out
-
