@@ -1,0 +1,354 @@
+"""RGB-D backend: metric depth from the sensor, pose by RGB-D odometry on static pixels, motion by
+dense optical flow (OpenCV DIS) lifted to 3D with depth (Track4World's "2D flow + depth" hybrid).
+
+Per-frame cached record (the "latent"): grey image (uint8), depth (float32 metres) and the optical
+flow from the previous frame (float16 pixels) at the processing resolution, plus the pose and
+intrinsics the engine stores beside them. Motion between cached frames follows the stored
+frame-to-frame flows when every frame in between is cached (small motions, the most accurate),
+and otherwise computes flow directly between cached frames, hopping through keyframes.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+from typing import Any
+
+import cv2
+import numpy as np
+
+from fourd_ros.core.backends.rgbd_odometry import OdometryConfig, RgbdOdometry
+from fourd_ros.core.engine.backend import CacheEntry, MotionEstimate
+from fourd_ros.core.geometry import (invert_pose, project, sample_bilinear, transform_points,
+                                     unproject_depth, unproject_pixels)
+from fourd_ros.core.types import Frame, FrameResult, PointStatus
+
+DIS_PRESETS = {
+    'ultrafast': cv2.DISOPTICAL_FLOW_PRESET_ULTRAFAST,
+    'fast': cv2.DISOPTICAL_FLOW_PRESET_FAST,
+    'medium': cv2.DISOPTICAL_FLOW_PRESET_MEDIUM,
+}
+
+
+@dataclass
+class RgbdConfig:
+    """RGB-D backend settings (lengths in metres).
+
+    Attributes:
+        min_depth, max_depth: valid sensor range; depth outside is treated as missing.
+        flow_preset: DIS optical-flow preset ('ultrafast', 'fast', 'medium').
+        dynamic_rel, dynamic_abs: a point moves if its world displacement exceeds
+            max(dynamic_rel * depth, dynamic_abs) (DPM-style scale-relative threshold).
+        occlusion_rel, occlusion_abs: a point is hidden if the sensor sees something closer than
+            its predicted depth by more than max(occlusion_rel * depth, occlusion_abs).
+        fb_max_px: forward-backward flow disagreement (pixels) above which a moving point counts
+            as occluded.
+        max_hop: largest frame-index gap decoded with one optical flow; longer gaps chain
+            through cached frames.
+        odometry: camera tracker settings.
+    """
+
+    min_depth: float = 0.1
+    max_depth: float = 10.0
+    flow_preset: str = 'medium'
+    dynamic_rel: float = 0.03
+    dynamic_abs: float = 0.02
+    occlusion_rel: float = 0.03
+    occlusion_abs: float = 0.03
+    fb_max_px: float = 2.0
+    max_hop: int = 15
+    odometry: OdometryConfig = field(default_factory=OdometryConfig)
+
+
+class RgbdBackend:
+    """Backend for cameras with registered metric depth (see module docstring)."""
+
+    name = 'rgbd'
+    metric = True
+
+    def __init__(self, config: RgbdConfig | None = None) -> None:
+        self.config = config or RgbdConfig()
+        if self.config.flow_preset not in DIS_PRESETS:
+            raise ValueError(f'flow_preset must be one of {sorted(DIS_PRESETS)}')
+        self._local = threading.local()
+        self._flow_memo: dict[tuple[float, float], np.ndarray] = {}
+        self._memo_lock = threading.Lock()
+        self.reset()
+
+    def reset(self) -> None:
+        self._odometry: RgbdOdometry | None = None
+        self._prev: dict[str, Any] | None = None
+        self._poses: list[np.ndarray] = []
+        with self._memo_lock:
+            self._flow_memo.clear()
+
+    # ------------------------------------------------------------------ per frame
+    def process(self, frame: Frame) -> tuple[FrameResult, dict[str, Any]]:
+        if frame.depth is None:
+            raise ValueError('the rgbd backend needs a registered depth image with every frame')
+        cfg = self.config
+        h, w = frame.rgb.shape[:2]
+        gray = cv2.cvtColor(frame.rgb, cv2.COLOR_RGB2GRAY)
+        depth = frame.depth.astype(np.float32, copy=True)
+        depth[~((depth >= cfg.min_depth) & (depth <= cfg.max_depth))] = np.nan
+        if self._odometry is None or self._odometry.K.shape != (3, 3) \
+                or not np.allclose(self._odometry.K, frame.K):
+            self._odometry = RgbdOdometry(frame.K, w, h, cfg.odometry)
+            self._prev = None
+        flow = None
+        static_hint = None
+        if self._prev is not None:
+            # the pose is not known yet: predict it with constant velocity for the flow prior
+            init = _rigid_flow(self._prev['points_world'], self._predict_pose(), frame.K)
+            flow = self._dis().calc(self._prev['gray'], gray, init)
+            static_hint = ~_splat_mask(self._prev['dynamic'], flow)
+        odo = self._odometry.track(gray, depth, static_hint)
+        T_wc = odo.T_wc
+        self._poses = [self._poses[-1] if self._poses else T_wc, T_wc]
+        points_cam = unproject_depth(depth, frame.K)
+        points_world = transform_points(T_wc, points_cam).astype(np.float32)
+        dynamic = np.zeros((h, w), bool)
+        if flow is not None:
+            moved = self._moved_prev_pixels(self._prev['points_world'], points_world, flow)
+            dynamic = _splat_mask(moved, flow)
+        confidence = _depth_confidence(depth)
+        result = FrameResult(
+            stamp=frame.stamp, colors=frame.rgb, depth=np.nan_to_num(depth, nan=0.0),
+            points_cam=points_cam, points_world=points_world, confidence=confidence,
+            K=frame.K.copy(), T_wc=T_wc, dynamic_mask=dynamic, metric=True,
+            extras={'keyframe': bool(odo.is_keyframe), 'tracking_ok': bool(odo.ok),
+                    'odometry_inliers': int(odo.num_inliers)})
+        self._prev = {'gray': gray, 'points_world': points_world, 'dynamic': dynamic,
+                      'stamp': frame.stamp}
+        latent = {'gray': gray, 'depth': depth, 'prev_index': frame.index - 1}
+        if flow is not None:
+            latent['flow_from_prev'] = flow.astype(np.float16)
+        return result, latent
+
+    def _predict_pose(self) -> np.ndarray:
+        """Constant-velocity guess of the current camera-to-world pose."""
+        older, last = self._poses
+        return last @ invert_pose(older) @ last
+
+    def _moved_prev_pixels(self, prev_world: np.ndarray, cur_world: np.ndarray,
+                           flow: np.ndarray) -> np.ndarray:
+        """Which previous-frame pixels moved in the world (mask in previous-frame coordinates)."""
+        h, w = flow.shape[:2]
+        v, u = np.mgrid[0:h, 0:w].astype(np.float32)
+        map_u = u + flow[..., 0]
+        map_v = v + flow[..., 1]
+        warped = cv2.remap(cur_world, map_u, map_v, cv2.INTER_NEAREST,
+                           borderMode=cv2.BORDER_CONSTANT, borderValue=(np.nan,) * 3)
+        disp = np.linalg.norm(warped - prev_world, axis=-1)
+        thresh = np.maximum(self.config.dynamic_rel * np.abs(prev_world[..., 2]),
+                            self.config.dynamic_abs)
+        # distance from the camera, not world z, sets the noise level; prev_world z is close
+        # enough at the scale of this threshold for the first camera's neighbourhood
+        return np.nan_to_num(disp, nan=0.0) > thresh
+
+    # ------------------------------------------------------------------ motion decoding
+    def motion(self, source: CacheEntry, target: CacheEntry, pixels: np.ndarray,
+               via: list[CacheEntry] | None = None) -> MotionEstimate:
+        cfg = self.config
+        pixels = np.asarray(pixels, np.float32).reshape(-1, 2)
+        n = len(pixels)
+        h, w = source.dynamic_mask.shape
+        status = np.full(n, PointStatus.VALID, np.uint8)
+        conf = np.ones(n, np.float32)
+        src_world = sample_bilinear(source.points_world, pixels)
+        moving_src = sample_bilinear(source.dynamic_mask.astype(np.float32), pixels) > 0.5
+        if source is target:
+            return MotionEstimate(src_world, pixels.copy(), conf * np.isfinite(src_world[:, 2]),
+                                  np.where(np.isfinite(src_world[:, 2]), status,
+                                           PointStatus.INVALID).astype(np.uint8))
+        # follow the pixels with optical flow, hop by hop through cached frames
+        hops = _consecutive(source, target, via or []) or _hops(source, target, via or [],
+                                                               cfg.max_hop)
+        p = pixels.copy()
+        lost = np.zeros(n, bool)
+        if len(hops) > 2 and len(hops) == target.index - source.index + 1:
+            # every frame in between is cached: compose the frame-to-frame flows, then let DIS
+            # refine the composite directly between source and target, so that the small
+            # errors of each hop do not add up along the chain
+            hops = [source, target]
+            f = self._direct_flow(source, target, self._compose(hops_all := _consecutive(
+                source, target, via or [])))
+            del hops_all
+        else:
+            f = None
+        p_before_last = p
+        for a, b in zip(hops[:-1], hops[1:]):
+            p_before_last = p
+            p = p + sample_bilinear(f if f is not None else self._flow(a, b), p)
+            lost |= ~_inside(p, w, h)
+        # forward-backward check on the last hop catches occlusions of moving points
+        back = self._flow(hops[-1], hops[-2])
+        fb_err = np.linalg.norm(p + sample_bilinear(back, p) - p_before_last, axis=1)
+        # positions from flow + target depth (valid for moving and static points)
+        z_t = _sample_nan(target.latent['depth'], p)
+        flow_world = transform_points(target.T_wc, unproject_pixels(p, z_t, target.K))
+        # static prediction: the source point does not move in the world
+        cam_t = transform_points(invert_pose(target.T_wc), src_world.astype(np.float64))
+        p_static, z_static = project(cam_t, target.K)
+        disp = np.linalg.norm(flow_world - src_world, axis=1)
+        thresh = np.maximum(cfg.dynamic_rel * np.abs(z_static), cfg.dynamic_abs)
+        moving = np.where(np.isfinite(disp), disp > thresh, moving_src)
+        positions = np.where(moving[:, None], flow_world, src_world).astype(np.float32)
+        pix_out = np.where(moving[:, None], p, p_static).astype(np.float32)
+        # static points: visibility from their predicted projection and the target depth
+        static_in = _inside(p_static, w, h) & (z_static > 0)
+        z_seen = _sample_nan(target.latent['depth'], p_static)
+        hidden = z_seen < z_static - np.maximum(cfg.occlusion_rel * z_static, cfg.occlusion_abs)
+        st = ~moving
+        status[st & ~static_in] = PointStatus.OUT_OF_VIEW
+        status[st & static_in & hidden] = PointStatus.OCCLUDED
+        # moving points: visibility from the flow (out of view, forward-backward disagreement)
+        mv = moving
+        out = lost | ~_inside(p, w, h)
+        status[mv & out] = PointStatus.OUT_OF_VIEW
+        status[mv & ~out & (fb_err > cfg.fb_max_px)] = PointStatus.OCCLUDED
+        no_depth = mv & ~out & ~np.isfinite(z_t)
+        status[no_depth] = PointStatus.OCCLUDED
+        positions[mv & (out | no_depth)] = src_world[mv & (out | no_depth)]
+        invalid = ~np.isfinite(src_world).all(axis=1)
+        status[invalid] = PointStatus.INVALID
+        positions[invalid] = np.nan
+        conf = np.where(status == PointStatus.VALID,
+                        np.exp(-np.nan_to_num(fb_err, nan=10.0) / 4.0), 0.2)
+        conf[invalid] = 0.0
+        return MotionEstimate(positions, pix_out, conf.astype(np.float32), status)
+
+    def _compose(self, chain: list[CacheEntry]) -> np.ndarray:
+        """Flow from chain[0] to chain[-1] by composing the flows of consecutive frames."""
+        h, w = chain[0].dynamic_mask.shape
+        v, u = np.mgrid[0:h, 0:w].astype(np.float32)
+        pu, pv = u.copy(), v.copy()
+        for a, b in zip(chain[:-1], chain[1:]):
+            f = self._flow(a, b)
+            step = cv2.remap(f, pu, pv, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+            pu += step[..., 0]
+            pv += step[..., 1]
+        return np.stack([pu - u, pv - v], axis=-1)
+
+    def _direct_flow(self, a: CacheEntry, b: CacheEntry, init: np.ndarray) -> np.ndarray:
+        key = (a.stamp, b.stamp)
+        with self._memo_lock:
+            cached = self._flow_memo.get(key)
+        if cached is not None:
+            return cached
+        flow = self._dis().calc(a.latent['gray'], b.latent['gray'], init)
+        self._remember(key, flow)
+        return flow
+
+    def _remember(self, key: tuple[float, float], flow: np.ndarray) -> None:
+        with self._memo_lock:
+            if len(self._flow_memo) > 8:
+                self._flow_memo.clear()
+            self._flow_memo[key] = flow
+
+    def _flow(self, a: CacheEntry, b: CacheEntry) -> np.ndarray:
+        stored = b.latent.get('flow_from_prev')
+        if stored is not None and b.latent.get('prev_index') == a.index:
+            return stored.astype(np.float32)
+        key = (a.stamp, b.stamp)
+        with self._memo_lock:
+            cached = self._flow_memo.get(key)
+        if cached is not None:
+            return cached
+        # DIS starts from a given flow of the right size: start from the flow the camera motion
+        # alone causes (exact for the static scene), so DIS only finds objects' own motion
+        flow = self._dis().calc(a.latent['gray'], b.latent['gray'],
+                                _rigid_flow(a.points_world, b.T_wc, b.K))
+        self._remember(key, flow)
+        return flow
+
+    def _dis(self) -> cv2.DISOpticalFlow:
+        """One DIS instance per thread (OpenCV objects are not thread-safe)."""
+        dis = getattr(self._local, 'dis', None)
+        if dis is None:
+            dis = cv2.DISOpticalFlow_create(DIS_PRESETS[self.config.flow_preset])
+            self._local.dis = dis
+        return dis
+
+
+def _consecutive(source: CacheEntry, target: CacheEntry,
+                 via: list[CacheEntry]) -> list[CacheEntry] | None:
+    """Source, every frame in between and target, if all are cached and forward in time."""
+    gap = target.index - source.index
+    if gap < 2 or len(via) != gap - 1:
+        return None
+    return [source, *sorted(via, key=lambda e: e.index), target]
+
+
+def _hops(source: CacheEntry, target: CacheEntry, via: list[CacheEntry],
+          max_hop: int) -> list[CacheEntry]:
+    """Frames to chain optical flow through: direct when close, else greedy longest hops."""
+    if abs(target.index - source.index) <= max_hop or not via:
+        return [source, target]
+    forward = target.index > source.index
+    candidates = sorted(via, key=lambda e: e.index, reverse=not forward)
+    path = [source]
+    i = 0
+    while abs(target.index - path[-1].index) > max_hop:
+        best = None
+        while i < len(candidates) and abs(candidates[i].index - path[-1].index) <= max_hop:
+            best = candidates[i]
+            i += 1
+        if best is None:  # gap with nothing cached inside: take the next frame available
+            if i >= len(candidates):
+                break
+            best = candidates[i]
+            i += 1
+        path.append(best)
+    path.append(target)
+    return path
+
+
+def _rigid_flow(points_world: np.ndarray, T_wc: np.ndarray, K: np.ndarray) -> np.ndarray:
+    """H x W x 2 flow that a static scene would show in a camera at T_wc (0 without depth)."""
+    h, w = points_world.shape[:2]
+    uv, z = project(transform_points(invert_pose(T_wc), points_world), K)
+    v, u = np.mgrid[0:h, 0:w].astype(np.float32)
+    flow = (uv - np.stack([u, v], axis=-1)).astype(np.float32)
+    flow[~(np.isfinite(flow).all(axis=-1) & (z > 0))] = 0.0
+    return flow
+
+
+def _inside(p: np.ndarray, w: int, h: int) -> np.ndarray:
+    return (np.isfinite(p).all(axis=1) & (p[:, 0] >= -0.5) & (p[:, 0] <= w - 0.5)
+            & (p[:, 1] >= -0.5) & (p[:, 1] <= h - 0.5))
+
+
+def _sample_nan(depth: np.ndarray, p: np.ndarray) -> np.ndarray:
+    """Bilinear depth at pixels; NaN outside the image or next to missing depth."""
+    h, w = depth.shape
+    z = sample_bilinear(depth, p).astype(np.float32)
+    z[~_inside(p, w, h)] = np.nan
+    return z
+
+
+def _splat_mask(mask: np.ndarray, flow: np.ndarray) -> np.ndarray:
+    """Move a boolean mask along a forward flow field (nearest pixel), then close small holes."""
+    h, w = mask.shape
+    out = np.zeros((h, w), np.uint8)
+    v, u = np.nonzero(mask)
+    if len(v):
+        tu = np.round(u + flow[v, u, 0]).astype(np.int64)
+        tv = np.round(v + flow[v, u, 1]).astype(np.int64)
+        ok = (tu >= 0) & (tu < w) & (tv >= 0) & (tv < h)
+        out[tv[ok], tu[ok]] = 1
+        kernel = np.ones((3, 3), np.uint8)
+        out = cv2.morphologyEx(out, cv2.MORPH_CLOSE, kernel)
+    return out.astype(bool)
+
+
+def _depth_confidence(depth: np.ndarray) -> np.ndarray:
+    """Confidence in [0, 1]: 0 without depth, low at depth discontinuities (mixed pixels)."""
+    z = np.nan_to_num(depth, nan=0.0)
+    gx = np.abs(cv2.Sobel(z, cv2.CV_32F, 1, 0, ksize=3))
+    gy = np.abs(cv2.Sobel(z, cv2.CV_32F, 0, 1, ksize=3))
+    with np.errstate(divide='ignore', invalid='ignore'):
+        rel = (gx + gy) / np.maximum(z, 1e-3) / 8.0
+    conf = np.exp(-rel / 0.05).astype(np.float32)
+    conf[z <= 0] = 0.0
+    return conf

@@ -1,0 +1,88 @@
+"""The protocol every geometry/motion backend implements (rgbd, learned, oracle).
+
+A backend sees each frame once (`process`), returns its per-frame geometry and a small latent
+record that the engine caches; motion between any two cached frames is decoded on demand from
+their two records (`motion`), never by re-encoding a frame. This is the S-4RC contract: the learned
+backend's latent is its token set on the inference device, the rgbd backend's is a grey image and
+depth map.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
+
+from fourd_ros.core.types import Frame, FrameResult
+
+
+@dataclass
+class CacheEntry:
+    """What the engine keeps of one processed frame.
+
+    Attributes:
+        stamp: capture time, seconds.
+        index: running frame index in the stream (0 = anchor).
+        T_wc: 4x4 camera-to-world pose (world = first camera, OpenCV axes).
+        K: 3x3 intrinsics at the processing resolution.
+        latent: backend-owned record (arrays or tensors, possibly on the inference device).
+        points_world: H x W x 3 float32 world points at the frame's own time (NaN = invalid).
+        dynamic_mask: H x W bool, True on moving scene points.
+        nbytes: memory held by `latent`, `points_world` and `dynamic_mask`, bytes.
+        keyframe: kept preferentially by the cache's retention policy.
+    """
+
+    stamp: float
+    index: int
+    T_wc: np.ndarray
+    K: np.ndarray
+    latent: dict[str, Any]
+    points_world: np.ndarray
+    dynamic_mask: np.ndarray
+    nbytes: int
+    keyframe: bool = False
+
+
+@dataclass
+class MotionEstimate:
+    """Where points of a source frame are at a target frame's time (one row per point).
+
+    Attributes:
+        positions: N x 3 world positions at the target time (NaN where INVALID).
+        pixels: N x 2 pixel positions (u, v) in the target image at processing resolution (NaN
+            where unknown); may lie outside the image for OUT_OF_VIEW points.
+        confidence: N in [0, 1].
+        status: N uint8 `PointStatus` (VALID, OCCLUDED, OUT_OF_VIEW or INVALID).
+    """
+
+    positions: np.ndarray
+    pixels: np.ndarray
+    confidence: np.ndarray
+    status: np.ndarray
+
+
+@runtime_checkable
+class Backend(Protocol):
+    """Geometry + motion backend used by `StreamingEngine`.
+
+    Frames reach `process` already resized to the processing resolution, with `K` set (given or
+    estimated). Implementations must be deterministic for a given input stream.
+    """
+
+    name: str
+    metric: bool
+
+    def reset(self) -> None:
+        """Forget the stream (a new stream starts at the next frame)."""
+
+    def process(self, frame: Frame) -> tuple[FrameResult, dict[str, Any]]:
+        """Encode one frame: its geometry, pose, dynamic mask, and the latent record to cache."""
+
+    def motion(self, source: CacheEntry, target: CacheEntry, pixels: np.ndarray,
+               via: list[CacheEntry] | None = None) -> MotionEstimate:
+        """Decode where source pixels (N x 2, processing resolution) are at the target time.
+
+        `via` lists cached frames strictly between source and target in time that the backend
+        may chain through when the gap is large (oldest first).
+        """

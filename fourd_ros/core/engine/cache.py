@@ -1,0 +1,119 @@
+"""Bounded latent cache: anchor frame + last K frames + keyframes, within a memory budget."""
+
+from __future__ import annotations
+
+import bisect
+from dataclasses import dataclass
+
+from fourd_ros.core.engine.backend import CacheEntry
+
+
+@dataclass
+class CachePolicy:
+    """Retention policy of the latent cache.
+
+    Attributes:
+        budget_mb: hard memory budget for all cached entries, MiB.
+        recent: number of most recent frames always kept (if the budget allows).
+        max_keyframes: keyframes kept besides the recent frames (oldest evicted first).
+        keep_anchor: keep the first frame of the stream (the world frame's origin).
+    """
+
+    budget_mb: float = 256.0
+    recent: int = 30
+    max_keyframes: int = 32
+    keep_anchor: bool = True
+
+
+class LatentCache:
+    """Cached frames ordered by stamp; evicts by policy, never grows past the budget.
+
+    Not thread-safe by itself: the engine guards it with its lock.
+    """
+
+    def __init__(self, policy: CachePolicy) -> None:
+        self.policy = policy
+        self._entries: list[CacheEntry] = []
+        self._stamps: list[float] = []
+        self._nbytes = 0
+        self.evicted_count = 0
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    @property
+    def nbytes(self) -> int:
+        return self._nbytes
+
+    @property
+    def megabytes(self) -> float:
+        return self._nbytes / 2**20
+
+    def entries(self) -> list[CacheEntry]:
+        """Cached entries, oldest first (a copy of the list; the entries are shared)."""
+        return list(self._entries)
+
+    def latest(self) -> CacheEntry | None:
+        return self._entries[-1] if self._entries else None
+
+    def get(self, stamp: float, tolerance: float = 1e-6) -> CacheEntry | None:
+        """The entry whose stamp equals `stamp` within `tolerance` seconds, else None."""
+        i = bisect.bisect_left(self._stamps, stamp - tolerance)
+        if i < len(self._stamps) and abs(self._stamps[i] - stamp) <= tolerance:
+            return self._entries[i]
+        return None
+
+    def between(self, first: CacheEntry, last: CacheEntry) -> list[CacheEntry]:
+        """Cached entries strictly between two entries in time (oldest first)."""
+        lo, hi = sorted((first.stamp, last.stamp))
+        return [e for e in self._entries if lo < e.stamp < hi]
+
+    def add(self, entry: CacheEntry) -> list[CacheEntry]:
+        """Insert the newest entry and evict what the policy drops; returns the evicted."""
+        if self._stamps and entry.stamp <= self._stamps[-1]:
+            raise ValueError('cache entries must arrive in increasing stamp order')
+        self._entries.append(entry)
+        self._stamps.append(entry.stamp)
+        self._nbytes += entry.nbytes
+        evicted = self._apply_policy()
+        self.evicted_count += len(evicted)
+        return evicted
+
+    def clear(self) -> None:
+        self._entries.clear()
+        self._stamps.clear()
+        self._nbytes = 0
+
+    def _protected(self, i: int) -> bool:
+        """Whether entry i survives the count-based policy."""
+        n = len(self._entries)
+        if i >= n - self.policy.recent:
+            return True
+        if self.policy.keep_anchor and self._entries[i].index == 0:
+            return True
+        return False
+
+    def _apply_policy(self) -> list[CacheEntry]:
+        evicted: list[CacheEntry] = []
+        # 1) count policy: non-recent, non-anchor frames survive only as keyframes
+        keyframes = [i for i, e in enumerate(self._entries)
+                     if e.keyframe and not self._protected(i)]
+        drop_kf = set(keyframes[:max(0, len(keyframes) - self.policy.max_keyframes)])
+        keep = [i for i in range(len(self._entries))
+                if self._protected(i) or (i in keyframes and i not in drop_kf)]
+        if len(keep) != len(self._entries):
+            keep_set = set(keep)
+            evicted = [e for i, e in enumerate(self._entries) if i not in keep_set]
+            self._entries = [self._entries[i] for i in keep]
+        # 2) memory budget: drop the oldest entries (anchor last) until it fits; the newest
+        # entry always stays so the stream can go on
+        budget = self.policy.budget_mb * 2**20
+        self._nbytes = sum(e.nbytes for e in self._entries)
+        while self._nbytes > budget and len(self._entries) > 1:
+            victim = 1 if (self.policy.keep_anchor and self._entries[0].index == 0
+                           and len(self._entries) > 2) else 0
+            e = self._entries.pop(victim)
+            self._nbytes -= e.nbytes
+            evicted.append(e)
+        self._stamps = [e.stamp for e in self._entries]
+        return evicted

@@ -1,0 +1,333 @@
+"""Streaming engine: one backend, a bounded latent cache, persistent tracks, motion queries.
+
+Typical use (CoTracker-style online contract: push frames in order, ask at any time)::
+
+    engine = StreamingEngine(RgbdBackend(), EngineConfig(width=320))
+    for frame in reader:
+        result = engine.process(frame)           # FrameResult at processing resolution
+    answer = engine.query_pixels(stamp, [[320, 240]])   # pixels at the input resolution
+
+Thread safety: `process` runs the backend outside the engine lock and only takes it to publish
+the new cache entry and tracks, so queries from other threads wait at most for that short step.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections import deque
+from dataclasses import dataclass, field
+
+import cv2
+import numpy as np
+
+from fourd_ros.core.engine.backend import Backend, CacheEntry, MotionEstimate
+from fourd_ros.core.engine.cache import CachePolicy, LatentCache
+from fourd_ros.core.engine.tracks import TrackConfig, TrackManager, TrackSnapshot
+from fourd_ros.core.geometry import (default_intrinsics, invert_pose, project,
+                                     sample_bilinear, scale_intrinsics, transform_points)
+from fourd_ros.core.types import Frame, FrameResult, PointStatus, QueryResult
+
+LOG = logging.getLogger(__name__)
+
+
+class InputError(ValueError):
+    """A frame the engine cannot use (bad shape/dtype, duplicate stamp, bad intrinsics)."""
+
+
+class QueryError(ValueError):
+    """A query the engine refuses as a whole (too many points, bad shape)."""
+
+
+@dataclass
+class EngineConfig:
+    """Streaming engine settings.
+
+    Attributes:
+        width: processing width in pixels (height follows the input's aspect ratio, rounded to
+            a multiple of 8); 0 = process at the input resolution.
+        cache: latent cache retention policy and memory budget.
+        tracks: track manager settings.
+        max_query_points: largest number of points served by one query.
+        max_trajectory: poses kept for `trajectory()` (oldest dropped first).
+        uncalibrated_hfov_deg: horizontal field of view assumed when no intrinsics are given.
+    """
+
+    width: int = 320
+    cache: CachePolicy = field(default_factory=CachePolicy)
+    tracks: TrackConfig = field(default_factory=TrackConfig)
+    max_query_points: int = 100_000
+    max_trajectory: int = 100_000
+    uncalibrated_hfov_deg: float = 60.0
+
+
+@dataclass
+class StepInfo:
+    """Bookkeeping of the last `process` call."""
+
+    reset_reason: str = ''
+    evicted: int = 0
+
+
+class StreamingEngine:
+    """Runs a backend over a stream of frames and answers motion queries about cached frames."""
+
+    def __init__(self, backend: Backend, config: EngineConfig | None = None) -> None:
+        self.backend = backend
+        self.config = config or EngineConfig()
+        self.cache = LatentCache(self.config.cache)
+        self.tracks = TrackManager(self.config.tracks)
+        self._lock = threading.RLock()
+        self._trajectory: deque[tuple[float, np.ndarray]] = deque(
+            maxlen=self.config.max_trajectory)
+        self._input_size: tuple[int, int] | None = None
+        self._proc_size: tuple[int, int] | None = None
+        self._index = 0
+        self.last_step = StepInfo()
+
+    # ------------------------------------------------------------------ stream
+    @property
+    def metric(self) -> bool:
+        return bool(self.backend.metric)
+
+    @property
+    def input_size(self) -> tuple[int, int] | None:
+        """(width, height) of the input images of the current stream."""
+        return self._input_size
+
+    @property
+    def processing_size(self) -> tuple[int, int] | None:
+        """(width, height) the backend works at."""
+        return self._proc_size
+
+    def reset(self) -> None:
+        """Forget the stream: cache, tracks, trajectory and the backend's state."""
+        with self._lock:
+            self.backend.reset()
+            self.cache.clear()
+            self.tracks.reset()
+            self._trajectory.clear()
+            self._input_size = None
+            self._proc_size = None
+            self._index = 0
+
+    def process(self, frame: Frame) -> FrameResult:
+        """Process the next frame; returns its geometry at the processing resolution.
+
+        A stamp older than the last one (bag loop, camera restart) or an image size change
+        resets the stream first (see `last_step.reset_reason`). Raises `InputError` for frames
+        that cannot be used; the stream is left as it was.
+        """
+        self._validate(frame)
+        info = StepInfo()
+        latest = self.cache.latest()
+        h, w = frame.rgb.shape[:2]
+        if latest is not None and frame.stamp < latest.stamp:
+            info.reset_reason = (f'time went backwards ({frame.stamp:.6f} s after '
+                                 f'{latest.stamp:.6f} s): stream reset')
+        elif latest is not None and frame.stamp == latest.stamp:
+            raise InputError(f'duplicate stamp {frame.stamp:.6f} s: frame ignored')
+        elif self._input_size is not None and (w, h) != self._input_size:
+            info.reset_reason = (f'image size changed from {self._input_size[0]}x'
+                                 f'{self._input_size[1]} to {w}x{h}: stream reset')
+        if info.reset_reason:
+            LOG.warning(info.reset_reason)
+            self.reset()
+        if self._input_size is None:
+            self._input_size = (w, h)
+            self._proc_size = self._processing_size(w, h)
+        proc = self._resize(frame)
+        result, latent = self.backend.process(proc)
+        entry = CacheEntry(stamp=frame.stamp, index=self._index, T_wc=result.T_wc, K=result.K,
+                           latent=latent, points_world=result.points_world,
+                           dynamic_mask=result.dynamic_mask,
+                           nbytes=_nbytes(latent) + result.points_world.nbytes
+                           + result.dynamic_mask.nbytes,
+                           keyframe=bool(result.extras.get('keyframe', self._index == 0)))
+        with self._lock:
+            prev = self.cache.latest()
+            info.evicted = len(self.cache.add(entry))
+            self.tracks.step(prev, entry, self._motion, result.confidence)
+            self._trajectory.append((frame.stamp, result.T_wc.copy()))
+            self._index += 1
+        self.last_step = info
+        return result
+
+    # ------------------------------------------------------------------ outputs
+    def track_snapshot(self) -> TrackSnapshot:
+        """Tracks at the latest frame (a copy, safe to use from any thread)."""
+        with self._lock:
+            return self.tracks.snapshot
+
+    def trajectory(self, start: float | None = None,
+                   end: float | None = None) -> list[tuple[float, np.ndarray]]:
+        """(stamp, T_wc) of processed frames with start <= stamp <= end (None = open)."""
+        with self._lock:
+            return [(s, T) for s, T in self._trajectory
+                    if (start is None or s >= start) and (end is None or s <= end)]
+
+    # ------------------------------------------------------------------ queries
+    def query_pixels(self, source_stamp: float, pixels: np.ndarray,
+                     target_stamp: float | None = None) -> QueryResult:
+        """Where are pixels (N x 2, u v at the INPUT resolution) of a past frame at the target?
+
+        `target_stamp` None = latest processed frame. Per-point problems are reported in
+        `QueryResult.status`; only a malformed or oversized request raises `QueryError`.
+        """
+        pixels = self._check_query(pixels, 2)
+        n = len(pixels)
+        with self._lock:
+            source, target, via, message = self._resolve(source_stamp, target_stamp)
+            proc_size, input_size = self._proc_size, self._input_size
+        result = _empty_result(source_stamp, target, n, message)
+        if source is None or target is None:
+            return result
+        sx = proc_size[0] / input_size[0]
+        sy = proc_size[1] / input_size[1]
+        proc_px = np.stack([(pixels[:, 0] + 0.5) * sx - 0.5, (pixels[:, 1] + 0.5) * sy - 0.5],
+                           axis=1).astype(np.float32)
+        h, w = source.dynamic_mask.shape
+        inside = (np.isfinite(proc_px).all(axis=1) & (proc_px[:, 0] >= -0.5)
+                  & (proc_px[:, 0] <= w - 0.5) & (proc_px[:, 1] >= -0.5)
+                  & (proc_px[:, 1] <= h - 0.5))
+        src_pos = np.full((n, 3), np.nan, np.float32)
+        src_pos[inside] = sample_bilinear(source.points_world, proc_px[inside])
+        ok = inside & np.isfinite(src_pos).all(axis=1)
+        return self._finish(result, source, target, via, proc_px, src_pos, ok)
+
+    def query_points(self, source_stamp: float, points_world: np.ndarray,
+                     target_stamp: float | None = None) -> QueryResult:
+        """Where are 3D points (N x 3, world frame) observed at `source_stamp` at the target?
+
+        Each point is projected into the source image to find the surface it belongs to; its
+        displacement is that surface point's displacement. Points outside the source view or
+        behind the camera are INVALID.
+        """
+        points_world = self._check_query(points_world, 3)
+        n = len(points_world)
+        with self._lock:
+            source, target, via, message = self._resolve(source_stamp, target_stamp)
+        result = _empty_result(source_stamp, target, n, message)
+        if source is None or target is None:
+            return result
+        cam = transform_points(invert_pose(source.T_wc), points_world.astype(np.float64))
+        px, z = project(cam, source.K)
+        h, w = source.dynamic_mask.shape
+        ok = (np.isfinite(px).all(axis=1) & (z > 0) & (px[:, 0] >= -0.5) & (px[:, 0] <= w - 0.5)
+              & (px[:, 1] >= -0.5) & (px[:, 1] <= h - 0.5))
+        src_pos = np.where(ok[:, None], points_world, np.nan).astype(np.float32)
+        return self._finish(result, source, target, via, px.astype(np.float32), src_pos, ok)
+
+    # ------------------------------------------------------------------ internals
+    def _motion(self, source: CacheEntry, target: CacheEntry,
+                pixels: np.ndarray) -> MotionEstimate:
+        return self.backend.motion(source, target, pixels, self.cache.between(source, target))
+
+    def _resolve(self, source_stamp: float, target_stamp: float | None):
+        """Look up source/target entries (call with the lock held)."""
+        latest = self.cache.latest()
+        if latest is None:
+            return None, None, [], 'no frame processed yet'
+        target = latest if target_stamp is None else self.cache.get(target_stamp)
+        source = self.cache.get(source_stamp)
+        first = self._trajectory[0][0] if self._trajectory else latest.stamp
+        if source is None:
+            seen = first <= source_stamp <= latest.stamp
+            why = 'evicted from the cache' if seen else 'never processed in this stream'
+            return None, target, [], f'source stamp {source_stamp:.6f} s {why}'
+        if target is None:
+            return source, None, [], f'target stamp {target_stamp:.6f} s is not cached'
+        return source, target, self.cache.between(source, target), ''
+
+    def _finish(self, result: QueryResult, source: CacheEntry, target: CacheEntry,
+                via: list[CacheEntry], proc_px: np.ndarray, src_pos: np.ndarray,
+                ok: np.ndarray) -> QueryResult:
+        n = len(ok)
+        status = np.full(n, PointStatus.INVALID, np.uint8)
+        if np.any(ok):
+            est = self.backend.motion(source, target, proc_px[ok], via)
+            disp = est.positions - sample_bilinear(source.points_world, proc_px[ok])
+            # 3D-point queries keep their own source position and move with their surface
+            pos = src_pos[ok] + np.where(np.isfinite(disp), disp, np.nan)
+            result.positions[ok] = pos
+            result.source_positions[ok] = src_pos[ok]
+            result.displacements[ok] = pos - src_pos[ok]
+            result.confidence[ok] = est.confidence
+            status[ok] = est.status
+        result.status = status
+        counts = {s.name: int(np.count_nonzero(status == s)) for s in PointStatus
+                  if np.any(status == s)}
+        result.message = result.message or ', '.join(f'{k}: {v}' for k, v in counts.items())
+        return result
+
+    def _check_query(self, values: np.ndarray, dims: int) -> np.ndarray:
+        arr = np.asarray(values, dtype=np.float64)
+        if arr.ndim != 2 or arr.shape[1] != dims:
+            raise QueryError(f'query points must have shape (N, {dims}), got {arr.shape}')
+        if len(arr) > self.config.max_query_points:
+            raise QueryError(f'{len(arr)} query points exceed max_query_points='
+                             f'{self.config.max_query_points}; split the request')
+        return arr
+
+    def _validate(self, frame: Frame) -> None:
+        rgb = frame.rgb
+        if not isinstance(rgb, np.ndarray) or rgb.ndim != 3 or rgb.shape[2] != 3:
+            raise InputError(f'image must be H x W x 3, got shape {getattr(rgb, "shape", None)}')
+        if rgb.dtype != np.uint8:
+            raise InputError(f'image must be uint8, got {rgb.dtype}')
+        if rgb.shape[0] < 8 or rgb.shape[1] < 8:
+            raise InputError(f'image too small: {rgb.shape[1]}x{rgb.shape[0]}')
+        if not np.isfinite(frame.stamp):
+            raise InputError('stamp is not finite')
+        if frame.depth is not None and frame.depth.shape != rgb.shape[:2]:
+            raise InputError(f'depth {frame.depth.shape[1]}x{frame.depth.shape[0]} does not '
+                             f'match image {rgb.shape[1]}x{rgb.shape[0]}')
+        if frame.K is not None:
+            K = np.asarray(frame.K)
+            if K.shape != (3, 3) or not np.all(np.isfinite(K)) or K[0, 0] <= 0 or K[1, 1] <= 0:
+                raise InputError('intrinsics K must be a finite 3x3 matrix with fx, fy > 0')
+
+    def _processing_size(self, w: int, h: int) -> tuple[int, int]:
+        if self.config.width <= 0 or self.config.width >= w:
+            return w, h
+        pw = int(self.config.width)
+        ph = max(8, int(round(h * pw / w / 8.0)) * 8)
+        return pw, ph
+
+    def _resize(self, frame: Frame) -> Frame:
+        h, w = frame.rgb.shape[:2]
+        pw, ph = self._proc_size
+        K = frame.K if frame.K is not None else default_intrinsics(
+            w, h, self.config.uncalibrated_hfov_deg)
+        if (pw, ph) == (w, h):
+            rgb, depth = frame.rgb, frame.depth
+        else:
+            rgb = cv2.resize(frame.rgb, (pw, ph), interpolation=cv2.INTER_AREA)
+            depth = None if frame.depth is None else cv2.resize(
+                frame.depth, (pw, ph), interpolation=cv2.INTER_NEAREST)
+            K = scale_intrinsics(K, pw / w, ph / h)
+        if depth is not None:
+            depth = depth.astype(np.float32, copy=False)
+        return Frame(stamp=frame.stamp, rgb=rgb, depth=depth, K=K, T_wc_gt=frame.T_wc_gt,
+                     name=frame.name, index=self._index)
+
+
+def _nbytes(latent: dict) -> int:
+    total = 0
+    for value in latent.values():
+        if hasattr(value, 'nbytes'):
+            total += int(value.nbytes)
+        elif hasattr(value, 'element_size'):  # torch tensors
+            total += int(value.element_size() * value.nelement())
+    return total
+
+
+def _empty_result(source_stamp: float, target: CacheEntry | None, n: int,
+                  message: str) -> QueryResult:
+    status = np.full(n, PointStatus.OUT_OF_WINDOW if message else PointStatus.INVALID, np.uint8)
+    nan3 = np.full((n, 3), np.nan, np.float32)
+    return QueryResult(source_stamp=source_stamp,
+                       target_stamp=target.stamp if target is not None else float('nan'),
+                       positions=nan3.copy(), source_positions=nan3.copy(),
+                       displacements=nan3.copy(), confidence=np.zeros(n, np.float32),
+                       status=status, message=message)
