@@ -162,20 +162,18 @@ class RgbdBackend:
                                   np.where(np.isfinite(src_world[:, 2]), status,
                                            PointStatus.INVALID).astype(np.uint8))
         # follow the pixels with optical flow, hop by hop through cached frames
-        hops = _consecutive(source, target, via or []) or _hops(source, target, via or [],
-                                                               cfg.max_hop)
+        chain = _consecutive(source, target, via or [])
         p = pixels.copy()
         lost = np.zeros(n, bool)
-        if len(hops) > 2 and len(hops) == target.index - source.index + 1:
+        f = None
+        if chain is not None:
             # every frame in between is cached: compose the frame-to-frame flows, then let DIS
             # refine the composite directly between source and target, so that the small
             # errors of each hop do not add up along the chain
             hops = [source, target]
-            f = self._direct_flow(source, target, self._compose(hops_all := _consecutive(
-                source, target, via or [])))
-            del hops_all
+            f = self._direct_flow(source, target, self._compose(chain))
         else:
-            f = None
+            hops = _hops(source, target, via or [], cfg.max_hop)
         p_before_last = p
         for a, b in zip(hops[:-1], hops[1:]):
             p_before_last = p

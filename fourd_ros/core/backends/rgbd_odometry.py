@@ -1,7 +1,8 @@
 """Camera tracking for RGB-D streams: coarse-to-fine projective point-to-plane ICP.
 
-Frame-to-keyframe tracking on depth only (colour is not needed, which makes the tracker immune to
-colour/depth misregistration such as in 7-Scenes). See ``RgbdOdometry``.
+Frame-to-model tracking on depth only, with a fused keyframe depth model (see ``RgbdOdometry``).
+Colour is not used, which makes the tracker immune to colour/depth misregistration (as in
+7-Scenes, whose colour camera is not registered to the depth camera).
 """
 
 from __future__ import annotations
@@ -23,17 +24,24 @@ class OdometryConfig:
         iterations: Gauss-Newton iterations per level, finest level first.
         sample_step: pixel stride of the current-frame points used at each level, finest first.
         min_depth, max_depth: valid depth range in metres.
-        bilateral_sigma_m: range sigma of the bilateral depth filter (0 = no filtering).
+        bilateral_sigma_m: range sigma of the bilateral filter of the current depth (0 = none).
         dist_gate_m: max point distance of an association at each level, finest first.
         normal_gate_deg: max angle between associated normals.
-        huber_k: Huber threshold in units of the robust residual scale (MAD).
+        huber_k: Huber threshold in units of the robust residual scale.
         min_sigma_m: lower bound of the robust residual scale.
-        min_points: minimum valid depth points (at level 0, after sampling) to attempt tracking.
+        noise_weighting: weight residuals by the inverse depth-noise variance (Kinect model).
+        min_points: minimum valid depth points (sampled, level 0) to attempt tracking.
         min_inlier_ratio: minimum inlier fraction of the sampled points at the finest level.
         max_rmse_m: tracking fails above this point-to-plane RMSE.
         max_step_m, max_step_deg: tracking fails when one frame moves more than this.
+        fuse: fuse tracked frames into the keyframe depth model (frame-to-model tracking).
+        fuse_step: pixel stride of the current-frame points fused into the model.
+        fuse_gate_m: max depth difference (at 1 m, grows with z^2) of a fused measurement.
+        max_weight: cap of the per-pixel model weight (frames).
+        carry_weight: cap of the weight of the model carried over to a new keyframe (0 = none).
         kf_trans_m, kf_rot_deg: a new keyframe starts beyond this motion from the current one.
         kf_min_overlap: a new keyframe starts when fewer inliers than this fraction remain.
+        kf_max_frames: a new keyframe starts after this many frames (0 = no limit).
         convergence_eps: stop iterating a level when the update is below this (rad / m).
     """
 
@@ -47,14 +55,21 @@ class OdometryConfig:
     normal_gate_deg: float = 30.0
     huber_k: float = 1.5
     min_sigma_m: float = 0.002
+    noise_weighting: bool = False
     min_points: int = 300
     min_inlier_ratio: float = 0.15
     max_rmse_m: float = 0.05
     max_step_m: float = 0.3
     max_step_deg: float = 30.0
+    fuse: bool = True
+    fuse_step: int = 1
+    fuse_gate_m: float = 0.02
+    max_weight: float = 30.0
+    carry_weight: float = 10.0
     kf_trans_m: float = 0.1
     kf_rot_deg: float = 10.0
     kf_min_overlap: float = 0.6
+    kf_max_frames: int = 0
     convergence_eps: float = 1e-5
 
 
@@ -79,20 +94,28 @@ class OdometryResult:
 
 @dataclass
 class _Level:
-    """Vertex and normal maps of one pyramid level (camera frame, NaN = invalid)."""
+    """One pyramid level of a frame.
+
+    ``pts``/``nrm`` are the sampled valid points and normals (3 x M float32, camera frame) used
+    when the frame is the one being tracked; ``ref`` is the dense (H*W + 1) x 6 float32 vertex +
+    normal map used when it is the reference (zeros = invalid; the last row is a dummy invalid
+    entry for out-of-image projections).
+    """
 
     K: np.ndarray
     width: int
     height: int
-    vertices: np.ndarray   # (H*W) x 3 float32
-    normals: np.ndarray    # (H*W) x 3 float32
+    depth: np.ndarray
+    normals: np.ndarray   # 3 x H x W float32, zeros where invalid
+    pts: np.ndarray | None = None
+    nrm: np.ndarray | None = None
+    ref: np.ndarray | None = None
 
 
 def _exp_se3(xi: np.ndarray) -> np.ndarray:
     """4x4 transform of a twist (rotation vector, translation) applied on the left."""
-    w = xi[:3]
     T = np.eye(4)
-    T[:3, :3] = cv2.Rodrigues(w.reshape(3, 1))[0]
+    T[:3, :3] = cv2.Rodrigues(np.asarray(xi[:3], np.float64).reshape(3, 1))[0]
     T[:3, 3] = xi[3:]
     return T
 
@@ -114,43 +137,50 @@ def _rotation_deg(R: np.ndarray) -> float:
 def _downsample_depth(depth: np.ndarray, max_jump: float) -> np.ndarray:
     """Halve a depth map by averaging valid 2x2 blocks; blocks over an edge become invalid."""
     h, w = depth.shape[0] // 2 * 2, depth.shape[1] // 2 * 2
-    blocks = depth[:h, :w].reshape(h // 2, 2, w // 2, 2).transpose(0, 2, 1, 3).reshape(
-        h // 2, w // 2, 4)
-    valid = blocks > 0
-    cnt = valid.sum(-1)
-    mean = blocks.sum(-1) / np.maximum(cnt, 1)
-    lo = np.where(valid, blocks, np.inf).min(-1)
-    hi = blocks.max(-1)
-    ok = (cnt > 0) & (hi - lo < max_jump * np.maximum(mean, 1e-3))
+    b = depth[:h, :w].reshape(h // 2, 2, w // 2, 2)
+    a, c, d, e = b[:, 0, :, 0], b[:, 0, :, 1], b[:, 1, :, 0], b[:, 1, :, 1]
+    cnt = ((a > 0).astype(np.float32) + (c > 0) + (d > 0) + (e > 0))
+    mean = (a + c + d + e) / np.maximum(cnt, 1.0)
+    hi = np.maximum(np.maximum(a, c), np.maximum(d, e))
+    big = np.float32(1e9)
+    lo = np.minimum(np.minimum(np.where(a > 0, a, big), np.where(c > 0, c, big)),
+                    np.minimum(np.where(d > 0, d, big), np.where(e > 0, e, big)))
+    ok = (cnt > 0) & (hi - lo < max_jump * mean)
     return np.where(ok, mean, 0.0).astype(np.float32)
 
 
 class RgbdOdometry:
     """Camera tracking for registered RGB-D frames (OpenCV optical axes, metres).
 
-    Depth-only, frame-to-keyframe projective point-to-plane ICP over an image pyramid, with
-    Huber-weighted Gauss-Newton, distance and normal-angle gates on the associations and a
-    constant-velocity motion prior. Moving objects are excluded through ``static_mask`` when
-    given and otherwise down-weighted by the robust weights and gates. The world frame is the
-    camera of the first frame tracked after construction or ``reset()``.
+    Depth-only projective point-to-plane ICP over an image pyramid (Huber-weighted Gauss-Newton,
+    distance and normal-angle gates on the associations, constant-velocity motion prior) against
+    a keyframe depth model: tracked frames are fused into the keyframe's depth map, and when a new
+    keyframe starts the old model is carried over into its view, which makes the tracking
+    frame-to-model and keeps drift low. Moving objects are excluded through ``static_mask`` when
+    given and otherwise rejected by the robust weights, the gates and the fusion gate. The world
+    frame is the camera of the first frame tracked after construction or ``reset()``.
     """
 
     def __init__(self, K: np.ndarray, width: int, height: int,
                  config: OdometryConfig | None = None) -> None:
         """Set up a tracker for images of ``width`` x ``height`` with intrinsics ``K``."""
         self.config = config or OdometryConfig()
+        cfg = self.config
+        if not (len(cfg.iterations) >= cfg.levels and len(cfg.sample_step) >= cfg.levels
+                and len(cfg.dist_gate_m) >= cfg.levels):
+            raise ValueError('OdometryConfig: iterations, sample_step and dist_gate_m need one '
+                             'entry per pyramid level')
         self.width = int(width)
         self.height = int(height)
         self.K = np.asarray(K, dtype=np.float64)
-        cfg = self.config
-        self._rays: list[tuple[np.ndarray, np.ndarray, np.ndarray, int, int]] = []
+        self._geo: list[tuple[np.ndarray, np.ndarray, np.ndarray, int, int]] = []
         K_l = self.K
         w, h = self.width, self.height
         for _ in range(cfg.levels):
             v, u = np.mgrid[0:h, 0:w].astype(np.float32)
-            rx = (u - K_l[0, 2]) / K_l[0, 0]
-            ry = (v - K_l[1, 2]) / K_l[1, 1]
-            self._rays.append((K_l.copy(), rx, ry, w, h))
+            rx = (u - np.float32(K_l[0, 2])) / np.float32(K_l[0, 0])
+            ry = (v - np.float32(K_l[1, 2])) / np.float32(K_l[1, 1])
+            self._geo.append((K_l.copy(), rx, ry, w, h))
             K_l = scale_intrinsics(K_l, 0.5, 0.5)
             w, h = w // 2, h // 2
         self.reset()
@@ -158,49 +188,82 @@ class RgbdOdometry:
     def reset(self) -> None:
         """Forget all state; the next tracked frame is the world origin."""
         self._kf: list[_Level] | None = None
+        self._kf_weight: np.ndarray | None = None
+        self._kf_frames = 0
         self._T_wk = np.eye(4)
         self._T_wc = np.eye(4)
         self._T_wc_prev: np.ndarray | None = None
-        self._frames = 0
 
     # ------------------------------------------------------------------------------------------
     # preprocessing
 
-    def _pyramid(self, depth: np.ndarray, static_mask: np.ndarray | None) -> list[_Level]:
+    def _clean_depth(self, depth: np.ndarray, static_mask: np.ndarray | None) -> np.ndarray:
         cfg = self.config
         d = np.asarray(depth, dtype=np.float32)
-        d = np.where(np.isfinite(d) & (d >= cfg.min_depth) & (d <= cfg.max_depth), d, 0.0)
-        d = d.astype(np.float32)
+        with np.errstate(invalid='ignore'):
+            ok = (d >= cfg.min_depth) & (d <= cfg.max_depth)
         if static_mask is not None:
-            d[~np.asarray(static_mask, dtype=bool)] = 0.0
-        if cfg.bilateral_sigma_m > 0:
-            valid = d > 0
+            ok &= np.asarray(static_mask, dtype=bool)
+        return np.where(ok, d, np.float32(0.0)).astype(np.float32)
+
+    def _normals(self, z: np.ndarray, li: int) -> np.ndarray:
+        """3 x H x W camera-facing unit normals of a depth map; zeros at holes and edges."""
+        K_l, rx, ry, _, _ = self._geo[li]
+        fx, fy = np.float32(K_l[0, 0]), np.float32(K_l[1, 1])
+        zu = np.zeros_like(z)
+        zv = np.zeros_like(z)
+        zu[:, 1:-1] = (z[:, 2:] - z[:, :-2]) * np.float32(0.5)
+        zv[1:-1] = (z[2:] - z[:-2]) * np.float32(0.5)
+        valid = z > 0
+        ok = np.zeros_like(valid)
+        ok[1:-1, 1:-1] = (valid[1:-1, 2:] & valid[1:-1, :-2] & valid[2:, 1:-1] & valid[:-2, 1:-1]
+                          & valid[1:-1, 1:-1])
+        # reject depth discontinuities
+        ok &= (np.abs(zu) < np.float32(0.05) * z) & (np.abs(zv) < np.float32(0.05) * z)
+        gx = fx * zu
+        gy = fy * zv
+        nz = -(z + gx * rx + gy * ry)
+        inv = np.where(ok, 1.0 / np.sqrt(gx * gx + gy * gy + nz * nz + 1e-30), 0.0)
+        return np.stack([gx * inv, gy * inv, nz * inv]).astype(np.float32)
+
+    def _frame(self, depth: np.ndarray, *, smooth: bool) -> list[_Level]:
+        """Pyramid of a cleaned depth map (no sampled points or reference maps yet)."""
+        cfg = self.config
+        d = depth
+        if smooth and cfg.bilateral_sigma_m > 0:
             f = cv2.bilateralFilter(d, 5, cfg.bilateral_sigma_m, 2.0)
-            d = np.where(valid, f, 0.0).astype(np.float32)
+            d = np.where(d > 0, f, np.float32(0.0)).astype(np.float32)
         levels = []
         for li in range(cfg.levels):
-            K_l, rx, ry, w, h = self._rays[li]
+            K_l, _, _, w, h = self._geo[li]
             if li > 0:
                 d = _downsample_depth(d, 0.05)
-            z = np.where(d > 0, d, np.nan).astype(np.float32)
-            V = np.stack([rx * z, ry * z, z], axis=-1)
-            levels.append(_Level(K_l, w, h, V.reshape(-1, 3), self._normals(V).reshape(-1, 3)))
+            levels.append(_Level(K_l, w, h, d, self._normals(d, li)))
         return levels
 
-    @staticmethod
-    def _normals(V: np.ndarray) -> np.ndarray:
-        """Normals from central differences, oriented to the camera; NaN at edges/holes."""
-        N = np.full_like(V, np.nan)
-        dx = V[1:-1, 2:] - V[1:-1, :-2]
-        dy = V[2:, 1:-1] - V[:-2, 1:-1]
-        n = np.cross(dx, dy)
-        norm = np.linalg.norm(n, axis=-1, keepdims=True)
-        z = V[1:-1, 1:-1, 2:3]
-        # reject differences across depth discontinuities
-        jump = (np.abs(dx[..., 2:3]) > 0.1 * z) | (np.abs(dy[..., 2:3]) > 0.1 * z)
-        n = np.where(jump, np.nan, n / norm)
-        N[1:-1, 1:-1] = n
-        return N
+    def _sample(self, levels: list[_Level]) -> None:
+        """Sampled points/normals (3 x M) of each level, for tracking this frame."""
+        for li, lv in enumerate(levels):
+            s = self.config.sample_step[li]
+            _, rx, ry, _, _ = self._geo[li]
+            z = lv.depth[::s, ::s]
+            n = lv.normals[:, ::s, ::s]
+            sel = n[2] != 0
+            zs = z[sel]
+            lv.pts = np.stack([rx[::s, ::s][sel] * zs, ry[::s, ::s][sel] * zs, zs])
+            lv.nrm = np.ascontiguousarray(n[:, sel])
+
+    def _make_ref(self, levels: list[_Level]) -> None:
+        """Dense vertex + normal maps of each level, for tracking against this frame."""
+        for li, lv in enumerate(levels):
+            _, rx, ry, w, h = self._geo[li]
+            ref = np.zeros((h * w + 1, 6), np.float32)
+            z = np.where(lv.normals[2] != 0, lv.depth, np.float32(0.0))
+            ref[:-1, 0] = (rx * z).ravel()
+            ref[:-1, 1] = (ry * z).ravel()
+            ref[:-1, 2] = z.ravel()
+            ref[:-1, 3:] = lv.normals.reshape(3, -1).T
+            lv.ref = ref
 
     # ------------------------------------------------------------------------------------------
     # ICP
@@ -214,63 +277,165 @@ class RgbdOdometry:
         """
         cfg = self.config
         cos_gate = np.float32(np.cos(np.radians(cfg.normal_gate_deg)))
-        n_inl, n_pts, rmse = 0, 0, np.inf
+        n_inl, n_pts, rmse = 0, 0, float('inf')
         for li in reversed(range(cfg.levels)):
             lr, lc = ref[li], cur[li]
-            step = cfg.sample_step[li]
-            Vc = lc.vertices.reshape(lc.height, lc.width, 3)[::step, ::step].reshape(-1, 3)
-            Nc = lc.normals.reshape(lc.height, lc.width, 3)[::step, ::step].reshape(-1, 3)
-            sel = np.isfinite(Nc[:, 0])
-            P = Vc[sel]
-            Pn = Nc[sel]
-            n_pts = len(P)
+            P, Pn = lc.pts, lc.nrm
+            n_pts = P.shape[1]
             if n_pts < 6:
                 continue
-            fx, fy, cx, cy = lr.K[0, 0], lr.K[1, 1], lr.K[0, 2], lr.K[1, 2]
-            gate = cfg.dist_gate_m[li]
+            fx, fy = np.float32(lr.K[0, 0]), np.float32(lr.K[1, 1])
+            cx, cy = np.float32(lr.K[0, 2] + 0.5), np.float32(lr.K[1, 2] + 0.5)
+            w_img, h_img = lr.width, lr.height
+            dummy = w_img * h_img
+            gate2 = np.float32(cfg.dist_gate_m[li] ** 2)
+            if cfg.noise_weighting:
+                z = P[2]
+                sig = np.float32(0.0012) + np.float32(0.0019) * (z - np.float32(0.4)) ** 2
+                w_noise = (np.float32(0.0025) / sig) ** 2
             for _ in range(cfg.iterations[li]):
                 R = T[:3, :3].astype(np.float32)
-                q = P @ R.T + T[:3, 3].astype(np.float32)
-                z = q[:, 2]
-                with np.errstate(divide='ignore', invalid='ignore'):
-                    u = np.rint(fx * q[:, 0] / z + cx)
-                    v = np.rint(fy * q[:, 1] / z + cy)
-                inb = (z > 0) & (u >= 0) & (u < lr.width) & (v >= 0) & (v < lr.height)
-                idx = (v[inb] * lr.width + u[inb]).astype(np.int64)
-                qi = q[inb]
-                vr = lr.vertices[idx]
-                nr = lr.normals[idx]
-                diff = qi - vr
-                r = np.einsum('ij,ij->i', diff, nr)
-                ncur = Pn[inb] @ R.T
-                good = (np.isfinite(r) & (np.einsum('ij,ij->i', diff, diff) < gate * gate)
-                        & (np.einsum('ij,ij->i', ncur, nr) > cos_gate))
-                qi, nr, r = qi[good], nr[good], r[good]
-                if len(r) < 6:
-                    break
-                sigma = max(1.4826 * float(np.median(np.abs(r))), cfg.min_sigma_m)
-                k = cfg.huber_k * sigma
+                q = R @ P + T[:3, 3:4].astype(np.float32)
+                with np.errstate(divide='ignore', invalid='ignore', over='ignore'):
+                    iz = 1.0 / q[2]
+                    uf = fx * q[0] * iz + cx
+                    vf = fy * q[1] * iz + cy
+                    inb = (q[2] > 0) & (uf >= 0) & (uf < w_img) & (vf >= 0) & (vf < h_img)
+                    idx = np.where(inb, vf.astype(np.int64) * w_img + uf.astype(np.int64), dummy)
+                g = lr.ref[idx]
+                dx = q[0] - g[:, 0]
+                dy = q[1] - g[:, 1]
+                dz = q[2] - g[:, 2]
+                nx, ny, nz = g[:, 3], g[:, 4], g[:, 5]
+                r = dx * nx + dy * ny + dz * nz
+                nc = R @ Pn
+                good = ((g[:, 2] > 0) & (dx * dx + dy * dy + dz * dz < gate2)
+                        & (nc[0] * nx + nc[1] * ny + nc[2] * nz > cos_gate))
                 ar = np.abs(r)
-                w = np.where(ar <= k, 1.0, k / np.maximum(ar, 1e-12)).astype(np.float32)
-                A = np.empty((len(r), 6), np.float32)
-                A[:, 0] = qi[:, 1] * nr[:, 2] - qi[:, 2] * nr[:, 1]
-                A[:, 1] = qi[:, 2] * nr[:, 0] - qi[:, 0] * nr[:, 2]
-                A[:, 2] = qi[:, 0] * nr[:, 1] - qi[:, 1] * nr[:, 0]
-                A[:, 3:] = nr
-                Aw = A * w[:, None]
-                Hm = (Aw.T @ A).astype(np.float64)
-                b = (Aw.T @ r).astype(np.float64)
+                ag = ar[good]
+                if ag.size < 6:
+                    break
+                sigma = max(1.4826 * float(np.median(ag)), cfg.min_sigma_m)
+                k = np.float32(cfg.huber_k * sigma)
+                w = np.where(good, np.minimum(np.float32(1.0), k / np.maximum(ar, 1e-12)),
+                             np.float32(0.0)).astype(np.float32)
+                if cfg.noise_weighting:
+                    w = w * w_noise
+                A = np.empty((6, len(r)), np.float32)
+                A[0] = q[1] * nz - q[2] * ny
+                A[1] = q[2] * nx - q[0] * nz
+                A[2] = q[0] * ny - q[1] * nx
+                A[3] = nx
+                A[4] = ny
+                A[5] = nz
+                Aw = A * w
+                Hm = (Aw @ A.T).astype(np.float64)
+                b = (Aw @ r).astype(np.float64)
                 try:
                     xi = -np.linalg.solve(Hm + 1e-9 * np.eye(6), b)
                 except np.linalg.LinAlgError:
                     break
+                if not np.all(np.isfinite(xi)):
+                    break
                 T = _exp_se3(xi) @ T
-                inl = ar <= 3 * sigma
+                inl = good & (ar <= 3 * sigma)
                 n_inl = int(inl.sum())
-                rmse = float(np.sqrt(np.mean(r[inl] ** 2))) if n_inl else np.inf
+                rmse = float(np.sqrt(np.mean(r[inl] ** 2))) if n_inl else float('inf')
                 if np.abs(xi).max() < cfg.convergence_eps:
                     break
         return T, n_inl, n_pts, rmse
+
+    # ------------------------------------------------------------------------------------------
+    # model fusion
+
+    def _fuse(self, depth: np.ndarray, weight: np.ndarray, pts: np.ndarray, nrm: np.ndarray,
+              wsrc: np.ndarray | float, fill: bool) -> tuple[np.ndarray, np.ndarray]:
+        """Fuse 3 x M points (with normals, in this camera) into a level-0 depth map.
+
+        Each point is assigned to the pixel it projects to and its depth along that pixel's ray
+        is taken from its tangent plane. Measurements that disagree with the map are dropped;
+        empty pixels are filled when ``fill`` is set.
+        """
+        cfg = self.config
+        K_l, rx, ry, w_img, h_img = self._geo[0]
+        fx, fy = np.float32(K_l[0, 0]), np.float32(K_l[1, 1])
+        cx, cy = np.float32(K_l[0, 2] + 0.5), np.float32(K_l[1, 2] + 0.5)
+        with np.errstate(divide='ignore', invalid='ignore'):
+            iz = 1.0 / pts[2]
+            uf = fx * pts[0] * iz + cx
+            vf = fy * pts[1] * iz + cy
+            inb = (pts[2] > 0) & (uf >= 0) & (uf < w_img) & (vf >= 0) & (vf < h_img)
+        idx = vf[inb].astype(np.int64) * w_img + uf[inb].astype(np.int64)
+        p = pts[:, inb]
+        n = nrm[:, inb]
+        ray_x = rx.ravel()[idx]
+        ray_y = ry.ravel()[idx]
+        den = n[0] * ray_x + n[1] * ray_y + n[2]
+        with np.errstate(divide='ignore', invalid='ignore'):
+            zr = (n[0] * p[0] + n[1] * p[1] + n[2] * p[2]) / den
+        zr = np.where(np.abs(den) > 0.3, zr, p[2])
+        dflat = depth.ravel()
+        dt = dflat[idx]
+        gate = np.float32(cfg.fuse_gate_m) * np.maximum(dt, np.float32(1.0)) ** 2
+        keep = np.abs(zr - dt) < gate
+        if fill:
+            keep |= dt == 0
+        keep &= zr > 0
+        idx = idx[keep]
+        ws = wsrc[inb][keep] if isinstance(wsrc, np.ndarray) else np.full(idx.size, wsrc,
+                                                                         np.float32)
+        hw = w_img * h_img
+        acc_w = np.bincount(idx, weights=ws, minlength=hw).astype(np.float32)
+        acc_z = np.bincount(idx, weights=ws * zr[keep], minlength=hw).astype(np.float32)
+        wflat = weight.ravel()
+        tot = wflat + acc_w
+        with np.errstate(divide='ignore', invalid='ignore'):
+            new = np.where(acc_w > 0, (wflat * dflat + acc_z) / tot, dflat)
+        return (new.reshape(h_img, w_img).astype(np.float32),
+                np.minimum(tot, np.float32(cfg.max_weight)).reshape(h_img, w_img))
+
+    def _set_keyframe(self, levels: list[_Level], depth: np.ndarray, T_wc: np.ndarray) -> None:
+        """Make this frame the keyframe, carrying the old model over into its view."""
+        cfg = self.config
+        weight = np.where(depth > 0, np.float32(1.0), np.float32(0.0)).astype(np.float32)
+        if cfg.fuse and cfg.carry_weight > 0 and self._kf is not None:
+            old = self._kf[0]
+            _, rx, ry, _, _ = self._geo[0]
+            sel = (old.normals[2] != 0) & (self._kf_weight > 0)
+            z = old.depth[sel]
+            p = np.stack([rx[sel] * z, ry[sel] * z, z])
+            n = old.normals[:, sel]
+            T_ck = invert_pose(T_wc) @ self._T_wk
+            R = T_ck[:3, :3].astype(np.float32)
+            p = R @ p + T_ck[:3, 3:4].astype(np.float32)
+            n = R @ n
+            wo = np.minimum(self._kf_weight[sel], np.float32(cfg.carry_weight))
+            depth, weight = self._fuse(depth, weight, p, n, wo, fill=True)
+            levels = self._frame(depth, smooth=False)
+        self._kf = levels
+        self._kf_weight = weight
+        self._make_ref(levels)
+        self._T_wk = T_wc.copy()
+        self._kf_frames = 0
+
+    def _fuse_current(self, cur: list[_Level], T_kc: np.ndarray) -> None:
+        """Fuse the tracked frame (level 0) into the keyframe model."""
+        cfg = self.config
+        lv = cur[0]
+        _, rx, ry, _, _ = self._geo[0]
+        s = cfg.fuse_step
+        n = lv.normals[:, ::s, ::s]
+        sel = n[2] != 0
+        z = lv.depth[::s, ::s][sel]
+        p = np.stack([rx[::s, ::s][sel] * z, ry[::s, ::s][sel] * z, z])
+        R = T_kc[:3, :3].astype(np.float32)
+        p = R @ p + T_kc[:3, 3:4].astype(np.float32)
+        nn = R @ n[:, sel]
+        depth, weight = self._fuse(self._kf[0].depth, self._kf_weight, p, nn, 1.0, fill=False)
+        levels = self._frame(depth, smooth=False)
+        self._make_ref(levels)
+        self._kf = levels
+        self._kf_weight = weight
 
     # ------------------------------------------------------------------------------------------
     # public API
@@ -292,48 +457,50 @@ class RgbdOdometry:
         if depth.shape != (self.height, self.width):
             raise ValueError(f'depth is {depth.shape[1]}x{depth.shape[0]}, expected '
                              f'{self.width}x{self.height}')
-        cur = self._pyramid(depth, static_mask)
-        n_valid = int(np.isfinite(cur[0].normals[::cfg.sample_step[0], 0]).sum())
-        self._frames += 1
+        d = self._clean_depth(depth, static_mask)
+        cur = self._frame(d, smooth=True)
+        self._sample(cur)
+        n_valid = cur[0].pts.shape[1]
+        enough = n_valid >= cfg.min_points
         if self._kf is None:
-            if n_valid < cfg.min_points:
+            if not enough:
                 return OdometryResult(self._T_wc.copy(), False, 0, float('nan'), False)
-            self._kf = cur
-            self._T_wk = self._T_wc.copy()
+            self._set_keyframe(cur, d, self._T_wc)
             self._T_wc_prev = self._T_wc.copy()
             return OdometryResult(self._T_wc.copy(), True, n_valid, 0.0, True)
 
         # constant-velocity prediction
-        if self._T_wc_prev is not None:
-            vel = invert_pose(self._T_wc_prev) @ self._T_wc
-        else:
-            vel = np.eye(4)
+        vel = np.eye(4) if self._T_wc_prev is None else invert_pose(self._T_wc_prev) @ self._T_wc
         T_pred = _orthonormalize(self._T_wc @ vel)
-        ok = n_valid >= cfg.min_points
+        ok = enough
         n_inl, n_pts, rmse = 0, 0, float('nan')
         T_new = T_pred
+        T_kc = invert_pose(self._T_wk) @ T_pred
         if ok:
-            T_kc0 = invert_pose(self._T_wk) @ T_pred
-            T_kc, n_inl, n_pts, rmse = self._align(self._kf, cur, T_kc0)
+            T_kc, n_inl, n_pts, rmse = self._align(self._kf, cur, T_kc)
             T_new = _orthonormalize(self._T_wk @ T_kc)
             step = invert_pose(self._T_wc) @ T_new
-            ok = (n_inl >= cfg.min_inlier_ratio * max(n_pts, 1) and n_inl >= 6
-                  and np.isfinite(rmse) and rmse <= cfg.max_rmse_m
-                  and np.linalg.norm(step[:3, 3]) <= cfg.max_step_m
-                  and _rotation_deg(step[:3, :3]) <= cfg.max_step_deg
-                  and np.all(np.isfinite(T_new)))
+            ok = bool(n_inl >= max(cfg.min_inlier_ratio * n_pts, 6)
+                      and np.isfinite(rmse) and rmse <= cfg.max_rmse_m
+                      and np.linalg.norm(step[:3, 3]) <= cfg.max_step_m
+                      and _rotation_deg(step[:3, :3]) <= cfg.max_step_deg
+                      and np.all(np.isfinite(T_new)))
             if not ok:
                 T_new = T_pred
+                T_kc = invert_pose(self._T_wk) @ T_pred
         self._T_wc_prev = self._T_wc
         self._T_wc = T_new
+        self._kf_frames += 1
         is_kf = False
-        if n_valid >= cfg.min_points:
-            T_kc = invert_pose(self._T_wk) @ T_new
-            n_ref = max(n_pts if ok else 1, 1)
+        if enough:
             if (not ok or np.linalg.norm(T_kc[:3, 3]) > cfg.kf_trans_m
                     or _rotation_deg(T_kc[:3, :3]) > cfg.kf_rot_deg
-                    or n_inl < cfg.kf_min_overlap * n_ref):
-                self._kf = cur
-                self._T_wk = T_new.copy()
+                    or n_inl < cfg.kf_min_overlap * n_pts
+                    or (cfg.kf_max_frames and self._kf_frames >= cfg.kf_max_frames)):
+                if not ok:
+                    self._kf = None  # lost: restart the model from this frame
+                self._set_keyframe(cur, d, T_new)
                 is_kf = True
-        return OdometryResult(T_new.copy(), bool(ok), int(n_inl), float(rmse), is_kf)
+            elif cfg.fuse:
+                self._fuse_current(cur, T_kc)
+        return OdometryResult(T_new.copy(), ok, int(n_inl), float(rmse), is_kf)

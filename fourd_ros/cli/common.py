@@ -1,0 +1,114 @@
+"""Helpers shared by the `fourd` subcommands: argument types, tables, JSON, memory readings."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import resource
+from pathlib import Path
+from typing import Any, Iterable
+
+import numpy as np
+
+
+def size_arg(text: str) -> tuple[int, int]:
+    """Parse 'WxH' (pixels) into (width, height)."""
+    try:
+        w, h = (int(v) for v in text.lower().split('x'))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f'expected WIDTHxHEIGHT, e.g. 320x240, got {text!r}')
+    if w < 8 or h < 8:
+        raise argparse.ArgumentTypeError(f'image size must be at least 8x8, got {text!r}')
+    return w, h
+
+
+def range_arg(text: str) -> tuple[int, int]:
+    """Parse 'MIN-MAX' or 'N' (non-negative integers) into (min, max)."""
+    try:
+        parts = [int(v) for v in text.split('-')]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f'expected MIN-MAX or N, got {text!r}')
+    if len(parts) == 1:
+        parts = parts * 2
+    if len(parts) != 2 or not 0 <= parts[0] <= parts[1]:
+        raise argparse.ArgumentTypeError(f'expected MIN-MAX with 0 <= MIN <= MAX, got {text!r}')
+    return parts[0], parts[1]
+
+
+def positive_int(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f'expected an integer, got {text!r}')
+    if v < 0:
+        raise argparse.ArgumentTypeError(f'expected an integer >= 0, got {text!r}')
+    return v
+
+
+def json_safe(value: Any) -> Any:
+    """Plain JSON value: numpy scalars to Python, NaN/inf to None, containers recursively."""
+    if isinstance(value, dict):
+        return {str(k): json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    if isinstance(value, (np.bool_, bool)):
+        return bool(value)
+    if isinstance(value, np.integer):
+        return int(value)
+    if isinstance(value, (np.floating, float)):
+        v = float(value)
+        return v if math.isfinite(v) else None
+    return value
+
+
+def write_json(path: str | Path, data: dict[str, Any]) -> Path:
+    """Write `data` as indented strict JSON (NaN as null), creating parent folders."""
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    p.write_text(json.dumps(json_safe(data), indent=1, allow_nan=False) + '\n')
+    return p
+
+
+def fmt_value(value: Any, digits: int = 4) -> str:
+    if isinstance(value, (bool, np.bool_)):
+        return 'yes' if value else 'no'
+    if isinstance(value, (float, np.floating)):
+        v = float(value)
+        if not math.isfinite(v):
+            return 'n/a'
+        if v != 0 and (abs(v) >= 1e5 or abs(v) < 1e-3):
+            return f'{v:.3e}'
+        return f'{v:.{digits}g}'
+    return str(value)
+
+
+def print_table(title: str, rows: Iterable[tuple[str, Any, str]]) -> None:
+    """Print (name, value, unit/meaning) rows as a rich table on stdout."""
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=title, title_justify='left')
+    table.add_column('metric')
+    table.add_column('value', justify='right')
+    table.add_column('unit / meaning', style='dim')
+    for name, value, unit in rows:
+        table.add_row(name, fmt_value(value), unit)
+    Console().print(table)
+
+
+def peak_rss_mb() -> float:
+    """Peak resident set size of this process, MiB (ru_maxrss is KiB on Linux)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def current_rss_mb() -> float:
+    """Current resident set size (VmRSS from /proc/self/status), MiB; NaN if unavailable."""
+    try:
+        with open('/proc/self/status') as fh:
+            for line in fh:
+                if line.startswith('VmRSS:'):
+                    return int(line.split()[1]) / 1024.0
+    except OSError:
+        pass
+    return float('nan')

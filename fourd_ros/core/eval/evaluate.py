@@ -1,0 +1,516 @@
+"""End-to-end evaluation: run a `StreamingEngine` over a sequence and score it against GT.
+
+Metrics follow design.md section 5 (definitions in ``fourd_ros.core.eval.metrics``):
+
+- depth: AbsRel and delta<1.25 of the backend's depth against GT depth at the processing
+  resolution (GT resized with nearest neighbour, as the engine resizes sensor depth); no scaling
+  for metric backends, one median scale per sequence otherwise.
+- camera: ATE (SE(3) alignment when metric, else Sim(3); ``ate_sim3_m`` always Sim(3)) and RPE
+  between consecutive frames. GT poses are re-expressed relative to the first GT pose of the
+  stream, so both trajectories live in "world = first camera" coordinates.
+- 3D tracking: for pairs (i, i + gap) on a few source frames i, a grid of input pixels of frame i
+  is queried while frame i + gap is the newest one (``engine.query_pixels``), and compared in the
+  target camera's frame (prediction through the estimated target pose, GT through the GT pose, so
+  the comparison does not depend on the world frame). GT: ``SyntheticClip.points_at`` for
+  synthetic clips (visible points only, dynamic split from ``dynamic_mask``); for real RGB-D with
+  GT poses (static scenes such as 7-Scenes) the point stays put in the world and is visible when
+  it projects into frame j with GT depth there within ``visibility_tol_m`` of its depth.
+
+Timing: ``fps`` = frames / (time reading frames + time in ``engine.process``); the evaluation's own
+bookkeeping (GT, queries, metrics) is excluded.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+
+from fourd_ros.core.data.readers import open_sequence, SequenceReader
+from fourd_ros.core.engine.cache import CachePolicy
+from fourd_ros.core.engine.engine import EngineConfig, StreamingEngine
+from fourd_ros.core.eval import metrics as M
+from fourd_ros.core.geometry import invert_pose, project, transform_points, unproject_pixels
+from fourd_ros.core.types import Frame
+
+BACKENDS = ('oracle', 'rgbd', 'learned')
+METRIC_KEYS = ('depth_absrel', 'depth_delta125', 'ate_m', 'ate_sim3_m', 'rpe_trans_m',
+               'rpe_rot_deg', 'track_epe_m', 'apd3d', 'apd3d_dynamic', 'track_median_err_m')
+NAN = float('nan')
+
+
+def make_backend(name: str, reader: SequenceReader | None = None) -> Any:
+    """Backend instance by name ('oracle', 'rgbd', 'learned').
+
+    For 'oracle' on a synthetic clip the clip's GT motion and dynamic masks are wired in
+    (``SyntheticClip.points_at``, ``dynamic_mask``); elsewhere it treats the scene as static.
+    """
+    if name == 'oracle':
+        from fourd_ros.core.backends.oracle import OracleBackend
+
+        clip = getattr(reader, 'clip', None)
+        if clip is not None:
+            return OracleBackend(motion_gt=clip.points_at, dynamic_gt=clip.dynamic_mask)
+        return OracleBackend()
+    if name == 'rgbd':
+        from fourd_ros.core.backends.rgbd import RgbdBackend
+
+        return RgbdBackend()
+    if name == 'learned':
+        try:
+            from fourd_ros.core.backends.learned import LearnedBackend  # type: ignore
+        except ImportError as err:
+            raise ValueError(f'backend learned is not available ({err})') from None
+        return LearnedBackend()
+    raise ValueError(f'unknown backend {name!r}; expected one of {", ".join(BACKENDS)}')
+
+
+# ----------------------------------------------------------------------------------------------
+# Report
+# ----------------------------------------------------------------------------------------------
+
+@dataclass
+class DepthSample:
+    """One frame for the depth figure (processing resolution; depth in metres, 0/NaN invalid)."""
+
+    name: str
+    rgb: np.ndarray
+    gt: np.ndarray
+    pred: np.ndarray
+
+
+@dataclass
+class TrackSample:
+    """One tracking pair for the figure (input resolution pixels, u v).
+
+    ``gt_px`` / ``pred_px`` are the GT and predicted positions projected into the target image
+    (GT intrinsics); ``err_m`` the 3D error (metres, NaN where no prediction).
+    """
+
+    source_name: str
+    target_name: str
+    source_rgb: np.ndarray
+    target_rgb: np.ndarray
+    query_px: np.ndarray
+    gt_px: np.ndarray
+    pred_px: np.ndarray
+    visible: np.ndarray
+    dynamic: np.ndarray
+    err_m: np.ndarray
+
+
+@dataclass
+class TrailSample:
+    """Track trails of the engine's persistent tracks over the last frames (processing res).
+
+    ``history`` is a list (oldest first) of dicts id -> (u, v); ``status`` id -> TrackStatus at
+    the last frame.
+    """
+
+    name: str
+    rgb: np.ndarray
+    history: list[dict[int, tuple[float, float]]]
+    status: dict[int, int]
+
+
+@dataclass
+class EvalReport:
+    """Outcome of `evaluate`: the metric dict plus the material for the plots.
+
+    Attributes:
+        metrics: ``backend``, ``metric``, ``frames``, ``fps`` and the ``METRIC_KEYS`` (NaN when
+            the sequence lacks the GT a metric needs), plus counts and timings.
+        stamps: F stamps (s) of frames with a GT pose.
+        poses_est: F x 4 x 4 estimated camera-to-world poses (world = first camera).
+        poses_gt: F x 4 x 4 GT camera-to-world poses re-expressed relative to the first GT pose.
+        depth_samples, track_samples, trail: plot material (may be empty / None).
+    """
+
+    metrics: dict[str, Any]
+    stamps: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    poses_est: np.ndarray = field(default_factory=lambda: np.zeros((0, 4, 4)))
+    poses_gt: np.ndarray = field(default_factory=lambda: np.zeros((0, 4, 4)))
+    depth_samples: list[DepthSample] = field(default_factory=list)
+    track_samples: list[TrackSample] = field(default_factory=list)
+    trail: TrailSample | None = None
+
+    def to_json_dict(self) -> dict[str, Any]:
+        """Metrics with NaN/inf as None (strict JSON)."""
+        return {k: _json_value(v) for k, v in self.metrics.items()}
+
+
+def _json_value(v: Any) -> Any:
+    if isinstance(v, (np.floating, float)):
+        v = float(v)
+        return v if math.isfinite(v) else None
+    if isinstance(v, np.integer):
+        return int(v)
+    if isinstance(v, np.bool_):
+        return bool(v)
+    return v
+
+
+# ----------------------------------------------------------------------------------------------
+# Accumulators
+# ----------------------------------------------------------------------------------------------
+
+class _DepthAccumulator:
+    """Depth errors over a sequence: exact sums when metric; a pixel subsample for median scaling.
+
+    Monocular AbsRel needs one median scale over the whole sequence before the errors, so it keeps
+    up to ``per_frame`` random valid pixels per frame (fixed seed) instead of whole maps.
+    """
+
+    def __init__(self, metric: bool, per_frame: int = 20000) -> None:
+        self.metric = metric
+        self.per_frame = per_frame
+        self.frames = 0
+        self._n = 0
+        self._absrel = 0.0
+        self._delta = 0
+        self._pred: list[np.ndarray] = []
+        self._gt: list[np.ndarray] = []
+        self._rng = np.random.default_rng(0)
+
+    def add(self, pred: np.ndarray, gt: np.ndarray) -> None:
+        p = pred.astype(np.float64)
+        g = gt.astype(np.float64)
+        ok = np.isfinite(p) & np.isfinite(g) & (p > 0) & (g > 0)
+        if not ok.any():
+            return
+        self.frames += 1
+        p, g = p[ok], g[ok]
+        if self.metric:
+            self._n += p.size
+            self._absrel += float(np.sum(np.abs(p - g) / g))
+            self._delta += int(np.count_nonzero(np.maximum(p / g, g / p) < 1.25))
+        else:
+            if p.size > self.per_frame:
+                idx = self._rng.choice(p.size, self.per_frame, replace=False)
+                p, g = p[idx], g[idx]
+            self._pred.append(p.astype(np.float32))
+            self._gt.append(g.astype(np.float32))
+
+    def result(self) -> dict[str, float]:
+        if self.metric:
+            if not self._n:
+                return {'absrel': NAN, 'delta125': NAN, 'scale': NAN}
+            return {'absrel': self._absrel / self._n, 'delta125': self._delta / self._n,
+                    'scale': 1.0}
+        if not self._pred:
+            return {'absrel': NAN, 'delta125': NAN, 'scale': NAN}
+        return M.depth_metrics(np.concatenate(self._pred), np.concatenate(self._gt),
+                               align='median')
+
+
+@dataclass
+class _PendingSource:
+    """What tracking needs of a source frame until its target frame arrives."""
+
+    index: int
+    stamp: float
+    name: str
+    pixels: np.ndarray            # N x 2 input-resolution pixels (integers)
+    world_gt: np.ndarray | None   # N x 3 GT positions at the source time (real RGB-D), world
+    rgb: np.ndarray
+
+
+def query_grid(width: int, height: int, cols: int = 24) -> np.ndarray:
+    """N x 2 integer pixel grid (u, v) covering the image with a margin of half a cell."""
+    step = max(1, int(round(width / cols)))
+    u = np.arange(step // 2, width, step)
+    v = np.arange(step // 2, height, step)
+    uu, vv = np.meshgrid(u, v)
+    return np.stack([uu.ravel(), vv.ravel()], axis=1).astype(np.float64)
+
+
+def _pick(n: int | None, count: int, hi_exclusive_margin: int = 0) -> set[int]:
+    """Up to `count` evenly spaced frame indices in [0, n - margin)."""
+    if n is None:
+        return set(range(0, 100000, max(1, 3 * max(hi_exclusive_margin, 1))))
+    hi = n - hi_exclusive_margin
+    if hi <= 0 or count <= 0:
+        return set()
+    return {int(round(x)) for x in np.linspace(0, hi - 1, min(count, hi))}
+
+
+# ----------------------------------------------------------------------------------------------
+# Main entry point
+# ----------------------------------------------------------------------------------------------
+
+def evaluate(backend_name: str, source: str | Path, *, width: int = 320,
+             max_frames: int | None = None, depth_every: int = 1, track_gap: int = 10,
+             track_pairs: int = 8, grid_cols: int = 24, cache_mb: float | None = None,
+             visibility_tol_m: float = 0.03, progress: bool = True,
+             plot_samples: int = 4) -> EvalReport:
+    """Run one backend over a sequence and score depth, camera poses and 3D tracking.
+
+    Args:
+        backend_name: 'oracle' (GT replay, tests the pipeline; always at native resolution),
+            'rgbd' or 'learned'.
+        source: sequence path (any layout ``open_sequence`` reads).
+        width: processing width in pixels (0 = input resolution); ignored for 'oracle'.
+        max_frames: stop after this many frames (None/0 = all).
+        depth_every: score depth on every k-th frame.
+        track_gap: frame gap of the tracking pairs (i, i + gap).
+        track_pairs: number of source frames i (evenly spaced over the sequence).
+        grid_cols: query grid columns (rows follow the aspect ratio).
+        cache_mb: latent cache budget in MiB (None = engine default).
+        visibility_tol_m: GT visibility depth tolerance on real RGB-D data (metres).
+        progress: show a progress bar on a terminal.
+        plot_samples: number of depth / tracking samples kept for the plots.
+
+    Raises:
+        DatasetError, InputError, ValueError: bad input data or options.
+    """
+    reader = open_sequence(source, max_frames=max_frames or None)
+    backend = make_backend(backend_name, reader)
+    cfg = EngineConfig(width=0 if backend_name == 'oracle' else int(width))
+    if cache_mb is not None:
+        cfg.cache = CachePolicy(budget_mb=float(cache_mb))
+    engine = StreamingEngine(backend, cfg)
+    clip = getattr(reader, 'clip', None)
+    n = reader.length
+    sources = _pick(n, track_pairs, track_gap)
+    depth_pick = sorted(i for i in range(0, n or 0, max(1, depth_every)))
+    depth_plot = {depth_pick[int(round(x))] for x in
+                  np.linspace(0, len(depth_pick) - 1, min(plot_samples, len(depth_pick)))} \
+        if depth_pick else set()
+
+    depth_acc = _DepthAccumulator(engine.metric)
+    poses: dict[int, tuple[float, np.ndarray, np.ndarray]] = {}   # index -> stamp, est, gt
+    est_pose: dict[int, np.ndarray] = {}
+    pending: dict[int, _PendingSource] = {}
+    names: dict[int, str] = {}
+    tr = {'pred': [], 'gt': [], 'z': [], 'vis': [], 'dyn': [], 'focal': []}
+    report = EvalReport(metrics={})
+    trail_hist: deque[dict[int, tuple[float, float]]] = deque(maxlen=15)
+    latencies: list[float] = []
+    T_first_inv: np.ndarray | None = None
+    resets = 0
+    t_io = 0.0
+    last: tuple[Frame, Any] | None = None
+
+    bar = _progress(n, f'eval {backend_name}', progress)
+    it = iter(reader)
+    i = -1
+    try:
+        while True:
+            t0 = time.perf_counter()
+            try:
+                frame = next(it)
+            except StopIteration:
+                break
+            t1 = time.perf_counter()
+            result = engine.process(frame)
+            t2 = time.perf_counter()
+            i += 1
+            t_io += t2 - t0
+            latencies.append(t2 - t1)
+            resets += bool(engine.last_step.reset_reason)
+            names[i] = frame.name or str(i)
+            est_pose[i] = result.T_wc
+            T_gt = _valid_pose(frame.T_wc_gt)
+            if T_gt is not None and T_first_inv is None:
+                T_first_inv = invert_pose(T_gt)
+            T_gt_w = T_first_inv @ T_gt if T_gt is not None else None
+            if T_gt_w is not None:
+                poses[i] = (frame.stamp, result.T_wc, T_gt_w)
+            # depth
+            if frame.depth is not None and i % max(1, depth_every) == 0:
+                gt = _resize_nearest(frame.depth, result.depth.shape)
+                depth_acc.add(result.depth, gt)
+                if i in depth_plot:
+                    report.depth_samples.append(
+                        DepthSample(names[i], result.colors.copy(), gt.copy(),
+                                    result.depth.copy()))
+            # tracking: register sources, answer the pair whose target is this frame
+            if i in sources and frame.K is not None and T_gt_w is not None and (
+                    clip is not None or frame.depth is not None):
+                pending[i] = _make_source(i, frame, T_gt_w, clip is not None, grid_cols)
+            src = pending.pop(i - track_gap, None)
+            if src is not None and frame.K is not None and T_gt_w is not None:
+                _score_pair(engine, src, i, frame, result.T_wc, T_gt_w, T_first_inv, clip,
+                            visibility_tol_m, tr, report, plot_samples, names[i])
+            snap = engine.track_snapshot()
+            trail_hist.append({int(k): (float(p[0]), float(p[1]))
+                               for k, p in zip(snap.ids, snap.pixels)})
+            last = (frame, result)
+            bar.update(1)
+    finally:
+        bar.close()
+
+    frames = i + 1
+    if last is not None:
+        snap = engine.track_snapshot()
+        report.trail = TrailSample(names[frames - 1], last[1].colors.copy(), list(trail_hist),
+                                   {int(k): int(s) for k, s in zip(snap.ids, snap.status)})
+    metrics: dict[str, Any] = {'backend': backend_name, 'metric': engine.metric,
+                               'frames': frames,
+                               'fps': frames / t_io if t_io > 0 else NAN}
+    d = depth_acc.result()
+    metrics['depth_absrel'] = d['absrel']
+    metrics['depth_delta125'] = d['delta125']
+    metrics.update(_camera_metrics(poses, engine.metric, report))
+    metrics.update(_track_metrics(tr, engine.metric))
+    lat = np.asarray(latencies) * 1e3 if latencies else np.array([NAN])
+    proc = engine.processing_size or (0, 0)
+    metrics.update({
+        'depth_frames': depth_acc.frames, 'pose_frames': len(poses),
+        'latency_ms_p50': float(np.median(lat)), 'latency_ms_p95': float(np.percentile(lat, 95)),
+        'processing_size': f'{proc[0]}x{proc[1]}', 'cache_mb': engine.cache.megabytes,
+        'stream_resets': resets, 'input': str(source), 'layout': reader.layout,
+    })
+    report.metrics = metrics
+    return report
+
+
+# ----------------------------------------------------------------------------------------------
+# Internals
+# ----------------------------------------------------------------------------------------------
+
+class _NoBar:
+    def update(self, n: int = 1) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def _progress(total: int | None, desc: str, enabled: bool) -> Any:
+    """A tqdm bar on stderr when it is a terminal (disable=None), else a no-op."""
+    if not enabled:
+        return _NoBar()
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc=desc, unit='frame', disable=None, dynamic_ncols=True)
+
+
+def _valid_pose(T: np.ndarray | None) -> np.ndarray | None:
+    if T is None:
+        return None
+    T = np.asarray(T, np.float64)
+    return T if T.shape == (4, 4) and np.all(np.isfinite(T)) else None
+
+
+def _resize_nearest(depth: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    depth = depth.astype(np.float32, copy=False)
+    if depth.shape == shape:
+        return depth
+    return cv2.resize(depth, (shape[1], shape[0]), interpolation=cv2.INTER_NEAREST)
+
+
+def _make_source(i: int, frame: Frame, T_gt_w: np.ndarray, synthetic: bool,
+                 grid_cols: int) -> _PendingSource:
+    h, w = frame.rgb.shape[:2]
+    px = query_grid(w, h, grid_cols)
+    world = None
+    if not synthetic:
+        ui, vi = px[:, 0].astype(int), px[:, 1].astype(int)
+        z = frame.depth[vi, ui].astype(np.float64)
+        z = np.where(np.isfinite(z) & (z > 0), z, np.nan)
+        world = transform_points(T_gt_w, unproject_pixels(px, z, frame.K))
+    return _PendingSource(i, frame.stamp, frame.name or str(i), px, world, frame.rgb.copy())
+
+
+def _score_pair(engine: StreamingEngine, src: _PendingSource, j: int, frame: Frame,
+                T_est_j: np.ndarray, T_gt_j: np.ndarray, T_first_inv: np.ndarray, clip: Any,
+                tol: float, tr: dict, report: EvalReport, plot_samples: int,
+                target_name: str) -> None:
+    """Query the source grid at target j and append predictions and GT (target camera frame)."""
+    px = src.pixels
+    ui, vi = px[:, 0].astype(int), px[:, 1].astype(int)
+    K = np.asarray(frame.K, np.float64)
+    h, w = frame.rgb.shape[:2]
+    if clip is not None:
+        P, vis_map = clip.points_at(src.index, j)
+        world_gt = transform_points(T_first_inv, P[vi, ui])
+        vis = vis_map[vi, ui]
+        dyn = clip.dynamic_mask(src.index)[vi, ui]
+    else:
+        world_gt = src.world_gt
+        dyn = np.zeros(len(px), bool)
+        vis = None
+    cam_gt = transform_points(invert_pose(T_gt_j), world_gt)
+    gt_px, z = project(cam_gt, K)
+    if vis is None:
+        inside = (np.isfinite(gt_px).all(axis=1) & (z > 0) & (gt_px[:, 0] >= -0.5)
+                  & (gt_px[:, 0] < w - 0.5) & (gt_px[:, 1] >= -0.5) & (gt_px[:, 1] < h - 0.5))
+        uj = np.clip(np.rint(np.nan_to_num(gt_px[:, 0])), 0, w - 1).astype(int)
+        vj = np.clip(np.rint(np.nan_to_num(gt_px[:, 1])), 0, h - 1).astype(int)
+        dj = frame.depth[vj, uj].astype(np.float64)
+        vis = inside & np.isfinite(dj) & (dj > 0) & (np.abs(dj - z) <= tol)
+    q = engine.query_pixels(src.stamp, px, frame.stamp)
+    cam_pred = transform_points(invert_pose(T_est_j), q.positions.astype(np.float64))
+    tr['pred'].append(cam_pred)
+    tr['gt'].append(cam_gt)
+    tr['z'].append(z)
+    tr['vis'].append(vis)
+    tr['dyn'].append(dyn)
+    tr['focal'].append(float(K[0, 0]))
+    if len(report.track_samples) < plot_samples:
+        pred_px, _ = project(cam_pred, K)
+        err = np.linalg.norm(cam_pred - cam_gt, axis=1)
+        report.track_samples.append(TrackSample(
+            src.name, target_name, src.rgb, frame.rgb.copy(), px.copy(), gt_px, pred_px,
+            vis.copy(), dyn.copy(), err))
+
+
+def _camera_metrics(poses: dict[int, tuple[float, np.ndarray, np.ndarray]], metric: bool,
+                    report: EvalReport) -> dict[str, float]:
+    out = {'ate_m': NAN, 'ate_sim3_m': NAN, 'rpe_trans_m': NAN, 'rpe_rot_deg': NAN}
+    if not poses:
+        return out
+    keys = sorted(poses)
+    report.stamps = np.array([poses[k][0] for k in keys])
+    report.poses_est = np.stack([poses[k][1] for k in keys])
+    report.poses_gt = np.stack([poses[k][2] for k in keys])
+    if len(keys) < 3:
+        return out
+    try:
+        sim3 = M.ate(report.poses_est, report.poses_gt, align='sim3')
+    except ValueError:  # degenerate (e.g. a static camera): no scale can be estimated
+        sim3 = {'ate_m': NAN, 'scale': 1.0}
+    out['ate_sim3_m'] = sim3['ate_m']
+    if metric:
+        out['ate_m'] = M.ate(report.poses_est, report.poses_gt, align='se3')['ate_m']
+        r = M.rpe(report.poses_est, report.poses_gt, delta=1)
+    else:
+        out['ate_m'] = sim3['ate_m']
+        r = M.rpe(report.poses_est, report.poses_gt, delta=1, scale=sim3['scale'])
+    out.update(r)
+    return out
+
+
+def _track_metrics(tr: dict, metric: bool) -> dict[str, float]:
+    out = {'track_epe_m': NAN, 'apd3d': NAN, 'apd3d_dynamic': NAN, 'track_median_err_m': NAN,
+           'track_points': 0, 'track_points_dynamic': 0, 'track_coverage': NAN, 'track_pairs': 0}
+    if not tr['pred']:
+        return out
+    pred = np.concatenate(tr['pred'])
+    gt = np.concatenate(tr['gt'])
+    z = np.concatenate(tr['z'])
+    vis = np.concatenate(tr['vis'])
+    dyn = np.concatenate(tr['dyn'])
+    focal = float(np.median(tr['focal']))
+    evaluated = vis & np.isfinite(gt).all(axis=1) & np.isfinite(z) & (z > 0)
+    out['track_pairs'] = len(tr['pred'])
+    out['track_points'] = int(evaluated.sum())
+    out['track_points_dynamic'] = int((evaluated & dyn).sum())
+    if not evaluated.any():
+        return out
+    m = M.tracking_metrics(pred, gt, z, focal, visible=vis, dynamic=dyn,
+                           scale_align=not metric)
+    both = evaluated & np.isfinite(pred).all(axis=1)
+    err = np.linalg.norm(m['scale'] * pred[both] - gt[both], axis=1)
+    out.update({'track_epe_m': m['epe'], 'apd3d': m['apd3d'],
+                'apd3d_dynamic': m['apd3d_dynamic'],
+                'track_median_err_m': float(np.median(err)) if err.size else NAN,
+                'track_coverage': m['coverage']})
+    return out

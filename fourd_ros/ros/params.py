@@ -1,0 +1,100 @@
+"""Declared parameters of the fourd node: one table with defaults, descriptions and ranges.
+
+Defaults match config/fourd.yaml. Read-only parameters need a restart (model/cache/topic set-up).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from rcl_interfaces.msg import (FloatingPointRange, IntegerRange, ParameterDescriptor,
+                                ParameterType)
+
+
+@dataclass(frozen=True)
+class Param:
+    name: str
+    default: Any
+    description: str
+    read_only: bool = True
+    int_range: tuple[int, int] | None = None
+    float_range: tuple[float, float] | None = None
+    choices: tuple[str, ...] | None = None
+
+    def descriptor(self) -> ParameterDescriptor:
+        kind = {bool: ParameterType.PARAMETER_BOOL, int: ParameterType.PARAMETER_INTEGER,
+                float: ParameterType.PARAMETER_DOUBLE,
+                str: ParameterType.PARAMETER_STRING}[type(self.default)]
+        text = self.description
+        if self.choices:
+            text += f" (one of: {', '.join(self.choices)})"
+        d = ParameterDescriptor(name=self.name, type=kind, description=text,
+                                read_only=self.read_only)
+        if self.int_range:
+            d.integer_range = [IntegerRange(from_value=self.int_range[0],
+                                            to_value=self.int_range[1], step=1)]
+        if self.float_range:
+            d.floating_point_range = [FloatingPointRange(from_value=self.float_range[0],
+                                                         to_value=self.float_range[1])]
+        return d
+
+
+PARAMS: tuple[Param, ...] = (
+    # backend and resources
+    Param('backend', 'auto', 'geometry/motion backend; auto = rgbd when depth_topic is set, '
+          'else learned', choices=('auto', 'learned', 'rgbd')),
+    Param('device', 'auto', 'inference device; auto = cuda when available',
+          choices=('auto', 'cpu', 'cuda')),
+    Param('checkpoint', '', 'learned backend checkpoint path ("" = the one shipped)'),
+    Param('processing_width', 320, 'processing width in pixels (height keeps the aspect '
+          'ratio); 0 = input resolution', int_range=(0, 4096)),
+    Param('cache_budget_mb', 256.0, 'memory budget of the latent cache, MiB',
+          float_range=(8.0, 65536.0)),
+    Param('cache_recent_frames', 30, 'most recent frames always kept in the cache',
+          int_range=(2, 10000)),
+    Param('cache_max_keyframes', 32, 'keyframes kept in the cache besides the recent frames',
+          int_range=(0, 10000)),
+    Param('max_tracks', 256, 'cap on persistent tracked points', int_range=(0, 100000)),
+    Param('max_query_points', 100000, 'largest number of points one query_motion call serves',
+          int_range=(1, 10000000)),
+    # topics and QoS
+    Param('image_topic', 'image', 'input sensor_msgs/Image (rgb8, bgr8, rgba8, bgra8, mono8)'),
+    Param('camera_info_topic', 'camera_info', 'input sensor_msgs/CameraInfo ("" = none)'),
+    Param('depth_topic', '', 'registered depth image, 16UC1 mm or 32FC1 m ("" = none)'),
+    Param('image_qos', 'sensor_data', 'QoS of the image/depth/camera_info subscriptions',
+          choices=('sensor_data', 'reliable')),
+    Param('queue_size', 2, 'frames waiting for processing; the oldest is dropped when full',
+          int_range=(1, 100)),
+    Param('depth_sync_slop', 0.02, 'largest image/depth stamp difference, seconds',
+          float_range=(0.0, 1.0)),
+    # frames and TF (REP-105)
+    Param('map_frame', 'map', 'fixed frame of map clouds, tracks and query answers'),
+    Param('odom_frame', 'odom', 'odometry frame (= base_frame at the first image)'),
+    Param('base_frame', 'camera_link', 'robot/body frame whose pose is published'),
+    Param('camera_frame', '', 'camera optical frame ("" = the image header frame_id)'),
+    Param('publish_tf', True, 'publish odom -> base_frame on /tf', read_only=False),
+    Param('publish_map_to_odom_tf', True, 'publish an identity map -> odom (turn off when '
+          'another node owns map -> odom)', read_only=False),
+    Param('publish_camera_tf', True, 'publish base_frame -> camera optical frame as the '
+          'REP-103 optical rotation on /tf_static; false = read it from /tf_static (URDF)'),
+    # outputs
+    Param('publish_points', True, 'publish the organized per-frame cloud ~/points',
+          read_only=False),
+    Param('publish_map_points', True, 'publish the accumulated cloud ~/map_points',
+          read_only=False),
+    Param('publish_tracks', True, 'publish ~/tracks and ~/track_markers', read_only=False),
+    Param('map_voxel_size', 0.05, 'voxel size of ~/map_points, metres (or scene units)',
+          float_range=(0.001, 10.0)),
+    Param('map_every_n_frames', 5, 'publish ~/map_points every n processed frames',
+          int_range=(1, 1000)),
+    Param('map_max_points', 300000, 'cap on ~/map_points size (oldest voxels dropped)',
+          int_range=(1000, 10000000)),
+    Param('path_max_size', 1024, 'poses kept in ~/path', int_range=(1, 1000000)),
+    Param('trail_length', 10, 'positions per track trail in ~/track_markers',
+          int_range=(2, 1000)),
+    Param('markers_every_n_frames', 3, 'publish ~/track_markers every n processed frames',
+          int_range=(1, 1000)),
+    Param('diagnostics_period', 1.0, 'seconds between /diagnostics messages',
+          float_range=(0.1, 60.0)),
+)

@@ -1,0 +1,133 @@
+"""Launch fourd_node (and optionally the synthetic camera).
+
+With ROS 2 installed (launch_ros available):
+    ros2 launch fourd_ros fourd.launch.py image:=/camera/color/image_raw \
+        camera_info:=/camera/color/camera_info depth:=/camera/aligned_depth_to_color/image_raw
+Without launch_ros (the pip-installed runtime), the same file starts the same processes:
+    python launch/fourd.launch.py use_synthetic_camera:=true
+
+Arguments (name, default, meaning):
+    image                 /camera/image_raw    input sensor_msgs/Image topic
+    camera_info           /camera/camera_info  input CameraInfo topic ('' = none)
+    depth                 /camera/depth        registered depth topic ('' = monocular)
+    config                <share>/config/fourd.yaml  parameter file
+    backend               auto                 auto | learned | rgbd
+    namespace             ''                   namespace of the node (one per camera)
+    use_synthetic_camera  false                also start fourd_synthetic_camera
+    fastdds_profile       <share>/config/fastdds.xml  Fast DDS transport profile ('' = none)
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+
+
+def _share_dir() -> Path:
+    """The package's share directory (installed) or the source tree (run from a checkout)."""
+    if (HERE.parent / 'config' / 'fourd.yaml').exists():
+        return HERE.parent
+    try:
+        from ament_index_python.packages import get_package_share_directory
+        return Path(get_package_share_directory('fourd_ros'))
+    except Exception:  # noqa: BLE001 - no ament index: fall back to the source layout
+        return HERE.parent
+
+
+SHARE = _share_dir()
+ARGUMENTS = {
+    'image': ('/camera/image_raw', 'input sensor_msgs/Image topic'),
+    'camera_info': ('/camera/camera_info', "input CameraInfo topic ('' = none)"),
+    'depth': ('/camera/depth', "registered depth topic ('' = monocular)"),
+    'config': (str(SHARE / 'config' / 'fourd.yaml'), 'parameter file'),
+    'backend': ('auto', 'auto | learned | rgbd'),
+    'namespace': ('', 'namespace of the node (one per camera)'),
+    'use_synthetic_camera': ('false', 'also start fourd_synthetic_camera'),
+    'fastdds_profile': (str(SHARE / 'config' / 'fastdds.xml'),
+                        "Fast DDS transport profile ('' = none)"),
+}
+
+
+def node_ros_args(args: dict[str, str]) -> list[str]:
+    """--ros-args for fourd_node from launch arguments (shared by both launch paths)."""
+    out = ['--ros-args', '--params-file', args['config'],
+           '-p', f"image_topic:={args['image']}",
+           '-p', f"camera_info_topic:={args['camera_info']}",
+           '-p', f"depth_topic:={args['depth']}",
+           '-p', f"backend:={args['backend']}"]
+    if args['namespace']:
+        out += ['-r', f"__ns:=/{args['namespace'].strip('/')}"]
+    return out
+
+
+def generate_launch_description():
+    """launch_ros description (used by `ros2 launch`)."""
+    from launch import LaunchDescription
+    from launch.actions import DeclareLaunchArgument, OpaqueFunction, SetEnvironmentVariable
+    from launch.conditions import IfCondition
+    from launch.substitutions import LaunchConfiguration
+    from launch_ros.actions import Node
+
+    def node_action(context):
+        values = {k: LaunchConfiguration(k).perform(context) for k in ARGUMENTS}
+        return [Node(package='fourd_ros', executable='fourd_node', name='fourd',
+                     namespace=values['namespace'] or None, output='screen',
+                     arguments=node_ros_args(values))]
+
+    actions = [DeclareLaunchArgument(k, default_value=v, description=d)
+               for k, (v, d) in ARGUMENTS.items()]
+    actions.append(SetEnvironmentVariable('FASTDDS_DEFAULT_PROFILES_FILE',
+                                          LaunchConfiguration('fastdds_profile')))
+    actions.append(Node(package='fourd_ros', executable='fourd_synthetic_camera',
+                        name='synthetic_camera', output='screen',
+                        condition=IfCondition(LaunchConfiguration('use_synthetic_camera'))))
+    actions.append(OpaqueFunction(function=node_action))
+    return LaunchDescription(actions)
+
+
+def main(argv: list[str]) -> int:
+    """Start the same processes without launch_ros: `python fourd.launch.py key:=value ...`."""
+    args = {k: v for k, (v, _) in ARGUMENTS.items()}
+    for item in argv:
+        key, sep, value = item.partition(':=')
+        if not sep or key not in args:
+            print(f'fourd.launch.py: unknown argument {item!r}; known: {", ".join(args)}',
+                  file=sys.stderr)
+            return 2
+        args[key] = value
+    env = dict(os.environ)
+    if args['fastdds_profile']:
+        env.setdefault('FASTDDS_DEFAULT_PROFILES_FILE', args['fastdds_profile'])
+    procs = []
+    if args['use_synthetic_camera'].lower() in ('1', 'true', 'yes'):
+        procs.append(subprocess.Popen([sys.executable, '-m', 'fourd_ros.ros.synthetic_camera'],
+                                      env=env))
+    procs.append(subprocess.Popen([sys.executable, '-m', 'fourd_ros.ros.node',
+                                   *node_ros_args(args)], env=env))
+    try:
+        while all(p.poll() is None for p in procs):
+            try:
+                procs[-1].wait(timeout=0.5)
+            except subprocess.TimeoutExpired:
+                pass
+    except KeyboardInterrupt:
+        pass
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.send_signal(signal.SIGINT)
+        for p in procs:
+            try:
+                p.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                p.kill()
+    return max((p.returncode or 0) for p in procs)
+
+
+if __name__ == '__main__':
+    sys.exit(main(sys.argv[1:]))
