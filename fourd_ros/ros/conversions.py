@@ -42,6 +42,13 @@ def transform_to_matrix(t) -> np.ndarray:
     return make_pose(R, [t.translation.x, t.translation.y, t.translation.z])
 
 
+def pose_to_matrix(pose: Pose) -> np.ndarray:
+    """geometry_msgs/Pose -> 4x4."""
+    q = pose.orientation
+    R = Rotation.from_quat([q.x, q.y, q.z, q.w]).as_matrix()
+    return make_pose(R, [pose.position.x, pose.position.y, pose.position.z])
+
+
 def matrix_to_pose(T: np.ndarray) -> Pose:
     """4x4 -> geometry_msgs/Pose."""
     q = Rotation.from_matrix(T[:3, :3]).as_quat()

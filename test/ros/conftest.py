@@ -42,7 +42,8 @@ def ros_context(ros_env: dict[str, str]) -> Iterator[rclpy.context.Context]:
 
 
 @pytest.fixture
-def start_process(ros_env: dict[str, str], tmp_path: Path) -> Iterator[Callable[..., subprocess.Popen]]:
+def start_process(ros_env: dict[str, str],
+                  tmp_path: Path) -> Iterator[Callable[..., subprocess.Popen]]:
     """Start `python <args>` in the test's ROS graph; all are terminated after the test."""
     procs: list[tuple[subprocess.Popen, Path]] = []
 

@@ -127,10 +127,9 @@ class OracleBackend:
                   & (px[:, 0] < w - 0.5) & (px[:, 1] >= -0.5) & (px[:, 1] < h - 0.5))
         if visible is None:
             depth_t = target.latent['depth']
-            ui = np.clip(np.rint(px[:, 0]), 0, w - 1).astype(np.int64)
-            vi = np.clip(np.rint(px[:, 1]), 0, h - 1).astype(np.int64)
-            z_seen = np.where(inside, depth_t[np.where(inside, vi, 0), np.where(inside, ui, 0)],
-                              np.nan)
+            ui = np.clip(np.rint(np.nan_to_num(px[:, 0])), 0, w - 1).astype(np.int64)
+            vi = np.clip(np.rint(np.nan_to_num(px[:, 1])), 0, h - 1).astype(np.int64)
+            z_seen = np.where(inside, depth_t[vi, ui], np.nan)
             tol = np.maximum(self.occlusion_abs, self.occlusion_rel * np.abs(z))
             visible = inside & (np.abs(z_seen - z) <= tol)
         status = np.full(n, PointStatus.VALID, np.uint8)

@@ -297,7 +297,7 @@ def evaluate(backend_name: str, source: str | Path, *, width: int = 320,
     t_io = 0.0
     last: tuple[Frame, Any] | None = None
 
-    bar = _progress(n, f'eval {backend_name}', progress)
+    bar = progress_bar(n, f'eval {backend_name}', progress)
     it = iter(reader)
     i = -1
     try:
@@ -383,7 +383,7 @@ class _NoBar:
         pass
 
 
-def _progress(total: int | None, desc: str, enabled: bool) -> Any:
+def progress_bar(total: int | None, desc: str, enabled: bool) -> Any:
     """A tqdm bar on stderr when it is a terminal (disable=None), else a no-op."""
     if not enabled:
         return _NoBar()

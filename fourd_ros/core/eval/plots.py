@@ -99,7 +99,7 @@ def plot_trajectory(report: EvalReport, path: Path, title: str = '') -> Path:
     ax2.plot(t_rel, err * 100.0, color='tab:red', lw=1.2)
     ax2.set_xlabel('time since first frame [s]')
     ax2.set_ylabel('camera position error [cm]')
-    ax2.set_title('Position error per frame' + ('' if metric else ' (after Sim(3))'))
+    ax2.set_title('Position error per frame' + ('' if metric else ' (Sim(3)-aligned)'))
     ax2.grid(alpha=0.3)
     ax2.set_ylim(bottom=0)
     fig.suptitle(title)
@@ -110,7 +110,7 @@ def plot_trajectory(report: EvalReport, path: Path, title: str = '') -> Path:
 
 
 def plot_depth_samples(report: EvalReport, path: Path, title: str = '') -> Path:
-    """Rows of image | GT depth | predicted depth | absolute error (metres, shared colour scale)."""
+    """Rows of image | GT depth | predicted depth | abs error (metres, shared colour scale)."""
     samples = report.depth_samples
     n = len(samples)
     h, w = samples[0].gt.shape
@@ -127,7 +127,7 @@ def plot_depth_samples(report: EvalReport, path: Path, title: str = '') -> Path:
         emax = max(float(np.nanpercentile(err, 99)) if both.any() else 0.0, 0.01)
         absrel = float(np.nanmean(err / gt)) if both.any() else float('nan')
         axes[r, 0].imshow(s.rgb)
-        axes[r, 0].set_title(f'frame {s.name}')
+        axes[r, 0].set_title(_frame_label(s.name))
         cmap = plt.get_cmap('turbo').copy()
         cmap.set_bad('black')
         im1 = axes[r, 1].imshow(gt, cmap=cmap, vmin=vmin, vmax=vmax)
@@ -158,13 +158,13 @@ def plot_track_samples(report: EvalReport, path: Path, title: str = '') -> Path:
     """Per pair: source image with the query grid | target image with GT vs predicted positions.
 
     Only GT-visible points are drawn in the target; a line joins GT (circle) and prediction
-    (cross), coloured by the 3D error.
+    (cross, coloured by the 3D error).
     """
     samples = report.track_samples[:3]
     n = len(samples)
     h, w = samples[0].source_rgb.shape[:2]
-    fig, axes = plt.subplots(n, 2, figsize=(13, min(4.8 * n, 13 / 2 * h / w * n + 0.9 * n)),
-                             squeeze=False)
+    fig, axes = plt.subplots(n, 2, figsize=(13, 6.5 * h / w * n + 0.7 * n + 0.5),
+                             squeeze=False, layout='constrained')
     err_max = 0.10
     sc = None
     for r, s in enumerate(samples):
@@ -176,7 +176,8 @@ def plot_track_samples(report: EvalReport, path: Path, title: str = '') -> Path:
         if s.dynamic.any():
             a0.scatter(s.query_px[s.dynamic, 0], s.query_px[s.dynamic, 1], s=12, c='tab:red',
                        edgecolors='black', linewidths=0.4, label='dynamic query')
-        a0.set_title(f'source frame {s.source_name}: query grid')
+        a0.set_title(f'source {_frame_label(s.source_name)}: {len(s.query_px)} query pixels',
+                     fontsize=10)
         a0.legend(loc='lower right', fontsize=7)
         a1.imshow(s.target_rgb)
         vis = s.visible & np.isfinite(s.gt_px).all(axis=1)
@@ -191,22 +192,27 @@ def plot_track_samples(report: EvalReport, path: Path, title: str = '') -> Path:
         missed = int(vis.sum() - has.sum())
         a1.set_xlim(-0.5, w - 0.5)
         a1.set_ylim(h - 0.5, -0.5)
-        med = np.nanmedian(s.err_m[has]) if has.any() else float('nan')
-        a1.set_title(f'target frame {s.target_name}: {int(vis.sum())} GT-visible, '
-                     f'median 3D error {_fmt(float(med) * 100, " cm")}, no prediction {missed}')
+        med = float(np.median(s.err_m[has])) if has.any() else float('nan')
+        a1.set_title(f'target {_frame_label(s.target_name)}: GT (o) vs predicted (x)\n'
+                     f'{int(vis.sum())} GT-visible, median 3D error {_fmt(med * 100, " cm")}, '
+                     f'{missed} without prediction', fontsize=10)
         a1.legend(loc='lower right', fontsize=7)
         for ax in (a0, a1):
             ax.set_xticks([])
             ax.set_yticks([])
     if sc is not None:
         cb = fig.colorbar(sc, ax=axes[:, 1].tolist(), fraction=0.03, pad=0.01)
-        cb.set_label(f'3D error [m] (clipped at {err_max:g})')
+        cb.set_label(f'3D error [m] (colour clipped at {err_max:g} m)')
     m = report.metrics
     fig.suptitle(f'{title}: 3D tracking, EPE {_fmt(m.get("track_epe_m"), " m")}, '
-                 f'APD3D {_fmt(m.get("apd3d"))} (dynamic {_fmt(m.get("apd3d_dynamic"))})')
-    fig.savefig(path, dpi=DPI, bbox_inches='tight')
+                 f'APD3D {_fmt(m.get("apd3d"))} % (dynamic {_fmt(m.get("apd3d_dynamic"))} %)')
+    fig.savefig(path, dpi=DPI)
     plt.close(fig)
     return path
+
+
+def _frame_label(name: str) -> str:
+    return name if name.lower().startswith('frame') else f'frame {name}'
 
 
 def plot_track_trails(report: EvalReport, path: Path, title: str = '') -> Path:
@@ -233,8 +239,8 @@ def plot_track_trails(report: EvalReport, path: Path, title: str = '') -> Path:
     ax.set_xticks([])
     ax.set_yticks([])
     ax.legend(loc='lower right', fontsize=8)
-    ax.set_title(f'{title}\n{shown} persistent tracks at frame {tr.name}, trails over the last '
-                 f'{len(tr.history)} frames (pixels at processing resolution)')
+    ax.set_title(f'{title}\n{shown} persistent tracks at {_frame_label(tr.name)}, '
+                 f'trails over the last {len(tr.history)} frames', fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=DPI)
     plt.close(fig)

@@ -1,0 +1,212 @@
+"""`fourd bench`: long-stream speed and memory benchmark on a synthetic ping-pong stream.
+
+A short clip (``--clip-frames``, slow smooth camera) is rendered once and played forward and
+backward (0..N-1, N-2..1, 0..) with increasing stamps, so camera and objects move continuously
+for any stream length without rendering it all. Reported (design.md section 5, speed):
+
+- per-frame latency of ``engine.process`` (median, p95) over the first and the last 100 frames
+  and ``latency_ratio_last_first`` (ratio of the medians; ~1 when the cost does not grow);
+- resident memory (VmRSS) after 100 frames, at the end, their difference, the peak; cache MiB;
+- motion-query latency for 1, 100, 1000 and all pixels (median of a few calls, source frame 10
+  back, target the newest), plus the first (cold) call;
+- ``fps`` = frames / time in ``engine.process`` (frames come from memory);
+- with ``--real DIR``: the same loop on a real sequence read from disk (``fourd run`` semantics,
+  no outputs written): ``real_fps`` including reading.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import numpy as np
+
+from fourd_ros.cli.common import (current_rss_mb, peak_rss_mb, positive_int, print_table,
+                                  size_arg, write_json)
+from fourd_ros.core.data.readers import open_sequence
+from fourd_ros.core.data.synthetic import generate_clip, SceneConfig
+from fourd_ros.core.engine.cache import CachePolicy
+from fourd_ros.core.engine.engine import EngineConfig, StreamingEngine
+from fourd_ros.core.eval.evaluate import make_backend, progress_bar
+from fourd_ros.core.types import Frame
+
+WINDOW = 100
+QUERY_SIZES = (1, 100, 1000)
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        'bench', help='long-stream latency / memory / query benchmark (synthetic stream)',
+        description=__doc__.split('\n\n')[0])
+    p.add_argument('--frames', type=positive_int, default=2000, help='stream length (2000)')
+    p.add_argument('--size', type=size_arg, default=(320, 240), metavar='WxH',
+                   help='image size = processing size (320x240)')
+    p.add_argument('--backend', choices=('rgbd', 'learned'), default='rgbd',
+                   help='backend to time (rgbd)')
+    p.add_argument('--cache-mb', type=float, default=None, metavar='MB',
+                   help='latent cache budget, MiB (engine default)')
+    p.add_argument('--clip-frames', type=positive_int, default=150, metavar='N',
+                   help='frames rendered for the ping-pong stream (150)')
+    p.add_argument('--seed', type=int, default=0, help='scene seed (0)')
+    p.add_argument('--json', metavar='FILE', help='write the results as JSON')
+    p.add_argument('--real', metavar='DIR',
+                   help='also time a real sequence read from disk (e.g. 7-Scenes)')
+    p.add_argument('--real-frames', type=positive_int, default=300, metavar='N',
+                   help='frames of --real to time (300)')
+    p.set_defaults(func=run)
+
+
+def pingpong_index(k: int, n: int) -> int:
+    """Clip index of stream frame k when playing n frames forward, backward, forward..."""
+    if n <= 1:
+        return 0
+    period = 2 * (n - 1)
+    r = k % period
+    return r if r < n else period - r
+
+
+def _engine(args: argparse.Namespace, width: int, max_query: int) -> StreamingEngine:
+    cfg = EngineConfig(width=width, max_query_points=max(100_000, max_query))
+    if args.cache_mb is not None:
+        if args.cache_mb <= 0:
+            raise ValueError('--cache-mb must be > 0')
+        cfg.cache = CachePolicy(budget_mb=args.cache_mb)
+    return StreamingEngine(make_backend(args.backend), cfg)
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.frames < 12:
+        raise ValueError('--frames must be at least 12 (queries go 10 frames back)')
+    w, h = args.size
+    n_clip = max(2, min(args.clip_frames, args.frames))
+    fps = 30.0
+    t0 = time.perf_counter()
+    clip = generate_clip(SceneConfig(
+        frames=n_clip, width=w, height=h, seed=args.seed, fps=fps, camera_motion='smooth',
+        camera_speed=(0.1, 0.25), camera_angular_speed_deg=10.0, object_speed=(0.1, 0.5)))
+    gen_s = time.perf_counter() - t0
+    engine = _engine(args, w, w * h)
+    lat = np.zeros(args.frames)
+    rss = np.zeros(args.frames)
+    stamps = np.arange(args.frames) / fps
+    bar = progress_bar(args.frames, f'bench {args.backend}', True)
+    try:
+        for k in range(args.frames):
+            idx = pingpong_index(k, n_clip)
+            frame = Frame(stamp=float(stamps[k]), rgb=clip.rgb[idx], depth=clip.depth[idx],
+                          K=clip.K, name=str(k), index=k)
+            t = time.perf_counter()
+            engine.process(frame)
+            lat[k] = time.perf_counter() - t
+            rss[k] = current_rss_mb()
+            bar.update(1)
+    finally:
+        bar.close()
+    first, last = lat[:WINDOW] * 1e3, lat[-WINDOW:] * 1e3
+    k100 = min(WINDOW, args.frames) - 1
+    res = {
+        'backend': args.backend, 'frames': args.frames, 'size': f'{w}x{h}',
+        'clip_frames': n_clip, 'clip_generation_s': gen_s,
+        'fps': args.frames / float(lat.sum()),
+        'latency_ms_first_p50': float(np.median(first)),
+        'latency_ms_first_p95': float(np.percentile(first, 95)),
+        'latency_ms_last_p50': float(np.median(last)),
+        'latency_ms_last_p95': float(np.percentile(last, 95)),
+        'latency_ratio_last_first': float(np.median(last) / np.median(first)),
+        'rss_first_mb': float(rss[k100]), 'rss_last_mb': float(rss[-1]),
+        'rss_growth_mb': float(rss[-1] - rss[k100]), 'rss_peak_mb': peak_rss_mb(),
+        'cache_mb': engine.cache.megabytes, 'cache_frames': len(engine.cache),
+        'cache_budget_mb': engine.config.cache.budget_mb,
+        'cache_evicted': engine.cache.evicted_count,
+    }
+    res.update(_query_timings(engine, stamps, w, h))
+    if args.real:
+        res.update(_real_timings(args))
+    rows = [(k, v, _UNITS.get(k, '')) for k, v in res.items()
+            if k not in ('backend', 'size')]
+    print_table(f'fourd bench: {args.backend}, {args.frames} frames {w}x{h} '
+                f'(ping-pong of {n_clip} rendered frames)', rows)
+    if args.json:
+        print(f'results: {write_json(args.json, res)}')
+    return 0
+
+
+def _median_ms(fn, repeats: int) -> float:
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return float(np.median(times) * 1e3)
+
+
+def _query_timings(engine: StreamingEngine, stamps: np.ndarray, w: int,
+                   h: int) -> dict[str, float]:
+    """Query latency vs number of pixels: source 10 frames back, target = newest frame."""
+    source = float(stamps[-11])
+    rng = np.random.default_rng(0)
+    out: dict[str, float] = {}
+    t = time.perf_counter()
+    engine.query_pixels(source, np.array([[w / 2, h / 2]]))
+    out['query_ms_cold'] = (time.perf_counter() - t) * 1e3
+    for n in QUERY_SIZES:
+        px = np.stack([rng.uniform(0, w - 1, n), rng.uniform(0, h - 1, n)], axis=1)
+        out[f'query_ms_{n}'] = _median_ms(lambda: engine.query_pixels(source, px), 7)
+    v, u = np.mgrid[0:h, 0:w]
+    px = np.stack([u.ravel(), v.ravel()], axis=1).astype(np.float64)
+    out['query_ms_all'] = _median_ms(lambda: engine.query_pixels(source, px), 3)
+    out['query_points_all'] = int(len(px))
+    q = engine.query_pixels(source, px)
+    out['query_valid_fraction_all'] = float(np.mean(q.status == 0))
+    return out
+
+
+def _real_timings(args: argparse.Namespace) -> dict[str, float]:
+    """Time `fourd run`-style streaming of a real sequence from disk (no outputs written)."""
+    reader = open_sequence(args.real, max_frames=args.real_frames or None)
+    engine = _engine(args, 320, 0)
+    read, proc = [], []
+    t_start = time.perf_counter()
+    it = iter(reader)
+    bar = progress_bar(reader.length, 'bench real', True)
+    try:
+        while True:
+            t0 = time.perf_counter()
+            try:
+                frame = next(it)
+            except StopIteration:
+                break
+            t1 = time.perf_counter()
+            engine.process(frame)
+            proc.append(time.perf_counter() - t1)
+            read.append(t1 - t0)
+            bar.update(1)
+    finally:
+        bar.close()
+    wall = time.perf_counter() - t_start
+    n = len(proc)
+    return {'real_frames': n, 'real_fps': n / wall if wall > 0 else float('nan'),
+            'real_read_ms_p50': float(np.median(read) * 1e3) if n else float('nan'),
+            'real_latency_ms_p50': float(np.median(proc) * 1e3) if n else float('nan'),
+            'real_latency_ms_p95': float(np.percentile(proc, 95) * 1e3) if n else float('nan')}
+
+
+_UNITS = {
+    'frames': 'stream length', 'clip_frames': 'rendered frames (ping-pong)',
+    'clip_generation_s': 's (not part of the timings)',
+    'fps': 'frames/s (engine.process only)',
+    'latency_ms_first_p50': 'ms, first 100 frames', 'latency_ms_first_p95': 'ms, first 100',
+    'latency_ms_last_p50': 'ms, last 100 frames', 'latency_ms_last_p95': 'ms, last 100',
+    'latency_ratio_last_first': 'median last / median first',
+    'rss_first_mb': 'MiB after 100 frames', 'rss_last_mb': 'MiB at the end',
+    'rss_growth_mb': 'MiB, end - after 100', 'rss_peak_mb': 'MiB (ru_maxrss)',
+    'cache_mb': 'MiB held by the latent cache', 'cache_frames': 'frames in the cache',
+    'cache_budget_mb': 'MiB', 'cache_evicted': 'frames evicted',
+    'query_ms_cold': 'ms, first query (1 px)', 'query_ms_1': 'ms, median',
+    'query_ms_100': 'ms, median', 'query_ms_1000': 'ms, median', 'query_ms_all': 'ms, median',
+    'query_points_all': 'pixels in the full-image query',
+    'query_valid_fraction_all': 'fraction VALID in the full-image query',
+    'real_frames': 'frames of --real', 'real_fps': 'frames/s incl. reading from disk',
+    'real_read_ms_p50': 'ms per frame reading', 'real_latency_ms_p50': 'ms engine.process',
+    'real_latency_ms_p95': 'ms engine.process',
+}

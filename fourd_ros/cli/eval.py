@@ -1,0 +1,73 @@
+"""`fourd eval`: score a backend against a sequence's ground truth (design.md section 5)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from fourd_ros.cli.common import positive_int, print_table, write_json
+from fourd_ros.core.eval.evaluate import BACKENDS, evaluate
+
+ROWS = (
+    ('frames', ''),
+    ('fps', 'frames/s (reading + engine.process)'),
+    ('depth_absrel', 'mean |d - d*| / d*'),
+    ('depth_delta125', 'fraction max(d/d*, d*/d) < 1.25'),
+    ('ate_m', 'm RMSE, SE(3)-aligned if metric else Sim(3)'),
+    ('ate_sim3_m', 'm RMSE, Sim(3)-aligned'),
+    ('rpe_trans_m', 'm RMSE, consecutive frames'),
+    ('rpe_rot_deg', 'deg RMSE, consecutive frames'),
+    ('track_epe_m', 'm mean 3D end-point error (visible GT)'),
+    ('apd3d', '% within {1,2,4,8,16} px * z/f'),
+    ('apd3d_dynamic', '% APD3D on moving points'),
+    ('track_median_err_m', 'm median 3D error'),
+    ('track_points', 'GT-visible query points scored'),
+    ('track_points_dynamic', 'of which on moving objects'),
+    ('latency_ms_p50', 'ms per frame (engine.process)'),
+    ('metric', 'metres if yes (no scale alignment)'),
+)
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        'eval', help='evaluate a backend against ground truth (depth, poses, 3D tracking)',
+        description='Run a backend over a sequence with ground truth and report depth AbsRel / '
+                    'delta<1.25, ATE / RPE and 3D tracking EPE / APD3D. The oracle backend '
+                    'replays the ground truth itself: it checks the evaluation pipeline (it must '
+                    'score perfectly) and is not a perception backend.')
+    p.add_argument('--backend', choices=BACKENDS, required=True,
+                   help='oracle (GT replay, pipeline test only), rgbd or learned')
+    p.add_argument('--input', required=True, help='sequence folder or file with ground truth')
+    p.add_argument('--json', metavar='FILE', help='write the metrics as JSON (NaN as null)')
+    p.add_argument('--plots', metavar='DIR', help='write PNG figures to this folder')
+    p.add_argument('--max-frames', type=positive_int, default=0, metavar='N',
+                   help='evaluate the first N frames, 0 = all (0)')
+    p.add_argument('--width', type=positive_int, default=320,
+                   help='processing width, 0 = input resolution (320; oracle: always native)')
+    p.add_argument('--depth-every', type=positive_int, default=1, metavar='K',
+                   help='score depth on every K-th frame (1)')
+    p.add_argument('--track-gap', type=positive_int, default=10, metavar='G',
+                   help='frame gap of the tracking pairs (i, i+G) (10)')
+    p.add_argument('--cache-mb', type=float, default=None, metavar='MB',
+                   help='latent cache budget, MiB (engine default)')
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.track_gap < 1:
+        raise ValueError('--track-gap must be >= 1')
+    report = evaluate(args.backend, args.input, width=args.width,
+                      max_frames=args.max_frames or None, depth_every=max(1, args.depth_every),
+                      track_gap=args.track_gap, cache_mb=args.cache_mb)
+    m = report.metrics
+    print_table(f'fourd eval: {args.backend} on {args.input} ({m["layout"]}, '
+                f'processing {m["processing_size"]})',
+                [(k, m.get(k, float('nan')), unit) for k, unit in ROWS])
+    if args.json:
+        print(f'metrics: {write_json(args.json, report.to_json_dict())}')
+    if args.plots:
+        from fourd_ros.core.eval.plots import write_plots
+
+        for path in write_plots(report, Path(args.plots)):
+            print(f'plot: {path}')
+    return 0

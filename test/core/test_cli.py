@@ -1,0 +1,192 @@
+"""Tests of the `fourd` command line (synth, run, eval, bench) and of the oracle evaluation."""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from scipy.spatial.transform import Rotation
+
+from fourd_ros.cli.main import main
+
+SEVEN_SCENES = Path(__file__).parents[2].parent / 'shared' / 'data' / '7scenes-redkitchen'
+SEED_WITH_MOVERS = 2  # 96x72 x 12: two moving objects, visible in frames 0-11
+
+
+@pytest.fixture(scope='module')
+def clip_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp('clip') / 'clip'
+    assert main(['synth', '--seed', str(SEED_WITH_MOVERS), '--frames', '12', '--size', '96x72',
+                 '--out', str(out)]) == 0
+    return out
+
+
+def _load(path: Path) -> dict:
+    return json.loads(path.read_text())
+
+
+def test_synth_writes_clip(clip_dir: Path, capsys: pytest.CaptureFixture) -> None:
+    meta = _load(clip_dir / 'meta.json')
+    assert meta['frames'] == 12 and (meta['width'], meta['height']) == (96, 72)
+    assert any(meta['object_moving'])
+    assert len(list((clip_dir / 'rgb').glob('*.png'))) == 12
+
+
+def test_eval_oracle_synthetic_is_perfect(clip_dir: Path, tmp_path: Path) -> None:
+    out = tmp_path / 'out.json'
+    plots = tmp_path / 'plots'
+    assert main(['eval', '--backend', 'oracle', '--input', str(clip_dir), '--json', str(out),
+                 '--plots', str(plots)]) == 0
+    m = _load(out)
+    assert m['frames'] == 12 and m['backend'] == 'oracle' and m['metric'] is True
+    assert m['depth_absrel'] == pytest.approx(0.0, abs=1e-9)
+    assert m['depth_delta125'] == pytest.approx(1.0)
+    assert m['ate_m'] < 1e-6 and m['ate_sim3_m'] < 1e-6
+    assert m['rpe_trans_m'] < 1e-6 and m['rpe_rot_deg'] < 1e-4
+    assert m['track_points'] > 100 and m['track_points_dynamic'] > 20
+    assert m['apd3d'] == pytest.approx(100.0)
+    assert m['apd3d_dynamic'] == pytest.approx(100.0)
+    assert m['track_epe_m'] < 1e-5 and m['track_median_err_m'] < 1e-5
+    for name in ('trajectory', 'depth_samples', 'track_queries', 'track_trails'):
+        assert (plots / f'{name}.png').stat().st_size > 10_000
+
+
+@pytest.mark.skipif(not SEVEN_SCENES.is_dir(), reason='7-Scenes sample missing')
+def test_eval_oracle_seven_scenes(tmp_path: Path) -> None:
+    out = tmp_path / 'out.json'
+    assert main(['eval', '--backend', 'oracle', '--input', str(SEVEN_SCENES), '--max-frames',
+                 '30', '--json', str(out)]) == 0
+    m = _load(out)
+    assert m['frames'] == 30 and m['processing_size'] == '640x480'
+    assert m['depth_absrel'] == pytest.approx(0.0, abs=1e-9)
+    assert m['ate_m'] < 1e-6 and m['rpe_trans_m'] < 1e-6
+    assert m['track_epe_m'] < 1e-5
+    # static scene: no dynamic points
+    assert m['apd3d_dynamic'] is None and m['track_points_dynamic'] == 0
+    # integer-pixel queries next to depth holes come back INVALID (bilinear NaN propagation)
+    assert m['apd3d'] > 98.0
+
+
+def test_run_rgbd_writes_outputs(clip_dir: Path, tmp_path: Path) -> None:
+    out = tmp_path / 'run'
+    assert main(['run', '--backend', 'rgbd', '--input', str(clip_dir), '--out', str(out),
+                 '--depth-every', '5', '--max-tracks', '64', '--cache-mb', '64']) == 0
+    summary = _load(out / 'summary.json')
+    for key in ('frames', 'fps', 'latency_ms_p50', 'latency_ms_p95', 'peak_rss_mb', 'cache_mb',
+                'metric'):
+        assert key in summary, key
+    assert summary['frames'] == 12 and summary['metric'] is True and summary['fps'] > 0
+    # TUM trajectory: one line per frame, unit quaternions, first pose = identity
+    rows = np.loadtxt(out / 'trajectory.txt', comments='#')
+    assert rows.shape == (12, 8)
+    assert np.allclose(np.linalg.norm(rows[:, 4:], axis=1), 1.0, atol=1e-6)
+    assert np.allclose(rows[0, 1:], [0, 0, 0, 0, 0, 0, 1], atol=1e-9)
+    Rotation.from_quat(rows[:, 4:])
+    tracks = np.load(out / 'tracks.npz')
+    F, T = len(tracks['stamps']), len(tracks['ids'])
+    assert F == 12 and 0 < T
+    assert tracks['positions'].shape == (F, T, 3) and tracks['status'].shape == (F, T)
+    assert tracks['status'].dtype == np.uint8
+    exists = tracks['status'] != 255
+    assert np.isfinite(tracks['positions'][exists]).all()
+    assert np.isnan(tracks['positions'][~exists]).all()
+    assert exists.sum(axis=1).max() <= 64
+    depth_files = sorted((out / 'depth').glob('*.npy'))
+    assert [p.stem for p in depth_files] == ['000000', '000005', '000010']
+    d = np.load(depth_files[0])
+    assert d.dtype == np.float32 and d.shape == (72, 96)
+
+
+def test_bench_small(tmp_path: Path) -> None:
+    out = tmp_path / 'bench.json'
+    assert main(['bench', '--frames', '150', '--size', '96x72', '--clip-frames', '40',
+                 '--json', str(out)]) == 0
+    r = _load(out)
+    for key in ('fps', 'latency_ms_first_p50', 'latency_ms_first_p95', 'latency_ms_last_p50',
+                'latency_ms_last_p95', 'latency_ratio_last_first', 'rss_first_mb',
+                'rss_last_mb', 'rss_growth_mb', 'cache_mb', 'query_ms_1', 'query_ms_100',
+                'query_ms_1000', 'query_ms_all'):
+        assert isinstance(r[key], (int, float)) and math.isfinite(r[key]), key
+    assert r['frames'] == 150 and r['query_points_all'] == 96 * 72
+
+
+def test_pingpong_is_continuous() -> None:
+    from fourd_ros.cli.bench import pingpong_index
+
+    idx = [pingpong_index(k, 4) for k in range(10)]
+    assert idx == [0, 1, 2, 3, 2, 1, 0, 1, 2, 3]
+
+
+# --- bad input ----------------------------------------------------------------------------------
+
+def _seven_scenes_folder(folder: Path, frames: int = 3, w: int = 64, h: int = 48) -> Path:
+    """A tiny valid 7-Scenes-layout sequence (flat wall 2 m away, camera sliding sideways)."""
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for i in range(frames):
+        rgb = rng.integers(0, 255, (h, w, 3), dtype=np.uint8)
+        assert cv2.imwrite(str(folder / f'frame-{i:06d}.color.png'), rgb)
+        depth = np.full((h, w), 2000, np.uint16)
+        assert cv2.imwrite(str(folder / f'frame-{i:06d}.depth.png'), depth)
+        T = np.eye(4)
+        T[0, 3] = 0.01 * i
+        np.savetxt(folder / f'frame-{i:06d}.pose.txt', T)
+    (folder / 'camera-intrinsics.txt').write_text('60 0 31.5\n0 60 23.5\n0 0 1\n')
+    return folder
+
+
+def _bad_inputs(tmp_path: Path) -> dict[str, Path]:
+    corrupt = _seven_scenes_folder(tmp_path / 'corrupt')
+    (corrupt / 'frame-000001.color.png').write_bytes(b'not a png at all')
+    no_k = _seven_scenes_folder(tmp_path / 'no_intrinsics')
+    (no_k / 'camera-intrinsics.txt').unlink()
+    mismatch = _seven_scenes_folder(tmp_path / 'mismatch')
+    assert cv2.imwrite(str(mismatch / 'frame-000002.depth.png'),
+                       np.full((24, 32), 2000, np.uint16))
+    return {'corrupt': corrupt, 'intrinsics': no_k, 'mismatch': mismatch,
+            'missing': tmp_path / 'does_not_exist'}
+
+
+def test_good_tiny_folder_runs(tmp_path: Path) -> None:
+    folder = _seven_scenes_folder(tmp_path / 'ok')
+    assert main(['run', '--input', str(folder), '--out', str(tmp_path / 'out')]) == 0
+
+
+@pytest.mark.parametrize('case', ['corrupt', 'intrinsics', 'mismatch', 'missing'])
+@pytest.mark.parametrize('command', ['run', 'eval'])
+def test_bad_input_one_line_error(tmp_path: Path, capsys: pytest.CaptureFixture, case: str,
+                                  command: str) -> None:
+    path = _bad_inputs(tmp_path)[case]
+    argv = [command, '--backend', 'rgbd', '--input', str(path)]
+    argv += ['--out', str(tmp_path / 'out')] if command == 'run' else []
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1, err
+    assert err[0].startswith('fourd: error: ')
+    expected = {'corrupt': 'frame-000001.color.png', 'intrinsics': 'camera-intrinsics.txt',
+                'mismatch': 'frame-000002.depth.png', 'missing': 'does_not_exist'}[case]
+    assert expected in err[0]
+
+
+def test_bad_input_subprocess_no_traceback(tmp_path: Path) -> None:
+    path = _bad_inputs(tmp_path)['mismatch']
+    proc = subprocess.run([sys.executable, '-m', 'fourd_ros.cli.main', 'run', '--input',
+                           str(path), '--out', str(tmp_path / 'out')],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2
+    assert 'Traceback' not in proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith('fourd: error: '), proc.stderr
+
+
+def test_bad_option_values(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    with pytest.raises(SystemExit) as exc:
+        main(['synth', '--size', '96by72', '--out', str(tmp_path / 'x')])
+    assert exc.value.code == 2
+    assert 'WIDTHxHEIGHT' in capsys.readouterr().err

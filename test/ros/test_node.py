@@ -1,0 +1,199 @@
+"""fourd_node end to end over DDS: the synthetic camera and the node run as real processes."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from conftest import REPO, spin_until
+
+rclpy = pytest.importorskip('rclpy')
+from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy  # noqa: E402
+
+from fourd_ros_msgs.msg import TrackedPoints  # noqa: E402
+from fourd_ros_msgs.srv import GetTrajectory, QueryMotion  # noqa: E402
+from geometry_msgs.msg import Point, PoseStamped  # noqa: E402
+from sensor_msgs.msg import PointCloud2  # noqa: E402
+from tf2_msgs.msg import TFMessage  # noqa: E402
+
+from fourd_ros.core.data.synthetic import SceneConfig, generate_clip  # noqa: E402
+from fourd_ros.core.geometry import invert_pose, transform_points  # noqa: E402
+from fourd_ros.ros import conversions as conv  # noqa: E402
+
+pytestmark = pytest.mark.ros
+
+# a small clip keeps rendering and processing fast: 160 x 120, 30 frames, seed 2 has moving
+# objects; the node processes it at native resolution (processing_width > 160)
+CAMERA = dict(seed=2, frames=30, width=160, height=120, scene_fps=30.0)
+
+
+def camera_args(rate: float = 10.0) -> list[str]:
+    args = ['-m', 'fourd_ros.ros.synthetic_camera', '--ros-args', '-p', f'rate:={rate}']
+    for k, v in CAMERA.items():
+        args += ['-p', f'{k}:={v}']
+    return args
+
+
+def node_args(*extra: str, namespace: str = '') -> list[str]:
+    args = ['-m', 'fourd_ros.ros.node', '--ros-args', '--params-file',
+            str(REPO / 'config' / 'fourd.yaml'), '-p', 'depth_topic:=/camera/depth',
+            '-p', 'image_topic:=/camera/image_raw', '-p', 'camera_info_topic:=/camera/camera_info']
+    for item in extra:
+        args += ['-p', item]
+    if namespace:
+        args += ['-r', f'__ns:={namespace}']
+    return args
+
+
+class Recorder:
+    """Collects messages of several topics in the test process."""
+
+    def __init__(self, node) -> None:
+        self.node = node
+        self.msgs: dict[str, list] = {}
+
+    def listen(self, msg_type, topic: str, qos=10) -> None:
+        self.node.create_subscription(msg_type, topic,
+                                      lambda m: self.msgs.setdefault(topic, []).append(m), qos)
+
+    def count(self, topic: str) -> int:
+        return len(self.msgs.get(topic, []))
+
+
+def call(node, client, request, timeout: float = 20.0):
+    assert spin_until(node, client.service_is_ready, timeout=30.0), 'service never appeared'
+    future = client.call_async(request)
+    assert spin_until(node, future.done, timeout=timeout), 'service call timed out'
+    return future.result()
+
+
+@pytest.fixture(scope='module')
+def clip():
+    cfg = SceneConfig(frames=CAMERA['frames'], width=CAMERA['width'], height=CAMERA['height'],
+                      seed=CAMERA['seed'], fps=CAMERA['scene_fps'])
+    return generate_clip(cfg)
+
+
+def clip_index(clip, T_map_cam: np.ndarray) -> int:
+    """Clip frame whose ground-truth pose is the given one (the camera plays ping-pong)."""
+    T_wc = invert_pose(conv.T_LINK_FROM_OPTICAL) @ T_map_cam
+    d = np.linalg.norm(clip.T_wc[:, :3, 3] - T_wc[:3, 3], axis=1) + np.linalg.norm(
+        clip.T_wc[:, :3, :3] - T_wc[:3, :3], axis=(1, 2))
+    return int(np.argmin(d))
+
+
+def test_outputs_follow_ground_truth(ros_context, start_process, clip) -> None:
+    start_process(*camera_args(), name='camera')
+    start_process(*node_args(), name='node')
+    node = rclpy.create_node('observer', context=ros_context)
+    rec = Recorder(node)
+    latched = QoSProfile(depth=1, durability=DurabilityPolicy.TRANSIENT_LOCAL,
+                         reliability=ReliabilityPolicy.RELIABLE)
+    rec.listen(PointCloud2, '/fourd/points')
+    rec.listen(PointCloud2, '/fourd/map_points', latched)
+    rec.listen(TFMessage, '/tf', 100)
+    rec.listen(TFMessage, '/tf_static', latched)
+    rec.listen(TrackedPoints, '/fourd/tracks')
+    rec.listen(PoseStamped, '/camera/ground_truth/pose', 100)
+    assert spin_until(node, lambda: rec.count('/fourd/points') >= 25, timeout=90.0), \
+        f'too few clouds: {rec.count("/fourd/points")}'
+
+    # clouds: organized, camera optical frame, documented fields
+    cloud = rec.msgs['/fourd/points'][-1]
+    assert cloud.header.frame_id == 'camera_optical_frame'
+    assert (cloud.height, cloud.width) == (CAMERA['height'], CAMERA['width'])
+    assert [f.name for f in cloud.fields] == ['x', 'y', 'z', 'rgb', 'confidence']
+    arr = conv.cloud_to_array(cloud)
+    assert np.isfinite(arr['z']).mean() > 0.9 and np.nanmin(arr['z']) > 0
+    assert spin_until(node, lambda: rec.count('/fourd/map_points') > 0, timeout=10.0)
+    assert rec.msgs['/fourd/map_points'][-1].header.frame_id == 'map'
+    assert rec.msgs['/fourd/map_points'][-1].width > 100
+
+    # TF: map -> odom -> camera_link (dynamic) -> camera_optical_frame (static), one parent each
+    parents: dict[str, set[str]] = {}
+    for msg in rec.msgs['/tf'] + rec.msgs['/tf_static']:
+        for t in msg.transforms:
+            parents.setdefault(t.child_frame_id, set()).add(t.header.frame_id)
+    assert all(len(p) == 1 for p in parents.values()), parents
+    chain, frame = [], 'camera_optical_frame'
+    while frame in parents:
+        frame = next(iter(parents[frame]))
+        chain.append(frame)
+    assert chain[-1] == 'map' and 'odom' in chain, chain
+
+    # tracks
+    tracks = rec.msgs['/fourd/tracks'][-1]
+    assert tracks.header.frame_id == 'map' and len(tracks.ids) > 50
+    assert len(tracks.positions) == len(tracks.ids) == len(tracks.status)
+
+    # camera poses follow the ground truth. The node's world is the camera at the first image it
+    # processed, the GT map frame the clip's first camera: one rigid offset (taken from the first
+    # common stamp) relates them.
+    gt = {conv.stamp_to_sec(m.header.stamp): conv.pose_to_matrix(m.pose)
+          for m in rec.msgs['/camera/ground_truth/pose']}
+    T_link_opt = conv.T_LINK_FROM_OPTICAL
+    est, ref = [], []
+    for msg in rec.msgs['/tf']:
+        for t in msg.transforms:
+            s = conv.stamp_to_sec(t.header.stamp)
+            if t.child_frame_id == 'camera_link' and s in gt:
+                est.append(conv.transform_to_matrix(t.transform) @ T_link_opt)
+                ref.append(gt[s])
+    assert len(est) >= 20
+    T_align = ref[0] @ invert_pose(est[0])
+    err = [np.linalg.norm((T_align @ e)[:3, 3] - r[:3, 3]) for e, r in zip(est, ref)]
+    ate = float(np.sqrt(np.mean(np.square(err))))
+    assert ate < 0.03, f'camera path {ate:.3f} m RMSE from the ground truth'
+
+    # query: pixels of the frame 10 frames back, at the latest frame
+    clouds = rec.msgs['/fourd/points']
+    source_stamp = clouds[-11].header.stamp
+    client = node.create_client(QueryMotion, '/fourd/query_motion')
+    request = QueryMotion.Request(query_type=QueryMotion.Request.QUERY_PIXEL,
+                                  source_stamp=source_stamp)
+    target_stamp = clouds[-1].header.stamp
+    request.target_stamp = target_stamp
+    v, u = np.mgrid[10:CAMERA['height']:12, 10:CAMERA['width']:12]
+    request.points = [Point(x=float(a), y=float(b)) for a, b in zip(u.ravel(), v.ravel())]
+    response = call(node, client, request)
+    assert response.success, response.message
+    assert response.header.frame_id == 'map'
+    i = clip_index(clip, gt[conv.stamp_to_sec(source_stamp)])
+    j = clip_index(clip, gt[conv.stamp_to_sec(target_stamp)])
+    P, visible = clip.points_at(i, j)
+    P_map = transform_points(T_link_opt, P[v, u].reshape(-1, 3))
+    pos = np.array([[p.x, p.y, p.z] for p in response.positions])
+    status = np.array(response.status)
+    ok = visible[v, u].ravel() & (status == QueryMotion.Response.VALID)
+    assert ok.sum() > 0.5 * visible[v, u].sum()
+    pos_aligned = transform_points(T_align, pos[ok])
+    err = np.linalg.norm(pos_aligned - P_map[ok], axis=1)
+    assert np.median(err) < 0.05, f'median query error {np.median(err):.3f} m'
+
+    # trajectory service
+    traj = call(node, node.create_client(GetTrajectory, '/fourd/get_trajectory'),
+                GetTrajectory.Request())
+    assert traj.success and len(traj.path.poses) >= 25
+    node.destroy_node()
+
+
+def test_evicted_stamp_answers_out_of_window(ros_context, start_process) -> None:
+    start_process(*camera_args(), name='camera')
+    start_process(*node_args('cache_recent_frames:=3', 'cache_max_keyframes:=0'), name='node')
+    node = rclpy.create_node('observer', context=ros_context)
+    rec = Recorder(node)
+    rec.listen(PointCloud2, '/fourd/points')
+    assert spin_until(node, lambda: rec.count('/fourd/points') >= 8, timeout=90.0)
+    client = node.create_client(QueryMotion, '/fourd/query_motion')
+    request = QueryMotion.Request(query_type=QueryMotion.Request.QUERY_PIXEL,
+                                  source_stamp=rec.msgs['/fourd/points'][1].header.stamp,
+                                  points=[Point(x=10.0, y=10.0), Point(x=50.0, y=60.0)])
+    response = call(node, client, request)
+    assert response.success
+    assert list(response.status) == [QueryMotion.Response.OUT_OF_WINDOW] * 2
+    assert 'evicted' in response.message
+    # a stamp never seen at all is also OUT_OF_WINDOW, with a different explanation
+    request.source_stamp.sec = 1
+    response = call(node, client, request)
+    assert response.success and 'never processed' in response.message
+    node.destroy_node()
