@@ -43,14 +43,25 @@ def _one_line(err: BaseException) -> str:
 
 
 def _demo(argv: list[str]) -> int:
-    """Run `fourd_ros.ros.demo.main(argv)` (imported lazily: it needs ROS 2)."""
+    """Run the ROS 2 demo (`fourd_ros.ros.demo`, imported lazily: it needs ROS 2).
+
+    The module provides ``add_arguments(parser)`` and ``main(args: Namespace)``; a module without
+    ``add_arguments`` gets the raw argument list.
+    """
     try:
         from fourd_ros.ros import demo
     except ImportError as err:
         print(f'fourd: error: the ROS 2 demo is not available (cannot import '
               f'fourd_ros.ros.demo: {_one_line(err)})', file=sys.stderr)
         return 1
-    return int(demo.main(argv) or 0)
+    add_arguments = getattr(demo, 'add_arguments', None)
+    if add_arguments is None:
+        return int(demo.main(argv) or 0)
+    parser = argparse.ArgumentParser(prog='fourd demo',
+                                     description=(demo.__doc__ or '').split('\n\n')[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_arguments(parser)
+    return int(demo.main(parser.parse_args(argv)) or 0)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -119,7 +119,7 @@ class BagRecorder:
         self.counts[topic] += 1
 
     def close(self) -> Path:
-        """Finish the bag, move it to `final_path` (+ metadata.yaml beside it); returns the path."""
+        """Finish the bag; move it to `final_path` (metadata.yaml beside it); returns the path."""
         if self.closed:
             return self.final_path
         self.closed = True

@@ -190,3 +190,18 @@ def test_bad_option_values(tmp_path: Path, capsys: pytest.CaptureFixture) -> Non
         main(['synth', '--size', '96by72', '--out', str(tmp_path / 'x')])
     assert exc.value.code == 2
     assert 'WIDTHxHEIGHT' in capsys.readouterr().err
+
+
+def test_demo_is_dispatched_lazily(monkeypatch: pytest.MonkeyPatch) -> None:
+    import types
+
+    import fourd_ros.ros
+
+    seen = {}
+    fake = types.ModuleType('fourd_ros.ros.demo')
+    fake.add_arguments = lambda p: p.add_argument('--duration', type=float, default=20.0)
+    fake.main = lambda args: seen.setdefault('duration', args.duration) and 0
+    monkeypatch.setitem(sys.modules, 'fourd_ros.ros.demo', fake)
+    monkeypatch.setattr(fourd_ros.ros, 'demo', fake, raising=False)
+    assert main(['demo', '--duration', '3']) == 0
+    assert seen == {'duration': 3.0}

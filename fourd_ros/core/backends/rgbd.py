@@ -41,8 +41,8 @@ class RgbdConfig:
             max(dynamic_rel * depth, dynamic_abs) (DPM-style scale-relative threshold).
         occlusion_rel, occlusion_abs: a point is hidden if the sensor sees something closer than
             its predicted depth by more than max(occlusion_rel * depth, occlusion_abs).
-        fb_max_px: forward-backward flow disagreement (pixels) above which a moving point counts
-            as occluded.
+        photo_max: grey-level difference (0-255) between a moving point's source and target
+            pixels above which it counts as occluded.
         max_hop: largest frame-index gap decoded with one optical flow; longer gaps chain
             through cached frames.
         odometry: camera tracker settings.
@@ -55,7 +55,7 @@ class RgbdConfig:
     dynamic_abs: float = 0.02
     occlusion_rel: float = 0.03
     occlusion_abs: float = 0.03
-    fb_max_px: float = 2.0
+    photo_max: float = 30.0
     max_hop: int = 15
     odometry: OdometryConfig = field(default_factory=OdometryConfig)
 
@@ -167,21 +167,20 @@ class RgbdBackend:
         lost = np.zeros(n, bool)
         f = None
         if chain is not None:
-            # every frame in between is cached: compose the frame-to-frame flows, then let DIS
-            # refine the composite directly between source and target, so that the small
-            # errors of each hop do not add up along the chain
+            # every frame in between is cached: compose the stored frame-to-frame flows (small
+            # motions, the most accurate; refining the composite with one direct DIS pass
+            # between source and target measured worse on moving objects)
             hops = [source, target]
-            f = self._direct_flow(source, target, self._compose(chain))
+            f = self._composed_flow(chain)
         else:
             hops = _hops(source, target, via or [], cfg.max_hop)
-        p_before_last = p
         for a, b in zip(hops[:-1], hops[1:]):
-            p_before_last = p
             p = p + sample_bilinear(f if f is not None else self._flow(a, b), p)
             lost |= ~_inside(p, w, h)
-        # forward-backward check on the last hop catches occlusions of moving points
-        back = self._flow(hops[-1], hops[-2])
-        fb_err = np.linalg.norm(p + sample_bilinear(back, p) - p_before_last, axis=1)
+        # brightness constancy catches moving points that became hidden (the flow then follows
+        # the occluder, whose appearance differs); cheaper than a backward flow per frame
+        photo_err = np.abs(sample_bilinear(target.latent['gray'].astype(np.float32), p)
+                           - sample_bilinear(source.latent['gray'].astype(np.float32), pixels))
         # positions from flow + target depth (valid for moving and static points)
         z_t = _sample_nan(target.latent['depth'], p)
         flow_world = transform_points(target.T_wc, unproject_pixels(p, z_t, target.K))
@@ -204,7 +203,7 @@ class RgbdBackend:
         mv = moving
         out = lost | ~_inside(p, w, h)
         status[mv & out] = PointStatus.OUT_OF_VIEW
-        status[mv & ~out & (fb_err > cfg.fb_max_px)] = PointStatus.OCCLUDED
+        status[mv & ~out & ~(photo_err <= cfg.photo_max)] = PointStatus.OCCLUDED
         no_depth = mv & ~out & ~np.isfinite(z_t)
         status[no_depth] = PointStatus.OCCLUDED
         positions[mv & (out | no_depth)] = src_world[mv & (out | no_depth)]
@@ -212,7 +211,7 @@ class RgbdBackend:
         status[invalid] = PointStatus.INVALID
         positions[invalid] = np.nan
         conf = np.where(status == PointStatus.VALID,
-                        np.exp(-np.nan_to_num(fb_err, nan=10.0) / 4.0), 0.2)
+                        np.exp(-np.nan_to_num(photo_err, nan=255.0) / cfg.photo_max), 0.2)
         conf[invalid] = 0.0
         return MotionEstimate(positions, pix_out, conf.astype(np.float32), status)
 
@@ -228,15 +227,14 @@ class RgbdBackend:
             pv += step[..., 1]
         return np.stack([pu - u, pv - v], axis=-1)
 
-    def _direct_flow(self, a: CacheEntry, b: CacheEntry, init: np.ndarray) -> np.ndarray:
-        key = (a.stamp, b.stamp)
+    def _composed_flow(self, chain: list[CacheEntry]) -> np.ndarray:
+        key = (chain[0].stamp, chain[-1].stamp)
         with self._memo_lock:
             cached = self._flow_memo.get(key)
-        if cached is not None:
-            return cached
-        flow = self._dis().calc(a.latent['gray'], b.latent['gray'], init)
-        self._remember(key, flow)
-        return flow
+        if cached is None:
+            cached = self._compose(chain)
+            self._remember(key, cached)
+        return cached
 
     def _remember(self, key: tuple[float, float], flow: np.ndarray) -> None:
         with self._memo_lock:

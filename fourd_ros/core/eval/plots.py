@@ -163,7 +163,7 @@ def plot_track_samples(report: EvalReport, path: Path, title: str = '') -> Path:
     samples = report.track_samples[:3]
     n = len(samples)
     h, w = samples[0].source_rgb.shape[:2]
-    fig, axes = plt.subplots(n, 2, figsize=(13, 6.5 * h / w * n + 0.7 * n + 0.5),
+    fig, axes = plt.subplots(n, 2, figsize=(13, 5.9 * h / w * n + 0.6 * n + 0.4),
                              squeeze=False, layout='constrained')
     err_max = 0.10
     sc = None

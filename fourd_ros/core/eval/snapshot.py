@@ -1,0 +1,190 @@
+"""Snapshot figure of a live run (`fourd demo`): top view of the map, paths, tracks, camera image.
+
+ROS-free (numpy + matplotlib, Agg backend): the caller turns messages into arrays. Frames follow
+REP-103: the top view is the map frame's x-y plane seen from above (z up), lengths in metres.
+
+Left panel: the accumulated map cloud coloured by its RGB (points above the camera's highest
+position + `ceiling_margin` are left out, so a room's ceiling does not hide the floor plan; lower
+points are drawn first), the estimated camera path, the ground-truth camera path, track trails
+(moving tracks bold, static ones faint) and, if given, motion-query answers as arrows from the
+queried points' source positions to their target positions. Right panel: a camera image with the
+queried pixels marked by status.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use('Agg')
+
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+from matplotlib.lines import Line2D  # noqa: E402
+
+DPI = 110
+MAX_MAP_POINTS = 200_000
+#: colours of QueryMotion statuses (VALID, OCCLUDED, OUT_OF_VIEW, OUT_OF_WINDOW, INVALID)
+QUERY_STATUS = {0: ('valid', '#2ca02c'), 1: ('occluded', '#ff7f0e'),
+                2: ('out of view', '#9467bd'), 3: ('out of window', '#7f7f7f'),
+                4: ('invalid', '#d62728')}
+
+
+@dataclass
+class SnapshotData:
+    """Everything the figure shows; any part may be empty.
+
+    Attributes:
+        map_xyz: N x 3 accumulated map points in the map frame, metres.
+        map_rgb: N x 3 uint8 colours of `map_xyz`.
+        path_xyz: M x 3 estimated camera positions in the map frame.
+        gt_path_xyz: K x 3 ground-truth camera positions in the map frame.
+        trails: track id -> T x 3 positions over time (map frame).
+        image: H x W x 3 uint8 camera image for the right panel.
+        image_title: caption of `image`.
+        query_pixels: Q x 2 (column, row) pixels queried in `image`.
+        query_status: Q QueryMotion statuses of the answers.
+        query_from: Q x 3 positions of the queried points at the source time (map frame).
+        query_to: Q x 3 positions at the target time (map frame).
+        title: figure title.
+        notes: lines of text shown under the top view.
+    """
+
+    map_xyz: np.ndarray = field(default_factory=lambda: np.zeros((0, 3)))
+    map_rgb: np.ndarray = field(default_factory=lambda: np.zeros((0, 3), np.uint8))
+    path_xyz: np.ndarray = field(default_factory=lambda: np.zeros((0, 3)))
+    gt_path_xyz: np.ndarray = field(default_factory=lambda: np.zeros((0, 3)))
+    trails: dict[int, np.ndarray] = field(default_factory=dict)
+    image: np.ndarray | None = None
+    image_title: str = 'camera image'
+    query_pixels: np.ndarray | None = None
+    query_status: np.ndarray | None = None
+    query_from: np.ndarray | None = None
+    query_to: np.ndarray | None = None
+    title: str = ''
+    notes: list[str] = field(default_factory=list)
+
+
+def unpack_rgb(packed: np.ndarray) -> np.ndarray:
+    """float32 'rgb' field (bits of uint32 0x00RRGGBB, PCL convention) -> ... x 3 uint8."""
+    bits = np.ascontiguousarray(packed, dtype=np.float32).view(np.uint32)
+    return np.stack([(bits >> 16) & 0xFF, (bits >> 8) & 0xFF, bits & 0xFF],
+                    axis=-1).astype(np.uint8)
+
+
+def _hue(track_id: int) -> tuple[float, float, float]:
+    """The colour `conversions.track_markers` gives a track (golden-ratio hue)."""
+    return tuple(matplotlib.colors.hsv_to_rgb(((track_id * 0.618034) % 1.0, 0.9, 0.9)))
+
+
+def _top_view(ax: plt.Axes, data: SnapshotData, ceiling_margin: float) -> None:
+    handles = []
+    xyz, rgb = np.asarray(data.map_xyz, float), np.asarray(data.map_rgb)
+    ok = np.isfinite(xyz).all(axis=1) if len(xyz) else np.zeros(0, bool)
+    cams = [p for p in (data.path_xyz, data.gt_path_xyz) if len(p)]
+    if len(xyz) and cams:
+        ok &= xyz[:, 2] <= max(float(np.nanmax(p[:, 2])) for p in cams) + ceiling_margin
+    xyz, rgb = xyz[ok], rgb[ok]
+    if len(xyz) > MAX_MAP_POINTS:
+        keep = np.random.default_rng(0).choice(len(xyz), MAX_MAP_POINTS, replace=False)
+        xyz, rgb = xyz[keep], rgb[keep]
+    if len(xyz):
+        order = np.argsort(xyz[:, 2])  # low first: the top view shows the highest surface
+        ax.scatter(xyz[order, 0], xyz[order, 1], c=rgb[order] / 255.0, s=1.5, marker='s',
+                   linewidths=0, rasterized=True, zorder=1)
+        handles.append(Line2D([], [], ls='', marker='s', color='#a08060',
+                              label=f'map cloud ({len(data.map_xyz):,} points, RGB)'))
+    moving = static = 0
+    for track_id, trail in sorted(data.trails.items()):
+        trail = np.asarray(trail, float)
+        if len(trail) < 2:
+            continue
+        extent = float(np.linalg.norm(trail[:, :2].max(0) - trail[:, :2].min(0)))
+        colour = _hue(track_id)
+        if extent > 0.15:
+            moving += 1
+            ax.plot(trail[:, 0], trail[:, 1], '-', color=colour, lw=1.6, alpha=0.9, zorder=4)
+            ax.plot(trail[-1, 0], trail[-1, 1], 'o', color=colour, ms=3.5, mec='k', mew=0.4,
+                    zorder=5)
+        else:
+            static += 1
+            ax.plot(trail[:, 0], trail[:, 1], '-', color=colour, lw=0.6, alpha=0.35, zorder=3)
+    if moving:
+        handles.append(Line2D([], [], color='#1f77b4', lw=1.6, marker='o', ms=3.5,
+                              label=f'moving track trails ({moving})'))
+    if static:
+        handles.append(Line2D([], [], color='#1f77b4', lw=0.6, alpha=0.5,
+                              label=f'static track trails ({static})'))
+    if len(data.gt_path_xyz):
+        gt = np.asarray(data.gt_path_xyz, float)
+        ax.plot(gt[:, 0], gt[:, 1], '--', color='white', lw=3.2, zorder=6)
+        handles += ax.plot(gt[:, 0], gt[:, 1], '--', color='black', lw=1.6, zorder=7,
+                           label='camera, ground truth')
+    if len(data.path_xyz):
+        est = np.asarray(data.path_xyz, float)
+        ax.plot(est[:, 0], est[:, 1], '-', color='white', lw=3.6, zorder=8)
+        handles += ax.plot(est[:, 0], est[:, 1], '-', color='#d62728', lw=2.0, zorder=9,
+                           label='camera, estimated (fourd)')
+        ax.plot(est[0, 0], est[0, 1], 'o', color='#d62728', mec='white', ms=7, zorder=10)
+        ax.plot(est[-1, 0], est[-1, 1], '^', color='#d62728', mec='white', ms=9, zorder=10)
+    if data.query_from is not None and data.query_to is not None and len(data.query_from):
+        a, b = np.asarray(data.query_from, float), np.asarray(data.query_to, float)
+        good = np.isfinite(a).all(1) & np.isfinite(b).all(1)
+        if good.any():
+            ax.quiver(a[good, 0], a[good, 1], b[good, 0] - a[good, 0], b[good, 1] - a[good, 1],
+                      angles='xy', scale_units='xy', scale=1.0, color='#00e5ff', width=0.004,
+                      headwidth=4, zorder=11)
+            ax.plot(a[good, 0], a[good, 1], '.', color='#00e5ff', ms=4, zorder=11)
+            handles.append(Line2D([], [], color='#00e5ff', marker='>', lw=1.5,
+                                  label='query_motion: source -> latest'))
+    ax.set_xlabel('x [m] (map)')
+    ax.set_ylabel('y [m] (map)')
+    ax.set_aspect('equal', adjustable='datalim')
+    ax.grid(True, color='0.8', lw=0.5, zorder=0)
+    ax.set_facecolor('#f4f4f4')
+    ax.set_title('top view (map frame, z up)')
+    if handles:
+        ax.legend(handles=handles, loc='upper left', fontsize=8, framealpha=0.85)
+
+
+def _image_panel(ax: plt.Axes, data: SnapshotData) -> None:
+    ax.imshow(data.image, interpolation='nearest')
+    ax.set_title(data.image_title)
+    ax.set_xlabel('u [px]')
+    ax.set_ylabel('v [px]')
+    px, st = data.query_pixels, data.query_status
+    if px is None or not len(px):
+        return
+    px = np.asarray(px, float)
+    st = np.full(len(px), -1) if st is None or len(st) != len(px) else np.asarray(st)
+    handles = []
+    for code in sorted(set(st.tolist())):
+        name, colour = QUERY_STATUS.get(code, ('no answer', 'white'))
+        sel = st == code
+        handles.append(ax.scatter(px[sel, 0], px[sel, 1], s=36, c=colour, edgecolors='black',
+                                  linewidths=0.8, label=f'query: {name} ({int(sel.sum())})'))
+    ax.legend(handles=handles, loc='lower right', fontsize=8, framealpha=0.85)
+
+
+def render_snapshot(data: SnapshotData, path: str | Path, ceiling_margin: float = 0.3) -> Path:
+    """Write the snapshot PNG (one or two panels); returns its path."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    two = data.image is not None
+    fig, axes = plt.subplots(1, 2 if two else 1, figsize=(15, 7.2) if two else (8.5, 7.5),
+                             gridspec_kw={'width_ratios': [1.1, 1]} if two else None)
+    axes = np.atleast_1d(axes)
+    _top_view(axes[0], data, ceiling_margin)
+    if two:
+        _image_panel(axes[1], data)
+    if data.title:
+        fig.suptitle(data.title, fontsize=13)
+    if data.notes:
+        fig.text(0.01, 0.01, '\n'.join(data.notes), fontsize=8.5, family='monospace',
+                 va='bottom', ha='left')
+    fig.tight_layout(rect=(0, 0.03 + 0.018 * len(data.notes), 1, 0.97))
+    fig.savefig(path, dpi=DPI)
+    plt.close(fig)
+    return path
