@@ -86,8 +86,10 @@ def in_image(pixels: np.ndarray, height: int, width: int) -> np.ndarray:
 def sample_bilinear(image: np.ndarray, pixels: np.ndarray) -> np.ndarray:
     """Bilinearly sample an H x W (x C) array at N x 2 pixel positions (u, v).
 
-    Positions are clamped to the image; NaN in any of the four neighbours propagates, so invalid
-    samples stay invalid instead of being blended with valid ones; non-finite positions give NaN.
+    Positions are clamped to the image. A NaN neighbour with a non-zero weight makes the sample
+    NaN, so invalid samples stay invalid instead of being blended with valid ones (a neighbour
+    with zero weight, e.g. at an exact pixel centre, does not count); non-finite positions give
+    NaN.
     """
     h, w = image.shape[:2]
     finite = np.isfinite(pixels).all(axis=1)
@@ -99,15 +101,24 @@ def sample_bilinear(image: np.ndarray, pixels: np.ndarray) -> np.ndarray:
     v1 = np.minimum(v0 + 1, h - 1)
     du = (u - u0).astype(np.float32)
     dv = (v - v0).astype(np.float32)
-    if image.ndim == 3:
-        du = du[:, None]
-        dv = dv[:, None]
-    top = image[v0, u0] * (1 - du) + image[v0, u1] * du
-    bottom = image[v1, u0] * (1 - du) + image[v1, u1] * du
-    out = top * (1 - dv) + bottom * dv
-    if not finite.all():
+    weights = ((1 - du) * (1 - dv), du * (1 - dv), (1 - du) * dv, du * dv)
+    corners = (image[v0, u0], image[v0, u1], image[v1, u0], image[v1, u1])
+    out = None
+    bad = ~finite
+    for wgt, val in zip(weights, corners):
+        if image.ndim == 3:
+            wgt = wgt[:, None]
+        if np.issubdtype(val.dtype, np.floating):
+            nan = ~np.isfinite(val)
+            if nan.any():
+                used = (wgt > 0) & nan
+                bad |= used.any(axis=1) if used.ndim == 2 else used
+                val = np.where(nan, 0, val)
+        term = wgt * val
+        out = term if out is None else out + term
+    if bad.any():
         out = out.astype(np.result_type(out.dtype, np.float32))
-        out[~finite] = np.nan
+        out[bad] = np.nan
     return out
 
 

@@ -56,6 +56,8 @@ class OdometryConfig:
     huber_k: float = 1.5
     min_sigma_m: float = 0.002
     noise_weighting: bool = False
+    noise_normalize: bool = False
+    noise_power: float = 2.0
     min_points: int = 300
     min_inlier_ratio: float = 0.15
     max_rmse_m: float = 0.05
@@ -292,7 +294,11 @@ class RgbdOdometry:
             if cfg.noise_weighting:
                 z = P[2]
                 sig = np.float32(0.0012) + np.float32(0.0019) * (z - np.float32(0.4)) ** 2
-                w_noise = (np.float32(0.0025) / sig) ** 2
+                w_noise = (np.float32(0.0025) / sig) ** cfg.noise_power
+            if cfg.noise_normalize:
+                z = P[2]
+                sig = np.float32(0.0012) + np.float32(0.0019) * (z - np.float32(0.4)) ** 2
+                inv_sig = np.float32(0.0025) / sig
             for _ in range(cfg.iterations[li]):
                 R = T[:3, :3].astype(np.float32)
                 q = R @ P + T[:3, 3:4].astype(np.float32)
@@ -315,12 +321,21 @@ class RgbdOdometry:
                 ag = ar[good]
                 if ag.size < 6:
                     break
-                sigma = max(1.4826 * float(np.median(ag)), cfg.min_sigma_m)
-                k = np.float32(cfg.huber_k * sigma)
-                w = np.where(good, np.minimum(np.float32(1.0), k / np.maximum(ar, 1e-12)),
-                             np.float32(0.0)).astype(np.float32)
-                if cfg.noise_weighting:
-                    w = w * w_noise
+                if cfg.noise_normalize:
+                    an = ar * inv_sig
+                    sigma = max(1.4826 * float(np.median(an[good])), cfg.min_sigma_m / 0.0025)
+                    k = np.float32(cfg.huber_k * sigma)
+                    w = np.where(good, np.minimum(np.float32(1.0), k / np.maximum(an, 1e-12)),
+                                 np.float32(0.0)).astype(np.float32) * inv_sig ** cfg.noise_power
+                    sigma_m = sigma * 0.0025
+                else:
+                    sigma = max(1.4826 * float(np.median(ag)), cfg.min_sigma_m)
+                    k = np.float32(cfg.huber_k * sigma)
+                    w = np.where(good, np.minimum(np.float32(1.0), k / np.maximum(ar, 1e-12)),
+                                 np.float32(0.0)).astype(np.float32)
+                    if cfg.noise_weighting:
+                        w = w * w_noise
+                    sigma_m = sigma
                 A = np.empty((6, len(r)), np.float32)
                 A[0] = q[1] * nz - q[2] * ny
                 A[1] = q[2] * nx - q[0] * nz
@@ -338,7 +353,7 @@ class RgbdOdometry:
                 if not np.all(np.isfinite(xi)):
                     break
                 T = _exp_se3(xi) @ T
-                inl = good & (ar <= 3 * sigma)
+                inl = good & (ar <= 3 * sigma_m)
                 n_inl = int(inl.sum())
                 rmse = float(np.sqrt(np.mean(r[inl] ** 2))) if n_inl else float('inf')
                 if np.abs(xi).max() < cfg.convergence_eps:

@@ -1,0 +1,185 @@
+"""Streaming engine with the rgbd backend: cache bounds, queries, tracks, stream resets."""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+
+from fourd_ros.core.backends.rgbd import RgbdBackend
+from fourd_ros.core.data.synthetic import SceneConfig, generate_clip
+from fourd_ros.core.engine.backend import CacheEntry
+from fourd_ros.core.engine.cache import CachePolicy, LatentCache
+from fourd_ros.core.engine.engine import (EngineConfig, InputError, QueryError,
+                                          StreamingEngine)
+from fourd_ros.core.eval.metrics import ate
+from fourd_ros.core.types import Frame, PointStatus, TrackStatus
+
+
+@pytest.fixture(scope='module')
+def clip():
+    return generate_clip(SceneConfig(frames=20, width=160, height=120, seed=2, fps=30.0))
+
+
+def run(clip, frames: int | None = None, **config) -> StreamingEngine:
+    engine = StreamingEngine(RgbdBackend(), EngineConfig(width=0, **config))
+    for i in range(frames or len(clip)):
+        engine.process(clip.frame(i))
+    return engine
+
+
+def entry(i: int, nbytes: int = 1000, keyframe: bool = False) -> CacheEntry:
+    return CacheEntry(stamp=float(i), index=i, T_wc=np.eye(4), K=np.eye(3), latent={},
+                      points_world=np.zeros((1, 1, 3), np.float32),
+                      dynamic_mask=np.zeros((1, 1), bool), nbytes=nbytes, keyframe=keyframe)
+
+
+def test_cache_keeps_anchor_recent_and_keyframes() -> None:
+    cache = LatentCache(CachePolicy(budget_mb=1.0, recent=3, max_keyframes=2))
+    for i in range(20):
+        cache.add(entry(i, keyframe=(i % 5 == 0)))
+    assert [e.index for e in cache.entries()] == [0, 10, 15, 17, 18, 19]
+    assert cache.get(17.0) is not None and cache.get(16.0) is None
+    assert cache.evicted_count == 14
+
+
+def test_cache_never_exceeds_its_budget() -> None:
+    cache = LatentCache(CachePolicy(budget_mb=0.01, recent=100, max_keyframes=100))
+    for i in range(50):
+        cache.add(entry(i, nbytes=3000))
+        assert cache.nbytes <= 0.01 * 2**20
+    assert cache.entries()[0].index == 0  # the anchor survives
+    with pytest.raises(ValueError):
+        cache.add(entry(3))
+
+
+def test_static_scene_pose_and_background(clip) -> None:
+    engine = run(clip)
+    T = np.array([T for _, T in engine.trajectory()])
+    assert ate(T, clip.T_wc, align='se3')['ate_m'] < 0.01
+    # static background pixels of frame 5 stay still in the world frame at frame 15
+    i, j = 5, 15
+    static = ~clip.dynamic_mask(i)
+    v, u = np.nonzero(static)
+    pick = np.linspace(0, len(u) - 1, 300).astype(int)
+    pixels = np.stack([u[pick], v[pick]], axis=1).astype(float)
+    result = engine.query_pixels(clip.stamps[i], pixels, clip.stamps[j])
+    ok = result.status != PointStatus.INVALID
+    assert ok.mean() > 0.9
+    assert np.nanmedian(np.linalg.norm(result.displacements[ok], axis=1)) < 1e-3
+    gt = clip.points_world(i)[v[pick], u[pick]]
+    assert np.nanmedian(np.linalg.norm(result.positions[ok] - gt[ok], axis=1)) < 0.02
+
+
+def test_moving_points_follow_ground_truth(clip) -> None:
+    engine = run(clip)
+    i, j = 6, 14
+    P, visible = clip.points_at(i, j)
+    moving = clip.dynamic_mask(i) & visible
+    v, u = np.nonzero(moving)
+    assert len(u) > 50
+    result = engine.query_pixels(clip.stamps[i], np.stack([u, v], axis=1).astype(float),
+                                 clip.stamps[j])
+    err = np.linalg.norm(result.positions - P[v, u], axis=1)
+    moved = np.linalg.norm(P[v, u] - clip.points_world(i)[v, u], axis=1)
+    assert np.median(moved) > 0.05  # they really move
+    assert np.nanmedian(err) < 0.5 * np.median(moved)
+
+
+def test_query_statuses_and_limits(clip) -> None:
+    engine = run(clip, cache=CachePolicy(recent=3, max_keyframes=0), max_query_points=1000)
+    latest = clip.stamps[len(clip) - 1]
+    out = engine.query_pixels(clip.stamps[5], [[10.0, 10.0]])
+    assert out.status[0] == PointStatus.OUT_OF_WINDOW and 'evicted' in out.message
+    out = engine.query_pixels(1234.0, [[10.0, 10.0]])
+    assert out.status[0] == PointStatus.OUT_OF_WINDOW and 'never processed' in out.message
+    out = engine.query_pixels(latest, [[-5.0, 3.0], [10.0, 500.0], [np.nan, 1.0], [40, 30]])
+    assert list(out.status[:3]) == [PointStatus.INVALID] * 3
+    assert out.status[3] == PointStatus.VALID
+    with pytest.raises(QueryError, match='max_query_points'):
+        engine.query_pixels(latest, np.zeros((1001, 2)))
+    with pytest.raises(QueryError):
+        engine.query_pixels(latest, np.zeros((3, 3)))
+    # a 3D point query: the world point seen at a pixel of the source frame
+    src = engine.cache.get(clip.stamps[18])
+    p = src.points_world[30, 40][None].astype(float)
+    out = engine.query_points(clip.stamps[18], p, latest)
+    assert out.status[0] in (PointStatus.VALID, PointStatus.OCCLUDED)
+    assert np.allclose(out.source_positions[0], p[0], atol=1e-5)
+
+
+def test_tracks_have_persistent_ids(clip) -> None:
+    engine = run(clip, frames=6)
+    first = engine.track_snapshot()
+    assert len(first.ids) > 10
+    engine.process(clip.frame(6))
+    second = engine.track_snapshot()
+    common = np.intersect1d(first.ids, second.ids)
+    assert len(common) > 0.5 * len(first.ids)
+    assert len(np.unique(second.ids)) == len(second.ids)
+    assert set(np.unique(second.status)) <= {s.value for s in TrackStatus}
+
+
+def test_stream_resets_and_bad_frames(clip) -> None:
+    engine = run(clip, frames=5)
+    with pytest.raises(InputError, match='duplicate'):
+        engine.process(clip.frame(4))
+    with pytest.raises(InputError):
+        engine.process(Frame(stamp=9.0, rgb=np.zeros((72, 96), np.uint8)))
+    with pytest.raises(InputError):
+        engine.process(Frame(stamp=9.0, rgb=np.zeros((72, 96, 3), np.float32)))
+    with pytest.raises(InputError, match='does not match'):
+        engine.process(Frame(stamp=9.0, rgb=clip.rgb[5], depth=clip.depth[5][:10]))
+    assert len(engine.cache) == 5  # rejected frames leave the stream as it was
+    back = clip.frame(1)
+    back.stamp = -1.0
+    engine.process(back)
+    assert 'backwards' in engine.last_step.reset_reason and len(engine.cache) == 1
+    small = Frame(stamp=0.0, rgb=np.ascontiguousarray(clip.rgb[2][:96, :128]),
+                  depth=np.ascontiguousarray(clip.depth[2][:96, :128]), K=clip.K)
+    engine.process(small)
+    assert 'size changed' in engine.last_step.reset_reason
+    assert engine.processing_size == (128, 96)
+    nan_depth = clip.frame(3)
+    nan_depth.stamp = 1.0
+    nan_depth.depth = np.ascontiguousarray(nan_depth.depth[:96, :128]).copy()
+    nan_depth.rgb = np.ascontiguousarray(nan_depth.rgb[:96, :128])
+    nan_depth.depth[:10] = np.nan
+    result = engine.process(nan_depth)
+    assert np.isnan(result.points_cam[:10]).all()
+
+
+def test_queries_from_another_thread_while_processing(clip) -> None:
+    engine = run(clip, frames=3)
+    errors: list[BaseException] = []
+    stop = threading.Event()
+
+    def ask() -> None:
+        try:
+            while not stop.is_set():
+                out = engine.query_pixels(clip.stamps[1], [[20.0, 20.0], [50.0, 40.0]])
+                assert len(out.status) == 2
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    thread = threading.Thread(target=ask)
+    thread.start()
+    for i in range(3, len(clip)):
+        engine.process(clip.frame(i))
+    stop.set()
+    thread.join()
+    assert not errors, errors
+
+
+def test_memory_and_cache_stay_bounded(clip) -> None:
+    budget = 0.5
+    engine = StreamingEngine(RgbdBackend(), EngineConfig(
+        width=0, cache=CachePolicy(budget_mb=budget, recent=100, max_keyframes=100)))
+    order = list(range(len(clip))) + list(range(len(clip) - 2, 0, -1))
+    for k, i in enumerate(order * 2):
+        frame = clip.frame(i)
+        frame.stamp = k / 30.0
+        engine.process(frame)
+        assert engine.cache.megabytes <= budget
+    assert len(engine.cache) < len(order)
