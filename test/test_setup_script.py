@@ -12,8 +12,8 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def _run_setup(root: Path, env: dict[str, str]) -> subprocess.CompletedProcess:
-    return subprocess.run([shutil.which('bash'), str(root / 'scripts' / 'setup.sh')], env=env, cwd=root,
-                          capture_output=True, text=True, timeout=600)
+    return subprocess.run([shutil.which('bash'), str(root / 'scripts' / 'setup.sh')], env=env,
+                          cwd=root, capture_output=True, text=True, timeout=600)
 
 
 def test_missing_cmake_names_the_step(tmp_path: Path) -> None:

@@ -102,6 +102,16 @@ def config_dir() -> Path:
     raise FileNotFoundError(f'config/fourd.yaml not found (looked in {source} and {prefix})')
 
 
+def map_voxel_size(params_file: Path, default: float = 0.05) -> float:
+    """map_voxel_size from the node's parameter file (sets the snapshot's marker size)."""
+    try:
+        import yaml
+        params = yaml.safe_load(params_file.read_text())['/**']['ros__parameters']
+        return float(params.get('map_voxel_size', default))
+    except Exception:  # noqa: BLE001 - only cosmetic
+        return default
+
+
 def setup_environment(domain_id: int | None, config: Path) -> int:
     """Set the ROS/DDS variables in os.environ (inherited by children); returns the domain."""
     os.environ.setdefault('ROS_AUTOMATIC_DISCOVERY_RANGE', 'LOCALHOST')
@@ -247,7 +257,7 @@ def make_monitor(context: Any, recorder: Any) -> Any:
             self.track_ids: set[int] = set()
             self.trails: dict[int, deque] = {}
             self._trail_seen: dict[int, int] = {}
-            self.gt: dict[int, tuple[float, float, float]] = {}
+            self.gt: dict[int, np.ndarray] = {}  # stamp ns -> 4x4 optical frame pose
             self.frame_times: deque[float] = deque(maxlen=200)
             self._deser = deserialize_message
             self._classes = {t: cls for t, cls, _, _ in topics}
@@ -325,9 +335,8 @@ def make_monitor(context: Any, recorder: Any) -> Any:
 
         def _on_gt(self, data: bytes) -> None:
             msg = self.deserialize('/camera/ground_truth/pose', data)
-            p = msg.pose.position
-            if len(self.gt) < 100_000:
-                self.gt[_stamp_ns(msg.header.stamp)] = (p.x, p.y, p.z)
+            if len(self.gt) < 100_000:  # 10 Hz for 2.7 h; 128 bytes each
+                self.gt[_stamp_ns(msg.header.stamp)] = pose_to_matrix(msg.pose)
 
         # derived numbers
         @property
@@ -453,27 +462,63 @@ def summarize_query(resp: Any, ctx: dict[str, Any], latency_ms: float) -> dict[s
     }
 
 
-def path_positions(path_msg: Any) -> tuple[np.ndarray, np.ndarray]:
-    """(stamps ns, M x 3 positions) of a nav_msgs/Path."""
+def pose_to_matrix(pose: Any) -> np.ndarray:
+    """geometry_msgs/Pose -> 4x4."""
+    from scipy.spatial.transform import Rotation
+    q, p = pose.orientation, pose.position
+    T = np.eye(4)
+    T[:3, :3] = Rotation.from_quat([q.x, q.y, q.z, q.w]).as_matrix()
+    T[:3, 3] = [p.x, p.y, p.z]
+    return T
+
+
+def path_poses(path_msg: Any) -> tuple[np.ndarray, np.ndarray]:
+    """(stamps ns, M x 4 x 4 poses) of a nav_msgs/Path."""
     stamps = np.array([_stamp_ns(p.header.stamp) for p in path_msg.poses], np.int64)
-    xyz = np.array([[p.pose.position.x, p.pose.position.y, p.pose.position.z]
-                    for p in path_msg.poses], float).reshape(-1, 3)
-    return stamps, xyz
+    poses = np.array([pose_to_matrix(p.pose) for p in path_msg.poses], float).reshape(-1, 4, 4)
+    return stamps, poses
 
 
-def trajectory_error(stamps: np.ndarray, xyz: np.ndarray,
-                     gt: dict[int, tuple[float, float, float]]) -> dict[str, Any] | None:
-    """Position error of estimated poses against ground truth with the same stamp (no align)."""
-    pairs = [(p, gt[int(s)]) for s, p in zip(stamps, xyz) if int(s) in gt]
+def align_ground_truth(stamps: np.ndarray, poses: np.ndarray, gt: dict[int, np.ndarray]
+                       ) -> tuple[np.ndarray, np.ndarray] | None:
+    """Ground-truth base poses expressed in the node's odom frame: (stamps ns, K x 4 x 4).
+
+    The synthetic camera's ground truth is the optical frame's pose in a world whose origin is
+    the first frame of its clip; the node's odom frame starts at the first frame it processed.
+    Both are tied together at the earliest estimated pose that has ground truth (the node's
+    first frame when it was received), so the two paths start at the same pose and their
+    difference is the odometry's drift. Ground truth outside the estimated time span is left out.
+    """
+    from fourd_ros.ros.conversions import T_LINK_FROM_OPTICAL
+    link_from_optical = np.linalg.inv(T_LINK_FROM_OPTICAL)
+    anchor = next((k for k, s in enumerate(stamps) if int(s) in gt), None)
+    if anchor is None:
+        return None
+    s0 = int(stamps[anchor])
+    A = poses[anchor] @ np.linalg.inv(gt[s0] @ link_from_optical)
+    end = int(stamps.max())
+    keys = np.array(sorted(k for k in gt if s0 <= k <= end), np.int64)
+    aligned = np.array([A @ gt[int(k)] @ link_from_optical for k in keys]).reshape(-1, 4, 4)
+    return keys, aligned
+
+
+def trajectory_error(stamps: np.ndarray, poses: np.ndarray,
+                     gt: dict[int, np.ndarray]) -> dict[str, Any] | None:
+    """Camera position error against aligned ground truth with the same stamps."""
+    aligned = align_ground_truth(stamps, poses, gt)
+    if aligned is None:
+        return None
+    by_stamp = dict(zip(aligned[0].tolist(), aligned[1]))
+    pairs = [(P[:3, 3], by_stamp[int(s)][:3, 3]) for s, P in zip(stamps, poses)
+             if int(s) in by_stamp]
     if not pairs:
         return None
-    err = np.linalg.norm(np.array([p for p, _ in pairs]) - np.array([g for _, g in pairs]),
-                         axis=1)
-    gt_xyz = np.array([g for _, g in pairs])
-    length = float(np.linalg.norm(np.diff(gt_xyz, axis=0), axis=1).sum()) if len(pairs) > 1 \
-        else 0.0
+    est, ref = np.array([p for p, _ in pairs]), np.array([g for _, g in pairs])
+    err = np.linalg.norm(est - ref, axis=1)
     return {'matched_poses': len(pairs), 'position_rmse_m': float(np.sqrt(np.mean(err ** 2))),
-            'position_error_final_m': float(err[-1]), 'gt_path_length_m': length}
+            'position_error_final_m': float(err[-1]),
+            'path_length_m': float(np.linalg.norm(np.diff(est, axis=0), axis=1).sum()),
+            'gt_path_length_m': float(np.linalg.norm(np.diff(ref, axis=0), axis=1).sum())}
 
 
 # ---------------------------------------------------------------------------- the run
@@ -561,13 +606,14 @@ class Demo:
             self.trajectory = {'success': False, 'message': resp.message}
             self.display.print(f'get_trajectory failed: {resp.message}')
             return
-        stamps, xyz = path_positions(resp.path)
+        stamps, poses = path_poses(resp.path)
+        xyz = poses[:, :3, 3]
         length = float(np.linalg.norm(np.diff(xyz, axis=0), axis=1).sum()) if len(xyz) > 1 \
             else 0.0
         self.trajectory = {'success': True, 'poses': len(xyz), 'frame_id':
                            resp.path.header.frame_id, 'path_length_m': length,
                            'round_trip_ms': round(ms, 2),
-                           'vs_ground_truth': trajectory_error(stamps, xyz, mon.gt)}
+                           'vs_ground_truth': trajectory_error(stamps, poses, mon.gt)}
         err = self.trajectory['vs_ground_truth']
         gt = (f', position RMSE vs ground truth {err["position_rmse_m"] * 100:.1f} cm over '
               f'{err["matched_poses"]} poses' if err else '')
@@ -729,7 +775,7 @@ class Demo:
 
     def _snapshot_data(self, mon: Any) -> tuple[Any, dict[str, Any] | None]:
         from fourd_ros.core.eval.snapshot import SnapshotData, unpack_rgb
-        data = SnapshotData()
+        data = SnapshotData(map_voxel=map_voxel_size(config_dir() / 'fourd.yaml'))
         if mon.last_map is not None:
             cloud = cloud_fields(mon.deserialize('/fourd/map_points', mon.last_map),
                                  ('x', 'y', 'z', 'rgb')).reshape(-1)
@@ -737,10 +783,12 @@ class Demo:
             data.map_rgb = unpack_rgb(cloud['rgb'])
         traj = None
         if mon.last_path is not None:
-            stamps, data.path_xyz = path_positions(mon.deserialize('/fourd/path', mon.last_path))
-            traj = trajectory_error(stamps, data.path_xyz, mon.gt)
-        if mon.gt:
-            data.gt_path_xyz = np.array([mon.gt[k] for k in sorted(mon.gt)], float)
+            stamps, poses = path_poses(mon.deserialize('/fourd/path', mon.last_path))
+            data.path_xyz = poses[:, :3, 3]
+            traj = trajectory_error(stamps, poses, mon.gt)
+            aligned = align_ground_truth(stamps, poses, mon.gt)
+            if aligned is not None:
+                data.gt_path_xyz = aligned[1][:, :3, 3]
         data.trails = {k: np.array(v, float) for k, v in mon.trails.items()}
         source = self.query_ctx['source_cloud'] if self.query_ctx else (
             mon.deserialize('/fourd/points', mon.recent_points[-1][1])
@@ -763,8 +811,12 @@ class Demo:
         d = mon.diag
         data.title = (f'fourd demo: synthetic RGB-D scene (seed {self.args.seed}), '
                       f"{mon.frames} frames, backend {d.get('backend', '?')}")
-        notes = [f"engine {d.get('fps', '?')} fps, latency p50 {d.get('latency_ms_p50', '?')} "
-                 f"ms, cache {d.get('cache_mb', '?')} MB, {len(mon.track_ids)} tracks seen"]
+        recorded = time.monotonic() - mon.first_output if mon.first_output else 0.0
+        notes = [f'{mon.frames} frames processed in {recorded:.0f} s '
+                 f"({mon.received['/fourd/tracks'] / max(recorded, 1e-3):.1f} fps; engine "
+                 f"{d.get('fps', '?')} fps), latency p50 {d.get('latency_ms_p50', '?')} ms, "
+                 f"cache {d.get('cache_mb', '?')} MB, {len(mon.track_ids)} tracks seen, "
+                 f"{d.get('dropped_frames', '?')} camera frames dropped by the node"]
         if traj:
             notes.append(f"camera position RMSE vs ground truth {traj['position_rmse_m']*100:.1f}"
                          f" cm over {traj['matched_poses']} poses "

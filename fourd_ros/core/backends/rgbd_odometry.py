@@ -58,6 +58,7 @@ class OdometryConfig:
     noise_weighting: bool = False
     noise_normalize: bool = False
     noise_power: float = 2.0
+    normal_smooth_px: tuple[int, ...] = (0, 0, 0)
     min_points: int = 300
     min_inlier_ratio: float = 0.15
     max_rmse_m: float = 0.05
@@ -212,11 +213,19 @@ class RgbdOdometry:
         """3 x H x W camera-facing unit normals of a depth map; zeros at holes and edges."""
         K_l, rx, ry, _, _ = self._geo[li]
         fx, fy = np.float32(K_l[0, 0]), np.float32(K_l[1, 1])
+        valid = z > 0
+        ks = self.config.normal_smooth_px[li] if li < len(self.config.normal_smooth_px) else 0
+        zs = z
+        if ks > 1:
+            vf = valid.astype(np.float32)
+            num = cv2.boxFilter(z, -1, (ks, ks), normalize=False, borderType=cv2.BORDER_CONSTANT)
+            den = cv2.boxFilter(vf, -1, (ks, ks), normalize=False,
+                                borderType=cv2.BORDER_CONSTANT)
+            zs = np.where(valid, num / np.maximum(den, 1.0), 0.0).astype(np.float32)
         zu = np.zeros_like(z)
         zv = np.zeros_like(z)
-        zu[:, 1:-1] = (z[:, 2:] - z[:, :-2]) * np.float32(0.5)
-        zv[1:-1] = (z[2:] - z[:-2]) * np.float32(0.5)
-        valid = z > 0
+        zu[:, 1:-1] = (zs[:, 2:] - zs[:, :-2]) * np.float32(0.5)
+        zv[1:-1] = (zs[2:] - zs[:-2]) * np.float32(0.5)
         ok = np.zeros_like(valid)
         ok[1:-1, 1:-1] = (valid[1:-1, 2:] & valid[1:-1, :-2] & valid[2:, 1:-1] & valid[:-2, 1:-1]
                           & valid[1:-1, 1:-1])

@@ -32,6 +32,7 @@ from typing import Any
 import cv2
 import numpy as np
 
+from fourd_ros.core.backends import factory
 from fourd_ros.core.data.readers import open_sequence, SequenceReader
 from fourd_ros.core.engine.cache import CachePolicy
 from fourd_ros.core.engine.engine import EngineConfig, StreamingEngine
@@ -58,17 +59,7 @@ def make_backend(name: str, reader: SequenceReader | None = None) -> Any:
         if clip is not None:
             return OracleBackend(motion_gt=clip.points_at, dynamic_gt=clip.dynamic_mask)
         return OracleBackend()
-    if name == 'rgbd':
-        from fourd_ros.core.backends.rgbd import RgbdBackend
-
-        return RgbdBackend()
-    if name == 'learned':
-        try:
-            from fourd_ros.core.backends.learned import LearnedBackend  # type: ignore
-        except ImportError as err:
-            raise ValueError(f'backend learned is not available ({err})') from None
-        return LearnedBackend()
-    raise ValueError(f'unknown backend {name!r}; expected one of {", ".join(BACKENDS)}')
+    return factory.make_backend(name)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -6,9 +6,9 @@ REP-103: the top view is the map frame's x-y plane seen from above (z up), lengt
 Left panel: the accumulated map cloud coloured by its RGB (points above the camera's highest
 position + `ceiling_margin` are left out, so a room's ceiling does not hide the floor plan; lower
 points are drawn first), the estimated camera path, the ground-truth camera path, track trails
-(moving tracks bold, static ones faint) and, if given, motion-query answers as arrows from the
-queried points' source positions to their target positions. Right panel: a camera image with the
-queried pixels marked by status.
+(the last 30 positions of tracks that moved more than 10 cm within them; other tracks as dots)
+and, if given, motion-query answers as arrows from the queried points' source positions to their
+target positions. Right panel: a camera image with the queried pixels marked by status.
 """
 
 from __future__ import annotations
@@ -39,6 +39,7 @@ class SnapshotData:
     Attributes:
         map_xyz: N x 3 accumulated map points in the map frame, metres.
         map_rgb: N x 3 uint8 colours of `map_xyz`.
+        map_voxel: voxel size of the map cloud, metres (sets the marker size).
         path_xyz: M x 3 estimated camera positions in the map frame.
         gt_path_xyz: K x 3 ground-truth camera positions in the map frame.
         trails: track id -> T x 3 positions over time (map frame).
@@ -56,6 +57,7 @@ class SnapshotData:
     map_rgb: np.ndarray = field(default_factory=lambda: np.zeros((0, 3), np.uint8))
     path_xyz: np.ndarray = field(default_factory=lambda: np.zeros((0, 3)))
     gt_path_xyz: np.ndarray = field(default_factory=lambda: np.zeros((0, 3)))
+    map_voxel: float = 0.05
     trails: dict[int, np.ndarray] = field(default_factory=dict)
     image: np.ndarray | None = None
     image_title: str = 'camera image'
@@ -79,7 +81,8 @@ def _hue(track_id: int) -> tuple[float, float, float]:
     return tuple(matplotlib.colors.hsv_to_rgb(((track_id * 0.618034) % 1.0, 0.9, 0.9)))
 
 
-def _top_view(ax: plt.Axes, data: SnapshotData, ceiling_margin: float) -> None:
+def _top_view(ax: plt.Axes, data: SnapshotData, ceiling_margin: float, trail_points: int = 30,
+              moving_extent: float = 0.1, max_moving: int = 40) -> None:
     handles = []
     xyz, rgb = np.asarray(data.map_xyz, float), np.asarray(data.map_rgb)
     ok = np.isfinite(xyz).all(axis=1) if len(xyz) else np.zeros(0, bool)
@@ -92,31 +95,37 @@ def _top_view(ax: plt.Axes, data: SnapshotData, ceiling_margin: float) -> None:
         xyz, rgb = xyz[keep], rgb[keep]
     if len(xyz):
         order = np.argsort(xyz[:, 2])  # low first: the top view shows the highest surface
-        ax.scatter(xyz[order, 0], xyz[order, 1], c=rgb[order] / 255.0, s=1.5, marker='s',
+        # marker side ~ one voxel at the plot's scale (axes ~6.5 in wide, 72 pt per inch)
+        every = np.concatenate([xyz[:, :2]] + [p[:, :2] for p in cams])
+        span = max(float(np.ptp(every[:, 0])), float(np.ptp(every[:, 1])), 1e-3)
+        side = float(np.clip(data.map_voxel * 6.5 * 72 / span, 1.0, 8.0))
+        ax.scatter(xyz[order, 0], xyz[order, 1], c=rgb[order] / 255.0, s=side ** 2, marker='s',
                    linewidths=0, rasterized=True, zorder=1)
         handles.append(Line2D([], [], ls='', marker='s', color='#a08060',
                               label=f'map cloud ({len(data.map_xyz):,} points, RGB)'))
-    moving = static = 0
-    for track_id, trail in sorted(data.trails.items()):
-        trail = np.asarray(trail, float)
-        if len(trail) < 2:
+    moving, static = [], []
+    for track_id, trail in data.trails.items():
+        trail = np.asarray(trail, float)[-trail_points:]
+        if not len(trail) or not np.isfinite(trail).all():
             continue
         extent = float(np.linalg.norm(trail[:, :2].max(0) - trail[:, :2].min(0)))
-        colour = _hue(track_id)
-        if extent > 0.15:
-            moving += 1
-            ax.plot(trail[:, 0], trail[:, 1], '-', color=colour, lw=1.6, alpha=0.9, zorder=4)
-            ax.plot(trail[-1, 0], trail[-1, 1], 'o', color=colour, ms=3.5, mec='k', mew=0.4,
-                    zorder=5)
-        else:
-            static += 1
-            ax.plot(trail[:, 0], trail[:, 1], '-', color=colour, lw=0.6, alpha=0.35, zorder=3)
-    if moving:
-        handles.append(Line2D([], [], color='#1f77b4', lw=1.6, marker='o', ms=3.5,
-                              label=f'moving track trails ({moving})'))
+        (moving if extent > moving_extent else static).append((extent, track_id, trail))
     if static:
-        handles.append(Line2D([], [], color='#1f77b4', lw=0.6, alpha=0.5,
-                              label=f'static track trails ({static})'))
+        heads = np.array([t[-1] for _, _, t in static])
+        ax.scatter(heads[:, 0], heads[:, 1], s=5, c=[_hue(i) for _, i, _ in static],
+                   edgecolors='none', alpha=0.8, zorder=3)
+        handles.append(Line2D([], [], ls='', marker='.', color='#1f77b4',
+                              label=f'static tracks ({len(static)})'))
+    for _, track_id, trail in sorted(moving, key=lambda m: m[0])[-max_moving:]:
+        colour = _hue(track_id)
+        ax.plot(trail[:, 0], trail[:, 1], '-', color=colour, lw=1.0, alpha=0.75, zorder=4)
+        ax.plot(trail[-1, 0], trail[-1, 1], 'o', color=colour, ms=3.5, mec='k', mew=0.4,
+                zorder=5)
+    if moving:
+        shown = min(len(moving), max_moving)
+        handles.append(Line2D([], [], color='#1f77b4', lw=1.0, marker='o', ms=3.5, mec='k',
+                              label=f'moving track trails ({shown} of {len(moving)}, last '
+                                    f'{trail_points} frames)'))
     if len(data.gt_path_xyz):
         gt = np.asarray(data.gt_path_xyz, float)
         ax.plot(gt[:, 0], gt[:, 1], '--', color='white', lw=3.2, zorder=6)
@@ -126,7 +135,7 @@ def _top_view(ax: plt.Axes, data: SnapshotData, ceiling_margin: float) -> None:
         est = np.asarray(data.path_xyz, float)
         ax.plot(est[:, 0], est[:, 1], '-', color='white', lw=3.6, zorder=8)
         handles += ax.plot(est[:, 0], est[:, 1], '-', color='#d62728', lw=2.0, zorder=9,
-                           label='camera, estimated (fourd)')
+                           label='camera, estimated (fourd): \u25cf start, \u25b2 now')
         ax.plot(est[0, 0], est[0, 1], 'o', color='#d62728', mec='white', ms=7, zorder=10)
         ax.plot(est[-1, 0], est[-1, 1], '^', color='#d62728', mec='white', ms=9, zorder=10)
     if data.query_from is not None and data.query_to is not None and len(data.query_from):
