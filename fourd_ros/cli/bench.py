@@ -23,7 +23,7 @@ import numpy as np
 
 from fourd_ros.cli.common import (current_rss_mb, peak_rss_mb, positive_int, print_table,
                                   size_arg, write_json)
-from fourd_ros.core.data.readers import open_sequence
+from fourd_ros.core.data.readers import open_sequence, timed
 from fourd_ros.core.data.synthetic import generate_clip, SceneConfig
 from fourd_ros.core.engine.cache import CachePolicy
 from fourd_ros.core.engine.engine import EngineConfig, StreamingEngine
@@ -168,19 +168,13 @@ def _real_timings(args: argparse.Namespace) -> dict[str, float]:
     engine = _engine(args, 320, 0)
     read, proc = [], []
     t_start = time.perf_counter()
-    it = iter(reader)
     bar = progress_bar(reader.length, 'bench real', True)
     try:
-        while True:
-            t0 = time.perf_counter()
-            try:
-                frame = next(it)
-            except StopIteration:
-                break
+        for frame, t_read in timed(reader):
             t1 = time.perf_counter()
             engine.process(frame)
             proc.append(time.perf_counter() - t1)
-            read.append(t1 - t0)
+            read.append(t_read)
             bar.update(1)
     finally:
         bar.close()

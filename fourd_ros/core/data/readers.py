@@ -33,7 +33,8 @@ import re
 from abc import ABC, abstractmethod
 from collections import deque
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+import time
+from typing import Any, Iterable, Iterator, Sequence, TypeVar
 
 import cv2
 import numpy as np
@@ -48,6 +49,21 @@ SYNTHETIC_FORMATS = ('fourd_synthetic_clip', 'fourd-synthetic')
 """``meta.json`` ``"format"`` values of synthetic clips (``clip_format.FORMAT_NAME`` first)."""
 SEVEN_SCENES_FPS = 30.0
 """7-Scenes (Kinect v1) frame rate; stamps are ``frame number / 30`` seconds."""
+
+
+T = TypeVar('T')
+
+
+def timed(items: Iterable[T]) -> Iterator[tuple[T, float]]:
+    """Yield (item, seconds spent producing it): reading/decoding time of each frame."""
+    it = iter(items)
+    while True:
+        t0 = time.perf_counter()
+        try:
+            item = next(it)
+        except StopIteration:
+            return
+        yield item, time.perf_counter() - t0
 
 
 class DatasetError(ValueError):

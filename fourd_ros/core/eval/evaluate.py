@@ -33,7 +33,7 @@ import cv2
 import numpy as np
 
 from fourd_ros.core.backends import factory
-from fourd_ros.core.data.readers import open_sequence, SequenceReader
+from fourd_ros.core.data.readers import open_sequence, SequenceReader, timed
 from fourd_ros.core.engine.cache import CachePolicy
 from fourd_ros.core.engine.engine import EngineConfig, StreamingEngine
 from fourd_ros.core.eval import metrics as M
@@ -289,21 +289,13 @@ def evaluate(backend_name: str, source: str | Path, *, width: int = 320,
     last: tuple[Frame, Any] | None = None
 
     bar = progress_bar(n, f'eval {backend_name}', progress)
-    it = iter(reader)
-    i = -1
     try:
-        while True:
-            t0 = time.perf_counter()
-            try:
-                frame = next(it)
-            except StopIteration:
-                break
+        for i, (frame, t_read) in enumerate(timed(reader)):
             t1 = time.perf_counter()
             result = engine.process(frame)
-            t2 = time.perf_counter()
-            i += 1
-            t_io += t2 - t0
-            latencies.append(t2 - t1)
+            t_proc = time.perf_counter() - t1
+            t_io += t_read + t_proc
+            latencies.append(t_proc)
             resets += bool(engine.last_step.reset_reason)
             names[i] = frame.name or str(i)
             est_pose[i] = result.T_wc
