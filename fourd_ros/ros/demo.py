@@ -26,8 +26,9 @@ What it does:
    SIGKILL after 10 s) and writes, in --out:
      demo.mcap      the recording (plain MCAP file: Foxglove, `ros2 bag play out/demo/demo.mcap`)
      metadata.yaml  rosbag2 metadata, so the folder itself is a rosbag2 bag too
-     snapshot.png   top view of the map cloud, estimated + ground-truth camera paths, track
-                    trails and query answers; camera image with the queried pixels
+     snapshot.png   top view of the map cloud, estimated + ground-truth camera paths (the
+                    ground truth tied to the node's first pose), track trails and query
+                    answers; camera image with the queried pixels
      summary.json   frames, fps, latency, per-topic message counts, query/trajectory results
      logs/          synthetic_camera.log, fourd_node.log
    Exit status 0; 1 if the node produced no output within 60 s (the node log's tail is shown)
@@ -540,6 +541,7 @@ class Demo:
         self.trajectory: dict[str, Any] | None = None
         self.interrupted = False
         self.recorder: Any = None
+        self.t_end: float | None = None  # when recording stopped (monotonic)
         self._pending: list[tuple[str, Any, float, Any]] = []
 
     # ---------------------------------------------------------------- main loop pieces
@@ -637,6 +639,8 @@ class Demo:
             raise ValueError('--duration must be > 0')
         if not args.rate > 0:
             raise ValueError('--rate must be > 0')
+        if args.domain_id is not None and not 0 <= args.domain_id <= 232:
+            raise ValueError('--domain-id must be in 0..232')
         config = config_dir()
         domain = setup_environment(args.domain_id, config)
         log_dir = self.out / 'logs'
@@ -654,7 +658,10 @@ class Demo:
         recorder = self.recorder = BagRecorder(self.out / 'demo.mcap')
         context = Context()
         rclpy.init(args=[], context=context, signal_handler_options=SignalHandlerOptions.NO)
-        old_term = signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
+        # Ctrl-C and SIGTERM end the recording the same way (also when started in the
+        # background, where SIGINT would otherwise be ignored)
+        old_handlers = {sig: signal.signal(sig, _raise_keyboard_interrupt)
+                        for sig in (signal.SIGINT, signal.SIGTERM)}
         mon = executor = None
         t_start = time.monotonic()
         failure: str | None = None
@@ -679,6 +686,7 @@ class Demo:
                     self._finish_services(mon, executor)
                 except KeyboardInterrupt:
                     self.interrupted = True
+                self.t_end = time.monotonic()
                 self.display.status(status_line(mon, time.monotonic() - t_start, recorder),
                                     force=True)
         except StartupError as exc:
@@ -686,15 +694,19 @@ class Demo:
         except KeyboardInterrupt:
             self.interrupted = True
         finally:
-            signal.signal(signal.SIGTERM, signal.SIG_IGN)
-            stop_children(self.children)
-            signal.signal(signal.SIGTERM, old_term)
-            bag = recorder.close()
+            for sig in old_handlers:  # no second interrupt while the children stop
+                signal.signal(sig, signal.SIG_IGN)
+            try:
+                stop_children(self.children)
+                bag = recorder.close()
+            finally:
+                for sig, handler in old_handlers.items():
+                    signal.signal(sig, handler)
         try:
             if failure is not None:
                 print(f'fourd demo: error: {failure}', file=sys.stderr)
                 return 1
-            if mon.first_output is None:
+            if mon is None or mon.first_output is None:
                 print('fourd demo: interrupted before fourd_node produced output',
                       file=sys.stderr)
                 return 130
@@ -729,8 +741,9 @@ class Demo:
     def _write_outputs(self, mon: Any, recorder: Any, bag: Path, domain: int,
                        t_start: float) -> int:
         from fourd_ros.core.eval.snapshot import render_snapshot
-        recorded_s = time.monotonic() - mon.first_output if mon.first_output else 0.0
-        data, traj = self._snapshot_data(mon)
+        end = self.t_end or time.monotonic()
+        recorded_s = max(0.0, end - mon.first_output) if mon.first_output else 0.0
+        data, traj = self._snapshot_data(mon, recorded_s)
         png = render_snapshot(data, self.out / 'snapshot.png')
         d = mon.diag
 
@@ -741,8 +754,7 @@ class Demo:
                 return None
 
         summary = {
-            'duration_s': round(recorded_s, 2), 'wall_time_s': round(time.monotonic() - t_start,
-                                                                     2),
+            'duration_s': round(recorded_s, 2), 'wall_time_s': round(end - t_start, 2),
             'interrupted': self.interrupted, 'ros_domain_id': domain,
             'camera': {'rate_hz': self.args.rate, 'seed': self.args.seed},
             'frames_processed': mon.frames, 'frames_received_by_node': num('frames_received'),
@@ -773,7 +785,7 @@ class Demo:
               f'\nreplay: ros2 bag play {bag}   (or open it in Foxglove Studio)')
         return 0
 
-    def _snapshot_data(self, mon: Any) -> tuple[Any, dict[str, Any] | None]:
+    def _snapshot_data(self, mon: Any, recorded: float) -> tuple[Any, dict[str, Any] | None]:
         from fourd_ros.core.eval.snapshot import SnapshotData, unpack_rgb
         data = SnapshotData(map_voxel=map_voxel_size(config_dir() / 'fourd.yaml'))
         if mon.last_map is not None:
@@ -811,7 +823,6 @@ class Demo:
         d = mon.diag
         data.title = (f'fourd demo: synthetic RGB-D scene (seed {self.args.seed}), '
                       f"{mon.frames} frames, backend {d.get('backend', '?')}")
-        recorded = time.monotonic() - mon.first_output if mon.first_output else 0.0
         notes = [f'{mon.frames} frames processed in {recorded:.0f} s '
                  f"({mon.received['/fourd/tracks'] / max(recorded, 1e-3):.1f} fps; engine "
                  f"{d.get('fps', '?')} fps), latency p50 {d.get('latency_ms_p50', '?')} ms, "
@@ -819,8 +830,9 @@ class Demo:
                  f"{d.get('dropped_frames', '?')} camera frames dropped by the node"]
         if traj:
             notes.append(f"camera position RMSE vs ground truth {traj['position_rmse_m']*100:.1f}"
-                         f" cm over {traj['matched_poses']} poses "
-                         f"({traj['gt_path_length_m']:.2f} m travelled)")
+                         f" cm over {traj['matched_poses']} poses (travelled: ground truth "
+                         f"{traj['gt_path_length_m']:.2f} m, estimate "
+                         f"{traj['path_length_m']:.2f} m)")
         if self.query:
             counts = ', '.join(f'{k} {v}' for k, v in self.query['status_counts'].items())
             notes.append(f'query_motion ({self.query["frames_back"]} frames back -> latest): '

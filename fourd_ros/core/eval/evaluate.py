@@ -289,6 +289,7 @@ def evaluate(backend_name: str, source: str | Path, *, width: int = 320,
     last: tuple[Frame, Any] | None = None
 
     bar = progress_bar(n, f'eval {backend_name}', progress)
+    i = -1  # stays -1 for an empty sequence
     try:
         for i, (frame, t_read) in enumerate(timed(reader)):
             t1 = time.perf_counter()
