@@ -45,6 +45,8 @@ class RgbdConfig:
             pixels above which it counts as occluded.
         max_hop: largest frame-index gap decoded with one optical flow; longer gaps chain
             through cached frames.
+        lk_window, lk_max_px: Lucas-Kanade window (pixels) and largest accepted correction
+            (pixels) when refining chained moving points.
         odometry: camera tracker settings.
     """
 
@@ -57,6 +59,8 @@ class RgbdConfig:
     occlusion_abs: float = 0.03
     photo_max: float = 30.0
     max_hop: int = 15
+    lk_window: int = 9
+    lk_max_px: float = 4.0
     odometry: OdometryConfig = field(default_factory=OdometryConfig)
 
 
@@ -190,6 +194,11 @@ class RgbdBackend:
         disp = np.linalg.norm(flow_world - src_world, axis=1)
         thresh = np.maximum(cfg.dynamic_rel * np.abs(z_static), cfg.dynamic_abs)
         moving = np.where(np.isfinite(disp), disp > thresh, moving_src)
+        if len(hops) > 2 or chain is not None:
+            # chained flows drift by a fraction of a pixel per frame on moving objects; a small
+            # Lucas-Kanade step from the source patch straight to the target removes the drift
+            p, z_t, flow_world = self._refine_moving(source, target, pixels, p, z_t, flow_world,
+                                                     moving)
         positions = np.where(moving[:, None], flow_world, src_world).astype(np.float32)
         pix_out = np.where(moving[:, None], p, p_static).astype(np.float32)
         # static points: visibility from their predicted projection and the target depth
@@ -226,6 +235,34 @@ class RgbdBackend:
             pu += step[..., 0]
             pv += step[..., 1]
         return np.stack([pu - u, pv - v], axis=-1)
+
+    def _refine_moving(self, source: CacheEntry, target: CacheEntry, pixels: np.ndarray,
+                       p: np.ndarray, z_t: np.ndarray, flow_world: np.ndarray,
+                       moving: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Refine moving points' target pixels with LK (source patch -> target image)."""
+        sel = np.flatnonzero(moving & np.isfinite(p).all(axis=1))
+        if not len(sel):
+            return p, z_t, flow_world
+        cfg = self.config
+        start = p[sel].reshape(-1, 1, 2).astype(np.float32)
+        refined, ok, _ = cv2.calcOpticalFlowPyrLK(
+            source.latent['gray'], target.latent['gray'],
+            pixels[sel].reshape(-1, 1, 2).astype(np.float32), start.copy(),
+            winSize=(cfg.lk_window, cfg.lk_window), maxLevel=0,
+            flags=cv2.OPTFLOW_USE_INITIAL_FLOW,
+            criteria=(cv2.TERM_CRITERIA_COUNT | cv2.TERM_CRITERIA_EPS, 20, 0.01))
+        refined = refined.reshape(-1, 2)
+        # accept small corrections only: a large jump means LK locked onto something else
+        keep = (ok.ravel() == 1) & (np.linalg.norm(refined - p[sel], axis=1) < cfg.lk_max_px)
+        sel = sel[keep]
+        p = p.copy()
+        p[sel] = refined[keep]
+        z_t = z_t.copy()
+        z_t[sel] = _sample_nan(target.latent['depth'], p[sel])
+        flow_world = flow_world.copy()
+        flow_world[sel] = transform_points(target.T_wc,
+                                           unproject_pixels(p[sel], z_t[sel], target.K))
+        return p, z_t, flow_world
 
     def _composed_flow(self, chain: list[CacheEntry]) -> np.ndarray:
         key = (chain[0].stamp, chain[-1].stamp)
