@@ -281,7 +281,7 @@ class FourdNode(Node):
         cam = self._camera_frame or DEFAULT_CAMERA_FRAME
         T_odom_base = self.frames.odom_from_base(result.T_wc)
         t_sec = conv.stamp_to_sec(stamp)
-        if self.engine.tracks.snapshot is not None and len(self._path) == 0:
+        if not self._path:  # first frame of a stream: (re)latch base -> camera on /tf_static
             self._publish_static_tf(stamp, cam)
         if p['publish_tf']:
             tfs = [conv.matrix_to_transform(T_odom_base, p['odom_frame'], p['base_frame'],
