@@ -80,6 +80,8 @@ class FourdNode(Node):
             tracks=TrackConfig(max_tracks=self.p['max_tracks']),
             max_query_points=self.p['max_query_points']))
         self.frames = conv.FrameTransforms(conv.T_LINK_FROM_OPTICAL.copy())
+        # with publish_camera_tf false the extrinsics come from /tf_static: wait for them
+        self._extrinsics_ready = bool(self.p['publish_camera_tf'])
         self._camera_frame = self.p['camera_frame']
         self._K: np.ndarray | None = None
         self._K_size: tuple[int, int] | None = None
@@ -176,6 +178,7 @@ class FourdNode(Node):
         for t in msg.transforms:
             if t.header.frame_id == base and t.child_frame_id == cam:
                 self.frames = conv.FrameTransforms(conv.transform_to_matrix(t.transform))
+                self._extrinsics_ready = True
 
     # ------------------------------------------------------------------ worker
     def _work(self) -> None:
@@ -204,6 +207,10 @@ class FourdNode(Node):
         self.get_logger().error(f'frame rejected: {why}', throttle_duration_sec=5.0)
 
     def _decode(self, msg: Image) -> Frame:
+        if not self._extrinsics_ready:
+            raise InputError(f"waiting for {self.p['base_frame']} -> "
+                             f"{self._camera_frame or DEFAULT_CAMERA_FRAME} on /tf_static "
+                             '(publish_camera_tf is false)')
         if msg.encoding.lower() not in SUPPORTED_IMAGE:
             raise InputError(f"unsupported image encoding '{msg.encoding}' (supported: "
                              f"{', '.join(SUPPORTED_IMAGE)})")

@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from conftest import REPO, spin_until
+from conftest import PEERS, REPO, spin_until
+from scipy.spatial.transform import Rotation
 
 rclpy = pytest.importorskip('rclpy')
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy  # noqa: E402
@@ -196,4 +197,38 @@ def test_evicted_stamp_answers_out_of_window(ros_context, start_process) -> None
     request.source_stamp.sec = 1
     response = call(node, client, request)
     assert response.success and 'never processed' in response.message
+    node.destroy_node()
+
+
+def test_camera_extrinsics_from_tf_static(ros_context, start_process) -> None:
+    """base_frame != camera frame: the node reads base -> camera from /tf_static (URDF)."""
+    # a camera mounted 0.2 m forward and 0.5 m up on the robot, looking forward (optical axes)
+    B = conv.T_LINK_FROM_OPTICAL.copy()
+    B[:3, 3] = [0.2, 0.0, 0.5]
+    q = Rotation.from_matrix(B[:3, :3]).as_quat()
+    start_process(str(PEERS / 'tf_static_publisher.py'), 'base_link', 'camera_optical_frame',
+                  *(str(v) for v in (*B[:3, 3], *q)), name='urdf')
+    start_process(*camera_args(), name='camera')
+    start_process(*node_args('publish_camera_tf:=false', 'base_frame:=base_link'), name='node')
+    node = rclpy.create_node('observer', context=ros_context)
+    rec = Recorder(node)
+    rec.listen(TFMessage, '/tf', 100)
+    rec.listen(PoseStamped, '/camera/ground_truth/pose', 100)
+    assert spin_until(node, lambda: rec.count('/tf') >= 20, timeout=90.0)
+    gt = {conv.stamp_to_sec(m.header.stamp): conv.pose_to_matrix(m.pose)
+          for m in rec.msgs['/camera/ground_truth/pose']}
+    cams, ref = [], []
+    for msg in rec.msgs['/tf']:
+        for t in msg.transforms:
+            s = conv.stamp_to_sec(t.header.stamp)
+            assert t.child_frame_id != 'camera_optical_frame'  # the URDF owns that edge
+            if t.child_frame_id == 'base_link' and s in gt:
+                cams.append(conv.transform_to_matrix(t.transform) @ B)
+                ref.append(gt[s])
+    assert len(cams) >= 15
+    # odom is the base at the first image: the first camera pose in odom is B itself
+    assert np.allclose(cams[0], B, atol=1e-3)
+    T_align = ref[0] @ invert_pose(cams[0])
+    err = [np.linalg.norm((T_align @ c)[:3, 3] - r[:3, 3]) for c, r in zip(cams, ref)]
+    assert float(np.sqrt(np.mean(np.square(err)))) < 0.03
     node.destroy_node()
