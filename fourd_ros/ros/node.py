@@ -209,7 +209,7 @@ class FourdNode(Node):
     def _decode(self, msg: Image) -> Frame:
         if not self._extrinsics_ready:
             raise InputError(f"waiting for {self.p['base_frame']} -> "
-                             f"{self._camera_frame or DEFAULT_CAMERA_FRAME} on /tf_static "
+                             f'{self._camera_frame or DEFAULT_CAMERA_FRAME} on /tf_static '
                              '(publish_camera_tf is false)')
         if msg.encoding.lower() not in SUPPORTED_IMAGE:
             raise InputError(f"unsupported image encoding '{msg.encoding}' (supported: "

@@ -60,9 +60,11 @@ class OdometryConfig:
     robust: str = 'huber'
     robust_k: float = 1.5
     noise_normalize: bool = False
-    noise_power: float = 4.0
+    noise_power: tuple[float, ...] = (4.0, 4.0, 4.0)
+    reject_k: float = 0.0
     min_sigma_m: float = 0.002
     photo_weight: float = 0.0
+    photo_stride: int = 4
     photo_sigma: float = 8.0
     geo_sigma_m: float = 0.0025
     min_points: int = 300
@@ -326,8 +328,8 @@ class RgbdOdometry:
     # ------------------------------------------------------------------------------------------
     # Gauss-Newton
 
-    def _photo_system(self, lr: _Level, lc: _Level, q: np.ndarray, good: np.ndarray
-                      ) -> tuple[np.ndarray, np.ndarray] | None:
+    def _photo_system(self, lr: _Level, inten: np.ndarray, q: np.ndarray, good: np.ndarray,
+                      stride: int) -> tuple[np.ndarray, np.ndarray] | None:
         """Normal equations of the photometric residuals I_ref(pi(q)) - I_cur (normalized)."""
         cfg = self.config
         w_img, h_img = lr.width, lr.height
@@ -349,7 +351,7 @@ class RgbdOdometry:
         top = tab[i00] * (1 - ax) + tab[i00 + 1] * ax
         bot = tab[i00 + w_img] * (1 - ax) + tab[i00 + w_img + 1] * ax
         s = top * (1 - ay) + bot * ay
-        r = s[:, 0] - lc.inten
+        r = s[:, 0] - inten
         w, _ = _robust_weights(np.abs(r), ok, 'huber', 1.5, 1.0)
         gx = s[:, 1] * fx * iz
         gy = s[:, 2] * fy * iz
@@ -365,7 +367,7 @@ class RgbdOdometry:
         J[4] = gy
         J[5] = gz
         r = np.where(ok, r, 0)
-        scale = np.float32(cfg.photo_weight / cfg.photo_sigma ** 2)
+        scale = np.float32(stride * cfg.photo_weight / cfg.photo_sigma ** 2)
         Jw = J * (w * scale)
         return (Jw @ J.T).astype(np.float64), (Jw @ r).astype(np.float64)
 
@@ -393,9 +395,11 @@ class RgbdOdometry:
             dummy = w_img * h_img
             gate2 = np.float32(cfg.dist_gate_m[li] ** 2)
             sig = _kinect_sigma(P[2])
-            w_noise = (np.float32(_SIGMA_1M) / sig) ** np.float32(cfg.noise_power)
+            w_noise = (np.float32(_SIGMA_1M) / sig) ** np.float32(cfg.noise_power[li])
+            w_noise /= np.float32(max(float(w_noise.mean()), 1e-12))
+            keep = None
             inv_sig = np.float32(_SIGMA_1M) / sig
-            for _ in range(cfg.iterations[li]):
+            for it in range(cfg.iterations[li]):
                 R = T[:3, :3].astype(np.float32)
                 q = R @ P + T[:3, 3:4].astype(np.float32)
                 with np.errstate(divide='ignore', invalid='ignore', over='ignore'):
@@ -413,10 +417,18 @@ class RgbdOdometry:
                 nc = R @ Pn
                 good = ((g[:, 2] > 0) & (dx * dx + dy * dy + dz * dz < gate2)
                         & (nc[0] * nx + nc[1] * ny + nc[2] * nz > cos_gate))
+                ar = np.abs(r)
+                if li == 0 and it == 0 and cfg.reject_k > 0 and np.count_nonzero(good) > 6:
+                    # freeze the outliers of the coarse solution (moving objects) before the
+                    # finest level, whose weights may favour some points strongly
+                    e = ar * inv_sig
+                    sc = max(1.4826 * float(np.median(e[good])), cfg.min_sigma_m)
+                    keep = e <= np.float32(cfg.reject_k * sc)
+                if keep is not None:
+                    good &= keep
                 n_good_l = int(np.count_nonzero(good))
                 if n_good_l < 6:
                     break
-                ar = np.abs(r)
                 if cfg.noise_normalize:
                     wr, scale = _robust_weights(ar * inv_sig, good, cfg.robust, cfg.robust_k,
                                                 cfg.min_sigma_m)
@@ -437,8 +449,14 @@ class RgbdOdometry:
                 Aw = A * w
                 Hm = (Aw @ A.T).astype(np.float64)
                 b = (Aw @ r).astype(np.float64)
+                if li == 0:
+                    dd = float(np.median(P[2]))
+                    Sd = np.diag([1, 1, 1, dd, dd, dd])
+                    ev = np.linalg.eigvalsh(Sd @ Hm @ Sd)
+                    self._dbg_eig = ev[0] / ev[-1]
                 if use_photo:
-                    ph = self._photo_system(lr, lc, q, good)
+                    ps = cfg.photo_stride
+                    ph = self._photo_system(lr, lc.inten[::ps], q[:, ::ps], good[::ps], ps)
                     if ph is not None:
                         Hm += ph[0]
                         b += ph[1]
@@ -453,7 +471,6 @@ class RgbdOdometry:
                 n_inl = int(np.count_nonzero(inl))
                 n_good = n_good_l
                 rmse = float(np.sqrt(np.mean(r[inl] ** 2))) if n_inl else float('inf')
-                del sigma_m
                 if np.abs(xi).max() < cfg.convergence_eps:
                     break
         return T, n_inl, n_good, n_pts, rmse
