@@ -56,18 +56,19 @@ def _fmt(v: object, unit: str = '', digits: int = 3) -> str:
 def plot_trajectory(report: EvalReport, path: Path, title: str = '') -> Path:
     """Top view (x-z of the first camera) of GT vs estimate, plus the position error over time.
 
-    Metric estimates are drawn as they are (both start at the first camera); non-metric ones after
-    the Sim(3) alignment that ATE uses.
+    The estimate is drawn after the alignment that ATE uses (SE(3) when metric, else Sim(3)),
+    so the plotted error is the one ATE averages.
     """
     est = report.poses_est[:, :3, 3].copy()
     gt = report.poses_gt[:, :3, 3]
     metric = bool(report.metrics.get('metric', True))
     label = 'estimate'
-    if not metric and len(est) >= 3:
+    kind = 'SE(3)' if metric else 'Sim(3)'
+    if len(est) >= 3:
         try:
-            s, R, t = M.umeyama(est, gt, with_scale=True)
+            s, R, t = M.umeyama(est, gt, with_scale=not metric)
             est = s * est @ R.T + t
-            label = 'estimate (Sim(3)-aligned)'
+            label = f'estimate ({kind}-aligned)'
         except ValueError:
             pass
     t_rel = report.stamps - report.stamps[0]
@@ -99,7 +100,7 @@ def plot_trajectory(report: EvalReport, path: Path, title: str = '') -> Path:
     ax2.plot(t_rel, err * 100.0, color='tab:red', lw=1.2)
     ax2.set_xlabel('time since first frame [s]')
     ax2.set_ylabel('camera position error [cm]')
-    ax2.set_title('Position error per frame' + ('' if metric else ' (Sim(3)-aligned)'))
+    ax2.set_title(f'Position error per frame ({kind}-aligned)')
     ax2.grid(alpha=0.3)
     ax2.set_ylim(bottom=0)
     fig.suptitle(title)
