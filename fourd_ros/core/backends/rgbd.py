@@ -181,10 +181,6 @@ class RgbdBackend:
         for a, b in zip(hops[:-1], hops[1:]):
             p = p + sample_bilinear(f if f is not None else self._flow(a, b), p)
             lost |= ~_inside(p, w, h)
-        # brightness constancy catches moving points that became hidden (the flow then follows
-        # the occluder, whose appearance differs); cheaper than a backward flow per frame
-        photo_err = np.abs(sample_bilinear(target.latent['gray'].astype(np.float32), p)
-                           - sample_bilinear(source.latent['gray'].astype(np.float32), pixels))
         # positions from flow + target depth (valid for moving and static points)
         z_t = _sample_nan(target.latent['depth'], p)
         flow_world = transform_points(target.T_wc, unproject_pixels(p, z_t, target.K))
@@ -199,6 +195,10 @@ class RgbdBackend:
             # Lucas-Kanade step from the source patch straight to the target removes the drift
             p, z_t, flow_world = self._refine_moving(source, target, pixels, p, z_t, flow_world,
                                                      moving)
+        # brightness constancy catches moving points that became hidden (the flow then follows
+        # the occluder, whose appearance differs); cheaper than a backward flow per frame
+        photo_err = np.abs(sample_bilinear(target.latent['gray'].astype(np.float32), p)
+                           - sample_bilinear(source.latent['gray'].astype(np.float32), pixels))
         positions = np.where(moving[:, None], flow_world, src_world).astype(np.float32)
         pix_out = np.where(moving[:, None], p, p_static).astype(np.float32)
         # static points: visibility from their predicted projection and the target depth
@@ -208,7 +208,7 @@ class RgbdBackend:
         st = ~moving
         status[st & ~static_in] = PointStatus.OUT_OF_VIEW
         status[st & static_in & hidden] = PointStatus.OCCLUDED
-        # moving points: visibility from the flow (out of view, forward-backward disagreement)
+        # moving points: visibility from the flow (out of view, appearance disagreement)
         mv = moving
         out = lost | ~_inside(p, w, h)
         status[mv & out] = PointStatus.OUT_OF_VIEW

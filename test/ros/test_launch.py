@@ -1,0 +1,44 @@
+"""launch/fourd.launch.py runs without launch_ros and starts the same processes."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+
+import pytest
+
+from conftest import REPO, spin_until
+
+rclpy = pytest.importorskip('rclpy')
+from sensor_msgs.msg import PointCloud2  # noqa: E402
+
+pytestmark = pytest.mark.ros
+
+
+def test_launch_file_without_launch_ros(ros_env, ros_context, tmp_path) -> None:
+    log = tmp_path / 'launch.log'
+    proc = subprocess.Popen([sys.executable, str(REPO / 'launch' / 'fourd.launch.py'),
+                             'use_synthetic_camera:=true'], env=ros_env, cwd=REPO,
+                            stdout=log.open('w'), stderr=subprocess.STDOUT)
+    try:
+        node = rclpy.create_node('observer', context=ros_context)
+        clouds: list[PointCloud2] = []
+        node.create_subscription(PointCloud2, '/fourd/points', clouds.append, 10)
+        assert spin_until(node, lambda: len(clouds) >= 3, timeout=90.0), log.read_text()[-3000:]
+        node.destroy_node()
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            rc = proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            raise
+    assert rc == 0, log.read_text()[-3000:]
+
+
+def test_launch_file_rejects_unknown_arguments(ros_env) -> None:
+    result = subprocess.run([sys.executable, str(REPO / 'launch' / 'fourd.launch.py'),
+                             'no_such_arg:=1'], env=ros_env, capture_output=True, text=True,
+                            timeout=60)
+    assert result.returncode == 2 and 'unknown argument' in result.stderr
