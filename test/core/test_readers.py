@@ -26,7 +26,7 @@ from fourd_ros.core.data.readers import (
 )
 from fourd_ros.core.types import Frame
 
-SEVEN_SCENES = Path('/work/shared/data/7scenes-redkitchen')
+SEVEN_SCENES = Path(__file__).resolve().parents[3] / 'shared' / 'data' / '7scenes-redkitchen'
 needs_7scenes = pytest.mark.skipif(not SEVEN_SCENES.is_dir(), reason='7-Scenes sample missing')
 
 

@@ -13,7 +13,7 @@ from fourd_ros.core.data.synthetic import generate_clip, SceneConfig, SyntheticC
 from fourd_ros.core.eval.metrics import ate
 from fourd_ros.core.geometry import invert_pose, scale_intrinsics
 
-SEVEN_SCENES = Path('/work/shared/data/7scenes-redkitchen')
+SEVEN_SCENES = Path(__file__).resolve().parents[3] / 'shared' / 'data' / '7scenes-redkitchen'
 
 # seeds of 12-frame 160x120 clips: a static scene, and one where moving objects cover ~20 % of
 # the image (one of them a near sphere sliding across a textured wall)
