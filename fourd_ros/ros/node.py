@@ -389,14 +389,14 @@ class FourdNode(Node):
         self.pub_diag.publish(msg)
 
     # ------------------------------------------------------------------ services
-    def _world_to_frame(self, frame_id: str, stamp_entry_T: np.ndarray | None):
+    def _world_to_frame(self, frame_id: str, T_wc: np.ndarray | None):
         """4x4 taking world points to `frame_id`, or None if the frame is unknown."""
         p = self.p
         cam = self._camera_frame or DEFAULT_CAMERA_FRAME
         if frame_id in ('', p['map_frame'], p['odom_frame']):
             return self.frames.T_odom_world
-        if frame_id == cam and stamp_entry_T is not None:
-            return invert_pose(stamp_entry_T)
+        if frame_id == cam and T_wc is not None:
+            return invert_pose(T_wc)
         return None
 
     def _on_query(self, request: QueryMotion.Request, response: QueryMotion.Response):
@@ -415,9 +415,8 @@ class FourdNode(Node):
             if request.query_type == QueryMotion.Request.QUERY_PIXEL:
                 result = self.engine.query_pixels(source_stamp, pts[:, :2], target_stamp)
             elif request.query_type == QueryMotion.Request.QUERY_POINT:
-                src = self.engine.cache.get(source_stamp)
                 T_in = self._world_to_frame(request.source_frame,
-                                            None if src is None else src.T_wc)
+                                            self.engine.cached_pose(source_stamp))
                 if T_in is None:
                     raise QueryError(f"unknown source_frame '{request.source_frame}' (use "
                                      f"'', map, odom or the camera frame)")
@@ -429,10 +428,8 @@ class FourdNode(Node):
             response.success = False
             response.message = str(exc)
             return response
-        target = self.engine.cache.get(result.target_stamp) if np.isfinite(
-            result.target_stamp) else None
-        T_out = self._world_to_frame(request.target_frame, None if target is None
-                                     else target.T_wc)
+        T_out = self._world_to_frame(request.target_frame,
+                                     self.engine.cached_pose(result.target_stamp))
         if T_out is None:
             response.success = False
             response.message = f"unknown target_frame '{request.target_frame}'"

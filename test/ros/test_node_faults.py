@@ -129,6 +129,24 @@ def test_node_survives_bad_input(ros_context, start_process) -> None:
     response = call(node, query, request)
     assert response.success
     assert response.status[0] == QueryMotion.Response.INVALID
+    # a 3D point in the camera frame, answered in the camera frame of the same (latest) image:
+    # a point that stays put comes back where it was
+    point = QueryMotion.Request(query_type=QueryMotion.Request.QUERY_POINT,
+                                source_stamp=clouds[-1].header.stamp,
+                                source_frame='camera_optical_frame',
+                                target_frame='camera_optical_frame',
+                                target_stamp=clouds[-1].header.stamp)
+    arr = conv.cloud_to_array(clouds[-1])
+    p = arr[36, 48]
+    point.points = [Point(x=float(p['x']), y=float(p['y']), z=float(p['z']))]
+    response = call(node, query, point)
+    assert response.success and response.header.frame_id == 'camera_optical_frame'
+    assert response.status[0] == QueryMotion.Response.VALID
+    got = response.positions[0]
+    assert np.allclose([got.x, got.y, got.z], [p['x'], p['y'], p['z']], atol=1e-3)
+    point.source_frame = 'no_such_frame'
+    response = call(node, query, point)
+    assert not response.success and 'no_such_frame' in response.message
     # reset service
     reset = call(node, node.create_client(Trigger, '/fourd/reset'), Trigger.Request())
     assert reset.success

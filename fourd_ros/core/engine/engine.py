@@ -166,6 +166,12 @@ class StreamingEngine:
             return [(s, T) for s, T in self._trajectory
                     if (start is None or s >= start) and (end is None or s <= end)]
 
+    def cached_pose(self, stamp: float) -> np.ndarray | None:
+        """Camera-to-world pose of a cached frame (None when not cached); thread-safe."""
+        with self._lock:
+            entry = self.cache.get(stamp)
+            return None if entry is None else entry.T_wc.copy()
+
     # ------------------------------------------------------------------ queries
     def query_pixels(self, source_stamp: float, pixels: np.ndarray,
                      target_stamp: float | None = None) -> QueryResult:
