@@ -26,7 +26,7 @@ from collections import deque
 import numpy as np
 import rclpy
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
-from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+from rclpy.executors import MultiThreadedExecutor
 from rclpy.node import Node
 from rclpy.qos import (DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data)
 
@@ -51,6 +51,7 @@ from fourd_ros.core.types import Frame
 from fourd_ros.ros import conversions as conv
 from fourd_ros.ros.map_cloud import MapAccumulator
 from fourd_ros.ros.params import PARAMS
+from fourd_ros.ros.spin import spin_until_shutdown
 
 SUPPORTED_IMAGE = ('rgb8', 'bgr8', 'rgba8', 'bgra8', 'mono8')
 SUPPORTED_DEPTH = ('16UC1', '32FC1')
@@ -491,16 +492,8 @@ def main(args: list[str] | None = None) -> int:
         print(f'fourd_node: error: {exc}', file=sys.stderr)
         rclpy.try_shutdown()
         return 2
-    executor = MultiThreadedExecutor(num_threads=4)
-    executor.add_node(node)
-    try:
-        executor.spin()
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    finally:
-        node.destroy_node()
-        rclpy.try_shutdown()
-    return 0
+    # services and inference-result publishing must not wait for each other
+    return spin_until_shutdown(node, MultiThreadedExecutor(num_threads=4))
 
 
 if __name__ == '__main__':

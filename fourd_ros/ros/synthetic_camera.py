@@ -15,7 +15,6 @@ import sys
 
 import numpy as np
 import rclpy
-from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 from rcl_interfaces.msg import ParameterDescriptor
 
@@ -25,6 +24,7 @@ from std_msgs.msg import Header
 
 from fourd_ros.core.data.synthetic import SceneConfig, generate_clip
 from fourd_ros.ros import conversions as conv
+from fourd_ros.ros.spin import spin_until_shutdown
 
 
 class SyntheticCamera(Node):
@@ -101,15 +101,7 @@ def _image(header: Header, array: np.ndarray, encoding: str, step: int) -> Image
 
 def main(args: list[str] | None = None) -> int:
     rclpy.init(args=args)
-    node = SyntheticCamera()
-    try:
-        rclpy.spin(node)
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    finally:
-        node.destroy_node()
-        rclpy.try_shutdown()
-    return 0
+    return spin_until_shutdown(SyntheticCamera())
 
 
 if __name__ == '__main__':
