@@ -11,6 +11,7 @@ and otherwise computes flow directly between cached frames, hopping through keyf
 from __future__ import annotations
 
 import threading
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -49,6 +50,7 @@ class RgbdConfig:
             through cached frames.
         lk_window, lk_max_px: Lucas-Kanade window (pixels) and largest accepted correction
             (pixels) when refining chained moving points.
+        segmentation_gap: frames back that motion segmentation also compares with.
         odometry: camera tracker settings.
     """
 
@@ -63,6 +65,7 @@ class RgbdConfig:
     occlusion_abs: float = 0.03
     photo_max: float = 30.0
     max_hop: int = 15
+    segmentation_gap: int = 5
     lk_window: int = 9
     lk_max_px: float = 4.0
     odometry: OdometryConfig = field(default_factory=OdometryConfig)
@@ -87,6 +90,8 @@ class RgbdBackend:
         self._odometry: RgbdOdometry | None = None
         self._prev: dict[str, Any] | None = None
         self._poses: list[np.ndarray] = []
+        # recent frames' world points and flows to their successor, for motion segmentation
+        self._history: deque[dict[str, Any]] = deque(maxlen=self.config.segmentation_gap + 1)
         with self._memo_lock:
             self._flow_memo.clear()
 
@@ -103,6 +108,7 @@ class RgbdBackend:
                 or not np.allclose(self._odometry.K, frame.K):
             self._odometry = RgbdOdometry(frame.K, w, h, cfg.odometry)
             self._prev = None
+            self._history.clear()
         flow = None
         static_hint = None
         if self._prev is not None:
@@ -115,11 +121,12 @@ class RgbdBackend:
         self._poses = [self._poses[-1] if self._poses else T_wc, T_wc]
         points_cam = unproject_depth(depth, frame.K)
         points_world = transform_points(T_wc, points_cam).astype(np.float32)
+        confidence = _depth_confidence(depth)
         dynamic = np.zeros((h, w), bool)
         if flow is not None:
-            moved = self._moved_prev_pixels(self._prev['points_world'], points_world, flow)
-            dynamic = _splat_mask(moved, flow)
-        confidence = _depth_confidence(depth)
+            self._history[-1]['flow'] = flow
+            dynamic = self._segment_motion(points_world)
+        self._history.append({'points_world': points_world, 'flow': None})
         result = FrameResult(
             stamp=frame.stamp, colors=frame.rgb, depth=np.nan_to_num(depth, nan=0.0),
             points_cam=points_cam, points_world=points_world, confidence=confidence,
@@ -138,9 +145,28 @@ class RgbdBackend:
         older, last = self._poses
         return last @ invert_pose(older) @ last
 
+    def _segment_motion(self, cur_world: np.ndarray) -> np.ndarray:
+        """Dynamic mask of the current frame (DPM-style: world displacement vs depth).
+
+        Displacements are measured against the previous frame and against the oldest frame of
+        a short history (`segmentation_gap` frames, flows composed): slow objects move too
+        little in one frame to stand out of the depth noise.
+        """
+        frames = list(self._history)
+        dynamic = np.zeros(cur_world.shape[:2], bool)
+        for old in {len(frames) - 1, 0}:
+            flows = [f['flow'] for f in frames[old:]]
+            flow = flows[0] if len(flows) == 1 else _compose_flows(flows)
+            moved = self._moved_prev_pixels(frames[old]['points_world'], cur_world, flow)
+            # isolated "moving" pixels are depth noise or mixed pixels at depth edges
+            moved = cv2.morphologyEx(moved.astype(np.uint8), cv2.MORPH_OPEN,
+                                     np.ones((3, 3), np.uint8)).astype(bool)
+            dynamic |= _splat_mask(moved, flow)
+        return dynamic
+
     def _moved_prev_pixels(self, prev_world: np.ndarray, cur_world: np.ndarray,
                            flow: np.ndarray) -> np.ndarray:
-        """Which previous-frame pixels moved in the world (mask in previous-frame coordinates)."""
+        """Which earlier-frame pixels moved in the world (mask in that frame's coordinates)."""
         h, w = flow.shape[:2]
         v, u = np.mgrid[0:h, 0:w].astype(np.float32)
         map_u = u + flow[..., 0]
@@ -230,15 +256,7 @@ class RgbdBackend:
 
     def _compose(self, chain: list[CacheEntry]) -> np.ndarray:
         """Flow from chain[0] to chain[-1] by composing the flows of consecutive frames."""
-        h, w = chain[0].dynamic_mask.shape
-        v, u = np.mgrid[0:h, 0:w].astype(np.float32)
-        pu, pv = u.copy(), v.copy()
-        for a, b in zip(chain[:-1], chain[1:]):
-            f = self._flow(a, b)
-            step = cv2.remap(f, pu, pv, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-            pu += step[..., 0]
-            pv += step[..., 1]
-        return np.stack([pu - u, pv - v], axis=-1)
+        return _compose_flows([self._flow(a, b) for a, b in zip(chain[:-1], chain[1:])])
 
     def _refine_moving(self, source: CacheEntry, target: CacheEntry, pixels: np.ndarray,
                        p: np.ndarray, z_t: np.ndarray, flow_world: np.ndarray,
@@ -310,6 +328,18 @@ class RgbdBackend:
             dis.setVariationalRefinementGamma(self.config.flow_gradient_weight)
             self._local.dis = dis
         return dis
+
+
+def _compose_flows(flows: list[np.ndarray]) -> np.ndarray:
+    """One H x W x 2 flow equivalent to following `flows` one after the other."""
+    h, w = flows[0].shape[:2]
+    v, u = np.mgrid[0:h, 0:w].astype(np.float32)
+    pu, pv = u.copy(), v.copy()
+    for f in flows:
+        step = cv2.remap(f, pu, pv, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+        pu += step[..., 0]
+        pv += step[..., 1]
+    return np.stack([pu - u, pv - v], axis=-1)
 
 
 def _consecutive(source: CacheEntry, target: CacheEntry,
