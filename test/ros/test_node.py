@@ -60,6 +60,18 @@ class Recorder:
     def count(self, topic: str) -> int:
         return len(self.msgs.get(topic, []))
 
+    def poses_with_ground_truth(self, child_frame: str) -> list[tuple[np.ndarray, np.ndarray]]:
+        """(odom -> child_frame from /tf, GT camera pose) pairs with the same stamp."""
+        gt = {conv.stamp_to_sec(m.header.stamp): conv.pose_to_matrix(m.pose)
+              for m in self.msgs.get('/camera/ground_truth/pose', [])}
+        pairs = []
+        for msg in self.msgs.get('/tf', []):
+            for t in msg.transforms:
+                s = conv.stamp_to_sec(t.header.stamp)
+                if t.child_frame_id == child_frame and s in gt:
+                    pairs.append((conv.transform_to_matrix(t.transform), gt[s]))
+        return pairs
+
 
 def call(node, client, request, timeout: float = 20.0):
     assert spin_until(node, client.service_is_ready, timeout=30.0), 'service never appeared'
@@ -96,7 +108,9 @@ def test_outputs_follow_ground_truth(ros_context, start_process, clip) -> None:
     rec.listen(TFMessage, '/tf_static', latched)
     rec.listen(TrackedPoints, '/fourd/tracks')
     rec.listen(PoseStamped, '/camera/ground_truth/pose', 100)
-    assert spin_until(node, lambda: rec.count('/fourd/points') >= 25, timeout=90.0), \
+    # discovery order is random: wait until enough frames were seen with their ground truth
+    assert spin_until(node, lambda: rec.count('/fourd/points') >= 25 and len(
+        rec.poses_with_ground_truth('camera_link')) >= 20, timeout=90.0), \
         f'too few clouds: {rec.count("/fourd/points")}'
 
     # clouds: organized, camera optical frame, documented fields
@@ -133,13 +147,9 @@ def test_outputs_follow_ground_truth(ros_context, start_process, clip) -> None:
     gt = {conv.stamp_to_sec(m.header.stamp): conv.pose_to_matrix(m.pose)
           for m in rec.msgs['/camera/ground_truth/pose']}
     T_link_opt = conv.T_LINK_FROM_OPTICAL
-    est, ref = [], []
-    for msg in rec.msgs['/tf']:
-        for t in msg.transforms:
-            s = conv.stamp_to_sec(t.header.stamp)
-            if t.child_frame_id == 'camera_link' and s in gt:
-                est.append(conv.transform_to_matrix(t.transform) @ T_link_opt)
-                ref.append(gt[s])
+    pairs = rec.poses_with_ground_truth('camera_link')
+    est = [T @ T_link_opt for T, _ in pairs]
+    ref = [T for _, T in pairs]
     assert len(est) >= 20
     T_align = ref[0] @ invert_pose(est[0])
     err = [np.linalg.norm((T_align @ e)[:3, 3] - r[:3, 3]) for e, r in zip(est, ref)]
@@ -214,20 +224,20 @@ def test_camera_extrinsics_from_tf_static(ros_context, start_process) -> None:
     rec = Recorder(node)
     rec.listen(TFMessage, '/tf', 100)
     rec.listen(PoseStamped, '/camera/ground_truth/pose', 100)
-    assert spin_until(node, lambda: rec.count('/tf') >= 20, timeout=90.0)
-    gt = {conv.stamp_to_sec(m.header.stamp): conv.pose_to_matrix(m.pose)
-          for m in rec.msgs['/camera/ground_truth/pose']}
-    cams, ref = [], []
+    assert spin_until(node, lambda: len(rec.poses_with_ground_truth('base_link')) >= 15,
+                      timeout=90.0)
     for msg in rec.msgs['/tf']:
         for t in msg.transforms:
-            s = conv.stamp_to_sec(t.header.stamp)
             assert t.child_frame_id != 'camera_optical_frame'  # the URDF owns that edge
-            if t.child_frame_id == 'base_link' and s in gt:
-                cams.append(conv.transform_to_matrix(t.transform) @ B)
-                ref.append(gt[s])
-    assert len(cams) >= 15
-    # odom is the base at the first image: the first camera pose in odom is B itself
-    assert np.allclose(cams[0], B, atol=1e-3)
+    pairs = rec.poses_with_ground_truth('base_link')
+    cams = [T @ B for T, _ in pairs]
+    ref = [T for _, T in pairs]
+    # odom is the base at the first image (the first /tf may predate our subscription: ask the
+    # trajectory service, which has every pose)
+    traj = call(node, node.create_client(GetTrajectory, '/fourd/get_trajectory'),
+                GetTrajectory.Request())
+    assert traj.success and traj.path.header.frame_id == 'odom'
+    assert np.allclose(conv.pose_to_matrix(traj.path.poses[0].pose), np.eye(4), atol=1e-6)
     T_align = ref[0] @ invert_pose(cams[0])
     err = [np.linalg.norm((T_align @ c)[:3, 3] - r[:3, 3]) for c, r in zip(cams, ref)]
     assert float(np.sqrt(np.mean(np.square(err)))) < 0.03
