@@ -1,1 +1,1 @@
-"""Command-line interface `fourd` (subcommands: synth, run, eval, bench, demo, train)."""
+"""Command-line interface `fourd` (subcommands: synth, run, eval, bench, demo)."""
