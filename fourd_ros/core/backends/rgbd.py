@@ -20,8 +20,9 @@ import numpy as np
 
 from fourd_ros.core.backends.rgbd_odometry import OdometryConfig, RgbdOdometry
 from fourd_ros.core.engine.backend import CacheEntry, MotionEstimate
-from fourd_ros.core.geometry import (invert_pose, project, sample_bilinear, transform_points,
-                                     unproject_depth, unproject_pixels)
+from fourd_ros.core.geometry import (invert_pose, make_pose, project, sample_bilinear,
+                                     transform_points, umeyama, unproject_depth,
+                                     unproject_pixels)
 from fourd_ros.core.types import Frame, FrameResult, PointStatus
 
 DIS_PRESETS = {
@@ -51,6 +52,9 @@ class RgbdConfig:
         lk_window, lk_max_px: Lucas-Kanade window (pixels) and largest accepted correction
             (pixels) when refining chained moving points.
         segmentation_gap: frames back that motion segmentation also compares with.
+        rigid_*: rigid motion of moving segments: smallest segment (pixels), points sampled
+            per segment, RANSAC iterations, smallest inlier share, inlier distance
+            max(rigid_tol_abs, rigid_tol_rel * depth) in metres.
         odometry: camera tracker settings.
     """
 
@@ -66,6 +70,12 @@ class RgbdConfig:
     photo_max: float = 30.0
     max_hop: int = 15
     segmentation_gap: int = 5
+    rigid_min_pixels: int = 30
+    rigid_max_points: int = 400
+    rigid_ransac_iters: int = 64
+    rigid_min_inliers: float = 0.3
+    rigid_tol_abs: float = 0.01
+    rigid_tol_rel: float = 0.01
     lk_window: int = 9
     lk_max_px: float = 4.0
     odometry: OdometryConfig = field(default_factory=OdometryConfig)
@@ -225,6 +235,14 @@ class RgbdBackend:
             # Lucas-Kanade step from the source patch straight to the target removes the drift
             p, z_t, flow_world = self._refine_moving(source, target, pixels, p, z_t, flow_world,
                                                      moving)
+        if chain is not None:
+            # rigid objects: one motion per moving segment, fitted hop by hop, replaces the
+            # per-point estimates (outlier flows cannot drag single points away)
+            rigid = self._rigid_object_positions(chain, pixels, src_world)
+            use = moving & np.isfinite(rigid).all(axis=1)
+            flow_world[use] = rigid[use]
+            p[use], _ = project(transform_points(invert_pose(target.T_wc), rigid[use]),
+                                target.K)
         # brightness constancy catches moving points that became hidden (the flow then follows
         # the occluder, whose appearance differs); cheaper than a backward flow per frame
         photo_err = np.abs(sample_bilinear(target.latent['gray'].astype(np.float32), p)
@@ -286,6 +304,66 @@ class RgbdBackend:
                                            unproject_pixels(p[sel], z_t[sel], target.K))
         return p, z_t, flow_world
 
+    def _rigid_object_positions(self, chain: list[CacheEntry], pixels: np.ndarray,
+                                src_world: np.ndarray) -> np.ndarray:
+        """Target-time positions of query points on moving segments, from rigid object motion.
+
+        Each connected segment of the source's dynamic mask is followed through the chain: its
+        points are projected into frame a with the current rigid estimate (so pixels never
+        drift), moved to frame b by the stored flow, lifted with b's depth, and a RANSAC rigid
+        fit to those 3D correspondences updates the estimate. Segments whose fit fails in any
+        hop are left out (NaN rows), as are points off the segments.
+        """
+        cfg = self.config
+        source = chain[0]
+        n_seg, labels, stats, _ = cv2.connectedComponentsWithStats(
+            source.dynamic_mask.astype(np.uint8), connectivity=8)
+        h, w = labels.shape
+        iu = np.clip(np.round(pixels[:, 0]).astype(np.int64), 0, w - 1)
+        iv = np.clip(np.round(pixels[:, 1]).astype(np.int64), 0, h - 1)
+        query_seg = labels[iv, iu]
+        out = np.full((len(pixels), 3), np.nan, np.float64)
+        rng = np.random.default_rng(0)  # deterministic answers for the same query
+        for seg in np.unique(query_seg):
+            if seg == 0 or stats[seg, cv2.CC_STAT_AREA] < cfg.rigid_min_pixels:
+                continue
+            ys, xs = np.nonzero(labels == seg)
+            P = source.points_world[ys, xs].astype(np.float64)
+            P = P[np.isfinite(P).all(axis=1)]
+            if len(P) < cfg.rigid_min_pixels:
+                continue
+            if len(P) > cfg.rigid_max_points:
+                P = P[rng.choice(len(P), cfg.rigid_max_points, replace=False)]
+            T = self._track_rigid_segment(chain, P, rng)
+            if T is not None:
+                rows = query_seg == seg
+                out[rows] = transform_points(T, src_world[rows].astype(np.float64))
+        return out
+
+    def _track_rigid_segment(self, chain: list[CacheEntry], P: np.ndarray,
+                             rng: np.random.Generator) -> np.ndarray | None:
+        """World-frame rigid motion of points P (world, chain[0] time) to chain[-1], or None."""
+        cfg = self.config
+        T = np.eye(4)
+        for a, b in zip(chain[:-1], chain[1:]):
+            h, w = a.dynamic_mask.shape
+            uv, z = project(transform_points(invert_pose(a.T_wc), P), a.K)
+            seen = _inside(uv, w, h) & (z > 0)
+            uv2 = uv[seen] + sample_bilinear(self._flow(a, b), uv[seen].astype(np.float32))
+            z_b = _sample_nan(b.latent['depth'], uv2)
+            Q = transform_points(b.T_wc, unproject_pixels(uv2, z_b, b.K))
+            ok = np.isfinite(Q).all(axis=1)
+            if ok.sum() < cfg.rigid_min_pixels:
+                return None
+            tol = np.maximum(cfg.rigid_tol_abs, cfg.rigid_tol_rel * z_b[ok])
+            step = _ransac_rigid(P[seen][ok], Q[ok], tol, rng, cfg.rigid_ransac_iters,
+                                 cfg.rigid_min_inliers)
+            if step is None:
+                return None
+            P = transform_points(step, P)
+            T = step @ T
+        return T
+
     def _composed_flow(self, chain: list[CacheEntry]) -> np.ndarray:
         key = (chain[0].stamp, chain[-1].stamp)
         with self._memo_lock:
@@ -328,6 +406,22 @@ class RgbdBackend:
             dis.setVariationalRefinementGamma(self.config.flow_gradient_weight)
             self._local.dis = dis
         return dis
+
+
+def _ransac_rigid(A: np.ndarray, B: np.ndarray, tol: np.ndarray, rng: np.random.Generator,
+                  iterations: int, min_inlier_ratio: float) -> np.ndarray | None:
+    """4x4 rigid transform with B ~ T A from 3-point RANSAC + refit on inliers, or None."""
+    best = None
+    for _ in range(iterations):
+        idx = rng.choice(len(A), 3, replace=False)
+        _, R, t = umeyama(A[idx], B[idx], with_scale=False)
+        inliers = np.linalg.norm(A @ R.T + t - B, axis=1) < tol
+        if best is None or inliers.sum() > best.sum():
+            best = inliers
+    if best is None or best.sum() < max(10, min_inlier_ratio * len(A)):
+        return None
+    _, R, t = umeyama(A[best], B[best], with_scale=False)
+    return make_pose(R, t)
 
 
 def _compose_flows(flows: list[np.ndarray]) -> np.ndarray:

@@ -11,50 +11,10 @@ from typing import Sequence
 
 import numpy as np
 
+from fourd_ros.core.geometry import umeyama  # noqa: F401 (part of the metrics API)
+
 APD_THRESHOLDS_PX = (1.0, 2.0, 4.0, 8.0, 16.0)
 """Pixel thresholds of APD3D (TAPVid-3D), scaled to metres by ``z* / f``."""
-
-
-def umeyama(src: np.ndarray, dst: np.ndarray,
-            with_scale: bool = True) -> tuple[float, np.ndarray, np.ndarray]:
-    """Least-squares similarity (or rigid) transform from ``src`` to ``dst`` (Umeyama 1991).
-
-    Args:
-        src: N x 3 points.
-        dst: N x 3 corresponding points.
-        with_scale: estimate the scale ``s`` (Sim(3)); otherwise ``s = 1`` (SE(3)).
-
-    Returns:
-        ``(s, R, t)`` with R a 3x3 rotation (det +1) and t a 3-vector minimizing
-        ``sum |dst_i - (s R src_i + t)|^2``.
-    """
-    src = np.asarray(src, dtype=np.float64)
-    dst = np.asarray(dst, dtype=np.float64)
-    if src.shape != dst.shape or src.ndim != 2 or src.shape[1] != 3:
-        raise ValueError(f'umeyama: expected two N x 3 arrays, got {src.shape} and {dst.shape}')
-    n = src.shape[0]
-    n_min = 3 if with_scale else 2
-    if n < n_min:
-        raise ValueError(f'umeyama: need at least {n_min} points, got {n}')
-    mu_src = src.mean(axis=0)
-    mu_dst = dst.mean(axis=0)
-    xs = src - mu_src
-    xd = dst - mu_dst
-    cov = xd.T @ xs / n
-    u, d, vt = np.linalg.svd(cov)
-    sign = np.eye(3)
-    if np.linalg.det(u) * np.linalg.det(vt) < 0:
-        sign[2, 2] = -1.0
-    rot = u @ sign @ vt
-    if with_scale:
-        var_src = float((xs ** 2).sum() / n)
-        if var_src <= 0.0:
-            raise ValueError('umeyama: degenerate source points (zero variance)')
-        s = float(np.trace(np.diag(d) @ sign) / var_src)
-    else:
-        s = 1.0
-    t = mu_dst - s * rot @ mu_src
-    return s, rot, t
 
 
 # ----------------------------------------------------------------------------------------------
