@@ -410,18 +410,27 @@ class RgbdBackend:
 
 def _ransac_rigid(A: np.ndarray, B: np.ndarray, tol: np.ndarray, rng: np.random.Generator,
                   iterations: int, min_inlier_ratio: float) -> np.ndarray | None:
-    """4x4 rigid transform with B ~ T A from 3-point RANSAC + refit on inliers, or None."""
-    best = None
-    for _ in range(iterations):
-        idx = rng.choice(len(A), 3, replace=False)
-        _, R, t = umeyama(A[idx], B[idx], with_scale=False)
-        inliers = np.linalg.norm(A @ R.T + t - B, axis=1) < tol
-        if best is None or inliers.sum() > best.sum():
-            best = inliers
-    if best is None or best.sum() < max(10, min_inlier_ratio * len(A)):
+    """4x4 rigid transform with B ~ T A from 3-point RANSAC + refit on inliers, or None.
+
+    All hypotheses are solved at once (batched Kabsch): this runs per segment and per frame of
+    a query chain, so a Python loop of SVDs would dominate the query time.
+    """
+    idx = np.argsort(rng.random((iterations, len(A))), axis=1)[:, :3]  # 3 distinct points
+    a, b = A[idx], B[idx]                                   # K x 3 x 3 (hypothesis, point, xyz)
+    a_c = a - a.mean(axis=1, keepdims=True)
+    b_c = b - b.mean(axis=1, keepdims=True)
+    u, _, vt = np.linalg.svd(np.einsum('kni,knj->kij', b_c, a_c))
+    d = np.sign(np.linalg.det(u @ vt))
+    u[:, :, 2] *= d[:, None]
+    R = u @ vt                                              # K x 3 x 3, det +1
+    t = b.mean(axis=1) - np.einsum('kij,kj->ki', R, a.mean(axis=1))
+    residual = np.linalg.norm(np.einsum('kij,nj->kni', R, A) + t[:, None] - B[None], axis=2)
+    inliers = residual < tol[None]
+    best = inliers[np.argmax(inliers.sum(axis=1))]
+    if best.sum() < max(10, min_inlier_ratio * len(A)):
         return None
-    _, R, t = umeyama(A[best], B[best], with_scale=False)
-    return make_pose(R, t)
+    _, R_best, t_best = umeyama(A[best], B[best], with_scale=False)
+    return make_pose(R_best, t_best)
 
 
 def _compose_flows(flows: list[np.ndarray]) -> np.ndarray:
