@@ -5,6 +5,8 @@ from __future__ import annotations
 import numpy as np
 import open3d as o3d
 
+from fourd_ros.core.geometry import transform_points
+
 
 class MapAccumulator:
     """Adds static, confident points of each frame; voxel-downsamples; caps the total."""
@@ -21,13 +23,18 @@ class MapAccumulator:
         self._pending_p: list[np.ndarray] = []
         self._pending_c: list[np.ndarray] = []
 
-    def add(self, points: np.ndarray, colors: np.ndarray, keep: np.ndarray) -> None:
-        """Queue H x W x 3 points (target frame) and uint8 colours where `keep` is True."""
+    def add(self, points: np.ndarray, colors: np.ndarray, keep: np.ndarray,
+            T_map_points: np.ndarray) -> None:
+        """Queue H x W x 3 points and uint8 colours where `keep` is True.
+
+        `T_map_points` (4x4) takes the points to the map frame; it is applied after the
+        pixel subsampling, so only the points kept are transformed.
+        """
         s = self.pixel_stride
         p = points[::s, ::s].reshape(-1, 3)
         c = colors[::s, ::s].reshape(-1, 3)
         k = keep[::s, ::s].reshape(-1) & np.isfinite(p).all(axis=1)
-        self._pending_p.append(p[k].astype(np.float32))
+        self._pending_p.append(transform_points(T_map_points, p[k]).astype(np.float32))
         self._pending_c.append(c[k])
 
     def update(self) -> None:

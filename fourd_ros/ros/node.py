@@ -313,8 +313,7 @@ class FourdNode(Node):
         self._prev_odom = (t_sec, T_odom_base)
         if p['publish_map_points']:
             keep = (result.confidence > 0.5) & ~result.dynamic_mask
-            self.map.add(self.frames.world_to_odom_points(result.points_world), result.colors,
-                         keep)
+            self.map.add(result.points_world, result.colors, keep, self.frames.T_odom_world)
             if self._stats['processed'] % p['map_every_n_frames'] == 1 \
                     or p['map_every_n_frames'] == 1:
                 self.map.update()

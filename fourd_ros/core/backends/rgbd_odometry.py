@@ -219,6 +219,19 @@ def _downsample_depth(depth: np.ndarray, max_jump: float) -> np.ndarray:
     return np.where(ok, mean, 0.0).astype(np.float32)
 
 
+def _twist_jacobian(q: np.ndarray, gx: np.ndarray, gy: np.ndarray,
+                    gz: np.ndarray) -> np.ndarray:
+    """6 x N rows d(g . p)/d(rotation, translation) at points q (3 x N): [q x g; g]."""
+    J = np.empty((6, gx.size), np.float32)
+    J[0] = q[1] * gz - q[2] * gy
+    J[1] = q[2] * gx - q[0] * gz
+    J[2] = q[0] * gy - q[1] * gx
+    J[3] = gx
+    J[4] = gy
+    J[5] = gz
+    return J
+
+
 class RgbdOdometry:
     """Camera tracking for registered RGB-D frames (OpenCV optical axes, metres).
 
@@ -401,13 +414,7 @@ class RgbdOdometry:
         gx = s[1] * fx * iz
         gy = s[2] * fy * iz
         gz = -(gx * q[0] + gy * q[1]) * iz
-        J = np.empty((6, r.size), np.float32)
-        J[0] = q[1] * gz - q[2] * gy
-        J[1] = q[2] * gx - q[0] * gz
-        J[2] = q[0] * gy - q[1] * gx
-        J[3] = gx
-        J[4] = gy
-        J[5] = gz
+        J = _twist_jacobian(q, gx, gy, gz)
         Jw = J * (w * np.float32(stride * cfg.photo_weight / cfg.photo_sigma ** 2))
         return (Jw @ J.T).astype(np.float64), (Jw @ r).astype(np.float64)
 
@@ -477,13 +484,7 @@ class RgbdOdometry:
                 scale = _robust_scale(e[good], min_scale)
                 t = e / np.float32(cfg.robust_k * scale)
                 w = np.where(good, w_noise / (1.0 + t * t), np.float32(0.0))
-                A = np.empty((6, r.size), np.float32)
-                A[0] = q[1] * nz - q[2] * ny
-                A[1] = q[2] * nx - q[0] * nz
-                A[2] = q[0] * ny - q[1] * nx
-                A[3] = nx
-                A[4] = ny
-                A[5] = nz
+                A = _twist_jacobian(q, nx, ny, nz)
                 Aw = A * w
                 H = (Aw @ A.T).astype(np.float64)
                 b = (Aw @ r).astype(np.float64)
