@@ -19,9 +19,12 @@ import cv2
 import numpy as np
 
 from fourd_ros.core.backends.rgbd_odometry import OdometryConfig, RgbdOdometry
+from fourd_ros.core.backends.segment_motion import (RgbdView, SegmentMotionConfig,
+                                                    SegmentMotionTracker, ransac_rigid,
+                                                    rigid_flow_of_segments)
 from fourd_ros.core.engine.backend import CacheEntry, MotionEstimate
 from fourd_ros.core.geometry import (invert_pose, make_pose, project, sample_bilinear,
-                                     transform_points, umeyama, unproject_depth,
+                                     transform_points, unproject_depth,
                                      unproject_pixels)
 from fourd_ros.core.types import Frame, FrameResult, PointStatus
 
@@ -55,6 +58,10 @@ class RgbdConfig:
         rigid_*: rigid motion of moving segments: smallest segment (pixels), points sampled
             per segment, RANSAC iterations, smallest inlier share, inlier distance
             max(rigid_tol_abs, rigid_tol_rel * depth) in metres.
+        segment_motion: estimate each moving segment's rigid motion from frame to frame
+            (``segment_motion.py``); chained queries then follow those motions and the stored
+            flow on the segments is the rigid one.
+        segments: settings of that estimate.
         odometry: camera tracker settings.
     """
 
@@ -78,6 +85,8 @@ class RgbdConfig:
     rigid_tol_rel: float = 0.01
     lk_window: int = 9
     lk_max_px: float = 4.0
+    segment_motion: bool = True
+    segments: SegmentMotionConfig = field(default_factory=SegmentMotionConfig)
     odometry: OdometryConfig = field(default_factory=OdometryConfig)
 
 
@@ -98,7 +107,8 @@ class RgbdBackend:
 
     def reset(self) -> None:
         self._odometry: RgbdOdometry | None = None
-        self._prev: dict[str, Any] | None = None
+        self._segments: SegmentMotionTracker | None = None
+        self._prev: RgbdView | None = None
         self._poses: list[np.ndarray] = []
         # recent frames' world points and flows to their successor, for motion segmentation
         self._history: deque[dict[str, Any]] = deque(maxlen=self.config.segmentation_gap + 1)
@@ -117,15 +127,16 @@ class RgbdBackend:
         if self._odometry is None or self._odometry.K.shape != (3, 3) \
                 or not np.allclose(self._odometry.K, frame.K):
             self._odometry = RgbdOdometry(frame.K, w, h, cfg.odometry)
+            self._segments = SegmentMotionTracker(frame.K, w, h, cfg.segments)
             self._prev = None
             self._history.clear()
         flow = None
         static_hint = None
         if self._prev is not None:
             # the pose is not known yet: predict it with constant velocity for the flow prior
-            init = _rigid_flow(self._prev['points_world'], self._predict_pose(), frame.K)
-            flow = self._dis().calc(self._prev['gray'], gray, init)
-            static_hint = ~_splat_mask(self._prev['dynamic'], flow)
+            init = _rigid_flow(self._prev.points_world, self._predict_pose(), frame.K)
+            flow = self._dis().calc(self._prev.gray, gray, init)
+            static_hint = ~_splat_mask(self._prev.dynamic, flow)
         odo = self._odometry.track(gray, depth, static_hint)
         T_wc = odo.T_wc
         self._poses = [self._poses[-1] if self._poses else T_wc, T_wc]
@@ -133,7 +144,12 @@ class RgbdBackend:
         points_world = transform_points(T_wc, points_cam).astype(np.float32)
         confidence = _depth_confidence(depth)
         dynamic = np.zeros((h, w), bool)
+        segments = None
         if flow is not None:
+            if cfg.segment_motion:
+                segments = self._segments.estimate(
+                    self._prev, RgbdView(gray, depth, T_wc, points_world, dynamic), flow)
+                flow = rigid_flow_of_segments(segments, self._prev, T_wc, frame.K, flow)
             self._history[-1]['flow'] = flow
             dynamic = self._segment_motion(points_world)
         self._history.append({'points_world': points_world, 'flow': None})
@@ -143,11 +159,13 @@ class RgbdBackend:
             K=frame.K.copy(), T_wc=T_wc, dynamic_mask=dynamic, metric=True,
             extras={'keyframe': bool(odo.is_keyframe), 'tracking_ok': bool(odo.ok),
                     'odometry_inliers': int(odo.num_inliers)})
-        self._prev = {'gray': gray, 'points_world': points_world, 'dynamic': dynamic,
-                      'stamp': frame.stamp}
+        self._prev = RgbdView(gray, depth, T_wc, points_world, dynamic)
         latent = {'gray': gray, 'depth': depth, 'prev_index': frame.index - 1}
         if flow is not None:
             latent['flow_from_prev'] = flow.astype(np.float16)
+        if segments is not None:
+            latent['prev_segments'] = segments.labels
+            latent['prev_segment_motions'] = segments.motions
         return result, latent
 
     def _predict_pose(self) -> np.ndarray:
@@ -349,6 +367,11 @@ class RgbdBackend:
             h, w = a.dynamic_mask.shape
             uv, z = project(transform_points(invert_pose(a.T_wc), P), a.K)
             seen = _inside(uv, w, h) & (z > 0)
+            step = _stored_segment_motion(a, b, uv[seen])
+            if step is not None:
+                P = transform_points(step, P)
+                T = step @ T
+                continue
             uv2 = uv[seen] + sample_bilinear(self._flow(a, b), uv[seen].astype(np.float32))
             z_b = _sample_nan(b.latent['depth'], uv2)
             Q = transform_points(b.T_wc, unproject_pixels(uv2, z_b, b.K))
@@ -356,7 +379,7 @@ class RgbdBackend:
             if ok.sum() < cfg.rigid_min_pixels:
                 return None
             tol = np.maximum(cfg.rigid_tol_abs, cfg.rigid_tol_rel * z_b[ok])
-            step = _ransac_rigid(P[seen][ok], Q[ok], tol, rng, cfg.rigid_ransac_iters,
+            step = ransac_rigid(P[seen][ok], Q[ok], tol, rng, cfg.rigid_ransac_iters,
                                  cfg.rigid_min_inliers)
             if step is None:
                 return None
@@ -406,31 +429,6 @@ class RgbdBackend:
             dis.setVariationalRefinementGamma(self.config.flow_gradient_weight)
             self._local.dis = dis
         return dis
-
-
-def _ransac_rigid(A: np.ndarray, B: np.ndarray, tol: np.ndarray, rng: np.random.Generator,
-                  iterations: int, min_inlier_ratio: float) -> np.ndarray | None:
-    """4x4 rigid transform with B ~ T A from 3-point RANSAC + refit on inliers, or None.
-
-    All hypotheses are solved at once (batched Kabsch): this runs per segment and per frame of
-    a query chain, so a Python loop of SVDs would dominate the query time.
-    """
-    idx = np.argsort(rng.random((iterations, len(A))), axis=1)[:, :3]  # 3 distinct points
-    a, b = A[idx], B[idx]                                   # K x 3 x 3 (hypothesis, point, xyz)
-    a_c = a - a.mean(axis=1, keepdims=True)
-    b_c = b - b.mean(axis=1, keepdims=True)
-    u, _, vt = np.linalg.svd(np.einsum('kni,knj->kij', b_c, a_c))
-    d = np.sign(np.linalg.det(u @ vt))
-    u[:, :, 2] *= d[:, None]
-    R = u @ vt                                              # K x 3 x 3, det +1
-    t = b.mean(axis=1) - np.einsum('kij,kj->ki', R, a.mean(axis=1))
-    residual = np.linalg.norm(np.einsum('kij,nj->kni', R, A) + t[:, None] - B[None], axis=2)
-    inliers = residual < tol[None]
-    best = inliers[np.argmax(inliers.sum(axis=1))]
-    if best.sum() < max(10, min_inlier_ratio * len(A)):
-        return None
-    _, R_best, t_best = umeyama(A[best], B[best], with_scale=False)
-    return make_pose(R_best, t_best)
 
 
 def _compose_flows(flows: list[np.ndarray]) -> np.ndarray:
@@ -526,3 +524,21 @@ def _depth_confidence(depth: np.ndarray) -> np.ndarray:
     conf = np.exp(-rel / 0.05).astype(np.float32)
     conf[z <= 0] = 0.0
     return conf
+
+
+def _stored_segment_motion(a: CacheEntry, b: CacheEntry, uv: np.ndarray) -> np.ndarray | None:
+    """The rigid motion a -> b estimated while processing b for the segment of frame a that
+    most of the pixels ``uv`` (frame a) lie on; None when there is none."""
+    labels = b.latent.get('prev_segments')
+    if labels is None or b.latent.get('prev_index') != a.index or not len(uv):
+        return None
+    h, w = labels.shape
+    iu = np.clip(np.round(uv[:, 0]).astype(np.int64), 0, w - 1)
+    iv = np.clip(np.round(uv[:, 1]).astype(np.int64), 0, h - 1)
+    votes = np.bincount(labels[iv, iu], minlength=2)
+    k = int(np.argmax(votes[1:])) + 1
+    # the segment must hold most of the points (not the background or another object)
+    if votes[k] < 0.5 * len(uv):
+        return None
+    M = b.latent['prev_segment_motions'][k].astype(np.float64)
+    return M if np.isfinite(M).all() else None

@@ -683,3 +683,30 @@ class RgbdOdometry:
             elif cfg.fuse:
                 self._fuse_current(cur, T_kc)
         return OdometryResult(T_new.copy(), ok, int(n_inl), float(rmse), is_kf)
+
+    # ------------------------------------------------------------------------------------------
+    # frame-to-frame alignment of masked frames (e.g. one moving object), state untouched
+
+    def reference(self, gray: np.ndarray | None, depth: np.ndarray) -> list[_Level]:
+        """Pyramid of a frame to align others to with ``align_to`` (depth 0/NaN = no data)."""
+        levels = self._frame(self._clean_depth(depth, None), gray, smooth=True)
+        for li, lv in enumerate(levels):
+            self._make_ref(lv, li)
+            self._make_photo(lv)
+        return levels
+
+    def align_to(self, reference: list[_Level], gray: np.ndarray | None, depth: np.ndarray,
+                 T_init: np.ndarray) -> tuple[np.ndarray, float, float]:
+        """Rigid transform taking this frame's camera coordinates into the reference's.
+
+        Only pixels with depth take part, so zeroing the depth outside a segment aligns that
+        segment alone; the configured motion prior pulls towards ``T_init``.
+
+        Returns:
+            (4x4 T_ref_cur, inlier share of the sampled points at the finest level, inlier
+            point-to-plane RMSE in metres; inf when nothing could be aligned).
+        """
+        cur = self._frame(self._clean_depth(depth, None), gray, smooth=True)
+        self._sample(cur)
+        T, n_inl, _, n_pts, rmse = self._align(reference, cur, np.asarray(T_init, np.float64))
+        return _orthonormalize(T), n_inl / max(n_pts, 1), rmse
