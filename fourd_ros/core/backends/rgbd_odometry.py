@@ -31,6 +31,7 @@ pose with constant velocity and restarts the model from the next frame with enou
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import cv2
@@ -154,6 +155,7 @@ class _Level:
     pts: np.ndarray | None = None
     nrm: np.ndarray | None = None
     inten: np.ndarray | None = None
+    pix: np.ndarray | None = None
     ref: np.ndarray | None = None
     photo: np.ndarray | None = None
 
@@ -351,6 +353,9 @@ class RgbdOdometry:
             zs = z[sel]
             lv.pts = np.stack([rx[::s, ::s][sel] * zs, ry[::s, ::s][sel] * zs, zs])
             lv.nrm = np.ascontiguousarray(n[:, sel])
+            grid = (np.arange(0, lv.height, s)[:, None] * lv.width
+                    + np.arange(0, lv.width, s)[None, :])
+            lv.pix = grid[sel]
             if lv.gray is not None:
                 lv.inten = lv.gray[::s, ::s][sel]
 
@@ -687,26 +692,34 @@ class RgbdOdometry:
     # ------------------------------------------------------------------------------------------
     # frame-to-frame alignment of masked frames (e.g. one moving object), state untouched
 
-    def reference(self, gray: np.ndarray | None, depth: np.ndarray) -> list[_Level]:
-        """Pyramid of a frame to align others to with ``align_to`` (depth 0/NaN = no data)."""
+    def prepare(self, gray: np.ndarray | None, depth: np.ndarray) -> list[_Level]:
+        """Pyramid of a frame for ``align_to``, usable as the reference and as the frame aligned
+        (depth 0/NaN = no data)."""
         levels = self._frame(self._clean_depth(depth, None), gray, smooth=True)
+        self._sample(levels)
         for li, lv in enumerate(levels):
             self._make_ref(lv, li)
             self._make_photo(lv)
         return levels
 
-    def align_to(self, reference: list[_Level], gray: np.ndarray | None, depth: np.ndarray,
+    def align_to(self, reference: list[_Level], frame: list[_Level], mask: np.ndarray,
                  T_init: np.ndarray) -> tuple[np.ndarray, float, float]:
-        """Rigid transform taking this frame's camera coordinates into the reference's.
+        """Rigid transform taking ``frame``'s camera coordinates into the reference's, fitted on
+        the pixels of ``mask`` (H x W bool, e.g. one moving object) only.
 
-        Only pixels with depth take part, so zeroing the depth outside a segment aligns that
-        segment alone; the configured motion prior pulls towards ``T_init``.
+        Both pyramids come from ``prepare``; the configured motion prior pulls towards
+        ``T_init``.
 
         Returns:
             (4x4 T_ref_cur, inlier share of the sampled points at the finest level, inlier
             point-to-plane RMSE in metres; inf when nothing could be aligned).
         """
-        cur = self._frame(self._clean_depth(depth, None), gray, smooth=True)
-        self._sample(cur)
-        T, n_inl, _, n_pts, rmse = self._align(reference, cur, np.asarray(T_init, np.float64))
+        masked = []
+        for li, lv in enumerate(frame):
+            step = 2 ** li
+            keep = mask[::step, ::step][:lv.height, :lv.width].ravel()[lv.pix]
+            masked.append(dataclasses.replace(
+                lv, pts=lv.pts[:, keep], nrm=lv.nrm[:, keep],
+                inten=None if lv.inten is None else lv.inten[keep]))
+        T, n_inl, _, n_pts, rmse = self._align(reference, masked, np.asarray(T_init, np.float64))
         return _orthonormalize(T), n_inl / max(n_pts, 1), rmse

@@ -15,6 +15,7 @@ Motions are world-frame rigid transforms ``M`` with ``X_world(t) = M @ X_world(t
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 
 import cv2
@@ -23,8 +24,6 @@ import numpy as np
 from fourd_ros.core.backends.rgbd_odometry import OdometryConfig, RgbdOdometry
 from fourd_ros.core.geometry import (invert_pose, make_pose, project, sample_bilinear,
                                      transform_points, umeyama, unproject_pixels)
-
-MAX_SEGMENTS = 255  # labels are stored as uint8 in the per-frame cache record
 
 
 def _object_odometry() -> OdometryConfig:
@@ -42,21 +41,30 @@ class SegmentMotionConfig:
 
     Attributes:
         min_pixels: smallest segment (pixels with depth) given a motion.
+        max_segments: largest number of segments (the largest ones) given a motion per frame;
+            bounds the time per frame.
+        static_cost: a segment is static (no motion fitted) when the mean cost of its points
+            without moving is at most this.
         max_points: points sampled per segment for scoring and for the flow RANSAC.
         ransac_iters, ransac_min_inliers, ransac_tol_abs, ransac_tol_rel: flow RANSAC
             (iterations, smallest inlier share, inlier distance max(abs, rel * depth)).
         agree_abs, agree_rel, agree_photo: a moved point's cost is the mean of its depth error
             over max(agree_abs, agree_rel * depth) and its intensity error over agree_photo,
             each capped at 1; a motion's agreement is the mean of 1 - cost over the segment's
-            points (0 for points moved out of view).
+            points.
+        hidden_cost: cost of a point moved out of view or behind something nearer.
         min_agreement: smallest agreement a segment's motion must reach.
         shading_sigma_px: Gaussian sigma (pixels) of the smooth shading removed from the
             intensities that motions are scored and aligned with.
+        explained_max_cost: largest cost of a pixel kept in its segment after the first fit
+            (it must also be explained better by the motion than by staying still).
         refine_candidates: how many of the best-scoring candidates are refined by alignment.
         odometry: aligner settings for one segment.
     """
 
-    min_pixels: int = 30
+    min_pixels: int = 64
+    max_segments: int = 8
+    static_cost: float = 0.2
     max_points: int = 400
     ransac_iters: int = 64
     ransac_min_inliers: float = 0.3
@@ -68,6 +76,8 @@ class SegmentMotionConfig:
     min_agreement: float = 0.4
     shading_sigma_px: float = 4.0
     refine_candidates: int = 2
+    explained_max_cost: float = 0.25
+    hidden_cost: float = 0.5
     odometry: OdometryConfig = field(default_factory=_object_odometry)
 
 
@@ -105,19 +115,30 @@ class SegmentMotions:
 
 @dataclass
 class _Pair:
-    """The two frames of one estimate, their shading-free intensities and the aligner's
-    pyramid of the current frame (built on first use)."""
+    """The two frames of one estimate, their shading-free intensities and aligner pyramids."""
 
     prev: RgbdView
     cur: RgbdView
     prev_detail: np.ndarray
     cur_detail: np.ndarray
-    _reference: list | None = None
+    prev_levels: list
+    cur_levels: list
 
-    def reference(self, aligner: RgbdOdometry) -> list:
-        if self._reference is None:
-            self._reference = aligner.reference(self.cur_detail, self.cur.depth)
-        return self._reference
+    @functools.cached_property
+    def depth_edges(self) -> np.ndarray:
+        """H x W bool: previous-frame pixels next to a depth jump (> 5 %, at least 5 cm)."""
+        z = np.nan_to_num(self.prev.depth, nan=0.0)
+        edges = np.zeros(z.shape, bool)
+        for axis in (0, 1):
+            a, b = (z[:-1], z[1:]) if axis == 0 else (z[:, :-1], z[:, 1:])
+            jump = np.abs(a - b) > np.maximum(0.05, 0.05 * np.minimum(a, b))
+            if axis == 0:
+                edges[:-1] |= jump
+                edges[1:] |= jump
+            else:
+                edges[:, :-1] |= jump
+                edges[:, 1:] |= jump
+        return edges
 
 
 class SegmentMotionTracker:
@@ -132,6 +153,8 @@ class SegmentMotionTracker:
 
     def reset(self) -> None:
         self._last: list[np.ndarray] = []
+        # the current frame's intensities and pyramid serve again as the previous frame's
+        self._kept: tuple[RgbdView, np.ndarray, list] | None = None
 
     def estimate(self, prev: RgbdView, cur: RgbdView, flow: np.ndarray) -> SegmentMotions:
         """Motions of ``prev``'s dynamic segments to ``cur``; ``flow`` is prev -> cur (pixels)."""
@@ -139,15 +162,31 @@ class SegmentMotionTracker:
         n, labels, stats, _ = cv2.connectedComponentsWithStats(prev.dynamic.astype(np.uint8),
                                                                connectivity=8)
         order = [k for k in np.argsort(-stats[1:, cv2.CC_STAT_AREA]) + 1
-                 if stats[k, cv2.CC_STAT_AREA] >= cfg.min_pixels][:MAX_SEGMENTS]
+                 if stats[k, cv2.CC_STAT_AREA] >= cfg.min_pixels][:cfg.max_segments]
         out_labels = np.zeros(labels.shape, np.uint8)
         motions = np.full((len(order) + 1, 4, 4), np.nan, np.float32)
         found: list[np.ndarray] = []
-        pair = _Pair(prev, cur, _detail(prev.gray, cfg), _detail(cur.gray, cfg))
+        if not order:
+            self._last, self._kept = [], None
+            return SegmentMotions(out_labels, motions)
+        cur_detail = _detail(cur.gray, cfg)
+        cur_levels = self._aligner.prepare(cur_detail, cur.depth)
+        kept, self._kept = self._kept, (cur, cur_detail, cur_levels)
+        if kept is not None and kept[0].gray is prev.gray and kept[0].depth is prev.depth:
+            prev_detail, prev_levels = kept[1], kept[2]
+        else:
+            prev_detail = _detail(prev.gray, cfg)
+            prev_levels = self._aligner.prepare(prev_detail, prev.depth)
+        pair = _Pair(prev, cur, prev_detail, cur_detail, prev_levels, cur_levels)
         rng = np.random.default_rng(0)
         for new_label, seg in enumerate(order, start=1):
-            mask = (labels == seg) & np.isfinite(prev.depth)
+            # pixels at depth jumps mix two surfaces: they fit no motion and decide nothing
+            mask = (labels == seg) & np.isfinite(prev.depth) & ~pair.depth_edges
             if np.count_nonzero(mask) < cfg.min_pixels:
+                continue
+            points, intensity = self._sample(pair, mask, rng)
+            if self._costs(pair, np.eye(4), points, intensity).mean() <= cfg.static_cost:
+                # static after all (a false detection, e.g. at a depth edge): not worth a fit
                 continue
             candidates = [np.eye(4), *self._last]
             fitted = self._flow_candidate(pair, mask, flow, rng)
@@ -172,34 +211,48 @@ class SegmentMotionTracker:
                      rng: np.random.Generator) -> tuple[np.ndarray, float]:
         """Best of the candidates and of the alignments started from the best few of them."""
         cfg = self.config
-        ys, xs = np.nonzero(mask)
-        if len(ys) > cfg.max_points:
-            pick = rng.choice(len(ys), cfg.max_points, replace=False)
-            ys, xs = ys[pick], xs[pick]
-        points = pair.prev.points_world[ys, xs].astype(np.float64)
-        intensity = pair.prev_detail[ys, xs]
+        points, intensity = self._sample(pair, mask, rng)
         candidates = list(candidates)
         scores = [self._agreement(pair, M, points, intensity) for M in candidates]
-        seg_depth = np.where(mask, pair.prev.depth, np.nan)
         # refine the best few: one started in the wrong basin (e.g. a constant velocity that
         # was slightly off) stays there, another one may not
         for c in np.argsort(scores)[::-1][:cfg.refine_candidates]:
             T_init = invert_pose(pair.cur.T_wc) @ candidates[c] @ pair.prev.T_wc
-            T, _, _ = self._aligner.align_to(pair.reference(self._aligner), pair.prev_detail,
-                                             seg_depth, T_init)
+            T, _, _ = self._aligner.align_to(pair.cur_levels, pair.prev_levels, mask, T_init)
             candidates.append(pair.cur.T_wc @ T @ invert_pose(pair.prev.T_wc))
             scores.append(self._agreement(pair, candidates[-1], points, intensity))
         best = int(np.argmax(scores))
         return candidates[best], scores[best]
 
+    def _sample(self, pair: _Pair, mask: np.ndarray, rng: np.random.Generator
+                ) -> tuple[np.ndarray, np.ndarray]:
+        """World points and shading-free intensities of at most ``max_points`` mask pixels."""
+        ys, xs = np.nonzero(mask)
+        if len(ys) > self.config.max_points:
+            pick = rng.choice(len(ys), self.config.max_points, replace=False)
+            ys, xs = ys[pick], xs[pick]
+        return pair.prev.points_world[ys, xs].astype(np.float64), pair.prev_detail[ys, xs]
+
     def _explained(self, pair: _Pair, mask: np.ndarray, motion: np.ndarray) -> np.ndarray:
-        """The pixels of ``mask`` that ``motion`` explains better than no motion."""
+        """The pixels of ``mask`` that ``motion`` explains better than no motion.
+
+        Decided per depth-connected piece of the mask (a background ring around an object is
+        one piece, split from the object by the depth jump) by majority, then per pixel: a
+        background pixel that the object is about to cover is explained by no motion no better
+        than by the object's, but most of its piece is.
+        """
         ys, xs = np.nonzero(mask)
         points = pair.prev.points_world[ys, xs].astype(np.float64)
         intensity = pair.prev_detail[ys, xs]
         moved = self._costs(pair, motion, points, intensity)
         still = self._costs(pair, np.eye(4), points, intensity)
-        keep = (moved < 0.5) & (moved <= still)
+        keep = (moved < self.config.explained_max_cost) & (moved <= still)
+        n, pieces = cv2.connectedComponents((mask & ~pair.depth_edges).astype(np.uint8),
+                                            connectivity=4)
+        piece = pieces[ys, xs]
+        share = (np.bincount(piece, weights=keep, minlength=n)
+                 / np.maximum(np.bincount(piece, minlength=n), 1))
+        keep &= (piece > 0) & (share[piece] > 0.5)
         out = np.zeros_like(mask)
         out[ys[keep], xs[keep]] = True
         return out
@@ -211,7 +264,8 @@ class SegmentMotionTracker:
 
     def _costs(self, pair: _Pair, M: np.ndarray, points: np.ndarray,
                intensity: np.ndarray) -> np.ndarray:
-        """Per-point cost in [0, 1] of moving world points by M (1 when moved out of view)."""
+        """Per-point cost in [0, 1] of moving world points by M (``hidden_cost`` when moved out
+        of view or behind something)."""
         cfg = self.config
         cur = pair.cur
         uv, z = project(transform_points(invert_pose(cur.T_wc) @ M, points), self.K)
@@ -224,11 +278,16 @@ class SegmentMotionTracker:
         # truncated linear costs: unlike inlier counts they still rank motions that are all
         # within the tolerances, which is where sub-pixel accuracy is decided
         with np.errstate(invalid='ignore'):
-            depth_cost = np.abs(d - z) / np.maximum(cfg.agree_abs, cfg.agree_rel * z)
+            tol = np.maximum(cfg.agree_abs, cfg.agree_rel * z)
+            depth_cost = np.abs(d - z) / tol
             photo_cost = np.abs(g - intensity) / cfg.agree_photo
+            # something nearer now stands in front of the point
+            hidden = d < z - 3.0 * tol
         cost = 0.5 * (np.minimum(np.nan_to_num(depth_cost, nan=1.0), 1.0)
                       + np.minimum(np.nan_to_num(photo_cost, nan=1.0), 1.0))
-        return np.where(inside, cost, 1.0)
+        # points that leave the view or become hidden neither support nor refute a motion
+        # (counting them as misfits would favour motions that keep an exiting object in view)
+        return np.where(inside & ~hidden, cost, cfg.hidden_cost)
 
     def _flow_candidate(self, pair: _Pair, mask: np.ndarray, flow: np.ndarray,
                         rng: np.random.Generator) -> np.ndarray | None:
