@@ -326,16 +326,21 @@ class RgbdBackend:
                                 src_world: np.ndarray) -> np.ndarray:
         """Target-time positions of query points on moving segments, from rigid object motion.
 
-        Each connected segment of the source's dynamic mask is followed through the chain: its
-        points are projected into frame a with the current rigid estimate (so pixels never
-        drift), moved to frame b by the stored flow, lifted with b's depth, and a RANSAC rigid
-        fit to those 3D correspondences updates the estimate. Segments whose fit fails in any
-        hop are left out (NaN rows), as are points off the segments.
+        Segments are the ones whose motion to the next frame was estimated while processing
+        it (objects only, see ``segment_motion.py``), else the connected parts of the source's
+        dynamic mask. Each is followed through the chain hop by hop: with the motion stored
+        for that hop when the segment has one, else its points are projected into frame a with
+        the current rigid estimate (so pixels never drift), moved to frame b by the stored
+        flow, lifted with b's depth, and a RANSAC rigid fit to those 3D correspondences gives
+        the step. Segments that get lost in any hop are left out (NaN rows), as are points off
+        the segments.
         """
         cfg = self.config
         source = chain[0]
-        n_seg, labels, stats, _ = cv2.connectedComponentsWithStats(
-            source.dynamic_mask.astype(np.uint8), connectivity=8)
+        labels = chain[1].latent.get('prev_segments')
+        if labels is None or chain[1].latent.get('prev_index') != source.index:
+            _, labels = cv2.connectedComponents(source.dynamic_mask.astype(np.uint8),
+                                                connectivity=8)
         h, w = labels.shape
         iu = np.clip(np.round(pixels[:, 0]).astype(np.int64), 0, w - 1)
         iv = np.clip(np.round(pixels[:, 1]).astype(np.int64), 0, h - 1)
@@ -343,7 +348,7 @@ class RgbdBackend:
         out = np.full((len(pixels), 3), np.nan, np.float64)
         rng = np.random.default_rng(0)  # deterministic answers for the same query
         for seg in np.unique(query_seg):
-            if seg == 0 or stats[seg, cv2.CC_STAT_AREA] < cfg.rigid_min_pixels:
+            if seg == 0:
                 continue
             ys, xs = np.nonzero(labels == seg)
             P = source.points_world[ys, xs].astype(np.float64)

@@ -64,7 +64,7 @@ class SegmentMotionConfig:
 
     min_pixels: int = 64
     max_segments: int = 8
-    static_cost: float = 0.2
+    static_cost: float = 0.3
     max_points: int = 400
     ransac_iters: int = 64
     ransac_min_inliers: float = 0.3
@@ -75,7 +75,7 @@ class SegmentMotionConfig:
     agree_photo: float = 20.0
     min_agreement: float = 0.4
     shading_sigma_px: float = 4.0
-    refine_candidates: int = 2
+    refine_candidates: int = 1
     explained_max_cost: float = 0.25
     hidden_cost: float = 0.5
     odometry: OdometryConfig = field(default_factory=_object_odometry)
@@ -115,14 +115,29 @@ class SegmentMotions:
 
 @dataclass
 class _Pair:
-    """The two frames of one estimate, their shading-free intensities and aligner pyramids."""
+    """The two frames of one estimate, their shading-free intensities and the aligner's
+    pyramids of both (built on first use: static segments never need them)."""
 
     prev: RgbdView
     cur: RgbdView
     prev_detail: np.ndarray
     cur_detail: np.ndarray
-    prev_levels: list
-    cur_levels: list
+    aligner: RgbdOdometry
+    kept_prev_levels: list | None = None
+
+    @functools.cached_property
+    def prev_levels(self) -> list:
+        if self.kept_prev_levels is not None:
+            return self.kept_prev_levels
+        return self.aligner.prepare(self.prev_detail, self.prev.depth)
+
+    @functools.cached_property
+    def cur_levels(self) -> list:
+        return self.aligner.prepare(self.cur_detail, self.cur.depth)
+
+    def built_cur_levels(self) -> list | None:
+        """The current frame's pyramid if it was built (to reuse as the next previous one)."""
+        return self.__dict__.get('cur_levels')
 
     @functools.cached_property
     def depth_edges(self) -> np.ndarray:
@@ -169,15 +184,12 @@ class SegmentMotionTracker:
         if not order:
             self._last, self._kept = [], None
             return SegmentMotions(out_labels, motions)
-        cur_detail = _detail(cur.gray, cfg)
-        cur_levels = self._aligner.prepare(cur_detail, cur.depth)
-        kept, self._kept = self._kept, (cur, cur_detail, cur_levels)
+        kept = self._kept
         if kept is not None and kept[0].gray is prev.gray and kept[0].depth is prev.depth:
-            prev_detail, prev_levels = kept[1], kept[2]
+            pair = _Pair(prev, cur, kept[1], _detail(cur.gray, cfg), self._aligner, kept[2])
         else:
-            prev_detail = _detail(prev.gray, cfg)
-            prev_levels = self._aligner.prepare(prev_detail, prev.depth)
-        pair = _Pair(prev, cur, prev_detail, cur_detail, prev_levels, cur_levels)
+            pair = _Pair(prev, cur, _detail(prev.gray, cfg), _detail(cur.gray, cfg),
+                         self._aligner)
         rng = np.random.default_rng(0)
         for new_label, seg in enumerate(order, start=1):
             # pixels at depth jumps mix two surfaces: they fit no motion and decide nothing
@@ -205,6 +217,7 @@ class SegmentMotionTracker:
                 out_labels[mask] = new_label
                 found.append(motion)
         self._last = found
+        self._kept = (cur, pair.cur_detail, pair.built_cur_levels())
         return SegmentMotions(out_labels, motions)
 
     def _best_motion(self, pair: _Pair, mask: np.ndarray, candidates: list[np.ndarray],
