@@ -43,8 +43,9 @@ class SegmentMotionConfig:
         min_pixels: smallest segment (pixels with depth) given a motion.
         max_segments: largest number of segments (the largest ones) given a motion per frame;
             bounds the time per frame.
-        static_cost: a segment is static (no motion fitted) when the mean cost of its points
-            without moving is at most this.
+        static_cost, static_margin: a segment is static (no motion given) when staying still
+            explains it with a mean cost of at most static_cost (then no fit is run), or when
+            the fitted motion does not beat staying still by static_margin agreement.
         max_points: points sampled per segment for scoring and for the flow RANSAC.
         ransac_iters, ransac_min_inliers, ransac_tol_abs, ransac_tol_rel: flow RANSAC
             (iterations, smallest inlier share, inlier distance max(abs, rel * depth)).
@@ -65,6 +66,7 @@ class SegmentMotionConfig:
     min_pixels: int = 64
     max_segments: int = 8
     static_cost: float = 0.3
+    static_margin: float = 0.02
     max_points: int = 400
     ransac_iters: int = 64
     ransac_min_inliers: float = 0.3
@@ -197,21 +199,29 @@ class SegmentMotionTracker:
             if np.count_nonzero(mask) < cfg.min_pixels:
                 continue
             points, intensity = self._sample(pair, mask, rng)
-            if self._costs(pair, np.eye(4), points, intensity).mean() <= cfg.static_cost:
+            still = self._agreement(pair, np.eye(4), points, intensity)
+            if still >= 1.0 - cfg.static_cost:
                 # static after all (a false detection, e.g. at a depth edge): not worth a fit
                 continue
             candidates = [np.eye(4), *self._last]
             fitted = self._flow_candidate(pair, mask, flow, rng)
             if fitted is not None:
                 candidates.append(fitted)
-            motion, _ = self._best_motion(pair, mask, candidates, rng)
+            scores = [still] + [self._agreement(pair, M, points, intensity)
+                                for M in candidates[1:]]
+            motion, score = self._best_motion(pair, mask, points, intensity, candidates, scores)
+            if score < still + cfg.static_margin:
+                continue  # no motion explains the segment clearly better than staying still
             # the dynamic mask also takes in some background next to the object (where it was
             # or will be); those pixels bias the fit, so keep only the pixels the motion
             # explains better than staying still, and fit again
             mask = self._explained(pair, mask, motion)
             if np.count_nonzero(mask) < cfg.min_pixels:
                 continue
-            motion, score = self._best_motion(pair, mask, [motion], rng)
+            points, intensity = self._sample(pair, mask, rng)
+            motion, score = self._best_motion(
+                pair, mask, points, intensity, [motion],
+                [self._agreement(pair, motion, points, intensity)])
             if score >= cfg.min_agreement:
                 motions[new_label] = motion
                 out_labels[mask] = new_label
@@ -220,13 +230,12 @@ class SegmentMotionTracker:
         self._kept = (cur, pair.cur_detail, pair.built_cur_levels())
         return SegmentMotions(out_labels, motions)
 
-    def _best_motion(self, pair: _Pair, mask: np.ndarray, candidates: list[np.ndarray],
-                     rng: np.random.Generator) -> tuple[np.ndarray, float]:
-        """Best of the candidates and of the alignments started from the best few of them."""
+    def _best_motion(self, pair: _Pair, mask: np.ndarray, points: np.ndarray,
+                     intensity: np.ndarray, candidates: list[np.ndarray], scores: list[float]
+                     ) -> tuple[np.ndarray, float]:
+        """Best of the scored candidates and of the alignments started from the best few."""
         cfg = self.config
-        points, intensity = self._sample(pair, mask, rng)
-        candidates = list(candidates)
-        scores = [self._agreement(pair, M, points, intensity) for M in candidates]
+        candidates, scores = list(candidates), list(scores)
         # refine the best few: one started in the wrong basin (e.g. a constant velocity that
         # was slightly off) stays there, another one may not
         for c in np.argsort(scores)[::-1][:cfg.refine_candidates]:
