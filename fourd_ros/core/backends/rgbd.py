@@ -23,7 +23,7 @@ from fourd_ros.core.backends.segment_motion import (RgbdView, SegmentMotionConfi
                                                     SegmentMotionTracker, ransac_rigid,
                                                     rigid_flow_of_segments)
 from fourd_ros.core.engine.backend import CacheEntry, MotionEstimate
-from fourd_ros.core.geometry import (invert_pose, make_pose, project, sample_bilinear,
+from fourd_ros.core.geometry import (invert_pose, project, sample_bilinear,
                                      transform_points, unproject_depth,
                                      unproject_pixels)
 from fourd_ros.core.types import Frame, FrameResult, PointStatus
@@ -58,6 +58,9 @@ class RgbdConfig:
         rigid_*: rigid motion of moving segments: smallest segment (pixels), points sampled
             per segment, RANSAC iterations, smallest inlier share, inlier distance
             max(rigid_tol_abs, rigid_tol_rel * depth) in metres.
+        bootstrap_outlier_px: during the first segmentation_gap frames of a stream, pixels
+            whose flow misses the dominant rigid motion by more than this (pixels) are kept
+            out of the camera tracking.
         segment_motion: estimate each moving segment's rigid motion from frame to frame
             (``segment_motion.py``); chained queries then follow those motions and the stored
             flow on the segments is the rigid one.
@@ -85,6 +88,7 @@ class RgbdConfig:
     rigid_tol_rel: float = 0.01
     lk_window: int = 9
     lk_max_px: float = 4.0
+    bootstrap_outlier_px: float = 1.5
     segment_motion: bool = True
     segments: SegmentMotionConfig = field(default_factory=SegmentMotionConfig)
     odometry: OdometryConfig = field(default_factory=OdometryConfig)
@@ -136,7 +140,15 @@ class RgbdBackend:
             # the pose is not known yet: predict it with constant velocity for the flow prior
             init = _rigid_flow(self._prev.points_world, self._predict_pose(), frame.K)
             flow = self._dis().calc(self._prev.gray, gray, init)
-            static_hint = ~_splat_mask(self._prev.dynamic, flow)
+            known = self._prev.dynamic
+            if len(self._history) <= cfg.segmentation_gap:
+                # motion segmentation has too little history yet (stream start): objects moving
+                # from the first frame would drag the camera, so also keep the flow's outliers
+                # to the dominant rigid motion (PnP RANSAC) out of this frame's odometry
+                known = known | _rigid_flow_outliers(
+                    self._prev.points_world, flow, depth, frame.K, cfg.bootstrap_outlier_px,
+                    cfg.dynamic_rel, cfg.dynamic_abs)
+            static_hint = ~_splat_mask(known, flow)
         odo = self._odometry.track(gray, depth, static_hint)
         T_wc = odo.T_wc
         self._poses = [self._poses[-1] if self._poses else T_wc, T_wc]
@@ -385,7 +397,7 @@ class RgbdBackend:
                 return None
             tol = np.maximum(cfg.rigid_tol_abs, cfg.rigid_tol_rel * z_b[ok])
             step = ransac_rigid(P[seen][ok], Q[ok], tol, rng, cfg.rigid_ransac_iters,
-                                 cfg.rigid_min_inliers)
+                                cfg.rigid_min_inliers)
             if step is None:
                 return None
             P = transform_points(step, P)
@@ -489,6 +501,43 @@ def _rigid_flow(points_world: np.ndarray, T_wc: np.ndarray, K: np.ndarray) -> np
     flow = (uv - np.stack([u, v], axis=-1)).astype(np.float32)
     flow[~(np.isfinite(flow).all(axis=-1) & (z > 0))] = 0.0
     return flow
+
+
+def _rigid_flow_outliers(points_world: np.ndarray, flow: np.ndarray, depth: np.ndarray,
+                         K: np.ndarray, max_error_px: float, depth_rel: float,
+                         depth_abs: float, step: int = 4) -> np.ndarray:
+    """H x W bool: pixels (earlier frame) whose flow disagrees with the dominant rigid motion.
+
+    The camera pose that best explains the flow of a pixel grid is found by PnP RANSAC on the
+    earlier frame's 3D points (metres). A grid pixel is an outlier when that pose reprojects it
+    farther than ``max_error_px`` from where the flow takes it, or when the current ``depth``
+    there differs from its predicted depth by more than max(depth_rel * z, depth_abs) (a flow
+    stuck on the camera-motion prior over a moving object); it marks its step x step block.
+    """
+    h, w = flow.shape[:2]
+    ys, xs = np.mgrid[step // 2:h:step, step // 2:w:step].reshape(2, -1)
+    X = points_world[ys, xs].astype(np.float64)
+    ok = np.isfinite(X).all(axis=1)
+    out = np.zeros((h, w), bool)
+    if ok.sum() < 12:
+        return out
+    ys, xs, X = ys[ok], xs[ok], X[ok]
+    uv = np.stack([xs, ys], axis=1) + flow[ys, xs].astype(np.float64)
+    # SQPnP: EPnP and P3P minimal fits were measured to let a moving object into the model
+    found, rvec, tvec, _ = cv2.solvePnPRansac(X, uv, K, None, reprojectionError=max_error_px,
+                                              iterationsCount=300, confidence=0.999,
+                                              flags=cv2.SOLVEPNP_SQPNP)
+    if not found:
+        return out
+    reproj, _ = cv2.projectPoints(X, rvec, tvec, K, None)
+    z_pred = (X @ cv2.Rodrigues(rvec)[0].T + tvec.ravel())[:, 2]
+    z_seen = _sample_nan(depth, uv.astype(np.float32))
+    with np.errstate(invalid='ignore'):
+        far = np.abs(z_seen - z_pred) > np.maximum(depth_rel * z_pred, depth_abs)
+    bad = (np.linalg.norm(reproj.reshape(-1, 2) - uv, axis=1) > max_error_px) | far
+    blocks = np.zeros(((h + step - 1) // step, (w + step - 1) // step), np.uint8)
+    blocks[ys[bad] // step, xs[bad] // step] = 1
+    return np.kron(blocks, np.ones((step, step), np.uint8))[:h, :w].astype(bool)
 
 
 def _inside(p: np.ndarray, w: int, h: int) -> np.ndarray:
