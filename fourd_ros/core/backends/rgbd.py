@@ -57,7 +57,8 @@ class RgbdConfig:
         segmentation_gap: frames back that motion segmentation also compares with.
         rigid_*: rigid motion of moving segments: smallest segment (pixels), points sampled
             per segment, RANSAC iterations, smallest inlier share, inlier distance
-            max(rigid_tol_abs, rigid_tol_rel * depth) in metres.
+            max(rigid_tol_abs, rigid_tol_rel * depth) in metres, and the most hops in a row
+            a segment without an estimated motion keeps its previous motion.
         bootstrap_outlier_px: during the first segmentation_gap frames of a stream, pixels
             whose flow misses the dominant rigid motion by more than this (pixels) are kept
             out of the camera tracking.
@@ -86,6 +87,7 @@ class RgbdConfig:
     rigid_min_inliers: float = 0.3
     rigid_tol_abs: float = 0.01
     rigid_tol_rel: float = 0.01
+    rigid_max_coast: int = 2
     lk_window: int = 9
     lk_max_px: float = 4.0
     bootstrap_outlier_px: float = 1.5
@@ -377,32 +379,47 @@ class RgbdBackend:
 
     def _track_rigid_segment(self, chain: list[CacheEntry], P: np.ndarray,
                              rng: np.random.Generator) -> np.ndarray | None:
-        """World-frame rigid motion of points P (world, chain[0] time) to chain[-1], or None."""
+        """World-frame rigid motion of points P (world, chain[0] time) to chain[-1], or None.
+
+        Per hop: the motion estimated while processing (``segment_motion.py``), else, for at
+        most ``rigid_max_coast`` hops in a row, the previous hop's motion (an object's motion
+        changes little in one frame, while a flow that lost it is no better), else a RANSAC
+        fit to the stored flow lifted to 3D.
+        """
         cfg = self.config
         T = np.eye(4)
+        last, coasted = None, 0
         for a, b in zip(chain[:-1], chain[1:]):
             h, w = a.dynamic_mask.shape
             uv, z = project(transform_points(invert_pose(a.T_wc), P), a.K)
             seen = _inside(uv, w, h) & (z > 0)
             step = _stored_segment_motion(a, b, uv[seen])
             if step is not None:
-                P = transform_points(step, P)
-                T = step @ T
-                continue
-            uv2 = uv[seen] + sample_bilinear(self._flow(a, b), uv[seen].astype(np.float32))
-            z_b = _sample_nan(b.latent['depth'], uv2)
-            Q = transform_points(b.T_wc, unproject_pixels(uv2, z_b, b.K))
-            ok = np.isfinite(Q).all(axis=1)
-            if ok.sum() < cfg.rigid_min_pixels:
-                return None
-            tol = np.maximum(cfg.rigid_tol_abs, cfg.rigid_tol_rel * z_b[ok])
-            step = ransac_rigid(P[seen][ok], Q[ok], tol, rng, cfg.rigid_ransac_iters,
-                                cfg.rigid_min_inliers)
-            if step is None:
-                return None
+                coasted = 0
+            elif last is not None and coasted < cfg.rigid_max_coast:
+                step, coasted = last, coasted + 1
+            else:
+                step = self._flow_rigid_step(a, b, P[seen], uv[seen], rng)
+                if step is None:
+                    return None
             P = transform_points(step, P)
             T = step @ T
+            last = step
         return T
+
+    def _flow_rigid_step(self, a: CacheEntry, b: CacheEntry, P: np.ndarray, uv: np.ndarray,
+                         rng: np.random.Generator) -> np.ndarray | None:
+        """Rigid world motion a -> b of points P (seen at pixels uv of a) from the flow a -> b."""
+        cfg = self.config
+        uv2 = uv + sample_bilinear(self._flow(a, b), uv.astype(np.float32))
+        z_b = _sample_nan(b.latent['depth'], uv2)
+        Q = transform_points(b.T_wc, unproject_pixels(uv2, z_b, b.K))
+        ok = np.isfinite(Q).all(axis=1)
+        if ok.sum() < cfg.rigid_min_pixels:
+            return None
+        tol = np.maximum(cfg.rigid_tol_abs, cfg.rigid_tol_rel * z_b[ok])
+        return ransac_rigid(P[ok], Q[ok], tol, rng, cfg.rigid_ransac_iters,
+                            cfg.rigid_min_inliers)
 
     def _composed_flow(self, chain: list[CacheEntry]) -> np.ndarray:
         key = (chain[0].stamp, chain[-1].stamp)

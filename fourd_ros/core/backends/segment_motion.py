@@ -141,22 +141,6 @@ class _Pair:
         """The current frame's pyramid if it was built (to reuse as the next previous one)."""
         return self.__dict__.get('cur_levels')
 
-    @functools.cached_property
-    def depth_edges(self) -> np.ndarray:
-        """H x W bool: previous-frame pixels next to a depth jump (> 5 %, at least 5 cm)."""
-        z = np.nan_to_num(self.prev.depth, nan=0.0)
-        edges = np.zeros(z.shape, bool)
-        for axis in (0, 1):
-            a, b = (z[:-1], z[1:]) if axis == 0 else (z[:, :-1], z[:, 1:])
-            jump = np.abs(a - b) > np.maximum(0.05, 0.05 * np.minimum(a, b))
-            if axis == 0:
-                edges[:-1] |= jump
-                edges[1:] |= jump
-            else:
-                edges[:, :-1] |= jump
-                edges[:, 1:] |= jump
-        return edges
-
 
 class SegmentMotionTracker:
     """Estimates ``SegmentMotions`` frame after frame (see the module docstring)."""
@@ -176,8 +160,11 @@ class SegmentMotionTracker:
     def estimate(self, prev: RgbdView, cur: RgbdView, flow: np.ndarray) -> SegmentMotions:
         """Motions of ``prev``'s dynamic segments to ``cur``; ``flow`` is prev -> cur (pixels)."""
         cfg = self.config
-        n, labels, stats, _ = cv2.connectedComponentsWithStats(prev.dynamic.astype(np.uint8),
-                                                               connectivity=8)
+        # pixels at depth jumps mix two surfaces: they fit no motion, and without them objects
+        # that touch in the image but not in depth become separate segments
+        edges = _depth_edges(prev.depth)
+        n, labels, stats, _ = cv2.connectedComponentsWithStats(
+            (prev.dynamic & ~edges & np.isfinite(prev.depth)).astype(np.uint8), connectivity=8)
         order = [k for k in np.argsort(-stats[1:, cv2.CC_STAT_AREA]) + 1
                  if stats[k, cv2.CC_STAT_AREA] >= cfg.min_pixels][:cfg.max_segments]
         out_labels = np.zeros(labels.shape, np.uint8)
@@ -194,10 +181,7 @@ class SegmentMotionTracker:
                          self._aligner)
         rng = np.random.default_rng(0)
         for new_label, seg in enumerate(order, start=1):
-            # pixels at depth jumps mix two surfaces: they fit no motion and decide nothing
-            mask = (labels == seg) & np.isfinite(prev.depth) & ~pair.depth_edges
-            if np.count_nonzero(mask) < cfg.min_pixels:
-                continue
+            mask = labels == seg
             points, intensity = self._sample(pair, mask, rng)
             still = self._agreement(pair, np.eye(4), points, intensity)
             if still >= 1.0 - cfg.static_cost:
@@ -256,25 +240,13 @@ class SegmentMotionTracker:
         return pair.prev.points_world[ys, xs].astype(np.float64), pair.prev_detail[ys, xs]
 
     def _explained(self, pair: _Pair, mask: np.ndarray, motion: np.ndarray) -> np.ndarray:
-        """The pixels of ``mask`` that ``motion`` explains better than no motion.
-
-        Decided per depth-connected piece of the mask (a background ring around an object is
-        one piece, split from the object by the depth jump) by majority, then per pixel: a
-        background pixel that the object is about to cover is explained by no motion no better
-        than by the object's, but most of its piece is.
-        """
+        """The pixels of ``mask`` that ``motion`` explains well, and better than no motion."""
         ys, xs = np.nonzero(mask)
         points = pair.prev.points_world[ys, xs].astype(np.float64)
         intensity = pair.prev_detail[ys, xs]
         moved = self._costs(pair, motion, points, intensity)
         still = self._costs(pair, np.eye(4), points, intensity)
         keep = (moved < self.config.explained_max_cost) & (moved <= still)
-        n, pieces = cv2.connectedComponents((mask & ~pair.depth_edges).astype(np.uint8),
-                                            connectivity=4)
-        piece = pieces[ys, xs]
-        share = (np.bincount(piece, weights=keep, minlength=n)
-                 / np.maximum(np.bincount(piece, minlength=n), 1))
-        keep &= (piece > 0) & (share[piece] > 0.5)
         out = np.zeros_like(mask)
         out[ys[keep], xs[keep]] = True
         return out
@@ -329,6 +301,18 @@ class SegmentMotionTracker:
         tol = np.maximum(cfg.ransac_tol_abs, cfg.ransac_tol_rel * z[ok])
         return ransac_rigid(points[ok], moved[ok], tol, rng, cfg.ransac_iters,
                             cfg.ransac_min_inliers)
+
+
+def _depth_edges(depth: np.ndarray) -> np.ndarray:
+    """H x W bool: pixels next to a depth jump (> 5 %, at least 5 cm; NaN = no depth)."""
+    z = np.nan_to_num(depth, nan=0.0)
+    edges = np.zeros(z.shape, bool)
+    for a, b, first, second in ((z[:-1], z[1:], edges[:-1], edges[1:]),
+                                (z[:, :-1], z[:, 1:], edges[:, :-1], edges[:, 1:])):
+        jump = np.abs(a - b) > np.maximum(0.05, 0.05 * np.minimum(a, b))
+        first |= jump
+        second |= jump
+    return edges
 
 
 def _detail(gray: np.ndarray, cfg: SegmentMotionConfig) -> np.ndarray:
