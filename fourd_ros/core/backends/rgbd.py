@@ -1,11 +1,14 @@
 """RGB-D backend: metric depth from the sensor, pose by RGB-D odometry on static pixels, motion by
-dense optical flow (OpenCV DIS) lifted to 3D with depth (Track4World's "2D flow + depth" hybrid).
+dense optical flow (OpenCV DIS) lifted to 3D with depth (Track4World's "2D flow + depth" hybrid),
+and a rigid motion per moving object estimated frame to frame (``segment_motion.py``).
 
-Per-frame cached record (the "latent"): grey image (uint8), depth (float32 metres) and the optical
-flow from the previous frame (float16 pixels) at the processing resolution, plus the pose and
-intrinsics the engine stores beside them. Motion between cached frames follows the stored
-frame-to-frame flows when every frame in between is cached (small motions, the most accurate),
-and otherwise computes flow directly between cached frames, hopping through keyframes.
+Per-frame cached record (the "latent"): grey image (uint8), depth (float32 metres), the optical
+flow from the previous frame (float16 pixels; rigid-motion flow on tracked objects) and the
+previous frame's object segments (uint8 labels) with their rigid motions to this frame, at the
+processing resolution, plus the pose and intrinsics the engine stores beside them. Motion
+between cached frames follows the stored per-frame object motions and flows when every frame in
+between is cached (the most accurate), and otherwise computes flow directly between cached
+frames, hopping through keyframes.
 """
 
 from __future__ import annotations
