@@ -69,6 +69,14 @@ def pingpong_index(k: int, n: int) -> int:
     return r if r < n else period - r
 
 
+def _period_block_medians(lat: np.ndarray, n_clip: int) -> list[float]:
+    """Median latency (ms) of the WINDOW frames starting at each multiple of the ping-pong
+    period, first to last."""
+    period = max(2 * (n_clip - 1), 1)
+    return [round(float(np.median(lat[s:s + WINDOW])) * 1e3, 1)
+            for s in range(0, len(lat) - WINDOW + 1, period)]
+
+
 def _engine(args: argparse.Namespace, width: int, max_query: int) -> StreamingEngine:
     cfg = EngineConfig(width=width, max_query_points=max(100_000, max_query))
     if args.cache_mb is not None:
@@ -117,6 +125,9 @@ def run(args: argparse.Namespace) -> int:
         'latency_ms_last_p50': float(np.median(last)),
         'latency_ms_last_p95': float(np.percentile(last, 95)),
         'latency_ratio_last_first': float(np.median(last) / np.median(first)),
+        # the same images every ping-pong period: a drift of these medians is growth with
+        # stream length, free of the scene content that the first/last windows may differ in
+        'latency_ms_period_blocks_p50': _period_block_medians(lat, n_clip),
         'rss_first_mb': float(rss[k100]), 'rss_last_mb': float(rss[-1]),
         'rss_growth_mb': float(rss[-1] - rss[k100]),
         # from a quarter of the stream on the cache is full: growth after that is a leak
@@ -200,6 +211,7 @@ _UNITS = {
     'latency_ms_first_p50': 'ms, first 100 frames', 'latency_ms_first_p95': 'ms, first 100',
     'latency_ms_last_p50': 'ms, last 100 frames', 'latency_ms_last_p95': 'ms, last 100',
     'latency_ratio_last_first': 'median last / median first',
+    'latency_ms_period_blocks_p50': 'ms, medians of 100 frames at each period start',
     'rss_first_mb': 'MiB after 100 frames', 'rss_last_mb': 'MiB at the end',
     'rss_growth_mb': 'MiB, end - after 100 (includes the cache filling up)',
     'rss_warm_mb': 'MiB after a quarter of the stream (cache full)',
