@@ -90,6 +90,12 @@ def generate_launch_description():
     return LaunchDescription(actions)
 
 
+def _default_sigint() -> None:
+    """In a child before exec: SIGINT back to its default, so Python turns it into
+    KeyboardInterrupt (an ignored SIGINT would be inherited through exec)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def main(argv: list[str]) -> int:
     """Start the same processes without launch_ros: `python fourd.launch.py key:=value ...`."""
     args = {k: v for k, (v, _) in ARGUMENTS.items()}
@@ -100,15 +106,19 @@ def main(argv: list[str]) -> int:
                   file=sys.stderr)
             return 2
         args[key] = value
+    # a shell's background job starts with SIGINT ignored, and children inherit that: take it
+    # back so that Ctrl-C / kill -INT stops everything, and treat SIGTERM (docker, systemd) alike
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     env = dict(os.environ)
     if args['fastdds_profile']:
         env.setdefault('FASTDDS_DEFAULT_PROFILES_FILE', args['fastdds_profile'])
     procs = []
     if args['use_synthetic_camera'].lower() in ('1', 'true', 'yes'):
         procs.append(subprocess.Popen([sys.executable, '-m', 'fourd_ros.ros.synthetic_camera'],
-                                      env=env))
+                                      env=env, preexec_fn=_default_sigint))
     procs.append(subprocess.Popen([sys.executable, '-m', 'fourd_ros.ros.node',
-                                   *node_ros_args(args)], env=env))
+                                   *node_ros_args(args)], env=env, preexec_fn=_default_sigint))
     try:
         while all(p.poll() is None for p in procs):
             try:
