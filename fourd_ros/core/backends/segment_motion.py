@@ -60,8 +60,6 @@ class SegmentMotionConfig:
         explained_max_cost: largest cost of a pixel kept in its segment after the first fit
             (it must also be explained better by the motion than by staying still).
         refine_candidates: how many of the best-scoring candidates are refined by alignment.
-        temporal_weight: weight, when choosing among candidates, of how well a candidate's
-            inverse motion predicts the frame before the previous one (0 = not used).
         odometry: aligner settings for one segment.
     """
 
@@ -80,7 +78,6 @@ class SegmentMotionConfig:
     min_agreement: float = 0.4
     shading_sigma_px: float = 4.0
     refine_candidates: int = 1
-    temporal_weight: float = 0.0
     explained_max_cost: float = 0.25
     hidden_cost: float = 0.5
     odometry: OdometryConfig = field(default_factory=_object_odometry)
@@ -129,7 +126,6 @@ class _Pair:
     cur_detail: np.ndarray
     aligner: RgbdOdometry
     kept_prev_levels: list | None = None
-    before: tuple[RgbdView, np.ndarray] | None = None
 
     @functools.cached_property
     def prev_levels(self) -> list:
@@ -160,8 +156,6 @@ class SegmentMotionTracker:
         self._last: list[np.ndarray] = []
         # the current frame's intensities and pyramid serve again as the previous frame's
         self._kept: tuple[RgbdView, np.ndarray, list] | None = None
-        # the frame before the previous one and its intensities, for the temporal score
-        self._before: tuple[RgbdView, np.ndarray] | None = None
 
     def estimate(self, prev: RgbdView, cur: RgbdView, flow: np.ndarray) -> SegmentMotions:
         """Motions of ``prev``'s dynamic segments to ``cur``; ``flow`` is prev -> cur (pixels)."""
@@ -177,12 +171,11 @@ class SegmentMotionTracker:
         motions = np.full((len(order) + 1, 4, 4), np.nan, np.float32)
         found: list[np.ndarray] = []
         if not order:
-            self._last, self._kept, self._before = [], None, None
+            self._last, self._kept = [], None
             return SegmentMotions(out_labels, motions)
         kept = self._kept
         if kept is not None and kept[0].gray is prev.gray and kept[0].depth is prev.depth:
-            pair = _Pair(prev, cur, kept[1], _detail(cur.gray, cfg), self._aligner, kept[2],
-                         self._before)
+            pair = _Pair(prev, cur, kept[1], _detail(cur.gray, cfg), self._aligner, kept[2])
         else:
             pair = _Pair(prev, cur, _detail(prev.gray, cfg), _detail(cur.gray, cfg),
                          self._aligner)
@@ -219,7 +212,6 @@ class SegmentMotionTracker:
                 found.append(motion)
         self._last = found
         self._kept = (cur, pair.cur_detail, pair.built_cur_levels())
-        self._before = (prev, pair.prev_detail)
         return SegmentMotions(out_labels, motions)
 
     def _best_motion(self, pair: _Pair, mask: np.ndarray, points: np.ndarray,
@@ -235,16 +227,7 @@ class SegmentMotionTracker:
             T, _, _ = self._aligner.align_to(pair.cur_levels, pair.prev_levels, mask, T_init)
             candidates.append(pair.cur.T_wc @ T @ invert_pose(pair.prev.T_wc))
             scores.append(self._agreement(pair, candidates[-1], points, intensity))
-        choice = list(scores)
-        if pair.before is not None and cfg.temporal_weight > 0:
-            # a texture finer than the motion per frame fits aliased motions about as well as
-            # the true one; running the motion backwards into the frame before (constant
-            # velocity) tells them apart, as the aliases of two steps do not line up
-            before, detail = pair.before
-            choice = [sc + cfg.temporal_weight * float(np.mean(1.0 - self._costs_in(
-                before, detail, invert_pose(M), points, intensity)))
-                for sc, M in zip(scores, candidates)]
-        best = int(np.argmax(choice))
+        best = int(np.argmax(scores))
         return candidates[best], scores[best]
 
     def _sample(self, pair: _Pair, mask: np.ndarray, rng: np.random.Generator
@@ -275,21 +258,17 @@ class SegmentMotionTracker:
 
     def _costs(self, pair: _Pair, M: np.ndarray, points: np.ndarray,
                intensity: np.ndarray) -> np.ndarray:
-        """Per-point cost in [0, 1] of moving world points by M to the current frame."""
-        return self._costs_in(pair.cur, pair.cur_detail, M, points, intensity)
-
-    def _costs_in(self, cur: RgbdView, cur_detail: np.ndarray, M: np.ndarray,
-                  points: np.ndarray, intensity: np.ndarray) -> np.ndarray:
-        """Per-point cost in [0, 1] of moving world points by M into the frame ``cur``
-        (``hidden_cost`` when moved out of view or behind something)."""
+        """Per-point cost in [0, 1] of moving world points by M (``hidden_cost`` when moved out
+        of view or behind something)."""
         cfg = self.config
+        cur = pair.cur
         uv, z = project(transform_points(invert_pose(cur.T_wc) @ M, points), self.K)
         h, w = cur.depth.shape
         inside = (np.isfinite(uv).all(axis=1) & (z > 0) & (uv[:, 0] >= 0) & (uv[:, 1] >= 0)
                   & (uv[:, 0] <= w - 1) & (uv[:, 1] <= h - 1))
         uv = np.where(inside[:, None], uv, 0.0).astype(np.float32)
         d = sample_bilinear(cur.depth, uv)
-        g = sample_bilinear(cur_detail, uv)
+        g = sample_bilinear(pair.cur_detail, uv)
         # truncated linear costs: unlike inlier counts they still rank motions that are all
         # within the tolerances, which is where sub-pixel accuracy is decided
         with np.errstate(invalid='ignore'):
