@@ -168,7 +168,7 @@ class RgbdBackend:
                     self._prev, RgbdView(gray, depth, T_wc, points_world, dynamic), flow)
                 flow = rigid_flow_of_segments(segments, self._prev, T_wc, frame.K, flow)
             self._history[-1]['flow'] = flow
-            dynamic = self._segment_motion(points_world)
+            dynamic = self._motion_segmentation(points_world)
         self._history.append({'points_world': points_world, 'flow': None})
         result = FrameResult(
             stamp=frame.stamp, colors=frame.rgb, depth=np.nan_to_num(depth, nan=0.0),
@@ -190,7 +190,7 @@ class RgbdBackend:
         older, last = self._poses
         return last @ invert_pose(older) @ last
 
-    def _segment_motion(self, cur_world: np.ndarray) -> np.ndarray:
+    def _motion_segmentation(self, cur_world: np.ndarray) -> np.ndarray:
         """Dynamic mask of the current frame (DPM-style: world displacement vs depth).
 
         Displacements are measured against the previous frame and against the oldest frame of

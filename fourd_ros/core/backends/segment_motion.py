@@ -1,13 +1,17 @@
 """Rigid motion of each moving segment between consecutive RGB-D frames ("object odometry").
 
-Dense optical flow alone fails on fast, finely textured objects (a rotating checker sphere
-aliases: its pattern moves by most of a period per frame). Geometry does not alias, so each
-connected segment of the previous frame's dynamic mask is aligned to the current frame like a
-small camera: candidate motions (no motion, the motions found one frame earlier = constant
-velocity, and a RANSAC fit to the optical flow lifted to 3D) are scored by how well they
-predict the current depth and intensity, the best one is refined by masked point-to-plane ICP
-with a photometric term (``RgbdOdometry.align_to``), and the result is kept only if it agrees
-with the current frame at least as well as the best candidate.
+Dense optical flow alone fails on fast, finely textured objects (the pattern of a turning
+checker moves by much of a period per frame). Geometry does not alias, so each connected part
+of the previous frame's dynamic mask (split at depth jumps) is aligned to the current frame
+like a small camera:
+
+1. Score staying still: a segment that it explains well is a false detection and is skipped.
+2. Score candidate motions (none, the motions found one frame earlier = constant velocity, a
+   RANSAC fit to the optical flow lifted to 3D) by how well they predict the current depth and
+   shading-free (high-pass) intensity, and refine the best by masked point-to-plane ICP with a
+   photometric term (``RgbdOdometry.align_to``).
+3. Keep only the segment pixels the motion explains well and better than staying still (the
+   dynamic mask also covers background where the object was or will be), and refit on them.
 
 Motions are world-frame rigid transforms ``M`` with ``X_world(t) = M @ X_world(t - 1)``
 (metres, OpenCV optical axes as everywhere in ``fourd_ros.core``).
@@ -158,7 +162,11 @@ class SegmentMotionTracker:
         self._kept: tuple[RgbdView, np.ndarray, list] | None = None
 
     def estimate(self, prev: RgbdView, cur: RgbdView, flow: np.ndarray) -> SegmentMotions:
-        """Motions of ``prev``'s dynamic segments to ``cur``; ``flow`` is prev -> cur (pixels)."""
+        """Motions of ``prev``'s dynamic segments to ``cur``; ``flow`` is prev -> cur (pixels).
+
+        Called frame after frame with the previous call's ``cur`` as ``prev`` (the same
+        arrays), the intensities and pyramid built for it are reused.
+        """
         cfg = self.config
         # pixels at depth jumps mix two surfaces: they fit no motion, and without them objects
         # that touch in the image but not in depth become separate segments
@@ -230,13 +238,19 @@ class SegmentMotionTracker:
         best = int(np.argmax(scores))
         return candidates[best], scores[best]
 
-    def _sample(self, pair: _Pair, mask: np.ndarray, rng: np.random.Generator
+    def _pixels(self, mask: np.ndarray, rng: np.random.Generator
                 ) -> tuple[np.ndarray, np.ndarray]:
-        """World points and shading-free intensities of at most ``max_points`` mask pixels."""
+        """Rows and columns of at most ``max_points`` pixels of the mask, drawn at random."""
         ys, xs = np.nonzero(mask)
         if len(ys) > self.config.max_points:
             pick = rng.choice(len(ys), self.config.max_points, replace=False)
             ys, xs = ys[pick], xs[pick]
+        return ys, xs
+
+    def _sample(self, pair: _Pair, mask: np.ndarray, rng: np.random.Generator
+                ) -> tuple[np.ndarray, np.ndarray]:
+        """World points and shading-free intensities of at most ``max_points`` mask pixels."""
+        ys, xs = self._pixels(mask, rng)
         return pair.prev.points_world[ys, xs].astype(np.float64), pair.prev_detail[ys, xs]
 
     def _explained(self, pair: _Pair, mask: np.ndarray, motion: np.ndarray) -> np.ndarray:
@@ -287,10 +301,7 @@ class SegmentMotionTracker:
                         rng: np.random.Generator) -> np.ndarray | None:
         """Rigid fit (RANSAC) to the segment's optical flow lifted to 3D with current depth."""
         cfg = self.config
-        ys, xs = np.nonzero(mask)
-        if len(ys) > cfg.max_points:
-            pick = rng.choice(len(ys), cfg.max_points, replace=False)
-            ys, xs = ys[pick], xs[pick]
+        ys, xs = self._pixels(mask, rng)
         points = pair.prev.points_world[ys, xs].astype(np.float64)
         uv = np.stack([xs, ys], axis=1).astype(np.float32) + flow[ys, xs]
         z = sample_bilinear(pair.cur.depth, uv)
