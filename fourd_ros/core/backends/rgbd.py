@@ -23,7 +23,7 @@ import numpy as np
 
 from fourd_ros.core.backends.rgbd_odometry import OdometryConfig, RgbdOdometry
 from fourd_ros.core.backends.segment_motion import (RgbdView, SegmentMotionConfig,
-                                                    SegmentMotionTracker, ransac_rigid,
+                                                    SegmentMotionTracker, fit_rigid_to_flow,
                                                     rigid_flow_of_segments)
 from fourd_ros.core.engine.backend import CacheEntry, MotionEstimate
 from fourd_ros.core.geometry import (invert_pose, project, sample_bilinear,
@@ -414,15 +414,10 @@ class RgbdBackend:
                          rng: np.random.Generator) -> np.ndarray | None:
         """Rigid world motion a -> b of points P (seen at pixels uv of a) from the flow a -> b."""
         cfg = self.config
-        uv2 = uv + sample_bilinear(self._flow(a, b), uv.astype(np.float32))
-        z_b = _sample_nan(b.latent['depth'], uv2)
-        Q = transform_points(b.T_wc, unproject_pixels(uv2, z_b, b.K))
-        ok = np.isfinite(Q).all(axis=1)
-        if ok.sum() < cfg.rigid_min_pixels:
-            return None
-        tol = np.maximum(cfg.rigid_tol_abs, cfg.rigid_tol_rel * z_b[ok])
-        return ransac_rigid(P[ok], Q[ok], tol, rng, cfg.rigid_ransac_iters,
-                            cfg.rigid_min_inliers)
+        uv_b = uv + sample_bilinear(self._flow(a, b), uv.astype(np.float32))
+        return fit_rigid_to_flow(P, uv_b, b.latent['depth'], b.T_wc, b.K, rng,
+                                 cfg.rigid_tol_abs, cfg.rigid_tol_rel, cfg.rigid_ransac_iters,
+                                 cfg.rigid_min_inliers, cfg.rigid_min_pixels)
 
     def _composed_flow(self, chain: list[CacheEntry]) -> np.ndarray:
         key = (chain[0].stamp, chain[-1].stamp)

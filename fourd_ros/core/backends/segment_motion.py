@@ -302,16 +302,33 @@ class SegmentMotionTracker:
         """Rigid fit (RANSAC) to the segment's optical flow lifted to 3D with current depth."""
         cfg = self.config
         ys, xs = self._pixels(mask, rng)
-        points = pair.prev.points_world[ys, xs].astype(np.float64)
-        uv = np.stack([xs, ys], axis=1).astype(np.float32) + flow[ys, xs]
-        z = sample_bilinear(pair.cur.depth, uv)
-        moved = transform_points(pair.cur.T_wc, unproject_pixels(uv, z, self.K))
-        ok = np.isfinite(moved).all(axis=1)
-        if ok.sum() < cfg.min_pixels:
-            return None
-        tol = np.maximum(cfg.ransac_tol_abs, cfg.ransac_tol_rel * z[ok])
-        return ransac_rigid(points[ok], moved[ok], tol, rng, cfg.ransac_iters,
-                            cfg.ransac_min_inliers)
+        return fit_rigid_to_flow(
+            pair.prev.points_world[ys, xs].astype(np.float64),
+            np.stack([xs, ys], axis=1).astype(np.float32) + flow[ys, xs], pair.cur.depth,
+            pair.cur.T_wc, self.K, rng, cfg.ransac_tol_abs, cfg.ransac_tol_rel,
+            cfg.ransac_iters, cfg.ransac_min_inliers, cfg.min_pixels)
+
+
+def fit_rigid_to_flow(points: np.ndarray, pixels_next: np.ndarray, depth_next: np.ndarray,
+                      T_wc_next: np.ndarray, K: np.ndarray, rng: np.random.Generator,
+                      tol_abs: float, tol_rel: float, iterations: int,
+                      min_inlier_ratio: float, min_points: int) -> np.ndarray | None:
+    """World-frame rigid motion of world ``points`` that optical flow takes to ``pixels_next``
+    (N x 2) of a frame with depth ``depth_next`` (metres, NaN = none) and camera-to-world pose
+    ``T_wc_next``: RANSAC on the 3D correspondences, inliers within max(tol_abs, tol_rel *
+    depth). None when fewer than ``min_points`` land on depth or the fit fails."""
+    h, w = depth_next.shape
+    inside = (np.isfinite(pixels_next).all(axis=1) & (pixels_next[:, 0] >= -0.5)
+              & (pixels_next[:, 0] <= w - 0.5) & (pixels_next[:, 1] >= -0.5)
+              & (pixels_next[:, 1] <= h - 0.5))
+    z = np.full(len(pixels_next), np.nan, np.float32)
+    z[inside] = sample_bilinear(depth_next, pixels_next[inside].astype(np.float32))
+    moved = transform_points(T_wc_next, unproject_pixels(pixels_next, z, K))
+    ok = np.isfinite(moved).all(axis=1)
+    if ok.sum() < min_points:
+        return None
+    tol = np.maximum(tol_abs, tol_rel * z[ok])
+    return ransac_rigid(points[ok], moved[ok], tol, rng, iterations, min_inlier_ratio)
 
 
 def _depth_edges(depth: np.ndarray) -> np.ndarray:
