@@ -13,13 +13,11 @@ from fourd_ros.core.eval.evaluate import evaluate
 SEVEN_SCENES = Path(__file__).resolve().parents[3] / 'shared' / 'data' / '7scenes-redkitchen'
 
 
-# Every seed of the measured set (docs/measurements.md), none left out: the known failures are
-# expected failures that turn this test red once they pass (strict), so the docs get updated.
+# Every seed of the measured set (docs/measurements.md), none left out: a known failure is an
+# expected failure that turns this test red once it passes (strict), so the docs get updated.
 KNOWN_FAILURES = {
     6: 'fast-turning sphere with a checker finer than its per-frame motion (aliased flow and '
        'photometry): APD3D dynamic about 46',
-    14: 'moving objects cover 40 % of the view and parts of them stay unsegmented, so the camera '
-        'drifts (ATE 8 mm; 3.6 mm with a slightly different flow candidate: on a knife edge)',
 }
 
 

@@ -62,9 +62,10 @@ class RgbdConfig:
             per segment, RANSAC iterations, smallest inlier share, inlier distance
             max(rigid_tol_abs, rigid_tol_rel * depth) in metres, and the most hops in a row
             a segment without an estimated motion keeps its previous motion.
-        bootstrap_outlier_px: during the first segmentation_gap frames of a stream, pixels
-            whose flow misses the dominant rigid motion by more than this (pixels) are kept
-            out of the camera tracking.
+        flow_outlier_px, flow_outlier_step_px: pixels whose flow misses the dominant rigid
+            motion by more than flow_outlier_px are kept out of the camera tracking (they may
+            move unsegmented); tested on a grid of this step, each point standing for its
+            step x step block.
         segment_motion: estimate each moving segment's rigid motion from frame to frame
             (``segment_motion.py``); chained queries then follow those motions and the stored
             flow on the segments is the rigid one.
@@ -93,7 +94,8 @@ class RgbdConfig:
     rigid_max_coast: int = 2
     lk_window: int = 9
     lk_max_px: float = 4.0
-    bootstrap_outlier_px: float = 1.5
+    flow_outlier_px: float = 1.5
+    flow_outlier_step_px: int = 8
     segment_motion: bool = True
     segments: SegmentMotionConfig = field(default_factory=SegmentMotionConfig)
     odometry: OdometryConfig = field(default_factory=OdometryConfig)
@@ -145,14 +147,12 @@ class RgbdBackend:
             # the pose is not known yet: predict it with constant velocity for the flow prior
             init = _rigid_flow(self._prev.points_world, self._predict_pose(), frame.K)
             flow = self._dis().calc(self._prev.gray, gray, init)
-            known = self._prev.dynamic
-            if len(self._history) <= cfg.segmentation_gap:
-                # motion segmentation has too little history yet (stream start): objects moving
-                # from the first frame would drag the camera, so also keep the flow's outliers
-                # to the dominant rigid motion (PnP RANSAC) out of this frame's odometry
-                known = known | _rigid_flow_outliers(
-                    self._prev.points_world, flow, depth, frame.K, cfg.bootstrap_outlier_px,
-                    cfg.dynamic_rel, cfg.dynamic_abs)
+            # objects the segmentation has not caught yet (at stream start it has no history;
+            # later, slow or partly textureless ones) would drag the camera: keep the flow's
+            # outliers to the dominant rigid motion (PnP RANSAC) out of this frame's odometry too
+            known = self._prev.dynamic | _rigid_flow_outliers(
+                self._prev.points_world, flow, depth, frame.K, cfg.flow_outlier_px,
+                cfg.dynamic_rel, cfg.dynamic_abs, cfg.flow_outlier_step_px)
             static_hint = ~_splat_mask(known, flow)
         odo = self._odometry.track(gray, depth, static_hint)
         T_wc = odo.T_wc
@@ -520,7 +520,7 @@ def _rigid_flow(points_world: np.ndarray, T_wc: np.ndarray, K: np.ndarray) -> np
 
 def _rigid_flow_outliers(points_world: np.ndarray, flow: np.ndarray, depth: np.ndarray,
                          K: np.ndarray, max_error_px: float, depth_rel: float,
-                         depth_abs: float, step: int = 4) -> np.ndarray:
+                         depth_abs: float, step: int) -> np.ndarray:
     """H x W bool: pixels (earlier frame) whose flow disagrees with the dominant rigid motion.
 
     The camera pose that best explains the flow of a pixel grid is found by PnP RANSAC on the
