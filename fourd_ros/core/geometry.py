@@ -122,6 +122,22 @@ def sample_bilinear(image: np.ndarray, pixels: np.ndarray) -> np.ndarray:
     return out
 
 
+def inside_image(pixels: np.ndarray, width: int, height: int) -> np.ndarray:
+    """N bool: finite pixel positions (u, v) within the image, pixel-centre convention."""
+    return (np.isfinite(pixels).all(axis=1) & (pixels[:, 0] >= -0.5)
+            & (pixels[:, 0] <= width - 0.5) & (pixels[:, 1] >= -0.5)
+            & (pixels[:, 1] <= height - 0.5))
+
+
+def sample_depth(depth: np.ndarray, pixels: np.ndarray) -> np.ndarray:
+    """N float32 bilinear depth at pixel positions; NaN outside the image or next to missing
+    depth (unlike ``sample_bilinear``, which clamps to the border)."""
+    h, w = depth.shape
+    z = sample_bilinear(depth, pixels).astype(np.float32)
+    z[~inside_image(pixels, w, h)] = np.nan
+    return z
+
+
 def scale_intrinsics(K: np.ndarray, sx: float, sy: float) -> np.ndarray:
     """Intrinsics of an image resized by factors (sx, sy) (pixel-centre convention)."""
     Ks = K.astype(np.float64).copy()

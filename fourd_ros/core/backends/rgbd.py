@@ -26,8 +26,8 @@ from fourd_ros.core.backends.segment_motion import (RgbdView, SegmentMotionConfi
                                                     SegmentMotionTracker, fit_rigid_to_flow,
                                                     rigid_flow_of_segments)
 from fourd_ros.core.engine.backend import CacheEntry, MotionEstimate
-from fourd_ros.core.geometry import (invert_pose, project, sample_bilinear,
-                                     transform_points, unproject_depth,
+from fourd_ros.core.geometry import (inside_image, invert_pose, project, sample_bilinear,
+                                     sample_depth, transform_points, unproject_depth,
                                      unproject_pixels)
 from fourd_ros.core.types import Frame, FrameResult, PointStatus
 
@@ -255,9 +255,9 @@ class RgbdBackend:
             hops = _hops(source, target, via or [], cfg.max_hop)
         for a, b in zip(hops[:-1], hops[1:]):
             p = p + sample_bilinear(f if f is not None else self._flow(a, b), p)
-            lost |= ~_inside(p, w, h)
+            lost |= ~inside_image(p, w, h)
         # positions from flow + target depth (valid for moving and static points)
-        z_t = _sample_nan(target.latent['depth'], p)
+        z_t = sample_depth(target.latent['depth'], p)
         flow_world = transform_points(target.T_wc, unproject_pixels(p, z_t, target.K))
         # static prediction: the source point does not move in the world
         cam_t = transform_points(invert_pose(target.T_wc), src_world.astype(np.float64))
@@ -285,15 +285,15 @@ class RgbdBackend:
         positions = np.where(moving[:, None], flow_world, src_world).astype(np.float32)
         pix_out = np.where(moving[:, None], p, p_static).astype(np.float32)
         # static points: visibility from their predicted projection and the target depth
-        static_in = _inside(p_static, w, h) & (z_static > 0)
-        z_seen = _sample_nan(target.latent['depth'], p_static)
+        static_in = inside_image(p_static, w, h) & (z_static > 0)
+        z_seen = sample_depth(target.latent['depth'], p_static)
         hidden = z_seen < z_static - np.maximum(cfg.occlusion_rel * z_static, cfg.occlusion_abs)
         st = ~moving
         status[st & ~static_in] = PointStatus.OUT_OF_VIEW
         status[st & static_in & hidden] = PointStatus.OCCLUDED
         # moving points: visibility from the flow (out of view, appearance disagreement)
         mv = moving
-        out = lost | ~_inside(p, w, h)
+        out = lost | ~inside_image(p, w, h)
         status[mv & out] = PointStatus.OUT_OF_VIEW
         status[mv & ~out & ~(photo_err <= cfg.photo_max)] = PointStatus.OCCLUDED
         no_depth = mv & ~out & ~np.isfinite(z_t)
@@ -333,7 +333,7 @@ class RgbdBackend:
         p = p.copy()
         p[sel] = refined[keep]
         z_t = z_t.copy()
-        z_t[sel] = _sample_nan(target.latent['depth'], p[sel])
+        z_t[sel] = sample_depth(target.latent['depth'], p[sel])
         flow_world = flow_world.copy()
         flow_world[sel] = transform_points(target.T_wc,
                                            unproject_pixels(p[sel], z_t[sel], target.K))
@@ -395,7 +395,7 @@ class RgbdBackend:
         for a, b in zip(chain[:-1], chain[1:]):
             h, w = a.dynamic_mask.shape
             uv, z = project(transform_points(invert_pose(a.T_wc), P), a.K)
-            seen = _inside(uv, w, h) & (z > 0)
+            seen = inside_image(uv, w, h) & (z > 0)
             step = _stored_segment_motion(a, b, uv[seen])
             if step is not None:
                 coasted = 0
@@ -546,26 +546,13 @@ def _rigid_flow_outliers(points_world: np.ndarray, flow: np.ndarray, depth: np.n
         return out
     reproj, _ = cv2.projectPoints(X, rvec, tvec, K, None)
     z_pred = (X @ cv2.Rodrigues(rvec)[0].T + tvec.ravel())[:, 2]
-    z_seen = _sample_nan(depth, uv.astype(np.float32))
+    z_seen = sample_depth(depth, uv.astype(np.float32))
     with np.errstate(invalid='ignore'):
         far = np.abs(z_seen - z_pred) > np.maximum(depth_rel * z_pred, depth_abs)
     bad = (np.linalg.norm(reproj.reshape(-1, 2) - uv, axis=1) > max_error_px) | far
     blocks = np.zeros(((h + step - 1) // step, (w + step - 1) // step), np.uint8)
     blocks[ys[bad] // step, xs[bad] // step] = 1
     return np.kron(blocks, np.ones((step, step), np.uint8))[:h, :w].astype(bool)
-
-
-def _inside(p: np.ndarray, w: int, h: int) -> np.ndarray:
-    return (np.isfinite(p).all(axis=1) & (p[:, 0] >= -0.5) & (p[:, 0] <= w - 0.5)
-            & (p[:, 1] >= -0.5) & (p[:, 1] <= h - 0.5))
-
-
-def _sample_nan(depth: np.ndarray, p: np.ndarray) -> np.ndarray:
-    """Bilinear depth at pixels; NaN outside the image or next to missing depth."""
-    h, w = depth.shape
-    z = sample_bilinear(depth, p).astype(np.float32)
-    z[~_inside(p, w, h)] = np.nan
-    return z
 
 
 def _splat_mask(mask: np.ndarray, flow: np.ndarray) -> np.ndarray:

@@ -27,7 +27,8 @@ import numpy as np
 
 from fourd_ros.core.backends.rgbd_odometry import OdometryConfig, RgbdOdometry
 from fourd_ros.core.geometry import (invert_pose, make_pose, project, sample_bilinear,
-                                     transform_points, umeyama, unproject_pixels)
+                                     sample_depth, transform_points, umeyama,
+                                     unproject_pixels)
 
 
 def _object_odometry() -> OdometryConfig:
@@ -168,13 +169,17 @@ class SegmentMotionTracker:
         arrays), the intensities and pyramid built for it are reused.
         """
         cfg = self.config
-        # pixels at depth jumps mix two surfaces: they fit no motion, and without them objects
-        # that touch in the image but not in depth become separate segments
-        edges = _depth_edges(prev.depth)
-        n, labels, stats, _ = cv2.connectedComponentsWithStats(
-            (prev.dynamic & ~edges & np.isfinite(prev.depth)).astype(np.uint8), connectivity=8)
-        order = [k for k in np.argsort(-stats[1:, cv2.CC_STAT_AREA]) + 1
-                 if stats[k, cv2.CC_STAT_AREA] >= cfg.min_pixels][:cfg.max_segments]
+        labels = np.zeros(prev.dynamic.shape, np.int32)
+        order: list[int] = []
+        if prev.dynamic.any():  # most frames of a static scene: no per-frame work at all
+            # pixels at depth jumps mix two surfaces: they fit no motion, and without them
+            # objects that touch in the image but not in depth become separate segments
+            edges = _depth_edges(prev.depth)
+            _, labels, stats, _ = cv2.connectedComponentsWithStats(
+                (prev.dynamic & ~edges & np.isfinite(prev.depth)).astype(np.uint8),
+                connectivity=8)
+            order = [k for k in np.argsort(-stats[1:, cv2.CC_STAT_AREA]) + 1
+                     if stats[k, cv2.CC_STAT_AREA] >= cfg.min_pixels][:cfg.max_segments]
         out_labels = np.zeros(labels.shape, np.uint8)
         motions = np.full((len(order) + 1, 4, 4), np.nan, np.float32)
         found: list[np.ndarray] = []
@@ -317,12 +322,7 @@ def fit_rigid_to_flow(points: np.ndarray, pixels_next: np.ndarray, depth_next: n
     (N x 2) of a frame with depth ``depth_next`` (metres, NaN = none) and camera-to-world pose
     ``T_wc_next``: RANSAC on the 3D correspondences, inliers within max(tol_abs, tol_rel *
     depth). None when fewer than ``min_points`` land on depth or the fit fails."""
-    h, w = depth_next.shape
-    inside = (np.isfinite(pixels_next).all(axis=1) & (pixels_next[:, 0] >= -0.5)
-              & (pixels_next[:, 0] <= w - 0.5) & (pixels_next[:, 1] >= -0.5)
-              & (pixels_next[:, 1] <= h - 0.5))
-    z = np.full(len(pixels_next), np.nan, np.float32)
-    z[inside] = sample_bilinear(depth_next, pixels_next[inside].astype(np.float32))
+    z = sample_depth(depth_next, pixels_next.astype(np.float32))
     moved = transform_points(T_wc_next, unproject_pixels(pixels_next, z, K))
     ok = np.isfinite(moved).all(axis=1)
     if ok.sum() < min_points:
