@@ -13,6 +13,12 @@ like a small camera:
 3. Keep only the segment pixels the motion explains well and better than staying still (the
    dynamic mask also covers background where the object was or will be), and refit on them.
 
+Two frames do not always pin a rotation down: on a finely textured turning object, rotations a
+few degrees apart can match the texture about equally well. Each segment is therefore followed
+from frame to frame (its centroid moved by its motion), and once it has a few motions, a
+rotation far from their median (constant angular velocity) must score clearly better to be
+chosen.
+
 Motions are world-frame rigid transforms ``M`` with ``X_world(t) = M @ X_world(t - 1)``
 (metres, OpenCV optical axes as everywhere in ``fourd_ros.core``).
 """
@@ -24,6 +30,7 @@ from dataclasses import dataclass, field
 
 import cv2
 import numpy as np
+from scipy.spatial.transform import Rotation
 
 from fourd_ros.core.backends.rgbd_odometry import OdometryConfig, RgbdOdometry
 from fourd_ros.core.geometry import (invert_pose, make_pose, project, sample_bilinear,
@@ -65,6 +72,12 @@ class SegmentMotionConfig:
         explained_max_cost: largest cost of a pixel kept in its segment after the first fit
             (it must also be explained better by the motion than by staying still).
         refine_candidates: how many of the best-scoring candidates are refined by alignment.
+        history: motions kept per followed segment for its constant-velocity prior.
+        prior_min_history: motions a segment needs before its prior applies.
+        prior_per_deg: agreement a candidate loses per degree between its rotation and the
+            prior's (the median of the segment's recent rotations).
+        track_gate_m: largest distance between a segment's centroid and a followed segment's
+            moved centroid for the two to be the same object.
         odometry: aligner settings for one segment.
     """
 
@@ -85,6 +98,10 @@ class SegmentMotionConfig:
     refine_candidates: int = 1
     explained_max_cost: float = 0.25
     hidden_cost: float = 0.5
+    history: int = 8
+    prior_min_history: int = 3
+    prior_per_deg: float = 0.04
+    track_gate_m: float = 0.1
     odometry: OdometryConfig = field(default_factory=_object_odometry)
 
 
@@ -147,6 +164,46 @@ class _Pair:
         return self.__dict__.get('cur_levels')
 
 
+@dataclass
+class _Followed:
+    """A segment followed from frame to frame, at the newest frame (world, metres).
+
+    Attributes:
+        centroid: centroid of the segment's mask points, moved by its last motion (to match
+            the next frame's segment by).
+        anchor: a point of the object (the first fitted points' centroid) carried along by
+            its motions: the recent motions are expressed as rotations about it.
+        rotvecs: recent rotations (rotation vectors, rad).
+        displacements: the anchor's recent displacements.
+    """
+
+    centroid: np.ndarray
+    anchor: np.ndarray | None = None
+    rotvecs: list[np.ndarray] = field(default_factory=list)
+    displacements: list[np.ndarray] = field(default_factory=list)
+
+    def prior(self, min_history: int) -> np.ndarray | None:
+        """Constant-velocity motion (4x4, world): the median of the recent rotations (about
+        the anchor) and displacements, robust to a few aliased estimates; None when there are
+        fewer than ``min_history`` of them."""
+        if self.anchor is None or len(self.rotvecs) < min_history:
+            return None
+        R = Rotation.from_rotvec(np.median(self.rotvecs, axis=0)).as_matrix()
+        return make_pose(R, self.anchor + np.median(self.displacements, axis=0)
+                         - R @ self.anchor)
+
+    def moved(self, motion: np.ndarray, centroid: np.ndarray, fitted_centroid: np.ndarray,
+              history: int) -> _Followed:
+        """This segment after ``motion``; ``centroid`` is the mask's centroid it was matched
+        by, ``fitted_centroid`` that of the points the motion was fitted to."""
+        anchor = fitted_centroid if self.anchor is None else self.anchor
+        moved_anchor = transform_points(motion, anchor[None])[0]
+        rotvec = Rotation.from_matrix(motion[:3, :3]).as_rotvec()
+        return _Followed(transform_points(motion, centroid[None])[0], moved_anchor,
+                         [*self.rotvecs, rotvec][-history:],
+                         [*self.displacements, moved_anchor - anchor][-history:])
+
+
 class SegmentMotionTracker:
     """Estimates ``SegmentMotions`` frame after frame (see the module docstring)."""
 
@@ -159,6 +216,7 @@ class SegmentMotionTracker:
 
     def reset(self) -> None:
         self._last: list[np.ndarray] = []
+        self._followed: list[_Followed] = []
         # the current frame's intensities and pyramid serve again as the previous frame's
         self._kept: tuple[RgbdView, np.ndarray, list] | None = None
 
@@ -184,7 +242,7 @@ class SegmentMotionTracker:
         motions = np.full((len(order) + 1, 4, 4), np.nan, np.float32)
         found: list[np.ndarray] = []
         if not order:
-            self._last, self._kept = [], None
+            self._last, self._kept, self._followed = [], None, []
             return SegmentMotions(out_labels, motions)
         kept = self._kept
         if kept is not None and kept[0].gray is prev.gray and kept[0].depth is prev.depth:
@@ -193,6 +251,7 @@ class SegmentMotionTracker:
             pair = _Pair(prev, cur, _detail(prev.gray, cfg), _detail(cur.gray, cfg),
                          self._aligner)
         rng = np.random.default_rng(0)
+        followed: list[_Followed] = []
         for new_label, seg in enumerate(order, start=1):
             mask = labels == seg
             points, intensity = self._sample(pair, mask, rng)
@@ -200,13 +259,17 @@ class SegmentMotionTracker:
             if still >= 1.0 - cfg.static_cost:
                 # static after all (a false detection, e.g. at a depth edge): not worth a fit
                 continue
-            candidates = [np.eye(4), *self._last]
+            centroid = points.mean(axis=0)
+            track = self._match(centroid)
+            prior = track.prior(cfg.prior_min_history)
+            candidates = [np.eye(4), *self._last, *([] if prior is None else [prior])]
             fitted = self._flow_candidate(pair, mask, flow, rng)
             if fitted is not None:
                 candidates.append(fitted)
             scores = [still] + [self._agreement(pair, M, points, intensity)
                                 for M in candidates[1:]]
-            motion, score = self._best_motion(pair, mask, points, intensity, candidates, scores)
+            motion, score = self._best_motion(pair, mask, points, intensity, candidates, scores,
+                                              prior)
             if score < still + cfg.static_margin:
                 continue  # no motion explains the segment clearly better than staying still
             # the dynamic mask also takes in some background next to the object (where it was
@@ -216,31 +279,52 @@ class SegmentMotionTracker:
             if np.count_nonzero(mask) < cfg.min_pixels:
                 continue
             points, intensity = self._sample(pair, mask, rng)
+            candidates = [motion, *([] if prior is None else [prior])]
             motion, score = self._best_motion(
-                pair, mask, points, intensity, [motion],
-                [self._agreement(pair, motion, points, intensity)])
+                pair, mask, points, intensity, candidates,
+                [self._agreement(pair, M, points, intensity) for M in candidates], prior)
             if score >= cfg.min_agreement:
                 motions[new_label] = motion
                 out_labels[mask] = new_label
                 found.append(motion)
-        self._last = found
+                followed.append(track.moved(motion, centroid, points.mean(axis=0),
+                                            cfg.history))
+        self._last, self._followed = found, followed
         self._kept = (cur, pair.cur_detail, pair.built_cur_levels())
         return SegmentMotions(out_labels, motions)
 
+    def _match(self, centroid: np.ndarray) -> _Followed:
+        """The followed segment nearest to ``centroid`` within the gate, else a new one."""
+        if self._followed:
+            gaps = [np.linalg.norm(f.centroid - centroid) for f in self._followed]
+            if min(gaps) <= self.config.track_gate_m:
+                return self._followed[int(np.argmin(gaps))]
+        return _Followed(centroid)
+
     def _best_motion(self, pair: _Pair, mask: np.ndarray, points: np.ndarray,
-                     intensity: np.ndarray, candidates: list[np.ndarray], scores: list[float]
-                     ) -> tuple[np.ndarray, float]:
-        """Best of the scored candidates and of the alignments started from the best few."""
+                     intensity: np.ndarray, candidates: list[np.ndarray], scores: list[float],
+                     prior: np.ndarray | None = None) -> tuple[np.ndarray, float]:
+        """Best of the scored candidates and of the alignments started from the best few;
+        with a ``prior``, rotations away from it are ranked lower (``prior_per_deg``)."""
         cfg = self.config
         candidates, scores = list(candidates), list(scores)
+
+        def ranks() -> np.ndarray:
+            if prior is None:
+                return np.asarray(scores)
+            return np.asarray(scores) - cfg.prior_per_deg * np.array(
+                [_rotation_deg(M[:3, :3] @ prior[:3, :3].T) for M in candidates])
+
         # refine the best few: one started in the wrong basin (e.g. a constant velocity that
-        # was slightly off) stays there, another one may not
-        for c in np.argsort(scores)[::-1][:cfg.refine_candidates]:
-            T_init = invert_pose(pair.cur.T_wc) @ candidates[c] @ pair.prev.T_wc
+        # was slightly off) stays there, another one may not; the prior is always refined, as
+        # its basin is the one an aliased texture may hide (a millimetre off, it scores low)
+        starts = [candidates[c] for c in np.argsort(ranks())[::-1][:cfg.refine_candidates]]
+        for start in starts + ([] if prior is None else [prior]):
+            T_init = invert_pose(pair.cur.T_wc) @ start @ pair.prev.T_wc
             T, _, _ = self._aligner.align_to(pair.cur_levels, pair.prev_levels, mask, T_init)
             candidates.append(pair.cur.T_wc @ T @ invert_pose(pair.prev.T_wc))
             scores.append(self._agreement(pair, candidates[-1], points, intensity))
-        best = int(np.argmax(scores))
+        best = int(np.argmax(ranks()))
         return candidates[best], scores[best]
 
     def _pixels(self, mask: np.ndarray, rng: np.random.Generator
@@ -329,6 +413,11 @@ def fit_rigid_to_flow(points: np.ndarray, pixels_next: np.ndarray, depth_next: n
         return None
     tol = np.maximum(tol_abs, tol_rel * z[ok])
     return ransac_rigid(points[ok], moved[ok], tol, rng, iterations, min_inlier_ratio)
+
+
+def _rotation_deg(R: np.ndarray) -> float:
+    """Angle of a 3x3 rotation in degrees."""
+    return float(np.degrees(np.arccos(np.clip((np.trace(R) - 1.0) / 2.0, -1.0, 1.0))))
 
 
 def _depth_edges(depth: np.ndarray) -> np.ndarray:
