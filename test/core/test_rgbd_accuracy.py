@@ -13,18 +13,9 @@ from fourd_ros.core.eval.evaluate import evaluate
 SEVEN_SCENES = Path(__file__).resolve().parents[3] / 'shared' / 'data' / '7scenes-redkitchen'
 
 
-# Every seed of the measured set (docs/measurements.md), none left out: a known failure is an
-# expected failure that turns this test red once it passes (strict), so the docs get updated.
-KNOWN_FAILURES = {
-    6: 'fast-turning sphere with a checker finer than its per-frame motion (aliased flow and '
-       'photometry): APD3D dynamic about 46',
-}
-
-
+# every seed of the measured development set (docs/measurements.md), none left out
 @pytest.mark.slow
-@pytest.mark.parametrize('seed', [
-    pytest.param(s, marks=pytest.mark.xfail(strict=True, reason=KNOWN_FAILURES[s]))
-    if s in KNOWN_FAILURES else s for s in range(16)])
+@pytest.mark.parametrize('seed', range(16))
 def test_moving_objects_apd3d(tmp_path: Path, seed: int) -> None:
     clip = generate_clip(SceneConfig(frames=48, width=256, height=192, seed=seed, fps=30.0,
                                      num_objects=(3, 5)))

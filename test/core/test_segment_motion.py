@@ -6,10 +6,12 @@ import cv2
 import numpy as np
 import pytest
 
-from fourd_ros.core.backends.segment_motion import (RgbdView, SegmentMotionTracker,
+from scipy.spatial.transform import Rotation
+
+from fourd_ros.core.backends.segment_motion import (RgbdView, SegmentMotionTracker, _Followed,
                                                     rigid_flow_of_segments)
 from fourd_ros.core.data.synthetic import SceneConfig, generate_clip
-from fourd_ros.core.geometry import invert_pose, project, transform_points
+from fourd_ros.core.geometry import invert_pose, make_pose, project, transform_points
 
 
 @pytest.fixture(scope='module')
@@ -102,3 +104,57 @@ def test_static_segment_is_left_alone_and_rigid_flow_is_exact(clip) -> None:
     gt, _ = project(transform_points(invert_pose(cur.T_wc), moved), clip.K)
     err = np.linalg.norm(np.stack([xs, ys], axis=1) + flow[ys, xs] - gt, axis=1)
     assert np.median(err) < 0.5
+
+
+def test_motion_across_a_gap_is_refined_from_a_rough_start(clip) -> None:
+    i, j = 4, 12  # eight frames apart
+    prev, cur = _view(clip, i), _view(clip, j)
+    for obj in np.unique(clip.instance[i]):
+        if not clip.moving[obj] or (clip.instance[i] == obj).sum() < 2000:
+            continue
+        mask = clip.instance[i] == obj
+        M_gt = clip.T_wo[j, obj] @ invert_pose(clip.T_wo[i, obj])
+        # 3 degrees and 2 cm off about the object's centre
+        centre = clip.T_wo[i, obj][:3, 3]
+        R = Rotation.from_rotvec(np.deg2rad([3.0, 0.0, 0.0])).as_matrix()
+        off = np.eye(4)
+        off[:3, :3], off[:3, 3] = R, centre + [0.02, 0.0, 0.0] - R @ centre
+        tracker = SegmentMotionTracker(clip.K, clip.width, clip.height)
+        M = tracker.refine(prev, cur, mask, [off @ M_gt])
+        ys, xs = np.nonzero(mask)
+        X = clip.points_world(i)[ys, xs].astype(np.float64)
+        T_cw = invert_pose(clip.T_wc[j])
+        est, _ = project(transform_points(T_cw @ M, X), clip.K)
+        rough, _ = project(transform_points(T_cw @ off @ M_gt, X), clip.K)
+        gt, _ = project(transform_points(T_cw @ M_gt, X), clip.K)
+        assert np.median(np.linalg.norm(rough - gt, axis=1)) > 2.0
+        assert np.median(np.linalg.norm(est - gt, axis=1)) < 0.5
+        return
+    pytest.fail('no large moving object in the clip')
+
+
+def test_constant_velocity_prior_ignores_a_few_aliased_motions() -> None:
+    # an object turning 1.8 deg per frame about its centre while the centre moves 1 cm per
+    # frame; two of the seven motions seen are aliases 5 degrees off (a fine periodic texture
+    # matches two frames about equally well there)
+    rng = np.random.default_rng(0)
+    true_rotvec = np.deg2rad(1.8) * np.array([0.6, 0.8, 0.0])
+    centre, velocity = np.array([0.2, 0.1, 2.0]), np.array([0.01, 0.0, -0.005])
+    followed = _Followed(centre.copy())
+    for step in range(7):
+        rotvec = true_rotvec.copy()
+        if step in (2, 5):
+            rotvec += np.deg2rad(5.0) * Rotation.random(random_state=rng).apply([1.0, 0, 0])
+        R = Rotation.from_rotvec(rotvec).as_matrix()
+        c = centre + step * velocity
+        M = make_pose(R, c + velocity - R @ c)
+        # the mask's centroid, the fitted points' centroid: a few cm off the centre
+        followed = followed.moved(M, c + [0.0, 0.0, -0.05], c + [0.01, 0.0, -0.04], history=8)
+    prior = followed.prior(min_history=3)
+    assert prior is not None
+    error = Rotation.from_matrix(prior[:3, :3]).as_rotvec() - true_rotvec
+    assert np.rad2deg(np.linalg.norm(error)) < 0.3
+    # the prior moves the centre like the next true motion
+    c = centre + 7 * velocity
+    assert np.linalg.norm(transform_points(prior, c[None])[0] - (c + velocity)) < 0.003
+    assert _Followed(centre).prior(min_history=3) is None

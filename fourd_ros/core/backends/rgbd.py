@@ -13,6 +13,7 @@ frames, hopping through keyframes.
 
 from __future__ import annotations
 
+import functools
 import threading
 from collections import deque
 from dataclasses import dataclass, field
@@ -20,13 +21,15 @@ from typing import Any
 
 import cv2
 import numpy as np
+from scipy.spatial.transform import Rotation
 
 from fourd_ros.core.backends.rgbd_odometry import OdometryConfig, RgbdOdometry
 from fourd_ros.core.backends.segment_motion import (RgbdView, SegmentMotionConfig,
                                                     SegmentMotionTracker, fit_rigid_to_flow,
                                                     rigid_flow_of_segments)
 from fourd_ros.core.engine.backend import CacheEntry, MotionEstimate
-from fourd_ros.core.geometry import (inside_image, invert_pose, project, sample_bilinear,
+from fourd_ros.core.geometry import (inside_image, invert_pose, make_pose, project,
+                                     sample_bilinear,
                                      sample_depth, transform_points, unproject_depth,
                                      unproject_pixels)
 from fourd_ros.core.types import Frame, FrameResult, PointStatus
@@ -374,15 +377,36 @@ class RgbdBackend:
                 continue
             if len(P) > cfg.rigid_max_points:
                 P = P[rng.choice(len(P), cfg.rigid_max_points, replace=False)]
-            T = self._track_rigid_segment(chain, P, rng)
+            steps = self._track_rigid_segment(chain, P, rng)
+            if steps is None:
+                continue
+            T = functools.reduce(lambda acc, step: step @ acc, steps, np.eye(4))
+            if len(steps) > 1 and cfg.segment_motion:
+                # the chained motion and a constant-velocity one (the median step repeated:
+                # robust to a few aliased steps), each refined across the whole gap
+                T = self._query_segments(source).refine(
+                    _view(source), _view(chain[-1]), labels == seg,
+                    [T, _constant_velocity(steps, P.mean(axis=0), T)])
             if T is not None:
                 rows = query_seg == seg
                 out[rows] = transform_points(T, src_world[rows].astype(np.float64))
         return out
 
+    def _query_segments(self, entry: CacheEntry) -> SegmentMotionTracker:
+        """This thread's segment tracker for refining queries (aligners are not shared
+        between threads: a query may run while a frame is processed)."""
+        h, w = entry.dynamic_mask.shape
+        tracker = getattr(self._local, 'segments', None)
+        if tracker is None or not np.array_equal(tracker.K, entry.K) \
+                or tracker.size != (w, h):
+            tracker = SegmentMotionTracker(entry.K, w, h, self.config.segments)
+            self._local.segments = tracker
+        return tracker
+
     def _track_rigid_segment(self, chain: list[CacheEntry], P: np.ndarray,
-                             rng: np.random.Generator) -> np.ndarray | None:
-        """World-frame rigid motion of points P (world, chain[0] time) to chain[-1], or None.
+                             rng: np.random.Generator) -> list[np.ndarray] | None:
+        """World-frame rigid motions of points P (world, chain[0] time), one per hop of the
+        chain, or None.
 
         Per hop: the motion estimated while processing (``segment_motion.py``), else, for at
         most ``rigid_max_coast`` hops in a row, the previous hop's motion (an object's motion
@@ -390,7 +414,7 @@ class RgbdBackend:
         fit to the stored flow lifted to 3D.
         """
         cfg = self.config
-        T = np.eye(4)
+        steps: list[np.ndarray] = []
         last, coasted = None, 0
         for a, b in zip(chain[:-1], chain[1:]):
             h, w = a.dynamic_mask.shape
@@ -406,9 +430,9 @@ class RgbdBackend:
                 if step is None:
                     return None
             P = transform_points(step, P)
-            T = step @ T
+            steps.append(step)
             last = step
-        return T
+        return steps
 
     def _flow_rigid_step(self, a: CacheEntry, b: CacheEntry, P: np.ndarray, uv: np.ndarray,
                          rng: np.random.Generator) -> np.ndarray | None:
@@ -580,6 +604,21 @@ def _depth_confidence(depth: np.ndarray) -> np.ndarray:
     conf = np.exp(-rel / 0.05).astype(np.float32)
     conf[z <= 0] = 0.0
     return conf
+
+
+def _constant_velocity(steps: list[np.ndarray], centroid: np.ndarray, chained: np.ndarray
+                       ) -> np.ndarray:
+    """World motion over all ``steps`` at constant angular velocity: the median step rotation
+    repeated, about ``centroid`` (world, start time), which moves as ``chained`` moves it."""
+    rotvec = np.median([Rotation.from_matrix(M[:3, :3]).as_rotvec() for M in steps], axis=0)
+    R = Rotation.from_rotvec(rotvec * len(steps)).as_matrix()
+    return make_pose(R, transform_points(chained, centroid[None])[0] - R @ centroid)
+
+
+def _view(entry: CacheEntry) -> RgbdView:
+    """A cached frame as segment tracking sees it."""
+    return RgbdView(entry.latent['gray'], entry.latent['depth'], entry.T_wc,
+                    entry.points_world, entry.dynamic_mask)
 
 
 def _stored_segment_motion(a: CacheEntry, b: CacheEntry, uv: np.ndarray) -> np.ndarray | None:

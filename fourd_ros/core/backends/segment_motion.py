@@ -211,6 +211,7 @@ class SegmentMotionTracker:
                  config: SegmentMotionConfig | None = None) -> None:
         self.config = config or SegmentMotionConfig()
         self.K = np.asarray(K, np.float64)
+        self.size = (width, height)
         self._aligner = RgbdOdometry(self.K, width, height, self.config.odometry)
         self.reset()
 
@@ -293,6 +294,29 @@ class SegmentMotionTracker:
         self._kept = (cur, pair.cur_detail, pair.built_cur_levels())
         return SegmentMotions(out_labels, motions)
 
+    def refine(self, prev: RgbdView, cur: RgbdView, mask: np.ndarray,
+               motions: list[np.ndarray]) -> np.ndarray:
+        """The motion (world, ``prev`` -> ``cur``) of the segment ``mask`` of ``prev`` that
+        best explains ``cur``: each of ``motions`` as given and refined by aligning the two
+        frames directly. Frames may be far apart: a motion chained over many frames gathers
+        each step's error, one fit across the whole gap does not. Leaves the frame-to-frame
+        state alone."""
+        cfg = self.config
+        pair = _Pair(prev, cur, _detail(prev.gray, cfg), _detail(cur.gray, cfg), self._aligner)
+        points, intensity = self._sample(pair, mask, np.random.default_rng(0))
+        scores = [self._agreement(pair, M, points, intensity) for M in motions]
+        candidates, scores = list(motions), list(scores)
+        for start in motions:
+            candidates.append(self._aligned(pair, mask, start))
+            scores.append(self._agreement(pair, candidates[-1], points, intensity))
+        return candidates[int(np.argmax(scores))]
+
+    def _aligned(self, pair: _Pair, mask: np.ndarray, start: np.ndarray) -> np.ndarray:
+        """World motion of the mask's points found by alignment from ``start``."""
+        T_init = invert_pose(pair.cur.T_wc) @ start @ pair.prev.T_wc
+        T, _, _ = self._aligner.align_to(pair.cur_levels, pair.prev_levels, mask, T_init)
+        return pair.cur.T_wc @ T @ invert_pose(pair.prev.T_wc)
+
     def _match(self, centroid: np.ndarray) -> _Followed:
         """The followed segment nearest to ``centroid`` within the gate, else a new one."""
         if self._followed:
@@ -320,9 +344,7 @@ class SegmentMotionTracker:
         # its basin is the one an aliased texture may hide (a millimetre off, it scores low)
         starts = [candidates[c] for c in np.argsort(ranks())[::-1][:cfg.refine_candidates]]
         for start in starts + ([] if prior is None else [prior]):
-            T_init = invert_pose(pair.cur.T_wc) @ start @ pair.prev.T_wc
-            T, _, _ = self._aligner.align_to(pair.cur_levels, pair.prev_levels, mask, T_init)
-            candidates.append(pair.cur.T_wc @ T @ invert_pose(pair.prev.T_wc))
+            candidates.append(self._aligned(pair, mask, start))
             scores.append(self._agreement(pair, candidates[-1], points, intensity))
         best = int(np.argmax(ranks()))
         return candidates[best], scores[best]
