@@ -76,6 +76,8 @@ class SegmentMotionConfig:
         prior_min_history: motions a segment needs before its prior applies.
         prior_per_deg: agreement a candidate loses per degree between its rotation and the
             prior's (the median of the segment's recent rotations).
+        prior_refine_deg: the prior is refined by alignment too when no refined candidate
+            turns less than this from it (degrees).
         track_gate_m: largest distance between a segment's centroid and a followed segment's
             moved centroid for the two to be the same object.
         odometry: aligner settings for one segment.
@@ -101,6 +103,7 @@ class SegmentMotionConfig:
     history: int = 8
     prior_min_history: int = 3
     prior_per_deg: float = 0.04
+    prior_refine_deg: float = 1.0
     track_gate_m: float = 0.1
     odometry: OdometryConfig = field(default_factory=_object_odometry)
 
@@ -340,11 +343,16 @@ class SegmentMotionTracker:
                 [_rotation_deg(M[:3, :3] @ prior[:3, :3].T) for M in candidates])
 
         # refine the best few: one started in the wrong basin (e.g. a constant velocity that
-        # was slightly off) stays there, another one may not; the prior is always refined, as
-        # its basin is the one an aliased texture may hide (a millimetre off, it scores low)
-        starts = [candidates[c] for c in np.argsort(ranks())[::-1][:cfg.refine_candidates]]
-        for start in starts + ([] if prior is None else [prior]):
-            candidates.append(self._aligned(pair, mask, start))
+        # was slightly off) stays there, another one may not
+        for c in np.argsort(ranks())[::-1][:cfg.refine_candidates]:
+            candidates.append(self._aligned(pair, mask, candidates[c]))
+            scores.append(self._agreement(pair, candidates[-1], points, intensity))
+        # the prior's basin is the one an aliased texture may hide (a millimetre off, the
+        # prior scores low unrefined): refine it too unless a refinement already ended there
+        if prior is not None and min(_rotation_deg(M[:3, :3] @ prior[:3, :3].T)
+                                     for M in candidates[-cfg.refine_candidates:]
+                                     ) > cfg.prior_refine_deg:
+            candidates.append(self._aligned(pair, mask, prior))
             scores.append(self._agreement(pair, candidates[-1], points, intensity))
         best = int(np.argmax(ranks()))
         return candidates[best], scores[best]
