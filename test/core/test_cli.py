@@ -114,6 +114,8 @@ def test_bench_small(tmp_path: Path) -> None:
                 'query_ms_1000', 'query_ms_all'):
         assert isinstance(r[key], (int, float)) and math.isfinite(r[key]), key
     assert r['frames'] == 150 and r['query_points_all'] == 96 * 72
+    # the query on moving objects runs whenever the source frame shows one
+    assert r['query_points_moving'] == 0 or math.isfinite(r['query_ms_moving'])
 
 
 def test_pingpong_is_continuous() -> None:
