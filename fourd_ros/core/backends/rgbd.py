@@ -21,6 +21,7 @@ from typing import Any
 
 import cv2
 import numpy as np
+from scipy import ndimage
 from scipy.spatial.transform import Rotation
 
 from fourd_ros.core.backends.rgbd_odometry import OdometryConfig, RgbdOdometry
@@ -29,9 +30,8 @@ from fourd_ros.core.backends.segment_motion import (RgbdView, SegmentMotionConfi
                                                     rigid_flow_of_segments)
 from fourd_ros.core.engine.backend import CacheEntry, MotionEstimate
 from fourd_ros.core.geometry import (inside_image, invert_pose, make_pose, project,
-                                     sample_bilinear,
-                                     sample_depth, transform_points, unproject_depth,
-                                     unproject_pixels)
+                                     sample_bilinear, sample_depth, transform_points,
+                                     unproject_depth, unproject_pixels)
 from fourd_ros.core.types import Frame, FrameResult, PointStatus
 
 DIS_PRESETS = {
@@ -64,7 +64,9 @@ class RgbdConfig:
         rigid_*: rigid motion of moving segments: smallest segment (pixels), points sampled
             per segment, RANSAC iterations, smallest inlier share, inlier distance
             max(rigid_tol_abs, rigid_tol_rel * depth) in metres, and the most hops in a row
-            a segment without an estimated motion keeps its previous motion.
+            a segment without an estimated motion keeps its previous motion;
+            rigid_attach_px: largest distance (pixels) from a moving query pixel outside
+            every segment to a segment it joins (same surface in depth).
         flow_outlier_px, flow_outlier_step_px: pixels whose flow misses the dominant rigid
             motion by more than flow_outlier_px are kept out of the camera tracking (they may
             move unsegmented); tested on a grid of this step, each point standing for its
@@ -95,6 +97,7 @@ class RgbdConfig:
     rigid_tol_abs: float = 0.01
     rigid_tol_rel: float = 0.01
     rigid_max_coast: int = 2
+    rigid_attach_px: float = 6.0
     lk_window: int = 9
     lk_max_px: float = 4.0
     flow_outlier_px: float = 1.5
@@ -352,8 +355,10 @@ class RgbdBackend:
         for that hop when the segment has one, else its points are projected into frame a with
         the current rigid estimate (so pixels never drift), moved to frame b by the stored
         flow, lifted with b's depth, and a RANSAC rigid fit to those 3D correspondences gives
-        the step. Segments that get lost in any hop are left out (NaN rows), as are points off
-        the segments.
+        the step. Over more than one hop, the composed motion and a constant-velocity one are
+        then refined by aligning the source and target frames directly
+        (``SegmentMotionTracker.refine``), which removes the error the steps gather. Segments
+        that get lost in any hop are left out (NaN rows), as are points off the segments.
         """
         cfg = self.config
         source = chain[0]
@@ -364,7 +369,7 @@ class RgbdBackend:
         h, w = labels.shape
         iu = np.clip(np.round(pixels[:, 0]).astype(np.int64), 0, w - 1)
         iv = np.clip(np.round(pixels[:, 1]).astype(np.int64), 0, h - 1)
-        query_seg = labels[iv, iu]
+        query_seg = self._attach_to_segments(labels, source, iu, iv)
         out = np.full((len(pixels), 3), np.nan, np.float64)
         rng = np.random.default_rng(0)  # deterministic answers for the same query
         for seg in np.unique(query_seg):
@@ -387,10 +392,36 @@ class RgbdBackend:
                 T = self._query_segments(source).refine(
                     _view(source), _view(chain[-1]), labels == seg,
                     [T, _constant_velocity(steps, P.mean(axis=0), T)])
-            if T is not None:
-                rows = query_seg == seg
-                out[rows] = transform_points(T, src_world[rows].astype(np.float64))
+            rows = query_seg == seg
+            out[rows] = transform_points(T, src_world[rows].astype(np.float64))
         return out
+
+    def _attach_to_segments(self, labels: np.ndarray, source: CacheEntry, iu: np.ndarray,
+                            iv: np.ndarray) -> np.ndarray:
+        """Segment label of each query pixel (columns iu, rows iv of the source frame).
+
+        A moving pixel just outside every segment (segments keep only the pixels their motion
+        explains well, and a fine texture may fail that on the object itself) takes the label
+        of the nearest segment pixel within ``rigid_attach_px`` when their depths agree
+        within max(dynamic_abs, dynamic_rel * depth): the same surface.
+        """
+        cfg = self.config
+        query_seg = labels[iv, iu]
+        loose = (query_seg == 0) & source.dynamic_mask[iv, iu]
+        if not loose.any() or not labels.any():
+            return query_seg
+        dist, (near_v, near_u) = ndimage.distance_transform_edt(labels == 0, return_indices=True)
+        lv, lu = iv[loose], iu[loose]
+        nv, nu = near_v[lv, lu], near_u[lv, lu]
+        depth = source.latent['depth']
+        z = depth[lv, lu]
+        with np.errstate(invalid='ignore'):
+            same = ((dist[lv, lu] <= cfg.rigid_attach_px)
+                    & (np.abs(depth[nv, nu] - z)
+                       <= np.maximum(cfg.dynamic_abs, cfg.dynamic_rel * z)))
+        query_seg = query_seg.copy()
+        query_seg[np.flatnonzero(loose)[same]] = labels[nv[same], nu[same]]
+        return query_seg
 
     def _query_segments(self, entry: CacheEntry) -> SegmentMotionTracker:
         """This thread's segment tracker for refining queries (aligners are not shared

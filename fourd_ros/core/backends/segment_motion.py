@@ -447,7 +447,7 @@ def fit_rigid_to_flow(points: np.ndarray, pixels_next: np.ndarray, depth_next: n
 
 def _rotation_deg(R: np.ndarray) -> float:
     """Angle of a 3x3 rotation in degrees."""
-    return float(np.degrees(np.arccos(np.clip((np.trace(R) - 1.0) / 2.0, -1.0, 1.0))))
+    return float(np.degrees(Rotation.from_matrix(R).magnitude()))
 
 
 def _depth_edges(depth: np.ndarray) -> np.ndarray:
