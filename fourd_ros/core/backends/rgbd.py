@@ -120,6 +120,8 @@ class RgbdBackend:
         self._local = threading.local()
         self._flow_memo: dict[tuple[float, float], np.ndarray] = {}
         self._memo_lock = threading.Lock()
+        self._query_lock = threading.Lock()
+        self._query_tracker: SegmentMotionTracker | None = None
         self.reset()
 
     def reset(self) -> None:
@@ -389,9 +391,10 @@ class RgbdBackend:
             if len(steps) > 1 and cfg.segment_motion:
                 # the chained motion and a constant-velocity one (the median step repeated:
                 # robust to a few aliased steps), each refined across the whole gap
-                T = self._query_segments(source).refine(
-                    _view(source), _view(chain[-1]), labels == seg,
-                    [T, _constant_velocity(steps, P.mean(axis=0), T)])
+                with self._query_lock:
+                    T = self._query_segments(source).refine(
+                        _view(source), _view(chain[-1]), labels == seg,
+                        [T, _constant_velocity(steps, P.mean(axis=0), T)])
             rows = query_seg == seg
             out[rows] = transform_points(T, src_world[rows].astype(np.float64))
         return out
@@ -424,14 +427,15 @@ class RgbdBackend:
         return query_seg
 
     def _query_segments(self, entry: CacheEntry) -> SegmentMotionTracker:
-        """This thread's segment tracker for refining queries (aligners are not shared
-        between threads: a query may run while a frame is processed)."""
+        """The segment tracker that refines queries (call under ``_query_lock``): one for all
+        query threads, apart from the one processing frames (a query may run meanwhile), so
+        its buffers are allocated once."""
         h, w = entry.dynamic_mask.shape
-        tracker = getattr(self._local, 'segments', None)
+        tracker = self._query_tracker
         if tracker is None or not np.array_equal(tracker.K, entry.K) \
                 or tracker.size != (w, h):
             tracker = SegmentMotionTracker(entry.K, w, h, self.config.segments)
-            self._local.segments = tracker
+            self._query_tracker = tracker
         return tracker
 
     def _track_rigid_segment(self, chain: list[CacheEntry], P: np.ndarray,
