@@ -101,26 +101,26 @@ def read_pose_file(path: Path) -> np.ndarray | None:
     return T if np.all(np.isfinite(T)) else None
 
 
-def load_rgb(path: Path) -> np.ndarray:
-    """H x W x 3 uint8 RGB image from a file (any format cv2 reads)."""
+def _imread(path: Path, flags: int, kind: str) -> np.ndarray:
+    """cv2.imread with a clear ``DatasetError`` for a missing or unreadable ``kind`` file."""
     path = Path(path)
     if not path.is_file():
-        raise DatasetError(f'missing image file {path}')
-    bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
-    if bgr is None:
-        raise DatasetError(f'cannot read image file {path} (corrupt or unsupported)')
-    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+        raise DatasetError(f'missing {kind} file {path}')
+    image = cv2.imread(str(path), flags)
+    if image is None:
+        raise DatasetError(f'cannot read {kind} file {path} (corrupt or unsupported)')
+    return image
+
+
+def load_rgb(path: Path) -> np.ndarray:
+    """H x W x 3 uint8 RGB image from a file (any format cv2 reads)."""
+    return cv2.cvtColor(_imread(path, cv2.IMREAD_COLOR, 'image'), cv2.COLOR_BGR2RGB)
 
 
 def load_depth_png(path: Path, units_per_metre: float,
                    invalid_values: Sequence[int] = (0,)) -> np.ndarray:
     """H x W float32 depth in metres from a uint16 PNG; ``invalid_values`` become 0."""
-    path = Path(path)
-    if not path.is_file():
-        raise DatasetError(f'missing depth file {path}')
-    raw = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
-    if raw is None:
-        raise DatasetError(f'cannot read depth file {path} (corrupt or unsupported)')
+    raw = _imread(path, cv2.IMREAD_UNCHANGED, 'depth')
     if raw.dtype != np.uint16 or raw.ndim != 2:
         raise DatasetError(f'depth file {path} is {raw.dtype} with shape {raw.shape}, '
                            'expected single-channel uint16')
