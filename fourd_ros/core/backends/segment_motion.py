@@ -307,11 +307,8 @@ class SegmentMotionTracker:
         cfg = self.config
         pair = _Pair(prev, cur, _detail(prev.gray, cfg), _detail(cur.gray, cfg), self._aligner)
         points, intensity = self._sample(pair, mask, np.random.default_rng(0))
-        scores = [self._agreement(pair, M, points, intensity) for M in motions]
-        candidates, scores = list(motions), list(scores)
-        for start in motions:
-            candidates.append(self._aligned(pair, mask, start))
-            scores.append(self._agreement(pair, candidates[-1], points, intensity))
+        candidates = [*motions, *(self._aligned(pair, mask, M) for M in motions)]
+        scores = [self._agreement(pair, M, points, intensity) for M in candidates]
         return candidates[int(np.argmax(scores))]
 
     def _aligned(self, pair: _Pair, mask: np.ndarray, start: np.ndarray) -> np.ndarray:

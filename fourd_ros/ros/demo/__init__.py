@@ -43,32 +43,9 @@ from __future__ import annotations
 import argparse
 import sys
 
-from fourd_ros.ros.demo.console import Display, status_line
-from fourd_ros.ros.demo.messages import cdr_header_stamp_ns, cloud_fields
-from fourd_ros.ros.demo.monitor import make_monitor
-from fourd_ros.ros.demo.processes import (
-    Child,
-    config_dir,
-    map_voxel_size,
-    setup_environment,
-    start_child,
-    stop_children,
-)
-from fourd_ros.ros.demo.query import make_query, query_table, summarize_query
-from fourd_ros.ros.demo.runner import Demo, StartupError
-from fourd_ros.ros.demo.trajectory import (
-    align_ground_truth,
-    path_poses,
-    pose_to_matrix,
-    trajectory_error,
-)
+from fourd_ros.ros.demo.runner import Demo
 
-__all__ = [
-    'add_arguments', 'align_ground_truth', 'cdr_header_stamp_ns', 'Child', 'cloud_fields',
-    'config_dir', 'Demo', 'Display', 'main', 'make_monitor', 'make_query', 'map_voxel_size',
-    'path_poses', 'pose_to_matrix', 'query_table', 'setup_environment', 'start_child',
-    'StartupError', 'status_line', 'stop_children', 'summarize_query', 'trajectory_error',
-]
+__all__ = ['add_arguments', 'Demo', 'main']
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
