@@ -23,6 +23,11 @@ ROWS = (
     ('track_median_err_m', 'm median 3D error'),
     ('track_points', 'GT-visible query points scored'),
     ('track_points_dynamic', 'of which on moving objects'),
+    ('baseline_const_depth_absrel', 'constant depth AbsRel (baseline, median-scaled)'),
+    ('baseline_const_depth_delta125', 'constant depth delta<1.25 (baseline)'),
+    ('baseline_zero_motion_apd3d', 'zero-motion APD3D % (baseline: source positions)'),
+    ('baseline_zero_motion_apd3d_dynamic', 'zero-motion APD3D % on moving points (baseline)'),
+    ('baseline_zero_motion_epe_m', 'm zero-motion 3D EPE (baseline)'),
     ('latency_ms_p50', 'ms per frame (engine.process)'),
     ('metric', 'metres if yes (no scale alignment)'),
 )
@@ -32,9 +37,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         'eval', help='evaluate a backend against ground truth (depth, poses, 3D tracking)',
         description='Run a backend over a sequence with ground truth and report depth AbsRel / '
-                    'delta<1.25, ATE / RPE and 3D tracking EPE / APD3D. The oracle backend '
-                    'replays the ground truth itself: it checks the evaluation pipeline (it must '
-                    'score perfectly) and is not a perception backend.')
+                    'delta<1.25, ATE / RPE and 3D tracking EPE / APD3D, next to baselines from '
+                    'the same run: a constant depth and zero motion (the source-time positions '
+                    'the backend itself returns). The oracle backend replays the ground truth '
+                    'itself: it checks the evaluation pipeline (it must score perfectly) and is '
+                    'not a perception backend.')
     p.add_argument('--backend', choices=BACKENDS, required=True,
                    help='oracle (GT replay, pipeline test only), rgbd or learned')
     p.add_argument('--input', required=True, help='sequence folder or file with ground truth')

@@ -64,6 +64,9 @@ class SceneConfig:
         camera_angular_speed_deg: maximum mean yaw rate of the camera in deg/s.
         num_textures: number of procedural textures per scene.
         texture_size: texture side length in texels.
+        photo_texture_prob: probability that each scene texture is a crop of a real CC0 photo
+            (``textures.photo_texture``) instead of a procedural pattern; 0 (default) draws no
+            extra random numbers, so clips are identical to those without the option.
         ambient: ambient fraction of the lambertian shading (1 = no shading).
         rgb_noise_std: std of additive Gaussian pixel noise in 0..255 units (0 = none).
     """
@@ -86,6 +89,7 @@ class SceneConfig:
     camera_angular_speed_deg: float = 20.0
     num_textures: int = 8
     texture_size: int = 256
+    photo_texture_prob: float = 0.0
     ambient: float = 0.55
     rgb_noise_std: float = 0.0
 
@@ -98,6 +102,9 @@ class SceneConfig:
         lo, hi = self.num_objects
         if not 0 <= lo <= hi:
             raise ValueError(f'num_objects must be a range 0 <= lo <= hi, got {self.num_objects}')
+        if not 0.0 <= self.photo_texture_prob <= 1.0:
+            raise ValueError('photo_texture_prob must be in [0, 1], '
+                             f'got {self.photo_texture_prob}')
         if self.room_size[0] < 2 * _WALL_MARGIN + 1.0:
             raise ValueError('room_size must be at least 2 m')
 
@@ -778,7 +785,8 @@ def sample_scene(cfg: SceneConfig, rng: np.random.Generator
     stamps = np.arange(cfg.frames) / cfg.fps
     side = _u(rng, cfg.room_size, 2)
     half = np.array([side[0], _u(rng, cfg.room_height), side[1]]) / 2
-    textures = [make_texture(rng, cfg.texture_size) for _ in range(cfg.num_textures)]
+    textures = [make_texture(rng, cfg.texture_size, photo_prob=cfg.photo_texture_prob)
+                for _ in range(cfg.num_textures)]
     perm = rng.permutation(max(6, cfg.num_textures))[:6] % cfg.num_textures
     faces = [TextureBinding(int(perm[f]), float(rng.uniform(1.0, 3.0)),
                             tuple(float(x) for x in rng.random(2))) for f in range(6)]

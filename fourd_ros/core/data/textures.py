@@ -1,15 +1,25 @@
 """Procedural, tileable textures for the synthetic scene generator.
 
 A texture is an S x S x 3 uint8 RGB image covering one tile of a surface's own 2D coordinates
-(metres divided by the tile size), so texture colours move rigidly with the surface. All patterns
-are periodic over the tile, so tiled surfaces show no seams.
+(metres divided by the tile size), so texture colours move rigidly with the surface. All procedural
+patterns are periodic over the tile, so tiled surfaces show no seams. Optional photo textures
+(``photo_texture``, ``make_texture(photo_prob=...)``) are crops of real CC0 / public-domain photos
+shipped with scikit-image; they are not periodic, so tiled surfaces show seams at tile borders
+(the seams still move rigidly with the surface, so the ground truth stays exact).
 """
 
 from __future__ import annotations
 
+import functools
+
+import cv2
 import numpy as np
 
 PATTERNS = ('noise', 'stripes', 'checkers', 'blobs')
+# scikit-image sample photos used by ``photo_texture``; all ship inside the scikit-image wheel
+# (no download). 'hubble_deep_field' (82 % near-black sky) and 'retina' (black border around a
+# smooth fundus) are left out: their crops are mostly textureless.
+PHOTO_NAMES = ('astronaut', 'coffee', 'chelsea', 'rocket', 'camera', 'brick', 'grass', 'gravel')
 
 
 def _smoothstep(x: np.ndarray) -> np.ndarray:
@@ -110,18 +120,85 @@ def random_palette(rng: np.random.Generator, n: int) -> np.ndarray:
     return table[i, np.arange(n)].astype(np.float32)
 
 
-def make_texture(rng: np.random.Generator, size: int = 256, pattern: str | None = None
-                 ) -> np.ndarray:
-    """One random tileable texture: a pattern mixing two colours, modulated by detail noise.
+@functools.lru_cache(maxsize=1)
+def _photos() -> tuple[np.ndarray, ...]:
+    """The ``PHOTO_NAMES`` photos as read-only H x W x 3 uint8 RGB arrays (loaded once)."""
+    import skimage.data  # imported lazily: only photo textures need scikit-image
+
+    out = []
+    for name in PHOTO_NAMES:
+        img = np.asarray(getattr(skimage.data, name)(), np.uint8)
+        if img.ndim == 2:
+            img = cv2.cvtColor(img, cv2.COLOR_GRAY2RGB)
+        img = np.ascontiguousarray(img[..., :3])
+        img.setflags(write=False)
+        out.append(img)
+    return tuple(out)
+
+
+def photo_texture(rng: np.random.Generator, size: int) -> np.ndarray:
+    """A random square crop of a real photo, resized to size x size.
+
+    The photo is drawn uniformly from ``PHOTO_NAMES``, scikit-image's sample images
+    (``skimage.data``): astronaut (NASA, public domain), coffee (CC0, Rachel Michetti), chelsea
+    (CC0, Stefan van der Walt), rocket (SpaceX, public domain), camera (CC0, Lav Varshney),
+    brick and gravel (CC0Textures, CC0) and grass (CC0). They ship inside the scikit-image wheel,
+    so nothing is downloaded; the photos are loaded once and cached. Grey photos (camera, brick,
+    grass, gravel) are replicated to three equal channels.
+
+    The crop side is a uniform 0.3-1.0 of the photo's shorter side at a uniform position, flipped
+    left-right and up-down each with probability 0.5, and resized with ``cv2.INTER_AREA``. Unlike
+    the procedural patterns the result is not periodic.
 
     Args:
         rng: random generator.
-        size: side length in texels.
-        pattern: one of ``PATTERNS``; random when None.
+        size: output side length in texels.
 
     Returns:
         size x size x 3 uint8 RGB.
     """
+    photos = _photos()
+    img = photos[int(rng.integers(len(photos)))]
+    h, w = img.shape[:2]
+    side = min(max(int(round(rng.uniform(0.3, 1.0) * min(h, w))), 1), h, w)
+    y0 = int(rng.integers(h - side + 1))
+    x0 = int(rng.integers(w - side + 1))
+    crop = img[y0:y0 + side, x0:x0 + side]
+    if rng.random() < 0.5:
+        crop = crop[:, ::-1]
+    if rng.random() < 0.5:
+        crop = crop[::-1]
+    out = cv2.resize(np.ascontiguousarray(crop), (size, size), interpolation=cv2.INTER_AREA)
+    return np.ascontiguousarray(out, dtype=np.uint8)
+
+
+def make_texture(rng: np.random.Generator, size: int = 256, pattern: str | None = None,
+                 photo_prob: float = 0.0) -> np.ndarray:
+    """One random texture: a pattern mixing two colours, modulated by detail noise, or a photo.
+
+    Args:
+        rng: random generator.
+        size: side length in texels.
+        pattern: one of ``PATTERNS``; random when None. Ignored when a photo is chosen.
+        photo_prob: probability in [0, 1] that the texture is a ``photo_texture`` crop (lightly
+            modulated by detail noise) instead of a procedural pattern. With 0 (the default) no
+            extra random numbers are drawn, so the random stream and the textures are exactly
+            those of the procedural-only generator.
+
+    Returns:
+        size x size x 3 uint8 RGB.
+    """
+    if not 0.0 <= photo_prob <= 1.0:
+        raise ValueError(f'photo_prob must be in [0, 1], got {photo_prob}')
+    if pattern is not None and pattern not in PATTERNS:
+        raise ValueError(f'unknown texture pattern {pattern!r}; expected one of {PATTERNS}')
+    if photo_prob > 0.0 and rng.random() < photo_prob:
+        img = photo_texture(rng, size).astype(np.float32) / 255.0
+        # light detail noise so that flat photo regions (sky, walls) keep some texture
+        detail = value_noise(rng, size, cells=int(rng.integers(8, 32)), octaves=3)
+        strength = rng.uniform(0.0, 0.25)
+        img = img * (1.0 - strength / 2 + strength * detail[..., None])
+        return np.clip(np.round(img * 255.0), 0, 255).astype(np.uint8)
     if pattern is None:
         pattern = PATTERNS[int(rng.integers(len(PATTERNS)))]
     if pattern == 'noise':

@@ -16,6 +16,19 @@ Metrics follow design.md section 5 (definitions in ``fourd_ros.core.eval.metrics
   GT poses (static scenes such as 7-Scenes) the point stays put in the world and is visible when
   it projects into frame j with GT depth there within ``visibility_tol_m`` of its depth.
 
+Baselines, measured in the same run on the same pixels / points (``BASELINE_KEYS``):
+
+- ``baseline_const_depth_*``: a constant depth map, fed to a second depth accumulator next to the
+  backend's depth (same frames, and the backend's valid pixels only) and always median-scaled
+  per sequence, i.e. the prediction is the median of the GT depth samples. A constant has no
+  metric meaning, so even for a metric backend it is scored like a monocular one (pixel
+  subsample); for a non-metric backend both use the very same subsample.
+- ``baseline_zero_motion_*``: the backend's own query answer without its displacement
+  (``QueryResult.source_positions``, the backend's source-time position of each queried pixel,
+  instead of ``positions``), scored exactly like the tracking metrics (same points, GT, target
+  pose and scale alignment). The gap to ``apd3d`` / ``track_epe_m`` is what the motion estimate
+  adds (none where the backend predicts no motion, e.g. the oracle on a static scene).
+
 Timing: ``fps`` = frames / (time reading frames + time in ``engine.process``); the evaluation's own
 bookkeeping (GT, queries, metrics) is excluded.
 """
@@ -43,6 +56,9 @@ from fourd_ros.core.types import Frame
 BACKENDS = ('oracle', 'rgbd', 'learned')
 METRIC_KEYS = ('depth_absrel', 'depth_delta125', 'ate_m', 'ate_sim3_m', 'rpe_trans_m',
                'rpe_rot_deg', 'track_epe_m', 'apd3d', 'apd3d_dynamic', 'track_median_err_m')
+BASELINE_KEYS = ('baseline_const_depth_absrel', 'baseline_const_depth_delta125',
+                 'baseline_zero_motion_apd3d', 'baseline_zero_motion_apd3d_dynamic',
+                 'baseline_zero_motion_epe_m')
 NAN = float('nan')
 
 
@@ -115,8 +131,9 @@ class EvalReport:
     """Outcome of `evaluate`: the metric dict plus the material for the plots.
 
     Attributes:
-        metrics: ``backend``, ``metric``, ``frames``, ``fps`` and the ``METRIC_KEYS`` (NaN when
-            the sequence lacks the GT a metric needs), plus counts and timings.
+        metrics: ``backend``, ``metric``, ``frames``, ``fps``, the ``METRIC_KEYS`` and the
+            ``BASELINE_KEYS`` (NaN when the sequence lacks the GT a metric needs), plus counts
+            and timings.
         stamps: F stamps (s) of frames with a GT pose.
         poses_est: F x 4 x 4 estimated camera-to-world poses (world = first camera).
         poses_gt: F x 4 x 4 GT camera-to-world poses re-expressed relative to the first GT pose.
@@ -275,11 +292,13 @@ def evaluate(backend_name: str, source: str | Path, *, width: int = 320,
         if depth_pick else set()
 
     depth_acc = _DepthAccumulator(engine.metric)
+    # constant-depth baseline: always median-scaled (a constant depth has no metric meaning)
+    const_acc = _DepthAccumulator(metric=False)
     poses: dict[int, tuple[float, np.ndarray, np.ndarray]] = {}   # index -> stamp, est, gt
     est_pose: dict[int, np.ndarray] = {}
     pending: dict[int, _PendingSource] = {}
     names: dict[int, str] = {}
-    tr = {'pred': [], 'gt': [], 'z': [], 'vis': [], 'dyn': [], 'focal': []}
+    tr = {'pred': [], 'pred_zero': [], 'gt': [], 'z': [], 'vis': [], 'dyn': [], 'focal': []}
     report = EvalReport(metrics={})
     trail_hist: deque[dict[int, tuple[float, float]]] = deque(maxlen=15)
     latencies: list[float] = []
@@ -310,6 +329,7 @@ def evaluate(backend_name: str, source: str | Path, *, width: int = 320,
             if frame.depth is not None and i % max(1, depth_every) == 0:
                 gt = _resize_nearest(frame.depth, result.depth.shape)
                 depth_acc.add(result.depth, gt)
+                const_acc.add(_constant_like(result.depth), gt)
                 if i in depth_plot:
                     report.depth_samples.append(
                         DepthSample(names[i], result.colors.copy(), gt.copy(),
@@ -341,6 +361,9 @@ def evaluate(backend_name: str, source: str | Path, *, width: int = 320,
     d = depth_acc.result()
     metrics['depth_absrel'] = d['absrel']
     metrics['depth_delta125'] = d['delta125']
+    c = const_acc.result()
+    metrics['baseline_const_depth_absrel'] = c['absrel']
+    metrics['baseline_const_depth_delta125'] = c['delta125']
     metrics.update(_camera_metrics(poses, engine.metric, report))
     metrics.update(_track_metrics(tr, engine.metric))
     lat = np.asarray(latencies) * 1e3 if latencies else np.array([NAN])
@@ -390,6 +413,12 @@ def _resize_nearest(depth: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     return cv2.resize(depth, (shape[1], shape[0]), interpolation=cv2.INTER_NEAREST)
 
 
+def _constant_like(depth: np.ndarray) -> np.ndarray:
+    """1.0 where ``depth`` is a valid depth (finite, > 0), NaN elsewhere (constant baseline)."""
+    d = depth.astype(np.float64)
+    return np.where(np.isfinite(d) & (d > 0), 1.0, np.nan)
+
+
 def _make_source(i: int, frame: Frame, T_gt_w: np.ndarray, synthetic: bool,
                  grid_cols: int) -> _PendingSource:
     h, w = frame.rgb.shape[:2]
@@ -407,7 +436,11 @@ def _score_pair(engine: StreamingEngine, src: _PendingSource, j: int, frame: Fra
                 T_est_j: np.ndarray, T_gt_j: np.ndarray, T_first_inv: np.ndarray, clip: Any,
                 tol: float, tr: dict, report: EvalReport, plot_samples: int,
                 target_name: str) -> None:
-    """Query the source grid at target j and append predictions and GT (target camera frame)."""
+    """Query the source grid at target j and append predictions and GT (target camera frame).
+
+    ``tr['pred_zero']`` gets the zero-motion baseline: the backend's source-time positions of the
+    queried pixels, seen from the same estimated target pose.
+    """
     px = src.pixels
     ui, vi = px[:, 0].astype(int), px[:, 1].astype(int)
     K = np.asarray(frame.K, np.float64)
@@ -431,8 +464,10 @@ def _score_pair(engine: StreamingEngine, src: _PendingSource, j: int, frame: Fra
         dj = frame.depth[vj, uj].astype(np.float64)
         vis = inside & np.isfinite(dj) & (dj > 0) & (np.abs(dj - z) <= tol)
     q = engine.query_pixels(src.stamp, px, frame.stamp)
-    cam_pred = transform_points(invert_pose(T_est_j), q.positions.astype(np.float64))
+    T_jw = invert_pose(T_est_j)
+    cam_pred = transform_points(T_jw, q.positions.astype(np.float64))
     tr['pred'].append(cam_pred)
+    tr['pred_zero'].append(transform_points(T_jw, q.source_positions.astype(np.float64)))
     tr['gt'].append(cam_gt)
     tr['z'].append(z)
     tr['vis'].append(vis)
@@ -473,11 +508,19 @@ def _camera_metrics(poses: dict[int, tuple[float, np.ndarray, np.ndarray]], metr
 
 
 def _track_metrics(tr: dict, metric: bool) -> dict[str, float]:
+    """Tracking metrics of ``tr['pred']`` and the zero-motion baseline of ``tr['pred_zero']``.
+
+    Both are scored on the same points against the same GT, with the same alignment (a global
+    median scale, fitted to each prediction, unless metric). Distances in GT metres.
+    """
     out = {'track_epe_m': NAN, 'apd3d': NAN, 'apd3d_dynamic': NAN, 'track_median_err_m': NAN,
-           'track_points': 0, 'track_points_dynamic': 0, 'track_coverage': NAN, 'track_pairs': 0}
+           'track_points': 0, 'track_points_dynamic': 0, 'track_coverage': NAN, 'track_pairs': 0,
+           'baseline_zero_motion_apd3d': NAN, 'baseline_zero_motion_apd3d_dynamic': NAN,
+           'baseline_zero_motion_epe_m': NAN}
     if not tr['pred']:
         return out
     pred = np.concatenate(tr['pred'])
+    pred_zero = np.concatenate(tr['pred_zero'])
     gt = np.concatenate(tr['gt'])
     z = np.concatenate(tr['z'])
     vis = np.concatenate(tr['vis'])
@@ -497,4 +540,9 @@ def _track_metrics(tr: dict, metric: bool) -> dict[str, float]:
                 'apd3d_dynamic': m['apd3d_dynamic'],
                 'track_median_err_m': float(np.median(err)) if err.size else NAN,
                 'track_coverage': m['coverage']})
+    b = M.tracking_metrics(pred_zero, gt, z, focal, visible=vis, dynamic=dyn,
+                           scale_align=not metric)
+    out.update({'baseline_zero_motion_apd3d': b['apd3d'],
+                'baseline_zero_motion_apd3d_dynamic': b['apd3d_dynamic'],
+                'baseline_zero_motion_epe_m': b['epe']})
     return out

@@ -1,0 +1,185 @@
+"""Training clips: rendered once to an on-disk cache, then sampled as many short sub-clips.
+
+Rendering dominates the cost of a sample (about 45 ms per 128x96 frame on one core), so each
+scene is rendered once with a few frames and re-used: every training sample draws a random
+stride, frames and query view from it. Units follow ``fourd_ros.core.types`` (metres, seconds,
+OpenCV axes); `sample_batch` converts to the model's normalised units (a per-clip scale so that
+the anchor frame's median depth is about 1).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import multiprocessing
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from fourd_ros.core.data.synthetic import generate_clip, SceneConfig, SyntheticClip
+
+CLIP_KEYS = ('rgb', 'depth', 'instance', 'K', 'T_wc', 'stamps', 'T_wo', 'moving')
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """What the training scenes look like.
+
+    Attributes:
+        width, height: rendered size in pixels (multiples of 16).
+        frames: frames rendered per scene.
+        photo_texture_prob: share of textures that are real photographs (scikit-image's CC0
+            photos); the rest are procedural.
+        rgb_noise_std: pixel noise in 0..255 units.
+    """
+
+    width: int = 128
+    height: int = 96
+    frames: int = 8
+    photo_texture_prob: float = 0.5
+    rgb_noise_std: float = 2.0
+
+
+def scene_config(seed: int, cfg: DataConfig) -> SceneConfig:
+    """The scene of one training seed: camera motion and speeds vary with the seed."""
+    rng = np.random.default_rng([seed, 4242])
+    motion = str(rng.choice(['smooth', 'smooth', 'smooth', 'smooth', 'rotation', 'static']))
+    fps = float(rng.choice([10.0, 15.0, 30.0]))
+    return SceneConfig(frames=cfg.frames, width=cfg.width, height=cfg.height, seed=seed,
+                       fps=fps, camera_motion=motion, num_objects=(0, 4),
+                       camera_speed=(0.1, 0.8), photo_texture_prob=cfg.photo_texture_prob,
+                       rgb_noise_std=cfg.rgb_noise_std, texture_size=128)
+
+
+def _render_one(args: tuple[int, DataConfig, str]) -> str:
+    seed, cfg, root = args
+    path = Path(root) / f'clip_{seed:06d}.npz'
+    if not path.exists():
+        clip = generate_clip(scene_config(seed, cfg))
+        tmp = path.with_suffix('.tmp.npz')
+        np.savez(tmp, rgb=clip.rgb, depth=clip.depth.astype(np.float16),
+                 instance=clip.instance.astype(np.int16), K=clip.K, T_wc=clip.T_wc,
+                 stamps=clip.stamps, T_wo=clip.T_wo, moving=clip.moving)
+        tmp.replace(path)  # atomic: an interrupted render leaves no half file
+    return str(path)
+
+
+def render_clips(root: str | Path, seeds: list[int], cfg: DataConfig, workers: int = 1,
+                 progress=None) -> list[Path]:
+    """Render (or find already rendered) clips for `seeds` under `root`; resumable."""
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    jobs = [(s, cfg, str(root)) for s in seeds]
+    if workers > 1:
+        with multiprocessing.get_context('spawn').Pool(workers) as pool:
+            paths = []
+            for p in pool.imap(_render_one, jobs):
+                paths.append(Path(p))
+                if progress:
+                    progress()
+    else:
+        paths = []
+        for job in jobs:
+            paths.append(Path(_render_one(job)))
+            if progress:
+                progress()
+    return paths
+
+
+def load_clip(path: str | Path) -> SyntheticClip:
+    """A cached clip (without scene geometry; ground truth motion comes from object poses)."""
+    with np.load(path) as z:
+        d = {k: z[k] for k in CLIP_KEYS}
+    return SyntheticClip(rgb=d['rgb'], depth=d['depth'].astype(np.float32),
+                         instance=d['instance'].astype(np.int32), K=d['K'], T_wc=d['T_wc'],
+                         stamps=d['stamps'], T_wo=d['T_wo'], moving=d['moving'],
+                         fps=float(1.0 / np.median(np.diff(d['stamps']))))
+
+
+@dataclass
+class Batch:
+    """B sub-clips of N frames in normalised units (tensors on one device).
+
+    Attributes:
+        rgb: B x N x 3 x H x W in [0, 1].
+        depth: B x N x 1 x H x W GT depth.
+        K: B x 3 x 3 intrinsics (pixels).
+        T_anchor_cam: B x N x 4 x 4 GT camera-to-anchor poses (anchor = frame 0).
+        T_noisy: B x N x 4 x 4 the same with pose noise (what the cost volume is given).
+        t: B x N seconds from the anchor.
+        query: index of the query view q.
+        dP: B x N x 3 x H x W GT displacement of view q's points from t_q to t_tau, in view q's
+            camera axes.
+    """
+
+    rgb: torch.Tensor
+    depth: torch.Tensor
+    K: torch.Tensor
+    T_anchor_cam: torch.Tensor
+    T_noisy: torch.Tensor
+    t: torch.Tensor
+    query: int
+    dP: torch.Tensor
+
+    def to(self, device: torch.device | str) -> Batch:
+        return dataclasses.replace(self, **{f.name: getattr(self, f.name).to(device)
+                                            for f in dataclasses.fields(self)
+                                            if isinstance(getattr(self, f.name), torch.Tensor)})
+
+
+def _inv(T: np.ndarray) -> np.ndarray:
+    out = np.eye(4)
+    out[:3, :3] = T[:3, :3].T
+    out[:3, 3] = -T[:3, :3].T @ T[:3, 3]
+    return out
+
+
+def _small_rotation(rng: np.random.Generator, sigma_rad: float) -> np.ndarray:
+    from scipy.spatial.transform import Rotation
+    return Rotation.from_rotvec(rng.normal(0, sigma_rad, 3)).as_matrix()
+
+
+def sample_batch(clips: list[SyntheticClip], rng: np.random.Generator, batch: int,
+                 frames: int, max_stride: int = 3, pose_noise_deg: float = 0.3,
+                 pose_noise_rel: float = 0.05) -> Batch:
+    """Draw `batch` random sub-clips of `frames` frames (random stride, scale, query view)."""
+    query = int(rng.integers(frames))
+    out = {k: [] for k in ('rgb', 'depth', 'K', 'T', 'Tn', 't', 'dP')}
+    for _ in range(batch):
+        clip = clips[int(rng.integers(len(clips)))]
+        n = len(clip)
+        stride = int(rng.integers(1, max(1, min(max_stride, (n - 1) // max(1, frames - 1))) + 1))
+        start = int(rng.integers(0, n - stride * (frames - 1)))
+        idx = [start + stride * k for k in range(frames)]
+        if rng.random() < 0.5:
+            idx = idx[::-1]  # backwards in time is another valid stream
+        d0 = clip.depth[idx[0]]
+        scale = float(np.median(d0)) * float(np.exp(rng.uniform(-0.25, 0.25)))
+        T0_inv = _inv(clip.T_wc[idx[0]])
+        T = np.stack([T0_inv @ clip.T_wc[i] for i in idx])
+        T[:, :3, 3] /= scale
+        Tn = T.copy()
+        for k in range(1, frames):
+            Tn[k, :3, :3] = _small_rotation(rng, np.deg2rad(pose_noise_deg)) @ T[k, :3, :3]
+            baseline = float(np.linalg.norm(T[k, :3, 3])) + 0.01
+            Tn[k, :3, 3] += rng.normal(0, pose_noise_rel, 3) * baseline
+        stamps = clip.stamps[idx]
+        t = np.abs(stamps - stamps[0])
+        q = idx[query]
+        P0 = clip.points_world(q)
+        R_cw = clip.T_wc[q, :3, :3].T
+        dP = np.stack([(clip._move(q, clip.T_wo[j]) - P0) @ R_cw.T for j in idx]) / scale
+        out['rgb'].append(clip.rgb[idx].transpose(0, 3, 1, 2))
+        out['depth'].append(clip.depth[idx][:, None] / scale)
+        out['K'].append(clip.K)
+        out['T'].append(T)
+        out['Tn'].append(Tn)
+        out['t'].append(t)
+        out['dP'].append(dP.transpose(0, 3, 1, 2))
+
+    def f32(x):
+        return torch.from_numpy(np.stack(x).astype(np.float32))
+    return Batch(rgb=f32(out['rgb']) / 255.0, depth=f32(out['depth']), K=f32(out['K']),
+                 T_anchor_cam=f32(out['T']), T_noisy=f32(out['Tn']), t=f32(out['t']),
+                 query=query, dP=f32(out['dP']))

@@ -1,0 +1,137 @@
+"""Losses of design.md section 3 and the module that runs the model over one training batch.
+
+- depth: aleatoric confidence-weighted (``C * err - alpha * log C``) log-depth error plus a
+  spatial-gradient term;
+- camera: translation L1 + rotation matrix L1 relative to the anchor (no confidence);
+- motion: confidence-weighted displacement error plus a temporal-gradient (velocity) term; in
+  most iterations only on the 25 % of points that move most, so static points do not drown it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from fourd_ros.core.model.s4rc import S4RC, SourceViews
+from fourd_ros.core.training.data import Batch
+
+
+@dataclass(frozen=True)
+class LossConfig:
+    """Loss weights.
+
+    Attributes:
+        alpha: weight of ``-log C`` in the aleatoric terms.
+        camera: weight of the camera term.
+        motion: weight of the motion term.
+        top_moving_frac: share of most-moving points supervised in `top_moving_prob` of steps.
+        top_moving_prob: share of steps that supervise only the most-moving points.
+    """
+
+    alpha: float = 0.2
+    camera: float = 0.5
+    motion: float = 2.0
+    top_moving_frac: float = 0.25
+    top_moving_prob: float = 0.8
+
+
+def _grad(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    return x[..., :, 1:] - x[..., :, :-1], x[..., 1:, :] - x[..., :-1, :]
+
+
+def depth_loss(depth: torch.Tensor, conf: torch.Tensor, gt: torch.Tensor, alpha: float
+               ) -> torch.Tensor:
+    err = (torch.log(depth) - torch.log(gt)).abs()
+    gx, gy = _grad(torch.log(depth) - torch.log(gt))
+    return (conf * err - alpha * torch.log(conf)).mean() + gx.abs().mean() + gy.abs().mean()
+
+
+def camera_loss(T: torch.Tensor, T_gt: torch.Tensor) -> torch.Tensor:
+    return ((T[:, :3, 3] - T_gt[:, :3, 3]).abs().mean()
+            + (T[:, :3, :3] - T_gt[:, :3, :3]).abs().mean())
+
+
+def sample_to_grid(x: torch.Tensor, stride: int) -> torch.Tensor:
+    """Values at the centres of stride x stride cells (B x C x H x W -> H/stride x W/stride)."""
+    o = stride // 2
+    return x[..., o::stride, o::stride]
+
+
+def motion_loss(dP: list[torch.Tensor], conf: list[torch.Tensor], gt: list[torch.Tensor],
+                cfg: LossConfig, top_only: bool) -> torch.Tensor:
+    """dP, conf, gt: per target tau, B x 3 (1) x h x w; errors in normalised units."""
+    gt_s = torch.stack(gt, 1)                     # B T 3 h w
+    pred = torch.stack(dP, 1)
+    c = torch.stack(conf, 1)[:, :, 0]
+    err = (pred - gt_s).norm(dim=2)               # B T h w
+    if top_only:
+        mag = gt_s.norm(dim=2).amax(dim=1)        # B h w: how far each point moves at most
+        thr = torch.quantile(mag.flatten(1), 1.0 - cfg.top_moving_frac, dim=1)
+        mask = (mag >= thr[:, None, None]).float()[:, None].expand_as(err)
+    else:
+        mask = torch.ones_like(err)
+    aleatoric = (c * err - cfg.alpha * torch.log(c)) * mask
+    loss = aleatoric.sum() / mask.sum().clamp(min=1)
+    if pred.shape[1] > 1:
+        vel = ((pred[:, 1:] - pred[:, :-1]) - (gt_s[:, 1:] - gt_s[:, :-1])).norm(dim=2)
+        loss = loss + (vel * mask[:, 1:]).sum() / mask[:, 1:].sum().clamp(min=1)
+    return loss
+
+
+def relative_transform(T_anchor_src: torch.Tensor, T_anchor_ref: torch.Tensor) -> torch.Tensor:
+    """B x 4 x 4 reference-camera -> source-camera from two camera-to-anchor poses."""
+    return torch.linalg.inv(T_anchor_src) @ T_anchor_ref
+
+
+class TrainingStep(nn.Module):
+    """Runs the model causally over a batch of sub-clips and returns the losses (DDP-wrappable).
+
+    Frame k attends to the cached latents of frames 0..k-1 and matches against the last
+    ``max_sources`` of them through the noisy poses; view ``batch.query`` is decoded to every
+    frame's time.
+    """
+
+    def __init__(self, model: S4RC, cfg: LossConfig) -> None:
+        super().__init__()
+        self.model = model
+        self.cfg = cfg
+
+    def forward(self, batch: Batch, top_only: bool) -> dict[str, torch.Tensor]:
+        m = self.model
+        n = batch.rgb.shape[1]
+        latents = []
+        ld, lc = [], []
+        for k in range(n):
+            src_ids = list(range(max(0, k - m.config.max_sources), k))
+            sources = None
+            if src_ids:
+                gray = torch.stack([latents[i].gray for i in src_ids], 1)
+                T = torch.stack([relative_transform(batch.T_noisy[:, i], batch.T_noisy[:, k])
+                                 for i in src_ids], 1)
+                sources = SourceViews(gray=gray, T_src_ref=T)
+            out = m.encode(batch.rgb[:, k], batch.K, batch.t[:, k], latents, sources,
+                           is_anchor=k == 0)
+            ld.append(depth_loss(out.depth, out.confidence, batch.depth[:, k], self.cfg.alpha))
+            if k > 0:
+                lc.append(camera_loss(out.T_anchor_cam, batch.T_anchor_cam[:, k]))
+            latents.append(out.latent)
+        q = batch.query
+        preds, confs, gts = [], [], []
+        for tau in range(n):
+            dP, conf = m.motion(latents[q], latents[tau])
+            preds.append(dP)
+            confs.append(conf)
+            gts.append(sample_to_grid(batch.dP[:, tau], 8))
+        lm = motion_loss(preds, confs, gts, self.cfg, top_only)
+        l_depth = torch.stack(ld).mean()
+        l_cam = torch.stack(lc).mean() if lc else l_depth * 0
+        total = l_depth + self.cfg.camera * l_cam + self.cfg.motion * lm
+        with torch.no_grad():
+            d, g = out.depth, batch.depth[:, -1]
+            s = torch.median(g.flatten(1), 1).values / torch.median(d.flatten(1), 1).values
+            absrel = ((d * s[:, None, None, None] - g).abs() / g).mean()
+            epe = (torch.stack(preds, 1) - torch.stack(gts, 1)).norm(dim=2).mean()
+        return {'loss': total, 'depth': l_depth.detach(), 'camera': l_cam.detach(),
+                'motion': lm.detach(), 'absrel_last': absrel, 'epe': epe}
