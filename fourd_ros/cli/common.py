@@ -46,6 +46,14 @@ def positive_int(text: str) -> int:
     return v
 
 
+def add_model_arguments(p: argparse.ArgumentParser) -> None:
+    """--device and --checkpoint of the learned backend."""
+    p.add_argument('--device', default='auto',
+                   help='learned backend: auto, cpu, cuda or cuda:N (auto)')
+    p.add_argument('--checkpoint', default=None,
+                   help='learned backend: model checkpoint (default: the one shipped)')
+
+
 def json_safe(value: Any) -> Any:
     """Plain JSON value: numpy scalars to Python, NaN/inf to None, containers recursively."""
     if isinstance(value, dict):

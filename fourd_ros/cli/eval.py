@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from fourd_ros.cli.common import positive_int, print_table, write_json
+from fourd_ros.cli.common import add_model_arguments, positive_int, print_table, write_json
 from fourd_ros.core.eval.evaluate import BACKENDS, evaluate
 
 ROWS = (
@@ -45,6 +45,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument('--backend', choices=BACKENDS, required=True,
                    help='oracle (GT replay, pipeline test only), rgbd or learned')
     p.add_argument('--input', required=True, help='sequence folder or file with ground truth')
+    add_model_arguments(p)
     p.add_argument('--json', metavar='FILE', help='write the metrics as JSON (NaN as null)')
     p.add_argument('--plots', metavar='DIR', help='write PNG figures to this folder')
     p.add_argument('--max-frames', type=positive_int, default=0, metavar='N',
@@ -65,7 +66,8 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError('--track-gap must be >= 1')
     report = evaluate(args.backend, args.input, width=args.width,
                       max_frames=args.max_frames or None, depth_every=max(1, args.depth_every),
-                      track_gap=args.track_gap, cache_mb=args.cache_mb)
+                      track_gap=args.track_gap, cache_mb=args.cache_mb, device=args.device,
+                      checkpoint=args.checkpoint)
     m = report.metrics
     print_table(f'fourd eval: {args.backend} on {args.input} ({m["layout"]}, '
                 f'processing {m["processing_size"]})',

@@ -24,7 +24,8 @@ from pathlib import Path
 import numpy as np
 from scipy.spatial.transform import Rotation
 
-from fourd_ros.cli.common import peak_rss_mb, positive_int, print_table, write_json
+from fourd_ros.cli.common import (add_model_arguments, peak_rss_mb, positive_int, print_table,
+                                  write_json)
 from fourd_ros.core.data.readers import open_sequence
 from fourd_ros.core.engine.cache import CachePolicy
 from fourd_ros.core.engine.engine import EngineConfig, StreamingEngine
@@ -43,6 +44,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument('--backend', choices=('rgbd', 'learned', 'oracle'), default='rgbd',
                    help=BACKEND_HELP)
     p.add_argument('--input', required=True, help='sequence folder or file')
+    add_model_arguments(p)
     p.add_argument('--out', required=True, help='output folder (created)')
     p.add_argument('--width', type=positive_int, default=320,
                    help='processing width in pixels, 0 = input resolution (320)')
@@ -63,7 +65,8 @@ def _safe_name(name: str) -> str:
 
 def run(args: argparse.Namespace) -> int:
     reader = open_sequence(args.input, max_frames=args.max_frames or None)
-    backend = make_backend(args.backend, reader)
+    backend = make_backend(args.backend, reader, device=args.device,
+                           checkpoint=args.checkpoint)
     cfg = EngineConfig(width=0 if args.backend == 'oracle' else args.width)
     if args.cache_mb is not None:
         if args.cache_mb <= 0:

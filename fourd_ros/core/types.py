@@ -49,6 +49,8 @@ class Frame:
             backends for inference).
         name: frame name or index as a string (used for output file names).
         index: running index in the sequence, starting at 0.
+        intrinsics_known: False when ``K`` is a default the engine filled in for an
+            uncalibrated camera (a backend may then estimate the focal length itself).
     """
 
     stamp: float
@@ -58,6 +60,7 @@ class Frame:
     T_wc_gt: np.ndarray | None = None
     name: str = ''
     index: int = 0
+    intrinsics_known: bool = True
 
 
 @dataclass

@@ -40,7 +40,7 @@ from std_srvs.srv import Trigger
 from tf2_msgs.msg import TFMessage
 from visualization_msgs.msg import MarkerArray
 
-from fourd_ros.core.backends.factory import make_backend
+from fourd_ros.core.backends.factory import make_backend, resolve_backend
 from fourd_ros.core.data.ros_image import image_msg_to_depth, image_msg_to_rgb
 from fourd_ros.core.engine.cache import CachePolicy
 from fourd_ros.core.engine.engine import (EngineConfig, InputError, QueryError,
@@ -67,9 +67,7 @@ class FourdNode(Node):
             self.declare_parameter(p.name, p.default, p.descriptor())
         self.p = {p.name: self.get_parameter(p.name).value for p in PARAMS}
         self.add_on_set_parameters_callback(self._on_set_parameters)
-        backend_name = self.p['backend']
-        if backend_name == 'auto':
-            backend_name = 'rgbd' if self.p['depth_topic'] else 'learned'
+        backend_name = resolve_backend(self.p['backend'], bool(self.p['depth_topic']))
         self.backend_name = backend_name
         backend = make_backend(backend_name, device=self.p['device'],
                                checkpoint=self.p['checkpoint'] or None)

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from fourd_ros.core.engine.backend import CacheEntry, MotionEstimate
+from fourd_ros.core.engine.backend import CacheEntry, MotionEstimate, scaled_size
 from fourd_ros.core.geometry import (invert_pose, project, sample_bilinear, transform_points,
                                      unproject_depth)
 from fourd_ros.core.types import Frame, FrameResult, PointStatus
@@ -67,7 +67,12 @@ class OracleBackend:
         self._memo: OrderedDict[tuple[int, int], tuple[np.ndarray, np.ndarray]] = OrderedDict()
 
     # ------------------------------------------------------------------ per frame
-    def process(self, frame: Frame) -> tuple[FrameResult, dict[str, Any]]:
+    def processing_size(self, width: int, height: int, requested_width: int
+                        ) -> tuple[int, int]:
+        return scaled_size(width, height, requested_width, 8)
+
+    def process(self, frame: Frame, context: list[CacheEntry] | None = None
+                ) -> tuple[FrameResult, dict[str, Any]]:
         if frame.depth is None:
             raise ValueError('the oracle backend needs ground-truth depth with every frame')
         h, w = frame.rgb.shape[:2]

@@ -28,7 +28,7 @@ from fourd_ros.core.backends.rgbd_odometry import OdometryConfig, RgbdOdometry
 from fourd_ros.core.backends.segment_motion import (RgbdView, SegmentMotionConfig,
                                                     SegmentMotionTracker, fit_rigid_to_flow,
                                                     rigid_flow_of_segments)
-from fourd_ros.core.engine.backend import CacheEntry, MotionEstimate
+from fourd_ros.core.engine.backend import CacheEntry, MotionEstimate, scaled_size
 from fourd_ros.core.geometry import (inside_image, invert_pose, make_pose, project,
                                      sample_bilinear, sample_depth, transform_points,
                                      unproject_depth, unproject_pixels)
@@ -135,7 +135,12 @@ class RgbdBackend:
             self._flow_memo.clear()
 
     # ------------------------------------------------------------------ per frame
-    def process(self, frame: Frame) -> tuple[FrameResult, dict[str, Any]]:
+    def processing_size(self, width: int, height: int, requested_width: int
+                        ) -> tuple[int, int]:
+        return scaled_size(width, height, requested_width, 8)
+
+    def process(self, frame: Frame, context: list[CacheEntry] | None = None
+                ) -> tuple[FrameResult, dict[str, Any]]:
         if frame.depth is None:
             raise ValueError('the rgbd backend needs a registered depth image with every frame')
         cfg = self.config

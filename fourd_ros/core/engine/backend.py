@@ -62,12 +62,31 @@ class MotionEstimate:
     status: np.ndarray
 
 
+def scaled_size(width: int, height: int, target_width: int, multiple: int) -> tuple[int, int]:
+    """(w, h) of an image scaled to `target_width`, height kept in proportion and rounded to a
+    multiple of `multiple` pixels; 0 or a width >= the input's keeps the input size."""
+    if target_width <= 0 or target_width >= width:
+        return width, height
+    ph = max(multiple, int(round(height * target_width / width / multiple)) * multiple)
+    return int(target_width), ph
+
+
 @runtime_checkable
 class Backend(Protocol):
     """Geometry + motion backend used by `StreamingEngine`.
 
-    Frames reach `process` already resized to the processing resolution, with `K` set (given or
-    estimated). Implementations must be deterministic for a given input stream.
+    Frames reach `process` already resized to the processing resolution the backend chose
+    (`processing_size`), with `K` set (given, or a default with ``intrinsics_known=False``).
+    Implementations must be deterministic for a given input stream.
+
+    Threading contract: the engine calls `process` and `reset` from one thread at a time, never
+    concurrently with each other; `motion` may run in other threads at the same time as
+    `process`, on cache entries that stay valid while it runs (evicted entries are only dropped
+    by the cache, so their memory is released when the last user lets go of them).
+
+    Memory: the latent record may hold numpy arrays and torch tensors, nested in dicts, lists or
+    dataclasses; the engine counts their storage per device (`latent_nbytes`), and eviction drops
+    the engine's last reference to them.
     """
 
     name: str
@@ -76,8 +95,18 @@ class Backend(Protocol):
     def reset(self) -> None:
         """Forget the stream (a new stream starts at the next frame)."""
 
-    def process(self, frame: Frame) -> tuple[FrameResult, dict[str, Any]]:
-        """Encode one frame: its geometry, pose, dynamic mask, and the latent record to cache."""
+    def processing_size(self, width: int, height: int, requested_width: int) -> tuple[int, int]:
+        """(w, h) the backend works at for width x height input images; `requested_width` is
+        the engine's setting (0 = input resolution), which a model with a fixed input size may
+        override."""
+
+    def process(self, frame: Frame, context: list[CacheEntry]
+                ) -> tuple[FrameResult, dict[str, Any]]:
+        """Encode one frame: its geometry, pose, dynamic mask, and the latent record to cache.
+
+        `context` is the cached frames of the stream, oldest first (the engine's one bounded
+        cache: a backend keeps no second one); the backend reads the records it needs.
+        """
 
     def motion(self, source: CacheEntry, target: CacheEntry, pixels: np.ndarray,
                via: list[CacheEntry] | None = None) -> MotionEstimate:

@@ -13,10 +13,12 @@ the new cache entry and tracks, so queries from other threads wait at most for t
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 from collections import deque
 from dataclasses import dataclass, field
+from typing import Any
 
 import cv2
 import numpy as np
@@ -135,14 +137,16 @@ class StreamingEngine:
             self.reset()
         if self._input_size is None:
             self._input_size = (w, h)
-            self._proc_size = self._processing_size(w, h)
+            self._proc_size = self.backend.processing_size(w, h, int(self.config.width))
         proc = self._resize(frame)
-        result, latent = self.backend.process(proc)
+        with self._lock:
+            context = self.cache.entries()
+        result, latent = self.backend.process(proc, context)
         entry = CacheEntry(stamp=frame.stamp, index=self._index, T_wc=result.T_wc, K=result.K,
                            latent=latent, points_world=result.points_world,
                            dynamic_mask=result.dynamic_mask,
-                           nbytes=_nbytes(latent) + result.points_world.nbytes
-                           + result.dynamic_mask.nbytes,
+                           nbytes=latent_nbytes([latent, result.points_world,
+                                                 result.dynamic_mask]),
                            keyframe=bool(result.extras.get('keyframe', self._index == 0)))
         with self._lock:
             prev = self.cache.latest()
@@ -293,17 +297,11 @@ class StreamingEngine:
             if K.shape != (3, 3) or not np.all(np.isfinite(K)) or K[0, 0] <= 0 or K[1, 1] <= 0:
                 raise InputError('intrinsics K must be a finite 3x3 matrix with fx, fy > 0')
 
-    def _processing_size(self, w: int, h: int) -> tuple[int, int]:
-        if self.config.width <= 0 or self.config.width >= w:
-            return w, h
-        pw = int(self.config.width)
-        ph = max(8, int(round(h * pw / w / 8.0)) * 8)
-        return pw, ph
-
     def _resize(self, frame: Frame) -> Frame:
         h, w = frame.rgb.shape[:2]
         pw, ph = self._proc_size
-        K = frame.K if frame.K is not None else default_intrinsics(
+        known = frame.K is not None
+        K = frame.K if known else default_intrinsics(
             w, h, self.config.uncalibrated_hfov_deg)
         if (pw, ph) == (w, h):
             rgb, depth = frame.rgb, frame.depth
@@ -315,17 +313,47 @@ class StreamingEngine:
         if depth is not None:
             depth = depth.astype(np.float32, copy=False)
         return Frame(stamp=frame.stamp, rgb=rgb, depth=depth, K=K, T_wc_gt=frame.T_wc_gt,
-                     name=frame.name, index=self._index)
+                     name=frame.name, index=self._index, intrinsics_known=known)
 
 
-def _nbytes(latent: dict) -> int:
-    total = 0
-    for value in latent.values():
-        if hasattr(value, 'nbytes'):
-            total += int(value.nbytes)
-        elif hasattr(value, 'element_size'):  # torch tensors
-            total += int(value.element_size() * value.nelement())
-    return total
+def latent_nbytes_by_device(record: Any) -> dict[str, int]:
+    """Bytes of storage held by the arrays and tensors in `record`, per device ('cpu',
+    'cuda:0', ...). Walks dicts, lists, tuples and dataclasses; a storage shared by several
+    views counts once, at its full size (what freeing it gives back)."""
+    seen: set[tuple[str, int]] = set()
+    out: dict[str, int] = {}
+
+    def add(device: str, key: int, nbytes: int) -> None:
+        if (device, key) not in seen:
+            seen.add((device, key))
+            out[device] = out.get(device, 0) + int(nbytes)
+
+    def walk(x: Any) -> None:
+        if isinstance(x, np.ndarray):
+            base = x
+            while isinstance(base.base, np.ndarray):
+                base = base.base
+            add('cpu', id(base), base.nbytes)
+        elif hasattr(x, 'untyped_storage'):  # torch tensor
+            st = x.untyped_storage()
+            add(str(x.device), st.data_ptr(), st.nbytes())
+        elif isinstance(x, dict):
+            for v in x.values():
+                walk(v)
+        elif isinstance(x, (list, tuple)):
+            for v in x:
+                walk(v)
+        elif dataclasses.is_dataclass(x) and not isinstance(x, type):
+            for f in dataclasses.fields(x):
+                walk(getattr(x, f.name))
+
+    walk(record)
+    return out
+
+
+def latent_nbytes(record: Any) -> int:
+    """All bytes of `latent_nbytes_by_device` (host and device share the cache budget)."""
+    return sum(latent_nbytes_by_device(record).values())
 
 
 def _empty_result(source_stamp: float, target: CacheEntry | None, n: int,

@@ -62,7 +62,8 @@ BASELINE_KEYS = ('baseline_const_depth_absrel', 'baseline_const_depth_delta125',
 NAN = float('nan')
 
 
-def make_backend(name: str, reader: SequenceReader | None = None) -> Any:
+def make_backend(name: str, reader: SequenceReader | None = None, device: str = 'auto',
+                 checkpoint: str | None = None) -> Any:
     """Backend instance by name ('oracle', 'rgbd', 'learned').
 
     For 'oracle' on a synthetic clip the clip's GT motion and dynamic masks are wired in
@@ -75,7 +76,7 @@ def make_backend(name: str, reader: SequenceReader | None = None) -> Any:
         if clip is not None:
             return OracleBackend(motion_gt=clip.points_at, dynamic_gt=clip.dynamic_mask)
         return OracleBackend()
-    return factory.make_backend(name)
+    return factory.make_backend(name, device=device, checkpoint=checkpoint)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -256,7 +257,8 @@ def evaluate(backend_name: str, source: str | Path, *, width: int = 320,
              max_frames: int | None = None, depth_every: int = 1, track_gap: int = 10,
              track_pairs: int = 8, grid_cols: int = 24, cache_mb: float | None = None,
              visibility_tol_m: float = 0.03, progress: bool = True,
-             plot_samples: int = 4) -> EvalReport:
+             plot_samples: int = 4, device: str = 'auto',
+             checkpoint: str | None = None) -> EvalReport:
     """Run one backend over a sequence and score depth, camera poses and 3D tracking.
 
     Args:
@@ -273,12 +275,13 @@ def evaluate(backend_name: str, source: str | Path, *, width: int = 320,
         visibility_tol_m: GT visibility depth tolerance on real RGB-D data (metres).
         progress: show a progress bar on a terminal.
         plot_samples: number of depth / tracking samples kept for the plots.
+        device, checkpoint: inference device and model checkpoint of the learned backend.
 
     Raises:
         DatasetError, InputError, ValueError: bad input data or options.
     """
     reader = open_sequence(source, max_frames=max_frames or None)
-    backend = make_backend(backend_name, reader)
+    backend = make_backend(backend_name, reader, device=device, checkpoint=checkpoint)
     cfg = EngineConfig(width=0 if backend_name == 'oracle' else int(width))
     if cache_mb is not None:
         cfg.cache = CachePolicy(budget_mb=float(cache_mb))

@@ -1,0 +1,251 @@
+"""Learned monocular backend: the S-4RC model behind the streaming engine.
+
+Per frame (`process`):
+1. pose from geometry (`mono_pose.track_pose`: KLT + PnP against the previous frame's cached 3D
+   points, static and confident pixels only; constant velocity when tracking fails);
+2. the model encodes the frame attending to the cached context frames' keys/values and matches
+   it against up to ``max_sources`` cached frames through that pose (plane-sweep cost volume);
+3. depth = model depth x the stream scale (the previous frame's median depth: the model works
+   at unit median depth, so the scale carries over from frame to frame); frame 0 sets scale 1;
+4. dynamic mask from the decoded motion to an earlier cached frame (|dP| > dynamic_rel x z).
+
+Outputs are up to an unknown scale (``metric = False``). Cached latent per frame: the model's
+`FrameLatent` (tokens, keys/values per layer, 1/8 features, half-resolution grey) on the
+inference device, plus a uint8 grey image, the scale and the depth map on the host.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from typing import Any
+
+import cv2
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from fourd_ros.core.backends.mono_pose import MonoPoseConfig, track_pose
+from fourd_ros.core.engine.backend import CacheEntry, MotionEstimate
+from fourd_ros.core.geometry import (invert_pose, project, sample_bilinear, sample_depth,
+                                     transform_points, unproject_depth)
+from fourd_ros.core.model.checkpoint import load_model
+from fourd_ros.core.model.s4rc import FrameLatent, S4RC, SourceViews
+from fourd_ros.core.types import Frame, FrameResult, PointStatus
+
+
+@dataclass(frozen=True)
+class LearnedConfig:
+    """Learned backend settings (lengths relative to the scene depth: the output is up to scale).
+
+    Attributes:
+        context_frames: most recent cached frames the encoder attends to (plus the anchor).
+        source_baseline: a cost-volume source should be at least this far from the current
+            camera, as a fraction of the median depth.
+        dynamic_rel: a point moves if |dP| > dynamic_rel x its depth (DPM-style threshold).
+        occlusion_rel: a point is hidden if the target depth is closer than its own by this
+            fraction.
+        keyframe_baseline: a frame is a keyframe when it is this far (fraction of median
+            depth) from the last keyframe.
+        pose: geometric pose settings.
+    """
+
+    context_frames: int = 3
+    source_baseline: float = 0.03
+    dynamic_rel: float = 0.02
+    occlusion_rel: float = 0.1
+    keyframe_baseline: float = 0.05
+    pose: MonoPoseConfig = MonoPoseConfig()
+
+
+def _to_gray(rgb: np.ndarray) -> np.ndarray:
+    return cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
+
+
+class LearnedBackend:
+    """S-4RC monocular backend (see the module docstring). Thread safety: `motion` may run in
+    other threads while `process` runs (the model is only read; torch inference is
+    re-entrant); `reset` must not run concurrently with `process` (the engine serialises)."""
+
+    name = 'learned'
+    metric = False
+
+    def __init__(self, checkpoint: str | None = None, device: str = 'cpu',
+                 config: LearnedConfig | None = None, model: S4RC | None = None) -> None:
+        self.device = torch.device(device)
+        if model is None:
+            model, self.meta = load_model(checkpoint, self.device)
+        else:
+            self.meta = {}
+        self.model = model.eval()
+        self.config = config or LearnedConfig()
+        self._lock = threading.Lock()
+        self.reset()
+
+    # ------------------------------------------------------------------ stream
+    def reset(self) -> None:
+        self._velocity = np.eye(4)
+        self._last_keyframe: np.ndarray | None = None
+        self._K: np.ndarray | None = None
+
+    def processing_size(self, width: int, height: int, requested_width: int
+                        ) -> tuple[int, int]:
+        """The model's width (whatever the engine asks); height keeps the aspect ratio,
+        rounded to a multiple of the model's 16-pixel patches."""
+        pw = self.model.config.width
+        return pw, max(16, int(round(height * pw / width / 16.0)) * 16)
+
+    def process(self, frame: Frame, context: list[CacheEntry]
+                ) -> tuple[FrameResult, dict[str, Any]]:
+        cfg = self.config
+        h, w = frame.rgb.shape[:2]
+        gray = _to_gray(frame.rgb)
+        rgb_t = torch.from_numpy(frame.rgb).to(self.device).permute(2, 0, 1)[None].float() / 255
+        K = self._intrinsics(frame, rgb_t, context)
+        K_t = torch.from_numpy(K).float().to(self.device)[None]
+        prev = context[-1] if context else None
+        extras: dict[str, Any] = {}
+        if prev is None:
+            T_wc, scale = np.eye(4), 1.0
+        else:
+            T_guess = prev.T_wc @ self._velocity
+            usable = ~prev.dynamic_mask & (prev.latent['confidence'] >= cfg.pose.min_confidence)
+            est = track_pose(prev.latent['gray'], gray, prev.points_world, usable, K, T_guess,
+                             cfg.pose)
+            T_wc = est.T_wc
+            scale = float(prev.latent['scale_next'])
+            extras.update(pnp_inliers=est.inliers, tracking_ok=est.ok)
+        sources = self._sources(context, T_wc, scale)
+        attend = self._attention_context(context)
+        t0 = context[0].stamp if context else frame.stamp
+        with torch.inference_mode():
+            src = None
+            if sources:
+                T_rel = []
+                for e in sources:
+                    T = invert_pose(e.T_wc) @ T_wc
+                    T[:3, 3] /= scale
+                    T_rel.append(T)
+                src = SourceViews(
+                    gray=torch.stack([e.latent['model'].gray for e in sources], 1),
+                    T_src_ref=torch.from_numpy(np.stack(T_rel)).float().to(self.device)[None])
+            out = self.model.encode(rgb_t, K_t, torch.tensor([frame.stamp - t0],
+                                                               device=self.device),
+                                    [e.latent['model'] for e in attend], src,
+                                    is_anchor=prev is None)
+            depth = (out.depth[0, 0] * scale).float().cpu().numpy()
+            conf = (1.0 - 1.0 / out.confidence[0, 0]).float().cpu().numpy()
+            latent = out.latent
+            dynamic = self._dynamic_mask(latent, context, depth, scale)
+        points_cam = unproject_depth(depth, K)
+        points_world = transform_points(T_wc, points_cam).astype(np.float32)
+        keyframe = self._is_keyframe(T_wc, float(np.median(depth)))
+        self._velocity = (invert_pose(prev.T_wc) @ T_wc) if prev is not None else np.eye(4)
+        static = ~dynamic
+        scale_next = float(np.median(depth[static])) if static.any() else float(np.median(depth))
+        extras.update(keyframe=keyframe, attended_tokens=out.attended_tokens,
+                      sources=len(sources), scale=scale)
+        result = FrameResult(stamp=frame.stamp, colors=frame.rgb, depth=depth,
+                             points_cam=points_cam, points_world=points_world, confidence=conf,
+                             K=K, T_wc=T_wc, dynamic_mask=dynamic, metric=False, extras=extras)
+        record = {'model': latent, 'gray': gray, 'scale': scale, 'scale_next': scale_next,
+                  'depth': depth, 'confidence': conf}
+        return result, record
+
+    # ------------------------------------------------------------------ motion
+    def motion(self, source: CacheEntry, target: CacheEntry, pixels: np.ndarray,
+               via: list[CacheEntry] | None = None) -> MotionEstimate:
+        n = len(pixels)
+        if n == 0:
+            empty = np.zeros((0, 3), np.float32)
+            return MotionEstimate(empty, np.zeros((0, 2), np.float32), np.zeros(0, np.float32),
+                                  np.zeros(0, np.uint8))
+        with torch.inference_mode():
+            dP, conf = self.model.motion(source.latent['model'], target.latent['model'])
+            h, w = source.dynamic_mask.shape
+            grid = torch.from_numpy(np.asarray(pixels, np.float32)).to(self.device)
+            # pixel centres -> [-1, 1] (align_corners=False convention of the 1/8 map)
+            g = torch.stack([(grid[:, 0] + 0.5) / w * 2 - 1, (grid[:, 1] + 0.5) / h * 2 - 1],
+                            dim=-1)[None, None]
+            d = F.grid_sample(dP, g, mode='bilinear', align_corners=False,
+                              padding_mode='border')[0, :, 0].T.cpu().numpy()
+            c = F.grid_sample(conf, g, mode='bilinear', align_corners=False,
+                              padding_mode='border')[0, 0, 0].cpu().numpy()
+        P = sample_bilinear(source.points_world, pixels).astype(np.float64)
+        z = sample_depth(source.latent['depth'], pixels)
+        disp_cam = d.astype(np.float64) * float(source.latent['scale'])
+        static = np.linalg.norm(disp_cam, axis=1) <= self.config.dynamic_rel * z
+        disp_cam[static] = 0.0  # DPM: static points do not move in the world
+        positions = P + disp_cam @ source.T_wc[:3, :3].T
+        cam = transform_points(invert_pose(target.T_wc), positions)
+        px, zt = project(cam, target.K)
+        th, tw = target.dynamic_mask.shape
+        status = np.full(n, PointStatus.VALID, np.uint8)
+        bad = ~np.isfinite(positions).all(axis=1)
+        outside = ~bad & ~((px[:, 0] >= -0.5) & (px[:, 0] <= tw - 0.5) & (px[:, 1] >= -0.5)
+                           & (px[:, 1] <= th - 0.5) & (zt > 0))
+        seen = sample_depth(target.latent['depth'], px)
+        hidden = ~bad & ~outside & np.isfinite(seen) & (
+            seen < zt * (1.0 - self.config.occlusion_rel))
+        status[hidden] = PointStatus.OCCLUDED
+        status[outside] = PointStatus.OUT_OF_VIEW
+        status[bad] = PointStatus.INVALID
+        return MotionEstimate(positions=positions.astype(np.float32),
+                              pixels=px.astype(np.float32),
+                              confidence=(1.0 - 1.0 / c).astype(np.float32), status=status)
+
+    # ------------------------------------------------------------------ internals
+    def _intrinsics(self, frame: Frame, rgb_t: torch.Tensor,
+                    context: list[CacheEntry]) -> np.ndarray:
+        """Given intrinsics win; otherwise the camera head's focal of the stream's first frame."""
+        if frame.intrinsics_known:
+            return np.asarray(frame.K, np.float64)
+        if self._K is None or not context:
+            h, w = frame.rgb.shape[:2]
+            with torch.inference_mode():
+                K0 = torch.from_numpy(np.asarray(frame.K, np.float32)).to(self.device)[None]
+                f = float(self.model.encode(rgb_t, K0, torch.zeros(1, device=self.device), [],
+                                            None, is_anchor=True).focal[0])
+            self._K = np.array([[f, 0, (w - 1) / 2], [0, f, (h - 1) / 2], [0, 0, 1]])
+        return self._K.copy()
+
+    def _attention_context(self, context: list[CacheEntry]) -> list[CacheEntry]:
+        """Anchor + the last `context_frames` cached frames (bounded: cost is flat in time)."""
+        recent = context[-self.config.context_frames:]
+        if context and context[0].index == 0 and context[0] not in recent:
+            return [context[0]] + recent
+        return recent
+
+    def _sources(self, context: list[CacheEntry], T_wc: np.ndarray,
+                 scale: float) -> list[CacheEntry]:
+        """The newest cached frame with enough baseline, plus the previous frame."""
+        if not context:
+            return []
+        k = self.model.config.max_sources
+        recent = context[-8:]
+        far = [e for e in reversed(recent)
+               if np.linalg.norm(e.T_wc[:3, 3] - T_wc[:3, 3]) >= self.config.source_baseline
+               * scale]
+        picked = [far[0]] if far else [recent[0]]
+        if context[-1] is not picked[0]:
+            picked.append(context[-1])
+        return sorted(picked[:k], key=lambda e: e.stamp)
+
+    def _dynamic_mask(self, latent: FrameLatent, context: list[CacheEntry], depth: np.ndarray,
+                      scale: float) -> np.ndarray:
+        h, w = depth.shape
+        if not context:
+            return np.zeros((h, w), bool)
+        ref = context[max(0, len(context) - 3)]
+        dP, _ = self.model.motion(latent, ref.latent['model'])
+        mag = F.interpolate(dP.norm(dim=1, keepdim=True), size=(h, w), mode='bilinear',
+                            align_corners=False)[0, 0].cpu().numpy() * scale
+        return mag > self.config.dynamic_rel * depth
+
+    def _is_keyframe(self, T_wc: np.ndarray, median_depth: float) -> bool:
+        if self._last_keyframe is None or np.linalg.norm(
+                T_wc[:3, 3] - self._last_keyframe[:3, 3]) > self.config.keyframe_baseline \
+                * median_depth:
+            self._last_keyframe = T_wc.copy()
+            return True
+        return False
