@@ -13,7 +13,11 @@ for any stream length without rendering it all. Reported (design.md section 5, s
   objects (their motion is refined across the gap: the slow path);
 - ``fps`` = frames / time in ``engine.process`` (frames come from memory);
 - with ``--real DIR``: the same loop on a real sequence read from disk (``fourd run`` semantics,
-  no outputs written): ``real_fps`` including reading.
+  no outputs written): ``real_fps`` including reading;
+- ``--backend learned``: cache bytes per device, and, measured in the same run, an *unbounded*
+  variant (every past frame cached and attended to, as StreamVGGT / STream3R "causal" do) over
+  ``--unbounded-frames`` frames: its latency over its first and last 100 frames and its cache
+  size, next to the bounded backend's.
 """
 
 from __future__ import annotations
@@ -23,12 +27,12 @@ import time
 
 import numpy as np
 
-from fourd_ros.cli.common import (current_rss_mb, peak_rss_mb, positive_int, print_table,
-                                  size_arg, write_json)
+from fourd_ros.cli.common import (add_model_arguments, current_rss_mb, peak_rss_mb,
+                                  positive_int, print_table, size_arg, write_json)
 from fourd_ros.core.data.readers import open_sequence, timed
 from fourd_ros.core.data.synthetic import generate_clip, SceneConfig, SyntheticClip
 from fourd_ros.core.engine.cache import CachePolicy
-from fourd_ros.core.engine.engine import EngineConfig, StreamingEngine
+from fourd_ros.core.engine.engine import EngineConfig, latent_nbytes_by_device, StreamingEngine
 from fourd_ros.core.eval.evaluate import make_backend, progress_bar
 from fourd_ros.core.types import Frame
 
@@ -59,6 +63,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help='also time a real sequence read from disk (e.g. 7-Scenes)')
     p.add_argument('--real-frames', type=positive_int, default=300, metavar='N',
                    help='frames of --real to time (300)')
+    p.add_argument('--unbounded-frames', type=int, default=300, metavar='N',
+                   help='learned: frames of the unbounded-context variant, 0 = skip (300)')
+    add_model_arguments(p)
     p.set_defaults(func=run)
 
 
@@ -85,7 +92,8 @@ def _engine(args: argparse.Namespace, width: int, max_query: int) -> StreamingEn
         if args.cache_mb <= 0:
             raise ValueError('--cache-mb must be > 0')
         cfg.cache = CachePolicy(budget_mb=args.cache_mb)
-    return StreamingEngine(make_backend(args.backend), cfg)
+    return StreamingEngine(make_backend(args.backend, device=args.device,
+                                        checkpoint=args.checkpoint), cfg)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -145,6 +153,16 @@ def run(args: argparse.Namespace) -> int:
         'cache_budget_mb': engine.config.cache.budget_mb,
         'cache_evicted': engine.cache.evicted_count,
     }
+    if args.backend == 'learned':
+        per_device = {}
+        for e in engine.cache.entries():
+            for dev, n in latent_nbytes_by_device(e.latent).items():
+                per_device[dev] = per_device.get(dev, 0) + n
+        for dev, nbytes in per_device.items():
+            res[f"cache_latent_mb_{dev.replace(':', '_')}"] = nbytes / 2**20
+        res.update(_device_memory(engine))
+        if args.unbounded_frames > 0:
+            res.update(_unbounded_variant(args, clip, engine))
     res.update(_query_timings(engine, stamps, w, h))
     res.update(_moving_query_timing(engine, stamps, clip))
     if args.real:
@@ -156,6 +174,49 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print(f'results: {write_json(args.json, res)}')
     return 0
+
+
+def _device_memory(engine: StreamingEngine) -> dict[str, float]:
+    """CUDA memory of the learned backend's device (nothing on the CPU)."""
+    import torch
+    dev = getattr(engine.backend, 'device', None)
+    if dev is None or dev.type != 'cuda':
+        return {}
+    return {'cuda_allocated_mb': torch.cuda.memory_allocated(dev) / 2**20,
+            'cuda_peak_mb': torch.cuda.max_memory_allocated(dev) / 2**20}
+
+
+def _unbounded_variant(args: argparse.Namespace, clip: SyntheticClip,
+                       bounded: StreamingEngine) -> dict[str, float]:
+    """The learned backend with every past frame cached and attended to (no bound)."""
+    from dataclasses import replace
+
+    from fourd_ros.core.backends.learned import LearnedBackend
+    b = bounded.backend
+    backend = LearnedBackend(model=b.model, device=str(b.device),
+                             config=replace(b.config, context_frames=10**9))
+    n = max(2 * WINDOW + 10, args.unbounded_frames)
+    engine = StreamingEngine(backend, EngineConfig(
+        width=bounded.config.width,
+        cache=CachePolicy(budget_mb=1e9, recent=10**9, max_keyframes=0)))
+    lat = np.zeros(n)
+    n_clip = len(clip.stamps)
+    bar = progress_bar(n, 'bench unbounded', True)
+    try:
+        for k in range(n):
+            idx = pingpong_index(k, n_clip)
+            frame = Frame(stamp=k / 30.0, rgb=clip.rgb[idx], K=clip.K, name=str(k), index=k)
+            t = time.perf_counter()
+            engine.process(frame)
+            lat[k] = time.perf_counter() - t
+            bar.update(1)
+    finally:
+        bar.close()
+    first, last = np.median(lat[:WINDOW]), np.median(lat[-WINDOW:])
+    return {'unbounded_frames': n, 'unbounded_latency_ms_first_p50': float(first * 1e3),
+            'unbounded_latency_ms_last_p50': float(last * 1e3),
+            'unbounded_latency_ratio_last_first': float(last / first),
+            'unbounded_cache_mb': engine.cache.megabytes}
 
 
 def _moving_query_timing(engine: StreamingEngine, stamps: np.ndarray, clip: SyntheticClip
@@ -256,4 +317,12 @@ _UNITS = {
     'real_frames': 'frames of --real', 'real_fps': 'frames/s incl. reading from disk',
     'real_read_ms_p50': 'ms per frame reading', 'real_latency_ms_p50': 'ms engine.process',
     'real_latency_ms_p95': 'ms engine.process',
+    'cache_latent_mb_cpu': 'MiB of cached latents in host memory',
+    'cache_latent_mb_cuda_0': 'MiB of cached latents on GPU 0',
+    'cuda_allocated_mb': 'MiB allocated on the GPU', 'cuda_peak_mb': 'MiB peak on the GPU',
+    'unbounded_frames': 'frames of the unbounded-context variant',
+    'unbounded_latency_ms_first_p50': 'ms, its first 100 frames',
+    'unbounded_latency_ms_last_p50': 'ms, its last 100 frames',
+    'unbounded_latency_ratio_last_first': 'its growth (bounded: latency_ratio_last_first)',
+    'unbounded_cache_mb': 'MiB it caches (no budget)',
 }

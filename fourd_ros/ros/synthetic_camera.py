@@ -47,6 +47,8 @@ class SyntheticCamera(Node):
             description='optical frame of the images', read_only=True))
         self.declare_parameter('world_frame', 'map', d(description='frame of the GT pose'))
         self.declare_parameter('max_frames', 0, d(description='stop after n frames (0 = never)'))
+        self.declare_parameter('publish_depth', True, d(
+            description='publish the depth image (false = a monocular camera)', read_only=True))
         g = self.get_parameter
         cfg = SceneConfig(frames=g('frames').value, width=g('width').value,
                           height=g('height').value, seed=g('seed').value,
@@ -60,7 +62,8 @@ class SyntheticCamera(Node):
         self.frame_id = g('frame_id').value
         self.pub_image = self.create_publisher(Image, f'{ns}/image_raw', 10)
         self.pub_info = self.create_publisher(CameraInfo, f'{ns}/camera_info', 10)
-        self.pub_depth = self.create_publisher(Image, f'{ns}/depth', 10)
+        self.pub_depth = (self.create_publisher(Image, f'{ns}/depth', 10)
+                          if g('publish_depth').value else None)
         self.pub_pose = self.create_publisher(PoseStamped, f'{ns}/ground_truth/pose', 10)
         self.count = 0
         self.timer = self.create_timer(1.0 / g('rate').value, self._tick)
@@ -79,7 +82,9 @@ class SyntheticCamera(Node):
         h, w = clip.depth.shape[1:]
         rgb = clip.rgb[i]
         self.pub_image.publish(_image(header, rgb, 'rgb8', w * 3))
-        self.pub_depth.publish(_image(header, clip.depth[i].astype(np.float32), '32FC1', w * 4))
+        if self.pub_depth is not None:
+            self.pub_depth.publish(_image(header, clip.depth[i].astype(np.float32), '32FC1',
+                                          w * 4))
         info = CameraInfo(header=header, width=w, height=h, distortion_model='plumb_bob')
         K = clip.K
         info.k = [float(x) for x in K.ravel()]

@@ -39,7 +39,7 @@ class LearnedConfig:
     """Learned backend settings (lengths relative to the scene depth: the output is up to scale).
 
     Attributes:
-        context_frames: most recent cached frames the encoder attends to (plus the anchor).
+        context_frames: most recent cached frames the encoder attends to.
         source_baseline: a cost-volume source should be at least this far from the current
             camera, as a fraction of the median depth.
         dynamic_rel: a point moves if |dP| > dynamic_rel x its depth (DPM-style threshold).
@@ -47,6 +47,8 @@ class LearnedConfig:
             fraction.
         keyframe_baseline: a frame is a keyframe when it is this far (fraction of median
             depth) from the last keyframe.
+        pose_pixel_share: share of the previous frame's static pixels, most confident first,
+            whose 3D points the pose is tracked against.
         pose: geometric pose settings.
     """
 
@@ -55,6 +57,7 @@ class LearnedConfig:
     dynamic_rel: float = 0.02
     occlusion_rel: float = 0.1
     keyframe_baseline: float = 0.05
+    pose_pixel_share: float = 0.7
     pose: MonoPoseConfig = MonoPoseConfig()
 
 
@@ -87,12 +90,13 @@ class LearnedBackend:
         self._velocity = np.eye(4)
         self._last_keyframe: np.ndarray | None = None
         self._K: np.ndarray | None = None
+        self._t0 = 0.0
 
     def processing_size(self, width: int, height: int, requested_width: int
                         ) -> tuple[int, int]:
-        """The model's width (whatever the engine asks); height keeps the aspect ratio,
-        rounded to a multiple of the model's 16-pixel patches."""
-        pw = self.model.config.width
+        """The model's width (whatever the engine asks), or the input's when smaller (never
+        upsampled); height keeps the aspect ratio; both multiples of the 16-pixel patches."""
+        pw = max(16, min(self.model.config.width, width - width % 16))
         return pw, max(16, int(round(height * pw / width / 16.0)) * 16)
 
     def process(self, frame: Frame, context: list[CacheEntry]
@@ -105,11 +109,15 @@ class LearnedBackend:
         K_t = torch.from_numpy(K).float().to(self.device)[None]
         prev = context[-1] if context else None
         extras: dict[str, Any] = {}
+        est = None
         if prev is None:
             T_wc, scale = np.eye(4), 1.0
         else:
             T_guess = prev.T_wc @ self._velocity
-            usable = ~prev.dynamic_mask & (prev.latent['confidence'] >= cfg.pose.min_confidence)
+            conf_prev = prev.latent['confidence']
+            # confidence is relative (aleatoric): keep the most confident share of the pixels
+            usable = ~prev.dynamic_mask & (conf_prev >= np.quantile(
+                conf_prev, 1.0 - cfg.pose_pixel_share))
             est = track_pose(prev.latent['gray'], gray, prev.points_world, usable, K, T_guess,
                              cfg.pose)
             T_wc = est.T_wc
@@ -117,7 +125,8 @@ class LearnedBackend:
             extras.update(pnp_inliers=est.inliers, tracking_ok=est.ok)
         sources = self._sources(context, T_wc, scale)
         attend = self._attention_context(context)
-        t0 = context[0].stamp if context else frame.stamp
+        if prev is None:
+            self._t0 = frame.stamp
         with torch.inference_mode():
             src = None
             if sources:
@@ -129,11 +138,11 @@ class LearnedBackend:
                 src = SourceViews(
                     gray=torch.stack([e.latent['model'].gray for e in sources], 1),
                     T_src_ref=torch.from_numpy(np.stack(T_rel)).float().to(self.device)[None])
-            out = self.model.encode(rgb_t, K_t, torch.tensor([frame.stamp - t0],
-                                                               device=self.device),
-                                    [e.latent['model'] for e in attend], src,
+            t = torch.tensor([frame.stamp - self._t0], device=self.device)
+            out = self.model.encode(rgb_t, K_t, t, [e.latent['model'] for e in attend], src,
                                     is_anchor=prev is None)
             depth = (out.depth[0, 0] * scale).float().cpu().numpy()
+            depth *= self._scale_to_map(depth, est, T_wc, K)
             conf = (1.0 - 1.0 / out.confidence[0, 0]).float().cpu().numpy()
             latent = out.latent
             dynamic = self._dynamic_mask(latent, context, depth, scale)
@@ -142,7 +151,7 @@ class LearnedBackend:
         keyframe = self._is_keyframe(T_wc, float(np.median(depth)))
         self._velocity = (invert_pose(prev.T_wc) @ T_wc) if prev is not None else np.eye(4)
         static = ~dynamic
-        scale_next = float(np.median(depth[static])) if static.any() else float(np.median(depth))
+        scale_next = float(np.median(depth[static] if static.any() else depth))
         extras.update(keyframe=keyframe, attended_tokens=out.attended_tokens,
                       sources=len(sources), scale=scale)
         result = FrameResult(stamp=frame.stamp, colors=frame.rgb, depth=depth,
@@ -210,11 +219,10 @@ class LearnedBackend:
         return self._K.copy()
 
     def _attention_context(self, context: list[CacheEntry]) -> list[CacheEntry]:
-        """Anchor + the last `context_frames` cached frames (bounded: cost is flat in time)."""
-        recent = context[-self.config.context_frames:]
-        if context and context[0].index == 0 and context[0] not in recent:
-            return [context[0]] + recent
-        return recent
+        """The last `context_frames` cached frames: bounded, so frame 10,000 costs what frame
+        10 costs, and like the short clips the model was trained on (the pose comes from
+        geometry, so the encoder needs no far anchor)."""
+        return context[-self.config.context_frames:]
 
     def _sources(self, context: list[CacheEntry], T_wc: np.ndarray,
                  scale: float) -> list[CacheEntry]:
@@ -230,6 +238,20 @@ class LearnedBackend:
         if context[-1] is not picked[0]:
             picked.append(context[-1])
         return sorted(picked[:k], key=lambda e: e.stamp)
+
+    @staticmethod
+    def _scale_to_map(depth: np.ndarray, est, T_wc: np.ndarray, K: np.ndarray) -> float:
+        """Factor that brings the new depth to the scale of the points the pose was tracked
+        against (median ratio at the PnP inliers). Without it the model's small bias in its
+        unit-median depth would feed back through the next pose: a scale drift."""
+        if est is None or not est.ok or len(est.pixels) < 20:
+            return 1.0
+        z_map = transform_points(invert_pose(T_wc), est.points_world)[:, 2]
+        z_new = sample_depth(depth, est.pixels.astype(np.float64))
+        ok = np.isfinite(z_new) & (z_new > 0) & (z_map > 0)
+        if ok.sum() < 20:
+            return 1.0
+        return float(np.median(z_map[ok] / z_new[ok]))
 
     def _dynamic_mask(self, latent: FrameLatent, context: list[CacheEntry], depth: np.ndarray,
                       scale: float) -> np.ndarray:

@@ -9,7 +9,7 @@ dynamic mask) and low-confidence points are kept out. Units follow the stream (u
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import cv2
 import numpy as np
@@ -25,20 +25,30 @@ class MonoPoseConfig:
         max_corners: Shi-Tomasi corners tracked from the previous frame.
         min_inliers: fewer PnP inliers than this = tracking lost (constant-velocity pose used).
         reproj_px: RANSAC inlier threshold in pixels.
-        min_confidence: points of the previous frame below this confidence are not used.
     """
 
     max_corners: int = 400
     min_inliers: int = 15
     reproj_px: float = 2.0
-    min_confidence: float = 0.3
 
 
 @dataclass
 class PoseEstimate:
+    """Pose of the current camera and the correspondences behind it.
+
+    Attributes:
+        T_wc: 4x4 camera-to-world.
+        inliers: PnP inliers.
+        ok: tracking succeeded (False: `T_wc` is the guess).
+        points_world: inliers' N x 3 world points (from the previous frame).
+        pixels: inliers' N x 2 pixels in the current image.
+    """
+
     T_wc: np.ndarray
     inliers: int
     ok: bool
+    points_world: np.ndarray = field(default_factory=lambda: np.zeros((0, 3)))
+    pixels: np.ndarray = field(default_factory=lambda: np.zeros((0, 2), np.float32))
 
 
 def track_pose(prev_gray: np.ndarray, gray: np.ndarray, prev_points_world: np.ndarray,
@@ -80,4 +90,5 @@ def track_pose(prev_gray: np.ndarray, gray: np.ndarray, prev_points_world: np.nd
     rvec, tvec = cv2.solvePnPRefineLM(X[good][idx], p1[good][idx].astype(np.float64), K, None,
                                       rvec, tvec)
     R, _ = cv2.Rodrigues(rvec)
-    return PoseEstimate(invert_pose(make_pose(R, tvec.ravel())), len(idx), True)
+    return PoseEstimate(invert_pose(make_pose(R, tvec.ravel())), len(idx), True,
+                        X[good][idx], p1[good][idx])

@@ -195,7 +195,8 @@ class S4RC(nn.Module):
             rgb: B x 3 x H x W in [0, 1], sides multiples of 16 (the config's size is the one
                 it is deployed at; training may use smaller images).
             K: B x 3 x 3 intrinsics in pixels of H x W.
-            t: B times in seconds from the anchor.
+            t: B times in seconds since the stream started (kept in the latent for the
+                motion head's time differences).
             context: cached latents this frame attends to (bounded by the caller).
             sources: cost-volume sources, or None (no matching: monocular cues only).
             is_anchor: the first frame of the stream (gets the anchor token).
@@ -220,7 +221,10 @@ class S4RC(nn.Module):
         f16 = self.s16(f8)
         gh, gw = f16.shape[-2:]
         tokens = f16.flatten(2).transpose(1, 2) + sincos_2d(gh, gw, c.dim, rgb.device)[None]
-        time_tok = self.time_proj(time_embedding(t, c.dim))[:, None]
+        # the time token embeds time since the oldest attended frame, so it stays in the range
+        # seen in training however long the stream runs (latent.t keeps the stream time)
+        t_ref = context[0].t if context else t
+        time_tok = self.time_proj(time_embedding(t - t_ref, c.dim))[:, None]
         cam = (self.anchor_token if is_anchor else self.camera_token).expand(b, -1, -1)
         x = torch.cat([cam, time_tok, tokens], dim=1)
         keys, values = [], []

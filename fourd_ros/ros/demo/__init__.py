@@ -1,6 +1,7 @@
 """`fourd demo`: the whole ROS 2 pipeline on a synthetic camera, recorded and summarised.
 
-    fourd demo [--duration 20] [--out out/demo] [--rate 10] [--seed 2] [--domain-id N]
+    fourd demo [--duration 20] [--out out/demo] [--rate 10] [--seed 2] [--backend rgbd|learned]
+               [--domain-id N]
     python -m fourd_ros.ros.demo ...          (the same, without the `fourd` CLI)
 
 What it does:
@@ -10,8 +11,10 @@ What it does:
    ROS_DOMAIN_ID = --domain-id, else a random one (printed, so `ROS_DOMAIN_ID=N rviz2` can
    watch). Any ROS_DOMAIN_ID already in the environment is overridden, to stay private.
 2. Starts `fourd_synthetic_camera` (a procedural RGB-D room with moving objects, ground-truth
-   pose on /camera/ground_truth/pose) and `fourd_node` (config/fourd.yaml, depth backend) as
-   child processes; their logs go to <out>/logs/.
+   pose on /camera/ground_truth/pose) and `fourd_node` (config/fourd.yaml) as child processes;
+   their logs go to <out>/logs/. `--backend rgbd` (default): the camera publishes depth and the
+   node uses it; `--backend learned`: the camera publishes no depth (monocular) and the node
+   runs the learned S-4RC model (outputs up to scale).
 3. Subscribes to the node's outputs and records them into a rosbag2 with MCAP storage as they
    arrive (serialized bytes from `raw=True` subscriptions, nothing kept in RAM): /fourd/points
    (only every 5th message: one 320x240 cloud is 1.5 MB), /fourd/map_points, /tf, /tf_static,
@@ -58,6 +61,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument('--rate', type=float, default=10.0, metavar='HZ',
                         help='synthetic camera frame rate, Hz (10)')
     parser.add_argument('--seed', type=int, default=2, help='synthetic scene seed (2)')
+    parser.add_argument('--backend', choices=('rgbd', 'learned'), default='rgbd',
+                        help='rgbd: RGB-D camera + depth backend; learned: monocular camera '
+                             '(no depth published) + the learned S-4RC backend (rgbd)')
     parser.add_argument('--domain-id', type=int, default=None, metavar='N',
                         help='ROS_DOMAIN_ID to use (default: a random one in 1..100)')
 

@@ -152,6 +152,7 @@ class Demo:
         domain = setup_environment(args.domain_id, config)
         log_dir = self.out / 'logs'
         log_dir.mkdir(parents=True, exist_ok=True)
+        monocular = getattr(args, 'backend', 'rgbd') == 'learned'
 
         import rclpy
         from rclpy.context import Context
@@ -179,11 +180,13 @@ class Demo:
             self.children = [
                 start_child('synthetic_camera', [
                     '-m', 'fourd_ros.ros.synthetic_camera', '--ros-args',
-                    '-p', f'rate:={float(args.rate)}', '-p', f'seed:={int(args.seed)}'], log_dir),
+                    '-p', f'rate:={float(args.rate)}', '-p', f'seed:={int(args.seed)}',
+                    '-p', f'publish_depth:={str(not monocular).lower()}'], log_dir),
                 start_child('fourd_node', [
                     '-m', 'fourd_ros.ros.node', '--ros-args',
                     '--params-file', str(config / 'fourd.yaml'),
-                    '-p', 'depth_topic:=/camera/depth', '-p', 'image_topic:=/camera/image_raw',
+                    '-p', f"depth_topic:={'' if monocular else '/camera/depth'}",
+                    '-p', 'image_topic:=/camera/image_raw',
                     '-p', 'camera_info_topic:=/camera/camera_info'], log_dir)]
             print(f'started synthetic camera (pid {self.children[0].proc.pid}) and fourd_node '
                   f'(pid {self.children[1].proc.pid}); logs in {log_dir}/', flush=True)

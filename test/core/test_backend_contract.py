@@ -1,0 +1,116 @@
+"""The Backend contract, checked the same way against every backend (rgbd, learned, oracle),
+and the engine's memory accounting of nested latents."""
+
+from __future__ import annotations
+
+import gc
+import weakref
+
+import numpy as np
+import pytest
+import torch
+
+from fourd_ros.core.backends.factory import make_backend, resolve_backend
+from fourd_ros.core.backends.oracle import OracleBackend
+from fourd_ros.core.data.synthetic import generate_clip, SceneConfig
+from fourd_ros.core.engine.backend import Backend
+from fourd_ros.core.engine.cache import CachePolicy
+from fourd_ros.core.engine.engine import (EngineConfig, latent_nbytes, latent_nbytes_by_device,
+                                          StreamingEngine)
+from fourd_ros.core.types import PointStatus
+
+BACKENDS = ('rgbd', 'learned', 'oracle')
+
+
+@pytest.fixture(scope='module')
+def clip():
+    return generate_clip(SceneConfig(frames=10, width=192, height=144, seed=3, fps=15.0))
+
+
+def build(name: str, clip) -> Backend:
+    if name == 'oracle':
+        return OracleBackend(motion_gt=clip.points_at, dynamic_gt=clip.dynamic_mask)
+    return make_backend(name, device='cpu')
+
+
+def stream(name: str, clip, **engine):
+    backend = build(name, clip)
+    width = 0 if name == 'oracle' else 160
+    eng = StreamingEngine(backend, EngineConfig(width=width, **engine))
+    results = [eng.process(clip.frame(i)) for i in range(len(clip))]
+    return eng, results
+
+
+@pytest.mark.parametrize('name', BACKENDS)
+def test_backend_contract(name, clip) -> None:
+    eng, results = stream(name, clip)
+    backend = eng.backend
+    assert isinstance(backend, Backend) and backend.name == name
+    pw, ph = eng.processing_size
+    assert (pw, ph) == backend.processing_size(192, 144, 0 if name == 'oracle' else 160)
+    for r in results:
+        assert r.depth.shape == (ph, pw) and r.points_world.shape == (ph, pw, 3)
+        assert r.confidence.shape == (ph, pw) and r.dynamic_mask.dtype == bool
+        assert r.T_wc.shape == (4, 4) and np.all(np.isfinite(r.T_wc))
+        assert r.K.shape == (3, 3) and r.metric == backend.metric
+        assert np.isfinite(r.depth).mean() > 0.9
+    entries = eng.cache.entries()
+    for e in entries:
+        assert e.nbytes == latent_nbytes([e.latent, e.points_world, e.dynamic_mask]) > 0
+    # a query 5 frames back answers every point with a status, deterministically
+    px = np.array([[20.0, 30.0], [96.0, 72.0], [150.0, 100.0], [500.0, 10.0]])
+    a = eng.query_pixels(float(clip.stamps[4]), px)
+    b = eng.query_pixels(float(clip.stamps[4]), px)
+    assert len(a.status) == 4 and set(a.status) <= {int(s) for s in PointStatus}
+    assert a.status[3] == PointStatus.INVALID  # outside the source image
+    assert np.array_equal(a.positions, b.positions, equal_nan=True)
+    assert np.isfinite(a.positions[:3]).all()
+    # a second run of the same stream gives the same outputs
+    _, again = stream(name, clip)
+    assert np.array_equal(results[-1].depth, again[-1].depth, equal_nan=True)
+    assert np.allclose(results[-1].T_wc, again[-1].T_wc)
+
+
+@pytest.mark.parametrize('name', BACKENDS)
+def test_cache_budget_holds_with_each_backends_latents(name, clip) -> None:
+    eng, _ = stream(name, clip, cache=CachePolicy(budget_mb=2.5, recent=30))
+    assert eng.cache.nbytes <= 2.5 * 2**20
+    assert len(eng.cache) < len(clip)  # the budget, not the count policy, evicted frames
+
+
+def test_eviction_releases_the_learned_latents_tensors(clip) -> None:
+    backend = make_backend('learned', device='cpu')
+    eng = StreamingEngine(backend, EngineConfig(
+        cache=CachePolicy(recent=2, max_keyframes=0, keep_anchor=False)))
+    eng.process(clip.frame(0))
+    first = eng.cache.entries()[0]
+    refs = [weakref.ref(t) for t in first.latent['model'].tensors()]
+    device_bytes = latent_nbytes_by_device(first.latent)
+    assert device_bytes.get('cpu', 0) > 100_000  # keys/values of every layer are counted
+    del first
+    for i in range(1, 5):
+        eng.process(clip.frame(i))
+    gc.collect()
+    assert eng.cache.get(float(clip.stamps[0])) is None
+    assert all(r() is None for r in refs), 'an evicted latent is still referenced'
+
+
+def test_latent_bytes_count_storage_once_and_views_in_full() -> None:
+    big = torch.zeros(1000)
+    arr = np.zeros(500, np.float32)
+    record = {'a': big, 'nested': [big[:10], {'k': (big[5:], arr[:3])}], 'arr': arr}
+    assert latent_nbytes_by_device(record) == {'cpu': 4000 + 2000}
+    assert latent_nbytes({'x': [torch.zeros(2, 3)]}) == 24
+
+
+def test_factory_resolves_auto_and_refuses_unknown_devices() -> None:
+    assert resolve_backend('auto', has_depth=True) == 'rgbd'
+    assert resolve_backend('auto', has_depth=False) == 'learned'
+    assert resolve_backend('rgbd', has_depth=False) == 'rgbd'
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match='CUDA is not available'):
+            make_backend('learned', device='cuda:0')
+    with pytest.raises(ValueError, match='unknown backend'):
+        make_backend('sonar')
+    with pytest.raises(ValueError, match='nope.pt'):
+        make_backend('learned', device='cpu', checkpoint='/nonexistent/nope.pt')

@@ -1,0 +1,106 @@
+"""fourd_node with the learned backend on a monocular synthetic camera, over real DDS."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from conftest import spin_until
+from test_node import call, camera_args, CAMERA, clip_index, Recorder
+
+rclpy = pytest.importorskip('rclpy')
+from diagnostic_msgs.msg import DiagnosticArray  # noqa: E402
+from fourd_ros_msgs.msg import TrackedPoints  # noqa: E402
+from fourd_ros_msgs.srv import GetTrajectory, QueryMotion  # noqa: E402
+from geometry_msgs.msg import Point, PoseStamped  # noqa: E402
+from nav_msgs.msg import Odometry, Path  # noqa: E402
+from sensor_msgs.msg import PointCloud2  # noqa: E402
+from tf2_msgs.msg import TFMessage  # noqa: E402
+from visualization_msgs.msg import MarkerArray  # noqa: E402
+
+from fourd_ros.core.data.synthetic import generate_clip, SceneConfig  # noqa: E402
+from fourd_ros.core.geometry import invert_pose, transform_points  # noqa: E402
+from fourd_ros.ros import conversions as conv  # noqa: E402
+
+pytestmark = pytest.mark.ros
+
+
+@pytest.fixture(scope='module')
+def clip():
+    return generate_clip(SceneConfig(frames=CAMERA['frames'], width=CAMERA['width'],
+                                     height=CAMERA['height'], seed=CAMERA['seed'],
+                                     fps=CAMERA['scene_fps']))
+
+
+def test_learned_node_on_a_monocular_camera(ros_context, start_process, clip) -> None:
+    from test_node import REPO
+    start_process(*camera_args(rate=8.0), '-p', 'publish_depth:=false', name='camera')
+    start_process('-m', 'fourd_ros.ros.node', '--ros-args', '--params-file',
+                  str(REPO / 'config' / 'fourd.yaml'), '-p', 'backend:=auto',
+                  '-p', 'depth_topic:=', '-p', 'image_topic:=/camera/image_raw',
+                  '-p', 'camera_info_topic:=/camera/camera_info', '-p', 'device:=cpu',
+                  name='node')
+    node = rclpy.create_node('observer', context=ros_context)
+    rec = Recorder(node)
+    for msg_type, topic in ((PointCloud2, '/fourd/points'), (TrackedPoints, '/fourd/tracks'),
+                            (Path, '/fourd/path'), (Odometry, '/fourd/odom'),
+                            (MarkerArray, '/fourd/track_markers'),
+                            (DiagnosticArray, '/diagnostics')):
+        rec.listen(msg_type, topic)
+    rec.listen(TFMessage, '/tf', 100)
+    rec.listen(PoseStamped, '/camera/ground_truth/pose', 100)
+    topics = ('/fourd/points', '/fourd/tracks', '/fourd/path', '/fourd/odom',
+              '/fourd/track_markers', '/diagnostics', '/tf')
+    assert spin_until(node, lambda: rec.count('/fourd/points') >= 16 and all(
+        rec.count(t) > 0 for t in topics), timeout=120.0), \
+        {t: rec.count(t) for t in topics}
+    values = {kv.key: kv.value for msg in rec.msgs['/diagnostics'] for s in msg.status
+              for kv in s.values}
+    assert values.get('backend') == 'learned' and values.get('metric') == 'false', values
+    cloud = rec.msgs['/fourd/points'][-1]
+    arr = conv.cloud_to_array(cloud)
+    assert np.isfinite(arr['z']).mean() > 0.9 and np.nanmin(arr['z']) > 0
+
+    # a PIXEL query 10 frames back, at the latest frame, scored against the ground truth after
+    # one median scale (monocular output is up to scale)
+    clouds = rec.msgs['/fourd/points']
+    src_msg, tgt_msg = clouds[-11], clouds[-1]
+    gt = {conv.stamp_to_sec(m.header.stamp): conv.pose_to_matrix(m.pose)
+          for m in rec.msgs['/camera/ground_truth/pose']}
+    assert spin_until(node, lambda: conv.stamp_to_sec(tgt_msg.header.stamp) in gt, 10.0)
+    request = QueryMotion.Request(query_type=QueryMotion.Request.QUERY_PIXEL,
+                                  source_stamp=src_msg.header.stamp,
+                                  target_stamp=tgt_msg.header.stamp)
+    v, u = np.mgrid[10:CAMERA['height']:12, 10:CAMERA['width']:12]
+    request.points = [Point(x=float(a), y=float(b)) for a, b in zip(u.ravel(), v.ravel())]
+    response = call(node, node.create_client(QueryMotion, '/fourd/query_motion'), request)
+    assert response.success, response.message
+    status = np.array(response.status)
+    assert len(status) == u.size and set(status) <= {0, 1, 2, 3, 4}
+    i = clip_index(clip, gt[conv.stamp_to_sec(src_msg.header.stamp)])
+    j = clip_index(clip, gt[conv.stamp_to_sec(tgt_msg.header.stamp)])
+    P, visible = clip.points_at(i, j)
+    ok = visible[v, u].ravel() & (status == QueryMotion.Response.VALID)
+    assert ok.sum() > 0.5 * visible[v, u].sum()
+    # the node's answer in the source camera's frame (through the node's own source pose),
+    # scaled by the median depth ratio of the source frame, then through the GT source pose
+    traj = call(node, node.create_client(GetTrajectory, '/fourd/get_trajectory'),
+                GetTrajectory.Request())
+    assert traj.success and len(traj.path.poses) >= 16
+    poses = {conv.stamp_to_sec(p.header.stamp): conv.pose_to_matrix(p.pose)
+             for p in traj.path.poses}
+    T_odom_link_src = poses[conv.stamp_to_sec(src_msg.header.stamp)]
+    T_opt = conv.T_LINK_FROM_OPTICAL
+    pos = np.array([[p.x, p.y, p.z] for p in response.positions])[ok]
+    # map == odom here (publish_map_to_odom_tf identity): map -> source optical camera frame
+    pos_cam = transform_points(invert_pose(T_odom_link_src @ T_opt), pos)
+    src_cloud = conv.cloud_to_array(src_msg)
+    z_est = np.nanmedian(src_cloud['z'])
+    z_gt = float(np.median(clip.depth[i]))
+    scale = z_gt / z_est
+    T_wc_src = clip.T_wc[i]
+    pred = transform_points(T_wc_src, pos_cam * scale)
+    err = np.linalg.norm(pred - P[v, u].reshape(-1, 3)[ok], axis=1)
+    assert np.median(err) < 0.10 * z_gt, \
+        f'median query error {np.median(err):.3f} m, scene depth {z_gt:.2f} m'
+    node.destroy_node()
