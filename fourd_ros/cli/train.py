@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 import shutil
 
 from fourd_ros.cli.common import positive_int, size_arg
@@ -60,8 +61,11 @@ def run(args: argparse.Namespace) -> int:
                       eval_every=args.eval_every, time_limit_min=args.time_limit,
                       device=args.device, threads=args.threads, seed=args.seed,
                       data=dataclasses.replace(DataConfig(), width=w, height=h))
+    if args.frames > cfg.data.frames:
+        raise ValueError(f'--frames {args.frames}: sub-clips are cut from {cfg.data.frames}-frame '
+                         'scenes; use at most that many')
     export = train(cfg, progress=not args.no_progress)
-    if export.exists():
+    if os.environ.get('RANK', '0') == '0' and export.exists():
         load_model(export)  # the exported file must load exactly as users will load it
         print(f'exported {export}')
         if args.install:

@@ -62,11 +62,23 @@ def test_outputs_of_a_frame_do_not_change_when_later_frames_arrive(model) -> Non
 
 
 def test_per_frame_attention_is_bounded_by_the_context_not_the_stream(model) -> None:
-    _, outs = _stream(model, _frames(30), context_frames=3)
+    """Through the real backend and engine: frame 40 attends to as many cached keys/values as
+    frame 3, while the cache holds many more frames."""
+    from fourd_ros.core.backends.learned import LearnedBackend
+    from fourd_ros.core.data.synthetic import generate_clip, SceneConfig
+    from fourd_ros.core.engine.engine import EngineConfig, StreamingEngine
+    clip = generate_clip(SceneConfig(frames=12, width=64, height=48, seed=4, fps=30.0))
+    engine = StreamingEngine(LearnedBackend(model=model), EngineConfig(width=0))
+    counts = []
+    for k in range(40):
+        i = k % 12 if (k // 12) % 2 == 0 else 11 - k % 12  # ping-pong, increasing stamps
+        f = clip.frame(i)
+        f.stamp = k / 30.0
+        counts.append(engine.process(f).extras['attended_tokens'])
     tokens = SMALL.tokens + 2  # patch tokens + camera token + time token
-    counts = [o.attended_tokens for o in outs]
     assert counts[:4] == [tokens, 2 * tokens, 3 * tokens, 4 * tokens]
-    assert set(counts[3:]) == {4 * tokens}  # frame 29 attends to what frame 3 attends to
+    assert set(counts[3:]) == {4 * tokens}
+    assert len(engine.cache) >= 30  # the cache is far larger than what a frame attends to
 
 
 def test_motion_head_predicts_dense_displacements(model) -> None:

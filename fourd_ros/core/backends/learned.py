@@ -16,7 +16,6 @@ inference device, plus a uint8 grey image, the scale and the depth map on the ho
 
 from __future__ import annotations
 
-import threading
 from dataclasses import dataclass
 from typing import Any
 
@@ -39,6 +38,7 @@ class LearnedConfig:
     """Learned backend settings (lengths relative to the scene depth: the output is up to scale).
 
     Attributes:
+        width: processing width in pixels (0 = the width in the model's config).
         context_frames: most recent cached frames the encoder attends to.
         source_baseline: a cost-volume source should be at least this far from the current
             camera, as a fraction of the median depth.
@@ -52,6 +52,7 @@ class LearnedConfig:
         pose: geometric pose settings.
     """
 
+    width: int = 0
     context_frames: int = 3
     source_baseline: float = 0.03
     dynamic_rel: float = 0.02
@@ -81,8 +82,9 @@ class LearnedBackend:
         else:
             self.meta = {}
         self.model = model.eval()
+        # checkpoints trained before the focal loss existed predict an unsupervised focal
+        self._focal_trained = 'focal' in self.meta.get('train', {}).get('loss', {})
         self.config = config or LearnedConfig()
-        self._lock = threading.Lock()
         self.reset()
 
     # ------------------------------------------------------------------ stream
@@ -94,9 +96,11 @@ class LearnedBackend:
 
     def processing_size(self, width: int, height: int, requested_width: int
                         ) -> tuple[int, int]:
-        """The model's width (whatever the engine asks), or the input's when smaller (never
-        upsampled); height keeps the aspect ratio; both multiples of the 16-pixel patches."""
-        pw = max(16, min(self.model.config.width, width - width % 16))
+        """`LearnedConfig.width` or the model's width (whatever the engine asks), or the
+        input's when smaller (never upsampled); height keeps the aspect ratio; both multiples
+        of the 16-pixel patches."""
+        target = self.config.width or self.model.config.width
+        pw = max(16, min(target, width - width % 16))
         return pw, max(16, int(round(height * pw / width / 16.0)) * 16)
 
     def process(self, frame: Frame, context: list[CacheEntry]
@@ -142,7 +146,9 @@ class LearnedBackend:
             out = self.model.encode(rgb_t, K_t, t, [e.latent['model'] for e in attend], src,
                                     is_anchor=prev is None)
             depth = (out.depth[0, 0] * scale).float().cpu().numpy()
-            depth *= self._scale_to_map(depth, est, T_wc, K)
+            # from here on `scale` is the factor from model units to the map's units
+            scale *= self._scale_to_map(depth, est, T_wc, K)
+            depth = (out.depth[0, 0] * scale).float().cpu().numpy()
             conf = (1.0 - 1.0 / out.confidence[0, 0]).float().cpu().numpy()
             latent = out.latent
             dynamic = self._dynamic_mask(latent, context, depth, scale)
@@ -206,8 +212,9 @@ class LearnedBackend:
     # ------------------------------------------------------------------ internals
     def _intrinsics(self, frame: Frame, rgb_t: torch.Tensor,
                     context: list[CacheEntry]) -> np.ndarray:
-        """Given intrinsics win; otherwise the camera head's focal of the stream's first frame."""
-        if frame.intrinsics_known:
+        """Given intrinsics win; otherwise the camera head's focal of the stream's first frame
+        when the checkpoint's training supervised it, else the engine's default."""
+        if frame.intrinsics_known or not self._focal_trained:
             return np.asarray(frame.K, np.float64)
         if self._K is None or not context:
             h, w = frame.rgb.shape[:2]

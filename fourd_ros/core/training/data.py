@@ -161,9 +161,11 @@ def sample_batch(clips: list[SyntheticClip], rng: np.random.Generator, batch: in
         T[:, :3, 3] /= scale
         Tn = T.copy()
         for k in range(1, frames):
+            # noise relative to the step from the previous frame, like tracking errors
             Tn[k, :3, :3] = _small_rotation(rng, np.deg2rad(pose_noise_deg)) @ T[k, :3, :3]
-            baseline = float(np.linalg.norm(T[k, :3, 3])) + 0.01
-            Tn[k, :3, 3] += rng.normal(0, pose_noise_rel, 3) * baseline
+            step = float(np.linalg.norm(T[k, :3, 3] - T[k - 1, :3, 3])) + 0.002
+            Tn[k, :3, 3] = Tn[k - 1, :3, 3] + (T[k, :3, 3] - T[k - 1, :3, 3]) \
+                + rng.normal(0, pose_noise_rel, 3) * step
         stamps = clip.stamps[idx]
         t = np.abs(stamps - stamps[0])
         q = idx[query]

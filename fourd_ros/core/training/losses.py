@@ -2,7 +2,8 @@
 
 - depth: aleatoric confidence-weighted (``C * err - alpha * log C``) log-depth error plus a
   spatial-gradient term;
-- camera: translation L1 + rotation matrix L1 relative to the anchor (no confidence);
+- camera: translation L1 + rotation matrix L1 relative to the anchor (no confidence), and the
+  focal length's log error;
 - motion: confidence-weighted displacement error plus a temporal-gradient (velocity) term; in
   most iterations only on the 25 % of points that move most, so static points do not drown it.
 """
@@ -25,6 +26,7 @@ class LossConfig:
     Attributes:
         alpha: weight of ``-log C`` in the aleatoric terms.
         camera: weight of the camera term.
+        focal: weight of the focal-length term (|log f / f*|).
         motion: weight of the motion term.
         top_moving_frac: share of most-moving points supervised in `top_moving_prob` of steps.
         top_moving_prob: share of steps that supervise only the most-moving points.
@@ -32,6 +34,7 @@ class LossConfig:
 
     alpha: float = 0.2
     camera: float = 0.5
+    focal: float = 0.5
     motion: float = 2.0
     top_moving_frac: float = 0.25
     top_moving_prob: float = 0.8
@@ -88,21 +91,22 @@ def relative_transform(T_anchor_src: torch.Tensor, T_anchor_ref: torch.Tensor) -
 class TrainingStep(nn.Module):
     """Runs the model causally over a batch of sub-clips and returns the losses (DDP-wrappable).
 
-    Frame k attends to the cached latents of frames 0..k-1 and matches against the last
-    ``max_sources`` of them through the noisy poses; view ``batch.query`` is decoded to every
-    frame's time.
+    Frame k attends to the cached latents of the last ``context_frames`` frames before it (the
+    backend's window) and matches against the last ``max_sources`` of them through the noisy
+    poses; view ``batch.query`` is decoded to every frame's time.
     """
 
-    def __init__(self, model: S4RC, cfg: LossConfig) -> None:
+    def __init__(self, model: S4RC, cfg: LossConfig, context_frames: int = 3) -> None:
         super().__init__()
         self.model = model
         self.cfg = cfg
+        self.context_frames = context_frames
 
     def forward(self, batch: Batch, top_only: bool) -> dict[str, torch.Tensor]:
         m = self.model
         n = batch.rgb.shape[1]
         latents = []
-        ld, lc = [], []
+        ld, lc, lf = [], [], []
         for k in range(n):
             src_ids = list(range(max(0, k - m.config.max_sources), k))
             sources = None
@@ -111,8 +115,9 @@ class TrainingStep(nn.Module):
                 T = torch.stack([relative_transform(batch.T_noisy[:, i], batch.T_noisy[:, k])
                                  for i in src_ids], 1)
                 sources = SourceViews(gray=gray, T_src_ref=T)
-            out = m.encode(batch.rgb[:, k], batch.K, batch.t[:, k], latents, sources,
-                           is_anchor=k == 0)
+            out = m.encode(batch.rgb[:, k], batch.K, batch.t[:, k],
+                           latents[-self.context_frames:], sources, is_anchor=k == 0)
+            lf.append((torch.log(out.focal) - torch.log(batch.K[:, 0, 0])).abs().mean())
             ld.append(depth_loss(out.depth, out.confidence, batch.depth[:, k], self.cfg.alpha))
             if k > 0:
                 lc.append(camera_loss(out.T_anchor_cam, batch.T_anchor_cam[:, k]))
@@ -127,11 +132,14 @@ class TrainingStep(nn.Module):
         lm = motion_loss(preds, confs, gts, self.cfg, top_only)
         l_depth = torch.stack(ld).mean()
         l_cam = torch.stack(lc).mean() if lc else l_depth * 0
-        total = l_depth + self.cfg.camera * l_cam + self.cfg.motion * lm
+        l_focal = torch.stack(lf).mean()
+        total = (l_depth + self.cfg.camera * l_cam + self.cfg.focal * l_focal
+                 + self.cfg.motion * lm)
         with torch.no_grad():
             d, g = out.depth, batch.depth[:, -1]
             s = torch.median(g.flatten(1), 1).values / torch.median(d.flatten(1), 1).values
             absrel = ((d * s[:, None, None, None] - g).abs() / g).mean()
             epe = (torch.stack(preds, 1) - torch.stack(gts, 1)).norm(dim=2).mean()
         return {'loss': total, 'depth': l_depth.detach(), 'camera': l_cam.detach(),
+                'focal': l_focal.detach(),
                 'motion': lm.detach(), 'absrel_last': absrel, 'epe': epe}

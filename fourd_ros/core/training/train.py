@@ -41,6 +41,7 @@ class TrainConfig:
         steps: optimiser steps in all.
         batch: sub-clips per step and process.
         frames: frames per sub-clip (the encoder runs causally over them).
+        context_frames: cached frames each frame attends to (as the learned backend does).
         lr: peak AdamW learning rate (cosine decay after a linear warm-up).
         train_scenes, val_scenes: scenes rendered for training / validation.
         eval_every: steps between validations (and checkpoints).
@@ -55,6 +56,7 @@ class TrainConfig:
     steps: int = 2400
     batch: int = 4
     frames: int = 4
+    context_frames: int = 3
     lr: float = 1e-3
     train_scenes: int = 1000
     val_scenes: int = 24
@@ -80,6 +82,17 @@ def _device(name: str, local_rank: int) -> torch.device:
     if name == 'cuda':
         name = f'cuda:{local_rank}'
     return torch.device(name)
+
+
+def _out_of_time(cfg: TrainConfig, t_start: float, world: int, device: torch.device) -> bool:
+    """Whether the time limit is reached; under DDP rank 0 decides for all ranks (their clocks
+    differ, and a rank that stops alone would hang the others in the next all-reduce)."""
+    late = cfg.time_limit_min > 0 and time.monotonic() - t_start > cfg.time_limit_min * 60
+    if world > 1:
+        flag = torch.tensor([1.0 if late else 0.0], device=device)
+        dist.broadcast(flag, src=0)
+        late = bool(flag.item() > 0)
+    return late
 
 
 def lr_at(step: int, total: int, peak: float, warmup: int = 100) -> float:
@@ -139,7 +152,7 @@ def train(cfg: TrainConfig, progress: bool = True) -> Path:
 
     torch.manual_seed(cfg.seed)
     model = S4RC(cfg.model).to(device)
-    step_module = TrainingStep(model, cfg.loss).to(device)
+    step_module = TrainingStep(model, cfg.loss, cfg.context_frames).to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.01)
     start_step = 0
     last = out / 'last.pt'
@@ -159,7 +172,7 @@ def train(cfg: TrainConfig, progress: bool = True) -> Path:
     t_last, samples = time.monotonic(), 0
     stopped_early = False
     while step < cfg.steps:
-        if cfg.time_limit_min > 0 and time.monotonic() - t_start > cfg.time_limit_min * 60:
+        if _out_of_time(cfg, t_start, world, device):
             stopped_early = True
             break
         for g in opt.param_groups:
