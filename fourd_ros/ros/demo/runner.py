@@ -185,7 +185,7 @@ class Demo:
                 start_child('fourd_node', [
                     '-m', 'fourd_ros.ros.node', '--ros-args',
                     '--params-file', str(config / 'fourd.yaml'),
-                    '-p', f"depth_topic:={'' if monocular else '/camera/depth'}",
+                    '-p', "depth_topic:=''" if monocular else 'depth_topic:=/camera/depth',
                     '-p', 'image_topic:=/camera/image_raw',
                     '-p', 'camera_info_topic:=/camera/camera_info'], log_dir)]
             print(f'started synthetic camera (pid {self.children[0].proc.pid}) and fourd_node '
