@@ -24,6 +24,8 @@ class ModelConfig:
         zncc_window: side in pixels of the local normalisation window of the NCC cost.
         max_sources: cached frames matched against the current one in the cost volume.
         feat8: channels of the per-frame 1/8-resolution feature map cached for the motion head.
+        cost_aggregation: side (1/4-resolution pixels) of the box that aggregates the cost
+            volume before it enters the network and the plane logits (1 = none).
     """
 
     width: int = 256
@@ -39,6 +41,7 @@ class ModelConfig:
     zncc_window: int = 5
     max_sources: int = 2
     feat8: int = 48
+    cost_aggregation: int = 9
 
     def __post_init__(self) -> None:
         if self.width % self.patch or self.height % self.patch:
@@ -64,4 +67,6 @@ class ModelConfig:
         unknown = sorted(set(d) - names)
         if unknown:
             raise ValueError(f'unknown model config keys {unknown}')
-        return cls(**d)
+        # keys added after checkpoints were written, with the value those checkpoints imply
+        legacy = {'cost_aggregation': 1}
+        return cls(**{**legacy, **d})

@@ -156,7 +156,8 @@ class S4RC(nn.Module):
         # stem: 1/2 -> 1/4 (+ cost volume) -> 1/8 -> 1/16 tokens
         self.s2 = conv_block(3, 32, 2)
         self.s4 = conv_block(32, 64, 2)
-        self.fuse4 = conv_block(64 + c.planes + 1, 64)
+        aggregated = c.planes if c.cost_aggregation > 1 else 0
+        self.fuse4 = conv_block(64 + c.planes + aggregated + 1, 64)
         self.s8 = conv_block(64, 96, 2)
         self.s16 = nn.Conv2d(96, d, 3, 2, 1)
         self.anchor_token = nn.Parameter(torch.zeros(1, 1, d))
@@ -215,8 +216,16 @@ class S4RC(nn.Module):
         else:
             cost4 = rgb.new_zeros(b, c.planes, h // 4, w // 4)
             seen4 = rgb.new_zeros(b, 1, h // 4, w // 4)
+        # a pooled NCC over 2 x 2 half-resolution pixels is too noisy to pick a plane from; a
+        # 9 x 9 box over it is a usable plane sweep on its own (winner-take-all AbsRel 0.10 vs
+        # 0.79 on the Middlebury pair, docs/history.md)
+        cost_in = [cost4]
+        if c.cost_aggregation > 1:
+            k = c.cost_aggregation
+            cost4 = F.avg_pool2d(cost4, k, stride=1, padding=k // 2, count_include_pad=False)
+            cost_in.append(cost4)
         f2 = self.s2(rgb - 0.5)
-        f4 = self.fuse4(torch.cat([self.s4(f2), cost4, seen4], dim=1))
+        f4 = self.fuse4(torch.cat([self.s4(f2), *cost_in, seen4], dim=1))
         f8 = self.s8(f4)
         f16 = self.s16(f8)
         gh, gw = f16.shape[-2:]

@@ -53,9 +53,9 @@ class TrainConfig:
     """
 
     out: str = 'runs/train'
-    steps: int = 2400
+    steps: int = 1800
     batch: int = 4
-    frames: int = 4
+    frames: int = 5
     context_frames: int = 3
     lr: float = 1e-3
     train_scenes: int = 1000
