@@ -147,8 +147,9 @@ class LearnedBackend:
                                     is_anchor=prev is None)
             depth = (out.depth[0, 0] * scale).float().cpu().numpy()
             # from here on `scale` is the factor from model units to the map's units
-            scale *= self._scale_to_map(depth, est, T_wc, K)
-            depth = (out.depth[0, 0] * scale).float().cpu().numpy()
+            to_map = self._scale_to_map(depth, est, T_wc, K)
+            scale *= to_map
+            depth *= np.float32(to_map)
             conf = (1.0 - 1.0 / out.confidence[0, 0]).float().cpu().numpy()
             latent = out.latent
             dynamic = self._dynamic_mask(latent, context, depth, scale)
