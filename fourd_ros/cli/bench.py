@@ -33,7 +33,8 @@ from fourd_ros.core.data.readers import open_sequence, timed
 from fourd_ros.core.data.synthetic import generate_clip, SceneConfig, SyntheticClip
 from fourd_ros.core.engine.cache import CachePolicy
 from fourd_ros.core.engine.engine import EngineConfig, latent_nbytes_by_device, StreamingEngine
-from fourd_ros.core.eval.evaluate import make_backend, progress_bar
+from fourd_ros.core.backends.factory import make_backend
+from fourd_ros.core.eval.evaluate import progress_bar
 from fourd_ros.core.types import Frame
 
 WINDOW = 100

@@ -6,7 +6,8 @@ import argparse
 from pathlib import Path
 
 from fourd_ros.cli.common import add_model_arguments, positive_int, print_table, write_json
-from fourd_ros.core.eval.evaluate import BACKENDS, evaluate
+from fourd_ros.core.backends.factory import BACKENDS
+from fourd_ros.core.eval.evaluate import evaluate
 
 ROWS = (
     ('frames', ''),

@@ -30,7 +30,8 @@ from fourd_ros.core.data.readers import open_sequence
 from fourd_ros.core.engine.cache import CachePolicy
 from fourd_ros.core.engine.engine import EngineConfig, StreamingEngine
 from fourd_ros.core.engine.tracks import TrackConfig
-from fourd_ros.core.eval.evaluate import make_backend, progress_bar
+from fourd_ros.core.backends.factory import BACKENDS, make_backend
+from fourd_ros.core.eval.evaluate import progress_bar
 
 BACKEND_HELP = ('rgbd (sensor depth + odometry + optical flow); oracle replays the ground truth '
                 'of the input and is only for testing the pipeline, not a perception backend')
@@ -41,7 +42,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         'run', help='run a backend over a sequence and write trajectory, tracks, depth',
         description='Stream a sequence (7-Scenes, TUM, image folder, video, rosbag2 or synthetic '
                     'clip) through the streaming engine and write the outputs to --out.')
-    p.add_argument('--backend', choices=('rgbd', 'learned', 'oracle'), default='rgbd',
+    p.add_argument('--backend', choices=BACKENDS, default='rgbd',
                    help=BACKEND_HELP)
     p.add_argument('--input', required=True, help='sequence folder or file')
     add_model_arguments(p)
@@ -65,8 +66,8 @@ def _safe_name(name: str) -> str:
 
 def run(args: argparse.Namespace) -> int:
     reader = open_sequence(args.input, max_frames=args.max_frames or None)
-    backend = make_backend(args.backend, reader, device=args.device,
-                           checkpoint=args.checkpoint)
+    backend = make_backend(args.backend, device=args.device, checkpoint=args.checkpoint,
+                           sequence=reader)
     cfg = EngineConfig(width=0 if args.backend == 'oracle' else args.width)
     if args.cache_mb is not None:
         if args.cache_mb <= 0:

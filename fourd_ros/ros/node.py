@@ -42,6 +42,7 @@ from visualization_msgs.msg import MarkerArray
 
 from fourd_ros.core.backends.factory import make_backend, resolve_backend
 from fourd_ros.core.data.ros_image import image_msg_to_depth, image_msg_to_rgb
+from fourd_ros.core.engine.backend import BackendError
 from fourd_ros.core.engine.cache import CachePolicy
 from fourd_ros.core.engine.engine import (EngineConfig, InputError, QueryError,
                                           StreamingEngine)
@@ -192,7 +193,7 @@ class FourdNode(Node):
                 return
             try:
                 self._process(msg)
-            except (InputError, ValueError) as exc:
+            except (InputError, ValueError, BackendError) as exc:
                 self._reject(str(exc))
             except Exception as exc:  # keep serving whatever a frame did
                 if not self.context.ok():
@@ -478,6 +479,7 @@ class FourdNode(Node):
         with self._cv:
             self._cv.notify_all()
         self._worker.join(timeout=5.0)
+        self.engine.close()
         super().destroy_node()
 
 

@@ -44,8 +44,8 @@ PARAMS: tuple[Param, ...] = (
     # backend and resources
     Param('backend', 'auto', 'geometry/motion backend; auto = rgbd when depth_topic is set, '
           'else learned', choices=('auto', 'learned', 'rgbd')),
-    Param('device', 'auto', 'inference device; auto = cuda when available',
-          choices=('auto', 'cpu', 'cuda')),
+    Param('device', 'auto', 'inference device of the learned backend: auto (cuda when '
+          'available, else cpu), cpu, cuda or cuda:N'),
     Param('checkpoint', '', 'learned backend checkpoint path ("" = the one shipped)'),
     Param('processing_width', 320, 'processing width in pixels (height keeps the aspect '
           'ratio); 0 = input resolution', int_range=(0, 4096)),

@@ -4,22 +4,20 @@ and the engine's memory accounting of nested latents."""
 from __future__ import annotations
 
 import gc
+import threading
 import weakref
 
 import numpy as np
 import pytest
 import torch
 
-from fourd_ros.core.backends.factory import make_backend, resolve_backend
-from fourd_ros.core.backends.oracle import OracleBackend
+from fourd_ros.core.backends.factory import BACKENDS, make_backend, resolve_backend
 from fourd_ros.core.data.synthetic import generate_clip, SceneConfig
-from fourd_ros.core.engine.backend import Backend
+from fourd_ros.core.engine.backend import Backend, BackendError
 from fourd_ros.core.engine.cache import CachePolicy
 from fourd_ros.core.engine.engine import (EngineConfig, latent_nbytes, latent_nbytes_by_device,
                                           StreamingEngine)
 from fourd_ros.core.types import PointStatus
-
-BACKENDS = ('rgbd', 'learned', 'oracle')
 
 
 @pytest.fixture(scope='module')
@@ -27,10 +25,15 @@ def clip():
     return generate_clip(SceneConfig(frames=10, width=192, height=144, seed=3, fps=15.0))
 
 
+class _ClipSequence:
+    """What `make_backend('oracle', sequence=...)` reads of a sequence: its synthetic clip."""
+
+    def __init__(self, clip) -> None:
+        self.clip = clip
+
+
 def build(name: str, clip) -> Backend:
-    if name == 'oracle':
-        return OracleBackend(motion_gt=clip.points_at, dynamic_gt=clip.dynamic_mask)
-    return make_backend(name, device='cpu')
+    return make_backend(name, device='cpu', sequence=_ClipSequence(clip))
 
 
 def stream(name: str, clip, **engine):
@@ -114,3 +117,69 @@ def test_factory_resolves_auto_and_refuses_unknown_devices() -> None:
         make_backend('sonar')
     with pytest.raises(ValueError, match='nope.pt'):
         make_backend('learned', device='cpu', checkpoint='/nonexistent/nope.pt')
+
+
+def test_queries_run_during_the_track_update_and_reset_waits_for_the_frame(clip) -> None:
+    """The engine's threading contract: no lock is held while `process` is inside a backend
+    call (here the track update's motion decode), so a query from another thread is served;
+    `reset` from another thread waits for the frame in flight instead of racing it."""
+    backend = make_backend('rgbd')
+    eng = StreamingEngine(backend, EngineConfig(width=160))
+    for i in range(3):
+        eng.process(clip.frame(i))
+    inside, release = threading.Event(), threading.Event()
+    real_motion = backend.motion
+
+    def motion(source, target, pixels, via=None):
+        if threading.current_thread() is worker:  # the track update inside `process`
+            inside.set()
+            release.wait(30)
+        return real_motion(source, target, pixels, via)
+
+    backend.motion = motion
+    worker = threading.Thread(target=eng.process, args=(clip.frame(3),))
+    worker.start()
+    try:
+        assert inside.wait(30)
+        answers: list = []
+        asker = threading.Thread(target=lambda: answers.append(
+            eng.query_pixels(float(clip.stamps[1]), np.array([[20.0, 20.0]]))))
+        asker.start()
+        asker.join(20)
+        assert not asker.is_alive() and answers[0].status[0] != PointStatus.INVALID
+        resetter = threading.Thread(target=eng.reset)
+        resetter.start()
+        resetter.join(0.5)
+        assert resetter.is_alive(), 'reset did not wait for the frame being processed'
+    finally:
+        release.set()
+        worker.join(30)
+    resetter.join(30)
+    assert len(eng.cache) == 0 and eng.track_snapshot().ids.size == 0
+
+
+def test_device_out_of_memory_is_one_clear_error_and_the_stream_goes_on(clip) -> None:
+    eng, _ = stream('learned', clip)
+    backend = eng.backend
+    cached = len(eng.cache)
+
+    def oom(*args, **kwargs):
+        raise torch.OutOfMemoryError('CUDA out of memory. Tried to allocate 2.00 GiB')
+
+    real_encode, real_motion = backend.model.encode, backend.model.motion
+    backend.model.motion = oom
+    out = eng.query_pixels(float(clip.stamps[4]), np.array([[20.0, 30.0], [50.0, 40.0]]))
+    assert (out.status == PointStatus.INVALID).all() and 'ran out of memory' in out.message
+    backend.model.encode = oom
+    frame = clip.frame(len(clip) - 1)
+    frame.stamp += 1.0
+    with pytest.raises(BackendError, match=r'cpu ran out of memory while encoding a frame'):
+        eng.process(frame)
+    assert len(eng.cache) == cached  # nothing half-cached
+    backend.model.encode, backend.model.motion = real_encode, real_motion
+    frame.stamp += 1.0
+    eng.process(frame)
+    out = eng.query_pixels(float(clip.stamps[4]), np.array([[20.0, 30.0]]))
+    assert out.status[0] != PointStatus.INVALID
+    eng.close()
+    assert backend.model is None

@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import re
+from typing import Any
+
 from fourd_ros.core.engine.backend import Backend
 
 BACKENDS = ('rgbd', 'learned', 'oracle')
 
 
 def resolve_device(device: str) -> str:
-    """'auto' -> 'cuda' when a CUDA device is available, else 'cpu'."""
+    """'auto' -> 'cuda' when a CUDA device is available, else 'cpu'; 'cpu', 'cuda' and 'cuda:N'
+    pass through; anything else is a ValueError."""
+    if not re.fullmatch(r'auto|cpu|cuda(:\d+)?', device):
+        raise ValueError(f"device '{device}': use auto, cpu, cuda or cuda:N")
     if device != 'auto':
         return device
     try:
@@ -25,13 +31,16 @@ def resolve_backend(name: str, has_depth: bool) -> str:
     return name
 
 
-def make_backend(name: str, device: str = 'auto', checkpoint: str | None = None) -> Backend:
-    """Build a perception backend; raises ValueError with a clear message when impossible.
+def make_backend(name: str, device: str = 'auto', checkpoint: str | None = None,
+                 sequence: Any = None) -> Backend:
+    """Build a backend; raises ValueError with a clear message when impossible.
 
     Args:
-        name: 'rgbd' or 'learned' ('auto' must be resolved first, `resolve_backend`).
+        name: one of `BACKENDS` ('auto' must be resolved first, `resolve_backend`).
         device: inference device of the learned model ('auto', 'cpu', 'cuda', 'cuda:N').
         checkpoint: learned model checkpoint (None = the one shipped in the package).
+        sequence: the evaluated sequence, for 'oracle' only (evaluation plumbing that replays
+            its ground truth; a synthetic clip also gives it GT motion and dynamic masks).
     """
     if name == 'rgbd':
         from fourd_ros.core.backends.rgbd import RgbdBackend
@@ -45,5 +54,12 @@ def make_backend(name: str, device: str = 'auto', checkpoint: str | None = None)
         from fourd_ros.core.backends.learned import LearnedBackend
         return LearnedBackend(checkpoint=checkpoint, device=dev)
     if name == 'oracle':
-        raise ValueError('the oracle backend replays dataset ground truth for evaluation only')
+        if sequence is None:
+            raise ValueError("the oracle backend replays a dataset's ground truth: evaluation "
+                             'only (fourd eval --backend oracle)')
+        from fourd_ros.core.backends.oracle import OracleBackend
+        clip = getattr(sequence, 'clip', None)
+        if clip is not None:
+            return OracleBackend(motion_gt=clip.points_at, dynamic_gt=clip.dynamic_mask)
+        return OracleBackend()
     raise ValueError(f"unknown backend '{name}' (choose from {', '.join(BACKENDS)})")

@@ -1,10 +1,19 @@
-"""Camera pose of a monocular frame from geometry: KLT tracks against the previous frame's
-cached 3D points, PnP-RANSAC, then Levenberg-Marquardt on the inliers.
+"""Camera pose of a monocular frame from geometry: persistent landmarks tracked by KLT, PnP-RANSAC,
+then Levenberg-Marquardt on the inliers; landmarks re-triangulated once their rays have parallax.
 
 This is the pose the learned backend trusts (matching transfers from synthetic to real images;
 the camera head's regression does not, see docs/learned-model.md): it runs before the frame is
-encoded so that the cost volume has the pose it needs. Moving points (the previous frame's
-dynamic mask) and low-confidence points are kept out. Units follow the stream (up to scale).
+encoded so that the cost volume has the pose it needs.
+
+Why persistent landmarks and not the previous frame's depth: a pose tracked frame to frame against
+the last depth map, whose scale is in turn re-taken from that pose, is a random walk in scale and
+heading (about 1-2 % per frame on 7-Scenes, docs/history.md). A landmark keeps its world position
+for as long as it is tracked, so drift only enters when landmarks are replaced, and its position is
+re-triangulated from its first and current rays once they differ by ``min_parallax_deg`` (classic
+keyframe VO, like PTAM / ORB-SLAM without the bundle adjustment). New landmarks take their 3D
+position from the frame's depth (the model's, brought to the map's scale). Moving points (the
+dynamic mask) and low-confidence points are never seeded, and PnP outliers are dropped. Units
+follow the stream (up to scale).
 """
 
 from __future__ import annotations
@@ -22,14 +31,25 @@ class MonoPoseConfig:
     """Settings of the geometric pose.
 
     Attributes:
-        max_corners: Shi-Tomasi corners tracked from the previous frame.
-        min_inliers: fewer PnP inliers than this = tracking lost (constant-velocity pose used).
+        max_landmarks: landmarks kept (Shi-Tomasi corners tracked from frame to frame).
+        replenish_share: new corners are seeded when fewer than this share of
+            ``max_landmarks`` are left.
+        min_spacing_px: minimum distance between landmarks in pixels.
+        min_inliers: fewer PnP inliers than this = tracking lost (the guess is used and the
+            landmarks are seeded again from the frame's depth).
         reproj_px: RANSAC inlier threshold in pixels.
+        min_parallax_deg: a landmark is re-triangulated from its first and its current ray
+            once they differ by this angle (and each time the angle has grown by a third).
+        fb_px: forward-backward KLT consistency threshold in pixels.
     """
 
-    max_corners: int = 400
+    max_landmarks: int = 400
+    replenish_share: float = 0.7
+    min_spacing_px: int = 6
     min_inliers: int = 15
     reproj_px: float = 2.0
+    min_parallax_deg: float = 2.0
+    fb_px: float = 1.0
 
 
 @dataclass
@@ -40,8 +60,10 @@ class PoseEstimate:
         T_wc: 4x4 camera-to-world.
         inliers: PnP inliers.
         ok: tracking succeeded (False: `T_wc` is the guess).
-        points_world: inliers' N x 3 world points (from the previous frame).
+        points_world: inliers' N x 3 world points (landmarks).
         pixels: inliers' N x 2 pixels in the current image.
+        triangulated: inliers' N bool, True where the landmark's position is triangulated
+            (consistent with the tracked poses) rather than taken from a depth map.
     """
 
     T_wc: np.ndarray
@@ -49,46 +71,142 @@ class PoseEstimate:
     ok: bool
     points_world: np.ndarray = field(default_factory=lambda: np.zeros((0, 3)))
     pixels: np.ndarray = field(default_factory=lambda: np.zeros((0, 2), np.float32))
+    triangulated: np.ndarray = field(default_factory=lambda: np.zeros(0, bool))
 
 
-def track_pose(prev_gray: np.ndarray, gray: np.ndarray, prev_points_world: np.ndarray,
-               prev_usable: np.ndarray, K: np.ndarray, T_guess: np.ndarray,
-               cfg: MonoPoseConfig = MonoPoseConfig()) -> PoseEstimate:
-    """Pose of the current camera (4x4 camera-to-world) from the previous frame's 3D points.
+def _rays_world(pixels: np.ndarray, K: np.ndarray, T_wc: np.ndarray) -> np.ndarray:
+    """N x 3 unit viewing rays (world frame) of pixels (N x 2, u v)."""
+    uv1 = np.column_stack([pixels, np.ones(len(pixels))])
+    d = uv1 @ np.linalg.inv(K).T @ T_wc[:3, :3].T
+    return d / np.linalg.norm(d, axis=1, keepdims=True)
 
-    Args:
-        prev_gray, gray: H x W uint8 previous and current images.
-        prev_points_world: H x W x 3 world points of the previous frame (NaN = invalid).
-        prev_usable: H x W bool, static and confident pixels of the previous frame.
-        K: 3x3 intrinsics of both images.
-        T_guess: initial pose (e.g. constant velocity); returned when tracking fails.
+
+def _midpoints(c0: np.ndarray, d0: np.ndarray, c1: np.ndarray, d1: np.ndarray
+               ) -> tuple[np.ndarray, np.ndarray]:
+    """Closest-approach midpoints of ray pairs (origins c, unit directions d; N x 3 each) and
+    whether both ray parameters are positive (the point is in front of both cameras)."""
+    w = c0 - c1
+    b = (d0 * d1).sum(1)
+    d = (d0 * w).sum(1)
+    e = (d1 * w).sum(1)
+    den = np.maximum(1.0 - b * b, 1e-12)
+    s = (b * e - d) / den
+    t = (e - b * d) / den
+    return 0.5 * (c0 + s[:, None] * d0 + c1 + t[:, None] * d1), (s > 0) & (t > 0)
+
+
+class LandmarkTracker:
+    """Persistent 3D landmarks of a monocular stream (see the module docstring).
+
+    Per frame: `track` (before the frame is encoded) gives the pose, `update` (after, with the
+    frame's depth) re-triangulates and seeds landmarks. Not thread-safe: one stream, one thread.
     """
-    mask = prev_usable.astype(np.uint8) * 255
-    corners = cv2.goodFeaturesToTrack(prev_gray, cfg.max_corners, 0.01, 6, mask=mask)
-    if corners is None or len(corners) < cfg.min_inliers:
-        return PoseEstimate(T_guess, 0, False)
-    p0 = corners.reshape(-1, 2).astype(np.float32)
-    p1, st, _ = cv2.calcOpticalFlowPyrLK(prev_gray, gray, p0, None, winSize=(21, 21),
-                                         maxLevel=3)
-    back, st2, _ = cv2.calcOpticalFlowPyrLK(gray, prev_gray, p1, None, winSize=(21, 21),
-                                            maxLevel=3)
-    good = (st[:, 0] == 1) & (st2[:, 0] == 1) & (np.linalg.norm(back - p0, axis=1) < 1.0)
-    X = sample_bilinear(prev_points_world, p0).astype(np.float64)
-    good &= np.isfinite(X).all(axis=1)
-    if good.sum() < cfg.min_inliers:
-        return PoseEstimate(T_guess, int(good.sum()), False)
-    T_cw = invert_pose(T_guess)
-    rvec, _ = cv2.Rodrigues(T_cw[:3, :3])
-    tvec = T_cw[:3, 3].reshape(3, 1).copy()
-    ok, rvec, tvec, inl = cv2.solvePnPRansac(
-        X[good], p1[good].astype(np.float64), K, None, rvec=rvec, tvec=tvec,
-        useExtrinsicGuess=True, iterationsCount=100, reprojectionError=cfg.reproj_px,
-        confidence=0.999, flags=cv2.SOLVEPNP_ITERATIVE)
-    if not ok or inl is None or len(inl) < cfg.min_inliers:
-        return PoseEstimate(T_guess, 0 if inl is None else len(inl), False)
-    idx = inl[:, 0]
-    rvec, tvec = cv2.solvePnPRefineLM(X[good][idx], p1[good][idx].astype(np.float64), K, None,
-                                      rvec, tvec)
-    R, _ = cv2.Rodrigues(rvec)
-    return PoseEstimate(invert_pose(make_pose(R, tvec.ravel())), len(idx), True,
-                        X[good][idx], p1[good][idx])
+
+    def __init__(self, config: MonoPoseConfig = MonoPoseConfig()) -> None:
+        self.config = config
+        self.reset()
+
+    def reset(self) -> None:
+        self._gray: np.ndarray | None = None
+        self.pixels = np.zeros((0, 2), np.float32)     # in the last frame
+        self.points = np.zeros((0, 3))                  # world
+        self._origin = np.zeros((0, 3))                 # first observation's camera centre
+        self._ray0 = np.zeros((0, 3))                   # first observation's unit ray (world)
+        self._angle = np.zeros(0)                       # parallax of the last triangulation
+
+    def __len__(self) -> int:
+        return len(self.points)
+
+    def track(self, gray: np.ndarray, K: np.ndarray, T_guess: np.ndarray) -> PoseEstimate:
+        """Pose (4x4 camera-to-world) of the frame `gray` (H x W uint8) with intrinsics `K`,
+        starting from `T_guess` (returned when tracking fails)."""
+        cfg = self.config
+        if self._gray is None or len(self) < cfg.min_inliers:
+            self._keep(np.zeros(len(self), bool))
+            return PoseEstimate(T_guess, 0, False)
+        p0 = self.pixels
+        p1, st, _ = cv2.calcOpticalFlowPyrLK(self._gray, gray, p0, None, winSize=(21, 21),
+                                             maxLevel=3)
+        back, st2, _ = cv2.calcOpticalFlowPyrLK(gray, self._gray, p1, None, winSize=(21, 21),
+                                                maxLevel=3)
+        good = (st[:, 0] == 1) & (st2[:, 0] == 1) & (
+            np.linalg.norm(back - p0, axis=1) < cfg.fb_px)
+        if good.sum() < cfg.min_inliers:
+            self._keep(np.zeros(len(self), bool))
+            return PoseEstimate(T_guess, int(good.sum()), False)
+        X = self.points[good]
+        uv = p1[good].astype(np.float64)
+        T_cw = invert_pose(T_guess)
+        rvec, _ = cv2.Rodrigues(T_cw[:3, :3])
+        tvec = T_cw[:3, 3].reshape(3, 1).copy()
+        ok, rvec, tvec, inl = cv2.solvePnPRansac(
+            X, uv, K, None, rvec=rvec, tvec=tvec, useExtrinsicGuess=True, iterationsCount=100,
+            reprojectionError=cfg.reproj_px, confidence=0.999, flags=cv2.SOLVEPNP_ITERATIVE)
+        if not ok or inl is None or len(inl) < cfg.min_inliers:
+            self._keep(np.zeros(len(self), bool))
+            return PoseEstimate(T_guess, 0 if inl is None else len(inl), False)
+        idx = inl[:, 0]
+        rvec, tvec = cv2.solvePnPRefineLM(X[idx], uv[idx], K, None, rvec, tvec)
+        R, _ = cv2.Rodrigues(rvec)
+        keep = np.zeros(len(self), bool)
+        keep[np.flatnonzero(good)[idx]] = True
+        triangulated = self._angle[good][idx] > 0
+        self.pixels = p1.astype(np.float32)
+        self._keep(keep)
+        return PoseEstimate(invert_pose(make_pose(R, tvec.ravel())), len(idx), True,
+                            X[idx], uv[idx].astype(np.float32), triangulated)
+
+    def update(self, gray: np.ndarray, points_world: np.ndarray, usable: np.ndarray,
+               K: np.ndarray, T_wc: np.ndarray) -> None:
+        """After the frame is processed: drop landmarks on moving pixels, re-triangulate those
+        with enough parallax, and seed new ones from the frame's points.
+
+        Args:
+            gray: H x W uint8 image of the frame just tracked.
+            points_world: H x W x 3 world points of the frame (NaN = invalid).
+            usable: H x W bool, static and confident pixels (where landmarks may live).
+            K, T_wc: the frame's intrinsics and camera-to-world pose.
+        """
+        cfg = self.config
+        h, w = gray.shape
+        if len(self):
+            ij = np.clip(np.round(self.pixels).astype(int), 0, [w - 1, h - 1])
+            self._keep(usable[ij[:, 1], ij[:, 0]])
+        if len(self):
+            self._triangulate(K, T_wc)
+        want = cfg.max_landmarks - len(self)
+        if want > (1.0 - cfg.replenish_share) * cfg.max_landmarks:
+            mask = usable.astype(np.uint8) * 255
+            for u, v in np.round(self.pixels).astype(int):
+                cv2.circle(mask, (int(u), int(v)), cfg.min_spacing_px, 0, -1)
+            corners = cv2.goodFeaturesToTrack(gray, want, 0.01, cfg.min_spacing_px, mask=mask)
+            if corners is not None:
+                px = corners.reshape(-1, 2).astype(np.float32)
+                X = sample_bilinear(points_world, px).astype(np.float64)
+                ok = np.isfinite(X).all(axis=1)
+                px, X = px[ok], X[ok]
+                self.pixels = np.concatenate([self.pixels, px])
+                self.points = np.concatenate([self.points, X])
+                self._origin = np.concatenate([self._origin,
+                                               np.repeat(T_wc[None, :3, 3], len(px), 0)])
+                self._ray0 = np.concatenate([self._ray0, _rays_world(px, K, T_wc)])
+                self._angle = np.concatenate([self._angle, np.zeros(len(px))])
+        self._gray = gray
+
+    # ------------------------------------------------------------------ internals
+    def _keep(self, keep: np.ndarray) -> None:
+        self.pixels, self.points = self.pixels[keep], self.points[keep]
+        self._origin, self._ray0, self._angle = (self._origin[keep], self._ray0[keep],
+                                                 self._angle[keep])
+
+    def _triangulate(self, K: np.ndarray, T_wc: np.ndarray) -> None:
+        d1 = _rays_world(self.pixels.astype(np.float64), K, T_wc)
+        angle = np.degrees(np.arccos(np.clip((self._ray0 * d1).sum(1), -1.0, 1.0)))
+        grow = (angle >= self.config.min_parallax_deg) & (angle >= 4.0 / 3.0 * self._angle)
+        if not grow.any():
+            return
+        c1 = np.repeat(T_wc[None, :3, 3], int(grow.sum()), 0)
+        X, front = _midpoints(self._origin[grow], self._ray0[grow], c1, d1[grow])
+        idx = np.flatnonzero(grow)[front]
+        self.points[idx] = X[front]
+        self._angle[idx] = angle[idx]

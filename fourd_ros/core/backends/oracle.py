@@ -67,6 +67,9 @@ class OracleBackend:
         self._memo: OrderedDict[tuple[int, int], tuple[np.ndarray, np.ndarray]] = OrderedDict()
 
     # ------------------------------------------------------------------ per frame
+    def close(self) -> None:
+        """Nothing to release: the state is host arrays, dropped with the backend."""
+
     def processing_size(self, width: int, height: int, requested_width: int
                         ) -> tuple[int, int]:
         return scaled_size(width, height, requested_width, 8)

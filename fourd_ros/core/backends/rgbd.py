@@ -135,6 +135,9 @@ class RgbdBackend:
             self._flow_memo.clear()
 
     # ------------------------------------------------------------------ per frame
+    def close(self) -> None:
+        """Nothing to release: the state is host arrays, dropped with the backend."""
+
     def processing_size(self, width: int, height: int, requested_width: int
                         ) -> tuple[int, int]:
         return scaled_size(width, height, requested_width, 8)

@@ -17,6 +17,14 @@ import numpy as np
 from fourd_ros.core.types import Frame, FrameResult
 
 
+class BackendError(RuntimeError):
+    """A backend could not serve one call (e.g. the inference device ran out of memory).
+
+    The stream is left as it was: the frame is not cached (from `process`) or the query is
+    answered INVALID with this message (from `motion`); later calls may succeed.
+    """
+
+
 @dataclass
 class CacheEntry:
     """What the engine keeps of one processed frame.
@@ -79,10 +87,16 @@ class Backend(Protocol):
     (`processing_size`), with `K` set (given, or a default with ``intrinsics_known=False``).
     Implementations must be deterministic for a given input stream.
 
-    Threading contract: the engine calls `process` and `reset` from one thread at a time, never
-    concurrently with each other; `motion` may run in other threads at the same time as
-    `process`, on cache entries that stay valid while it runs (evicted entries are only dropped
-    by the cache, so their memory is released when the last user lets go of them).
+    Threading contract: the engine calls `process`, `reset` and `close` one at a time, never
+    concurrently with each other (a reset from a service thread waits for the frame in
+    flight); `motion` may run in several threads at once and at the same time as `process`
+    (the engine's track update and queries from service threads), on cache entries that stay
+    valid while it runs (evicted entries are only dropped by the cache, so their memory is
+    released when the last user lets go of them). The engine holds no lock while a backend
+    call runs.
+
+    Errors: bad input raises ValueError; a call the backend cannot serve right now (device out
+    of memory) raises `BackendError`; either leaves the stream as it was.
 
     Memory: the latent record may hold numpy arrays and torch tensors, nested in dicts, lists or
     dataclasses; the engine counts their storage per device (`latent_nbytes`), and eviction drops
@@ -94,6 +108,9 @@ class Backend(Protocol):
 
     def reset(self) -> None:
         """Forget the stream (a new stream starts at the next frame)."""
+
+    def close(self) -> None:
+        """Release what the backend holds (model, device memory); it is not used afterwards."""
 
     def processing_size(self, width: int, height: int, requested_width: int) -> tuple[int, int]:
         """(w, h) the backend works at for width x height input images; `requested_width` is

@@ -23,7 +23,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from fourd_ros.core.engine.backend import Backend, CacheEntry, MotionEstimate
+from fourd_ros.core.engine.backend import Backend, BackendError, CacheEntry
 from fourd_ros.core.engine.cache import CachePolicy, LatentCache
 from fourd_ros.core.engine.tracks import TrackConfig, TrackManager, TrackSnapshot
 from fourd_ros.core.geometry import (default_intrinsics, invert_pose, project,
@@ -79,6 +79,13 @@ class StreamingEngine:
         self.config = config or EngineConfig()
         self.cache = LatentCache(self.config.cache)
         self.tracks = TrackManager(self.config.tracks)
+        self._snapshot = self.tracks.snapshot
+        # Two locks (the threading contract of `Backend`): `_stream` serialises `process` and
+        # `reset`, so a reset from a service thread waits for the frame in flight instead of
+        # clearing the backend under it; `_lock` guards the cache and trajectory for the short
+        # look-ups of queries and is never held during a backend call, so a decoder pass (a
+        # query, or the track update of `process`) never blocks another query.
+        self._stream = threading.Lock()
         self._lock = threading.RLock()
         self._trajectory: deque[tuple[float, np.ndarray]] = deque(
             maxlen=self.config.max_trajectory)
@@ -103,23 +110,40 @@ class StreamingEngine:
         return self._proc_size
 
     def reset(self) -> None:
-        """Forget the stream: cache, tracks, trajectory and the backend's state."""
+        """Forget the stream: cache, tracks, trajectory and the backend's state. Safe from any
+        thread: waits for a frame being processed to finish."""
+        with self._stream:
+            self._reset()
+
+    def _reset(self) -> None:
         with self._lock:
             self.backend.reset()
             self.cache.clear()
             self.tracks.reset()
+            self._snapshot = self.tracks.snapshot
             self._trajectory.clear()
             self._input_size = None
             self._proc_size = None
             self._index = 0
+
+    def close(self) -> None:
+        """Drop the stream and release the backend (its model and device memory)."""
+        with self._stream:
+            self._reset()
+            self.backend.close()
 
     def process(self, frame: Frame) -> FrameResult:
         """Process the next frame; returns its geometry at the processing resolution.
 
         A stamp older than the last one (bag loop, camera restart) or an image size change
         resets the stream first (see `last_step.reset_reason`). Raises `InputError` for frames
-        that cannot be used; the stream is left as it was.
+        that cannot be used; the stream is left as it was. Frames are processed one at a time
+        (a second caller waits).
         """
+        with self._stream:
+            return self._process(frame)
+
+    def _process(self, frame: Frame) -> FrameResult:
         self._validate(frame)
         info = StepInfo()
         latest = self.cache.latest()
@@ -134,7 +158,7 @@ class StreamingEngine:
                                  f'{self._input_size[1]} to {w}x{h}: stream reset')
         if info.reset_reason:
             LOG.warning(info.reset_reason)
-            self.reset()
+            self._reset()
         if self._input_size is None:
             self._input_size = (w, h)
             self._proc_size = self.backend.processing_size(w, h, int(self.config.width))
@@ -151,9 +175,16 @@ class StreamingEngine:
         with self._lock:
             prev = self.cache.latest()
             info.evicted = len(self.cache.add(entry))
-            self.tracks.step(prev, entry, self._motion, result.confidence)
             self._trajectory.append((frame.stamp, result.T_wc.copy()))
             self._index += 1
+        # outside `_lock`: the tracks decode motion (a model pass for the learned backend);
+        # only this thread changes the cache (under `_stream`), so `prev` and `entry` stay valid;
+        # they are consecutive frames, so there is nothing to chain through
+        snapshot = self.tracks.step(prev, entry,
+                                    lambda a, b, px: self.backend.motion(a, b, px, []),
+                                    result.confidence)
+        with self._lock:
+            self._snapshot = snapshot
         self.last_step = info
         return result
 
@@ -161,7 +192,7 @@ class StreamingEngine:
     def track_snapshot(self) -> TrackSnapshot:
         """Tracks at the latest frame (a copy, safe to use from any thread)."""
         with self._lock:
-            return self.tracks.snapshot
+            return self._snapshot
 
     def trajectory(self, start: float | None = None,
                    end: float | None = None) -> list[tuple[float, np.ndarray]]:
@@ -229,10 +260,6 @@ class StreamingEngine:
         return self._finish(result, source, target, via, px.astype(np.float32), src_pos, ok)
 
     # ------------------------------------------------------------------ internals
-    def _motion(self, source: CacheEntry, target: CacheEntry,
-                pixels: np.ndarray) -> MotionEstimate:
-        return self.backend.motion(source, target, pixels, self.cache.between(source, target))
-
     def _resolve(self, source_stamp: float, target_stamp: float | None):
         """Look up source/target entries (call with the lock held)."""
         latest = self.cache.latest()
@@ -254,8 +281,13 @@ class StreamingEngine:
                 ok: np.ndarray) -> QueryResult:
         n = len(ok)
         status = np.full(n, PointStatus.INVALID, np.uint8)
-        if np.any(ok):
-            est = self.backend.motion(source, target, proc_px[ok], via)
+        try:
+            est = self.backend.motion(source, target, proc_px[ok], via) if np.any(ok) else None
+        except BackendError as exc:
+            # the query cannot be served now (e.g. device out of memory): every point INVALID
+            est, ok = None, np.zeros(n, bool)
+            result.message = str(exc)
+        if est is not None:
             disp = est.positions - sample_bilinear(source.points_world, proc_px[ok])
             # 3D-point queries keep their own source position and move with their surface
             pos = src_pos[ok] + np.where(np.isfinite(disp), disp, np.nan)

@@ -46,37 +46,19 @@ import cv2
 import numpy as np
 
 from fourd_ros.core.backends import factory
-from fourd_ros.core.data.readers import open_sequence, SequenceReader, timed
+from fourd_ros.core.data.readers import open_sequence, timed
 from fourd_ros.core.engine.cache import CachePolicy
 from fourd_ros.core.engine.engine import EngineConfig, StreamingEngine
 from fourd_ros.core.eval import metrics as M
 from fourd_ros.core.geometry import invert_pose, project, transform_points, unproject_pixels
 from fourd_ros.core.types import Frame
 
-BACKENDS = ('oracle', 'rgbd', 'learned')
 METRIC_KEYS = ('depth_absrel', 'depth_delta125', 'ate_m', 'ate_sim3_m', 'rpe_trans_m',
                'rpe_rot_deg', 'track_epe_m', 'apd3d', 'apd3d_dynamic', 'track_median_err_m')
 BASELINE_KEYS = ('baseline_const_depth_absrel', 'baseline_const_depth_delta125',
                  'baseline_zero_motion_apd3d', 'baseline_zero_motion_apd3d_dynamic',
                  'baseline_zero_motion_epe_m')
 NAN = float('nan')
-
-
-def make_backend(name: str, reader: SequenceReader | None = None, device: str = 'auto',
-                 checkpoint: str | None = None) -> Any:
-    """Backend instance by name ('oracle', 'rgbd', 'learned').
-
-    For 'oracle' on a synthetic clip the clip's GT motion and dynamic masks are wired in
-    (``SyntheticClip.points_at``, ``dynamic_mask``); elsewhere it treats the scene as static.
-    """
-    if name == 'oracle':
-        from fourd_ros.core.backends.oracle import OracleBackend
-
-        clip = getattr(reader, 'clip', None)
-        if clip is not None:
-            return OracleBackend(motion_gt=clip.points_at, dynamic_gt=clip.dynamic_mask)
-        return OracleBackend()
-    return factory.make_backend(name, device=device, checkpoint=checkpoint)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -281,7 +263,8 @@ def evaluate(backend_name: str, source: str | Path, *, width: int = 320,
         DatasetError, InputError, ValueError: bad input data or options.
     """
     reader = open_sequence(source, max_frames=max_frames or None)
-    backend = make_backend(backend_name, reader, device=device, checkpoint=checkpoint)
+    backend = factory.make_backend(backend_name, device=device, checkpoint=checkpoint,
+                                   sequence=reader)
     cfg = EngineConfig(width=0 if backend_name == 'oracle' else int(width))
     if cache_mb is not None:
         cfg.cache = CachePolicy(budget_mb=float(cache_mb))
