@@ -43,6 +43,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument('--device', default='auto', help='auto, cpu, cuda or cuda:N (auto)')
     p.add_argument('--threads', type=int, default=0, help='CPU threads per process (default)')
     p.add_argument('--seed', type=int, default=0, help='random seed (0)')
+    p.add_argument('--init', default='', metavar='CKPT',
+                   help='start from these weights (and their model config) instead of random')
+    p.add_argument('--train-only', default='', metavar='PREFIX',
+                   help="train only parameters whose names start with PREFIX (e.g. 'motion')")
     p.add_argument('--install', action='store_true',
                    help="copy the exported model.pt to the package's default checkpoint")
     p.add_argument('--no-progress', action='store_true', help='no progress bar')
@@ -60,6 +64,7 @@ def run(args: argparse.Namespace) -> int:
                       lr=args.lr, train_scenes=args.scenes, val_scenes=args.val_scenes,
                       eval_every=args.eval_every, time_limit_min=args.time_limit,
                       device=args.device, threads=args.threads, seed=args.seed,
+                      init=args.init, train_only=args.train_only,
                       data=dataclasses.replace(DataConfig(), width=w, height=h))
     if args.frames > cfg.data.frames:
         raise ValueError(f'--frames {args.frames}: sub-clips are cut from {cfg.data.frames}-frame '

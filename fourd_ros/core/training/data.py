@@ -32,6 +32,11 @@ class DataConfig:
         photo_texture_prob: share of textures that are real photographs (scikit-image's CC0
             photos); the rest are procedural.
         rgb_noise_std: pixel noise in 0..255 units.
+        scale_jitter: each sub-clip's normalised units are the anchor's median depth times
+            exp(U(-scale_jitter, scale_jitter)). Wide (0.7: x0.5-2) so that the network cannot
+            read the scale from the image and must take it from the cost volume, i.e. from
+            the poses it is given; at 0.25 its depth kept a unit median whatever the poses
+            said, and the stream's scale drifted (docs/history.md).
     """
 
     width: int = 128
@@ -39,6 +44,7 @@ class DataConfig:
     frames: int = 8
     photo_texture_prob: float = 0.5
     rgb_noise_std: float = 2.0
+    scale_jitter: float = 0.7
 
 
 def scene_config(seed: int, cfg: DataConfig) -> SceneConfig:
@@ -142,7 +148,7 @@ def _small_rotation(rng: np.random.Generator, sigma_rad: float) -> np.ndarray:
 
 def sample_batch(clips: list[SyntheticClip], rng: np.random.Generator, batch: int,
                  frames: int, max_stride: int = 3, pose_noise_deg: float = 0.3,
-                 pose_noise_rel: float = 0.05) -> Batch:
+                 pose_noise_rel: float = 0.05, scale_jitter: float = 0.7) -> Batch:
     """Draw `batch` random sub-clips of `frames` frames (random stride, scale, query view)."""
     query = int(rng.integers(frames))
     out = {k: [] for k in ('rgb', 'depth', 'K', 'T', 'Tn', 't', 'dP')}
@@ -155,7 +161,7 @@ def sample_batch(clips: list[SyntheticClip], rng: np.random.Generator, batch: in
         if rng.random() < 0.5:
             idx = idx[::-1]  # backwards in time is another valid stream
         d0 = clip.depth[idx[0]]
-        scale = float(np.median(d0)) * float(np.exp(rng.uniform(-0.25, 0.25)))
+        scale = float(np.median(d0)) * float(np.exp(rng.uniform(-scale_jitter, scale_jitter)))
         T0_inv = _inv(clip.T_wc[idx[0]])
         T = np.stack([T0_inv @ clip.T_wc[i] for i in idx])
         T[:, :3, 3] /= scale

@@ -30,6 +30,10 @@ class LossConfig:
         motion: weight of the motion term.
         top_moving_frac: share of most-moving points supervised in `top_moving_prob` of steps.
         top_moving_prob: share of steps that supervise only the most-moving points.
+        min_moving: a point counts among the most-moving only if it moves at least this much
+            (normalised units): in a scene where few points move, the top share is otherwise
+            mostly static points, and an L1-type error is then minimised by predicting no
+            motion anywhere (what the first checkpoints' motion head learned).
     """
 
     alpha: float = 0.2
@@ -38,6 +42,7 @@ class LossConfig:
     motion: float = 2.0
     top_moving_frac: float = 0.25
     top_moving_prob: float = 0.8
+    min_moving: float = 0.01
 
 
 def _grad(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -72,7 +77,10 @@ def motion_loss(dP: list[torch.Tensor], conf: list[torch.Tensor], gt: list[torch
     if top_only:
         mag = gt_s.norm(dim=2).amax(dim=1)        # B h w: how far each point moves at most
         thr = torch.quantile(mag.flatten(1), 1.0 - cfg.top_moving_frac, dim=1)
-        mask = (mag >= thr[:, None, None]).float()[:, None].expand_as(err)
+        top = (mag >= thr[:, None, None]) & (mag >= cfg.min_moving)
+        # a sample with nothing moving is supervised everywhere (its points must stay put)
+        top |= ~top.flatten(1).any(1)[:, None, None]
+        mask = top.float()[:, None].expand_as(err)
     else:
         mask = torch.ones_like(err)
     aleatoric = (c * err - cfg.alpha * torch.log(c)) * mask

@@ -22,7 +22,7 @@ import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 
-from fourd_ros.core.model.checkpoint import read_checkpoint, save_checkpoint
+from fourd_ros.core.model.checkpoint import load_model, read_checkpoint, save_checkpoint
 from fourd_ros.core.model.config import ModelConfig
 from fourd_ros.core.model.s4rc import S4RC
 from fourd_ros.core.training.data import DataConfig, load_clip, render_clips, sample_batch
@@ -49,7 +49,11 @@ class TrainConfig:
         device: 'auto', 'cpu', 'cuda', 'cuda:N' (under torchrun: each rank its local GPU).
         threads: torch CPU threads per process (0 = torch's default).
         seed: random seed of batch sampling and initialisation.
-        data, model, loss: sub-configs.
+        init: start from this checkpoint's weights and model config when not resuming ('' =
+            random initialisation).
+        train_only: train only the parameters whose names start with this prefix ('' = all;
+            'motion' = the motion head, with the encoder and geometry heads frozen).
+        data, model, loss: sub-configs (``model`` is the init checkpoint's when given).
     """
 
     out: str = 'runs/train'
@@ -65,6 +69,8 @@ class TrainConfig:
     device: str = 'auto'
     threads: int = 0
     seed: int = 0
+    init: str = ''
+    train_only: str = ''
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     loss: LossConfig = field(default_factory=LossConfig)
@@ -151,11 +157,21 @@ def train(cfg: TrainConfig, progress: bool = True) -> Path:
                  if rank == 0 else [])
 
     torch.manual_seed(cfg.seed)
-    model = S4RC(cfg.model).to(device)
-    step_module = TrainingStep(model, cfg.loss, cfg.context_frames).to(device)
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.01)
-    start_step = 0
     last = out / 'last.pt'
+    if cfg.init:
+        model, _ = load_model(cfg.init, device)
+        cfg = dataclasses.replace(cfg, model=model.config)
+        model.train()
+    else:
+        model = S4RC(cfg.model).to(device)
+    trained = [p for n, p in model.named_parameters() if n.startswith(cfg.train_only)]
+    if not trained:
+        raise ValueError(f"train_only '{cfg.train_only}' matches no parameter of the model")
+    for n, p in model.named_parameters():
+        p.requires_grad_(n.startswith(cfg.train_only))
+    step_module = TrainingStep(model, cfg.loss, cfg.context_frames).to(device)
+    opt = torch.optim.AdamW(trained, lr=cfg.lr, weight_decay=0.01)
+    start_step = 0
     if last.exists():
         state = read_checkpoint(last, device)
         model.load_state_dict(state['model'])
@@ -177,12 +193,13 @@ def train(cfg: TrainConfig, progress: bool = True) -> Path:
             break
         for g in opt.param_groups:
             g['lr'] = lr_at(step, cfg.steps, cfg.lr)
-        batch = sample_batch(clips, rng, cfg.batch, cfg.frames).to(device)
+        batch = sample_batch(clips, rng, cfg.batch, cfg.frames,
+                             scale_jitter=cfg.data.scale_jitter).to(device)
         top_only = bool(rng.random() < cfg.loss.top_moving_prob)
         losses = ddp(batch, top_only)
         opt.zero_grad(set_to_none=True)
         losses['loss'].backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        torch.nn.utils.clip_grad_norm_(trained, 1.0)
         opt.step()
         step += 1
         samples += cfg.batch * world

@@ -1,0 +1,69 @@
+"""The learned backend's geometric pose: persistent landmarks, PnP, triangulation."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+
+from fourd_ros.core.backends.mono_pose import _midpoints, LandmarkTracker, MonoPoseConfig
+from fourd_ros.core.data.synthetic import generate_clip, SceneConfig
+from fourd_ros.core.geometry import invert_pose, transform_points, unproject_depth
+
+
+def test_midpoint_of_two_rays_is_the_point_they_see() -> None:
+    X = np.array([[0.3, -0.2, 2.0], [1.0, 0.5, 4.0]])
+    c0, c1 = np.zeros((2, 3)), np.tile([0.2, 0.0, 0.0], (2, 1))
+    d0 = X - c0
+    d1 = X - c1
+    mid, front = _midpoints(c0, d0 / np.linalg.norm(d0, axis=1, keepdims=True),
+                            c1, d1 / np.linalg.norm(d1, axis=1, keepdims=True))
+    assert np.allclose(mid, X) and front.all()
+
+
+@pytest.fixture(scope='module')
+def static_clip():
+    return generate_clip(SceneConfig(frames=30, seed=7, num_objects=(0, 0), fps=10.0,
+                                     camera_speed=(0.4, 0.4), rgb_noise_std=0.0))
+
+
+def test_landmarks_track_the_camera_and_triangulation_removes_seed_noise(static_clip) -> None:
+    """Seeded from depth maps with 10 % noise per pixel, the pose takes the first landmarks'
+    error (a few cm) and then hardly drifts: once landmarks are re-triangulated their
+    positions agree with the poses, and they end up nearer the true surface than the depth
+    they were seeded from. (Measured: 3.0 cm at frame 5, at most 5.1 cm over 1.1 m; without
+    noise under 1.1 cm.)"""
+    clip = static_clip
+    rng = np.random.default_rng(0)
+    T0_inv = invert_pose(clip.T_wc[0])
+    tracker = LandmarkTracker(MonoPoseConfig())
+    T_prev, velocity = np.eye(4), np.eye(4)
+    seeded_err, errors = [], []
+    for i in range(len(clip)):
+        gray = cv2.cvtColor(clip.rgb[i], cv2.COLOR_RGB2GRAY)
+        T_gt = T0_inv @ clip.T_wc[i]
+        est = tracker.track(gray, clip.K, T_prev @ velocity)
+        T = est.T_wc if i else np.eye(4)
+        if i:
+            assert est.ok, f'tracking lost at frame {i}'
+            errors.append(np.linalg.norm(T[:3, 3] - T_gt[:3, 3]))
+        noisy = clip.depth[i] * rng.uniform(0.9, 1.1, clip.depth[i].shape)
+        points = transform_points(T, unproject_depth(noisy.astype(np.float32), clip.K))
+        if i == 0:
+            true = transform_points(T, unproject_depth(clip.depth[i], clip.K))
+            seeded_err = np.linalg.norm(points - true, axis=2)
+        tracker.update(gray, points.astype(np.float32), np.ones(gray.shape, bool), clip.K, T)
+        velocity = invert_pose(T_prev) @ T if i else np.eye(4)
+        T_prev = T
+    travelled = np.linalg.norm((T0_inv @ clip.T_wc[-1])[:3, 3])
+    assert travelled > 0.8 and max(errors) < 0.06 * travelled
+    assert max(errors[5:]) - errors[4] < 0.03, 'the pose drifts after the landmarks settle'
+
+    tri = tracker._angle > 0
+    assert tri.sum() >= 30, 'no landmark gathered enough parallax to be triangulated'
+    # landmark error against the true surface point seen at its current pixel
+    T = T_prev
+    true_pts = transform_points(T, unproject_depth(clip.depth[-1], clip.K))
+    ij = np.round(tracker.pixels[tri]).astype(int)
+    err = np.linalg.norm(tracker.points[tri] - true_pts[ij[:, 1], ij[:, 0]], axis=1)
+    assert np.median(err) < 0.5 * np.median(seeded_err)
