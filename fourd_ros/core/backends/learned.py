@@ -33,6 +33,7 @@ from fourd_ros.core.geometry import (invert_pose, project, sample_bilinear, samp
                                      transform_points, unproject_depth)
 from fourd_ros.core.model.checkpoint import load_model
 from fourd_ros.core.model.s4rc import FrameLatent, S4RC, SourceViews
+from fourd_ros.core.model.scene_flow import motion_geometry, MotionGeometry
 from fourd_ros.core.types import Frame, FrameResult, PointStatus
 
 
@@ -183,7 +184,7 @@ class LearnedBackend:
             depth *= np.float32(to_map)
             conf = (1.0 - 1.0 / out.confidence[0, 0]).float().cpu().numpy()
             latent = out.latent
-            dynamic = self._dynamic_mask(latent, context, depth, scale)
+            dynamic = self._dynamic_mask(latent, context, gray, depth, scale, T_wc, K)
         points_cam = unproject_depth(depth, K)
         points_world = transform_points(T_wc, points_cam).astype(np.float32)
         # confidence is relative (aleatoric): landmarks live on the most confident share
@@ -212,7 +213,11 @@ class LearnedBackend:
             return MotionEstimate(empty, np.zeros((0, 2), np.float32), np.zeros(0, np.float32),
                                   np.zeros(0, np.uint8))
         with torch.inference_mode():
-            dP, conf = self.model.motion(source.latent['model'], target.latent['model'])
+            geometry = self._geometry(source.latent['gray'], source.latent['depth'], source.T_wc,
+                                      float(source.latent['scale']), target.latent['gray'],
+                                      target.latent['depth'], target.T_wc, source.K)
+            dP, conf = self.model.motion(source.latent['model'], target.latent['model'],
+                                         geometry)
             h, w = source.dynamic_mask.shape
             grid = torch.from_numpy(np.asarray(pixels, np.float32)).to(self.device)
             # pixel centres -> [-1, 1] (align_corners=False convention of the 1/8 map)
@@ -299,13 +304,36 @@ class LearnedBackend:
             return 1.0
         return float(np.median(z_map[ok] / z_new[ok]))
 
-    def _dynamic_mask(self, latent: FrameLatent, context: list[CacheEntry], depth: np.ndarray,
-                      scale: float) -> np.ndarray:
+    def _geometry(self, src_gray: np.ndarray, src_depth: np.ndarray, src_T_wc: np.ndarray,
+                  src_scale: float, tgt_gray: np.ndarray, tgt_depth: np.ndarray,
+                  tgt_T_wc: np.ndarray, K: np.ndarray) -> MotionGeometry | None:
+        """Two frames' images, depths (map units) and poses, in the source's model units, for
+        the motion decoder's scene-flow prior (None for models without one)."""
+        if not self.model.config.motion_prior:
+            return None
+
+        def depth_t(d: np.ndarray) -> torch.Tensor:
+            d = np.nan_to_num(d / np.float32(src_scale), nan=0.0)
+            return torch.from_numpy(d.astype(np.float32)).to(self.device)[None, None]
+        T = invert_pose(tgt_T_wc) @ src_T_wc
+        T[:3, 3] /= src_scale
+        return motion_geometry(
+            src_gray[None], tgt_gray[None], depth_t(src_depth), depth_t(tgt_depth),
+            torch.from_numpy(np.asarray(K, np.float32)).to(self.device)[None],
+            torch.from_numpy(T.astype(np.float32)).to(self.device)[None])
+
+    def _dynamic_mask(self, latent: FrameLatent, context: list[CacheEntry], gray: np.ndarray,
+                      depth: np.ndarray, scale: float, T_wc: np.ndarray, K: np.ndarray
+                      ) -> np.ndarray:
+        """Pixels whose decoded displacement to the cached frame 3 back exceeds
+        ``dynamic_rel`` of their depth."""
         h, w = depth.shape
         if not context:
             return np.zeros((h, w), bool)
         ref = context[max(0, len(context) - 3)]
-        dP, _ = self.model.motion(latent, ref.latent['model'])
+        geometry = self._geometry(gray, depth, T_wc, scale, ref.latent['gray'],
+                                  ref.latent['depth'], ref.T_wc, K)
+        dP, _ = self.model.motion(latent, ref.latent['model'], geometry)
         mag = F.interpolate(dP.norm(dim=1, keepdim=True), size=(h, w), mode='bilinear',
                             align_corners=False)[0, 0].cpu().numpy() * scale
         return mag > self.config.dynamic_rel * depth

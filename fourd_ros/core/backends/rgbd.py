@@ -29,16 +29,11 @@ from fourd_ros.core.backends.segment_motion import (RgbdView, SegmentMotionConfi
                                                     SegmentMotionTracker, fit_rigid_to_flow,
                                                     rigid_flow_of_segments)
 from fourd_ros.core.engine.backend import CacheEntry, MotionEstimate, scaled_size
+from fourd_ros.core.flow import DisFlow, rigid_flow
 from fourd_ros.core.geometry import (inside_image, invert_pose, make_pose, project,
                                      sample_bilinear, sample_depth, transform_points,
                                      unproject_depth, unproject_pixels)
 from fourd_ros.core.types import Frame, FrameResult, PointStatus
-
-DIS_PRESETS = {
-    'ultrafast': cv2.DISOPTICAL_FLOW_PRESET_ULTRAFAST,
-    'fast': cv2.DISOPTICAL_FLOW_PRESET_FAST,
-    'medium': cv2.DISOPTICAL_FLOW_PRESET_MEDIUM,
-}
 
 
 @dataclass
@@ -115,9 +110,8 @@ class RgbdBackend:
 
     def __init__(self, config: RgbdConfig | None = None) -> None:
         self.config = config or RgbdConfig()
-        if self.config.flow_preset not in DIS_PRESETS:
-            raise ValueError(f'flow_preset must be one of {sorted(DIS_PRESETS)}')
-        self._local = threading.local()
+        self._dis = DisFlow(self.config.flow_preset, self.config.flow_smoothness,
+                            self.config.flow_gradient_weight)
         self._flow_memo: dict[tuple[float, float], np.ndarray] = {}
         self._memo_lock = threading.Lock()
         self._query_lock = threading.Lock()
@@ -161,8 +155,8 @@ class RgbdBackend:
         static_hint = None
         if self._prev is not None:
             # the pose is not known yet: predict it with constant velocity for the flow prior
-            init = _rigid_flow(self._prev.points_world, self._predict_pose(), frame.K)
-            flow = self._dis().calc(self._prev.gray, gray, init)
+            init = rigid_flow(self._prev.points_world, self._predict_pose(), frame.K)
+            flow = self._dis(self._prev.gray, gray, init)
             # objects the segmentation has not caught yet (at stream start it has no history;
             # later, slow or partly textureless ones) would drag the camera: keep the flow's
             # outliers to the dominant rigid motion (PnP RANSAC) out of this frame's odometry too
@@ -512,22 +506,10 @@ class RgbdBackend:
             return cached
         # DIS starts from a given flow of the right size: start from the flow the camera motion
         # alone causes (exact for the static scene), so DIS only finds objects' own motion
-        flow = self._dis().calc(a.latent['gray'], b.latent['gray'],
-                                _rigid_flow(a.points_world, b.T_wc, b.K))
+        flow = self._dis(a.latent['gray'], b.latent['gray'],
+                         rigid_flow(a.points_world, b.T_wc, b.K))
         self._remember(key, flow)
         return flow
-
-    def _dis(self) -> cv2.DISOpticalFlow:
-        """One DIS instance per thread (OpenCV objects are not thread-safe)."""
-        dis = getattr(self._local, 'dis', None)
-        if dis is None:
-            dis = cv2.DISOpticalFlow_create(DIS_PRESETS[self.config.flow_preset])
-            # a weaker smoothness term than OpenCV's default (alpha 20) halves DIS's tendency to
-            # underestimate the motion of small moving objects (measured on synthetic GT flow)
-            dis.setVariationalRefinementAlpha(self.config.flow_smoothness)
-            dis.setVariationalRefinementGamma(self.config.flow_gradient_weight)
-            self._local.dis = dis
-        return dis
 
 
 def _compose_flows(flows: list[np.ndarray]) -> np.ndarray:
@@ -573,16 +555,6 @@ def _hops(source: CacheEntry, target: CacheEntry, via: list[CacheEntry],
         path.append(best)
     path.append(target)
     return path
-
-
-def _rigid_flow(points_world: np.ndarray, T_wc: np.ndarray, K: np.ndarray) -> np.ndarray:
-    """H x W x 2 flow that a static scene would show in a camera at T_wc (0 without depth)."""
-    h, w = points_world.shape[:2]
-    uv, z = project(transform_points(invert_pose(T_wc), points_world), K)
-    v, u = np.mgrid[0:h, 0:w].astype(np.float32)
-    flow = (uv - np.stack([u, v], axis=-1)).astype(np.float32)
-    flow[~(np.isfinite(flow).all(axis=-1) & (z > 0))] = 0.0
-    return flow
 
 
 def _rigid_flow_outliers(points_world: np.ndarray, flow: np.ndarray, depth: np.ndarray,

@@ -26,6 +26,8 @@ class ModelConfig:
         feat8: channels of the per-frame 1/8-resolution feature map cached for the motion head.
         cost_aggregation: side (1/4-resolution pixels) of the box that aggregates the cost
             volume before it enters the network and the plane logits (1 = none).
+        motion_prior: the motion head adds its output to a fixed scene-flow prior
+            (`scene_flow.scene_flow_prior`) and sees it as input (False = the head alone).
     """
 
     width: int = 256
@@ -42,6 +44,7 @@ class ModelConfig:
     max_sources: int = 2
     feat8: int = 48
     cost_aggregation: int = 9
+    motion_prior: bool = True
 
     def __post_init__(self) -> None:
         if self.width % self.patch or self.height % self.patch:
@@ -68,5 +71,5 @@ class ModelConfig:
         if unknown:
             raise ValueError(f'unknown model config keys {unknown}')
         # keys added after checkpoints were written, with the value those checkpoints imply
-        legacy = {'cost_aggregation': 1}
+        legacy = {'cost_aggregation': 1, 'motion_prior': False}
         return cls(**{**legacy, **d})

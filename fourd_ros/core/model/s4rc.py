@@ -22,6 +22,7 @@ from torch import nn
 
 from fourd_ros.core.model.config import ModelConfig
 from fourd_ros.core.model.cost_volume import depth_planes, to_gray, ncc_cost_volume
+from fourd_ros.core.model.scene_flow import MotionGeometry, PRIOR_CHANNELS, scene_flow_prior
 from fourd_ros.core.model.layers import (AdaLN, Attention, conv_block, CrossAttention, Mlp,
                                          sincos_2d, time_embedding)
 
@@ -181,7 +182,7 @@ class S4RC(nn.Module):
                                            for _ in range(c.motion_layers))
         self.motion_norm = nn.LayerNorm(d)
         self.motion_tok = nn.Linear(d, 64)
-        self.motion_up = conv_block(64 + c.feat8, 64)
+        self.motion_up = conv_block(64 + c.feat8 + (PRIOR_CHANNELS if c.motion_prior else 0), 64)
         self.motion_out = nn.Conv2d(64, 4, 3, 1, 1)
         nn.init.zeros_(self.motion_out.weight)
         nn.init.zeros_(self.motion_out.bias)
@@ -269,9 +270,14 @@ class S4RC(nn.Module):
                            focal=focal, latent=latent, attended_tokens=attended)
 
     # ------------------------------------------------------------------ motion
-    def motion(self, source: FrameLatent, target: FrameLatent) -> tuple[torch.Tensor,
-                                                                        torch.Tensor]:
+    def motion(self, source: FrameLatent, target: FrameLatent,
+               geometry: MotionGeometry | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Dense displacement of the source frame's points from its time to the target's.
+
+        Args:
+            source, target: the two frames' cached latents.
+            geometry: their depths and relative pose, for the scene-flow prior (models with
+                ``config.motion_prior``; without it the prior is zero: no motion known).
 
         Returns:
             (B x 3 x H/8 x W/8 displacement in the source camera's axes, normalised units;
@@ -287,5 +293,14 @@ class S4RC(nn.Module):
         gh, gw = source.feat8.shape[-2] // 2, source.feat8.shape[-1] // 2
         m = self.motion_tok(self.motion_norm(x)).transpose(1, 2).reshape(b, 64, gh, gw)
         m = F.interpolate(m, scale_factor=2, mode='bilinear', align_corners=False)
-        out = self.motion_out(self.motion_up(torch.cat([m, source.feat8], dim=1)))
-        return out[:, :3], 1.0 + torch.exp(out[:, 3:].clamp(max=10.0))
+        inputs = [m, source.feat8]
+        prior = None
+        if c.motion_prior:
+            if geometry is not None:
+                prior = scene_flow_prior(geometry, stride=8)
+            else:
+                prior = m.new_zeros(b, PRIOR_CHANNELS, *m.shape[-2:])
+            inputs.append(prior)
+        out = self.motion_out(self.motion_up(torch.cat(inputs, dim=1)))
+        dP = out[:, :3] if prior is None else prior[:, :3] + out[:, :3]
+        return dP, 1.0 + torch.exp(out[:, 3:].clamp(max=10.0))

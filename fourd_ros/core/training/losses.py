@@ -15,6 +15,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from fourd_ros.core.model.cost_volume import to_gray
+from fourd_ros.core.model.scene_flow import motion_geometry
 from fourd_ros.core.model.s4rc import S4RC, SourceViews
 from fourd_ros.core.training.data import Batch
 
@@ -113,7 +115,7 @@ class TrainingStep(nn.Module):
     def forward(self, batch: Batch, top_only: bool) -> dict[str, torch.Tensor]:
         m = self.model
         n = batch.rgb.shape[1]
-        latents = []
+        latents, depths = [], []
         ld, lc, lf = [], [], []
         for k in range(n):
             src_ids = list(range(max(0, k - m.config.max_sources), k))
@@ -130,10 +132,21 @@ class TrainingStep(nn.Module):
             if k > 0:
                 lc.append(camera_loss(out.T_anchor_cam, batch.T_anchor_cam[:, k]))
             latents.append(out.latent)
+            depths.append(out.depth.detach())
         q = batch.query
         preds, confs, gts = [], [], []
+        gray = (to_gray(batch.rgb.flatten(0, 1)) * 255).round().clamp(0, 255)
+        gray = gray.to(torch.uint8).reshape(*batch.rgb.shape[:2], *batch.rgb.shape[-2:])
+        gray = gray.cpu().numpy()
         for tau in range(n):
-            dP, conf = m.motion(latents[q], latents[tau])
+            geometry = None
+            if m.config.motion_prior:
+                # the scene-flow prior sees what the backend gives it: predicted depths and
+                # noisy poses
+                geometry = motion_geometry(
+                    gray[:, q], gray[:, tau], depths[q], depths[tau], batch.K,
+                    relative_transform(batch.T_noisy[:, tau], batch.T_noisy[:, q]))
+            dP, conf = m.motion(latents[q], latents[tau], geometry)
             preds.append(dP)
             confs.append(conf)
             gts.append(sample_to_grid(batch.dP[:, tau], 8))
