@@ -52,7 +52,8 @@ def test_landmarks_track_the_camera_and_triangulation_removes_seed_noise(static_
         if i == 0:
             true = transform_points(T, unproject_depth(clip.depth[i], clip.K))
             seeded_err = np.linalg.norm(points - true, axis=2)
-        tracker.update(gray, points.astype(np.float32), np.ones(gray.shape, bool), clip.K, T)
+        tracker.update(gray, points.astype(np.float32), np.ones(gray.shape, bool),
+                       np.zeros(gray.shape, bool), clip.K, T)
         velocity = invert_pose(T_prev) @ T if i else np.eye(4)
         T_prev = T
     travelled = np.linalg.norm((T0_inv @ clip.T_wc[-1])[:3, 3])

@@ -51,8 +51,8 @@ class LearnedConfig:
             fraction.
         keyframe_baseline: a frame is a keyframe when it is this far (fraction of median
             depth) from the last keyframe.
-        pose_pixel_share: share of the previous frame's static pixels, most confident first,
-            whose 3D points the pose is tracked against.
+        pose_pixel_share: share of a frame's pixels, most confident first, where new
+            landmarks of the geometric pose may be seeded (static pixels only).
         pose: geometric pose settings.
     """
 
@@ -131,6 +131,8 @@ class LearnedBackend:
     @contextmanager
     def _device_memory(self, what: str) -> Iterator[None]:
         """Turn the device running out of memory into one clear `BackendError`."""
+        if self.model is None:
+            raise BackendError(f'the learned backend is closed: not {what}')
         try:
             yield
         except torch.OutOfMemoryError as exc:
@@ -189,7 +191,7 @@ class LearnedBackend:
         points_world = transform_points(T_wc, points_cam).astype(np.float32)
         # confidence is relative (aleatoric): landmarks live on the most confident share
         usable = ~dynamic & (conf >= np.quantile(conf, 1.0 - cfg.pose_pixel_share))
-        self._landmarks.update(gray, points_world, usable, K, T_wc)
+        self._landmarks.update(gray, points_world, usable, dynamic, K, T_wc)
         extras['landmarks'] = len(self._landmarks)
         keyframe = self._is_keyframe(T_wc, float(np.median(depth)))
         self._velocity = (invert_pose(prev.T_wc) @ T_wc) if prev is not None else np.eye(4)

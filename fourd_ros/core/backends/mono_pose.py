@@ -62,8 +62,6 @@ class PoseEstimate:
         ok: tracking succeeded (False: `T_wc` is the guess).
         points_world: inliers' N x 3 world points (landmarks).
         pixels: inliers' N x 2 pixels in the current image.
-        triangulated: inliers' N bool, True where the landmark's position is triangulated
-            (consistent with the tracked poses) rather than taken from a depth map.
     """
 
     T_wc: np.ndarray
@@ -71,7 +69,6 @@ class PoseEstimate:
     ok: bool
     points_world: np.ndarray = field(default_factory=lambda: np.zeros((0, 3)))
     pixels: np.ndarray = field(default_factory=lambda: np.zeros((0, 2), np.float32))
-    triangulated: np.ndarray = field(default_factory=lambda: np.zeros(0, bool))
 
 
 def _rays_world(pixels: np.ndarray, K: np.ndarray, T_wc: np.ndarray) -> np.ndarray:
@@ -99,7 +96,10 @@ class LandmarkTracker:
     """Persistent 3D landmarks of a monocular stream (see the module docstring).
 
     Per frame: `track` (before the frame is encoded) gives the pose, `update` (after, with the
-    frame's depth) re-triangulates and seeds landmarks. Not thread-safe: one stream, one thread.
+    frame's depth) commits what `track` found, re-triangulates and seeds landmarks. A frame that
+    fails between the two (e.g. the device runs out of memory) leaves the landmarks as they
+    were: the next `track` starts again from the last updated frame. Not thread-safe: one
+    stream, one thread.
     """
 
     def __init__(self, config: MonoPoseConfig = MonoPoseConfig()) -> None:
@@ -108,6 +108,7 @@ class LandmarkTracker:
 
     def reset(self) -> None:
         self._gray: np.ndarray | None = None
+        self._pending: tuple[np.ndarray, np.ndarray] | None = None  # (pixels, keep) of `track`
         self.pixels = np.zeros((0, 2), np.float32)     # in the last frame
         self.points = np.zeros((0, 3))                  # world
         self._origin = np.zeros((0, 3))                 # first observation's camera centre
@@ -121,8 +122,8 @@ class LandmarkTracker:
         """Pose (4x4 camera-to-world) of the frame `gray` (H x W uint8) with intrinsics `K`,
         starting from `T_guess` (returned when tracking fails)."""
         cfg = self.config
+        self._pending = (self.pixels, np.zeros(len(self), bool))  # lost unless PnP succeeds
         if self._gray is None or len(self) < cfg.min_inliers:
-            self._keep(np.zeros(len(self), bool))
             return PoseEstimate(T_guess, 0, False)
         p0 = self.pixels
         p1, st, _ = cv2.calcOpticalFlowPyrLK(self._gray, gray, p0, None, winSize=(21, 21),
@@ -132,7 +133,6 @@ class LandmarkTracker:
         good = (st[:, 0] == 1) & (st2[:, 0] == 1) & (
             np.linalg.norm(back - p0, axis=1) < cfg.fb_px)
         if good.sum() < cfg.min_inliers:
-            self._keep(np.zeros(len(self), bool))
             return PoseEstimate(T_guess, int(good.sum()), False)
         X = self.points[good]
         uv = p1[good].astype(np.float64)
@@ -143,40 +143,42 @@ class LandmarkTracker:
             X, uv, K, None, rvec=rvec, tvec=tvec, useExtrinsicGuess=True, iterationsCount=100,
             reprojectionError=cfg.reproj_px, confidence=0.999, flags=cv2.SOLVEPNP_ITERATIVE)
         if not ok or inl is None or len(inl) < cfg.min_inliers:
-            self._keep(np.zeros(len(self), bool))
             return PoseEstimate(T_guess, 0 if inl is None else len(inl), False)
         idx = inl[:, 0]
         rvec, tvec = cv2.solvePnPRefineLM(X[idx], uv[idx], K, None, rvec, tvec)
         R, _ = cv2.Rodrigues(rvec)
         keep = np.zeros(len(self), bool)
         keep[np.flatnonzero(good)[idx]] = True
-        triangulated = self._angle[good][idx] > 0
-        self.pixels = p1.astype(np.float32)
-        self._keep(keep)
+        self._pending = (p1.astype(np.float32), keep)
         return PoseEstimate(invert_pose(make_pose(R, tvec.ravel())), len(idx), True,
-                            X[idx], uv[idx].astype(np.float32), triangulated)
+                            X[idx], uv[idx].astype(np.float32))
 
-    def update(self, gray: np.ndarray, points_world: np.ndarray, usable: np.ndarray,
-               K: np.ndarray, T_wc: np.ndarray) -> None:
-        """After the frame is processed: drop landmarks on moving pixels, re-triangulate those
-        with enough parallax, and seed new ones from the frame's points.
+    def update(self, gray: np.ndarray, points_world: np.ndarray, seedable: np.ndarray,
+               moving: np.ndarray, K: np.ndarray, T_wc: np.ndarray) -> None:
+        """After the frame is processed: keep the landmarks `track` followed, drop those on
+        moving pixels, re-triangulate those with enough parallax, and seed new ones.
 
         Args:
             gray: H x W uint8 image of the frame just tracked.
             points_world: H x W x 3 world points of the frame (NaN = invalid).
-            usable: H x W bool, static and confident pixels (where landmarks may live).
+            seedable: H x W bool, static and confident pixels (where new landmarks may start).
+            moving: H x W bool, the frame's dynamic mask (landmarks there are dropped).
             K, T_wc: the frame's intrinsics and camera-to-world pose.
         """
         cfg = self.config
         h, w = gray.shape
+        if self._pending is not None:
+            self.pixels = self._pending[0]
+            self._keep(self._pending[1])
+            self._pending = None
         if len(self):
             ij = np.clip(np.round(self.pixels).astype(int), 0, [w - 1, h - 1])
-            self._keep(usable[ij[:, 1], ij[:, 0]])
+            self._keep(~moving[ij[:, 1], ij[:, 0]])
         if len(self):
             self._triangulate(K, T_wc)
         want = cfg.max_landmarks - len(self)
         if want > (1.0 - cfg.replenish_share) * cfg.max_landmarks:
-            mask = usable.astype(np.uint8) * 255
+            mask = seedable.astype(np.uint8) * 255
             for u, v in np.round(self.pixels).astype(int):
                 cv2.circle(mask, (int(u), int(v)), cfg.min_spacing_px, 0, -1)
             corners = cv2.goodFeaturesToTrack(gray, want, 0.01, cfg.min_spacing_px, mask=mask)

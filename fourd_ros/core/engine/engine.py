@@ -116,8 +116,8 @@ class StreamingEngine:
             self._reset()
 
     def _reset(self) -> None:
+        self.backend.reset()  # under `_stream` only: no query lock held in a backend call
         with self._lock:
-            self.backend.reset()
             self.cache.clear()
             self.tracks.reset()
             self._snapshot = self.tracks.snapshot
@@ -180,9 +180,16 @@ class StreamingEngine:
         # outside `_lock`: the tracks decode motion (a model pass for the learned backend);
         # only this thread changes the cache (under `_stream`), so `prev` and `entry` stay valid;
         # they are consecutive frames, so there is nothing to chain through
-        snapshot = self.tracks.step(prev, entry,
-                                    lambda a, b, px: self.backend.motion(a, b, px, []),
-                                    result.confidence)
+        try:
+            snapshot = self.tracks.step(prev, entry,
+                                        lambda a, b, px: self.backend.motion(a, b, px, []),
+                                        result.confidence)
+        except BackendError as exc:
+            # the frame is cached and its pose is good; only the tracks could not be advanced
+            # (e.g. device out of memory): they start again from this frame
+            LOG.error('tracks restarted: %s', exc)
+            self.tracks.reset()
+            snapshot = self.tracks.step(None, entry, lambda a, b, px: None, result.confidence)
         with self._lock:
             self._snapshot = snapshot
         self.last_step = info

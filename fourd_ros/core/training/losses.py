@@ -135,14 +135,15 @@ class TrainingStep(nn.Module):
             depths.append(out.depth.detach())
         q = batch.query
         preds, confs, gts = [], [], []
-        gray = (to_gray(batch.rgb.flatten(0, 1)) * 255).round().clamp(0, 255)
-        gray = gray.to(torch.uint8).reshape(*batch.rgb.shape[:2], *batch.rgb.shape[-2:])
-        gray = gray.cpu().numpy()
+        if m.config.motion_prior:
+            gray = (to_gray(batch.rgb.flatten(0, 1)) * 255).round().clamp(0, 255)
+            gray = gray.to(torch.uint8).reshape(*batch.rgb.shape[:2], *batch.rgb.shape[-2:])
+            gray = gray.cpu().numpy()
         for tau in range(n):
             geometry = None
             if m.config.motion_prior:
-                # the scene-flow prior sees what the backend gives it: predicted depths and
-                # noisy poses
+                # the scene-flow prior sees what the backend gives it: predicted depths (here
+                # without the backend's scale-to-map step) and noisy poses
                 geometry = motion_geometry(
                     gray[:, q], gray[:, tau], depths[q], depths[tau], batch.K,
                     relative_transform(batch.T_noisy[:, tau], batch.T_noisy[:, q]))
