@@ -154,15 +154,15 @@ class LandmarkTracker:
                             X[idx], uv[idx].astype(np.float32))
 
     def update(self, gray: np.ndarray, points_world: np.ndarray, seedable: np.ndarray,
-               moving: np.ndarray, K: np.ndarray, T_wc: np.ndarray) -> None:
+               drop: np.ndarray, K: np.ndarray, T_wc: np.ndarray) -> None:
         """After the frame is processed: keep the landmarks `track` followed, drop those on
-        moving pixels, re-triangulate those with enough parallax, and seed new ones.
+        `drop` pixels, re-triangulate those with enough parallax, and seed new ones.
 
         Args:
             gray: H x W uint8 image of the frame just tracked.
             points_world: H x W x 3 world points of the frame (NaN = invalid).
             seedable: H x W bool, static and confident pixels (where new landmarks may start).
-            moving: H x W bool, the frame's dynamic mask (landmarks there are dropped).
+            drop: H x W bool, where landmarks are dropped (at least the dynamic mask).
             K, T_wc: the frame's intrinsics and camera-to-world pose.
         """
         cfg = self.config
@@ -173,7 +173,7 @@ class LandmarkTracker:
             self._pending = None
         if len(self):
             ij = np.clip(np.round(self.pixels).astype(int), 0, [w - 1, h - 1])
-            self._keep(~moving[ij[:, 1], ij[:, 0]])
+            self._keep(~drop[ij[:, 1], ij[:, 0]])
         if len(self):
             self._triangulate(K, T_wc)
         want = cfg.max_landmarks - len(self)

@@ -64,12 +64,14 @@ class ModelConfig:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> ModelConfig:
-        """Rebuild from a checkpoint's dict; unknown keys are an error (config mismatch)."""
+    def from_dict(cls, d: dict[str, Any], legacy: bool = True) -> ModelConfig:
+        """Rebuild from a checkpoint's dict; unknown keys are an error (config mismatch).
+        Keys the dict predates take the value its checkpoint implies (`legacy`) or, when
+        growing an old checkpoint into today's architecture, today's default."""
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(d) - names)
         if unknown:
             raise ValueError(f'unknown model config keys {unknown}')
         # keys added after checkpoints were written, with the value those checkpoints imply
-        legacy = {'cost_aggregation': 1, 'motion_prior': False}
-        return cls(**{**legacy, **d})
+        implied = {'cost_aggregation': 1, 'motion_prior': False} if legacy else {}
+        return cls(**{**implied, **d})
