@@ -200,10 +200,12 @@ class LearnedBackend:
         points_cam = unproject_depth(depth, K)
         points_world = transform_points(T_wc, points_cam).astype(np.float32)
         # confidence is relative (aleatoric): landmarks live on the most confident share
-        usable = ~dynamic & (conf >= np.quantile(conf, 1.0 - cfg.pose_pixel_share))
-        # landmarks leave unusable pixels too, not only moving ones: keeping those on
-        # low-confidence pixels measured worse (7-Scenes ATE 6.4 vs 3.7 cm, docs/history.md)
-        self._landmarks.update(gray, points_world, usable, ~usable, K, T_wc)
+        # landmarks leave low-confidence pixels (keeping them measured worse: 7-Scenes ATE 6.4
+        # vs 3.7 cm, docs/history.md) but not the dynamic mask, which PnP's outlier rejection
+        # covers: a mask gone wrong (poses off -> everything "moves") must not take the
+        # landmarks, and with them the pose, down with it
+        confident = conf >= np.quantile(conf, 1.0 - cfg.pose_pixel_share)
+        self._landmarks.update(gray, points_world, confident & ~dynamic, ~confident, K, T_wc)
         extras['landmarks'] = len(self._landmarks)
         keyframe = self._is_keyframe(T_wc, float(np.median(depth)))
         self._velocity = (invert_pose(prev.T_wc) @ T_wc) if prev is not None else np.eye(4)

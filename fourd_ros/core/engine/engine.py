@@ -90,6 +90,7 @@ class StreamingEngine:
         self._trajectory: deque[tuple[float, np.ndarray]] = deque(
             maxlen=self.config.max_trajectory)
         self._input_size: tuple[int, int] | None = None
+        self._input_K: np.ndarray | None = None  # the stream's input intrinsics (None = none)
         self._proc_size: tuple[int, int] | None = None
         self._index = 0
         self.last_step = StepInfo()
@@ -123,6 +124,7 @@ class StreamingEngine:
             self._snapshot = self.tracks.snapshot
             self._trajectory.clear()
             self._input_size = None
+            self._input_K = None
             self._proc_size = None
             self._index = 0
 
@@ -135,10 +137,10 @@ class StreamingEngine:
     def process(self, frame: Frame) -> FrameResult:
         """Process the next frame; returns its geometry at the processing resolution.
 
-        A stamp older than the last one (bag loop, camera restart) or an image size change
-        resets the stream first (see `last_step.reset_reason`). Raises `InputError` for frames
-        that cannot be used; the stream is left as it was. Frames are processed one at a time
-        (a second caller waits).
+        A stamp older than the last one (bag loop, camera restart), an image size change or an
+        intrinsics change resets the stream first (see `last_step.reset_reason`). Raises
+        `InputError` for frames that cannot be used; the stream is left as it was. Frames are
+        processed one at a time (a second caller waits).
         """
         with self._stream:
             return self._process(frame)
@@ -156,9 +158,14 @@ class StreamingEngine:
         elif self._input_size is not None and (w, h) != self._input_size:
             info.reset_reason = (f'image size changed from {self._input_size[0]}x'
                                  f'{self._input_size[1]} to {w}x{h}: stream reset')
+        elif latest is not None and not _same_intrinsics(frame.K, self._input_K):
+            # e.g. the first frames came before the first CameraInfo: the cached geometry was
+            # built with other intrinsics and cannot be matched against the new frames
+            info.reset_reason = 'camera intrinsics changed: stream reset'
         if info.reset_reason:
             LOG.warning(info.reset_reason)
             self._reset()
+        self._input_K = None if frame.K is None else np.array(frame.K, np.float64)
         if self._input_size is None:
             self._input_size = (w, h)
             self._proc_size = self.backend.processing_size(w, h, int(self.config.width))
@@ -353,6 +360,13 @@ class StreamingEngine:
             depth = depth.astype(np.float32, copy=False)
         return Frame(stamp=frame.stamp, rgb=rgb, depth=depth, K=K, T_wc_gt=frame.T_wc_gt,
                      name=frame.name, index=self._index, intrinsics_known=known)
+
+
+def _same_intrinsics(K: np.ndarray | None, ref: np.ndarray | None) -> bool:
+    """Whether a frame's intrinsics are the stream's (both unknown counts as the same)."""
+    if K is None or ref is None:
+        return K is None and ref is None
+    return bool(np.allclose(np.asarray(K, np.float64), ref, rtol=1e-6, atol=1e-6))
 
 
 def latent_nbytes_by_device(record: Any) -> dict[str, int]:
