@@ -47,6 +47,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help='start from these weights (and their model config) instead of random')
     p.add_argument('--train-only', default='', metavar='PREFIX',
                    help="train only parameters whose names start with PREFIX (e.g. 'motion')")
+    p.add_argument('--motion-prior', action='store_true', default=None,
+                   help="give the motion head the scene-flow prior (default: as --init's "
+                        'checkpoint, else off)')
     p.add_argument('--install', action='store_true',
                    help="copy the exported model.pt to the package's default checkpoint")
     p.add_argument('--no-progress', action='store_true', help='no progress bar')
@@ -65,6 +68,7 @@ def run(args: argparse.Namespace) -> int:
                       eval_every=args.eval_every, time_limit_min=args.time_limit,
                       device=args.device, threads=args.threads, seed=args.seed,
                       init=args.init, train_only=args.train_only,
+                      motion_prior=args.motion_prior,
                       data=dataclasses.replace(DataConfig(), width=w, height=h))
     if args.frames > cfg.data.frames:
         raise ValueError(f'--frames {args.frames}: sub-clips are cut from {cfg.data.frames}-frame '

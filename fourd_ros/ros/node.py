@@ -85,6 +85,8 @@ class FourdNode(Node):
         self._camera_frame = self.p['camera_frame']
         self._K: np.ndarray | None = None
         self._K_size: tuple[int, int] | None = None
+        # set by the first CameraInfo (or when the first frame has waited for it long enough)
+        self._info_ready = threading.Event()
         self._queue: deque[Image] = deque(maxlen=self.p['queue_size'])
         self._depth: deque[Image] = deque(maxlen=30)
         self._cv = threading.Condition()
@@ -166,6 +168,7 @@ class FourdNode(Node):
             self._cv.notify()
 
     def _on_camera_info(self, msg: CameraInfo) -> None:
+        self._info_ready.set()
         K = np.array(msg.k, dtype=np.float64).reshape(3, 3)
         if K[0, 0] == 0.0 or not np.all(np.isfinite(K)):
             self._K = None  # uncalibrated (REP: K[0] == 0)
@@ -225,6 +228,11 @@ class FourdNode(Node):
         stamp = conv.stamp_to_sec(msg.header.stamp)
         h, w = rgb.shape[:2]
         K = None
+        if self.p['camera_info_topic'] and not self._info_ready.is_set():
+            # the first images often come before the first CameraInfo: processing them
+            # uncalibrated would start a stream that the calibrated frames then reset
+            self._info_ready.wait(CAMERA_INFO_WAIT_S)
+            self._info_ready.set()  # wait once; a camera without CameraInfo runs uncalibrated
         if self._K is not None and self._K_size is not None:
             K = scale_intrinsics(self._K, w / self._K_size[0], h / self._K_size[1])
         depth = None
@@ -481,6 +489,9 @@ class FourdNode(Node):
         self._worker.join(timeout=5.0)
         self.engine.close()
         super().destroy_node()
+
+
+CAMERA_INFO_WAIT_S = 1.0  # how long the first image waits for the first CameraInfo
 
 
 def main(args: list[str] | None = None) -> int:

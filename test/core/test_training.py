@@ -45,3 +45,28 @@ def test_training_resumes_from_its_last_checkpoint(tmp_path) -> None:
     assert state['step'] == 3  # one more step, not three from scratch
     assert any(not torch.equal(w2[k], state['model'][k]) for k in w2)
     assert (out / 'log.jsonl').read_text().count('\n') == 3
+
+
+def test_init_grows_an_older_checkpoint_that_first_computes_what_it_did(tmp_path) -> None:
+    """`fourd train --init OLD --motion-prior`: the motion head's new input channels start at
+    zero, so before any step the grown model decodes exactly what the old one did."""
+    from fourd_ros.core.model.checkpoint import save_checkpoint
+    from fourd_ros.core.model.config import ModelConfig
+    from fourd_ros.core.model.s4rc import S4RC
+    from fourd_ros.core.training.train import _init_from
+
+    torch.manual_seed(0)
+    cfg = ModelConfig(width=64, height=48, dim=32, heads=2, blocks=1, motion_layers=1,
+                      planes=8, feat8=8)
+    old = S4RC(cfg).eval()
+    torch.nn.init.normal_(old.motion_out.weight, std=0.1)  # a head that predicts something
+    path = tmp_path / 'old.pt'
+    save_checkpoint(path, old, {})
+    grown = _init_from(str(path), torch.device('cpu'), motion_prior=True).eval()
+    assert grown.config.motion_prior and not old.config.motion_prior
+    rgb, K = torch.rand(1, 3, 48, 64), torch.tensor([[[50.0, 0, 31.5], [0, 50.0, 23.5],
+                                                      [0, 0, 1]]])
+    with torch.no_grad():
+        a = [old.encode(rgb, K, torch.tensor([t]), [], None, t == 0).latent for t in (0.0, 0.1)]
+        b = [grown.encode(rgb, K, torch.tensor([t]), [], None, t == 0).latent for t in (0.0, 0.1)]
+        assert torch.allclose(old.motion(*a)[0], grown.motion(*b)[0], atol=1e-6)

@@ -53,6 +53,8 @@ class TrainConfig:
             random initialisation).
         train_only: train only the parameters whose names start with this prefix ('' = all;
             'motion' = the motion head, with the encoder and geometry heads frozen).
+        motion_prior: give the motion head the scene-flow prior (None = as the init
+            checkpoint, or ``model``, says).
         data, model, loss: sub-configs (``model`` is the init checkpoint's when given).
     """
 
@@ -71,6 +73,7 @@ class TrainConfig:
     seed: int = 0
     init: str = ''
     train_only: str = ''
+    motion_prior: bool | None = None
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     loss: LossConfig = field(default_factory=LossConfig)
@@ -123,13 +126,15 @@ def validate(step_module: TrainingStep, clips: list, device: torch.device, frame
     return {f'val_{k}': float(np.mean(v)) for k, v in acc.items()}
 
 
-def _init_from(path: str, device: torch.device) -> S4RC:
+def _init_from(path: str, device: torch.device, motion_prior: bool | None = None) -> S4RC:
     """A model with the architecture of checkpoint `path`, where fields that checkpoint's config
     predates take today's defaults, and its weights. A weight whose input channels grew (a new
     input, e.g. the motion head's scene-flow prior) keeps its trained channels and starts the new
     ones at zero, so the grown model first computes what the old one did."""
     payload = read_checkpoint(Path(path), device)
     config = ModelConfig.from_dict(payload['config'], legacy=False)
+    if motion_prior is not None:
+        config = dataclasses.replace(config, motion_prior=motion_prior)
     model = S4RC(config).to(device)
     state = model.state_dict()
     for name, old in payload['model'].items():
@@ -186,9 +191,12 @@ def train(cfg: TrainConfig, progress: bool = True) -> Path:
     torch.manual_seed(cfg.seed)
     last = out / 'last.pt'
     if cfg.init:
-        model = _init_from(cfg.init, device)
+        model = _init_from(cfg.init, device, cfg.motion_prior)
         cfg = dataclasses.replace(cfg, model=model.config)
     else:
+        if cfg.motion_prior is not None:
+            cfg = dataclasses.replace(cfg, model=dataclasses.replace(
+                cfg.model, motion_prior=cfg.motion_prior))
         model = S4RC(cfg.model).to(device)
     trained = [p for n, p in model.named_parameters() if n.startswith(cfg.train_only)]
     if not trained:
