@@ -87,6 +87,7 @@ class FourdNode(Node):
         self._K_size: tuple[int, int] | None = None
         # set by the first CameraInfo (or when the first frame has waited for it long enough)
         self._info_ready = threading.Event()
+        self._info_wait_start = 0.0
         self._queue: deque[Image] = deque(maxlen=self.p['queue_size'])
         self._depth: deque[Image] = deque(maxlen=30)
         self._cv = threading.Condition()
@@ -168,13 +169,13 @@ class FourdNode(Node):
             self._cv.notify()
 
     def _on_camera_info(self, msg: CameraInfo) -> None:
-        self._info_ready.set()
         K = np.array(msg.k, dtype=np.float64).reshape(3, 3)
         if K[0, 0] == 0.0 or not np.all(np.isfinite(K)):
             self._K = None  # uncalibrated (REP: K[0] == 0)
-            return
-        self._K = K
-        self._K_size = (int(msg.width), int(msg.height))
+        else:
+            self._K_size = (int(msg.width), int(msg.height))
+            self._K = K
+        self._info_ready.set()  # after K: the worker reads K as soon as this is set
 
     def _on_tf_static(self, msg: TFMessage) -> None:
         base, cam = self.p['base_frame'], self._camera_frame or DEFAULT_CAMERA_FRAME
@@ -230,9 +231,14 @@ class FourdNode(Node):
         K = None
         if self.p['camera_info_topic'] and not self._info_ready.is_set():
             # the first images often come before the first CameraInfo: processing them
-            # uncalibrated would start a stream that the calibrated frames then reset
-            self._info_ready.wait(CAMERA_INFO_WAIT_S)
-            self._info_ready.set()  # wait once; a camera without CameraInfo runs uncalibrated
+            # uncalibrated would start a stream that the calibrated frames then reset (and
+            # blocking here would drop the frames queued meanwhile: a gap at the stream start)
+            now = time.monotonic()
+            self._info_wait_start = self._info_wait_start or now
+            if now - self._info_wait_start < CAMERA_INFO_WAIT_S:
+                raise InputError('waiting for the first CameraInfo on '
+                                 f"'{self.p['camera_info_topic']}'")
+            self._info_ready.set()  # a camera without CameraInfo runs uncalibrated
         if self._K is not None and self._K_size is not None:
             K = scale_intrinsics(self._K, w / self._K_size[0], h / self._K_size[1])
         depth = None
@@ -491,7 +497,7 @@ class FourdNode(Node):
         super().destroy_node()
 
 
-CAMERA_INFO_WAIT_S = 1.0  # how long the first image waits for the first CameraInfo
+CAMERA_INFO_WAIT_S = 2.0  # how long images wait for the first CameraInfo (then uncalibrated)
 
 
 def main(args: list[str] | None = None) -> int:

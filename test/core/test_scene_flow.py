@@ -44,3 +44,24 @@ def test_prior_moves_moving_objects_and_leaves_static_points_at_zero() -> None:
     # rest left at zero), 99.2 % of the static points exactly zero
     assert np.median(err) < 0.4 * np.median(size)
     assert (np.linalg.norm(prior[static], axis=1) == 0).mean() > 0.97
+
+
+def test_learned_backend_runs_a_model_with_the_prior_end_to_end() -> None:
+    """The backend gives a `motion_prior` model its geometry (depths, poses, grey images) in
+    the dynamic mask and in queries; an untrained one still answers every point."""
+    from fourd_ros.core.backends.learned import LearnedBackend
+    from fourd_ros.core.engine.engine import EngineConfig, StreamingEngine
+    from fourd_ros.core.model.config import ModelConfig
+    from fourd_ros.core.model.s4rc import S4RC
+    from fourd_ros.core.types import PointStatus
+
+    torch.manual_seed(0)
+    model = S4RC(ModelConfig(width=96, height=64, dim=32, heads=2, blocks=1, motion_layers=1,
+                             planes=8, feat8=8, motion_prior=True))
+    clip = generate_clip(SceneConfig(frames=6, width=96, height=72, seed=5, fps=10.0))
+    engine = StreamingEngine(LearnedBackend(model=model), EngineConfig(width=0))
+    for i in range(len(clip)):
+        engine.process(clip.frame(i))
+    out = engine.query_pixels(float(clip.stamps[1]), np.array([[10.0, 10.0], [50.0, 40.0]]))
+    assert len(out.status) == 2 and set(out.status) <= {int(s) for s in PointStatus}
+    assert np.isfinite(out.source_positions).all()
