@@ -199,11 +199,11 @@ class LearnedBackend:
             dynamic = self._dynamic_mask(latent, context, gray, depth, scale, T_wc, K)
         points_cam = unproject_depth(depth, K)
         points_world = transform_points(T_wc, points_cam).astype(np.float32)
-        # confidence is relative (aleatoric): landmarks live on the most confident share
-        # landmarks leave low-confidence pixels (keeping them measured worse: 7-Scenes ATE 6.4
-        # vs 3.7 cm, docs/history.md) but not the dynamic mask, which PnP's outlier rejection
-        # covers: a mask gone wrong (poses off -> everything "moves") must not take the
-        # landmarks, and with them the pose, down with it
+        # landmarks start on the most confident share of the static pixels, and leave
+        # low-confidence pixels (keeping them measured worse: 7-Scenes ATE 6.4 vs 3.7 cm,
+        # docs/history.md) but not the dynamic mask, which PnP's outlier rejection covers: a
+        # mask gone wrong (poses off -> everything "moves") must not take the landmarks, and
+        # with them the pose, down with it
         confident = conf >= np.quantile(conf, 1.0 - cfg.pose_pixel_share)
         self._landmarks.update(gray, points_world, confident & ~dynamic, ~confident, K, T_wc)
         extras['landmarks'] = len(self._landmarks)
