@@ -230,15 +230,14 @@ class FourdNode(Node):
         h, w = rgb.shape[:2]
         K = None
         if self.p['camera_info_topic'] and not self._info_ready.is_set():
-            # the first images often come before the first CameraInfo: processing them
-            # uncalibrated would start a stream that the calibrated frames then reset (and
-            # blocking here would drop the frames queued meanwhile: a gap at the stream start)
+            # the first images often come just before the first CameraInfo: processed
+            # uncalibrated they would start a stream that the calibrated frames then reset. Wait
+            # for it briefly (a longer block drops the frames queued meanwhile), and only in the
+            # first seconds: a camera without CameraInfo then runs uncalibrated
             now = time.monotonic()
             self._info_wait_start = self._info_wait_start or now
-            if now - self._info_wait_start < CAMERA_INFO_WAIT_S:
-                raise InputError('waiting for the first CameraInfo on '
-                                 f"'{self.p['camera_info_topic']}'")
-            self._info_ready.set()  # a camera without CameraInfo runs uncalibrated
+            if now - self._info_wait_start < CAMERA_INFO_PATIENCE_S:
+                self._info_ready.wait(CAMERA_INFO_WAIT_S)
         if self._K is not None and self._K_size is not None:
             K = scale_intrinsics(self._K, w / self._K_size[0], h / self._K_size[1])
         depth = None
@@ -497,7 +496,8 @@ class FourdNode(Node):
         super().destroy_node()
 
 
-CAMERA_INFO_WAIT_S = 2.0  # how long images wait for the first CameraInfo (then uncalibrated)
+CAMERA_INFO_WAIT_S = 0.3  # longest wait of one image for the first CameraInfo
+CAMERA_INFO_PATIENCE_S = 2.0  # images wait for it only this long after the first one
 
 
 def main(args: list[str] | None = None) -> int:
