@@ -162,7 +162,8 @@ class LandmarkTracker:
             gray: H x W uint8 image of the frame just tracked.
             points_world: H x W x 3 world points of the frame (NaN = invalid).
             seedable: H x W bool, static and confident pixels (where new landmarks may start).
-            drop: H x W bool, where landmarks are dropped (at least the dynamic mask).
+            drop: H x W bool, where landmarks are dropped (the learned backend: low-confidence
+                pixels; landmarks on moving objects leave as PnP outliers).
             K, T_wc: the frame's intrinsics and camera-to-world pose.
         """
         cfg = self.config

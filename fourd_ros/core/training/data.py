@@ -148,7 +148,8 @@ def _small_rotation(rng: np.random.Generator, sigma_rad: float) -> np.ndarray:
 
 def sample_batch(clips: list[SyntheticClip], rng: np.random.Generator, batch: int,
                  frames: int, max_stride: int = 3, pose_noise_deg: float = 0.3,
-                 pose_noise_rel: float = 0.05, scale_jitter: float = 0.7) -> Batch:
+                 pose_noise_rel: float = 0.05,
+                 scale_jitter: float = DataConfig.scale_jitter) -> Batch:
     """Draw `batch` random sub-clips of `frames` frames (random stride, scale, query view)."""
     query = int(rng.integers(frames))
     out = {k: [] for k in ('rgb', 'depth', 'K', 'T', 'Tn', 't', 'dP')}
