@@ -53,13 +53,17 @@ ARGUMENTS = {
 }
 
 
-def node_ros_args(args: dict[str, str]) -> list[str]:
+def remappings(args: dict[str, str]) -> list[tuple[str, str]]:
+    """The node's inputs remapped to the cameras' topics (an empty depth = monocular)."""
+    return [(name, args[name]) for name in ('image', 'camera_info', 'depth') if args[name]]
+
+
+def node_ros_args(args: dict[str, str], with_remaps: bool = True) -> list[str]:
     """--ros-args for fourd_node from launch arguments (shared by both launch paths)."""
-    out = ['--ros-args', '--params-file', args['config'],
-           '-p', f"image_topic:={args['image']}",
-           '-p', f"camera_info_topic:={args['camera_info']}",
-           '-p', f"depth_topic:={args['depth']}",
-           '-p', f"backend:={args['backend']}"]
+    out = ['--ros-args', '--params-file', args['config'], '-p', f"backend:={args['backend']}"]
+    if with_remaps:
+        for name, topic in remappings(args):
+            out += ['-r', f'{name}:={topic}']
     if args['namespace']:
         out += ['-r', f"__ns:=/{args['namespace'].strip('/')}"]
     return out
@@ -77,7 +81,8 @@ def generate_launch_description():
         values = {k: LaunchConfiguration(k).perform(context) for k in ARGUMENTS}
         return [Node(package='fourd_ros', executable='fourd_node', name='fourd',
                      namespace=values['namespace'] or None, output='screen',
-                     arguments=node_ros_args(values))]
+                     remappings=remappings(values),
+                     arguments=node_ros_args(values, with_remaps=False))]
 
     actions = [DeclareLaunchArgument(k, default_value=v, description=d)
                for k, (v, d) in ARGUMENTS.items()]

@@ -40,10 +40,19 @@ class Param:
         return d
 
 
+def params_usage(params: tuple[Param, ...]) -> list[str]:
+    """Lines of a node's --help describing its parameters."""
+    lines = []
+    for p in params:
+        choices = f" ({', '.join(p.choices)})" if p.choices else ''
+        lines.append(f'  {p.name:<24} [{p.default!r}] {p.description}{choices}')
+    return lines
+
+
 PARAMS: tuple[Param, ...] = (
     # backend and resources
-    Param('backend', 'auto', 'geometry/motion backend; auto = rgbd when depth_topic is set, '
-          'else learned', choices=('auto', 'learned', 'rgbd')),
+    Param('backend', 'auto', 'geometry/motion backend; auto = rgbd when the depth input is '
+          'remapped (-r depth:=...), else learned', choices=('auto', 'learned', 'rgbd')),
     Param('device', 'auto', 'inference device of the learned backend: auto (cuda when '
           'available, else cpu), cpu, cuda or cuda:N'),
     Param('checkpoint', '', 'learned backend checkpoint path ("" = the one shipped)'),
@@ -58,10 +67,8 @@ PARAMS: tuple[Param, ...] = (
     Param('max_tracks', 256, 'cap on persistent tracked points', int_range=(0, 100000)),
     Param('max_query_points', 100000, 'largest number of points one query_motion call serves',
           int_range=(1, 10000000)),
-    # topics and QoS
-    Param('image_topic', 'image', 'input sensor_msgs/Image (rgb8, bgr8, rgba8, bgra8, mono8)'),
-    Param('camera_info_topic', 'camera_info', 'input sensor_msgs/CameraInfo ("" = none)'),
-    Param('depth_topic', '', 'registered depth image, 16UC1 mm or 32FC1 m ("" = none)'),
+    # inputs and QoS (the inputs are the relative names image, camera_info and depth: remapped,
+    # not set by parameters)
     Param('image_qos', 'sensor_data', 'QoS of the image/depth/camera_info subscriptions',
           choices=('sensor_data', 'reliable')),
     Param('queue_size', 2, 'frames waiting for processing; the oldest is dropped when full',

@@ -1,6 +1,9 @@
-"""Process entry-point helper shared by the package's nodes."""
+"""Process entry point shared by the package's nodes: `--help`, one-line start-up errors, spin."""
 
 from __future__ import annotations
+
+import sys
+from collections.abc import Callable
 
 import rclpy
 from rclpy.executors import Executor, ExternalShutdownException, SingleThreadedExecutor
@@ -19,3 +22,34 @@ def spin_until_shutdown(node: Node, executor: Executor | None = None) -> int:
         node.destroy_node()
         rclpy.try_shutdown()
     return 0
+
+
+def run_node(program: str, make_node: Callable[[], Node], usage: Callable[[], str],
+             args: list[str] | None = None,
+             make_executor: Callable[[], Executor] | None = None) -> int:
+    """Main of a node's console script.
+
+    ``-h``/``--help`` (before ``--ros-args``) prints `usage()` and exits 0 without starting
+    anything; any other argument there is refused. A node that cannot start prints one line
+    ``<program>: error: <why>`` (no traceback) and exits 2.
+    """
+    argv = sys.argv[1:] if args is None else list(args)
+    own = argv[:argv.index('--ros-args')] if '--ros-args' in argv else argv
+    if '-h' in own or '--help' in own:
+        print(usage())
+        return 0
+    if own:
+        print(f'{program}: error: unknown argument {own[0]!r} (ROS arguments go after '
+              f'--ros-args; see {program} --help)', file=sys.stderr)
+        return 2
+    try:
+        rclpy.init(args=[program, *argv])
+        node = make_node()
+    except Exception as exc:  # noqa: BLE001 - every start-up failure is one line, no traceback
+        why = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        if not isinstance(exc, (ValueError, FileNotFoundError)):
+            why = f'{type(exc).__name__}: {why}'
+        print(f'{program}: error: {why}', file=sys.stderr)
+        rclpy.try_shutdown()
+        return 2
+    return spin_until_shutdown(node, make_executor() if make_executor else None)

@@ -14,9 +14,7 @@ from __future__ import annotations
 import sys
 
 import numpy as np
-import rclpy
 from rclpy.node import Node
-from rcl_interfaces.msg import ParameterDescriptor
 
 from geometry_msgs.msg import PoseStamped
 from sensor_msgs.msg import CameraInfo, Image
@@ -24,7 +22,33 @@ from std_msgs.msg import Header
 
 from fourd_ros.core.data.synthetic import SceneConfig, generate_clip
 from fourd_ros.ros import conversions as conv
-from fourd_ros.ros.spin import spin_until_shutdown
+from fourd_ros.ros.params import Param, params_usage
+from fourd_ros.ros.spin import run_node
+
+
+CAMERA_PARAMS: tuple[Param, ...] = (
+    Param('seed', 2, 'scene seed'),
+    Param('frames', 60, 'rendered frames (ping-pong loop)'),
+    Param('width', 320, 'image width, px'),
+    Param('height', 240, 'image height, px'),
+    Param('rate', 10.0, 'publishing rate, Hz', read_only=False),
+    Param('scene_fps', 30.0, 'frame rate the scene motion is rendered for, Hz'),
+    Param('camera_ns', '/camera', 'topic namespace'),
+    Param('frame_id', 'camera_optical_frame', 'optical frame of the images'),
+    Param('world_frame', 'map', 'frame of the GT pose', read_only=False),
+    Param('max_frames', 0, 'stop after n frames (0 = never)', read_only=False),
+    Param('publish_depth', True, 'publish the depth image (false = a monocular camera)'),
+)
+
+
+def usage() -> str:
+    """`fourd_synthetic_camera --help`."""
+    return '\n'.join([
+        'usage: fourd_synthetic_camera [-h] [--ros-args [-p NAME:=VALUE]...]', '',
+        'Publishes a procedural dynamic scene with exact ground truth as a live RGB-D camera:',
+        '<camera_ns>/image_raw (rgb8), camera_info, depth (32FC1 m, registered) and',
+        'ground_truth/pose (PoseStamped of the optical frame in world_frame).', '',
+        'parameters (default in brackets):', *params_usage(CAMERA_PARAMS)])
 
 
 class SyntheticCamera(Node):
@@ -32,23 +56,8 @@ class SyntheticCamera(Node):
 
     def __init__(self, **kwargs) -> None:
         super().__init__('synthetic_camera', **kwargs)
-        d = ParameterDescriptor
-        self.declare_parameter('seed', 2, d(description='scene seed', read_only=True))
-        self.declare_parameter('frames', 60, d(description='rendered frames (ping-pong loop)',
-                                               read_only=True))
-        self.declare_parameter('width', 320, d(description='image width, px', read_only=True))
-        self.declare_parameter('height', 240, d(description='image height, px', read_only=True))
-        self.declare_parameter('rate', 10.0, d(description='publishing rate, Hz'))
-        self.declare_parameter('scene_fps', 30.0, d(
-            description='frame rate the scene motion is rendered for, Hz', read_only=True))
-        self.declare_parameter('camera_ns', '/camera', d(description='topic namespace',
-                                                         read_only=True))
-        self.declare_parameter('frame_id', 'camera_optical_frame', d(
-            description='optical frame of the images', read_only=True))
-        self.declare_parameter('world_frame', 'map', d(description='frame of the GT pose'))
-        self.declare_parameter('max_frames', 0, d(description='stop after n frames (0 = never)'))
-        self.declare_parameter('publish_depth', True, d(
-            description='publish the depth image (false = a monocular camera)', read_only=True))
+        for p in CAMERA_PARAMS:
+            self.declare_parameter(p.name, p.default, p.descriptor())
         g = self.get_parameter
         cfg = SceneConfig(frames=g('frames').value, width=g('width').value,
                           height=g('height').value, seed=g('seed').value,
@@ -105,8 +114,7 @@ def _image(header: Header, array: np.ndarray, encoding: str, step: int) -> Image
 
 
 def main(args: list[str] | None = None) -> int:
-    rclpy.init(args=args)
-    return spin_until_shutdown(SyntheticCamera())
+    return run_node('fourd_synthetic_camera', SyntheticCamera, usage, args)
 
 
 if __name__ == '__main__':

@@ -35,10 +35,15 @@ def camera_args(rate: float = 10.0) -> list[str]:
     return args
 
 
+CAMERA_REMAPS = ('-r', 'image:=/camera/image_raw', '-r', 'camera_info:=/camera/camera_info')
+
+
 def node_args(*extra: str, namespace: str = '') -> list[str]:
+    """fourd_node on the synthetic RGB-D camera, wired by remaps only (the ROS 2 way) and
+    backend rgbd; `extra` are parameters NAME:=VALUE."""
     args = ['-m', 'fourd_ros.ros.node', '--ros-args', '--params-file',
-            str(REPO / 'config' / 'fourd.yaml'), '-p', 'depth_topic:=/camera/depth',
-            '-p', 'image_topic:=/camera/image_raw', '-p', 'camera_info_topic:=/camera/camera_info']
+            str(REPO / 'config' / 'fourd.yaml'), *CAMERA_REMAPS, '-r', 'depth:=/camera/depth',
+            '-p', 'backend:=rgbd']
     for item in extra:
         args += ['-p', item]
     if namespace:

@@ -36,7 +36,10 @@ class FakeCamera:
         self.clip = generate_clip(SceneConfig(frames=12, width=96, height=72, seed=2, fps=30.0))
 
     def send(self, i: int, stamp: float, rgb=None, depth=None, encoding: str = 'rgb8',
-             step: int | None = None, depth_encoding: str = '32FC1') -> None:
+             step: int | None = None, depth_encoding: str = '32FC1',
+             send_image: bool = True) -> None:
+        """Frame `i` of the clip (or the given arrays) stamped `stamp` (s); `send_image`
+        False leaves out the image (lost in transport) but sends its depth and info."""
         header = Header(stamp=conv.sec_to_stamp(stamp), frame_id='camera_optical_frame')
         rgb = self.clip.rgb[i % len(self.clip)] if rgb is None else rgb
         depth = self.clip.depth[i % len(self.clip)] if depth is None else depth
@@ -52,7 +55,8 @@ class FakeCamera:
         self.info.publish(info)
         self.depth.publish(d)
         time.sleep(0.01)
-        self.image.publish(img)
+        if send_image:
+            self.image.publish(img)
 
 
 def diagnostics_values(msgs) -> dict[str, str]:

@@ -33,12 +33,11 @@ def clip():
 
 
 def test_learned_node_on_a_monocular_camera(ros_context, start_process, clip) -> None:
-    from test_node import REPO
+    from test_node import CAMERA_REMAPS, REPO
     start_process(*camera_args(rate=8.0), '-p', 'publish_depth:=false', name='camera')
     start_process('-m', 'fourd_ros.ros.node', '--ros-args', '--params-file',
                   str(REPO / 'config' / 'fourd.yaml'), '-p', 'backend:=auto',
-                  '-p', "depth_topic:=''", '-p', 'image_topic:=/camera/image_raw',
-                  '-p', 'camera_info_topic:=/camera/camera_info', '-p', 'device:=cpu',
+                  *CAMERA_REMAPS, '-p', 'device:=cpu',
                   name='node')
     node = rclpy.create_node('observer', context=ros_context)
     rec = Recorder(node)

@@ -185,9 +185,8 @@ class Demo:
                 start_child('fourd_node', [
                     '-m', 'fourd_ros.ros.node', '--ros-args',
                     '--params-file', str(config / 'fourd.yaml'),
-                    '-p', "depth_topic:=''" if monocular else 'depth_topic:=/camera/depth',
-                    '-p', 'image_topic:=/camera/image_raw',
-                    '-p', 'camera_info_topic:=/camera/camera_info'], log_dir)]
+                    '-r', 'image:=/camera/image_raw', '-r', 'camera_info:=/camera/camera_info',
+                    *([] if monocular else ['-r', 'depth:=/camera/depth'])], log_dir)]
             print(f'started synthetic camera (pid {self.children[0].proc.pid}) and fourd_node '
                   f'(pid {self.children[1].proc.pid}); logs in {log_dir}/', flush=True)
             with self.display:

@@ -1,0 +1,170 @@
+"""Output side of fourd_node: its publishers and the state behind them (path, track trails,
+odometry, the map cloud), filled from the engine's per-frame results.
+
+Called from one thread at a time (the node's worker, or a reset that waits for it).
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from typing import Any
+
+import numpy as np
+from rclpy.node import Node
+from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
+
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from fourd_ros_msgs.msg import TrackedPoints
+from nav_msgs.msg import Odometry, Path
+from sensor_msgs.msg import PointCloud2
+from std_msgs.msg import Header
+from tf2_msgs.msg import TFMessage
+from visualization_msgs.msg import MarkerArray
+
+from fourd_ros.core.engine.tracks import TrackSnapshot
+from fourd_ros.core.types import FrameResult
+from fourd_ros.ros import conversions as conv
+from fourd_ros.ros.map_cloud import MapAccumulator
+
+LATCHED = QoSProfile(depth=1, durability=DurabilityPolicy.TRANSIENT_LOCAL,
+                     reliability=ReliabilityPolicy.RELIABLE)
+
+# (topic, type, description) of everything the node publishes, for --help and the README
+TOPICS = (
+    ('~/points', 'sensor_msgs/PointCloud2', 'organized per-frame cloud (x y z rgb confidence), '
+     'camera optical frame'),
+    ('~/map_points', 'sensor_msgs/PointCloud2', 'accumulated static cloud, map frame, reliable '
+     '+ transient local'),
+    ('/tf', 'tf2_msgs/TFMessage', 'map -> odom (identity) -> base_frame'),
+    ('/tf_static', 'tf2_msgs/TFMessage', 'base_frame -> camera optical frame'),
+    ('~/path', 'nav_msgs/Path', 'camera path in the odom frame'),
+    ('~/odom', 'nav_msgs/Odometry', 'base_frame pose and twist in the odom frame'),
+    ('~/tracks', 'fourd_ros_msgs/TrackedPoints', 'persistent tracked points, map frame'),
+    ('~/track_markers', 'visualization_msgs/MarkerArray', 'track trails'),
+    ('/diagnostics', 'diagnostic_msgs/DiagnosticArray', 'rates, latency, cache, input loss'),
+)
+
+
+class Outputs:
+    """Publishers of the fourd node and the output state they need (see module docstring).
+
+    Args:
+        node: the node that owns the publishers.
+        params: the node's parameter values (read at each call: some change at run time).
+        frames: base/camera/odom transforms (`conversions.FrameTransforms`), replaced by the
+            node when /tf_static gives the extrinsics.
+    """
+
+    def __init__(self, node: Node, params: dict[str, Any], frames: conv.FrameTransforms) -> None:
+        self.p = params
+        self.frames = frames
+        self.pub_points = node.create_publisher(PointCloud2, '~/points', 5)
+        self.pub_map = node.create_publisher(PointCloud2, '~/map_points', LATCHED)
+        self.pub_tf = node.create_publisher(TFMessage, '/tf', 100)
+        self.pub_tf_static = node.create_publisher(TFMessage, '/tf_static', LATCHED)
+        self.pub_path = node.create_publisher(Path, '~/path', 5)
+        self.pub_odom = node.create_publisher(Odometry, '~/odom', 10)
+        self.pub_tracks = node.create_publisher(TrackedPoints, '~/tracks', 10)
+        self.pub_markers = node.create_publisher(MarkerArray, '~/track_markers', 5)
+        self.pub_diag = node.create_publisher(DiagnosticArray, '/diagnostics', 10)
+        self.map = MapAccumulator(params['map_voxel_size'], params['map_max_points'])
+        self._path: deque = deque(maxlen=params['path_max_size'])
+        self._trails: dict[int, deque] = {}
+        self._prev_odom: tuple[float, np.ndarray] | None = None
+        self._frames_published = 0
+
+    def clear(self, stamp: Any) -> None:
+        """A new stream: forget path, trails and map; delete the markers and latch an empty
+        map so that late subscribers do not get the old one."""
+        self._path.clear()
+        self._trails.clear()
+        self._prev_odom = None
+        self._frames_published = 0
+        self.map.reset()
+        self.pub_markers.publish(conv.delete_all_markers(self.p['map_frame'], stamp))
+        self.pub_map.publish(conv.points_to_cloud(
+            np.zeros((0, 3), np.float32), np.zeros((0, 3), np.uint8), np.zeros(0, np.float32),
+            Header(stamp=stamp, frame_id=self.p['map_frame'])))
+
+    def publish(self, stamp: Any, result: FrameResult, camera_frame: str,
+                tracks: TrackSnapshot | None, fps: float) -> None:
+        """Everything of one processed frame (stamp = the image's)."""
+        p = self.p
+        self._frames_published += 1
+        T_odom_base = self.frames.odom_from_base(result.T_wc)
+        t_sec = conv.stamp_to_sec(stamp)
+        if not self._path:  # first frame of a stream: (re)latch base -> camera on /tf_static
+            self._publish_static_tf(stamp, camera_frame)
+        if p['publish_tf']:
+            tfs = [conv.matrix_to_transform(T_odom_base, p['odom_frame'], p['base_frame'],
+                                            stamp)]
+            if p['publish_map_to_odom_tf']:
+                tfs.append(conv.matrix_to_transform(np.eye(4), p['map_frame'], p['odom_frame'],
+                                                    stamp))
+            self.pub_tf.publish(TFMessage(transforms=tfs))
+        if p['publish_points']:
+            self.pub_points.publish(conv.points_to_cloud(
+                result.points_cam, result.colors, result.confidence,
+                Header(stamp=stamp, frame_id=camera_frame)))
+        # keep PoseStamped messages, not matrices: the path is re-sent every frame
+        self._path.append(conv.make_pose_stamped(T_odom_base, p['odom_frame'], stamp))
+        self.pub_path.publish(Path(header=Header(stamp=stamp, frame_id=p['odom_frame']),
+                                   poses=list(self._path)))
+        prev = self._prev_odom
+        self.pub_odom.publish(conv.make_odometry(
+            T_odom_base, None if prev is None else prev[1],
+            0.0 if prev is None else t_sec - prev[0], p['odom_frame'], p['base_frame'], stamp))
+        self._prev_odom = (t_sec, T_odom_base)
+        if p['publish_map_points']:
+            keep = (result.confidence > 0.5) & ~result.dynamic_mask
+            self.map.add(result.points_world, result.colors, keep, self.frames.T_odom_world)
+            if self._frames_published % p['map_every_n_frames'] == 1 \
+                    or p['map_every_n_frames'] == 1:
+                self.map.update()
+                self.pub_map.publish(conv.points_to_cloud(
+                    self.map.points, self.map.colors, np.ones(len(self.map.points), np.float32),
+                    Header(stamp=stamp, frame_id=p['map_frame'])))
+        if p['publish_tracks'] and tracks is not None:
+            self._publish_tracks(stamp, tracks, fps)
+
+    def publish_diagnostics(self, name: str, hardware_id: str, level: int, message: str,
+                            values: dict[str, str], stamp: Any) -> None:
+        status = DiagnosticStatus(level=level, name=name, message=message,
+                                  hardware_id=hardware_id,
+                                  values=[KeyValue(key=k, value=v) for k, v in values.items()])
+        msg = DiagnosticArray(status=[status])
+        msg.header.stamp = stamp
+        self.pub_diag.publish(msg)
+
+    # ------------------------------------------------------------------ internals
+    def _publish_static_tf(self, stamp: Any, cam: str) -> None:
+        if self.p['publish_camera_tf'] and self.p['base_frame'] != cam:
+            self.pub_tf_static.publish(TFMessage(transforms=[conv.matrix_to_transform(
+                self.frames.T_base_cam, self.p['base_frame'], cam, stamp)]))
+
+    def _publish_tracks(self, stamp: Any, snap: TrackSnapshot, fps: float) -> None:
+        pos = self.frames.world_to_odom_points(snap.positions.astype(np.float64))
+        vel = snap.velocities.astype(np.float64) @ self.frames.T_odom_world[:3, :3].T
+        msg = TrackedPoints(header=Header(stamp=stamp, frame_id=self.p['map_frame']))
+        msg.ids = [int(i) for i in snap.ids]
+        msg.positions = conv.to_points(pos)
+        msg.velocities = conv.to_vectors(vel)
+        msg.confidence = [float(c) for c in snap.confidence]
+        msg.status = [int(s) for s in snap.status]
+        self.pub_tracks.publish(msg)
+        live = set()
+        for track_id, p, s in zip(snap.ids.tolist(), pos, snap.status):
+            if s == TrackedPoints.LOST:
+                continue
+            live.add(track_id)
+            trail = self._trails.setdefault(track_id, deque(maxlen=self.p['trail_length']))
+            trail.append(p)
+        for dead in set(self._trails) - live:
+            del self._trails[dead]
+        # marker arrays are built point by point in Python: the costliest output, so thinned
+        every = self.p['markers_every_n_frames']
+        if self._frames_published % every:
+            return
+        self.pub_markers.publish(conv.track_markers(
+            {k: list(v) for k, v in self._trails.items()}, self.p['map_frame'], stamp,
+            lifetime_s=2.0 * every / max(fps, 1.0)))

@@ -1,0 +1,92 @@
+"""How users wire fourd_node: remapped inputs, start-up errors, --help, input loss (real
+processes over DDS where it is node behaviour)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import spin_until
+
+rclpy = pytest.importorskip('rclpy')
+
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus  # noqa: E402
+from sensor_msgs.msg import PointCloud2  # noqa: E402
+
+from test_node import REPO  # noqa: E402
+from test_node_faults import FakeCamera, diagnostics_values  # noqa: E402
+
+pytestmark = pytest.mark.ros
+BIN = Path(sys.executable).parent
+
+
+@pytest.mark.parametrize('args, message', [
+    (['-p', 'backend:=rgbd'], 'backend rgbd needs a registered depth input'),
+    (['-p', 'backend:=nope'], "unknown backend 'nope'"),
+    (['-p', 'backend:=learned', '-p', 'checkpoint:=/no/such/model.pt'],
+     '/no/such/model.pt: file not found'),
+    (['-p', 'processing_width:=wide'], "parameter 'processing_width'"),
+])
+def test_inconsistent_configuration_exits_with_one_line(ros_env, args, message) -> None:
+    result = subprocess.run([str(BIN / 'fourd_node'), '--ros-args', '--params-file',
+                             str(REPO / 'config' / 'fourd.yaml'), *args], env=ros_env,
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2, result.stderr
+    assert message in result.stderr
+    assert 'Traceback' not in result.stderr and len(result.stderr.strip().splitlines()) == 1, \
+        result.stderr
+
+
+@pytest.mark.parametrize('program, expect', [
+    ('fourd_node', ['remap with -r NAME:=TOPIC', 'image ', 'camera_info', 'depth ',
+                    '~/query_motion', 'processing_width', '~/map_points']),
+    ('fourd_synthetic_camera', ['publish_depth', 'rate']),
+    ('fourd', ['run', 'eval', 'bench', 'demo', 'view']),
+])
+def test_console_scripts_answer_help(ros_env, program, expect) -> None:
+    for flag in ('-h', '--help'):
+        result = subprocess.run([str(BIN / program), flag], env=ros_env, capture_output=True,
+                                text=True, timeout=60)
+        assert result.returncode == 0, result.stderr
+        assert result.stdout.startswith('usage:'), result.stdout
+        for word in expect:
+            assert word in result.stdout, f'{program} {flag}: {word!r} missing'
+
+
+def test_input_loss_reported_in_diagnostics(ros_context, start_process) -> None:
+    """Images lost between the camera and the node (one in four never sent, their depth is)
+    show as missing frames and unmatched depth in /diagnostics, with a warning naming the
+    fix; a loss-free stream reports none."""
+    from test_node import node_args
+    start_process(*node_args('image_qos:=reliable', 'diagnostics_period:=0.2'), name='node')
+    node = rclpy.create_node('lossy_camera', context=ros_context)
+    cam = FakeCamera(node)
+    clouds, diags = [], []
+    node.create_subscription(PointCloud2, '/fourd/points', clouds.append, 10)
+    node.create_subscription(DiagnosticArray, '/diagnostics', diags.append, 10)
+    assert spin_until(node, lambda: cam.image.get_subscription_count() > 0, timeout=30.0)
+    t0 = 50.0
+    for i in range(12):  # no loss first
+        cam.send(i, t0 + 0.1 * i)
+        spin_until(node, lambda: False, timeout=0.08)
+    assert spin_until(node, lambda: len(clouds) >= 3, timeout=20.0)
+    diags.clear()
+    assert spin_until(node, lambda: len(diags) >= 2, timeout=5.0)
+    clean = diagnostics_values(diags)
+    assert clean['input_images_missing'] == '0' and clean['input_depth_unmatched'] == '0'
+    for i in range(12, 52):
+        cam.send(i, t0 + 0.1 * i, send_image=i % 4 != 3)
+        spin_until(node, lambda: False, timeout=0.08)
+    diags.clear()
+    assert spin_until(node, lambda: len(diags) >= 2, timeout=5.0)
+    values = diagnostics_values(diags)
+    status = diags[-1].status[0]
+    assert int(values['input_images_missing']) == 10, values
+    assert int(values['input_depth_unmatched']) >= 9, values
+    assert values['input_depth_missing'] == '0'
+    assert status.level == DiagnosticStatus.WARN
+    assert 'input loss' in status.message and 'FASTDDS_DEFAULT_PROFILES_FILE' in status.message
+    node.destroy_node()
