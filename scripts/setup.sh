@@ -23,7 +23,7 @@ done_already() { [ -f "$STAMPS/$1" ] && [ "$(cat "$STAMPS/$1")" = "$2" ]; }
 mark_done() { mkdir -p "$STAMPS"; echo "$2" > "$STAMPS/$1"; }
 
 # ---------------------------------------------------------------- system packages
-step "system packages (apt: cmake, g++, libusb-1.0-0 for open3d, libgl1/libgomp1)"
+step "system packages (apt: cmake, g++, libusb-1.0-0 for open3d, libgomp1, chromium for the browser test)"
 need_apt=()
 command -v cmake >/dev/null || need_apt+=(cmake)
 command -v g++ >/dev/null || need_apt+=(g++)
@@ -31,6 +31,7 @@ command -v make >/dev/null || need_apt+=(make)
 ldconfig -p | grep -q 'libusb-1.0.so.0' || need_apt+=(libusb-1.0-0)
 ldconfig -p | grep -q 'libgomp.so.1' || need_apt+=(libgomp1)
 "$PY" -c 'import venv, ensurepip' 2>/dev/null || need_apt+=(python3-venv)
+command -v chromium >/dev/null || need_apt+=(chromium)
 if [ "${#need_apt[@]}" -gt 0 ] && [ -z "${FOURD_NO_APT:-}" ]; then
   if [ "$(id -u)" != 0 ] && ! command -v sudo >/dev/null; then
     echo "setup.sh: need root (or sudo) to install: ${need_apt[*]}" >&2; false
@@ -39,7 +40,7 @@ if [ "${#need_apt[@]}" -gt 0 ] && [ -z "${FOURD_NO_APT:-}" ]; then
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need_apt[@]}"
 fi
-for tool in cmake g++ make; do
+for tool in cmake g++ make chromium; do
   command -v "$tool" >/dev/null || { echo "setup.sh: '$tool' is missing after apt" >&2; false; }
 done
 

@@ -1,4 +1,4 @@
-"""`fourd` command line: synth, run, eval, bench, train, demo.
+"""`fourd` command line: synth, run, eval, bench, train, demo, view.
 
 Bad input (unreadable or corrupt files, missing intrinsics, mismatched sizes, bad options) prints
 one line ``fourd: error: <message>`` on stderr and exits with status 2, without a traceback.
@@ -19,7 +19,7 @@ USER_ERRORS = (DatasetError, InputError, QueryError, FileNotFoundError, ValueErr
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from fourd_ros.cli import bench, eval as eval_cmd, run, synth, train
+    from fourd_ros.cli import bench, eval as eval_cmd, run, synth, train, view
 
     parser = argparse.ArgumentParser(
         prog='fourd', description='Streaming 4D perception: synthetic data, offline runs, '
@@ -31,6 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
     eval_cmd.add_parser(sub)
     bench.add_parser(sub)
     train.add_parser(sub)
+    view.add_parser(sub)
     sub.add_parser('demo', add_help=False,
                    help='ROS 2 demo (fourd_ros.ros.demo); arguments are passed through')
     return parser

@@ -146,8 +146,9 @@ class Calibration:
 class StampGaps:
     """Frames missing from one camera stream, counted from gaps between its stamps.
 
-    The camera period is the median of the recent stamp differences; a difference of more than
-    1.5 periods means round(difference / period) - 1 frames never arrived. Stamps that go back
+    The camera period is the median of the recent stamp differences; a difference of at least
+    1.75 periods means round(difference / period) - 1 frames never arrived (a timer tick that
+    comes late and the next one early, 1.6 + 0.4 periods, is not loss). Stamps that go back
     (the camera restarted) start the count of the stream's period again.
     """
 
@@ -169,7 +170,7 @@ class StampGaps:
         lost = 0
         if len(self._deltas) >= 5:
             period = float(np.median(self._deltas))
-            if delta > 1.5 * period:
+            if delta >= 1.75 * period:
                 lost = int(round(delta / period)) - 1
         if lost == 0:
             self._deltas.append(delta)

@@ -16,7 +16,6 @@ rclpy = pytest.importorskip('rclpy')
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus  # noqa: E402
 from sensor_msgs.msg import PointCloud2  # noqa: E402
 
-from test_node import REPO  # noqa: E402
 from test_node_faults import FakeCamera, diagnostics_values  # noqa: E402
 
 pytestmark = pytest.mark.ros
@@ -31,8 +30,7 @@ BIN = Path(sys.executable).parent
     (['-p', 'processing_width:=wide'], "parameter 'processing_width'"),
 ])
 def test_inconsistent_configuration_exits_with_one_line(ros_env, args, message) -> None:
-    result = subprocess.run([str(BIN / 'fourd_node'), '--ros-args', '--params-file',
-                             str(REPO / 'config' / 'fourd.yaml'), *args], env=ros_env,
+    result = subprocess.run([str(BIN / 'fourd_node'), '--ros-args', *args], env=ros_env,
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 2, result.stderr
     assert message in result.stderr

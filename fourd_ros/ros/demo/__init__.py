@@ -1,7 +1,7 @@
 """`fourd demo`: the whole ROS 2 pipeline on a synthetic camera, recorded and summarised.
 
     fourd demo [--duration 20] [--out out/demo] [--rate 10] [--seed 2] [--backend rgbd|learned]
-               [--domain-id N]
+               [--domain-id N] [--view [--view-port 8080]]
     python -m fourd_ros.ros.demo ...          (the same, without the `fourd` CLI)
 
 What it does:
@@ -12,7 +12,8 @@ What it does:
    watch). Any ROS_DOMAIN_ID already in the environment is overridden, to stay private.
 2. Starts `fourd_synthetic_camera` (a procedural RGB-D room with moving objects, ground-truth
    pose on /camera/ground_truth/pose) and `fourd_node` (config/fourd.yaml) as child processes;
-   their logs go to <out>/logs/. `--backend rgbd` (default): the camera publishes depth and the
+   their logs go to <out>/logs/; with --view also `fourd view` (the live 3D view in the
+   browser, http://127.0.0.1:<view-port>, printed), logs/viewer.log. `--backend rgbd` (default): the camera publishes depth and the
    node uses it; `--backend learned`: the camera publishes no depth (monocular) and the node
    runs the learned S-4RC model (outputs up to scale).
 3. Subscribes to the node's outputs and records them into a rosbag2 with MCAP storage as they
@@ -66,6 +67,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              '(no depth published) + the learned S-4RC backend (rgbd)')
     parser.add_argument('--domain-id', type=int, default=None, metavar='N',
                         help='ROS_DOMAIN_ID to use (default: a random one in 1..100)')
+    parser.add_argument('--view', action='store_true',
+                        help='also serve the live 3D view in the browser (`fourd view`)')
+    parser.add_argument('--view-port', type=int, default=8080, metavar='PORT',
+                        help='port of the --view page on 127.0.0.1 (8080)')
 
 
 def main(args: argparse.Namespace) -> int:

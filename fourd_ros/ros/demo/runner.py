@@ -189,6 +189,11 @@ class Demo:
                     *([] if monocular else ['-r', 'depth:=/camera/depth'])], log_dir)]
             print(f'started synthetic camera (pid {self.children[0].proc.pid}) and fourd_node '
                   f'(pid {self.children[1].proc.pid}); logs in {log_dir}/', flush=True)
+            if getattr(args, 'view', False):
+                self.children.append(start_child('viewer', [
+                    '-m', 'fourd_ros.cli.main', 'view', '--port', str(args.view_port)], log_dir))
+                print(f'live 3D view: open http://127.0.0.1:{args.view_port} in a browser',
+                      flush=True)
             with self.display:
                 try:
                     self._loop(mon, executor, t_start)

@@ -1,0 +1,266 @@
+"""`fourd view`: a live 3D view of a running fourd node in the browser, for users without RViz.
+
+Subscribes to the node's outputs (``<namespace>/fourd/{map_points,points,path,tracks}``,
+``/tf``, ``/tf_static``, ``/diagnostics``) and draws them with viser (its web client ships in
+the wheel: no CDN, works offline) on a page served on 127.0.0.1:
+
+- the map cloud (static points) and the current cloud, placed in the map frame through TF;
+- the camera trajectory and the current camera frustum;
+- track trails, moving tracks (speed above ``moving_speed``) in magenta;
+- the node's diagnostics as a table.
+
+Clouds are decimated (``max_points``) and redrawn at most ``max_rate_hz`` to stay light on a
+2-core machine. Frames: the map frame of the node (z up, REP-103); units are the node's.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass
+
+import numpy as np
+from rclpy.node import Node
+from rclpy.qos import QoSProfile, ReliabilityPolicy
+from scipy.spatial.transform import Rotation
+
+from diagnostic_msgs.msg import DiagnosticArray
+from fourd_ros_msgs.msg import TrackedPoints
+from nav_msgs.msg import Path
+from sensor_msgs.msg import PointCloud2
+from tf2_msgs.msg import TFMessage
+
+from fourd_ros.ros import conversions as conv
+from fourd_ros.ros.outputs import LATCHED
+
+MOVING_COLOR = (255, 0, 255)
+TRAIL_COLOR = (40, 110, 220)
+PATH_COLOR = (230, 120, 0)
+TRAIL_LENGTH = 10  # positions per drawn track trail
+
+
+@dataclass(frozen=True)
+class ViewerConfig:
+    """Settings of the browser view.
+
+    Attributes:
+        namespace: namespace of the fourd node ('' = root; the node is ``<namespace>/fourd``).
+        node_name: the node's name.
+        map_frame: the node's map frame (the view's fixed frame).
+        max_points: most points drawn per cloud (decimated beyond).
+        max_rate_hz: most redraws per second of the current cloud.
+        point_size: drawn point size, scene units.
+        moving_speed: a track whose trail (its last positions) moved faster than this (scene
+            units/s) is drawn as moving.
+        view_from, look_at: initial viewpoint of browsers in the map frame (None = behind and
+            above the first camera pose).
+        fov_deg: vertical field of view of the browser's camera, degrees.
+    """
+
+    namespace: str = ''
+    node_name: str = 'fourd'
+    map_frame: str = 'map'
+    max_points: int = 40000
+    max_rate_hz: float = 5.0
+    point_size: float = 0.02
+    moving_speed: float = 0.1
+    view_from: tuple[float, float, float] | None = None
+    look_at: tuple[float, float, float] | None = None
+    fov_deg: float = 60.0
+
+    @property
+    def node(self) -> str:
+        ns = self.namespace.strip('/')
+        return f"/{ns + '/' if ns else ''}{self.node_name}"
+
+
+class TransformTree:
+    """Latest transforms of /tf and /tf_static (no time interpolation: a view, not a lookup
+    for computation)."""
+
+    def __init__(self) -> None:
+        self._parent: dict[str, tuple[str, np.ndarray]] = {}
+
+    def add(self, msg: TFMessage) -> None:
+        for t in msg.transforms:
+            self._parent[t.child_frame_id] = (t.header.frame_id,
+                                              conv.transform_to_matrix(t.transform))
+
+    def lookup(self, target: str, source: str) -> np.ndarray | None:
+        """4x4 taking points of frame `source` to frame `target` (None when not connected)."""
+        def chain(frame: str) -> dict[str, np.ndarray]:
+            """Each ancestor of `frame` -> 4x4 taking points of `frame` to it."""
+            out, T = {frame: np.eye(4)}, np.eye(4)
+            while frame in self._parent and len(out) < 64:
+                frame, T_parent_child = self._parent[frame]
+                T = T_parent_child @ T
+                out[frame] = T
+            return out
+        up, down = chain(source), chain(target)
+        common = next((f for f in up if f in down), None)
+        if common is None:
+            return None
+        return np.linalg.inv(down[common]) @ up[common]
+
+
+def _decimate(points: np.ndarray, colors: np.ndarray, limit: int
+              ) -> tuple[np.ndarray, np.ndarray]:
+    if len(points) <= limit:
+        return points, colors
+    idx = np.linspace(0, len(points) - 1, limit).astype(np.int64)
+    return points[idx], colors[idx]
+
+
+def _cloud_arrays(msg: PointCloud2) -> tuple[np.ndarray, np.ndarray]:
+    """N x 3 float32 finite points and N x 3 uint8 colours of a fourd cloud."""
+    arr = conv.cloud_to_array(msg).reshape(-1)
+    xyz = np.stack([arr['x'], arr['y'], arr['z']], axis=-1).astype(np.float32)
+    ok = np.isfinite(xyz).all(axis=1)
+    rgb = arr['rgb'][ok].view(np.uint32)
+    colors = np.stack([(rgb >> 16) & 255, (rgb >> 8) & 255, rgb & 255], axis=-1).astype(np.uint8)
+    return xyz[ok], colors
+
+
+class FourdViewer(Node):
+    """ROS side of the view: turns the node's messages into viser scene updates."""
+
+    def __init__(self, server, config: ViewerConfig = ViewerConfig(), **kwargs) -> None:
+        super().__init__('fourd_viewer', **kwargs)
+        self.server = server
+        self.config = config
+        self.tf = TransformTree()
+        self.counts = {'map_points': 0, 'points': 0, 'path': 0, 'tracks': 0, 'diagnostics': 0}
+        self._lock = threading.Lock()
+        self._last_cloud = 0.0
+        self._trails: dict[int, deque] = {}
+        self._first_camera: np.ndarray | None = None
+        node = config.node
+        cloud_qos = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE)
+        self.create_subscription(PointCloud2, f'{node}/map_points', self._on_map, LATCHED)
+        self.create_subscription(PointCloud2, f'{node}/points', self._on_points, cloud_qos)
+        self.create_subscription(Path, f'{node}/path', self._on_path, 5)
+        self.create_subscription(TrackedPoints, f'{node}/tracks', self._on_tracks, 5)
+        self.create_subscription(TFMessage, '/tf', self.tf.add, 100)
+        self.create_subscription(TFMessage, '/tf_static', self.tf.add, LATCHED)
+        self.create_subscription(DiagnosticArray, '/diagnostics', self._on_diagnostics, 10)
+        # floating controls: the 3D canvas fills the page (its projection is the page's)
+        server.gui.configure_theme(control_layout='floating', control_width='small',
+                                   show_share_button=False)
+        self._status = server.gui.add_markdown(f'**fourd view** of `{node}`: waiting for the '
+                                               'node...')
+        server.scene.set_up_direction('+z')
+        server.on_client_connect(self._on_client)
+
+    # ------------------------------------------------------------------ browsers
+    def _on_client(self, client) -> None:
+        view = self._viewpoint()
+        client.camera.fov = np.radians(self.config.fov_deg)
+        if view is not None:
+            client.camera.position, client.camera.look_at = view
+        client.camera.up_direction = (0.0, 0.0, 1.0)
+
+    def _viewpoint(self) -> tuple[np.ndarray, np.ndarray] | None:
+        cfg = self.config
+        if cfg.view_from is not None and cfg.look_at is not None:
+            return np.asarray(cfg.view_from, float), np.asarray(cfg.look_at, float)
+        T = self._first_camera
+        if T is None:
+            return None
+        forward = T[:3, 2]  # optical z
+        return T[:3, 3] - 1.5 * forward + np.array([0, 0, 1.0]), T[:3, 3] + 2.0 * forward
+
+    # ------------------------------------------------------------------ messages
+    def _on_map(self, msg: PointCloud2) -> None:
+        self.counts['map_points'] += 1
+        points, colors = _decimate(*_cloud_arrays(msg), self.config.max_points)
+        self.server.scene.add_point_cloud('/map', points=points, colors=colors,
+                                          point_size=self.config.point_size)
+
+    def _on_points(self, msg: PointCloud2) -> None:
+        self.counts['points'] += 1
+        now = time.monotonic()
+        if now - self._last_cloud < 1.0 / self.config.max_rate_hz:
+            return
+        T = self.tf.lookup(self._map_frame(), msg.header.frame_id)
+        if T is None:
+            return
+        self._last_cloud = now
+        if self._first_camera is None:
+            self._first_camera = T
+            view = self._viewpoint()
+            for client in self.server.get_clients().values():
+                if view is not None and self.config.view_from is None:
+                    client.camera.position, client.camera.look_at = view
+        points, colors = _decimate(*_cloud_arrays(msg), self.config.max_points // 2)
+        points = points @ T[:3, :3].T.astype(np.float32) + T[:3, 3].astype(np.float32)
+        scene = self.server.scene
+        scene.add_point_cloud('/current', points=points, colors=colors,
+                              point_size=self.config.point_size)
+        wxyz = Rotation.from_matrix(T[:3, :3]).as_quat(scalar_first=True)
+        scene.add_camera_frustum('/camera', fov=np.radians(60.0), aspect=4 / 3, scale=0.1,
+                                 color=PATH_COLOR, wxyz=wxyz, position=T[:3, 3])
+
+    def _on_path(self, msg: Path) -> None:
+        self.counts['path'] += 1
+        T = self.tf.lookup(self._map_frame(), msg.header.frame_id)
+        if T is None or len(msg.poses) < 2:
+            return
+        p = np.array([[q.pose.position.x, q.pose.position.y, q.pose.position.z]
+                      for q in msg.poses])
+        p = p @ T[:3, :3].T + T[:3, 3]
+        self.server.scene.add_line_segments(
+            '/trajectory', points=np.stack([p[:-1], p[1:]], axis=1).astype(np.float32),
+            colors=PATH_COLOR, thickness=3.0, thickness_units='screen')
+
+    def _on_tracks(self, msg: TrackedPoints) -> None:
+        self.counts['tracks'] += 1
+        t = conv.stamp_to_sec(msg.header.stamp)
+        live = set()
+        for i, p, s in zip(msg.ids, msg.positions, msg.status):
+            if s != TrackedPoints.LOST:
+                live.add(int(i))
+                self._trails.setdefault(int(i), deque(maxlen=TRAIL_LENGTH)).append(
+                    (t, p.x, p.y, p.z))
+        for dead in set(self._trails) - live:
+            del self._trails[dead]
+        segments, seg_colors = [], []
+        heads, head_colors = [], []
+        for trail in self._trails.values():
+            a = np.asarray(trail, np.float64)
+            xyz = a[:, 1:].astype(np.float32)
+            # speed over the whole trail, not the last step: per-frame jitter of a static
+            # point averages out
+            span = a[-1, 0] - a[0, 0]
+            moving = len(a) >= 4 and span > 0 and np.linalg.norm(
+                a[-1, 1:] - a[0, 1:]) / span > self.config.moving_speed
+            color = MOVING_COLOR if moving else TRAIL_COLOR
+            heads.append(xyz[-1])
+            head_colors.append(color)
+            if len(xyz) > 1:
+                segments.append(np.stack([xyz[:-1], xyz[1:]], axis=1))
+                seg_colors += [color] * (len(xyz) - 1)
+        scene = self.server.scene
+        if heads:
+            scene.add_point_cloud('/tracks/heads', points=np.asarray(heads, np.float32),
+                                  colors=np.asarray(head_colors, np.uint8),
+                                  point_size=1.5 * self.config.point_size)
+        if segments:
+            colors = np.repeat(np.asarray(seg_colors, np.uint8)[:, None], 2, axis=1)
+            scene.add_line_segments('/tracks/trails', points=np.concatenate(segments),
+                                    colors=colors, thickness=2.0, thickness_units='screen')
+
+    def _on_diagnostics(self, msg: DiagnosticArray) -> None:
+        mine = [s for s in msg.status if s.name.startswith(f'{self.config.node}:')]
+        if not mine:
+            return
+        self.counts['diagnostics'] += 1
+        s = mine[-1]
+        rows = '\n'.join(f'| {kv.key} | {kv.value} |' for kv in s.values)
+        level = {0: 'OK', 1: 'WARN', 2: 'ERROR', 3: 'STALE'}.get(ord(s.level) if isinstance(
+            s.level, bytes) else int(s.level), '?')
+        self._status.content = (f'**{self.config.node}** {level}: {s.message}\n\n'
+                                f'| key | value |\n|---|---|\n{rows}')
+
+    def _map_frame(self) -> str:
+        return self.config.map_frame

@@ -1,0 +1,104 @@
+"""`fourd view` in a real browser: headless Chromium opens the page beside the synthetic camera
+and the node (real processes over DDS) and a rendered frame shows the clouds and the moving
+object where its ground-truth projection says. The screenshot is kept in out/viewer/."""
+
+from __future__ import annotations
+
+import time
+import urllib.request
+
+import numpy as np
+import pytest
+from PIL import Image as PILImage
+
+from conftest import spin_until
+
+rclpy = pytest.importorskip('rclpy')
+
+from fourd_ros_msgs.msg import TrackedPoints  # noqa: E402
+from geometry_msgs.msg import PoseStamped  # noqa: E402
+
+from browser import free_port, screenshot  # noqa: E402
+from fourd_ros.ros import conversions as conv  # noqa: E402
+from test_node import REPO, camera_args, clip, clip_index, node_args  # noqa: E402,F401
+
+pytestmark = pytest.mark.ros
+OUT = REPO / 'out' / 'viewer'
+WIDTH, HEIGHT, FOV_DEG = 960, 640, 50.0
+MAGENTA_MIN = np.array([200, 0, 200])  # moving tracks are drawn in (255, 0, 255)
+
+
+def project(points: np.ndarray, eye: np.ndarray, target: np.ndarray) -> np.ndarray:
+    """Pixels (N x 2) of map-frame points in the browser's view (three.js lookAt, z up)."""
+    z = (eye - target) / np.linalg.norm(eye - target)
+    x = np.cross([0.0, 0.0, 1.0], z)
+    x /= np.linalg.norm(x)
+    y = np.cross(z, x)
+    c = (points - eye) @ np.stack([x, y, z], axis=1)
+    f = HEIGHT / 2 / np.tan(np.radians(FOV_DEG) / 2)
+    return np.stack([WIDTH / 2 + f * c[:, 0] / -c[:, 2], HEIGHT / 2 - f * c[:, 1] / -c[:, 2]],
+                    axis=1)
+
+
+def wait_http(url: str, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            urllib.request.urlopen(url, timeout=2).close()
+            return
+        except OSError:
+            time.sleep(0.3)
+    raise AssertionError(f'{url} never answered')
+
+
+def test_viewer_page_shows_clouds_and_the_moving_object(ros_context, start_process,
+                                                        clip) -> None:
+    T0 = conv.T_LINK_FROM_OPTICAL @ clip.T_wc[0]
+    cam0, forward = T0[:3, 3], T0[:3, 2]
+    eye = cam0 - 2.0 * forward + np.array([0.0, 0.0, 1.2])
+    target = cam0 + 3.0 * forward
+    port = free_port()
+    url = f'http://127.0.0.1:{port}'
+    start_process('-m', 'fourd_ros.cli.main', 'view', '--port', str(port), '--fov',
+                  str(FOV_DEG), f"--view-from={','.join(map(str, eye))}",
+                  f"--look-at={','.join(map(str, target))}", '--point-size', '0.03',
+                  name='viewer')
+    wait_http(url)
+    empty = np.asarray(PILImage.open(screenshot(url, OUT / 'empty.png', WIDTH, HEIGHT,
+                                                settle_s=4.0)).convert('RGB'), np.int32)
+    start_process(*camera_args(rate=8.0), name='camera')
+    start_process(*node_args(), name='node')
+    node = rclpy.create_node('viewer_test', context=ros_context)
+    tracks, poses = [], []
+    node.create_subscription(TrackedPoints, '/fourd/tracks', tracks.append, 10)
+    node.create_subscription(PoseStamped, '/camera/ground_truth/pose', poses.append, 10)
+
+    def moving_tracks() -> int:
+        if not tracks:
+            return 0
+        v = np.array([[q.x, q.y, q.z] for q in tracks[-1].velocities]).reshape(-1, 3)
+        return int((np.linalg.norm(v, axis=1) > 0.1).sum())
+
+    assert spin_until(node, lambda: len(tracks) > 15 and moving_tracks() >= 3, timeout=90.0)
+    shot = screenshot(url, OUT / 'viewer.png', WIDTH, HEIGHT, settle_s=6.0)
+    spin_until(node, lambda: False, timeout=0.2)
+    frame = clip_index(clip, conv.pose_to_matrix(poses[-1].pose))
+    node.destroy_node()
+    img = np.asarray(PILImage.open(shot).convert('RGB'), np.int32)
+    # the 3D view (left of the control panel) is drawn: clouds where the empty scene had none
+    scene = slice(0, int(WIDTH * 0.6))
+    changed = np.abs(img[:, scene] - empty[:, scene]).sum(axis=2) > 60
+    assert changed.mean() > 0.15, f'only {changed.mean():.1%} of the view changed'
+    assert len(np.unique(img[:, scene].reshape(-1, 3)[changed.reshape(-1)], axis=0)) > 200
+    # the moving object's tracks (magenta) are where its ground-truth centre projects, over
+    # the frames the screenshot can show (the view lags the camera by the processing time)
+    magenta = np.argwhere((img >= MAGENTA_MIN).all(axis=2) & (img[..., 1] <= 80))[:, ::-1]
+    assert len(magenta) >= 10, 'no moving track drawn'
+    moving = np.flatnonzero(clip.moving)
+    recent = [frame - k for k in range(10) if frame - k >= 0]
+    centres = np.array([(conv.T_LINK_FROM_OPTICAL @ clip.T_wo[i, k])[:3, 3]
+                        for i in recent for k in moving])
+    px = project(centres, eye, target)
+    near = np.linalg.norm(magenta[:, None, :] - px[None], axis=2).min(axis=1) < 80
+    assert near.mean() > 0.5, (f'{near.mean():.0%} of the moving-track pixels are near the '
+                               f'moving objects (projected at {px.round().tolist()})')
