@@ -6,7 +6,7 @@ the wheel: no CDN, works offline) on a page served on 127.0.0.1:
 
 - the map cloud (static points) and the current cloud, placed in the map frame through TF;
 - the camera trajectory and the current camera frustum;
-- track trails, moving tracks (speed above ``moving_speed``) in magenta;
+- tracked points with their trails, moving ones (speed above ``moving_speed``) in magenta;
 - the node's diagnostics as a table.
 
 Clouds are decimated (``max_points``) and redrawn at most ``max_rate_hz`` to stay light on a
@@ -34,8 +34,9 @@ from tf2_msgs.msg import TFMessage
 from fourd_ros.ros import conversions as conv
 from fourd_ros.ros.outputs import LATCHED
 
-MOVING_COLOR = (255, 0, 255)
-TRAIL_COLOR = (40, 110, 220)
+MOVING_COLOR = (255, 0, 255)        # a moving track's current position
+MOVING_TRAIL_COLOR = (255, 150, 255)  # and its trail
+TRAIL_COLOR = (40, 110, 220)        # static tracks
 PATH_COLOR = (230, 120, 0)
 TRAIL_LENGTH = 10  # positions per drawn track trail
 
@@ -234,12 +235,11 @@ class FourdViewer(Node):
             span = a[-1, 0] - a[0, 0]
             moving = len(a) >= 4 and span > 0 and np.linalg.norm(
                 a[-1, 1:] - a[0, 1:]) / span > self.config.moving_speed
-            color = MOVING_COLOR if moving else TRAIL_COLOR
             heads.append(xyz[-1])
-            head_colors.append(color)
+            head_colors.append(MOVING_COLOR if moving else TRAIL_COLOR)
             if len(xyz) > 1:
                 segments.append(np.stack([xyz[:-1], xyz[1:]], axis=1))
-                seg_colors += [color] * (len(xyz) - 1)
+                seg_colors += [MOVING_TRAIL_COLOR if moving else TRAIL_COLOR] * (len(xyz) - 1)
         scene = self.server.scene
         if heads:
             scene.add_point_cloud('/tracks/heads', points=np.asarray(heads, np.float32),

@@ -20,6 +20,18 @@ rclpy = pytest.importorskip('rclpy')
 
 REPO = Path(__file__).resolve().parents[2]
 PEERS = Path(__file__).resolve().parent / 'peers'
+# the synthetic camera of the node tests: a small clip keeps rendering and processing fast
+# (160 x 120, 30 frames; seed 2 has moving objects; the node processes it at native resolution)
+CAMERA = dict(seed=2, frames=30, width=160, height=120, scene_fps=30.0)
+
+
+@pytest.fixture(scope='module')
+def clip():
+    """The clip the synthetic camera plays (rendered again here for its ground truth)."""
+    from fourd_ros.core.data.synthetic import SceneConfig, generate_clip
+    return generate_clip(SceneConfig(frames=CAMERA['frames'], width=CAMERA['width'],
+                                     height=CAMERA['height'], seed=CAMERA['seed'],
+                                     fps=CAMERA['scene_fps']))
 
 
 @pytest.fixture

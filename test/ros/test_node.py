@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from conftest import PEERS, REPO, spin_until
+from conftest import CAMERA, PEERS, REPO, spin_until
 from scipy.spatial.transform import Rotation
 
 rclpy = pytest.importorskip('rclpy')
@@ -17,15 +17,10 @@ from geometry_msgs.msg import Point, PoseStamped  # noqa: E402
 from sensor_msgs.msg import PointCloud2  # noqa: E402
 from tf2_msgs.msg import TFMessage  # noqa: E402
 
-from fourd_ros.core.data.synthetic import SceneConfig, generate_clip  # noqa: E402
 from fourd_ros.core.geometry import invert_pose, transform_points  # noqa: E402
 from fourd_ros.ros import conversions as conv  # noqa: E402
 
 pytestmark = pytest.mark.ros
-
-# a small clip keeps rendering and processing fast: 160 x 120, 30 frames, seed 2 has moving
-# objects; the node processes it at native resolution (processing_width > 160)
-CAMERA = dict(seed=2, frames=30, width=160, height=120, scene_fps=30.0)
 
 
 def camera_args(rate: float = 10.0) -> list[str]:
@@ -83,13 +78,6 @@ def call(node, client, request, timeout: float = 20.0):
     future = client.call_async(request)
     assert spin_until(node, future.done, timeout=timeout), 'service call timed out'
     return future.result()
-
-
-@pytest.fixture(scope='module')
-def clip():
-    cfg = SceneConfig(frames=CAMERA['frames'], width=CAMERA['width'], height=CAMERA['height'],
-                      seed=CAMERA['seed'], fps=CAMERA['scene_fps'])
-    return generate_clip(cfg)
 
 
 def clip_index(clip, T_map_cam: np.ndarray) -> int:

@@ -18,18 +18,10 @@ from sensor_msgs.msg import PointCloud2  # noqa: E402
 from tf2_msgs.msg import TFMessage  # noqa: E402
 from visualization_msgs.msg import MarkerArray  # noqa: E402
 
-from fourd_ros.core.data.synthetic import generate_clip, SceneConfig  # noqa: E402
 from fourd_ros.core.geometry import invert_pose, transform_points  # noqa: E402
 from fourd_ros.ros import conversions as conv  # noqa: E402
 
 pytestmark = pytest.mark.ros
-
-
-@pytest.fixture(scope='module')
-def clip():
-    return generate_clip(SceneConfig(frames=CAMERA['frames'], width=CAMERA['width'],
-                                     height=CAMERA['height'], seed=CAMERA['seed'],
-                                     fps=CAMERA['scene_fps']))
 
 
 def test_learned_node_on_a_monocular_camera(ros_context, start_process, clip) -> None:

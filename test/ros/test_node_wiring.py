@@ -75,7 +75,7 @@ def test_input_loss_reported_in_diagnostics(ros_context, start_process) -> None:
     assert spin_until(node, lambda: len(diags) >= 2, timeout=5.0)
     clean = diagnostics_values(diags)
     assert clean['input_images_missing'] == '0' and clean['input_depth_unmatched'] == '0'
-    for i in range(12, 52):
+    for i in range(12, 54):  # frames 15, 19, ..., 51 lost
         cam.send(i, t0 + 0.1 * i, send_image=i % 4 != 3)
         spin_until(node, lambda: False, timeout=0.08)
     diags.clear()

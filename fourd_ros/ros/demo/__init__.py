@@ -13,9 +13,10 @@ What it does:
 2. Starts `fourd_synthetic_camera` (a procedural RGB-D room with moving objects, ground-truth
    pose on /camera/ground_truth/pose) and `fourd_node` (config/fourd.yaml) as child processes;
    their logs go to <out>/logs/; with --view also `fourd view` (the live 3D view in the
-   browser, http://127.0.0.1:<view-port>, printed), logs/viewer.log. `--backend rgbd` (default): the camera publishes depth and the
-   node uses it; `--backend learned`: the camera publishes no depth (monocular) and the node
-   runs the learned S-4RC model (outputs up to scale).
+   browser, http://127.0.0.1:<view-port>, printed), logs/viewer.log. `--backend rgbd`
+   (default): the camera publishes depth and the node uses it; `--backend learned`: the
+   camera publishes no depth (monocular) and the node runs the learned S-4RC model (outputs
+   up to scale).
 3. Subscribes to the node's outputs and records them into a rosbag2 with MCAP storage as they
    arrive (serialized bytes from `raw=True` subscriptions, nothing kept in RAM): /fourd/points
    (only every 5th message: one 320x240 cloud is 1.5 MB), /fourd/map_points, /tf, /tf_static,
