@@ -83,7 +83,9 @@ def test_input_loss_reported_in_diagnostics(ros_context, start_process) -> None:
     values = diagnostics_values(diags)
     status = diags[-1].status[0]
     assert int(values['input_images_missing']) == 10, values
-    assert int(values['input_depth_unmatched']) >= 9, values
+    # depth is settled once a second older than the newest stamp: frames 15..43 (8, 43 on the
+    # edge) are, 47 and 51 not yet
+    assert int(values['input_depth_unmatched']) >= 7, values
     assert values['input_depth_missing'] == '0'
     assert status.level == DiagnosticStatus.WARN
     assert 'input loss' in status.message and 'FASTDDS_DEFAULT_PROFILES_FILE' in status.message
