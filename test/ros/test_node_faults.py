@@ -37,9 +37,10 @@ class FakeCamera:
 
     def send(self, i: int, stamp: float, rgb=None, depth=None, encoding: str = 'rgb8',
              step: int | None = None, depth_encoding: str = '32FC1',
-             send_image: bool = True) -> None:
+             send_image: bool = True, K: np.ndarray | None = None) -> None:
         """Frame `i` of the clip (or the given arrays) stamped `stamp` (s); `send_image`
-        False leaves out the image (lost in transport) but sends its depth and info."""
+        False leaves out the image (lost in transport) but sends its depth and info; `K`
+        replaces the CameraInfo's intrinsics (zeros = an uncalibrated camera)."""
         header = Header(stamp=conv.sec_to_stamp(stamp), frame_id='camera_optical_frame')
         rgb = self.clip.rgb[i % len(self.clip)] if rgb is None else rgb
         depth = self.clip.depth[i % len(self.clip)] if depth is None else depth
@@ -51,7 +52,7 @@ class FakeCamera:
                   encoding=depth_encoding, is_bigendian=0, step=depth.strides[0])
         d.data = np.ascontiguousarray(depth).tobytes()
         info = CameraInfo(header=header, width=w, height=h)
-        info.k = [float(x) for x in self.clip.K.ravel()]
+        info.k = [float(x) for x in (self.clip.K if K is None else K).ravel()]
         self.info.publish(info)
         self.depth.publish(d)
         time.sleep(0.01)
