@@ -172,6 +172,23 @@ def test_queries_from_another_thread_while_processing(clip) -> None:
     assert not errors, errors
 
 
+def test_a_frame_larger_than_the_budget_is_refused(clip) -> None:
+    """The budget is hard: a frame whose cached record alone exceeds it is refused with the fix
+    (it used to be kept anyway: 1080p at full resolution held ~45 MB under 8 MB)."""
+    with pytest.raises(ValueError, match='exceeds the cache budget'):
+        LatentCache(CachePolicy(budget_mb=0.001)).add(entry(0, nbytes=2000))
+    engine = StreamingEngine(RgbdBackend(), EngineConfig(
+        width=0, cache=CachePolicy(budget_mb=0.05)))
+    with pytest.raises(InputError, match='cache_budget_mb.*processing_width'):
+        engine.process(clip.frame(0))
+    assert len(engine.cache) == 0 and engine.cache.nbytes == 0
+    # a processing width whose frames fit works
+    small = StreamingEngine(RgbdBackend(), EngineConfig(
+        width=32, cache=CachePolicy(budget_mb=0.05)))
+    small.process(clip.frame(0))
+    assert len(small.cache) == 1 and small.cache.megabytes <= 0.05
+
+
 def test_memory_and_cache_stay_bounded(clip) -> None:
     budget = 0.5
     engine = StreamingEngine(RgbdBackend(), EngineConfig(

@@ -68,10 +68,19 @@ class LatentCache:
         lo, hi = sorted((first.stamp, last.stamp))
         return [e for e in self._entries if lo < e.stamp < hi]
 
+    def fits(self, entry: CacheEntry) -> bool:
+        """Whether the entry alone fits the budget (else `add` refuses it)."""
+        return entry.nbytes <= self.policy.budget_mb * 2**20
+
     def add(self, entry: CacheEntry) -> list[CacheEntry]:
-        """Insert the newest entry and evict what the policy drops; returns the evicted."""
+        """Insert the newest entry and evict what the policy drops; returns the evicted.
+        Raises ValueError for an entry out of order or one that alone exceeds the budget (the
+        budget is hard: nothing is cached then)."""
         if self._stamps and entry.stamp <= self._stamps[-1]:
             raise ValueError('cache entries must arrive in increasing stamp order')
+        if not self.fits(entry):
+            raise ValueError(f'a cached frame of {entry.nbytes / 2**20:.1f} MiB exceeds the '
+                             f'cache budget of {self.policy.budget_mb:g} MiB')
         self._entries.append(entry)
         self._stamps.append(entry.stamp)
         self._nbytes += entry.nbytes
@@ -106,7 +115,7 @@ class LatentCache:
             evicted = [e for i, e in enumerate(self._entries) if i not in keep_set]
             self._entries = [self._entries[i] for i in keep]
         # 2) memory budget: drop the oldest entries (anchor last) until it fits; the newest
-        # entry always stays so the stream can go on
+        # entry fits by itself (`add` checked), so the stream goes on
         budget = self.policy.budget_mb * 2**20
         self._nbytes = sum(e.nbytes for e in self._entries)
         while self._nbytes > budget and len(self._entries) > 1:

@@ -179,6 +179,13 @@ class StreamingEngine:
                            nbytes=latent_nbytes([latent, result.points_world,
                                                  result.dynamic_mask]),
                            keyframe=bool(result.extras.get('keyframe', self._index == 0)))
+        if not self.cache.fits(entry):
+            # the budget is hard: a frame that cannot be cached is refused, with the fix
+            raise InputError(
+                f'one frame needs {entry.nbytes / 2**20:.1f} MiB of cache at '
+                f'{self._proc_size[0]}x{self._proc_size[1]}, more than the cache budget of '
+                f'{self.config.cache.budget_mb:g} MiB: raise the budget (cache_budget_mb) or '
+                'lower the processing width (processing_width)')
         with self._lock:
             prev = self.cache.latest()
             info.evicted = len(self.cache.add(entry))
