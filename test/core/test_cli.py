@@ -14,8 +14,8 @@ import pytest
 from scipy.spatial.transform import Rotation
 
 from fourd_ros.cli.main import main
+from shared_data import SEVEN_SCENES, needs_7scenes
 
-SEVEN_SCENES = Path(__file__).parents[2].parent / 'shared' / 'data' / '7scenes-redkitchen'
 SEED_WITH_MOVERS = 2  # 96x72 x 12: two moving objects, visible in frames 0-11
 
 
@@ -57,7 +57,7 @@ def test_eval_oracle_synthetic_is_perfect(clip_dir: Path, tmp_path: Path) -> Non
         assert (plots / f'{name}.png').stat().st_size > 10_000
 
 
-@pytest.mark.skipif(not SEVEN_SCENES.is_dir(), reason='7-Scenes sample missing')
+@needs_7scenes
 def test_eval_oracle_seven_scenes(tmp_path: Path) -> None:
     out = tmp_path / 'out.json'
     assert main(['eval', '--backend', 'oracle', '--input', str(SEVEN_SCENES), '--max-frames',
@@ -229,8 +229,7 @@ def _as_video(clip_dir: Path, out: Path) -> Path:
 
 
 @pytest.mark.parametrize('kind', ['synthetic clip', 'image folder', 'video', pytest.param(
-    '7-Scenes', marks=pytest.mark.skipif(not SEVEN_SCENES.is_dir(),
-                                         reason='7-Scenes sample missing'))])
+    '7-Scenes', marks=needs_7scenes)])
 def test_run_learned_on_each_input_kind(kind: str, clip_dir: Path, tmp_path: Path) -> None:
     """`fourd run --backend learned` reads what the rgbd backend reads, monocular, up to scale."""
     source = {'synthetic clip': lambda: clip_dir,

@@ -25,9 +25,7 @@ from fourd_ros.core.data.readers import (
     VideoReader,
 )
 from fourd_ros.core.types import Frame
-
-SEVEN_SCENES = Path(__file__).resolve().parents[3] / 'shared' / 'data' / '7scenes-redkitchen'
-needs_7scenes = pytest.mark.skipif(not SEVEN_SCENES.is_dir(), reason='7-Scenes sample missing')
+from shared_data import SEVEN_SCENES, needs_7scenes
 
 
 def _write_rgb(path: Path, rgb: np.ndarray) -> None:

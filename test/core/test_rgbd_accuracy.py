@@ -9,8 +9,7 @@ import pytest
 from fourd_ros.core.data.clip_format import write_clip
 from fourd_ros.core.data.synthetic import SceneConfig, generate_clip
 from fourd_ros.core.eval.evaluate import evaluate
-
-SEVEN_SCENES = Path(__file__).resolve().parents[3] / 'shared' / 'data' / '7scenes-redkitchen'
+from shared_data import SEVEN_SCENES, needs_7scenes
 
 
 # every seed of the measured development set (docs/measurements.md), none left out
@@ -28,9 +27,8 @@ def test_moving_objects_apd3d(tmp_path: Path, seed: int) -> None:
 
 
 @pytest.mark.slow
+@needs_7scenes
 def test_seven_scenes_pose_and_query_accuracy() -> None:
-    if not SEVEN_SCENES.exists():
-        pytest.skip('7-Scenes sample not found')
     metrics = evaluate('rgbd', SEVEN_SCENES, width=320, progress=False).metrics
     assert metrics['ate_m'] <= 0.035
     assert metrics['track_median_err_m'] <= 0.03

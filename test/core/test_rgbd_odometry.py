@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import cv2
 import numpy as np
 import pytest
@@ -12,8 +10,8 @@ from fourd_ros.core.backends.rgbd_odometry import OdometryConfig, OdometryResult
 from fourd_ros.core.data.synthetic import generate_clip, SceneConfig, SyntheticClip
 from fourd_ros.core.eval.metrics import ate
 from fourd_ros.core.geometry import invert_pose, scale_intrinsics
+from shared_data import SEVEN_SCENES, needs_7scenes
 
-SEVEN_SCENES = Path(__file__).resolve().parents[3] / 'shared' / 'data' / '7scenes-redkitchen'
 
 # seeds of 12-frame 160x120 clips: a static scene, and one where moving objects cover ~20 % of
 # the image (one of them a near sphere sliding across a textured wall)
@@ -141,7 +139,7 @@ def test_rejects_wrong_sizes(static_clip: SyntheticClip) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not SEVEN_SCENES.is_dir(), reason='7-Scenes sample missing')
+@needs_7scenes
 def test_seven_scenes_first_100_frames() -> None:
     from fourd_ros.core.data.readers import open_sequence
 
