@@ -21,7 +21,7 @@ def test_moving_objects_apd3d(tmp_path: Path, seed: int) -> None:
     write_clip(clip, tmp_path / 'clip')
     metrics = evaluate('rgbd', tmp_path / 'clip', width=0, progress=False).metrics
     # the static background stays still: the camera (tracked on it) is right to millimetres
-    assert metrics['ate_m'] < 0.005
+    assert metrics['ate_m'] < 0.0036  # measured <= 2.9 mm on all 16 seeds
     assert metrics['track_points_dynamic'] > 30
     assert metrics['apd3d_dynamic'] >= 70.0
 
@@ -30,5 +30,6 @@ def test_moving_objects_apd3d(tmp_path: Path, seed: int) -> None:
 @needs_7scenes
 def test_seven_scenes_pose_and_query_accuracy() -> None:
     metrics = evaluate('rgbd', SEVEN_SCENES, width=320, progress=False).metrics
-    assert metrics['ate_m'] <= 0.035
-    assert metrics['track_median_err_m'] <= 0.03
+    # measured 2.55 cm and 0.96 cm (deterministic; docs/measurements.md): floors 25 % above
+    assert metrics['ate_m'] <= 0.032
+    assert metrics['track_median_err_m'] <= 0.012

@@ -147,7 +147,9 @@ def test_outputs_follow_ground_truth(ros_context, start_process, clip) -> None:
     T_align = ref[0] @ invert_pose(est[0])
     err = [np.linalg.norm((T_align @ e)[:3, 3] - r[:3, 3]) for e, r in zip(est, ref)]
     ate = float(np.sqrt(np.mean(np.square(err))))
-    assert ate < 0.03, f'camera path {ate:.3f} m RMSE from the ground truth'
+    # floors near the measured level (8 runs: ATE 0.5-2.5 mm, VALID 96-100 % of the visible
+    # query points, median query error 0.3-1.6 mm)
+    assert ate < 0.004, f'camera path {ate * 1e3:.2f} mm RMSE from the ground truth'
 
     # query: pixels of the frame 10 frames back, at the latest frame
     clouds = rec.msgs['/fourd/points']
@@ -169,10 +171,13 @@ def test_outputs_follow_ground_truth(ros_context, start_process, clip) -> None:
     pos = np.array([[p.x, p.y, p.z] for p in response.positions])
     status = np.array(response.status)
     ok = visible[v, u].ravel() & (status == QueryMotion.Response.VALID)
-    assert ok.sum() > 0.5 * visible[v, u].sum()
+    assert ok.sum() > 0.85 * visible[v, u].sum()
     pos_aligned = transform_points(T_align, pos[ok])
     err = np.linalg.norm(pos_aligned - P_map[ok], axis=1)
-    assert np.median(err) < 0.05, f'median query error {np.median(err):.3f} m'
+    print(f'node figures: camera ATE {ate * 1e3:.2f} mm, VALID '
+          f'{ok.sum() / visible[v, u].sum():.0%} of the visible query points, median query '
+          f'error {np.median(err) * 1e3:.1f} mm')
+    assert np.median(err) < 0.003, f'median query error {np.median(err) * 1e3:.1f} mm'
 
     # trajectory service
     traj = call(node, node.create_client(GetTrajectory, '/fourd/get_trajectory'),
