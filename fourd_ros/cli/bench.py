@@ -13,7 +13,10 @@ for any stream length without rendering it all. Reported (design.md section 5, s
   objects (their motion is refined across the gap: the slow path);
 - ``fps`` = frames / time in ``engine.process`` (frames come from memory);
 - with ``--real DIR``: the same loop on a real sequence read from disk (``fourd run`` semantics,
-  no outputs written): ``real_fps`` including reading;
+  no outputs written): ``real_fps`` including reading, and ``real_ate_m`` when the sequence has
+  ground-truth poses; with ``--open3d`` also Open3D's frame-to-frame hybrid RGB-D odometry on
+  the same frames at the same size (rgbd backend), ``open3d_fps`` / ``open3d_ate_m`` and
+  ``real_over_open3d_fps`` (a ratio, since absolute times vary between machines);
 - ``--backend learned``: cache bytes per device, and, measured in the same run, an *unbounded*
   variant (every past frame cached and attended to, as StreamVGGT / STream3R "causal" do) over
   ``--unbounded-frames`` frames: its latency over its first and last 100 frames and its cache
@@ -35,6 +38,8 @@ from fourd_ros.core.engine.cache import CachePolicy
 from fourd_ros.core.engine.engine import EngineConfig, latent_nbytes_by_device, StreamingEngine
 from fourd_ros.core.backends.factory import make_backend
 from fourd_ros.core.eval.evaluate import progress_bar
+from fourd_ros.core.eval.metrics import ate
+from fourd_ros.core.eval.open3d_odometry import open3d_rgbd_odometry
 from fourd_ros.core.types import Frame
 
 WINDOW = 100
@@ -64,6 +69,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help='also time a real sequence read from disk (e.g. 7-Scenes)')
     p.add_argument('--real-frames', type=positive_int, default=300, metavar='N',
                    help='frames of --real to time (300)')
+    p.add_argument('--open3d', action='store_true',
+                   help="with --real: also run Open3D's RGB-D odometry on the same frames")
     p.add_argument('--unbounded-frames', type=int, default=300, metavar='N',
                    help='learned: frames of the unbounded-context variant, 0 = skip (300)')
     add_model_arguments(p)
@@ -100,6 +107,8 @@ def _engine(args: argparse.Namespace, width: int, max_query: int) -> StreamingEn
 def run(args: argparse.Namespace) -> int:
     if args.frames < 12:
         raise ValueError('--frames must be at least 12 (queries go 10 frames back)')
+    if args.open3d and not args.real:
+        raise ValueError('--open3d needs --real DIR (a real RGB-D sequence to compare on)')
     w, h = args.size
     n_clip = max(2, min(args.clip_frames, args.frames))
     fps = 30.0
@@ -270,10 +279,11 @@ def _query_timings(engine: StreamingEngine, stamps: np.ndarray, w: int,
 
 
 def _real_timings(args: argparse.Namespace) -> dict[str, float]:
-    """Time `fourd run`-style streaming of a real sequence from disk (no outputs written)."""
+    """Time `fourd run`-style streaming of a real sequence from disk (no outputs written); with
+    ground-truth poses its ATE; with ``--open3d`` Open3D's RGB-D odometry on the same frames."""
     reader = open_sequence(args.real, max_frames=args.real_frames or None)
     engine = _engine(args, 320, 0)
-    read, proc = [], []
+    read, proc, gt = [], [], []
     t_start = time.perf_counter()
     bar = progress_bar(reader.length, 'bench real', True)
     try:
@@ -282,15 +292,32 @@ def _real_timings(args: argparse.Namespace) -> dict[str, float]:
             engine.process(frame)
             proc.append(time.perf_counter() - t1)
             read.append(t_read)
+            gt.append(frame.T_wc_gt)
             bar.update(1)
     finally:
         bar.close()
     wall = time.perf_counter() - t_start
     n = len(proc)
-    return {'real_frames': n, 'real_fps': n / wall if wall > 0 else float('nan'),
-            'real_read_ms_p50': float(np.median(read) * 1e3) if n else float('nan'),
-            'real_latency_ms_p50': float(np.median(proc) * 1e3) if n else float('nan'),
-            'real_latency_ms_p95': float(np.percentile(proc, 95) * 1e3) if n else float('nan')}
+    out = {'real_frames': n, 'real_fps': n / wall if wall > 0 else float('nan'),
+           'real_read_ms_p50': float(np.median(read) * 1e3) if n else float('nan'),
+           'real_latency_ms_p50': float(np.median(proc) * 1e3) if n else float('nan'),
+           'real_latency_ms_p95': float(np.percentile(proc, 95) * 1e3) if n else float('nan')}
+    has_gt = n > 2 and all(T is not None for T in gt)
+    align = 'se3' if engine.metric else 'sim3'
+    if has_gt:
+        out['real_ate_m'] = ate(np.array([T for _, T in engine.trajectory()]), np.array(gt),
+                                align=align)['ate_m']
+    if args.open3d:
+        o3d_run = open3d_rgbd_odometry(open_sequence(args.real,
+                                                     max_frames=args.real_frames or None))
+        # frames/s without reading, to compare like with like: ours from engine.process
+        ours_fps = n / float(np.sum(proc)) if n else float('nan')
+        out.update(real_process_fps=ours_fps, open3d_fps=o3d_run.fps,
+                   open3d_failures=o3d_run.failures,
+                   real_over_open3d_fps=ours_fps / o3d_run.fps)
+        if has_gt:
+            out['open3d_ate_m'] = ate(o3d_run.T_wc, np.array(gt), align='se3')['ate_m']
+    return out
 
 
 _UNITS = {
@@ -318,6 +345,12 @@ _UNITS = {
     'real_frames': 'frames of --real', 'real_fps': 'frames/s incl. reading from disk',
     'real_read_ms_p50': 'ms per frame reading', 'real_latency_ms_p50': 'ms engine.process',
     'real_latency_ms_p95': 'ms engine.process',
+    'real_ate_m': 'm ATE of --real (SE(3) if metric, else Sim(3))',
+    'real_process_fps': 'frames/s in engine.process (no reading)',
+    'open3d_fps': "frames/s of Open3D's RGB-D odometry (same frames and size)",
+    'open3d_failures': 'frame pairs Open3D could not align',
+    'open3d_ate_m': "m ATE (SE(3)) of Open3D's RGB-D odometry",
+    'real_over_open3d_fps': 'ratio: ours / Open3D frames/s',
     'cache_latent_mb_cpu': 'MiB of cached latents in host memory',
     'cache_latent_mb_cuda_0': 'MiB of cached latents on GPU 0',
     'cuda_allocated_mb': 'MiB allocated on the GPU', 'cuda_peak_mb': 'MiB peak on the GPU',

@@ -118,6 +118,19 @@ def test_bench_small(tmp_path: Path) -> None:
     assert r['query_points_moving'] == 0 or math.isfinite(r['query_ms_moving'])
 
 
+def test_bench_real_next_to_open3d(clip_dir: Path, tmp_path: Path) -> None:
+    """`fourd bench --real DIR --open3d`: our rgbd backend and Open3D's RGB-D odometry on the
+    same frames, frames/s as a ratio and both ATEs (the synthetic clip has exact poses)."""
+    out = tmp_path / 'bench.json'
+    assert main(['bench', '--frames', '12', '--size', '64x48', '--clip-frames', '12',
+                 '--real', str(clip_dir), '--open3d', '--json', str(out)]) == 0
+    r = _load(out)
+    assert r['real_frames'] == 12 and r['open3d_failures'] <= 2
+    assert r['real_over_open3d_fps'] == pytest.approx(r['real_process_fps'] / r['open3d_fps'])
+    assert r['real_ate_m'] < 0.01 and math.isfinite(r['open3d_ate_m'])
+    assert main(['bench', '--open3d', '--frames', '12']) == 2  # needs --real
+
+
 def test_pingpong_is_continuous() -> None:
     from fourd_ros.cli.bench import pingpong_index
 
