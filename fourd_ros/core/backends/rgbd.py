@@ -274,15 +274,23 @@ class RgbdBackend:
         p_static, z_static = project(cam_t, target.K)
         disp = np.linalg.norm(flow_world - src_world, axis=1)
         thresh = np.maximum(cfg.dynamic_rel * np.abs(z_static), cfg.dynamic_abs)
-        moving = np.where(np.isfinite(disp), disp > thresh, moving_src)
+        # static points hidden at the target: their flow follows the occluder, which would
+        # call them moving and put them on it. Where the static hypothesis is hidden there and
+        # the source's dynamic mask says static, the point is static (and OCCLUDED)
+        z_seen = sample_depth(target.latent['depth'], p_static)
+        hidden = z_seen < z_static - np.maximum(cfg.occlusion_rel * z_static, cfg.occlusion_abs)
+        flow_ok = np.isfinite(disp) & ~(hidden & ~moving_src)
+        moving = np.where(flow_ok, disp > thresh, moving_src)
         if len(hops) > 2 or chain is not None:
             # chained flows drift by a fraction of a pixel per frame on moving objects; a small
             # Lucas-Kanade step from the source patch straight to the target removes the drift
             p, z_t, flow_world = self._refine_moving(source, target, pixels, p, z_t, flow_world,
                                                      moving)
+        use = np.zeros(n, bool)  # points placed by their segment's rigid motion
         if chain is not None:
             # rigid objects: one motion per moving segment, fitted hop by hop, replaces the
-            # per-point estimates (outlier flows cannot drag single points away)
+            # per-point estimates (outlier flows cannot drag single points away), and places
+            # the segment's points that are hidden or out of view at the target as well
             rigid = self._rigid_object_positions(chain, pixels, src_world)
             use = moving & np.isfinite(rigid).all(axis=1)
             flow_world[use] = rigid[use]
@@ -296,8 +304,6 @@ class RgbdBackend:
         pix_out = np.where(moving[:, None], p, p_static).astype(np.float32)
         # static points: visibility from their predicted projection and the target depth
         static_in = inside_image(p_static, w, h) & (z_static > 0)
-        z_seen = sample_depth(target.latent['depth'], p_static)
-        hidden = z_seen < z_static - np.maximum(cfg.occlusion_rel * z_static, cfg.occlusion_abs)
         st = ~moving
         status[st & ~static_in] = PointStatus.OUT_OF_VIEW
         status[st & static_in & hidden] = PointStatus.OCCLUDED
@@ -308,7 +314,10 @@ class RgbdBackend:
         status[mv & ~out & ~(photo_err <= cfg.photo_max)] = PointStatus.OCCLUDED
         no_depth = mv & ~out & ~np.isfinite(z_t)
         status[no_depth] = PointStatus.OCCLUDED
-        positions[mv & (out | no_depth)] = src_world[mv & (out | no_depth)]
+        # a moving point out of view or without target depth and without a rigid segment
+        # motion has no measured position at the target: its source position, low confidence
+        unknown = mv & (out | no_depth) & ~use
+        positions[unknown] = src_world[unknown]
         invalid = ~np.isfinite(src_world).all(axis=1)
         status[invalid] = PointStatus.INVALID
         positions[invalid] = np.nan
