@@ -172,6 +172,43 @@ def test_queries_from_another_thread_while_processing(clip) -> None:
     assert not errors, errors
 
 
+def test_concurrent_queries_on_moving_segments_agree(clip) -> None:
+    """Several threads ask where the moving objects' pixels of frame 2 are at frame 8 (the
+    slow path: rigid segment motion over the chain of cached frames) while the stream goes
+    on: every answer is the one a lone caller gets."""
+    engine = run(clip, frames=9)
+    v, u = np.nonzero(np.isin(clip.instance[2], np.flatnonzero(clip.moving)))
+    pixels = np.stack([u, v], 1)[::7].astype(np.float32)
+    assert len(pixels) > 20
+
+    def ask():
+        return engine.query_pixels(clip.stamps[2], pixels, clip.stamps[8])
+
+    reference = ask()
+    assert (reference.status == PointStatus.VALID).mean() > 0.5
+    answers, errors = [], []
+
+    def worker() -> None:
+        try:
+            for _ in range(3):
+                answers.append(ask())
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=worker) for _ in range(3)]
+    for t in threads:
+        t.start()
+    for i in range(9, 14):
+        engine.process(clip.frame(i))
+    for t in threads:
+        t.join()
+    assert not errors, errors
+    assert len(answers) == 9
+    for a in answers:
+        assert np.array_equal(a.status, reference.status)
+        assert np.allclose(a.positions, reference.positions, equal_nan=True, atol=1e-6)
+
+
 def test_a_frame_larger_than_the_budget_is_refused(clip) -> None:
     """The budget is hard: a frame whose cached record alone exceeds it is refused with the fix
     (it used to be kept anyway: 1080p at full resolution held ~45 MB under 8 MB)."""

@@ -274,13 +274,7 @@ class RgbdBackend:
         p_static, z_static = project(cam_t, target.K)
         disp = np.linalg.norm(flow_world - src_world, axis=1)
         thresh = np.maximum(cfg.dynamic_rel * np.abs(z_static), cfg.dynamic_abs)
-        # static points hidden at the target: their flow follows the occluder, which would
-        # call them moving and put them on it. Where the static hypothesis is hidden there and
-        # the source's dynamic mask says static, the point is static (and OCCLUDED)
-        z_seen = sample_depth(target.latent['depth'], p_static)
-        hidden = z_seen < z_static - np.maximum(cfg.occlusion_rel * z_static, cfg.occlusion_abs)
-        flow_ok = np.isfinite(disp) & ~(hidden & ~moving_src)
-        moving = np.where(flow_ok, disp > thresh, moving_src)
+        moving = np.where(np.isfinite(disp), disp > thresh, moving_src)
         if len(hops) > 2 or chain is not None:
             # chained flows drift by a fraction of a pixel per frame on moving objects; a small
             # Lucas-Kanade step from the source patch straight to the target removes the drift
@@ -304,6 +298,8 @@ class RgbdBackend:
         pix_out = np.where(moving[:, None], p, p_static).astype(np.float32)
         # static points: visibility from their predicted projection and the target depth
         static_in = inside_image(p_static, w, h) & (z_static > 0)
+        z_seen = sample_depth(target.latent['depth'], p_static)
+        hidden = z_seen < z_static - np.maximum(cfg.occlusion_rel * z_static, cfg.occlusion_abs)
         st = ~moving
         status[st & ~static_in] = PointStatus.OUT_OF_VIEW
         status[st & static_in & hidden] = PointStatus.OCCLUDED
