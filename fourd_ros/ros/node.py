@@ -7,10 +7,10 @@ Outputs: see `fourd_ros.ros.outputs.TOPICS`; services ~/query_motion, ~/get_traj
 Input decoding and synchronisation live in `fourd_ros.ros.inputs`, publishing in
 `fourd_ros.ros.outputs`; this module wires them to the engine.
 
-Threads: callbacks only queue messages; one worker thread takes the newest (latest-first,
-older ones dropped), runs the engine and publishes; services run in their own callback group of
-a MultiThreadedExecutor, so inference never blocks a query (the engine holds its cache lock
-only for short bookkeeping). ``~/reset`` waits for the frame being processed.
+Threads: callbacks only queue messages (drop-oldest); one worker thread runs the engine and
+publishes; services run in their own callback group of a MultiThreadedExecutor, so inference
+never blocks a query (the engine holds its cache lock only for short bookkeeping). ``~/reset``
+waits for the frame being processed.
 """
 
 from __future__ import annotations
@@ -182,11 +182,7 @@ class FourdNode(Node):
                     self._cv.wait(timeout=0.5)
                 if not self._running:
                     return
-                # latest-first: the newest frame, the older ones are dropped. A frame that
-                # waited behind another would be published a processing time later still
-                msg = self._queue.pop()
-                self._stats['dropped_queue'] += len(self._queue)
-                self._queue.clear()
+                msg = self._queue.popleft()
             if not self.context.ok():
                 return
             try:

@@ -71,8 +71,7 @@ PARAMS: tuple[Param, ...] = (
     # not set by parameters)
     Param('image_qos', 'sensor_data', 'QoS of the image/depth/camera_info subscriptions',
           choices=('sensor_data', 'reliable')),
-    Param('queue_size', 2, 'frames kept while one is processed; the worker takes the newest '
-          'and drops the older ones (latest-first: latency stays near the processing time)',
+    Param('queue_size', 2, 'frames waiting for processing; the oldest is dropped when full',
           int_range=(1, 100)),
     Param('depth_sync_slop', 0.02, 'largest image/depth stamp difference, seconds',
           float_range=(0.0, 1.0)),
