@@ -125,7 +125,7 @@ class FourdNode(Node):
 
     def _setup_io(self) -> None:
         sensor_qos = (qos_profile_sensor_data if self.p['image_qos'] == 'sensor_data'
-                      else QoSProfile(depth=5, reliability=ReliabilityPolicy.RELIABLE))
+                      else QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE))
         inputs = MutuallyExclusiveCallbackGroup()
         self.services_group = ReentrantCallbackGroup()
         self.create_subscription(Image, 'image', self._on_image, sensor_qos,

@@ -69,7 +69,8 @@ PARAMS: tuple[Param, ...] = (
           int_range=(1, 10000000)),
     # inputs and QoS (the inputs are the relative names image, camera_info and depth: remapped,
     # not set by parameters)
-    Param('image_qos', 'sensor_data', 'QoS of the image/depth/camera_info subscriptions',
+    Param('image_qos', 'sensor_data', 'QoS of the image/depth/camera_info subscriptions '
+          '(sensor_data: best effort, keep last 5; reliable: keep last 10)',
           choices=('sensor_data', 'reliable')),
     Param('queue_size', 2, 'frames waiting for processing; the oldest is dropped when full',
           int_range=(1, 100)),

@@ -35,10 +35,13 @@ CAMERA_REMAPS = ('-r', 'image:=/camera/image_raw', '-r', 'camera_info:=/camera/c
 
 def node_args(*extra: str, namespace: str = '') -> list[str]:
     """fourd_node on the synthetic RGB-D camera, wired by remaps only (the ROS 2 way) and
-    backend rgbd; `extra` are parameters NAME:=VALUE."""
+    backend rgbd; `extra` are parameters NAME:=VALUE. Reliable input QoS: on this 2-core
+    machine the node's executor sometimes stalls for 0.5-2.5 s (seen with this build and the
+    one before; cause not found, docs/history.md), and best-effort frames lost then break the
+    rgbd tracker on this fast clip (the path ran away by 25 cm per frame once in 14 runs)."""
     args = ['-m', 'fourd_ros.ros.node', '--ros-args', '--params-file',
             str(REPO / 'config' / 'fourd.yaml'), *CAMERA_REMAPS, '-r', 'depth:=/camera/depth',
-            '-p', 'backend:=rgbd']
+            '-p', 'backend:=rgbd', '-p', 'image_qos:=reliable']
     for item in extra:
         args += ['-p', item]
     if namespace:
@@ -149,7 +152,8 @@ def test_outputs_follow_ground_truth(ros_context, start_process, clip) -> None:
     ate = float(np.sqrt(np.mean(np.square(err))))
     # floors near the measured level (8 runs: ATE 0.5-2.5 mm, VALID 96-100 % of the visible
     # query points, median query error 0.3-1.6 mm)
-    assert ate < 0.004, f'camera path {ate * 1e3:.2f} mm RMSE from the ground truth'
+    assert ate < 0.004, (f'camera path {ate * 1e3:.2f} mm RMSE from the ground truth; errors '
+                         f'per frame (mm): {np.round(np.array(err) * 1e3, 1).tolist()}')
 
     # query: pixels of the frame 10 frames back, at the latest frame
     clouds = rec.msgs['/fourd/points']

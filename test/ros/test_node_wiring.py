@@ -82,7 +82,7 @@ def test_input_loss_reported_in_diagnostics(ros_context, start_process) -> None:
     assert spin_until(node, lambda: len(diags) >= 2, timeout=5.0)
     values = diagnostics_values(diags)
     status = diags[-1].status[0]
-    assert int(values['input_images_missing']) == 10, values
+    assert int(values['input_images_missing']) >= 10, values  # 10 left out (more if lost)
     # depth is settled once a second older than the newest stamp: frames 15..43 (8, 43 on the
     # edge) are, 47 and 51 not yet
     assert int(values['input_depth_unmatched']) >= 7, values
