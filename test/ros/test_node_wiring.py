@@ -54,6 +54,31 @@ def test_console_scripts_answer_help(ros_env, program, expect) -> None:
             assert word in result.stdout, f'{program} {flag}: {word!r} missing'
 
 
+def test_node_wired_by_remaps_only(ros_context, start_process) -> None:
+    """The way a ROS user starts it beside a camera: remaps and the backend, nothing else (no
+    parameter file, no topic parameters). Frames from a separate camera process are processed
+    and a query is answered."""
+    from fourd_ros_msgs.srv import QueryMotion
+    from geometry_msgs.msg import Point
+
+    from test_node import call, camera_args
+    start_process(*camera_args(), name='camera')
+    start_process('-m', 'fourd_ros.ros.node', '--ros-args', '-r', 'image:=/camera/image_raw',
+                  '-r', 'camera_info:=/camera/camera_info', '-r', 'depth:=/camera/depth',
+                  '-p', 'backend:=rgbd', name='node')
+    node = rclpy.create_node('remap_user', context=ros_context)
+    clouds: list[PointCloud2] = []
+    node.create_subscription(PointCloud2, '/fourd/points', clouds.append, 10)
+    assert spin_until(node, lambda: len(clouds) >= 12, timeout=60.0), f'{len(clouds)} clouds'
+    request = QueryMotion.Request(query_type=QueryMotion.Request.QUERY_PIXEL,
+                                  source_stamp=clouds[-11].header.stamp)
+    request.points = [Point(x=40.0, y=30.0), Point(x=100.0, y=80.0)]
+    response = call(node, node.create_client(QueryMotion, '/fourd/query_motion'), request)
+    assert response.success, response.message
+    assert len(response.status) == 2 and len(response.positions) == 2
+    node.destroy_node()
+
+
 def test_input_loss_reported_in_diagnostics(ros_context, start_process) -> None:
     """Images lost between the camera and the node (one in four never sent, their depth is)
     show as missing frames and unmatched depth in /diagnostics, with a warning naming the
