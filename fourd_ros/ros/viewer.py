@@ -15,7 +15,6 @@ Clouds are decimated (``max_points``) and redrawn at most ``max_rate_hz`` to sta
 
 from __future__ import annotations
 
-import threading
 import time
 from collections import deque
 from dataclasses import dataclass
@@ -131,8 +130,6 @@ class FourdViewer(Node):
         self.server = server
         self.config = config
         self.tf = TransformTree()
-        self.counts = {'map_points': 0, 'points': 0, 'path': 0, 'tracks': 0, 'diagnostics': 0}
-        self._lock = threading.Lock()
         self._last_cloud = 0.0
         self._trails: dict[int, deque] = {}
         self._first_camera: np.ndarray | None = None
@@ -173,13 +170,11 @@ class FourdViewer(Node):
 
     # ------------------------------------------------------------------ messages
     def _on_map(self, msg: PointCloud2) -> None:
-        self.counts['map_points'] += 1
         points, colors = _decimate(*_cloud_arrays(msg), self.config.max_points)
         self.server.scene.add_point_cloud('/map', points=points, colors=colors,
                                           point_size=self.config.point_size)
 
     def _on_points(self, msg: PointCloud2) -> None:
-        self.counts['points'] += 1
         now = time.monotonic()
         if now - self._last_cloud < 1.0 / self.config.max_rate_hz:
             return
@@ -203,7 +198,6 @@ class FourdViewer(Node):
                                  color=PATH_COLOR, wxyz=wxyz, position=T[:3, 3])
 
     def _on_path(self, msg: Path) -> None:
-        self.counts['path'] += 1
         T = self.tf.lookup(self._map_frame(), msg.header.frame_id)
         if T is None or len(msg.poses) < 2:
             return
@@ -215,7 +209,6 @@ class FourdViewer(Node):
             colors=PATH_COLOR, thickness=3.0, thickness_units='screen')
 
     def _on_tracks(self, msg: TrackedPoints) -> None:
-        self.counts['tracks'] += 1
         t = conv.stamp_to_sec(msg.header.stamp)
         live = set()
         for i, p, s in zip(msg.ids, msg.positions, msg.status):
@@ -254,7 +247,6 @@ class FourdViewer(Node):
         mine = [s for s in msg.status if s.name.startswith(f'{self.config.node}:')]
         if not mine:
             return
-        self.counts['diagnostics'] += 1
         s = mine[-1]
         rows = '\n'.join(f'| {kv.key} | {kv.value} |' for kv in s.values)
         level = {0: 'OK', 1: 'WARN', 2: 'ERROR', 3: 'STALE'}.get(ord(s.level) if isinstance(
