@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import argparse
-import time
 
 from fourd_ros.cli.common import positive_int
 
@@ -50,33 +49,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     if (args.view_from is None) != (args.look_at is None):
         raise ValueError('--view-from and --look-at go together')
-    import rclpy
-    import viser
-    from rclpy.executors import SingleThreadedExecutor
-
-    from fourd_ros.ros.viewer import FourdViewer, ViewerConfig
+    from fourd_ros.ros.viewer import serve, ViewerConfig  # ROS layer: imported only here
 
     config = ViewerConfig(namespace=args.namespace, map_frame=args.map_frame,
                           max_points=args.max_points, point_size=args.point_size,
                           moving_speed=args.moving_speed, view_from=args.view_from,
                           look_at=args.look_at, fov_deg=args.fov)
-    server = viser.ViserServer(host=args.host, port=args.port, verbose=False)
-    context = rclpy.context.Context()
-    rclpy.init(args=[], context=context)
-    node = FourdViewer(server, config, context=context)
-    executor = SingleThreadedExecutor(context=context)
-    executor.add_node(node)
-    print(f'fourd view: http://{args.host}:{server.get_port()} shows {config.node} '
-          '(Ctrl-C stops)', flush=True)
-    deadline = time.monotonic() + args.duration if args.duration > 0 else None
-    try:
-        while deadline is None or time.monotonic() < deadline:
-            executor.spin_once(timeout_sec=0.1)
-    except KeyboardInterrupt:
-        pass
-    finally:
-        executor.shutdown()
-        node.destroy_node()
-        context.try_shutdown()
-        server.stop()
+    serve(config, args.host, args.port, args.duration)
     return 0

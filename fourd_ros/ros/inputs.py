@@ -210,22 +210,22 @@ class InputLossMonitor:
         self.depth_unmatched = 0
 
     def add_image(self, stamp: float) -> None:
-        with self._lock:
-            lost = self.images.add(stamp)
-            self._recent.append((1, lost))
-            self._image_stamps.append(stamp)
-            self._settle_depth(stamp)
+        self._add(self.images, self._image_stamps, stamp)
 
     def add_depth(self, stamp: float) -> None:
+        self._add(self.depth, self._depth_stamps, stamp)
+
+    def _add(self, gaps: StampGaps, stamps: deque[float], stamp: float) -> None:
         with self._lock:
-            lost = self.depth.add(stamp)
-            self._recent.append((1, lost))
-            self._depth_stamps.append(stamp)
+            self._recent.append((1, gaps.add(stamp)))
+            stamps.append(stamp)
             self._settle_depth(stamp)
 
     def _settle_depth(self, newest: float) -> None:
         """Depth stamps more than a second older than the newest stamp (`newest`, s) of either
         stream can no longer get their image: count those that no image matched."""
+        if not self._depth_stamps or self._depth_stamps[0] >= newest - 1.0:
+            return  # the usual case, per message: nothing to settle
         images = np.asarray(self._image_stamps)
         while self._depth_stamps and self._depth_stamps[0] < newest - 1.0:
             d = self._depth_stamps.popleft()

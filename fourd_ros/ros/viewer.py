@@ -20,6 +20,8 @@ from collections import deque
 from dataclasses import dataclass
 
 import numpy as np
+import rclpy
+from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.qos import QoSProfile, ReliabilityPolicy
 from scipy.spatial.transform import Rotation
@@ -256,3 +258,29 @@ class FourdViewer(Node):
 
     def _map_frame(self) -> str:
         return self.config.map_frame
+
+
+def serve(config: ViewerConfig, host: str = '127.0.0.1', port: int = 8080,
+          duration_s: float = 0.0) -> None:
+    """Serve the view on http://host:port until Ctrl-C (or for `duration_s` seconds if > 0)."""
+    import viser
+
+    server = viser.ViserServer(host=host, port=port, verbose=False)
+    context = rclpy.context.Context()
+    rclpy.init(args=[], context=context)
+    node = FourdViewer(server, config, context=context)
+    executor = SingleThreadedExecutor(context=context)
+    executor.add_node(node)
+    print(f'fourd view: http://{host}:{server.get_port()} shows {config.node} (Ctrl-C stops)',
+          flush=True)
+    deadline = time.monotonic() + duration_s if duration_s > 0 else None
+    try:
+        while deadline is None or time.monotonic() < deadline:
+            executor.spin_once(timeout_sec=0.1)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        executor.shutdown()
+        node.destroy_node()
+        context.try_shutdown()
+        server.stop()

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from fourd_ros.core.geometry import scale_intrinsics
 from fourd_ros.core.types import Frame
 
 
@@ -51,10 +52,9 @@ def open3d_rgbd_odometry(frames: Iterable[Frame], width: int = 320,
         depth = cv2.resize(np.nan_to_num(frame.depth).astype(np.float32), size,
                            interpolation=cv2.INTER_NEAREST)
         if intrinsic is None:
-            K = frame.K
-            intrinsic = o3d.camera.PinholeCameraIntrinsic(size[0], size[1], K[0, 0] * s,
-                                                          K[1, 1] * s, (K[0, 2] + 0.5) * s - 0.5,
-                                                          (K[1, 2] + 0.5) * s - 0.5)
+            K = scale_intrinsics(frame.K, size[0] / w, size[1] / h)
+            intrinsic = o3d.camera.PinholeCameraIntrinsic(size[0], size[1], K[0, 0], K[1, 1],
+                                                          K[0, 2], K[1, 2])
         rgbd = o3d.geometry.RGBDImage.create_from_color_and_depth(
             o3d.geometry.Image(np.ascontiguousarray(rgb)), o3d.geometry.Image(depth),
             depth_scale=1.0, depth_trunc=depth_max_m, convert_rgb_to_intensity=True)
