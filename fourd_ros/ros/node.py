@@ -102,7 +102,8 @@ class FourdNode(Node):
         self._frame_lock = threading.Lock()
         self._running = True
         self._stats = {'received': 0, 'processed': 0, 'dropped_queue': 0, 'rejected': 0,
-                       'resets': 0, 'last_error': ''}
+                       'resets': 0, 'last_error': '', 'tracking_lost': 0, 'relocalized': 0,
+                       'last_tracking_ok': True}
         self._latency: deque[float] = deque(maxlen=100)
         self._proc_times: deque[float] = deque(maxlen=100)
         self.out = Outputs(self, self.p, conv.FrameTransforms(conv.T_LINK_FROM_OPTICAL.copy()))
@@ -231,6 +232,13 @@ class FourdNode(Node):
             self.out.clear(msg.header.stamp)
         self._proc_times.append(time.monotonic() - t0)
         self._stats['processed'] += 1
+        tracking_ok = bool(result.extras.get('tracking_ok', True))
+        self._stats['last_tracking_ok'] = tracking_ok
+        self._stats['tracking_lost'] += not tracking_ok
+        self._stats['relocalized'] += bool(result.extras.get('tracking_relocalized', False))
+        if not tracking_ok:
+            self.get_logger().warning('camera tracking lost: the pose holds the last one until '
+                                      'the view is found again', throttle_duration_sec=5.0)
         tracks = self.engine.track_snapshot() if self.p['publish_tracks'] else None
         self.out.publish(msg.header.stamp, result, self._camera_frame or DEFAULT_CAMERA_FRAME,
                          tracks, self._fps_estimate())
@@ -253,6 +261,8 @@ class FourdNode(Node):
         message = 'running'
         if s['processed'] == 0:
             level, message = DiagnosticStatus.WARN, 'waiting for images'
+        elif not s['last_tracking_ok']:
+            level, message = DiagnosticStatus.WARN, 'camera tracking lost'
         elif loss.warning:
             level, message = DiagnosticStatus.WARN, loss.warning
         elif s['last_error']:
@@ -270,6 +280,8 @@ class FourdNode(Node):
             'input_depth_received': str(loss.depth_received),
             'input_depth_missing': str(loss.depth_missing),
             'input_depth_unmatched': str(loss.depth_unmatched),
+            'tracking_lost_frames': str(s['tracking_lost']),
+            'tracking_relocalized_frames': str(s['relocalized']),
             'stream_resets': str(s['resets']), 'cache_frames': str(len(self.engine.cache)),
             'cache_mb': f'{self.engine.cache.megabytes:.1f}',
             'cache_budget_mb': f"{self.p['cache_budget_mb']:.0f}",

@@ -85,15 +85,12 @@ def test_frame_without_depth_is_not_ok(static_clip: SyntheticClip) -> None:
     clip = static_clip
     odo = RgbdOdometry(clip.K, clip.width, clip.height)
     poses = [odo.track(_gray(clip.rgb[i]), clip.depth[i]).T_wc for i in range(6)]
-    T_pred = poses[-1] @ invert_pose(poses[-2]) @ poses[-1]
     for bad in (np.zeros_like(clip.depth[6]), np.full_like(clip.depth[6], np.nan)):
         res = odo.track(_gray(clip.rgb[6]), bad)
         assert not res.ok
         assert not res.is_keyframe
-        assert np.all(np.isfinite(res.T_wc))
-    # the first failure predicts with constant velocity, the second one keeps that velocity
-    T_pred2 = T_pred @ invert_pose(poses[-1]) @ T_pred
-    np.testing.assert_allclose(res.T_wc, T_pred2, atol=1e-6)
+        # lost frames hold the last pose: extrapolating an unknown motion would run away
+        np.testing.assert_allclose(res.T_wc, poses[-1], atol=1e-9)
     # tracking resumes on the next good frame
     res = odo.track(_gray(clip.rgb[8]), clip.depth[8])
     assert res.ok

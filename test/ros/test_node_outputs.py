@@ -32,7 +32,8 @@ DIAGNOSTIC_KEYS = {
     'backend', 'metric', 'fps', 'processing_ms_p50', 'latency_ms_p50', 'latency_ms_p95',
     'frames_received', 'frames_processed', 'dropped_frames', 'rejected_frames',
     'input_images_missing', 'input_depth_received', 'input_depth_missing',
-    'input_depth_unmatched', 'stream_resets', 'cache_frames', 'cache_mb', 'cache_budget_mb'}
+    'input_depth_unmatched', 'tracking_lost_frames', 'tracking_relocalized_frames',
+    'stream_resets', 'cache_frames', 'cache_mb', 'cache_budget_mb'}
 
 
 def late_map(context, timeout: float = 10.0) -> PointCloud2:

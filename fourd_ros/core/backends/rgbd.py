@@ -166,6 +166,14 @@ class RgbdBackend:
             static_hint = ~_splat_mask(known, flow)
         odo = self._odometry.track(gray, depth, static_hint)
         T_wc = odo.T_wc
+        if flow is not None and odo.relocalized:
+            # the flow followed the constant-velocity guess that failed: follow the found pose
+            flow = self._dis(self._prev.gray, gray,
+                             rigid_flow(self._prev.points_world, T_wc, frame.K))
+        if not odo.ok:
+            # lost: world motion since the last frame is unknown, so is what moved in it
+            self._history.clear()
+            flow = None
         self._poses = [self._poses[-1] if self._poses else T_wc, T_wc]
         points_cam = unproject_depth(depth, frame.K)
         points_world = transform_points(T_wc, points_cam).astype(np.float32)
@@ -185,6 +193,7 @@ class RgbdBackend:
             points_cam=points_cam, points_world=points_world, confidence=confidence,
             K=frame.K.copy(), T_wc=T_wc, dynamic_mask=dynamic, metric=True,
             extras={'keyframe': bool(odo.is_keyframe), 'tracking_ok': bool(odo.ok),
+                    'tracking_relocalized': bool(odo.relocalized),
                     'odometry_inliers': int(odo.num_inliers)})
         self._prev = RgbdView(gray, depth, T_wc, points_world, dynamic)
         latent = {'gray': gray, 'depth': depth, 'prev_index': frame.index - 1}

@@ -25,8 +25,14 @@ Method, per frame:
    keyframe's pixel rays), and a new keyframe inherits the old model re-projected into its view,
    so tracking is effectively frame-to-model, which keeps drift low.
 
-Failure (too little depth, too few inliers, implausible jump) reports ``ok=False``, predicts the
-pose with constant velocity and restarts the model from the next frame with enough depth.
+When the constant-velocity guess does not align (too few inliers, a large residual, an
+implausible jump: frames lost in a stall, a sudden stop or turn), or ICP ends far from it (a
+wrong minimum can pass those checks), the frame is aligned again on the whole frame (a static
+mask built on the same guess can hide most of the scene): from the last pose, then from a PnP
+pose against the keyframe image on dense-flow or ORB correspondences
+(``relocalize.relocalize``), where ICP must end near that pose. When that fails too, or there is
+too little depth, the result has ``ok=False``, the pose holds the last one (extrapolating a
+wrong velocity runs away frame after frame), and the model restarts from that frame.
 """
 
 from __future__ import annotations
@@ -37,6 +43,8 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from fourd_ros.core.backends.relocalize import RelocalizeConfig, relocalize
+from fourd_ros.core.flow import DisFlow
 from fourd_ros.core.geometry import invert_pose, scale_intrinsics
 
 
@@ -80,6 +88,11 @@ class OdometryConfig:
         kf_min_overlap: a new keyframe starts when fewer than this fraction of the tracked
             points find a gated association in it.
         convergence_eps: stop iterating a level when the update is below this (rad / m).
+        relocalize: correspondences and PnP used when the constant-velocity guess fails.
+        relocalize_agree_m, relocalize_agree_deg: a relocalised pose is accepted when ICP from
+            the PnP pose ends within this of it.
+        relocalize_trigger_m, relocalize_trigger_deg: an alignment that ends farther than this
+            from its constant-velocity guess is checked against a relocalised one.
     """
 
     levels: int = 3
@@ -114,6 +127,11 @@ class OdometryConfig:
     kf_rot_deg: float = 10.0
     kf_min_overlap: float = 0.6
     convergence_eps: float = 2e-4
+    relocalize: RelocalizeConfig = dataclasses.field(default_factory=RelocalizeConfig)
+    relocalize_agree_m: float = 0.15
+    relocalize_agree_deg: float = 10.0
+    relocalize_trigger_m: float = 0.05
+    relocalize_trigger_deg: float = 5.0
 
 
 @dataclass
@@ -122,11 +140,13 @@ class OdometryResult:
 
     Attributes:
         T_wc: 4x4 float64 camera-to-world pose (world = first tracked frame).
-        ok: tracking succeeded (False: ``T_wc`` is a constant-velocity prediction).
+        ok: tracking succeeded (False: ``T_wc`` holds the last pose).
         num_inliers: point-to-plane inliers at the finest level.
         rmse_m: RMSE of the inlier point-to-plane residuals at the finest level (metres; NaN
             when not tracked).
         is_keyframe: this frame became the new reference keyframe.
+        relocalized: the constant-velocity guess failed and the pose was found again from the
+            last pose or from image features.
     """
 
     T_wc: np.ndarray
@@ -134,6 +154,7 @@ class OdometryResult:
     num_inliers: int
     rmse_m: float
     is_keyframe: bool
+    relocalized: bool = False
 
 
 @dataclass
@@ -185,6 +206,19 @@ def _orthonormalize(T: np.ndarray) -> np.ndarray:
 def _rotation_deg(R: np.ndarray) -> float:
     c = (np.trace(R) - 1.0) / 2.0
     return float(np.degrees(np.arccos(np.clip(c, -1.0, 1.0))))
+
+
+def _gray_u8(gray: np.ndarray) -> np.ndarray:
+    """H x W uint8 intensity of a gray or RGB image (uint8 or float 0..255)."""
+    g = np.asarray(gray)
+    if g.ndim == 3:
+        g = cv2.cvtColor(g.astype(np.float32) if g.dtype != np.uint8 else g, cv2.COLOR_RGB2GRAY)
+    return np.clip(g, 0, 255).astype(np.uint8) if g.dtype != np.uint8 else g
+
+
+def _is_large(T: np.ndarray, max_m: float, max_deg: float) -> bool:
+    """A 4x4 rigid transform moves more than ``max_m`` metres or turns more than ``max_deg``."""
+    return bool(np.linalg.norm(T[:3, 3]) > max_m or _rotation_deg(T[:3, :3]) > max_deg)
 
 
 def _kinect_sigma(z: np.ndarray) -> np.ndarray:
@@ -264,6 +298,7 @@ class RgbdOdometry:
         if self.K.shape != (3, 3):
             raise ValueError(f'K must be 3x3, got {self.K.shape}')
         self._geo: list[tuple[np.ndarray, np.ndarray, np.ndarray, int, int]] = []
+        self._flow = DisFlow('medium')  # for relocalisation only
         K_l = self.K
         w, h = self.width, self.height
         for _ in range(cfg.levels):
@@ -282,6 +317,7 @@ class RgbdOdometry:
         self._T_wk = np.eye(4)
         self._T_wc = np.eye(4)
         self._T_wc_prev: np.ndarray | None = None
+        self._kf_image: tuple[np.ndarray, np.ndarray] | None = None  # uint8 gray, depth (m)
 
     # ------------------------------------------------------------------------------------------
     # preprocessing
@@ -568,9 +604,11 @@ class RgbdOdometry:
         return (new.reshape(h_img, w_img).astype(np.float32),
                 np.minimum(tot, np.float32(cfg.max_weight)).reshape(h_img, w_img))
 
-    def _set_keyframe(self, levels: list[_Level], depth: np.ndarray, T_wc: np.ndarray) -> None:
+    def _set_keyframe(self, levels: list[_Level], depth: np.ndarray, T_wc: np.ndarray,
+                      gray: np.ndarray | None) -> None:
         """Make this frame the keyframe, carrying the old model over into its view."""
         cfg = self.config
+        self._kf_image = None if gray is None else (_gray_u8(gray), depth)
         weight = np.where(depth > 0, np.float32(1.0), np.float32(0.0)).astype(np.float32)
         if cfg.fuse and cfg.carry_weight > 0 and self._kf is not None:
             old = self._kf[0]
@@ -615,6 +653,51 @@ class RgbdOdometry:
             self._kf[li] = new
         self._kf_weight = weight
 
+    def _tracked_frame(self, depth: np.ndarray, gray: np.ndarray | None,
+                       static_mask: np.ndarray | None) -> tuple[np.ndarray, list[_Level]]:
+        """Cleaned depth and sampled pyramid of a frame to track."""
+        d = self._clean_depth(depth, static_mask)
+        cur = self._frame(d, gray, smooth=True)
+        self._sample(cur)
+        return d, cur
+
+    def _plausible(self, T_new: np.ndarray, n_inl: int, n_pts: int, rmse: float) -> bool:
+        """An alignment is accepted: enough inliers, a small residual and a step from the last
+        pose no larger than one frame can move."""
+        cfg = self.config
+        step = invert_pose(self._T_wc) @ T_new
+        return bool(n_inl >= max(cfg.min_inlier_ratio * n_pts, 6)
+                    and np.isfinite(rmse) and rmse <= cfg.max_rmse_m
+                    and np.linalg.norm(step[:3, 3]) <= cfg.max_step_m
+                    and _rotation_deg(step[:3, :3]) <= cfg.max_step_deg
+                    and np.all(np.isfinite(T_new)))
+
+    def _relocalize(self, gray: np.ndarray | None, cur: list[_Level]
+                    ) -> tuple[np.ndarray, int, int, int, float] | None:
+        """Align the frame to the keyframe when the constant-velocity guess failed: from the
+        last pose (the camera stopped), then from a PnP pose against the keyframe image
+        (any motion that keeps the views overlapping). Returns ``_align``'s result or None."""
+        cfg = self.config
+        T_kc, n_inl, n_good, n_pts, rmse = self._align(
+            self._kf, cur, invert_pose(self._T_wk) @ self._T_wc)
+        if self._plausible(_orthonormalize(self._T_wk @ T_kc), n_inl, n_pts, rmse):
+            return T_kc, n_inl, n_good, n_pts, rmse
+        if gray is None or self._kf_image is None:
+            return None
+        ref_gray, ref_depth = self._kf_image
+        found = relocalize(ref_gray, ref_depth, _gray_u8(gray), self.K, self._flow,
+                           cfg.relocalize)
+        if found is None:
+            return None
+        T_kc, n_inl, n_good, n_pts, rmse = self._align(self._kf, cur, found.T_ref_cur)
+        # no step limit (the motion over a gap is unknown); ICP must end near PnP instead
+        agree = not _is_large(invert_pose(found.T_ref_cur) @ T_kc, cfg.relocalize_agree_m,
+                              cfg.relocalize_agree_deg)
+        if agree and n_inl >= max(cfg.min_inlier_ratio * n_pts, 6) and np.isfinite(rmse) \
+                and rmse <= cfg.max_rmse_m and np.all(np.isfinite(T_kc)):
+            return T_kc, n_inl, n_good, n_pts, rmse
+        return None
+
     # ------------------------------------------------------------------------------------------
     # public API
 
@@ -627,7 +710,7 @@ class RgbdOdometry:
                 converted; None tracks on depth only).
             depth: H x W float32 depth in metres along the optical axis (0 or NaN = invalid).
             static_mask: optional H x W bool, False on moving objects (excluded from the pose
-                and from the model).
+                and from the model; relocalisation uses the whole frame).
 
         Returns:
             An ``OdometryResult``; on failure ``ok`` is False and the pose is predicted with
@@ -642,39 +725,51 @@ class RgbdOdometry:
             if img is not None and np.shape(img)[:2] != shape:
                 raise ValueError(f'{name} is {np.shape(img)[1]}x{np.shape(img)[0]}, expected '
                                  f'{self.width}x{self.height}')
-        d = self._clean_depth(depth, static_mask)
-        cur = self._frame(d, gray, smooth=True)
-        self._sample(cur)
+        d, cur = self._tracked_frame(depth, gray, static_mask)
         n_valid = cur[0].pts.shape[1]
         enough = n_valid >= cfg.min_points
         if self._kf is None:
             if not enough:
                 return OdometryResult(self._T_wc.copy(), False, 0, float('nan'), False)
-            self._set_keyframe(cur, d, self._T_wc)
+            self._set_keyframe(cur, d, self._T_wc, gray)
             self._T_wc_prev = self._T_wc.copy()
             return OdometryResult(self._T_wc.copy(), True, n_valid, 0.0, True)
 
         # constant-velocity prediction
         vel = np.eye(4) if self._T_wc_prev is None else invert_pose(self._T_wc_prev) @ self._T_wc
         T_pred = _orthonormalize(self._T_wc @ vel)
-        ok = enough
+        ok, relocalized = False, False
         n_inl, n_good, n_pts, rmse = 0, 0, 0, float('nan')
         T_new = T_pred
-        T_kc = invert_pose(self._T_wk) @ T_pred
-        if ok:
-            T_kc, n_inl, n_good, n_pts, rmse = self._align(self._kf, cur, T_kc)
+        doubtful = False
+        if enough:
+            T_kc_guess = invert_pose(self._T_wk) @ T_pred
+            T_kc, n_inl, n_good, n_pts, rmse = self._align(self._kf, cur, T_kc_guess)
             T_new = _orthonormalize(self._T_wk @ T_kc)
-            step = invert_pose(self._T_wc) @ T_new
-            ok = bool(n_inl >= max(cfg.min_inlier_ratio * n_pts, 6)
-                      and np.isfinite(rmse) and rmse <= cfg.max_rmse_m
-                      and np.linalg.norm(step[:3, 3]) <= cfg.max_step_m
-                      and _rotation_deg(step[:3, :3]) <= cfg.max_step_deg
-                      and np.all(np.isfinite(T_new)))
-            if not ok:
-                T_new = T_pred
-                T_kc = invert_pose(self._T_wk) @ T_pred
-                rmse = float('nan') if not np.isfinite(rmse) else rmse
-        self._T_wc_prev = self._T_wc
+            ok = self._plausible(T_new, n_inl, n_pts, rmse)
+            # ICP that ends far from its guess may have found a wrong minimum within the limits
+            doubtful = _is_large(invert_pose(T_kc_guess) @ T_kc, cfg.relocalize_trigger_m,
+                                 cfg.relocalize_trigger_deg)
+        if not ok or doubtful:
+            # the guess is far off: frames lost in a stall, a sudden stop or turn.
+            # Extrapolating it would run away, frame after frame; relocalise instead, on the
+            # whole frame: a static mask built on the same guess can hide most of the scene.
+            d_all, cur_all = ((d, cur) if static_mask is None
+                              else self._tracked_frame(depth, gray, None))
+            found = (self._relocalize(gray, cur_all)
+                     if cur_all[0].pts.shape[1] >= cfg.min_points else None)
+            # a doubtful alignment stands unless the relocalised one explains more of its frame
+            if found is not None and (not ok or found[1] * max(n_pts, 1) > n_inl * found[3]):
+                d, cur, enough = d_all, cur_all, True
+                T_kc, n_inl, n_good, n_pts, rmse = found
+                T_new = _orthonormalize(self._T_wk @ T_kc)
+                ok = relocalized = True
+        if not ok:
+            T_new = self._T_wc.copy()  # lost: hold the last pose
+            rmse = float('nan') if not np.isfinite(rmse) else rmse
+        T_kc = invert_pose(self._T_wk) @ T_new
+        # after a relocalisation or a loss the last step's motion is no velocity to go on with
+        self._T_wc_prev = self._T_wc if ok and not relocalized else T_new
         self._T_wc = T_new
         is_kf = False
         if enough:
@@ -683,11 +778,11 @@ class RgbdOdometry:
                     or n_good < cfg.kf_min_overlap * n_pts):
                 if not ok:
                     self._kf = None  # lost: restart the model from this frame
-                self._set_keyframe(cur, d, T_new)
+                self._set_keyframe(cur, d, T_new, gray)
                 is_kf = True
             elif cfg.fuse:
                 self._fuse_current(cur, T_kc)
-        return OdometryResult(T_new.copy(), ok, int(n_inl), float(rmse), is_kf)
+        return OdometryResult(T_new.copy(), ok, int(n_inl), float(rmse), is_kf, relocalized)
 
     # ------------------------------------------------------------------------------------------
     # frame-to-frame alignment of masked frames (e.g. one moving object), state untouched
