@@ -58,6 +58,11 @@ INPUTS = (
 )
 
 
+# services keep up to 100 waiting requests (ROS's default keeps 10: a planner that sends more at
+# once loses the rest, unanswered)
+SERVICE_QOS = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE)
+
+
 class ConfigError(ValueError):
     """An inconsistent node configuration, found at start."""
 
@@ -103,7 +108,7 @@ class FourdNode(Node):
         self._running = True
         self._stats = {'received': 0, 'processed': 0, 'dropped_queue': 0, 'rejected': 0,
                        'resets': 0, 'last_error': '', 'tracking_lost': 0, 'relocalized': 0,
-                       'last_tracking_ok': True}
+                       'last_tracking_ok': True, 'rejecting': False}
         self._latency: deque[float] = deque(maxlen=100)
         self._proc_times: deque[float] = deque(maxlen=100)
         self.out = Outputs(self, self.p, conv.FrameTransforms(conv.T_LINK_FROM_OPTICAL.copy()))
@@ -140,11 +145,11 @@ class FourdNode(Node):
             self.create_subscription(TFMessage, '/tf_static', self._on_tf_static, LATCHED,
                                      callback_group=inputs)
         self.create_service(QueryMotion, '~/query_motion', self._on_query,
-                            callback_group=self.services_group)
+                            qos_profile=SERVICE_QOS, callback_group=self.services_group)
         self.create_service(GetTrajectory, '~/get_trajectory', self._on_get_trajectory,
-                            callback_group=self.services_group)
+                            qos_profile=SERVICE_QOS, callback_group=self.services_group)
         self.create_service(Trigger, '~/reset', self._on_reset,
-                            callback_group=self.services_group)
+                            qos_profile=SERVICE_QOS, callback_group=self.services_group)
         self.create_timer(self.p['diagnostics_period'], self._publish_diagnostics,
                           callback_group=MutuallyExclusiveCallbackGroup())
 
@@ -200,6 +205,7 @@ class FourdNode(Node):
     def _reject(self, why: str) -> None:
         self._stats['rejected'] += 1
         self._stats['last_error'] = why
+        self._stats['rejecting'] = True
         self.get_logger().error(f'frame rejected: {why}', throttle_duration_sec=5.0)
 
     def _decode(self, msg: Image) -> Frame:
@@ -232,6 +238,7 @@ class FourdNode(Node):
             self.out.clear(msg.header.stamp)
         self._proc_times.append(time.monotonic() - t0)
         self._stats['processed'] += 1
+        self._stats['rejecting'] = False
         tracking_ok = bool(result.extras.get('tracking_ok', True))
         self._stats['last_tracking_ok'] = tracking_ok
         self._stats['tracking_lost'] += not tracking_ok
@@ -263,10 +270,10 @@ class FourdNode(Node):
             level, message = DiagnosticStatus.WARN, 'waiting for images'
         elif not s['last_tracking_ok']:
             level, message = DiagnosticStatus.WARN, 'camera tracking lost'
+        elif s['rejecting']:  # until a frame is processed again
+            level, message = DiagnosticStatus.WARN, f"frames rejected: {s['last_error']}"
         elif loss.warning:
             level, message = DiagnosticStatus.WARN, loss.warning
-        elif s['last_error']:
-            level, message = DiagnosticStatus.WARN, f"last rejected frame: {s['last_error']}"
         if loss.warning:
             self.get_logger().warning(loss.warning, throttle_duration_sec=10.0)
         values = {
@@ -276,6 +283,7 @@ class FourdNode(Node):
             'latency_ms_p95': f'{np.percentile(lat, 95) * 1e3:.1f}',
             'frames_received': str(s['received']), 'frames_processed': str(s['processed']),
             'dropped_frames': str(s['dropped_queue']), 'rejected_frames': str(s['rejected']),
+            'last_rejection': s['last_error'],
             'input_images_missing': str(loss.images_missing),
             'input_depth_received': str(loss.depth_received),
             'input_depth_missing': str(loss.depth_missing),

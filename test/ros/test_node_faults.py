@@ -37,10 +37,11 @@ class FakeCamera:
 
     def send(self, i: int, stamp: float, rgb=None, depth=None, encoding: str = 'rgb8',
              step: int | None = None, depth_encoding: str = '32FC1',
-             send_image: bool = True, K: np.ndarray | None = None) -> None:
-        """Frame `i` of the clip (or the given arrays) stamped `stamp` (s); `send_image`
-        False leaves out the image (lost in transport) but sends its depth and info; `K`
-        replaces the CameraInfo's intrinsics (zeros = an uncalibrated camera)."""
+             send_image: bool = True, send_depth: bool = True,
+             K: np.ndarray | None = None) -> None:
+        """Frame `i` of the clip (or the given arrays) stamped `stamp` (s); `send_image` /
+        `send_depth` False leave out the image / the depth (lost in transport, or a stopped
+        stream); `K` replaces the CameraInfo's intrinsics (zeros = an uncalibrated camera)."""
         header = Header(stamp=conv.sec_to_stamp(stamp), frame_id='camera_optical_frame')
         rgb = self.clip.rgb[i % len(self.clip)] if rgb is None else rgb
         depth = self.clip.depth[i % len(self.clip)] if depth is None else depth
@@ -54,7 +55,8 @@ class FakeCamera:
         info = CameraInfo(header=header, width=w, height=h)
         info.k = [float(x) for x in (self.clip.K if K is None else K).ravel()]
         self.info.publish(info)
-        self.depth.publish(d)
+        if send_depth:
+            self.depth.publish(d)
         time.sleep(0.01)
         if send_image:
             self.image.publish(img)

@@ -1,0 +1,204 @@
+"""fourd_node recovers from faults of the processes and streams around it (real processes over
+DDS): a camera or a node that dies and restarts, a depth stream that stops, queries racing a
+reset or an eviction, and fuzzed message fields."""
+
+from __future__ import annotations
+
+import signal
+
+import numpy as np
+import pytest
+
+from conftest import spin_until
+
+rclpy = pytest.importorskip('rclpy')
+from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy  # noqa: E402
+
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus  # noqa: E402
+from fourd_ros_msgs.srv import GetTrajectory, QueryMotion  # noqa: E402
+from geometry_msgs.msg import Point  # noqa: E402
+from sensor_msgs.msg import CameraInfo, Image, PointCloud2  # noqa: E402
+from std_msgs.msg import Header  # noqa: E402
+from std_srvs.srv import Trigger  # noqa: E402
+
+from fourd_ros.ros import conversions as conv  # noqa: E402
+from test_node import call, camera_args, node_args  # noqa: E402
+from test_node_faults import FakeCamera, diagnostics_values  # noqa: E402
+
+pytestmark = pytest.mark.ros
+LATCHED = QoSProfile(depth=1, durability=DurabilityPolicy.TRANSIENT_LOCAL,
+                     reliability=ReliabilityPolicy.RELIABLE)
+
+
+def _stamps(msgs: list) -> list[float]:
+    return [conv.stamp_to_sec(m.header.stamp) for m in msgs]
+
+
+def test_camera_and_node_killed_and_restarted(ros_context, start_process) -> None:
+    """The camera process is killed and started again (its clip starts over: the view jumps
+    back): the node goes on publishing. Then the node is killed and started again: a
+    subscriber that joins after that gets the new node's map (transient local)."""
+    camera = start_process(*camera_args(), name='camera')
+    node_proc = start_process(*node_args(), name='node')
+    node = rclpy.create_node('observer', context=ros_context)
+    clouds: list[PointCloud2] = []
+    node.create_subscription(PointCloud2, '/fourd/points', clouds.append, 10)
+    assert spin_until(node, lambda: len(clouds) >= 5, timeout=90.0), 'no clouds'
+
+    camera.send_signal(signal.SIGKILL)
+    camera.wait(timeout=10)
+    spin_until(node, lambda: False, timeout=1.0)
+    before = len(clouds)
+    start_process(*camera_args(), name='camera')
+    assert spin_until(node, lambda: len(clouds) >= before + 5, timeout=90.0), \
+        'the node published nothing after the camera restarted'
+    assert node_proc.poll() is None
+
+    node_proc.send_signal(signal.SIGKILL)
+    node_proc.wait(timeout=10)
+    killed_at = max(_stamps(clouds))
+    start_process(*node_args(), name='node')
+    assert spin_until(node, lambda: max(_stamps(clouds)) > killed_at + 1.0, timeout=90.0), \
+        'the restarted node published nothing'
+    late = rclpy.create_node('late_joiner', context=ros_context)
+    maps: list[PointCloud2] = []
+    late.create_subscription(PointCloud2, '/fourd/map_points', maps.append, LATCHED)
+    assert spin_until(late, lambda: bool(maps), timeout=20.0), 'no latched map'
+    assert conv.stamp_to_sec(maps[-1].header.stamp) > killed_at
+    assert maps[-1].width * maps[-1].height > 100
+    late.destroy_node()
+    node.destroy_node()
+
+
+def test_depth_stream_stops_and_returns(ros_context, start_process) -> None:
+    """Depth stops while images go on (rgbd): the images are rejected with a diagnostic that
+    names the depth topic, and processing resumes, status OK, when depth comes back."""
+    start_process(*node_args('image_qos:=reliable', 'diagnostics_period:=0.2'), name='node')
+    node = rclpy.create_node('camera_losing_depth', context=ros_context)
+    cam = FakeCamera(node)
+    clouds, diags = [], []
+    node.create_subscription(PointCloud2, '/fourd/points', clouds.append, 10)
+    node.create_subscription(DiagnosticArray, '/diagnostics', diags.append, 10)
+    assert spin_until(node, lambda: cam.image.get_subscription_count() > 0, timeout=30.0)
+    t0 = 20.0
+
+    def send(frames: range, send_depth: bool) -> None:
+        for i in frames:
+            cam.send(i, t0 + 0.1 * i, send_depth=send_depth)
+            spin_until(node, lambda: False, timeout=0.1)
+
+    send(range(0, 6), True)
+    assert spin_until(node, lambda: len(clouds) >= 4, timeout=20.0)
+    processed = len(clouds)
+    send(range(6, 14), False)
+    spin_until(node, lambda: False, timeout=1.0)
+    assert len(clouds) == processed, 'a frame without depth produced a cloud'
+    diags.clear()
+    assert spin_until(node, lambda: len(diags) >= 2, timeout=5.0)
+    status = diags[-1].status[0]
+    values = diagnostics_values(diags)
+    assert status.level == DiagnosticStatus.WARN and '/camera/depth' in status.message, status
+    assert int(values['rejected_frames']) >= 6 and '/camera/depth' in values['last_rejection']
+    send(range(14, 20), True)
+    assert spin_until(node, lambda: len(clouds) >= processed + 4, timeout=20.0), \
+        'processing did not resume when depth came back'
+    # the depth gap stays in the input-loss count of the last 100 messages; after those the
+    # status is OK again
+    send(range(20, 75), True)
+    diags.clear()
+    assert spin_until(node, lambda: len(diags) >= 2, timeout=5.0)
+    assert diags[-1].status[0].level == DiagnosticStatus.OK, diags[-1].status[0]
+    node.destroy_node()
+
+
+def test_queries_racing_a_reset_and_an_eviction(ros_context, start_process) -> None:
+    """Queries sent together with ~/reset, and queries of a frame the cache has evicted, are
+    answered (OUT_OF_WINDOW where the frame is gone), never with an error."""
+    start_process(*node_args('image_qos:=reliable', 'cache_recent_frames:=3',
+                             'cache_max_keyframes:=0'), name='node')
+    node = rclpy.create_node('racer', context=ros_context)
+    cam = FakeCamera(node)
+    clouds: list[PointCloud2] = []
+    node.create_subscription(PointCloud2, '/fourd/points', clouds.append, 10)
+    query = node.create_client(QueryMotion, '/fourd/query_motion')
+    reset = node.create_client(Trigger, '/fourd/reset')
+    assert spin_until(node, lambda: cam.image.get_subscription_count() > 0, timeout=30.0)
+    assert spin_until(node, query.service_is_ready, timeout=30.0)
+
+    def request(stamp) -> QueryMotion.Request:
+        r = QueryMotion.Request(query_type=QueryMotion.Request.QUERY_PIXEL, source_stamp=stamp)
+        r.points = [Point(x=float(x), y=30.0) for x in range(10, 90, 8)]
+        return r
+
+    t0 = 30.0
+    for i in range(8):  # anchor + 3 recent frames stay: frames 1-4 are evicted
+        cam.send(i, t0 + 0.1 * i)
+        assert spin_until(node, lambda: len(clouds) > i, timeout=20.0), f'no cloud {i}'
+    evicted = call(node, query, request(clouds[2].header.stamp))
+    assert evicted.success, evicted.message
+    assert set(evicted.status) == {QueryMotion.Response.OUT_OF_WINDOW}
+    cached = call(node, query, request(clouds[-1].header.stamp))
+    assert cached.success and QueryMotion.Response.VALID in cached.status
+
+    # many queries in flight while the reset runs
+    futures = [query.call_async(request(clouds[-1 - k % 3].header.stamp)) for k in range(12)]
+    reset_future = reset.call_async(Trigger.Request())
+    futures += [query.call_async(request(clouds[-1].header.stamp)) for _ in range(6)]
+    assert spin_until(node, lambda: reset_future.done() and all(f.done() for f in futures),
+                      timeout=30.0), 'a call went unanswered'
+    assert reset_future.result().success
+    allowed = {QueryMotion.Response.VALID, QueryMotion.Response.OCCLUDED,
+               QueryMotion.Response.OUT_OF_VIEW, QueryMotion.Response.OUT_OF_WINDOW}
+    for f in futures:
+        answer = f.result()
+        assert answer.success, answer.message
+        assert set(answer.status) <= allowed, answer.status
+    after = call(node, query, request(clouds[-1].header.stamp))
+    assert after.success and set(after.status) == {QueryMotion.Response.OUT_OF_WINDOW}
+    node.destroy_node()
+
+
+def test_fuzzed_image_and_camera_info_fields(ros_context, start_process) -> None:
+    """Random sizes, steps, encodings, bytes and intrinsics (a fixed seed, 120 messages of each
+    kind) never crash the node, and it processes good frames after them."""
+    node_proc = start_process(*node_args('image_qos:=reliable', 'queue_size:=50'), name='node')
+    node = rclpy.create_node('fuzzer', context=ros_context)
+    cam = FakeCamera(node)
+    clouds: list[PointCloud2] = []
+    node.create_subscription(PointCloud2, '/fourd/points', clouds.append, 10)
+    traj = node.create_client(GetTrajectory, '/fourd/get_trajectory')
+    assert spin_until(node, lambda: cam.image.get_subscription_count() > 0, timeout=30.0)
+    rng = np.random.default_rng(7)
+    encodings = ['rgb8', 'bgr8', 'mono8', 'mono16', '16UC1', '32FC1', 'rgba8', 'bgra8', 'yuv422',
+                 '', 'rgb8\x00', 'x' * 300]
+    t0 = 40.0
+    for k in range(120):
+        stamp = conv.sec_to_stamp(t0 + 0.05 * k)
+        header = Header(stamp=stamp, frame_id='camera_optical_frame')
+        h, w = (int(v) for v in rng.choice([0, 1, 7, 72, 96, 4000, 2 ** 31 - 1], 2))
+        for pub in (cam.image, cam.depth):
+            msg = Image(header=header, height=h, width=w, encoding=str(rng.choice(encodings)),
+                        is_bigendian=int(rng.integers(0, 2)),
+                        step=int(rng.choice([0, 1, w, 3 * w, 4 * w, 2 ** 32 - 1]) % 2 ** 32))
+            msg.data = rng.integers(0, 256, int(rng.choice([0, 5, 72 * 96 * 3, 20000])),
+                                    dtype=np.uint8).tobytes()
+            pub.publish(msg)
+        info = CameraInfo(header=header, width=int(rng.integers(0, 5000)),
+                          height=int(rng.integers(0, 5000)),
+                          distortion_model=str(rng.choice(['plumb_bob', '', 'x' * 100])))
+        info.k = rng.choice([np.nan, np.inf, -1.0, 0.0, 1e30, 50.0], 9).tolist()
+        info.d = rng.normal(size=int(rng.integers(0, 9))).tolist()
+        cam.info.publish(info)
+        if k % 10 == 9:
+            spin_until(node, lambda: False, timeout=0.1)
+    spin_until(node, lambda: False, timeout=2.0)
+    assert node_proc.poll() is None, 'the node died'
+    before = len(clouds)
+    for i in range(4):
+        cam.send(i, t0 + 20.0 + 0.1 * i)
+        spin_until(node, lambda: False, timeout=0.2)
+    assert spin_until(node, lambda: len(clouds) >= before + 2, timeout=30.0), \
+        'no cloud from good frames after the fuzzing'
+    response = call(node, traj, GetTrajectory.Request())
+    assert response.success
+    node.destroy_node()
