@@ -43,6 +43,7 @@ from fourd_ros.core.eval.open3d_odometry import open3d_rgbd_odometry
 from fourd_ros.core.types import Frame
 
 WINDOW = 100
+SOAK_MAX_LATENCY_RATIO = 1.1
 QUERY_SIZES = (1, 100, 1000)
 
 
@@ -65,6 +66,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                         'first and last 100 frames show the same images)')
     p.add_argument('--seed', type=int, default=0, help='scene seed (0)')
     p.add_argument('--json', metavar='FILE', help='write the results as JSON')
+    p.add_argument('--plot', metavar='PNG',
+                   help='plot resident memory, per-frame latency and cache size over the stream')
+    p.add_argument('--check', action='store_true',
+                   help='soak check: exit 1 when resident memory grows by more than the cache '
+                        'budget after warm-up or the latency drifts up (last/first > 1.1)')
     p.add_argument('--real', metavar='DIR',
                    help='also time a real sequence read from disk (e.g. 7-Scenes)')
     p.add_argument('--real-frames', type=positive_int, default=300, metavar='N',
@@ -121,6 +127,7 @@ def run(args: argparse.Namespace) -> int:
     lat = np.zeros(args.frames)
     cpu = np.zeros(args.frames)  # CPU seconds of this process, all threads
     rss = np.zeros(args.frames)
+    cache_mb = np.zeros(args.frames)
     stamps = np.arange(args.frames) / fps
     bar = progress_bar(args.frames, f'bench {args.backend}', True)
     try:
@@ -133,6 +140,7 @@ def run(args: argparse.Namespace) -> int:
             lat[k] = time.perf_counter() - t
             cpu[k] = time.process_time() - c
             rss[k] = current_rss_mb()
+            cache_mb[k] = engine.cache.megabytes
             bar.update(1)
     finally:
         bar.close()
@@ -163,6 +171,12 @@ def run(args: argparse.Namespace) -> int:
         'cache_budget_mb': engine.config.cache.budget_mb,
         'cache_evicted': engine.cache.evicted_count,
     }
+    # soak verdict (issue 14): memory after warm-up grows by no more than the cache may hold,
+    # and the per-frame cost does not drift up with stream length
+    res['soak_rss_growth_mb'] = res['rss_growth_steady_mb']
+    res['soak_latency_ratio'] = res['latency_ratio_last_first']
+    res['soak_ok'] = bool(res['soak_rss_growth_mb'] <= res['cache_budget_mb']
+                          and res['soak_latency_ratio'] <= SOAK_MAX_LATENCY_RATIO)
     if args.backend == 'learned':
         per_device = {}
         for e in engine.cache.entries():
@@ -183,7 +197,43 @@ def run(args: argparse.Namespace) -> int:
                 f'(ping-pong of {n_clip} rendered frames)', rows)
     if args.json:
         print(f'results: {write_json(args.json, res)}')
+    if args.plot:
+        print(f'plot: {plot_soak(args.plot, lat, rss, cache_mb, res)}')
+    if args.check and not res['soak_ok']:
+        print(f"soak check failed: RSS grew {res['soak_rss_growth_mb']:.1f} MiB after warm-up "
+              f"(budget {res['cache_budget_mb']:.0f} MiB), latency last/first "
+              f"{res['soak_latency_ratio']:.2f} (at most {SOAK_MAX_LATENCY_RATIO})")
+        return 1
     return 0
+
+
+def plot_soak(path: str, lat: np.ndarray, rss: np.ndarray, cache_mb: np.ndarray,
+              res: dict) -> str:
+    """PNG of resident memory (MiB), per-frame latency (ms, median of 50-frame windows) and
+    cache size (MiB) over the stream."""
+    import matplotlib
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+    frames = np.arange(len(lat))
+    window = min(50, len(lat))
+    smooth = np.array([np.median(lat[max(0, k - window + 1):k + 1]) for k in frames]) * 1e3
+    fig, axes = plt.subplots(3, 1, figsize=(8, 7), sharex=True)
+    for ax, y, label in ((axes[0], rss, 'resident memory (MiB)'),
+                         (axes[1], smooth, f'latency (ms, median of {window})'),
+                         (axes[2], cache_mb, 'latent cache (MiB)')):
+        ax.plot(frames, y, lw=1.0)
+        ax.set_ylabel(label)
+        ax.grid(alpha=0.3)
+    axes[2].axhline(res['cache_budget_mb'], color='r', ls='--', lw=0.8, label='budget')
+    axes[2].legend(loc='lower right')
+    axes[2].set_xlabel('frame')
+    fig.suptitle(f"fourd bench {res['backend']} {res['size']}: RSS growth after warm-up "
+                 f"{res['soak_rss_growth_mb']:.1f} MiB, latency last/first "
+                 f"{res['soak_latency_ratio']:.2f}")
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return path
 
 
 def _device_memory(engine: StreamingEngine) -> dict[str, float]:

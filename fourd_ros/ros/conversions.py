@@ -7,7 +7,9 @@ odom is the base frame's pose at the first image, so T_odom_world = T_base_cam.
 
 from __future__ import annotations
 
+import array
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from scipy.spatial.transform import Rotation
@@ -219,3 +221,24 @@ def to_points(arr: np.ndarray) -> list[Point]:
 
 def to_vectors(arr: np.ndarray) -> list[Vector3]:
     return [Vector3(x=float(x), y=float(y), z=float(z)) for x, y, z in arr]
+
+
+def points_to_array(points: list) -> np.ndarray:
+    """N x 3 float64 array of geometry_msgs Points (or anything with x, y, z)."""
+    return np.array([[q.x, q.y, q.z] for q in points], dtype=np.float64).reshape(-1, 3)
+
+
+def pack(values: np.ndarray, typecode: str = 'd') -> array.array:
+    """A numpy array as the array.array a ROS primitive sequence field takes without a
+    per-element conversion ('d' float64[], 'f' float32[], 'B' uint8[])."""
+    dtype = {'d': np.float64, 'f': np.float32, 'B': np.uint8}[typecode]
+    return array.array(typecode, np.ascontiguousarray(values, dtype=dtype).tobytes())
+
+
+def unpack_points(values: Any) -> np.ndarray:
+    """N x 3 float64 array of a packed x, y, z sequence (its length a multiple of 3)."""
+    flat = np.asarray(values, dtype=np.float64)
+    if flat.size % 3:
+        raise ValueError(f'a packed point array holds x, y, z per point: its length '
+                         f'{flat.size} is not a multiple of 3')
+    return flat.reshape(-1, 3)

@@ -1,0 +1,64 @@
+"""fourd_node under a planner's query load while it processes a 30 Hz camera (real processes over
+DDS): every call answered, none failed, no message lost on a reliable output topic, frames still
+processed. The figures (latency percentiles, frame rate with and without load) are benchmarks:
+scripts/measure_query_load.py (docs/measurements.md)."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from conftest import CAMERA, spin_until
+
+rclpy = pytest.importorskip('rclpy')
+from rclpy.qos import QoSProfile, ReliabilityPolicy  # noqa: E402
+
+from diagnostic_msgs.msg import DiagnosticArray  # noqa: E402
+from nav_msgs.msg import Odometry  # noqa: E402
+
+from fourd_ros.ros.query_load import QueryLoad  # noqa: E402
+from test_node import camera_args, node_args  # noqa: E402
+from test_node_faults import diagnostics_values  # noqa: E402
+
+pytestmark = pytest.mark.ros
+
+
+def test_queries_at_50_hz_while_processing_a_30_hz_camera(ros_context, start_process) -> None:
+    start_process(*node_args('diagnostics_period:=0.2'), name='node')
+    node = rclpy.create_node('planner', context=ros_context)
+    odom, diags = [], []
+    node.create_subscription(Odometry, '/fourd/odom', odom.append,
+                             QoSProfile(depth=1000, reliability=ReliabilityPolicy.RELIABLE))
+    node.create_subscription(DiagnosticArray, '/diagnostics', diags.append, 10)
+    load = QueryLoad(node, '/fourd/query_motion', '/fourd/points', (100, 10_000), 50.0,
+                     CAMERA['width'], CAMERA['height'])
+    assert spin_until(node, lambda: bool(diags) and node.count_publishers('/fourd/odom') > 0,
+                      timeout=30.0), 'the node did not come up'
+    frames = 300  # 10 s at 30 Hz
+    start_process(*camera_args(30.0), '-p', f'max_frames:={frames}', name='camera')
+    assert spin_until(node, lambda: len(odom) >= 5, timeout=60.0), 'no frames processed'
+    load.start()
+    spin_until(node, lambda: False, timeout=6.0)
+    load.stop()
+    assert spin_until(node, lambda: load.pending() == 0, timeout=30.0), \
+        f'{load.pending()} calls never answered'
+    result = load.result()
+    # 6 s at 50 Hz, 100- and 10,000-pixel queries in turn: about 150 of each
+    assert result.calls[100] >= 100 and result.calls[10_000] >= 100, result.calls
+    assert sum(result.failed.values()) == 0, result.failed
+
+    # every processed frame's odometry arrived (reliable topic): wait for the node to go idle
+    processed = -1
+    deadline = time.monotonic() + 60.0
+    while time.monotonic() < deadline:
+        diags.clear()
+        assert spin_until(node, lambda: len(diags) >= 3, timeout=10.0)
+        now = int(diagnostics_values(diags)['frames_processed'])
+        if now == processed:
+            break
+        processed = now
+    # frames go on being processed under the load (how many: scripts/measure_query_load.py)
+    assert processed >= 5
+    assert len(odom) == processed, (len(odom), processed)
+    node.destroy_node()
