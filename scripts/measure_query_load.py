@@ -80,7 +80,7 @@ def main() -> int:
             spin(args.seconds)
             fps.append((int(last['frames_processed']) - start_n) / (time.monotonic() - start_t))
         load.stop()
-        spin(30.0, lambda: load.pending() == 0)
+        spin(180.0, lambda: load.pending() == 0)  # the backlog drains after the load stops
         result = load.result()
     finally:
         for proc in procs:
