@@ -381,7 +381,6 @@ class RgbdBackend:
         (``SegmentMotionTracker.refine``), which removes the error the steps gather. Segments
         that get lost in any hop are left out (NaN rows), as are points off the segments.
         """
-        cfg = self.config
         source = chain[0]
         labels = chain[1].latent.get('prev_segments')
         if labels is None or chain[1].latent.get('prev_index') != source.index:
