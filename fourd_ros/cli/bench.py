@@ -175,8 +175,7 @@ def run(args: argparse.Namespace) -> int:
     # and the per-frame cost does not drift up with stream length
     res['soak_rss_growth_mb'] = res['rss_growth_steady_mb']
     res['soak_latency_ratio'] = res['latency_ratio_last_first']
-    res['soak_ok'] = bool(res['soak_rss_growth_mb'] <= res['cache_budget_mb']
-                          and res['soak_latency_ratio'] <= SOAK_MAX_LATENCY_RATIO)
+    res['soak_ok'] = not soak_failure(res)
     if args.backend == 'learned':
         per_device = {}
         for e in engine.cache.entries():
@@ -198,42 +197,61 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print(f'results: {write_json(args.json, res)}')
     if args.plot:
-        print(f'plot: {plot_soak(args.plot, lat, rss, cache_mb, res)}')
+        window = min(50, args.frames)
+        smooth = np.array([np.median(lat[max(0, k - window + 1):k + 1])
+                           for k in range(args.frames)]) * 1e3
+        print('plot: ' + plot_soak(
+            args.plot, np.arange(args.frames), rss, smooth, cache_mb,
+            soak_title(f"fourd bench {args.backend} {res['size']}", res),
+            res['cache_budget_mb'], f'latency (ms, median of {window})'))
     if args.check and not res['soak_ok']:
-        print(f"soak check failed: RSS grew {res['soak_rss_growth_mb']:.1f} MiB after warm-up "
-              f"(budget {res['cache_budget_mb']:.0f} MiB), latency last/first "
-              f"{res['soak_latency_ratio']:.2f} (at most {SOAK_MAX_LATENCY_RATIO})")
+        print(f'soak check failed: {soak_failure(res)}')
         return 1
     return 0
 
 
-def plot_soak(path: str, lat: np.ndarray, rss: np.ndarray, cache_mb: np.ndarray,
-              res: dict) -> str:
-    """PNG of resident memory (MiB), per-frame latency (ms, median of 50-frame windows) and
-    cache size (MiB) over the stream."""
+def soak_failure(res: dict) -> str:
+    """Why a soak fails ('' = it passes): resident memory after warm-up grew by more than
+    the cache budget, or the per-frame latency drifted up (last/first median ratio)."""
+    why = []
+    if res['soak_rss_growth_mb'] > res['cache_budget_mb']:
+        why.append(f"RSS grew {res['soak_rss_growth_mb']:.1f} MiB after warm-up, more than "
+                   f"the cache budget of {res['cache_budget_mb']:g} MiB")
+    if res['soak_latency_ratio'] > SOAK_MAX_LATENCY_RATIO:
+        why.append(f"latency last/first {res['soak_latency_ratio']:.2f} > "
+                   f'{SOAK_MAX_LATENCY_RATIO}')
+    return '; '.join(why)
+
+
+def plot_soak(path: str, frames: np.ndarray, rss: np.ndarray, latency_ms: np.ndarray,
+              cache_mb: np.ndarray, title: str, budget_mb: float,
+              latency_label: str = 'latency (ms)') -> str:
+    """PNG of resident memory (MiB), per-frame time (ms) and cache size (MiB) against the frame
+    count of a soak (`fourd bench`, scripts/soak_node.py)."""
     import matplotlib
     matplotlib.use('Agg')
     import matplotlib.pyplot as plt
-    frames = np.arange(len(lat))
-    window = min(50, len(lat))
-    smooth = np.array([np.median(lat[max(0, k - window + 1):k + 1]) for k in frames]) * 1e3
     fig, axes = plt.subplots(3, 1, figsize=(8, 7), sharex=True)
     for ax, y, label in ((axes[0], rss, 'resident memory (MiB)'),
-                         (axes[1], smooth, f'latency (ms, median of {window})'),
+                         (axes[1], latency_ms, latency_label),
                          (axes[2], cache_mb, 'latent cache (MiB)')):
         ax.plot(frames, y, lw=1.0)
         ax.set_ylabel(label)
         ax.grid(alpha=0.3)
-    axes[2].axhline(res['cache_budget_mb'], color='r', ls='--', lw=0.8, label='budget')
+    axes[2].axhline(budget_mb, color='r', ls='--', lw=0.8, label='budget')
     axes[2].legend(loc='lower right')
     axes[2].set_xlabel('frame')
-    fig.suptitle(f"fourd bench {res['backend']} {res['size']}: RSS growth after warm-up "
-                 f"{res['soak_rss_growth_mb']:.1f} MiB, latency last/first "
-                 f"{res['soak_latency_ratio']:.2f}")
+    fig.suptitle(title)
     fig.tight_layout()
     fig.savefig(path, dpi=90)
     plt.close(fig)
     return path
+
+
+def soak_title(name: str, res: dict) -> str:
+    """Plot title with the soak's verdict figures."""
+    return (f"{name}: RSS growth after warm-up {res['soak_rss_growth_mb']:.1f} MiB, "
+            f"time per frame last/first {res['soak_latency_ratio']:.2f}")
 
 
 def _device_memory(engine: StreamingEngine) -> dict[str, float]:

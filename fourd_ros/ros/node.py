@@ -131,7 +131,7 @@ class FourdNode(Node):
 
     def _setup_io(self) -> None:
         sensor_qos = (qos_profile_sensor_data if self.p['image_qos'] == 'sensor_data'
-                      else QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE))
+                      else QoSProfile(depth=30, reliability=ReliabilityPolicy.RELIABLE))
         inputs = MutuallyExclusiveCallbackGroup()
         # one query at a time, and trajectory/reset in their own group: service calls may
         # then hold at most two of the executor's threads, and the camera inputs are never

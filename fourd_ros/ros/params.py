@@ -70,7 +70,8 @@ PARAMS: tuple[Param, ...] = (
     # inputs and QoS (the inputs are the relative names image, camera_info and depth: remapped,
     # not set by parameters)
     Param('image_qos', 'sensor_data', 'QoS of the image/depth/camera_info subscriptions '
-          '(sensor_data: best effort, keep last 5; reliable: keep last 10)',
+          '(sensor_data: best effort, keep last 5; reliable: keep last 30, a second of a 30 Hz '
+          'camera when the node stalls)',
           choices=('sensor_data', 'reliable')),
     Param('queue_size', 2, 'frames waiting for processing; the oldest is dropped when full',
           int_range=(1, 100)),

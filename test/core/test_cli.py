@@ -106,8 +106,12 @@ def test_run_rgbd_writes_outputs(clip_dir: Path, tmp_path: Path) -> None:
 def test_bench_small(tmp_path: Path) -> None:
     out = tmp_path / 'bench.json'
     assert main(['bench', '--frames', '150', '--size', '96x72', '--clip-frames', '40',
-                 '--json', str(out)]) == 0
+                 '--json', str(out), '--plot', str(tmp_path / 'soak.png')]) == 0
     r = _load(out)
+    assert (tmp_path / 'soak.png').stat().st_size > 10_000
+    assert r['soak_rss_growth_mb'] == r['rss_growth_steady_mb']
+    assert r['soak_ok'] == (r['soak_rss_growth_mb'] <= r['cache_budget_mb']
+                            and r['soak_latency_ratio'] <= 1.1)
     for key in ('fps', 'latency_ms_first_p50', 'latency_ms_first_p95', 'latency_ms_last_p50',
                 'latency_ms_last_p95', 'latency_ratio_last_first', 'rss_first_mb',
                 'rss_last_mb', 'rss_growth_mb', 'cache_mb', 'query_ms_1', 'query_ms_100',
@@ -116,6 +120,25 @@ def test_bench_small(tmp_path: Path) -> None:
     assert r['frames'] == 150 and r['query_points_all'] == 96 * 72
     # the query on moving objects runs whenever the source frame shows one
     assert r['query_points_moving'] == 0 or math.isfinite(r['query_ms_moving'])
+
+
+def test_soak_verdict() -> None:
+    from fourd_ros.cli.bench import soak_failure
+    ok = {'soak_rss_growth_mb': 5.0, 'cache_budget_mb': 256.0, 'soak_latency_ratio': 1.05}
+    assert soak_failure(ok) == ''
+    assert 'RSS grew 300.0 MiB' in soak_failure({**ok, 'soak_rss_growth_mb': 300.0})
+    assert 'latency last/first 1.25' in soak_failure({**ok, 'soak_latency_ratio': 1.25})
+
+
+def test_soak_check_sets_the_exit_code(tmp_path: Path) -> None:
+    """`fourd bench --check` exits 1 exactly when the soak verdict fails (here a 0.5 MiB
+    budget: five 96x72 frames, below what a process allocates after warm-up on most runs)."""
+    out = tmp_path / 'bench.json'
+    code = main(['bench', '--frames', '120', '--size', '96x72', '--clip-frames', '30',
+                 '--cache-mb', '0.5', '--check', '--json', str(out)])
+    r = _load(out)
+    assert r['cache_budget_mb'] == pytest.approx(0.5)
+    assert code == (0 if r['soak_ok'] else 1)
 
 
 def test_bench_real_next_to_open3d(clip_dir: Path, tmp_path: Path) -> None:

@@ -1,0 +1,34 @@
+"""fourd_node soaked with frames (real processes over DDS): after warm-up its resident memory
+grows by no more than its cache budget and its per-frame time does not drift up. A reduced size
+runs here; `scripts/soak_node.py` runs 3,000 frames and plots them (docs/measurements.md)."""
+
+from __future__ import annotations
+
+import pytest
+
+rclpy = pytest.importorskip('rclpy')
+
+from fourd_ros.cli.bench import soak_failure  # noqa: E402
+from fourd_ros.ros.node_soak import NodeSoak, soak_figures  # noqa: E402
+from test_node import node_args  # noqa: E402
+
+pytestmark = pytest.mark.ros
+
+
+def test_node_soak_stays_bounded(ros_context, start_process) -> None:
+    budget = 8.0
+    proc = start_process(*node_args('image_qos:=reliable', f'cache_budget_mb:={budget}',
+                                    'diagnostics_period:=0.1', 'processing_width:=0'),
+                         name='node')
+    node = rclpy.create_node('soak_driver', context=ros_context)
+    executor = rclpy.executors.SingleThreadedExecutor(context=ros_context)
+    executor.add_node(node)
+    soak = NodeSoak(node, lambda t: executor.spin_once(timeout_sec=t), proc.pid)
+    trace = soak.run(400, sample_every=50)
+    figures = soak_figures(trace, budget)
+    print(figures)
+    assert trace.timeouts <= 4, figures
+    assert max(trace.cache_mb) <= budget, trace.cache_mb
+    assert soak_failure(figures) == '', figures
+    executor.shutdown()
+    node.destroy_node()
