@@ -23,7 +23,7 @@ import numpy as np
 import rclpy
 from tqdm import tqdm
 
-from fourd_ros.cli.bench import plot_soak, soak_failure, soak_title
+from fourd_ros.core.eval.soak import plot_soak, soak_failure, soak_title
 from fourd_ros.ros.node_soak import NodeSoak, soak_figures
 
 REPO = Path(__file__).resolve().parents[1]

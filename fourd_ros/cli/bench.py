@@ -40,10 +40,10 @@ from fourd_ros.core.backends.factory import make_backend
 from fourd_ros.core.eval.evaluate import progress_bar
 from fourd_ros.core.eval.metrics import ate
 from fourd_ros.core.eval.open3d_odometry import open3d_rgbd_odometry
+from fourd_ros.core.eval.soak import plot_soak, soak_failure, soak_title
 from fourd_ros.core.types import Frame
 
 WINDOW = 100
-SOAK_MAX_LATENCY_RATIO = 1.1
 QUERY_SIZES = (1, 100, 1000)
 
 
@@ -208,50 +208,6 @@ def run(args: argparse.Namespace) -> int:
         print(f'soak check failed: {soak_failure(res)}')
         return 1
     return 0
-
-
-def soak_failure(res: dict) -> str:
-    """Why a soak fails ('' = it passes): resident memory after warm-up grew by more than
-    the cache budget, or the per-frame latency drifted up (last/first median ratio)."""
-    why = []
-    if res['soak_rss_growth_mb'] > res['cache_budget_mb']:
-        why.append(f"RSS grew {res['soak_rss_growth_mb']:.1f} MiB after warm-up, more than "
-                   f"the cache budget of {res['cache_budget_mb']:g} MiB")
-    if res['soak_latency_ratio'] > SOAK_MAX_LATENCY_RATIO:
-        why.append(f"latency last/first {res['soak_latency_ratio']:.2f} > "
-                   f'{SOAK_MAX_LATENCY_RATIO}')
-    return '; '.join(why)
-
-
-def plot_soak(path: str, frames: np.ndarray, rss: np.ndarray, latency_ms: np.ndarray,
-              cache_mb: np.ndarray, title: str, budget_mb: float,
-              latency_label: str = 'latency (ms)') -> str:
-    """PNG of resident memory (MiB), per-frame time (ms) and cache size (MiB) against the frame
-    count of a soak (`fourd bench`, scripts/soak_node.py)."""
-    import matplotlib
-    matplotlib.use('Agg')
-    import matplotlib.pyplot as plt
-    fig, axes = plt.subplots(3, 1, figsize=(8, 7), sharex=True)
-    for ax, y, label in ((axes[0], rss, 'resident memory (MiB)'),
-                         (axes[1], latency_ms, latency_label),
-                         (axes[2], cache_mb, 'latent cache (MiB)')):
-        ax.plot(frames, y, lw=1.0)
-        ax.set_ylabel(label)
-        ax.grid(alpha=0.3)
-    axes[2].axhline(budget_mb, color='r', ls='--', lw=0.8, label='budget')
-    axes[2].legend(loc='lower right')
-    axes[2].set_xlabel('frame')
-    fig.suptitle(title)
-    fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
-    return path
-
-
-def soak_title(name: str, res: dict) -> str:
-    """Plot title with the soak's verdict figures."""
-    return (f"{name}: RSS growth after warm-up {res['soak_rss_growth_mb']:.1f} MiB, "
-            f"time per frame last/first {res['soak_latency_ratio']:.2f}")
 
 
 def _device_memory(engine: StreamingEngine) -> dict[str, float]:

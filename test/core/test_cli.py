@@ -123,7 +123,7 @@ def test_bench_small(tmp_path: Path) -> None:
 
 
 def test_soak_verdict() -> None:
-    from fourd_ros.cli.bench import soak_failure
+    from fourd_ros.core.eval.soak import soak_failure
     ok = {'soak_rss_growth_mb': 5.0, 'cache_budget_mb': 256.0, 'soak_latency_ratio': 1.05}
     assert soak_failure(ok) == ''
     assert 'RSS grew 300.0 MiB' in soak_failure({**ok, 'soak_rss_growth_mb': 300.0})

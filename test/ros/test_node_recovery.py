@@ -152,6 +152,22 @@ def test_queries_racing_a_reset_and_an_eviction(ros_context, start_process) -> N
     cached = call(node, query, request(clouds[-1].header.stamp))
     assert cached.success and QueryMotion.Response.VALID in cached.status
 
+    # the packed form of the same query gives the same answer; a ragged one is refused
+    plain = request(clouds[-1].header.stamp)
+    packed = QueryMotion.Request(query_type=QueryMotion.Request.QUERY_PIXEL,
+                                 source_stamp=clouds[-1].header.stamp, packed_answer=True)
+    packed.points_packed = conv.pack(conv.points_to_array(plain.points))
+    a, b = call(node, query, packed), call(node, query, plain)
+    assert a.success and b.success and not a.positions
+    np.testing.assert_allclose(np.reshape(a.positions_packed, (-1, 3)),
+                               conv.points_to_array(b.positions), equal_nan=True)
+    np.testing.assert_allclose(np.reshape(a.displacements_packed, (-1, 3)),
+                               conv.points_to_array(b.displacements), equal_nan=True)
+    assert list(a.status) == list(b.status)
+    packed.points_packed = conv.pack(np.zeros(4))
+    ragged = call(node, query, packed)
+    assert not ragged.success and 'multiple of 3' in ragged.message
+
     # many queries in flight while the reset runs
     futures = [query.call_async(request(clouds[-1 - k % 3].header.stamp)) for k in range(12)]
     reset_future = reset.call_async(Trigger.Request())

@@ -8,7 +8,7 @@ import pytest
 
 rclpy = pytest.importorskip('rclpy')
 
-from fourd_ros.cli.bench import soak_failure  # noqa: E402
+from fourd_ros.core.eval.soak import soak_failure  # noqa: E402
 from fourd_ros.ros.node_soak import NodeSoak, soak_figures  # noqa: E402
 from test_node import node_args  # noqa: E402
 

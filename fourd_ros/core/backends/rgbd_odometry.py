@@ -661,16 +661,19 @@ class RgbdOdometry:
         self._sample(cur)
         return d, cur
 
-    def _plausible(self, T_new: np.ndarray, n_inl: int, n_pts: int, rmse: float) -> bool:
-        """An alignment is accepted: enough inliers, a small residual and a step from the last
-        pose no larger than one frame can move."""
+    def _fits(self, T: np.ndarray, n_inl: int, n_pts: int, rmse: float) -> bool:
+        """An alignment ``T`` (4x4) has enough inliers and a small residual."""
         cfg = self.config
-        step = invert_pose(self._T_wc) @ T_new
-        return bool(n_inl >= max(cfg.min_inlier_ratio * n_pts, 6)
-                    and np.isfinite(rmse) and rmse <= cfg.max_rmse_m
-                    and np.linalg.norm(step[:3, 3]) <= cfg.max_step_m
-                    and _rotation_deg(step[:3, :3]) <= cfg.max_step_deg
-                    and np.all(np.isfinite(T_new)))
+        return bool(n_inl >= max(cfg.min_inlier_ratio * n_pts, 6) and np.isfinite(rmse)
+                    and rmse <= cfg.max_rmse_m and np.all(np.isfinite(T)))
+
+    def _plausible(self, T_new: np.ndarray, n_inl: int, n_pts: int, rmse: float) -> bool:
+        """An alignment fits and its step from the last pose is no larger than one frame can
+        move."""
+        cfg = self.config
+        return (self._fits(T_new, n_inl, n_pts, rmse)
+                and not _is_large(invert_pose(self._T_wc) @ T_new, cfg.max_step_m,
+                                  cfg.max_step_deg))
 
     def _relocalize(self, gray: np.ndarray | None, cur: list[_Level]
                     ) -> tuple[np.ndarray, int, int, int, float] | None:
@@ -693,8 +696,7 @@ class RgbdOdometry:
         # no step limit (the motion over a gap is unknown); ICP must end near PnP instead
         agree = not _is_large(invert_pose(found.T_ref_cur) @ T_kc, cfg.relocalize_agree_m,
                               cfg.relocalize_agree_deg)
-        if agree and n_inl >= max(cfg.min_inlier_ratio * n_pts, 6) and np.isfinite(rmse) \
-                and rmse <= cfg.max_rmse_m and np.all(np.isfinite(T_kc)):
+        if agree and self._fits(T_kc, n_inl, n_pts, rmse):
             return T_kc, n_inl, n_good, n_pts, rmse
         return None
 
@@ -713,8 +715,7 @@ class RgbdOdometry:
                 and from the model; relocalisation uses the whole frame).
 
         Returns:
-            An ``OdometryResult``; on failure ``ok`` is False and the pose is predicted with
-            constant velocity.
+            An ``OdometryResult``; on failure ``ok`` is False and the pose holds the last one.
 
         Raises:
             ValueError: when an image does not have the size given at construction.
