@@ -71,7 +71,9 @@ def main() -> int:
              '-p', f'width:={args.width}', '-p', f'height:={args.height}', '-p', 'rate:=30.0',
              '-p', 'frames:=30'], env=env, stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL))
-        spin(60.0, lambda: int(last.get('frames_processed', '0')) > 5)
+        spin(60.0, lambda: int(last.get('frames_processed', '0')) > 5 and load.has_source())
+        first = load.client.call_async(load.request(load.sizes[0]))  # both directions matched
+        spin(60.0, first.done)
         fps = []
         for loaded in (False, True):
             if loaded:

@@ -85,15 +85,15 @@ class QueryLoad:
         self._stamp = msg.header.stamp
 
     def start(self) -> None:
+        """Start calling. Make one call with `request` and wait for its answer first: a ready
+        service can still lose the answer to a call made before the reply path is matched."""
         self._running = True
 
     def stop(self) -> None:
         self._running = False
 
-    def _tick(self) -> None:
-        if not self._running or self._stamp is None or not self.client.service_is_ready():
-            return
-        n = self.sizes[len(self._calls) % len(self.sizes)]
+    def request(self, n: int) -> QueryMotion.Request:
+        """The query of `n` pixels (one of `sizes`) from the newest cloud seen."""
         request = QueryMotion.Request(query_type=QueryMotion.Request.QUERY_PIXEL,
                                       source_stamp=self._stamp)
         points, packed = self._requests[n]
@@ -102,12 +102,32 @@ class QueryLoad:
             request.packed_answer = True
         else:
             request.points = points
-        call = _Call(n, time.monotonic(), self.client.call_async(request))
+        return request
+
+    def has_source(self) -> bool:
+        """A cloud has been seen, so there is a source stamp to query."""
+        return self._stamp is not None
+
+    def _tick(self) -> None:
+        if not self._running or self._stamp is None or not self.client.service_is_ready():
+            return
+        n = self.sizes[len(self._calls) % len(self.sizes)]
+        call = _Call(n, time.monotonic(), self.client.call_async(self.request(n)))
         call.future.add_done_callback(lambda _, c=call: setattr(c, 'answered', time.monotonic()))
         self._calls.append(call)
 
+    @property
+    def sent(self) -> list[_Call]:
+        return self._calls
+
     def pending(self) -> int:
         return sum(c.answered is None for c in self._calls)
+
+    def unanswered_calls(self) -> list[tuple[int, int, float]]:
+        """(index, size, seconds since sent) of the calls without an answer."""
+        now = time.monotonic()
+        return [(k, c.size, round(now - c.sent, 1)) for k, c in enumerate(self._calls)
+                if c.answered is None]
 
     def result(self) -> QueryLoadResult:
         """Figures of the calls so far (call after a grace period for the last answers)."""
