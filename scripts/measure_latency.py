@@ -12,42 +12,37 @@ frames processed. Prints a Markdown table (docs/measurements.md quotes it).
 from __future__ import annotations
 
 import argparse
-import os
-import random
-import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
 
-REPO = Path(__file__).resolve().parents[1]
+from fourd_ros.ros.conversions import fourd_status
+from fourd_ros.ros.demo.processes import (camera_argv, config_dir, node_argv, setup_environment,
+                                          start_child, stop_children)
 
 
 def measure(width: int, height: int, rate: float, seconds: float) -> dict[str, str]:
     """The node's last diagnostics values after `seconds` of camera frames."""
-    env = dict(os.environ, ROS_DOMAIN_ID=str(random.randint(1, 100)),
-               ROS_AUTOMATIC_DISCOVERY_RANGE='LOCALHOST',
-               FASTDDS_DEFAULT_PROFILES_FILE=str(REPO / 'config' / 'fastdds.xml'))
-    os.environ.update(env)
+    config = config_dir()
+    setup_environment(None, config)
+    log_dir = Path(tempfile.mkdtemp(prefix='fourd-latency-'))
     frames = int(round(seconds * rate))
-    node_proc = subprocess.Popen(
-        [sys.executable, '-m', 'fourd_ros.ros.node', '--ros-args', '--params-file',
-         str(REPO / 'config' / 'fourd.yaml'), '-r', 'image:=/camera/image_raw',
-         '-r', 'camera_info:=/camera/camera_info', '-r', 'depth:=/camera/depth',
-         '-p', 'diagnostics_period:=0.5'], env=env, stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL)
+    children = [start_child('fourd_node', node_argv(config, 'diagnostics_period:=0.5'),
+                            log_dir)]
     context = rclpy.context.Context()
     rclpy.init(context=context)
     node = rclpy.create_node('latency_probe', context=context)
     last: dict[str, str] = {}
 
     def on_diag(msg: DiagnosticArray) -> None:
-        for status in msg.status:
-            if status.name.endswith(': fourd'):
-                last.clear()
-                last.update({kv.key: kv.value for kv in status.values})
+        found = fourd_status(msg)
+        if found is not None:
+            last.clear()
+            last.update(found[0])
 
     node.create_subscription(DiagnosticArray, '/diagnostics', on_diag, 10)
     executor = rclpy.executors.SingleThreadedExecutor(context=context)
@@ -55,11 +50,9 @@ def measure(width: int, height: int, rate: float, seconds: float) -> dict[str, s
     deadline = time.monotonic() + 60.0
     while not last and time.monotonic() < deadline:  # the node is up
         executor.spin_once(timeout_sec=0.1)
-    camera = subprocess.Popen(
-        [sys.executable, '-m', 'fourd_ros.ros.synthetic_camera', '--ros-args',
-         '-p', f'width:={width}', '-p', f'height:={height}', '-p', f'rate:={rate}',
-         '-p', 'frames:=30', '-p', f'max_frames:={frames}'], env=env,
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    children.append(start_child('synthetic_camera', camera_argv(
+        f'width:={width}', f'height:={height}', f'rate:={rate}', 'frames:=30',
+        f'max_frames:={frames}'), log_dir))
     try:
         while last.get('frames_received', '0') == '0' and time.monotonic() < deadline + 60:
             executor.spin_once(timeout_sec=0.1)
@@ -67,9 +60,7 @@ def measure(width: int, height: int, rate: float, seconds: float) -> dict[str, s
         while time.monotonic() < end:
             executor.spin_once(timeout_sec=0.1)
     finally:
-        for proc in (camera, node_proc):
-            proc.terminate()
-            proc.wait(timeout=15)
+        stop_children(children)
         executor.shutdown()
         node.destroy_node()
         context.try_shutdown()

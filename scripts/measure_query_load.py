@@ -12,19 +12,18 @@ one use config/fastdds.xml. Prints a Markdown table (docs/measurements.md quotes
 from __future__ import annotations
 
 import argparse
-import os
-import random
-import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
 
+from fourd_ros.ros.conversions import fourd_status
+from fourd_ros.ros.demo.processes import (camera_argv, config_dir, node_argv, setup_environment,
+                                          start_child, stop_children)
 from fourd_ros.ros.query_load import QueryLoad
-
-REPO = Path(__file__).resolve().parents[1]
 
 
 def main() -> int:
@@ -33,25 +32,20 @@ def main() -> int:
     parser.add_argument('--width', type=int, default=320)
     parser.add_argument('--height', type=int, default=240)
     args = parser.parse_args()
-    env = dict(os.environ, ROS_DOMAIN_ID=str(random.randint(1, 100)),
-               ROS_AUTOMATIC_DISCOVERY_RANGE='LOCALHOST',
-               FASTDDS_DEFAULT_PROFILES_FILE=str(REPO / 'config' / 'fastdds.xml'))
-    os.environ.update(env)
-    procs = [subprocess.Popen(
-        [sys.executable, '-m', 'fourd_ros.ros.node', '--ros-args', '--params-file',
-         str(REPO / 'config' / 'fourd.yaml'), '-r', 'image:=/camera/image_raw',
-         '-r', 'camera_info:=/camera/camera_info', '-r', 'depth:=/camera/depth',
-         '-p', 'diagnostics_period:=0.5'], env=env, stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL)]
+    config = config_dir()
+    setup_environment(None, config)
+    log_dir = Path(tempfile.mkdtemp(prefix='fourd-query-load-'))
+    children = [start_child('fourd_node', node_argv(config, 'diagnostics_period:=0.5'),
+                            log_dir)]
     context = rclpy.context.Context()
     rclpy.init(context=context)
     node = rclpy.create_node('query_load', context=context)
     last: dict[str, str] = {}
 
     def on_diag(msg: DiagnosticArray) -> None:
-        for status in msg.status:
-            if status.name.endswith(': fourd'):
-                last.update({kv.key: kv.value for kv in status.values})
+        found = fourd_status(msg)
+        if found is not None:
+            last.update(found[0])
 
     node.create_subscription(DiagnosticArray, '/diagnostics', on_diag, 10)
     load = QueryLoad(node, '/fourd/query_motion', '/fourd/points', (100, 10_000), 50.0,
@@ -66,11 +60,9 @@ def main() -> int:
 
     try:
         spin(60.0, lambda: bool(last))
-        procs.append(subprocess.Popen(
-            [sys.executable, '-m', 'fourd_ros.ros.synthetic_camera', '--ros-args',
-             '-p', f'width:={args.width}', '-p', f'height:={args.height}', '-p', 'rate:=30.0',
-             '-p', 'frames:=30'], env=env, stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL))
+        children.append(start_child('synthetic_camera', camera_argv(
+            f'width:={args.width}', f'height:={args.height}', 'rate:=30.0', 'frames:=30'),
+            log_dir))
         spin(60.0, lambda: int(last.get('frames_processed', '0')) > 5 and load.has_source())
         first = load.client.call_async(load.request(load.sizes[0]))  # both directions matched
         spin(60.0, first.done)
@@ -85,9 +77,7 @@ def main() -> int:
         spin(180.0, lambda: load.pending() == 0)  # the backlog drains after the load stops
         result = load.result()
     finally:
-        for proc in procs:
-            proc.terminate()
-            proc.wait(timeout=15)
+        stop_children(children)
         executor.shutdown()
         node.destroy_node()
         context.try_shutdown()

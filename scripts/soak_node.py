@@ -13,10 +13,8 @@ or processing time last/first above 1.1). Both processes use config/fastdds.xml.
 from __future__ import annotations
 
 import argparse
-import os
-import random
-import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -24,9 +22,9 @@ import rclpy
 from tqdm import tqdm
 
 from fourd_ros.core.eval.soak import plot_soak, soak_failure, soak_title
+from fourd_ros.ros.demo.processes import (config_dir, node_argv, setup_environment,
+                                          start_child, stop_children)
 from fourd_ros.ros.node_soak import NodeSoak, soak_figures
-
-REPO = Path(__file__).resolve().parents[1]
 
 
 def main() -> int:
@@ -37,29 +35,23 @@ def main() -> int:
     parser.add_argument('--plot', help='PNG of memory, processing time and cache size')
     args = parser.parse_args()
     w, h = (int(v) for v in args.size.split('x'))
-    env = dict(os.environ, ROS_DOMAIN_ID=str(random.randint(1, 100)),
-               ROS_AUTOMATIC_DISCOVERY_RANGE='LOCALHOST',
-               FASTDDS_DEFAULT_PROFILES_FILE=str(REPO / 'config' / 'fastdds.xml'))
-    os.environ.update(env)
-    proc = subprocess.Popen(
-        [sys.executable, '-m', 'fourd_ros.ros.node', '--ros-args', '--params-file',
-         str(REPO / 'config' / 'fourd.yaml'), '-r', 'image:=/camera/image_raw',
-         '-r', 'camera_info:=/camera/camera_info', '-r', 'depth:=/camera/depth',
-         '-p', 'image_qos:=reliable', '-p', 'processing_width:=0',
-         '-p', f'cache_budget_mb:={args.cache_mb}', '-p', 'diagnostics_period:=0.1'],
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    config = config_dir()
+    setup_environment(None, config)
+    child = start_child('fourd_node', node_argv(
+        config, 'image_qos:=reliable', 'processing_width:=0',
+        f'cache_budget_mb:={args.cache_mb}', 'diagnostics_period:=0.1'),
+        Path(tempfile.mkdtemp(prefix='fourd-soak-')))
     context = rclpy.context.Context()
     rclpy.init(context=context)
     node = rclpy.create_node('soak_driver', context=context)
     executor = rclpy.executors.SingleThreadedExecutor(context=context)
     executor.add_node(node)
     try:
-        soak = NodeSoak(node, lambda t: executor.spin_once(timeout_sec=t), proc.pid, (w, h))
+        soak = NodeSoak(node, lambda t: executor.spin_once(timeout_sec=t), child.proc.pid, (w, h))
         with tqdm(total=args.frames, desc='soak fourd_node') as bar:
             trace = soak.run(args.frames, progress=bar.update)
     finally:
-        proc.terminate()
-        proc.wait(timeout=15)
+        stop_children([child])
         executor.shutdown()
         node.destroy_node()
         context.try_shutdown()

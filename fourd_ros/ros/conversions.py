@@ -242,3 +242,12 @@ def unpack_points(values: Any) -> np.ndarray:
         raise ValueError(f'a packed point array holds x, y, z per point: its length '
                          f'{flat.size} is not a multiple of 3')
     return flat.reshape(-1, 3)
+
+
+def fourd_status(msg: Any) -> tuple[dict[str, str], str] | None:
+    """(values, message) of fourd_node's status in a diagnostic_msgs/DiagnosticArray (its name
+    ends in ': fourd'), or None when the array has none."""
+    for status in reversed(msg.status):
+        if status.name.endswith(': fourd'):
+            return {kv.key: kv.value for kv in status.values}, status.message
+    return None

@@ -19,31 +19,21 @@ from tf2_msgs.msg import TFMessage  # noqa: E402
 
 from fourd_ros.core.geometry import invert_pose, transform_points  # noqa: E402
 from fourd_ros.ros import conversions as conv  # noqa: E402
+from fourd_ros.ros.demo.processes import camera_argv, node_argv  # noqa: E402
 
 pytestmark = pytest.mark.ros
 
 
 def camera_args(rate: float = 10.0) -> list[str]:
-    args = ['-m', 'fourd_ros.ros.synthetic_camera', '--ros-args', '-p', f'rate:={rate}']
-    for k, v in CAMERA.items():
-        args += ['-p', f'{k}:={v}']
-    return args
-
-
-CAMERA_REMAPS = ('-r', 'image:=/camera/image_raw', '-r', 'camera_info:=/camera/camera_info')
+    return camera_argv(f'rate:={rate}', *(f'{k}:={v}' for k, v in CAMERA.items()))
 
 
 def node_args(*extra: str, namespace: str = '') -> list[str]:
-    """fourd_node on the synthetic RGB-D camera, wired by remaps only (the ROS 2 way) and
-    backend rgbd; `extra` are parameters NAME:=VALUE. Reliable input QoS: on this 2-core
-    machine the node's executor sometimes stalls for 0.5-2.5 s (seen with this build and the
-    one before; cause not found, docs/history.md), and best-effort frames lost then break the
-    rgbd tracker on this fast clip (the path ran away by 25 cm per frame once in 14 runs)."""
-    args = ['-m', 'fourd_ros.ros.node', '--ros-args', '--params-file',
-            str(REPO / 'config' / 'fourd.yaml'), *CAMERA_REMAPS, '-r', 'depth:=/camera/depth',
-            '-p', 'backend:=rgbd', '-p', 'image_qos:=reliable']
-    for item in extra:
-        args += ['-p', item]
+    """fourd_node on the synthetic RGB-D camera, wired by remaps (the ROS 2 way) and backend
+    rgbd; `extra` are parameters NAME:=VALUE. Reliable input QoS: the ground-truth floors are
+    set for a stream without lost frames (a stall on this 2-core machine drops best-effort
+    frames; docs/history.md)."""
+    args = node_argv(REPO / 'config', 'backend:=rgbd', 'image_qos:=reliable', *extra)
     if namespace:
         args += ['-r', f'__ns:={namespace}']
     return args

@@ -25,11 +25,10 @@ pytestmark = pytest.mark.ros
 
 
 def test_learned_node_on_a_monocular_camera(ros_context, start_process, clip) -> None:
-    from test_node import CAMERA_REMAPS, REPO
+    from fourd_ros.ros.demo.processes import node_argv
+    from test_node import REPO
     start_process(*camera_args(rate=8.0), '-p', 'publish_depth:=false', name='camera')
-    start_process('-m', 'fourd_ros.ros.node', '--ros-args', '--params-file',
-                  str(REPO / 'config' / 'fourd.yaml'), '-p', 'backend:=auto',
-                  *CAMERA_REMAPS, '-p', 'device:=cpu',
+    start_process(*node_argv(REPO / 'config', 'backend:=auto', 'device:=cpu', depth=False),
                   name='node')
     node = rclpy.create_node('observer', context=ros_context)
     rec = Recorder(node)

@@ -33,6 +33,8 @@ def make_monitor(context: Any, recorder: Any) -> Any:
     from tf2_msgs.msg import TFMessage
     from visualization_msgs.msg import MarkerArray
 
+    from fourd_ros.ros.conversions import fourd_status
+
     def reliable(depth: int) -> QoSProfile:
         return QoSProfile(depth=depth, reliability=ReliabilityPolicy.RELIABLE)
 
@@ -139,11 +141,9 @@ def make_monitor(context: Any, recorder: Any) -> Any:
                     del self.trails[old], self._trail_seen[old]
 
         def _on_diagnostics(self, data: bytes) -> None:
-            msg = self.deserialize('/diagnostics', data)
-            for status in msg.status:
-                if status.name.endswith(': fourd'):
-                    self.diag = {kv.key: kv.value for kv in status.values}
-                    self.diag['_message'] = status.message
+            found = fourd_status(self.deserialize('/diagnostics', data))
+            if found is not None:
+                self.diag = dict(found[0], _message=found[1])
 
         def _on_gt(self, data: bytes) -> None:
             msg = self.deserialize('/camera/ground_truth/pose', data)

@@ -59,6 +59,25 @@ def setup_environment(domain_id: int | None, config: Path) -> int:
     return domain_id
 
 
+def node_argv(config: Path, *params: str, depth: bool = True) -> list[str]:
+    """`python` arguments of fourd_node on the synthetic camera's topics (remapped inputs, the
+    parameter file in `config`); `params` are NAME:=VALUE; `depth` False = monocular."""
+    argv = ['-m', 'fourd_ros.ros.node', '--ros-args', '--params-file', str(config / 'fourd.yaml'),
+            '-r', 'image:=/camera/image_raw', '-r', 'camera_info:=/camera/camera_info',
+            *(['-r', 'depth:=/camera/depth'] if depth else [])]
+    for item in params:
+        argv += ['-p', item]
+    return argv
+
+
+def camera_argv(*params: str) -> list[str]:
+    """`python` arguments of fourd_synthetic_camera; `params` are NAME:=VALUE."""
+    argv = ['-m', 'fourd_ros.ros.synthetic_camera', '--ros-args']
+    for item in params:
+        argv += ['-p', item]
+    return argv
+
+
 @dataclass
 class Child:
     """A started child process and its log file."""

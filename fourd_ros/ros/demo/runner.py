@@ -16,9 +16,11 @@ from fourd_ros.ros.demo.console import Display, status_line
 from fourd_ros.ros.demo.messages import cloud_fields
 from fourd_ros.ros.demo.monitor import make_monitor, POINTS_RECORD_EVERY
 from fourd_ros.ros.demo.processes import (
+    camera_argv,
     Child,
     config_dir,
     map_voxel_size,
+    node_argv,
     setup_environment,
     start_child,
     stop_children,
@@ -178,15 +180,10 @@ class Demo:
             executor = SingleThreadedExecutor(context=context)
             executor.add_node(mon)
             self.children = [
-                start_child('synthetic_camera', [
-                    '-m', 'fourd_ros.ros.synthetic_camera', '--ros-args',
-                    '-p', f'rate:={float(args.rate)}', '-p', f'seed:={int(args.seed)}',
-                    '-p', f'publish_depth:={str(not monocular).lower()}'], log_dir),
-                start_child('fourd_node', [
-                    '-m', 'fourd_ros.ros.node', '--ros-args',
-                    '--params-file', str(config / 'fourd.yaml'),
-                    '-r', 'image:=/camera/image_raw', '-r', 'camera_info:=/camera/camera_info',
-                    *([] if monocular else ['-r', 'depth:=/camera/depth'])], log_dir)]
+                start_child('synthetic_camera', camera_argv(
+                    f'rate:={float(args.rate)}', f'seed:={int(args.seed)}',
+                    f'publish_depth:={str(not monocular).lower()}'), log_dir),
+                start_child('fourd_node', node_argv(config, depth=not monocular), log_dir)]
             print(f'started synthetic camera (pid {self.children[0].proc.pid}) and fourd_node '
                   f'(pid {self.children[1].proc.pid}); logs in {log_dir}/', flush=True)
             if getattr(args, 'view', False):
