@@ -77,10 +77,25 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help='frames of --real to time (300)')
     p.add_argument('--open3d', action='store_true',
                    help="with --real: also run Open3D's RGB-D odometry on the same frames")
+    p.add_argument('--report', metavar='DIR',
+                   help='instead: the soak / latency / query-load / fault report of the engine '
+                        'and the running node (ROS 2) into DIR/report.md and DIR/report.json '
+                        '(about 15 minutes on 2 cores; exit 1 when a soak, load or fault check '
+                        'fails); the other options do not apply')
+    p.add_argument('--quick', action='store_true',
+                   help='with --report: small sizes (a check that the report works, ~2 min)')
     p.add_argument('--unbounded-frames', type=int, default=300, metavar='N',
                    help='learned: frames of the unbounded-context variant, 0 = skip (300)')
     add_model_arguments(p)
     p.set_defaults(func=run)
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    """`fourd bench` options from a command line without the 'bench' word (for callers that
+    run the benchmark in-process, e.g. the report)."""
+    parser = argparse.ArgumentParser(prog='fourd')
+    add_parser(parser.add_subparsers())
+    return parser.parse_args(['bench', *argv])
 
 
 def pingpong_index(k: int, n: int) -> int:
@@ -111,6 +126,36 @@ def _engine(args: argparse.Namespace, width: int, max_query: int) -> StreamingEn
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.report:
+        return _report(args)
+    res = benchmark(args)
+    rows = [(k, v, _UNITS.get(k, '')) for k, v in res.items()
+            if k not in ('backend', 'size', 'plot')]
+    print_table(f"fourd bench: {args.backend}, {args.frames} frames {res['size']} "
+                f"(ping-pong of {res['clip_frames']} rendered frames)", rows)
+    if args.json:
+        print(f'results: {write_json(args.json, res)}')
+    if args.plot:
+        print(f"plot: {res['plot']}")
+    if args.check and not res['soak_ok']:
+        print(f'soak check failed: {soak_failure(res)}')
+        return 1
+    return 0
+
+
+def _report(args: argparse.Namespace) -> int:
+    """`--report DIR`: the node's soak / latency / load / fault report (needs ROS 2)."""
+    try:
+        from fourd_ros.ros.bench_report import write_report
+    except ImportError as err:
+        raise ValueError(f'--report needs ROS 2 (rclpy): {err}') from err
+    return write_report(args.report, quick=args.quick, device=args.device,
+                        checkpoint=args.checkpoint)
+
+
+def benchmark(args: argparse.Namespace) -> dict:
+    """Run the benchmark described in the module docstring; returns its figures (the PNG of
+    memory, latency and cache over the stream at ``args.plot`` when set, path in 'plot')."""
     if args.frames < 12:
         raise ValueError('--frames must be at least 12 (queries go 10 frames back)')
     if args.open3d and not args.real:
@@ -190,24 +235,15 @@ def run(args: argparse.Namespace) -> int:
     res.update(_moving_query_timing(engine, stamps, clip))
     if args.real:
         res.update(_real_timings(args))
-    rows = [(k, v, _UNITS.get(k, '')) for k, v in res.items()
-            if k not in ('backend', 'size')]
-    print_table(f'fourd bench: {args.backend}, {args.frames} frames {w}x{h} '
-                f'(ping-pong of {n_clip} rendered frames)', rows)
-    if args.json:
-        print(f'results: {write_json(args.json, res)}')
     if args.plot:
         window = min(50, args.frames)
         smooth = np.array([np.median(lat[max(0, k - window + 1):k + 1])
                            for k in range(args.frames)]) * 1e3
-        print('plot: ' + plot_soak(
+        res['plot'] = plot_soak(
             args.plot, np.arange(args.frames), rss, smooth, cache_mb,
             soak_title(f"fourd bench {args.backend} {res['size']}", res),
-            res['cache_budget_mb'], f'latency (ms, median of {window})'))
-    if args.check and not res['soak_ok']:
-        print(f'soak check failed: {soak_failure(res)}')
-        return 1
-    return 0
+            res['cache_budget_mb'], f'latency (ms, median of {window})')
+    return res
 
 
 def _device_memory(engine: StreamingEngine) -> dict[str, float]:

@@ -194,3 +194,18 @@ def umeyama(src: np.ndarray, dst: np.ndarray,
         s = 1.0
     t = mu_dst - s * rot @ mu_src
     return s, rot, t
+
+
+def ray_midpoints(c0: np.ndarray, d0: np.ndarray, c1: np.ndarray, d1: np.ndarray
+                  ) -> tuple[np.ndarray, np.ndarray]:
+    """Triangulation by closest approach: the midpoints of the closest points of ray pairs
+    (origins c, unit directions d; N x 3 each, any one frame and unit) and whether both ray
+    parameters are positive (the point is in front of both cameras)."""
+    w = c0 - c1
+    b = (d0 * d1).sum(1)
+    d = (d0 * w).sum(1)
+    e = (d1 * w).sum(1)
+    den = np.maximum(1.0 - b * b, 1e-12)
+    s = (b * e - d) / den
+    t = (e - b * d) / den
+    return 0.5 * (c0 + s[:, None] * d0 + c1 + t[:, None] * d1), (s > 0) & (t > 0)

@@ -8,6 +8,8 @@ odom is the base frame's pose at the first image, so T_odom_world = T_base_cam.
 from __future__ import annotations
 
 import array
+import functools
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -173,9 +175,13 @@ def make_odometry(T: np.ndarray, T_prev: np.ndarray | None, dt: float, odom_fram
     return msg
 
 
-def track_markers(trails: dict[int, list[np.ndarray]], frame_id: str, stamp: Time,
+def track_markers(trails: dict[int, Sequence[Point]], frame_id: str, stamp: Time,
                   lifetime_s: float) -> MarkerArray:
-    """Track trails as one LINE_LIST (segments with fading alpha) + current heads as POINTS."""
+    """Track trails as one LINE_LIST (segments with fading alpha) + current heads as POINTS.
+
+    `trails` maps a track id to its positions, oldest first, as `Point` messages: the caller
+    keeps the Points it already built for ~/tracks, so a call creates no new ones (building
+    thousands of message objects per call was the node's costliest output)."""
     lines = Marker(header=Header(stamp=stamp, frame_id=frame_id), ns='track_trails', id=0,
                    type=Marker.LINE_LIST, action=Marker.ADD)
     heads = Marker(header=Header(stamp=stamp, frame_id=frame_id), ns='track_heads', id=1,
@@ -186,20 +192,40 @@ def track_markers(trails: dict[int, list[np.ndarray]], frame_id: str, stamp: Tim
     for marker in (lines, heads):
         marker.lifetime.sec = int(lifetime_s)
         marker.lifetime.nanosec = int((lifetime_s % 1.0) * 1e9)
+    line_points: list[Point] = []
+    line_colors: list[ColorRGBA] = []
+    head_points: list[Point] = []
+    head_colors: list[ColorRGBA] = []
     for track_id, trail in trails.items():
-        hue = (track_id * 0.618034) % 1.0
-        r, g, b = _hue_to_rgb(hue)
         n = len(trail)
+        if not n:
+            continue
+        colors = _trail_colors(int(track_id) % _HUES, n)
+        points = list(trail)
         for k in range(n - 1):
-            alpha = 0.2 + 0.8 * (k + 1) / max(n - 1, 1)
-            for p in (trail[k], trail[k + 1]):
-                lines.points.append(Point(x=float(p[0]), y=float(p[1]), z=float(p[2])))
-                lines.colors.append(ColorRGBA(r=r, g=g, b=b, a=alpha))
-        if n:
-            p = trail[-1]
-            heads.points.append(Point(x=float(p[0]), y=float(p[1]), z=float(p[2])))
-            heads.colors.append(ColorRGBA(r=r, g=g, b=b, a=1.0))
+            line_points += (points[k], points[k + 1])
+        line_colors += colors[:-1]
+        head_points.append(points[-1])
+        head_colors.append(colors[-1])
+    lines.points, lines.colors = line_points, line_colors
+    heads.points, heads.colors = head_points, head_colors
     return MarkerArray(markers=[lines, heads])
+
+
+_HUES = 64  # track colours repeat every 64 ids (golden-ratio hues, so neighbours differ)
+
+
+@functools.lru_cache(maxsize=_HUES * 4)
+def _trail_colors(hue_index: int, n: int) -> tuple[ColorRGBA, ...]:
+    """Colours of a trail of n positions: both ends of each of its n - 1 segments (alpha fading
+    from 0.2 at the oldest to 1), then its head (opaque). Shared, read-only messages."""
+    r, g, b = _hue_to_rgb((hue_index * 0.618034) % 1.0)
+    out: list[ColorRGBA] = []
+    for k in range(n - 1):
+        c = ColorRGBA(r=r, g=g, b=b, a=0.2 + 0.8 * (k + 1) / max(n - 1, 1))
+        out += (c, c)
+    out.append(ColorRGBA(r=r, g=g, b=b, a=1.0))
+    return tuple(out)
 
 
 def delete_all_markers(frame_id: str, stamp: Time) -> MarkerArray:

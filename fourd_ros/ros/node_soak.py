@@ -142,11 +142,18 @@ class NodeSoak:
 
 
 def soak_figures(trace: SoakTrace, cache_budget_mb: float) -> dict[str, float]:
-    """The soak's verdict figures (the names `fourd bench` uses): RSS growth after warm-up (from
-    a quarter of the run on) and the node's processing time last/first."""
-    quarter = len(trace.frame) // 4
+    """The soak's verdict figures (the names `fourd bench` uses), both after warm-up (from a
+    quarter of the run on): RSS growth, and the node's processing time over the last quarter
+    of the run / over the second quarter (medians of the samples, each itself a median over
+    the node's last 100 frames: one slow stretch of a shared machine does not decide the
+    verdict). The first 100 frames are no baseline: tracks and segments start there."""
+    n = len(trace.frame)
+    quarter = max(1, n // 4)
+    proc = np.asarray(trace.processing_ms)
+    last = float(np.median(proc[n - max(1, n // 4):]))
+    first = float(np.median(proc[quarter:max(quarter + 1, n // 2)]))
     return {'soak_rss_growth_mb': trace.rss_mb[-1] - trace.rss_mb[quarter],
-            'soak_latency_ratio': trace.processing_ms[-1] / trace.processing_ms[1],
+            'soak_latency_ratio': last / first,
             'cache_budget_mb': cache_budget_mb, 'rss_last_mb': trace.rss_mb[-1],
             'cache_mb': trace.cache_mb[-1], 'timeouts': trace.timeouts,
             'frames': trace.frame[-1]}

@@ -14,6 +14,7 @@ from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from geometry_msgs.msg import Point
 from fourd_ros_msgs.msg import TrackedPoints
 from nav_msgs.msg import Odometry, Path
 from sensor_msgs.msg import PointCloud2
@@ -69,7 +70,7 @@ class Outputs:
         self.pub_diag = node.create_publisher(DiagnosticArray, '/diagnostics', 10)
         self.map = MapAccumulator(params['map_voxel_size'], params['map_max_points'])
         self._path: deque = deque(maxlen=params['path_max_size'])
-        self._trails: dict[int, deque] = {}
+        self._trails: dict[int, deque[Point]] = {}
         self._prev_odom: tuple[float, np.ndarray] | None = None
         self._frames_published = 0
 
@@ -153,12 +154,13 @@ class Outputs:
         msg.status = [int(s) for s in snap.status]
         self.pub_tracks.publish(msg)
         live = set()
-        for track_id, p, s in zip(snap.ids.tolist(), pos, snap.status):
+        # the trails keep the Point messages just built for ~/tracks (no new ones per frame)
+        for track_id, point, s in zip(snap.ids.tolist(), msg.positions, snap.status):
             if s == TrackedPoints.LOST:
                 continue
             live.add(track_id)
             trail = self._trails.setdefault(track_id, deque(maxlen=self.p['trail_length']))
-            trail.append(p)
+            trail.append(point)
         for dead in set(self._trails) - live:
             del self._trails[dead]
         # marker arrays are built point by point in Python: the costliest output, so thinned
@@ -166,5 +168,5 @@ class Outputs:
         if self._frames_published % every:
             return
         self.pub_markers.publish(conv.track_markers(
-            {k: list(v) for k, v in self._trails.items()}, self.p['map_frame'], stamp,
+            self._trails, self.p['map_frame'], stamp,
             lifetime_s=2.0 * every / max(fps, 1.0)))

@@ -73,7 +73,9 @@ PARAMS: tuple[Param, ...] = (
           '(sensor_data: best effort, keep last 5; reliable: keep last 30, a second of a 30 Hz '
           'camera when the node stalls)',
           choices=('sensor_data', 'reliable')),
-    Param('queue_size', 2, 'frames waiting for processing; the oldest is dropped when full',
+    Param('queue_size', 1, 'frames waiting for processing; the oldest is dropped when full '
+          '(1 = latest first: a new frame replaces the waiting one, so the next frame processed '
+          'is always the newest; larger queues process every frame of a burst, later)',
           int_range=(1, 100)),
     Param('depth_sync_slop', 0.02, 'largest image/depth stamp difference, seconds',
           float_range=(0.0, 1.0)),

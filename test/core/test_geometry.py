@@ -3,8 +3,8 @@
 import numpy as np
 
 from fourd_ros.core.geometry import (R_BODY_FROM_OPTICAL, default_intrinsics, invert_pose,
-                                     make_pose, project, sample_bilinear, scale_intrinsics,
-                                     transform_points, unproject_depth)
+                                     make_pose, project, ray_midpoints, sample_bilinear,
+                                     scale_intrinsics, transform_points, unproject_depth)
 
 
 def test_optical_to_body_rotation_follows_rep103() -> None:
@@ -52,3 +52,13 @@ def test_scale_intrinsics_pixel_centres() -> None:
     K = np.array([[585.0, 0, 320.0], [0, 585.0, 240.0], [0, 0, 1]])
     Ks = scale_intrinsics(K, 0.5, 0.5)
     assert np.isclose(Ks[0, 0], 292.5) and np.isclose(Ks[0, 2], 159.75)
+
+
+def test_midpoint_of_two_rays_is_the_point_they_see() -> None:
+    X = np.array([[0.3, -0.2, 2.0], [1.0, 0.5, 4.0]])
+    c0, c1 = np.zeros((2, 3)), np.tile([0.2, 0.0, 0.0], (2, 1))
+    d0 = X - c0
+    d1 = X - c1
+    mid, front = ray_midpoints(c0, d0 / np.linalg.norm(d0, axis=1, keepdims=True),
+                               c1, d1 / np.linalg.norm(d1, axis=1, keepdims=True))
+    assert np.allclose(mid, X) and front.all()

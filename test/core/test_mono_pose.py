@@ -6,19 +6,9 @@ import cv2
 import numpy as np
 import pytest
 
-from fourd_ros.core.backends.mono_pose import _midpoints, LandmarkTracker, MonoPoseConfig
+from fourd_ros.core.backends.mono_pose import LandmarkTracker, MonoPoseConfig
 from fourd_ros.core.data.synthetic import generate_clip, SceneConfig
 from fourd_ros.core.geometry import invert_pose, transform_points, unproject_depth
-
-
-def test_midpoint_of_two_rays_is_the_point_they_see() -> None:
-    X = np.array([[0.3, -0.2, 2.0], [1.0, 0.5, 4.0]])
-    c0, c1 = np.zeros((2, 3)), np.tile([0.2, 0.0, 0.0], (2, 1))
-    d0 = X - c0
-    d1 = X - c1
-    mid, front = _midpoints(c0, d0 / np.linalg.norm(d0, axis=1, keepdims=True),
-                            c1, d1 / np.linalg.norm(d1, axis=1, keepdims=True))
-    assert np.allclose(mid, X) and front.all()
 
 
 @pytest.fixture(scope='module')

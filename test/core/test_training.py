@@ -50,10 +50,9 @@ def test_training_resumes_from_its_last_checkpoint(tmp_path) -> None:
 def test_init_grows_an_older_checkpoint_that_first_computes_what_it_did(tmp_path) -> None:
     """`fourd train --init OLD --motion-prior`: the motion head's new input channels start at
     zero, so before any step the grown model decodes exactly what the old one did."""
-    from fourd_ros.core.model.checkpoint import save_checkpoint
+    from fourd_ros.core.model.checkpoint import load_grown_model, save_checkpoint
     from fourd_ros.core.model.config import ModelConfig
     from fourd_ros.core.model.s4rc import S4RC
-    from fourd_ros.core.training.train import _init_from
 
     torch.manual_seed(0)
     cfg = ModelConfig(width=64, height=48, dim=32, heads=2, blocks=1, motion_layers=1,
@@ -62,7 +61,7 @@ def test_init_grows_an_older_checkpoint_that_first_computes_what_it_did(tmp_path
     torch.nn.init.normal_(old.motion_out.weight, std=0.1)  # a head that predicts something
     path = tmp_path / 'old.pt'
     save_checkpoint(path, old, {})
-    grown = _init_from(str(path), torch.device('cpu'), motion_prior=True).eval()
+    grown = load_grown_model(path, 'cpu', motion_prior=True).eval()
     assert grown.config.motion_prior and not old.config.motion_prior
     rgb, K = torch.rand(1, 3, 48, 64), torch.tensor([[[50.0, 0, 31.5], [0, 50.0, 23.5],
                                                       [0, 0, 1]]])

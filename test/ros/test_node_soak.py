@@ -16,6 +16,8 @@ pytestmark = pytest.mark.ros
 
 
 def test_node_soak_stays_bounded(ros_context, start_process) -> None:
+    # small, so that the cache is full and evicts after about 60 frames: the rest of the run
+    # is the steady state (a cache still filling makes each frame a little dearer)
     budget = 8.0
     proc = start_process(*node_args('image_qos:=reliable', f'cache_budget_mb:={budget}',
                                     'diagnostics_period:=0.1', 'processing_width:=0'),
@@ -24,10 +26,15 @@ def test_node_soak_stays_bounded(ros_context, start_process) -> None:
     executor = rclpy.executors.SingleThreadedExecutor(context=ros_context)
     executor.add_node(node)
     soak = NodeSoak(node, lambda t: executor.spin_once(timeout_sec=t), proc.pid)
-    trace = soak.run(400, sample_every=50)
+    # 800 frames: the node's median processing time swings by up to 30 % over a few hundred
+    # frames (tracks and segments come and go); quarters of a 400-frame run were too short to
+    # average that out (1.28 once in five runs)
+    trace = soak.run(800, sample_every=25)
     figures = soak_figures(trace, budget)
-    print(figures)
-    assert trace.timeouts <= 4, figures
+    print(figures, trace.processing_ms)
+    # a frame whose cloud never comes was rejected: its depth image had not arrived 0.2 s
+    # after it (logged; 0-0.6 % of frames here). The soak is about memory and time per frame
+    assert trace.timeouts <= 0.01 * figures['frames'], figures
     assert max(trace.cache_mb) <= budget, trace.cache_mb
     assert soak_failure(figures) == '', figures
     executor.shutdown()

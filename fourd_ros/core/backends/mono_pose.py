@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 import cv2
 import numpy as np
 
-from fourd_ros.core.geometry import invert_pose, make_pose, sample_bilinear
+from fourd_ros.core.geometry import invert_pose, make_pose, ray_midpoints, sample_bilinear
 
 
 @dataclass(frozen=True)
@@ -76,20 +76,6 @@ def _rays_world(pixels: np.ndarray, K: np.ndarray, T_wc: np.ndarray) -> np.ndarr
     uv1 = np.column_stack([pixels, np.ones(len(pixels))])
     d = uv1 @ np.linalg.inv(K).T @ T_wc[:3, :3].T
     return d / np.linalg.norm(d, axis=1, keepdims=True)
-
-
-def _midpoints(c0: np.ndarray, d0: np.ndarray, c1: np.ndarray, d1: np.ndarray
-               ) -> tuple[np.ndarray, np.ndarray]:
-    """Closest-approach midpoints of ray pairs (origins c, unit directions d; N x 3 each) and
-    whether both ray parameters are positive (the point is in front of both cameras)."""
-    w = c0 - c1
-    b = (d0 * d1).sum(1)
-    d = (d0 * w).sum(1)
-    e = (d1 * w).sum(1)
-    den = np.maximum(1.0 - b * b, 1e-12)
-    s = (b * e - d) / den
-    t = (e - b * d) / den
-    return 0.5 * (c0 + s[:, None] * d0 + c1 + t[:, None] * d1), (s > 0) & (t > 0)
 
 
 class LandmarkTracker:
@@ -209,7 +195,7 @@ class LandmarkTracker:
         if not grow.any():
             return
         c1 = np.repeat(T_wc[None, :3, 3], int(grow.sum()), 0)
-        X, front = _midpoints(self._origin[grow], self._ray0[grow], c1, d1[grow])
+        X, front = ray_midpoints(self._origin[grow], self._ray0[grow], c1, d1[grow])
         idx = np.flatnonzero(grow)[front]
         self.points[idx] = X[front]
         self._angle[idx] = angle[idx]

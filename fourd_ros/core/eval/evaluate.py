@@ -151,7 +151,7 @@ def _json_value(v: Any) -> Any:
 # Accumulators
 # ----------------------------------------------------------------------------------------------
 
-class _DepthAccumulator:
+class DepthAccumulator:
     """Depth errors over a sequence: exact sums when metric; a pixel subsample for median scaling.
 
     Monocular AbsRel needs one median scale over the whole sequence before the errors, so it keeps
@@ -277,9 +277,9 @@ def evaluate(backend_name: str, source: str | Path, *, width: int = 320,
                   np.linspace(0, len(depth_pick) - 1, min(plot_samples, len(depth_pick)))} \
         if depth_pick else set()
 
-    depth_acc = _DepthAccumulator(engine.metric)
+    depth_acc = DepthAccumulator(engine.metric)
     # constant-depth baseline: always median-scaled (a constant depth has no metric meaning)
-    const_acc = _DepthAccumulator(metric=False)
+    const_acc = DepthAccumulator(metric=False)
     poses: dict[int, tuple[float, np.ndarray, np.ndarray]] = {}   # index -> stamp, est, gt
     est_pose: dict[int, np.ndarray] = {}
     pending: dict[int, _PendingSource] = {}
@@ -315,7 +315,7 @@ def evaluate(backend_name: str, source: str | Path, *, width: int = 320,
             if frame.depth is not None and i % max(1, depth_every) == 0:
                 gt = _resize_nearest(frame.depth, result.depth.shape)
                 depth_acc.add(result.depth, gt)
-                const_acc.add(_constant_like(result.depth), gt)
+                const_acc.add(constant_depth_like(result.depth), gt)
                 if i in depth_plot:
                     report.depth_samples.append(
                         DepthSample(names[i], result.colors.copy(), gt.copy(),
@@ -399,7 +399,7 @@ def _resize_nearest(depth: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     return cv2.resize(depth, (shape[1], shape[0]), interpolation=cv2.INTER_NEAREST)
 
 
-def _constant_like(depth: np.ndarray) -> np.ndarray:
+def constant_depth_like(depth: np.ndarray) -> np.ndarray:
     """1.0 where ``depth`` is a valid depth (finite, > 0), NaN elsewhere (constant baseline)."""
     d = depth.astype(np.float64)
     return np.where(np.isfinite(d) & (d > 0), 1.0, np.nan)

@@ -6,6 +6,7 @@ truncated, corrupt, not ours, config mismatch) raises one `CheckpointError` nami
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any
 
@@ -83,3 +84,38 @@ def load_model(path: str | Path | None = None, device: str | torch.device = 'cpu
         raise CheckpointError(f'checkpoint {path}: weights do not match its model config: '
                               f'{" ".join(str(err).split())[:300]}') from None
     return model.to(device).eval(), dict(payload.get('meta', {}))
+
+
+def load_grown_model(path: str | Path, device: str | torch.device = 'cpu',
+                     motion_prior: bool | None = None) -> S4RC:
+    """A model with the architecture of checkpoint `path`, where fields that checkpoint's config
+    predates take today's defaults, and its weights. A weight whose input channels grew (a new
+    input, e.g. the motion head's scene-flow prior) keeps its trained channels and starts the new
+    ones at zero, so the grown model first computes what the old one did (`fourd train --init`).
+
+    Raises:
+        CheckpointError: the file is missing or unreadable.
+        ValueError: a weight that today's model lacks or whose shape cannot grow.
+    """
+    payload = read_checkpoint(Path(path), device)
+    config = ModelConfig.from_dict(payload['config'], legacy=False)
+    if motion_prior is not None:
+        config = dataclasses.replace(config, motion_prior=motion_prior)
+    model = S4RC(config).to(device)
+    state = model.state_dict()
+    for name, old in payload['model'].items():
+        new = state.get(name)
+        if new is None:
+            raise ValueError(f"{path}: {name} is not a parameter of today's model")
+        if old.shape == new.shape:
+            state[name] = old
+        elif (old.dim() == new.dim() >= 2 and old.shape[0] == new.shape[0]
+              and old.shape[2:] == new.shape[2:] and old.shape[1] < new.shape[1]):
+            grown = torch.zeros_like(new)
+            grown[:, :old.shape[1]] = old
+            state[name] = grown
+        else:
+            raise ValueError(f'{path}: {name} has shape {tuple(old.shape)}, '
+                             f"today's model {tuple(new.shape)}")
+    model.load_state_dict(state)
+    return model

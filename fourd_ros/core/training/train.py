@@ -22,7 +22,7 @@ import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 
-from fourd_ros.core.model.checkpoint import read_checkpoint, save_checkpoint
+from fourd_ros.core.model.checkpoint import load_grown_model, read_checkpoint, save_checkpoint
 from fourd_ros.core.model.config import ModelConfig
 from fourd_ros.core.model.s4rc import S4RC
 from fourd_ros.core.training.data import DataConfig, load_clip, render_clips, sample_batch
@@ -126,35 +126,6 @@ def validate(step_module: TrainingStep, clips: list, device: torch.device, frame
     return {f'val_{k}': float(np.mean(v)) for k, v in acc.items()}
 
 
-def _init_from(path: str, device: torch.device, motion_prior: bool | None = None) -> S4RC:
-    """A model with the architecture of checkpoint `path`, where fields that checkpoint's config
-    predates take today's defaults, and its weights. A weight whose input channels grew (a new
-    input, e.g. the motion head's scene-flow prior) keeps its trained channels and starts the new
-    ones at zero, so the grown model first computes what the old one did."""
-    payload = read_checkpoint(Path(path), device)
-    config = ModelConfig.from_dict(payload['config'], legacy=False)
-    if motion_prior is not None:
-        config = dataclasses.replace(config, motion_prior=motion_prior)
-    model = S4RC(config).to(device)
-    state = model.state_dict()
-    for name, old in payload['model'].items():
-        new = state.get(name)
-        if new is None:
-            raise ValueError(f"--init {path}: {name} is not a parameter of today's model")
-        if old.shape == new.shape:
-            state[name] = old
-        elif (old.dim() == new.dim() >= 2 and old.shape[0] == new.shape[0]
-              and old.shape[2:] == new.shape[2:] and old.shape[1] < new.shape[1]):
-            grown = torch.zeros_like(new)
-            grown[:, :old.shape[1]] = old
-            state[name] = grown
-        else:
-            raise ValueError(f'--init {path}: {name} has shape {tuple(old.shape)}, '
-                             f"today's model {tuple(new.shape)}")
-    model.load_state_dict(state)
-    return model
-
-
 def _jsonable(cfg: TrainConfig) -> dict[str, Any]:
     return json.loads(json.dumps(dataclasses.asdict(cfg)))
 
@@ -191,7 +162,7 @@ def train(cfg: TrainConfig, progress: bool = True) -> Path:
     torch.manual_seed(cfg.seed)
     last = out / 'last.pt'
     if cfg.init:
-        model = _init_from(cfg.init, device, cfg.motion_prior)
+        model = load_grown_model(cfg.init, device, cfg.motion_prior)
         cfg = dataclasses.replace(cfg, model=model.config)
     else:
         if cfg.motion_prior is not None:
