@@ -21,6 +21,9 @@ for any stream length without rendering it all. Reported (design.md section 5, s
   variant (every past frame cached and attended to, as StreamVGGT / STream3R "causal" do) over
   ``--unbounded-frames`` frames: its latency over its first and last 100 frames and its cache
   size, next to the bounded backend's.
+
+``--report DIR`` runs something else: the soak / latency / query-load / fault report of the
+engine and the running node (`fourd_ros.ros.bench_report`, needs ROS 2).
 """
 
 from __future__ import annotations

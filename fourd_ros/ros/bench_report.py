@@ -59,6 +59,10 @@ class ReportSize:
     latency_seconds: float
     load_seconds: float
     fault_tests: tuple[str, ...]
+    # a few hundred frames cannot tell a drift of 10 % from a shared machine's noise: at quick
+    # sizes the soak verdicts are shown, not counted (test_node_soak and the bench's own soak
+    # tests judge them at sizes that can)
+    judge_soaks: bool = True
 
 
 FULL = ReportSize(engine_frames=10_000, engine_clip_frames=96,
@@ -74,7 +78,7 @@ FULL = ReportSize(engine_frames=10_000, engine_clip_frames=96,
 QUICK = ReportSize(engine_frames=600, engine_clip_frames=51,
                    engine_sizes=(('rgbd', (96, 72)), ('learned', (96, 72))),
                    node_soak_frames=150, cameras=((640, 480, 30.0),), latency_seconds=3.0,
-                   load_seconds=3.0, fault_tests=FAULT_TESTS[2:])
+                   load_seconds=3.0, fault_tests=FAULT_TESTS[2:], judge_soaks=False)
 
 
 def machine() -> dict[str, Any]:
@@ -194,7 +198,7 @@ def collect(size: ReportSize, out_dir: Path, device: str = 'auto',
         'queries_failed': sum(v['failed'] for k, v in load.items() if k.startswith('queries_')),
         'fault_cases': faults['fault_cases'],
         'fault_cases_failed': faults['fault_cases_failed'],
-        'soaks_failed': sum(not s['soak_ok'] for s in soaks),
+        'soaks_failed': sum(not s['soak_ok'] for s in soaks) if size.judge_soaks else 0,
     }
     headline['checks_failed'] = (headline['soaks_failed'] + headline['queries_unanswered']
                                  + headline['queries_failed'] + headline['fault_cases_failed'])
@@ -221,6 +225,8 @@ def markdown(data: dict[str, Any], quick: bool) -> str:
     lines += [f'| {k} | {_fmt(data[k])} |' for k in (*HEADLINE_KEYS, 'checks_failed')]
     lines += ['', '## Soaks (RSS after warm-up within the cache budget, time per frame '
               'last/first <= 1.1)', '',
+              *(['Quick sizes: the verdicts are shown, not counted in checks_failed.', '']
+                if quick else []),
               '| what | frames | size | RSS growth after warm-up (MiB) | cache (MiB) / budget | '
               'time per frame last/first | verdict |', '|---|---|---|---|---|---|---|']
     for s in data['soaks']:
