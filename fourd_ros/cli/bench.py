@@ -33,7 +33,7 @@ import time
 
 import numpy as np
 
-from fourd_ros.cli.common import (add_model_arguments, current_rss_mb, peak_rss_mb,
+from fourd_ros.cli.common import (add_model_arguments, peak_rss_mb,
                                   positive_int, print_table, size_arg, write_json)
 from fourd_ros.core.data.readers import open_sequence, timed
 from fourd_ros.core.data.synthetic import generate_clip, SceneConfig, SyntheticClip
@@ -43,7 +43,7 @@ from fourd_ros.core.backends.factory import make_backend
 from fourd_ros.core.eval.evaluate import progress_bar
 from fourd_ros.core.eval.metrics import ate
 from fourd_ros.core.eval.open3d_odometry import open3d_rgbd_odometry
-from fourd_ros.core.eval.soak import plot_soak, soak_failure, soak_title
+from fourd_ros.core.eval.soak import plot_soak, resident_mb, soak_failure, soak_title
 from fourd_ros.core.types import Frame
 
 WINDOW = 100
@@ -187,7 +187,7 @@ def benchmark(args: argparse.Namespace) -> dict:
             engine.process(frame)
             lat[k] = time.perf_counter() - t
             cpu[k] = time.process_time() - c
-            rss[k] = current_rss_mb()
+            rss[k] = resident_mb()
             cache_mb[k] = engine.cache.megabytes
             bar.update(1)
     finally:

@@ -108,15 +108,3 @@ def print_table(title: str, rows: Iterable[tuple[str, Any, str]]) -> None:
 def peak_rss_mb() -> float:
     """Peak resident set size of this process, MiB (ru_maxrss is KiB on Linux)."""
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
-
-
-def current_rss_mb() -> float:
-    """Current resident set size (VmRSS from /proc/self/status), MiB; NaN if unavailable."""
-    try:
-        with open('/proc/self/status') as fh:
-            for line in fh:
-                if line.startswith('VmRSS:'):
-                    return int(line.split()[1]) / 1024.0
-    except OSError:
-        pass
-    return float('nan')

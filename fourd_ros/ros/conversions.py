@@ -215,7 +215,7 @@ def track_markers(trails: dict[int, Sequence[Point]], frame_id: str, stamp: Time
 _HUES = 64  # track colours repeat every 64 ids (golden-ratio hues, so neighbours differ)
 
 
-@functools.lru_cache(maxsize=_HUES * 4)
+@functools.lru_cache(maxsize=_HUES * 32)  # every hue x trail length up to 32
 def _trail_colors(hue_index: int, n: int) -> tuple[ColorRGBA, ...]:
     """Colours of a trail of n positions: both ends of each of its n - 1 segments (alpha fading
     from 0.2 at the oldest to 1), then its head (opaque). Shared, read-only messages."""

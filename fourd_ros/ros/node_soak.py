@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 from diagnostic_msgs.msg import DiagnosticArray
@@ -21,17 +20,10 @@ from sensor_msgs.msg import CameraInfo, Image, PointCloud2
 from std_msgs.msg import Header
 
 from fourd_ros.core.data.synthetic import SceneConfig, generate_clip
+from fourd_ros.core.eval.soak import resident_mb
 from fourd_ros.ros import conversions as conv
 
 RELIABLE = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
-
-
-def process_rss_mb(pid: int) -> float:
-    """Resident memory of process `pid` in MiB (VmRSS)."""
-    for line in Path(f'/proc/{pid}/status').read_text().splitlines():
-        if line.startswith('VmRSS:'):
-            return int(line.split()[1]) / 1024.0
-    raise RuntimeError(f'no VmRSS for process {pid}')
 
 
 @dataclass
@@ -133,7 +125,10 @@ class NodeSoak:
             if (k + 1) % sample_every == 0:
                 self._spin_until(lambda: False, 0.05)  # a fresh diagnostics message
                 trace.frame.append(k + 1)
-                trace.rss_mb.append(process_rss_mb(self.pid))
+                rss = resident_mb(self.pid)
+                if not np.isfinite(rss):
+                    raise RuntimeError(f'no resident memory for process {self.pid} in /proc')
+                trace.rss_mb.append(rss)
                 trace.processing_ms.append(float(self._diag.get('processing_ms_p50', 'nan')))
                 trace.cache_mb.append(float(self._diag.get('cache_mb', 'nan')))
             if progress is not None:

@@ -13,6 +13,19 @@ import numpy as np
 SOAK_MAX_LATENCY_RATIO = 1.1
 
 
+def resident_mb(pid: int | str = 'self') -> float:
+    """Resident memory (VmRSS from /proc/PID/status) of process `pid`, this one by default,
+    MiB; NaN when unavailable (not Linux, or the process is gone)."""
+    try:
+        with open(f'/proc/{pid}/status') as fh:
+            for line in fh:
+                if line.startswith('VmRSS:'):
+                    return int(line.split()[1]) / 1024.0
+    except OSError:
+        pass
+    return float('nan')
+
+
 def soak_failure(res: dict) -> str:
     """Why a soak fails ('' = it passes): resident memory after warm-up grew by more than
     the cache budget, or the per-frame latency drifted up (last/first median ratio)."""
