@@ -16,6 +16,7 @@ rclpy = pytest.importorskip('rclpy')
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus  # noqa: E402
 from sensor_msgs.msg import PointCloud2  # noqa: E402
 
+from fourd_ros.ros.conversions import sec_to_stamp  # noqa: E402
 from test_node_faults import FakeCamera, diagnostics_values  # noqa: E402
 
 pytestmark = pytest.mark.ros
@@ -103,13 +104,22 @@ def test_input_loss_reported_in_diagnostics(ros_context, start_process) -> None:
     for i in range(12, 54):  # frames 15, 19, ..., 51 lost
         cam.send(i, t0 + 0.1 * i, send_image=i % 4 != 3)
         spin_until(node, lambda: False, timeout=0.08)
+    # the status reflects the newest frame: wait until a frame sent last has its cloud (one
+    # whose depth came late, 0-0.6 % of frames, would otherwise leave "frames rejected")
+    for i in range(54, 64):
+        cam.send(i, t0 + 0.1 * i)
+        if spin_until(node, lambda: clouds[-1].header.stamp == sec_to_stamp(t0 + 0.1 * i),
+                      timeout=3.0):
+            break
+    else:
+        raise AssertionError('no frame sent last was processed')
     diags.clear()
     assert spin_until(node, lambda: len(diags) >= 2, timeout=5.0)
     values = diagnostics_values(diags)
     status = diags[-1].status[0]
     assert int(values['input_images_missing']) >= 10, values  # 10 left out (more if lost)
-    # depth is settled once a second older than the newest stamp: frames 15..43 (8, 43 on the
-    # edge) are, 47 and 51 not yet
+    # depth is settled once a second older than the newest stamp: at least frames 15..43 (8,
+    # 43 on the edge) are
     assert int(values['input_depth_unmatched']) >= 7, values
     assert values['input_depth_missing'] == '0'
     assert status.level == DiagnosticStatus.WARN
