@@ -35,6 +35,12 @@ class FakeCamera:
         self.info = node.create_publisher(CameraInfo, '/camera/camera_info', 10)
         self.clip = generate_clip(SceneConfig(frames=12, width=96, height=72, seed=2, fps=30.0))
 
+    def connected(self, depth: bool = True) -> bool:
+        """The node subscribes to the image, the camera info and (`depth`) the depth topic: a
+        frame sent before discovery matched a topic would be lost on it."""
+        pubs = [self.image, self.info] + ([self.depth] if depth else [])
+        return all(p.get_subscription_count() > 0 for p in pubs)
+
     def send(self, i: int, stamp: float, rgb=None, depth=None, encoding: str = 'rgb8',
              step: int | None = None, depth_encoding: str = '32FC1',
              send_image: bool = True, send_depth: bool = True,
@@ -76,7 +82,7 @@ def test_node_survives_bad_input(ros_context, start_process) -> None:
     node.create_subscription(DiagnosticArray, '/diagnostics', diags.append, 10)
     traj = node.create_client(GetTrajectory, '/fourd/get_trajectory')
     query = node.create_client(QueryMotion, '/fourd/query_motion')
-    assert spin_until(node, lambda: cam.image.get_subscription_count() > 0, timeout=30.0)
+    assert spin_until(node, cam.connected, timeout=30.0)
     assert spin_until(node, traj.service_is_ready, timeout=30.0)
 
     def send_and_wait(i: int, stamp: float, expect_cloud: bool = True, **kw) -> None:

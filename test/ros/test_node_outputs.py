@@ -61,7 +61,7 @@ def test_outputs_and_services_value_by_value(ros_context, start_process) -> None
         node.create_subscription(msg_type, topic,
                                  lambda m, t=topic: msgs.setdefault(t, []).append(m), qos)
     reset = node.create_client(Trigger, '/fourd/reset')
-    assert spin_until(node, lambda: cam.image.get_subscription_count() > 0, timeout=30.0)
+    assert spin_until(node, cam.connected, timeout=30.0)
     assert spin_until(node, reset.service_is_ready, timeout=30.0)
 
     def clouds() -> int:

@@ -79,7 +79,7 @@ def test_depth_stream_stops_and_returns(ros_context, start_process) -> None:
     clouds, diags = [], []
     node.create_subscription(PointCloud2, '/fourd/points', clouds.append, 10)
     node.create_subscription(DiagnosticArray, '/diagnostics', diags.append, 10)
-    assert spin_until(node, lambda: cam.image.get_subscription_count() > 0, timeout=30.0)
+    assert spin_until(node, cam.connected, timeout=30.0)
     t0 = 20.0
 
     def send(frames: range, send_depth: bool) -> None:
@@ -139,7 +139,7 @@ def test_queries_racing_a_reset_and_an_eviction(ros_context, start_process) -> N
     node.create_subscription(PointCloud2, '/fourd/points', clouds.append, 10)
     query = node.create_client(QueryMotion, '/fourd/query_motion')
     reset = node.create_client(Trigger, '/fourd/reset')
-    assert spin_until(node, lambda: cam.image.get_subscription_count() > 0, timeout=30.0)
+    assert spin_until(node, cam.connected, timeout=30.0)
     assert spin_until(node, query.service_is_ready, timeout=30.0)
 
     def request(stamp) -> QueryMotion.Request:
@@ -200,7 +200,7 @@ def test_fuzzed_image_and_camera_info_fields(ros_context, start_process) -> None
     clouds: list[PointCloud2] = []
     node.create_subscription(PointCloud2, '/fourd/points', clouds.append, 10)
     traj = node.create_client(GetTrajectory, '/fourd/get_trajectory')
-    assert spin_until(node, lambda: cam.image.get_subscription_count() > 0, timeout=30.0)
+    assert spin_until(node, cam.connected, timeout=30.0)
     rng = np.random.default_rng(7)
     encodings = ['rgb8', 'bgr8', 'mono8', 'mono16', '16UC1', '32FC1', 'rgba8', 'bgra8', 'yuv422',
                  '', 'rgb8\x00', 'x' * 300]

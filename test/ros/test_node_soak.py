@@ -16,9 +16,11 @@ pytestmark = pytest.mark.ros
 
 
 def test_node_soak_stays_bounded(ros_context, start_process) -> None:
-    # small, so that the cache is full and evicts after about 60 frames: the rest of the run
-    # is the steady state (a cache still filling makes each frame a little dearer)
-    budget = 8.0
+    # the cache reaches its steady size (9.5 MiB at this resolution: it evicts by frame count
+    # from about frame 150) before the verdict's baseline at frame 200; a budget of 8 MiB made
+    # it evict by size too, and RSS then grew 1.8-10.7 MiB over the 600 frames in CI runs
+    # (allocator churn; 4.7-6.3 MiB at 16). The 3,000-frame soak grows 1.4 MiB after warm-up
+    budget = 16.0
     proc = start_process(*node_args('image_qos:=reliable', f'cache_budget_mb:={budget}',
                                     'diagnostics_period:=0.1', 'processing_width:=0'),
                          name='node')
@@ -31,7 +33,7 @@ def test_node_soak_stays_bounded(ros_context, start_process) -> None:
     # average that out (1.28 once in five runs)
     trace = soak.run(800, sample_every=25)
     figures = soak_figures(trace, budget)
-    print(figures, trace.processing_ms)
+    print(figures, trace.processing_ms, trace.rss_mb)
     # a frame whose cloud never comes was rejected: its depth image had not arrived 0.2 s
     # after it (logged; 0-0.6 % of frames here). The soak is about memory and time per frame
     assert trace.timeouts <= 0.01 * figures['frames'], figures

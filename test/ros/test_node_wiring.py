@@ -91,7 +91,7 @@ def test_input_loss_reported_in_diagnostics(ros_context, start_process) -> None:
     clouds, diags = [], []
     node.create_subscription(PointCloud2, '/fourd/points', clouds.append, 10)
     node.create_subscription(DiagnosticArray, '/diagnostics', diags.append, 10)
-    assert spin_until(node, lambda: cam.image.get_subscription_count() > 0, timeout=30.0)
+    assert spin_until(node, cam.connected, timeout=30.0)
     t0 = 50.0
     for i in range(12):  # no loss first
         cam.send(i, t0 + 0.1 * i)
