@@ -268,12 +268,13 @@ def query_load_lines(load: dict[str, Any]) -> list[str]:
              f"Frames processed per second: {load['fps_without_queries']:.2f} without "
              f"queries, {load['fps_with_queries']:.2f} with them (ratio "
              f"{load['fps_ratio']:.2f}).", '',
-             '| query size (pixels) | calls | unanswered | failed | '
-             'latency p50 / p95 / p99 (ms) |', '|---|---|---|---|---|']
+             '| query size (pixels) | calls | unanswered | answered after a re-send (lost once) '
+             '| failed | latency p50 / p95 / p99 (ms) |', '|---|---|---|---|---|---|']
     for key, q in load.items():
         if key.startswith('queries_'):
             lines.append(f"| {key.split('_', 1)[1]} | {q['calls']} | {q['unanswered']} | "
-                         f"{q['failed']} | {q['p50_ms']:.1f} / {q['p95_ms']:.1f} / "
+                         f"{q['resent']} | {q['failed']} | "
+                         f"{q['p50_ms']:.1f} / {q['p95_ms']:.1f} / "
                          f"{q['p99_ms']:.1f} |")
     return lines
 

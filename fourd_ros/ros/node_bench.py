@@ -127,7 +127,8 @@ def query_load(seconds: float, width: int = 320, height: int = 240,
     `seconds` without queries, then `seconds` with `~/query_motion` called at `rate_hz`
     (`sizes` pixels in turn, source = the newest cloud, `QueryLoad`), then up to `drain_s` for
     the backlog to be answered. Returns frames/s without and with the load, and per query size
-    the calls, unanswered and failed calls and latency p50/p95/p99 (call to answer, ms).
+    the calls, unanswered, re-sent (found lost) and failed calls and latency p50/p95/p99 (first
+    call to answer, ms).
     """
     with _probe('query-load', 'diagnostics_period:=0.5') as probe:
         load = QueryLoad(probe.node, '/fourd/query_motion', '/fourd/points', sizes, rate_hz,
@@ -147,7 +148,7 @@ def query_load(seconds: float, width: int = 320, height: int = 240,
             fps.append((probe.count('frames_processed') - start_n)
                        / (time.monotonic() - start_t))
         load.stop()
-        probe.spin(drain_s, lambda: load.pending() == 0, step=0.005)
+        probe.spin(drain_s, load.answered_all, step=0.005)
         result = load.result()
     out: dict[str, Any] = {'camera': f'{width}x{height} 30 Hz', 'query_rate_hz': rate_hz,
                            'fps_without_queries': fps[0], 'fps_with_queries': fps[1],
@@ -155,7 +156,8 @@ def query_load(seconds: float, width: int = 320, height: int = 240,
     for n in sizes:
         p50, p95, p99 = result.latency_ms[n]
         out[f'queries_{n}'] = {'calls': result.calls[n], 'unanswered': result.unanswered[n],
-                               'failed': result.failed[n], 'p50_ms': p50, 'p95_ms': p95,
+                               'resent': result.resent[n], 'failed': result.failed[n],
+                               'p50_ms': p50, 'p95_ms': p95,
                                'p99_ms': p99}
     return out
 

@@ -4,6 +4,8 @@
 calls the service once (sizes taken in turn, e.g. 100 and 10,000 pixels), with the newest
 cloud's stamp as the source (the frame the caller just saw) and the newest frame as target;
 it never waits for an answer before the next call, as a planner on its own timer would not.
+A call found lost (see `QueryLoad.resend_lost`) is sent once more, as a planner with a timeout
+would; the figures count those re-sends.
 Queries of more than `PACK_ABOVE` points use the packed fields (``points_packed``,
 ``packed_answer``), as the interface recommends for large queries.
 """
@@ -26,9 +28,11 @@ PACK_ABOVE = 1000
 @dataclass
 class _Call:
     size: int
-    sent: float
+    sent: float  # first send (monotonic s): a re-sent call's latency includes its loss
     future: object
     answered: float | None = None
+    answer: object = None  # the QueryMotion.Response of whichever send was answered first
+    resent: int = 0
 
 
 @dataclass
@@ -38,12 +42,14 @@ class QueryLoadResult:
     Attributes:
         calls: calls sent per query size.
         unanswered: calls without an answer (after the grace period), per size.
+        resent: calls answered only after they were sent again (found lost), per size.
         failed: answered with success false, per size.
         latency_ms: p50, p95, p99 of the answered calls' round trip per size, milliseconds.
     """
 
     calls: dict[int, int] = field(default_factory=dict)
     unanswered: dict[int, int] = field(default_factory=dict)
+    resent: dict[int, int] = field(default_factory=dict)
     failed: dict[int, int] = field(default_factory=dict)
     latency_ms: dict[int, tuple[float, float, float]] = field(default_factory=dict)
 
@@ -112,9 +118,43 @@ class QueryLoad:
         if not self._running or self._stamp is None or not self.client.service_is_ready():
             return
         n = self.sizes[len(self._calls) % len(self.sizes)]
-        call = _Call(n, time.monotonic(), self.client.call_async(self.request(n)))
-        call.future.add_done_callback(lambda _, c=call: setattr(c, 'answered', time.monotonic()))
+        call = _Call(n, time.monotonic(), None)
+        self._send(call)
         self._calls.append(call)
+
+    def _send(self, call: _Call) -> None:
+        call.future = self.client.call_async(self.request(call.size))
+        call.future.add_done_callback(lambda future, c=call: self._on_answer(c, future))
+
+    @staticmethod
+    def _on_answer(call: _Call, future) -> None:
+        if call.answered is None:
+            call.answered, call.answer = time.monotonic(), future.result()
+
+    def resend_lost(self, quiet_s: float = 5.0) -> int:
+        """Send again the calls that were lost; returns how many.
+
+        The node answers its queries one at a time in the order they arrive, so a call still
+        without an answer while a call sent after it was answered more than `quiet_s` ago never
+        reached the node or its answer never came back (Fast DDS loses a service sample on rare
+        occasions under load: ros2/rmw_fastrtps#616). Each call is sent again once at most.
+        """
+        now = time.monotonic()
+        resent = 0
+        first_later_answer = np.inf  # the earliest answer to a call sent after this one
+        for call in reversed(self._calls):
+            if call.answered is not None:
+                first_later_answer = min(first_later_answer, call.answered)
+            elif now - first_later_answer > quiet_s and not call.resent:
+                call.resent += 1
+                self._send(call)
+                resent += 1
+        return resent
+
+    def answered_all(self) -> bool:
+        """Every call has its answer (a spin condition: it re-sends lost calls first)."""
+        self.resend_lost()
+        return self.pending() == 0
 
     @property
     def sent(self) -> list[_Call]:
@@ -137,7 +177,8 @@ class QueryLoad:
             done = [c for c in calls if c.answered is not None]
             out.calls[n] = len(calls)
             out.unanswered[n] = len(calls) - len(done)
-            out.failed[n] = sum(not c.future.result().success for c in done)
+            out.resent[n] = sum(c.resent > 0 for c in done)
+            out.failed[n] = sum(not c.answer.success for c in done)
             ms = np.array([(c.answered - c.sent) * 1e3 for c in done])
             out.latency_ms[n] = (tuple(float(np.percentile(ms, q)) for q in (50, 95, 99))
                                  if ms.size else (float('nan'),) * 3)

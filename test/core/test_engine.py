@@ -237,22 +237,3 @@ def test_memory_and_cache_stay_bounded(clip) -> None:
         engine.process(frame)
         assert engine.cache.megabytes <= budget
     assert len(engine.cache) < len(order)
-
-
-def test_moving_query_pixels_next_to_a_segment_join_it() -> None:
-    # a segment (label 1) on a surface 2 m away whose right edge borders a surface 3 m away
-    h, w = 40, 60
-    labels = np.zeros((h, w), np.uint8)
-    labels[10:20, 10:20] = 1
-    labels[10:20, 29] = 1
-    depth = np.full((h, w), 2.0, np.float32)
-    depth[:, 30:] = 3.0
-    entry = CacheEntry(0.0, 0, np.eye(4), np.eye(3), {'depth': depth},
-                       np.zeros((h, w, 3), np.float32), np.ones((h, w), bool), 0)
-    # on the segment; 3 px from it on the same surface; 3 px from it on the far surface;
-    # 12 px from it
-    u, v = np.array([15, 22, 32, 15]), np.array([15, 15, 15, 32])
-    assert RgbdBackend()._attach_to_segments(labels, entry, u, v).tolist() == [1, 1, 0, 0]
-    # pixels the source did not flag as moving keep their own label
-    entry.dynamic_mask = np.zeros((h, w), bool)
-    assert RgbdBackend()._attach_to_segments(labels, entry, u, v).tolist() == [1, 0, 0, 0]

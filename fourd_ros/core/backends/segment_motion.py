@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 
 import cv2
 import numpy as np
+from scipy import ndimage
 from scipy.spatial.transform import Rotation
 
 from fourd_ros.core.backends.rgbd_odometry import OdometryConfig, RgbdOdometry
@@ -168,8 +169,9 @@ class _Pair:
 
 
 @dataclass
-class _Followed:
-    """A segment followed from frame to frame, at the newest frame (world, metres).
+class FollowedSegment:
+    """A moving segment followed from frame to frame, at the newest frame (world, metres): what
+    `SegmentMotionTracker` keeps of each object between frames to predict its next motion.
 
     Attributes:
         centroid: centroid of the segment's mask points, moved by its last motion (to match
@@ -196,15 +198,15 @@ class _Followed:
                          - R @ self.anchor)
 
     def moved(self, motion: np.ndarray, centroid: np.ndarray, fitted_centroid: np.ndarray,
-              history: int) -> _Followed:
+              history: int) -> FollowedSegment:
         """This segment after ``motion``; ``centroid`` is the mask's centroid it was matched
         by, ``fitted_centroid`` that of the points the motion was fitted to."""
         anchor = fitted_centroid if self.anchor is None else self.anchor
         moved_anchor = transform_points(motion, anchor[None])[0]
         rotvec = Rotation.from_matrix(motion[:3, :3]).as_rotvec()
-        return _Followed(transform_points(motion, centroid[None])[0], moved_anchor,
-                         [*self.rotvecs, rotvec][-history:],
-                         [*self.displacements, moved_anchor - anchor][-history:])
+        return FollowedSegment(transform_points(motion, centroid[None])[0], moved_anchor,
+                               [*self.rotvecs, rotvec][-history:],
+                               [*self.displacements, moved_anchor - anchor][-history:])
 
 
 class SegmentMotionTracker:
@@ -220,7 +222,7 @@ class SegmentMotionTracker:
 
     def reset(self) -> None:
         self._last: list[np.ndarray] = []
-        self._followed: list[_Followed] = []
+        self._followed: list[FollowedSegment] = []
         # the current frame's intensities and pyramid serve again as the previous frame's
         self._kept: tuple[RgbdView, np.ndarray, list] | None = None
 
@@ -255,7 +257,7 @@ class SegmentMotionTracker:
             pair = _Pair(prev, cur, _detail(prev.gray, cfg), _detail(cur.gray, cfg),
                          self._aligner)
         rng = np.random.default_rng(0)
-        followed: list[_Followed] = []
+        followed: list[FollowedSegment] = []
         for new_label, seg in enumerate(order, start=1):
             mask = labels == seg
             points, intensity = self._sample(pair, mask, rng)
@@ -317,13 +319,13 @@ class SegmentMotionTracker:
         T, _, _ = self._aligner.align_to(pair.cur_levels, pair.prev_levels, mask, T_init)
         return pair.cur.T_wc @ T @ invert_pose(pair.prev.T_wc)
 
-    def _match(self, centroid: np.ndarray) -> _Followed:
+    def _match(self, centroid: np.ndarray) -> FollowedSegment:
         """The followed segment nearest to ``centroid`` within the gate, else a new one."""
         if self._followed:
             gaps = [np.linalg.norm(f.centroid - centroid) for f in self._followed]
             if min(gaps) <= self.config.track_gate_m:
                 return self._followed[int(np.argmin(gaps))]
-        return _Followed(centroid)
+        return FollowedSegment(centroid)
 
     def _best_motion(self, pair: _Pair, mask: np.ndarray, points: np.ndarray,
                      intensity: np.ndarray, candidates: list[np.ndarray], scores: list[float],
@@ -423,6 +425,34 @@ class SegmentMotionTracker:
             np.stack([xs, ys], axis=1).astype(np.float32) + flow[ys, xs], pair.cur.depth,
             pair.cur.T_wc, self.K, rng, cfg.ransac_tol_abs, cfg.ransac_tol_rel,
             cfg.ransac_iters, cfg.ransac_min_inliers, cfg.min_pixels)
+
+
+def attach_to_segments(labels: np.ndarray, dynamic_mask: np.ndarray, depth: np.ndarray,
+                       iu: np.ndarray, iv: np.ndarray, max_px: float, depth_abs: float,
+                       depth_rel: float) -> np.ndarray:
+    """Segment label (0 = none) of each query pixel (columns `iu`, rows `iv`) of a frame.
+
+    `labels` are the frame's moving segments (H x W ints), `dynamic_mask` its moving pixels,
+    `depth` its depth (metres). A moving pixel just outside every segment (segments keep only
+    the pixels their motion explains well, and a fine texture may fail that on the object
+    itself) takes the label of the nearest segment pixel within `max_px` pixels when their
+    depths agree within max(depth_abs, depth_rel * depth): the same surface. Pixels not flagged
+    as moving keep their own label.
+    """
+    query_seg = labels[iv, iu]
+    loose = (query_seg == 0) & dynamic_mask[iv, iu]
+    if not loose.any() or not labels.any():
+        return query_seg
+    dist, (near_v, near_u) = ndimage.distance_transform_edt(labels == 0, return_indices=True)
+    lv, lu = iv[loose], iu[loose]
+    nv, nu = near_v[lv, lu], near_u[lv, lu]
+    z = depth[lv, lu]
+    with np.errstate(invalid='ignore'):
+        same = ((dist[lv, lu] <= max_px)
+                & (np.abs(depth[nv, nu] - z) <= np.maximum(depth_abs, depth_rel * z)))
+    query_seg = query_seg.copy()
+    query_seg[np.flatnonzero(loose)[same]] = labels[nv[same], nu[same]]
+    return query_seg
 
 
 def fit_rigid_to_flow(points: np.ndarray, pixels_next: np.ndarray, depth_next: np.ndarray,
