@@ -150,7 +150,8 @@ def test_bench_real_next_to_open3d(clip_dir: Path, tmp_path: Path) -> None:
     r = _load(out)
     assert r['real_frames'] == 12 and r['open3d_failures'] <= 2
     assert r['real_over_open3d_fps'] == pytest.approx(r['real_process_fps'] / r['open3d_fps'])
-    assert r['real_ate_m'] < 0.01 and math.isfinite(r['open3d_ate_m'])
+    print(f"bench real ATE {r['real_ate_m'] * 1e3:.3f} mm")
+    assert r['real_ate_m'] < 0.0066 and math.isfinite(r['open3d_ate_m'])  # measured 5.28 mm
     assert main(['bench', '--open3d', '--frames', '12']) == 2  # needs --real
 
 

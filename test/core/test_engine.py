@@ -57,7 +57,7 @@ def test_cache_never_exceeds_its_budget() -> None:
 def test_static_scene_pose_and_background(clip) -> None:
     engine = run(clip)
     T = np.array([T for _, T in engine.trajectory()])
-    assert ate(T, clip.T_wc, align='se3')['ate_m'] < 0.01
+    ate_m = ate(T, clip.T_wc, align='se3')['ate_m']
     # static background pixels of frame 5 stay still in the world frame at frame 15
     i, j = 5, 15
     static = ~clip.dynamic_mask(i)
@@ -66,10 +66,17 @@ def test_static_scene_pose_and_background(clip) -> None:
     pixels = np.stack([u[pick], v[pick]], axis=1).astype(float)
     result = engine.query_pixels(clip.stamps[i], pixels, clip.stamps[j])
     ok = result.status != PointStatus.INVALID
-    assert ok.mean() > 0.9
-    assert np.nanmedian(np.linalg.norm(result.displacements[ok], axis=1)) < 1e-3
+    moved = np.nanmedian(np.linalg.norm(result.displacements[ok], axis=1))
     gt = clip.points_world(i)[v[pick], u[pick]]
-    assert np.nanmedian(np.linalg.norm(result.positions[ok] - gt[ok], axis=1)) < 0.02
+    placed = np.nanmedian(np.linalg.norm(result.positions[ok] - gt[ok], axis=1))
+    print(f'static scene: ATE {ate_m * 1e3:.3f} mm, answered {ok.mean():.3f}, background '
+          f'moved {moved * 1e3:.4f} mm, placed {placed * 1e3:.3f} mm off')
+    # measured (deterministic): ATE 0.89 mm, every point answered, the background exactly
+    # still, placed 1.02 mm off; floors 25 % beyond
+    assert ate_m < 0.0011
+    assert ok.mean() > 0.95
+    assert moved < 1e-6
+    assert placed < 0.0013
 
 
 def test_moving_points_follow_ground_truth(clip) -> None:
@@ -83,8 +90,9 @@ def test_moving_points_follow_ground_truth(clip) -> None:
                                  clip.stamps[j])
     err = np.linalg.norm(result.positions - P[v, u], axis=1)
     moved = np.linalg.norm(P[v, u] - clip.points_world(i)[v, u], axis=1)
+    print(f'moving points: error {np.nanmedian(err) / np.median(moved):.3f} x moved')
     assert np.median(moved) > 0.05  # they really move
-    assert np.nanmedian(err) < 0.5 * np.median(moved)
+    assert np.nanmedian(err) < 0.0065 * np.median(moved)  # measured 0.005
 
 
 def test_query_statuses_and_limits(clip) -> None:
@@ -116,7 +124,8 @@ def test_tracks_have_persistent_ids(clip) -> None:
     engine.process(clip.frame(6))
     second = engine.track_snapshot()
     common = np.intersect1d(first.ids, second.ids)
-    assert len(common) > 0.5 * len(first.ids)
+    print(f'tracks kept: {len(common) / len(first.ids):.3f}')
+    assert len(common) > 0.95 * len(first.ids)  # measured: all of them
     assert len(np.unique(second.ids)) == len(second.ids)
     assert set(np.unique(second.status)) <= {s.value for s in TrackStatus}
 
@@ -185,7 +194,8 @@ def test_concurrent_queries_on_moving_segments_agree(clip) -> None:
         return engine.query_pixels(clip.stamps[2], pixels, clip.stamps[8])
 
     reference = ask()
-    assert (reference.status == PointStatus.VALID).mean() > 0.5
+    print(f'concurrent VALID {(reference.status == PointStatus.VALID).mean():.3f}')
+    assert (reference.status == PointStatus.VALID).mean() > 0.8  # measured 0.99
     answers, errors = [], []
 
     def worker() -> None:

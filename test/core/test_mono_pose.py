@@ -47,8 +47,11 @@ def test_landmarks_track_the_camera_and_triangulation_removes_seed_noise(static_
         velocity = invert_pose(T_prev) @ T if i else np.eye(4)
         T_prev = T
     travelled = np.linalg.norm((T0_inv @ clip.T_wc[-1])[:3, 3])
-    assert travelled > 0.8 and max(errors) < 0.06 * travelled
-    assert max(errors[5:]) - errors[4] < 0.03, 'the pose drifts after the landmarks settle'
+    print(f'mono pose: max error {max(errors) / travelled:.4f} x travelled, drift '
+          f'{(max(errors[5:]) - errors[4]) * 1e2:.2f} cm')
+    # measured 0.0454 x travelled and 2.03 cm drift; floors 25 % above
+    assert travelled > 0.8 and max(errors) < 0.057 * travelled
+    assert max(errors[5:]) - errors[4] < 0.025, 'the pose drifts after the landmarks settle'
 
     tri = tracker._angle > 0
     assert tri.sum() >= 30, 'no landmark gathered enough parallax to be triangulated'
@@ -57,4 +60,5 @@ def test_landmarks_track_the_camera_and_triangulation_removes_seed_noise(static_
     true_pts = transform_points(T, unproject_depth(clip.depth[-1], clip.K))
     ij = np.round(tracker.pixels[tri]).astype(int)
     err = np.linalg.norm(tracker.points[tri] - true_pts[ij[:, 1], ij[:, 0]], axis=1)
-    assert np.median(err) < 0.5 * np.median(seeded_err)
+    print(f'landmarks: {np.median(err) / np.median(seeded_err):.3f} x seeded error')
+    assert np.median(err) < 0.28 * np.median(seeded_err)  # measured 0.221

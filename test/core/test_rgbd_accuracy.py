@@ -56,8 +56,8 @@ def test_seven_scenes_pose_and_query_accuracy() -> None:
 
 # seed, source frame, then the median errors (cm) measured for static and moving points out of
 # view (the floors are 25 % above)
-@pytest.mark.parametrize('seed, source, static_cm, moving_cm', [(2, 18, 0.20, 0.32),
-                                                               (8, 22, 0.77, 0.75)])
+@pytest.mark.parametrize('seed, source, static_cm, moving_cm',
+                         [(2, 18, 0.20, 0.32), (8, 22, 0.77, 0.75)])
 def test_points_leaving_the_view_keep_their_positions(seed: int, source: int, static_cm: float,
                                                       moving_cm: float) -> None:
     """Query every pixel of a frame 10 frames later, where a moving object has partly left the

@@ -53,32 +53,45 @@ def test_tracks_synthetic_clip(static_clip: SyntheticClip) -> None:
         assert T.shape == (4, 4) and T.dtype == np.float64
         np.testing.assert_allclose(T[:3, :3] @ T[:3, :3].T, np.eye(3), atol=1e-9)
         np.testing.assert_allclose(T[3], [0, 0, 0, 1])
-    assert ate(T_est, static_clip.T_wc, align='se3')['ate_m'] < 0.01
+    ate_m = ate(T_est, static_clip.T_wc, align='se3')['ate_m']
+    print(f'odometry static: ATE {ate_m * 1e3:.3f} mm')
+    assert ate_m < 0.00024  # measured 0.19 mm (deterministic), as the other floors here
     # metric: the estimated path has the true length (translation scale ~1)
     path_est = np.linalg.norm(np.diff(T_est[:, :3, 3], axis=0), axis=1).sum()
     path_gt = np.linalg.norm(np.diff(static_clip.T_wc[:, :3, 3], axis=0), axis=1).sum()
     assert path_gt > 0.2
-    assert path_est / path_gt == pytest.approx(1.0, abs=0.03)
-    assert ate(T_est, static_clip.T_wc, align='sim3')['scale'] == pytest.approx(1.0, abs=0.03)
+    sim3_scale = ate(T_est, static_clip.T_wc, align='sim3')['scale']
+    print(f'odometry path ratio {path_est / path_gt:.5f}, sim3 scale {sim3_scale:.5f}, '
+          f'inliers min {min(r.num_inliers for r in results[1:])}, rmse max '
+          f'{max(r.rmse_m for r in results[1:]) * 1e3:.3f} mm')
+    # measured: 1.00007, 0.99949, at least 3306 inliers, RMSE at most 0.225 mm
+    assert path_est / path_gt == pytest.approx(1.0, abs=0.001)
+    assert sim3_scale == pytest.approx(1.0, abs=0.001)
     for r in results[1:]:
-        assert r.num_inliers > 1000
-        assert 0.0 <= r.rmse_m < 0.005
+        assert r.num_inliers > 2600
+        assert 0.0 <= r.rmse_m < 0.0003
 
 
-@pytest.mark.parametrize('use_mask', [True, False])
-def test_tracks_with_moving_objects(dynamic_clip: SyntheticClip, use_mask: bool) -> None:
+# measured ATE 0.46 mm with the moving objects masked, 3.82 mm without: floors 25 % above
+@pytest.mark.parametrize('use_mask, ate_floor_m', [(True, 0.00058), (False, 0.0048)])
+def test_tracks_with_moving_objects(dynamic_clip: SyntheticClip, use_mask: bool,
+                                    ate_floor_m: float) -> None:
     moving = np.mean([dynamic_clip.dynamic_mask(i).mean() for i in range(len(dynamic_clip))])
     assert moving > 0.1  # the objects do cover a good part of the image
     T_est, results = _run(dynamic_clip, use_mask=use_mask)
     assert all(r.ok for r in results)
-    assert ate(T_est, dynamic_clip.T_wc, align='se3')['ate_m'] < 0.01
+    ate_m = ate(T_est, dynamic_clip.T_wc, align='se3')['ate_m']
+    print(f'odometry moving objects (mask {use_mask}): ATE {ate_m * 1e3:.3f} mm')
+    assert ate_m < ate_floor_m
 
 
 def test_depth_only_tracking(static_clip: SyntheticClip) -> None:
     odo = RgbdOdometry(static_clip.K, static_clip.width, static_clip.height)
     T_est = np.array([odo.track(None, static_clip.depth[i]).T_wc
                       for i in range(len(static_clip))])
-    assert ate(T_est, static_clip.T_wc, align='se3')['ate_m'] < 0.01
+    ate_m = ate(T_est, static_clip.T_wc, align='se3')['ate_m']
+    print(f'odometry depth only: ATE {ate_m * 1e3:.3f} mm')
+    assert ate_m < 0.00024  # measured 0.19 mm
 
 
 def test_frame_without_depth_is_not_ok(static_clip: SyntheticClip) -> None:
@@ -94,7 +107,9 @@ def test_frame_without_depth_is_not_ok(static_clip: SyntheticClip) -> None:
     # tracking resumes on the next good frame
     res = odo.track(_gray(clip.rgb[8]), clip.depth[8])
     assert res.ok
-    assert np.linalg.norm(res.T_wc[:3, 3] - clip.T_wc[8][:3, 3]) < 0.02
+    resumed = np.linalg.norm(res.T_wc[:3, 3] - clip.T_wc[8][:3, 3])
+    print(f'odometry resumed {resumed * 1e3:.3f} mm off')
+    assert resumed < 0.001  # measured 0.78 mm
 
 
 def test_first_frame_without_depth() -> None:
@@ -119,7 +134,9 @@ def test_reset_restarts_at_identity(static_clip: SyntheticClip) -> None:
     # and tracks from there, relative to frame 5
     res = odo.track(_gray(clip.rgb[6]), clip.depth[6])
     T_rel = invert_pose(clip.T_wc[5]) @ clip.T_wc[6]
-    np.testing.assert_allclose(res.T_wc[:3, 3], T_rel[:3, 3], atol=0.005)
+    after_reset = np.abs(res.T_wc[:3, 3] - T_rel[:3, 3]).max()
+    print(f'odometry after reset {after_reset * 1e3:.3f} mm')
+    assert after_reset < 0.00008  # measured 0.062 mm
 
 
 def test_rejects_wrong_sizes(static_clip: SyntheticClip) -> None:
@@ -156,4 +173,6 @@ def test_seven_scenes_first_100_frames() -> None:
         T_est.append(res.T_wc)
         T_gt.append(frame.T_wc_gt)
     assert len(T_est) == 100
-    assert ate(np.array(T_est), np.array(T_gt), align='se3')['ate_m'] < 0.035
+    ate_m = ate(np.array(T_est), np.array(T_gt), align='se3')['ate_m']
+    print(f'odometry 7-Scenes 100 frames: ATE {ate_m * 1e2:.3f} cm')
+    assert ate_m < 0.010  # measured 0.81 cm

@@ -42,7 +42,9 @@ def test_prior_moves_moving_objects_and_leaves_static_points_at_zero() -> None:
     size = np.linalg.norm(truth[moving], axis=1)
     # measured: median error 0.22 x the median motion (56 % of the moving points found, the
     # rest left at zero), 99.2 % of the static points exactly zero
-    assert np.median(err) < 0.4 * np.median(size)
+    print(f'scene flow prior: {np.median(err) / np.median(size):.3f} x motion, static zero '
+          f'{(np.linalg.norm(prior[static], axis=1) == 0).mean():.4f}')
+    assert np.median(err) < 0.27 * np.median(size)
     assert (np.linalg.norm(prior[static], axis=1) == 0).mean() > 0.97
 
 

@@ -65,8 +65,10 @@ def test_moving_segments_get_their_rigid_motion(clip) -> None:
             assert clip.moving[obj]
             # the background taken in by the dilated mask is dropped from the segment
             purity = np.mean(clip.instance[i][labelled] == obj)
+            print(f'segment {i}/{k}: purity {purity:.4f}, median error '
+                  f'{np.median(err):.3f} px')
             assert purity > 0.97, (i, k, purity)
-            assert np.median(err) < 0.5, (i, k, np.median(err))
+            assert np.median(err) < 0.075, (i, k, np.median(err))  # measured <= 0.060 px
             checked += 1
     assert checked >= 6
 
@@ -87,7 +89,8 @@ def test_static_segment_is_left_alone_and_rigid_flow_is_exact(clip) -> None:
         labelled = segments.labels == k
         if np.isfinite(segments.motions[k]).all() and labelled.sum() > 100:
             err, obj = _pixel_errors(clip, i, labelled, segments.motions[k].astype(np.float64))
-            assert np.median(err) < 0.5
+            print(f'static-patch test segment {k}: median error {np.median(err):.3f} px')
+            assert np.median(err) < 0.05  # measured 0.038 px
             seen.add(obj)
     assert not segments.labels[patch].any()
     assert len(seen) >= 1  # slow ones may be taken for static (then they keep their flow)
@@ -105,7 +108,8 @@ def test_static_segment_is_left_alone_and_rigid_flow_is_exact(clip) -> None:
                                       X[sel])
     gt, _ = project(transform_points(invert_pose(cur.T_wc), moved), clip.K)
     err = np.linalg.norm(np.stack([xs, ys], axis=1) + flow[ys, xs] - gt, axis=1)
-    assert np.median(err) < 0.5
+    print(f'rigid flow median error {np.median(err):.3f} px')
+    assert np.median(err) < 0.05  # measured 0.038 px
 
 
 def test_motion_across_a_gap_is_refined_from_a_rough_start(clip) -> None:
@@ -129,8 +133,10 @@ def test_motion_across_a_gap_is_refined_from_a_rough_start(clip) -> None:
         est, _ = project(transform_points(T_cw @ M, X), clip.K)
         rough, _ = project(transform_points(T_cw @ off @ M_gt, X), clip.K)
         gt, _ = project(transform_points(T_cw @ M_gt, X), clip.K)
+        refined = np.median(np.linalg.norm(est - gt, axis=1))
+        print(f'refined across the gap: {refined:.3f} px')
         assert np.median(np.linalg.norm(rough - gt, axis=1)) > 2.0
-        assert np.median(np.linalg.norm(est - gt, axis=1)) < 0.5
+        assert refined < 0.1  # measured 0.082 px
         return
     pytest.fail('no large moving object in the clip')
 
@@ -155,10 +161,13 @@ def test_constant_velocity_prior_ignores_a_few_aliased_motions() -> None:
     prior = followed.prior(min_history=3)
     assert prior is not None
     error = Rotation.from_matrix(prior[:3, :3]).as_rotvec() - true_rotvec
-    assert np.rad2deg(np.linalg.norm(error)) < 0.3
+    print(f'prior rotation error {np.rad2deg(np.linalg.norm(error)):.4f} deg')
+    assert np.rad2deg(np.linalg.norm(error)) < 0.01  # measured 0.0000
     # the prior moves the centre like the next true motion
     c = centre + 7 * velocity
-    assert np.linalg.norm(transform_points(prior, c[None])[0] - (c + velocity)) < 0.003
+    centre_err = np.linalg.norm(transform_points(prior, c[None])[0] - (c + velocity))
+    print(f'prior centre error {centre_err * 1e3:.4f} mm')
+    assert centre_err < 0.00032  # measured 0.25 mm
     assert FollowedSegment(centre).prior(min_history=3) is None
 
 

@@ -140,10 +140,12 @@ def test_outputs_follow_ground_truth(ros_context, start_process, clip) -> None:
     T_align = ref[0] @ invert_pose(est[0])
     err = [np.linalg.norm((T_align @ e)[:3, 3] - r[:3, 3]) for e, r in zip(est, ref)]
     ate = float(np.sqrt(np.mean(np.square(err))))
-    # floors near the measured level (8 runs: ATE 0.5-2.5 mm, VALID 96-100 % of the visible
-    # query points, median query error 0.3-1.6 mm)
-    assert ate < 0.004, (f'camera path {ate * 1e3:.2f} mm RMSE from the ground truth; errors '
-                         f'per frame (mm): {np.round(np.array(err) * 1e3, 1).tolist()}')
+    print(f'node camera ATE {ate * 1e3:.2f} mm')
+    # the frames the node gets vary with the machine's timing: 34 runs gave ATE 0.5-2.8 mm and
+    # one more failed a 3.1 mm floor; VALID 96-100 % of the visible query points, median query
+    # error 0.4-1.7 mm. Floors about 25 % beyond the worst
+    assert ate < 0.004, (f'camera path {ate * 1e3:.2f} mm RMSE from the ground truth; '
+                          f'errors per frame (mm): {np.round(np.array(err) * 1e3, 1).tolist()}')
 
     # query: pixels of the frame 10 frames back, at the latest frame
     clouds = rec.msgs['/fourd/points']
@@ -171,7 +173,7 @@ def test_outputs_follow_ground_truth(ros_context, start_process, clip) -> None:
     print(f'node figures: camera ATE {ate * 1e3:.2f} mm, VALID '
           f'{ok.sum() / visible[v, u].sum():.0%} of the visible query points, median query '
           f'error {np.median(err) * 1e3:.1f} mm')
-    assert np.median(err) < 0.003, f'median query error {np.median(err) * 1e3:.1f} mm'
+    assert np.median(err) < 0.0022, f'median query error {np.median(err) * 1e3:.1f} mm'
 
     # trajectory service
     traj = call(node, node.create_client(GetTrajectory, '/fourd/get_trajectory'),
@@ -232,5 +234,7 @@ def test_camera_extrinsics_from_tf_static(ros_context, start_process) -> None:
     assert np.allclose(conv.pose_to_matrix(traj.path.poses[0].pose), np.eye(4), atol=1e-6)
     T_align = ref[0] @ invert_pose(cams[0])
     err = [np.linalg.norm((T_align @ c)[:3, 3] - r[:3, 3]) for c, r in zip(cams, ref)]
-    assert float(np.sqrt(np.mean(np.square(err)))) < 0.03
+    rmse = float(np.sqrt(np.mean(np.square(err))))
+    print(f'camera path through the TF extrinsics: {rmse * 1e3:.2f} mm RMSE')
+    assert rmse < 0.03
     node.destroy_node()

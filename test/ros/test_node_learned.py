@@ -82,8 +82,8 @@ def test_learned_node_on_a_monocular_camera(ros_context, start_process, clip) ->
     ok = visible[v, u].ravel() & (status == QueryMotion.Response.VALID)
     print(f'learned node query: {ok.sum()} of {visible[v, u].sum()} GT-visible points VALID')
     # measured: 23-50 % of the GT-visible points VALID (the rest OCCLUDED / OUT_OF_VIEW by the
-    # model's noisy depth); the rgbd backend's test asks for 50 %
-    assert ok.sum() > 0.15 * visible[v, u].sum()
+    # model's noisy depth); the floor is 80 % of the lowest
+    assert ok.sum() > 0.18 * visible[v, u].sum()
     # the node's answer in the source camera's frame (through the node's own source pose),
     # scaled by the median depth ratio of the source frame, then through the GT source pose
     traj = call(node, node.create_client(GetTrajectory, '/fourd/get_trajectory'),
