@@ -236,5 +236,6 @@ def test_camera_extrinsics_from_tf_static(ros_context, start_process) -> None:
     err = [np.linalg.norm((T_align @ c)[:3, 3] - r[:3, 3]) for c, r in zip(cams, ref)]
     rmse = float(np.sqrt(np.mean(np.square(err))))
     print(f'camera path through the TF extrinsics: {rmse * 1e3:.2f} mm RMSE')
-    assert rmse < 0.03
+    # measured 0.6-1.4 mm in 6 runs; the same scene as the test above (up to 2.8 mm there)
+    assert rmse < 0.004
     node.destroy_node()

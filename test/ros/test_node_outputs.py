@@ -108,7 +108,7 @@ def test_outputs_and_services_value_by_value(ros_context, start_process) -> None
     rel, rel_gt = invert_pose(T_first) @ T_last, cam.clip.T_wc[5]
     rel_err = np.linalg.norm(rel[:3, 3] - rel_gt[:3, 3])
     print(f'relative pose 0 -> 5: {rel_err * 1e3:.3f} mm off')
-    assert rel_err < 2e-3
+    assert rel_err < 1.2e-3  # measured 0.93 mm in 6 runs (the same six frames each time)
 
     # diagnostics: the documented keys, no more, no fewer
     assert set(diagnostics_values(msgs['/diagnostics'])) == DIAGNOSTIC_KEYS
