@@ -145,7 +145,7 @@ def test_outputs_follow_ground_truth(ros_context, start_process, clip) -> None:
     # one more failed a 3.1 mm floor; VALID 96-100 % of the visible query points, median query
     # error 0.4-1.7 mm. Floors about 25 % beyond the worst
     assert ate < 0.004, (f'camera path {ate * 1e3:.2f} mm RMSE from the ground truth; '
-                          f'errors per frame (mm): {np.round(np.array(err) * 1e3, 1).tolist()}')
+                         f'errors per frame (mm): {np.round(np.array(err) * 1e3, 1).tolist()}')
 
     # query: pixels of the frame 10 frames back, at the latest frame
     clouds = rec.msgs['/fourd/points']

@@ -81,8 +81,8 @@ def test_learned_node_on_a_monocular_camera(ros_context, start_process, clip) ->
     P, visible = clip.points_at(i, j)
     ok = visible[v, u].ravel() & (status == QueryMotion.Response.VALID)
     print(f'learned node query: {ok.sum()} of {visible[v, u].sum()} GT-visible points VALID')
-    # measured: 23-50 % of the GT-visible points VALID (the rest OCCLUDED / OUT_OF_VIEW by the
-    # model's noisy depth); the floor is 80 % of the lowest
+    # measured: 23-93 % of the GT-visible points VALID (the rest OCCLUDED / OUT_OF_VIEW by the
+    # model's noisy depth; docs/measurements.md); the floor is 80 % of the lowest
     assert ok.sum() > 0.18 * visible[v, u].sum()
     # the node's answer in the source camera's frame (through the node's own source pose),
     # scaled by the median depth ratio of the source frame, then through the GT source pose

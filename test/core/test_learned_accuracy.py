@@ -1,0 +1,47 @@
+"""Accuracy of the learned (monocular) backend with the shipped checkpoint, end to end, on
+inputs it was never trained or tuned on: held-out synthetic seeds 100-103 and the real 7-Scenes
+sample (the figures in docs/measurements.md). Floors are 25 % beyond the measured figures, so a
+regression fails; issue 10's targets are not met yet (AbsRel 0.20 on 7-Scenes)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from fourd_ros.core.data.clip_format import write_clip
+from fourd_ros.core.data.synthetic import SceneConfig, generate_clip
+from fourd_ros.core.eval.evaluate import evaluate
+from shared_data import SEVEN_SCENES, needs_7scenes
+
+# held-out seed: depth AbsRel (median-scaled) and camera ATE after a Sim(3) alignment (m)
+HELD_OUT = {100: (0.198, 0.015), 101: (0.540, 0.037), 102: (0.229, 0.040), 103: (0.115, 0.026)}
+
+
+def report(name: str, metrics: dict) -> None:
+    print(f"{name}: depth AbsRel {metrics['depth_absrel']:.3f} (constant depth "
+          f"{metrics['baseline_const_depth_absrel']:.3f}), ATE Sim(3) "
+          f"{metrics['ate_sim3_m'] * 100:.2f} cm")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize('seed', sorted(HELD_OUT))
+def test_held_out_synthetic_seeds(tmp_path: Path, seed: int) -> None:
+    clip = generate_clip(SceneConfig(frames=48, width=256, height=192, seed=seed, fps=30.0))
+    write_clip(clip, tmp_path / 'clip')
+    metrics = evaluate('learned', tmp_path / 'clip', width=0, device='cpu',
+                       progress=False).metrics
+    report(f'seed {seed}', metrics)
+    absrel, ate = HELD_OUT[seed]
+    assert metrics['depth_absrel'] < 1.25 * absrel
+    assert metrics['ate_sim3_m'] < 1.25 * ate
+
+
+@pytest.mark.slow
+@needs_7scenes
+def test_seven_scenes() -> None:
+    metrics = evaluate('learned', SEVEN_SCENES, device='cpu', progress=False).metrics
+    report('7-Scenes', metrics)
+    # measured 0.287 and 3.90 cm
+    assert metrics['depth_absrel'] < 1.25 * 0.287
+    assert metrics['ate_sim3_m'] < 1.25 * 0.039
