@@ -53,7 +53,7 @@ def test_landmarks_track_the_camera_and_triangulation_removes_seed_noise(static_
     assert travelled > 0.8 and max(errors) < 0.057 * travelled
     assert max(errors[5:]) - errors[4] < 0.025, 'the pose drifts after the landmarks settle'
 
-    tri = tracker._angle > 0
+    tri = tracker.triangulated
     assert tri.sum() >= 30, 'no landmark gathered enough parallax to be triangulated'
     # landmark error against the true surface point seen at its current pixel
     T = T_prev

@@ -104,6 +104,12 @@ class LandmarkTracker:
     def __len__(self) -> int:
         return len(self.points)
 
+    @property
+    def triangulated(self) -> np.ndarray:
+        """Per landmark: re-triangulated from the camera's motion (True), or still at the depth
+        it was seeded with."""
+        return self._angle > 0
+
     def track(self, gray: np.ndarray, K: np.ndarray, T_guess: np.ndarray) -> PoseEstimate:
         """Pose (4x4 camera-to-world) of the frame `gray` (H x W uint8) with intrinsics `K`,
         starting from `T_guess` (returned when tracking fails)."""
