@@ -116,7 +116,8 @@ def node_latency(width: int, height: int, rate: float, seconds: float,
             'processed': int(d.get('frames_processed', 0)),
             'latency_ms_p50': lat, 'latency_ms_p95': float(d.get('latency_ms_p95', 'nan')),
             'processing_ms_p50': float(d.get('processing_ms_p50', 'nan')),
-            'frame_ms_p50': frame, 'latency_over_processing_p50': lat / frame}
+            'frame_ms_p50': frame,
+            'latency_over_processing_p50': lat / frame if frame > 0 else float('nan')}
 
 
 def query_load(seconds: float, width: int = 320, height: int = 240,

@@ -73,7 +73,8 @@ class NodeSoak:
         self.pub_info = node.create_publisher(CameraInfo, '/camera/camera_info', RELIABLE)
         self._last_cloud = None
         self._diag: dict[str, str] = {}
-        node.create_subscription(PointCloud2, f'{node_name}/points', self._on_cloud, RELIABLE)
+        self._clouds = node.create_subscription(PointCloud2, f'{node_name}/points',
+                                                self._on_cloud, RELIABLE)
         node.create_subscription(DiagnosticArray, '/diagnostics', self._on_diag, 10)
 
     def _on_cloud(self, msg: PointCloud2) -> None:
@@ -113,8 +114,11 @@ class NodeSoak:
             progress=None) -> SoakTrace:
         """Send `frames` frames, one after the other's cloud; returns the samples."""
         trace = SoakTrace()
-        assert self._spin_until(lambda: self.pub_image.get_subscription_count() > 0, 60.0), \
-            'the node never subscribed to /camera/image_raw'
+        # every topic matched both ways: a frame sent before would be lost on one of them
+        pubs = (self.pub_image, self.pub_depth, self.pub_info)
+        assert self._spin_until(lambda: all(p.get_subscription_count() > 0 for p in pubs)
+                                and self._clouds.get_publisher_count() > 0, 60.0), \
+            "the node never matched the camera's topics and its cloud topic"
         t0 = 1000.0
         for k in range(frames):
             stamp = t0 + k / 30.0

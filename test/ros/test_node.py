@@ -66,11 +66,16 @@ class Recorder:
         return pairs
 
 
-def call(node, client, request, timeout: float = 20.0):
+def call(node, client, request, timeout: float = 20.0, attempts: int = 2):
+    """The answer to `request`; a call without an answer after `timeout` s is sent again (Fast
+    DDS loses a service sample on rare occasions; every service these tests call is
+    idempotent)."""
     assert spin_until(node, client.service_is_ready, timeout=30.0), 'service never appeared'
-    future = client.call_async(request)
-    assert spin_until(node, future.done, timeout=timeout), 'service call timed out'
-    return future.result()
+    for _ in range(attempts):
+        future = client.call_async(request)
+        if spin_until(node, future.done, timeout=timeout):
+            return future.result()
+    raise AssertionError(f'service call timed out {attempts} times')
 
 
 def clip_index(clip, T_map_cam: np.ndarray) -> int:
@@ -147,8 +152,10 @@ def test_outputs_follow_ground_truth(ros_context, start_process, clip) -> None:
     assert ate < 0.004, (f'camera path {ate * 1e3:.2f} mm RMSE from the ground truth; '
                          f'errors per frame (mm): {np.round(np.array(err) * 1e3, 1).tolist()}')
 
-    # query: pixels of the frame 10 frames back, at the latest frame
-    clouds = rec.msgs['/fourd/points']
+    # query: pixels of the frame 10 frames back, at the latest frame whose ground-truth pose
+    # has arrived (under load the GT topic can lag behind the clouds)
+    clouds = [m for m in rec.msgs['/fourd/points'] if conv.stamp_to_sec(m.header.stamp) in gt]
+    assert len(clouds) >= 11
     source_stamp = clouds[-11].header.stamp
     client = node.create_client(QueryMotion, '/fourd/query_motion')
     request = QueryMotion.Request(query_type=QueryMotion.Request.QUERY_PIXEL,

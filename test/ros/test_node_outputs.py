@@ -79,7 +79,17 @@ def test_outputs_and_services_value_by_value(ros_context, start_process) -> None
         send(i, t0 + 0.1 * i, depth=mm, depth_encoding='16UC1')
     cloud = conv.cloud_to_array(msgs['/fourd/points'][-1])
     assert np.allclose(cloud['z'], np.round(cam.clip.depth[5] * 1000) / 1000, atol=1.5e-3)
-    spin_until(node, lambda: False, timeout=0.5)
+    # the frame's path, odometry and TF arrive on their own topics, in no set order
+    last = msgs['/fourd/points'][-1].header.stamp
+
+    def odom_tf() -> list:
+        return [t for m in msgs.get('/tf', []) for t in m.transforms
+                if (t.header.frame_id, t.child_frame_id) == ('odom', 'camera_link')]
+
+    assert spin_until(node, lambda: msgs.get('/fourd/path') and msgs.get('/fourd/odom')
+                      and len(msgs['/fourd/path'][-1].poses) == 6
+                      and msgs['/fourd/odom'][-1].header.stamp == last
+                      and odom_tf() and odom_tf()[-1].header.stamp == last, timeout=10.0)
 
     # ~/path: one pose per frame, odom frame; ~/odom: base frame pose, its last path pose
     path = msgs['/fourd/path'][-1]
@@ -92,10 +102,8 @@ def test_outputs_and_services_value_by_value(ros_context, start_process) -> None
     # /tf_static = the REP-103 optical rotation; all stamped with the image
     tf = {(t.header.frame_id, t.child_frame_id): t for m in msgs['/tf'] for t in m.transforms}
     assert np.allclose(conv.transform_to_matrix(tf[('map', 'odom')].transform), np.eye(4))
-    odom_tf = [t for m in msgs['/tf'] for t in m.transforms
-               if (t.header.frame_id, t.child_frame_id) == ('odom', 'camera_link')]
-    assert odom_tf[-1].header.stamp == odom.header.stamp
-    assert np.allclose(conv.transform_to_matrix(odom_tf[-1].transform),
+    assert odom_tf()[-1].header.stamp == odom.header.stamp
+    assert np.allclose(conv.transform_to_matrix(odom_tf()[-1].transform),
                        conv.pose_to_matrix(odom.pose.pose), atol=1e-6)
     static = [t for m in msgs['/tf_static'] for t in m.transforms]
     assert [(t.header.frame_id, t.child_frame_id) for t in static][-1] == \
@@ -126,7 +134,14 @@ def test_outputs_and_services_value_by_value(ros_context, start_process) -> None
         spin_until(node, lambda: False, timeout=0.03)
     assert spin_until(node, lambda: all(f.done() for f in futures), timeout=20.0)
     assert all(f.result().success for f in futures)
-    spin_until(node, lambda: False, timeout=1.5)  # the queue drains
+
+    def idle() -> bool:
+        """Every frame received has been processed, rejected or replaced by a newer one."""
+        v = diagnostics_values(msgs['/diagnostics'])
+        return int(v['frames_received']) >= 18 and int(v['frames_processed']) + int(
+            v['rejected_frames']) + int(v['dropped_frames']) == int(v['frames_received'])
+
+    assert spin_until(node, idle, timeout=30.0), diagnostics_values(msgs['/diagnostics'])
     response = reset.call_async(Trigger.Request())
     assert spin_until(node, response.done, timeout=10.0) and response.result().success
     assert late_map(ros_context).width == 0

@@ -87,27 +87,32 @@ def test_depth_stream_stops_and_returns(ros_context, start_process) -> None:
             cam.send(i, t0 + 0.1 * i, send_depth=send_depth)
             spin_until(node, lambda: False, timeout=0.1)
 
-    send(range(0, 6), True)
-    assert spin_until(node, lambda: len(clouds) >= 4, timeout=20.0)
-    spin_until(node, lambda: False, timeout=0.5)  # the last of these frames done too
+    for i in range(6):  # one at a time: each gets its cloud (latest first would skip some)
+        cam.send(i, t0 + 0.1 * i)
+        assert spin_until(node, lambda: len(clouds) > i, timeout=20.0), f'no cloud for {i}'
     processed = len(clouds)
     diags.clear()
     assert spin_until(node, lambda: len(diags) >= 1, timeout=5.0)
     dropped_before = int(diagnostics_values(diags)['dropped_frames'])
     send(range(6, 14), False)
-    spin_until(node, lambda: False, timeout=1.0)
+
+    def handled() -> int:
+        """Frames without depth the node rejected, or replaced in its queue by a newer one
+        while it waited for the depth of the one before (latest first)."""
+        if not diags:
+            return 0
+        values = diagnostics_values(diags)
+        return (int(values['rejected_frames'])
+                + int(values['dropped_frames']) - dropped_before)
+
+    assert spin_until(node, lambda: handled() >= 8, timeout=10.0), diagnostics_values(diags)
     assert len(clouds) == processed, 'a frame without depth produced a cloud'
     diags.clear()
     assert spin_until(node, lambda: len(diags) >= 2, timeout=5.0)
     status = diags[-1].status[0]
     values = diagnostics_values(diags)
     assert status.level == DiagnosticStatus.WARN and '/camera/depth' in status.message, status
-    assert '/camera/depth' in values['last_rejection']
-    # each of the 8 frames was rejected, or replaced in the queue by a newer one while the
-    # worker waited for the depth of the one before (latest first: 5-8 rejected in runs)
-    rejected = int(values['rejected_frames'])
-    replaced = int(values['dropped_frames']) - dropped_before
-    assert rejected >= 3 and rejected + replaced >= 8, values
+    assert int(values['rejected_frames']) >= 1 and '/camera/depth' in values['last_rejection']
     # depth is back: the node takes the newest frame (latest first), so a 10 Hz camera gets
     # a cloud for each frame the node has time for, not for every frame sent
     for i in range(14, 74):

@@ -93,9 +93,10 @@ def test_input_loss_reported_in_diagnostics(ros_context, start_process) -> None:
     node.create_subscription(DiagnosticArray, '/diagnostics', diags.append, 10)
     assert spin_until(node, cam.connected, timeout=30.0)
     t0 = 50.0
-    for i in range(12):  # no loss first
+    for i in range(12):  # no loss first (paced by the clouds: a stall must not bunch them)
+        before = len(clouds)
         cam.send(i, t0 + 0.1 * i)
-        spin_until(node, lambda: False, timeout=0.08)
+        spin_until(node, lambda: len(clouds) > before, timeout=2.0)
     assert spin_until(node, lambda: len(clouds) >= 3, timeout=20.0)
     diags.clear()
     assert spin_until(node, lambda: len(diags) >= 2, timeout=5.0)
