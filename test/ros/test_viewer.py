@@ -158,6 +158,7 @@ def test_viewer_page_shows_clouds_and_the_moving_object(ros_context, start_proce
     white = float(np.median(np.abs(255 - clip.rgb[frame][clip.instance[frame] > 0]).sum(axis=1)))
     print(f'moving objects: colour error {best:.0f} (shifted {shifted:.0f}, empty page '
           f'{white:.0f})')
-    assert best < 0.4 * white and best < 0.8 * shifted, (
+    # measured over 12 runs: error / empty page 0.11-0.25, error / shifted 0.39-0.63
+    assert best < 0.3 * white and best < 0.8 * shifted, (
         f'the moving objects are not drawn where they are: colour error {best:.0f}, moved '
         f'100-200 px off {shifted:.0f}, against the empty page {white:.0f}')
