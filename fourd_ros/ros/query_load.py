@@ -54,6 +54,25 @@ class QueryLoadResult:
     latency_ms: dict[int, tuple[float, float, float]] = field(default_factory=dict)
 
 
+def lost_calls(answered: list[float | None], now: float, quiet_s: float) -> list[int]:
+    """Indices of the calls that were lost, given their answer times (monotonic s, None = no
+    answer yet) in the order they were sent.
+
+    The node answers its queries one at a time in the order they arrive, so a call still
+    without an answer while a call sent after it was answered more than `quiet_s` ago never
+    reached the node or its answer never came back (Fast DDS loses a service sample on rare
+    occasions under load: ros2/rmw_fastrtps#616).
+    """
+    lost = []
+    first_later_answer = np.inf  # the earliest answer to a call sent after this one
+    for k in range(len(answered) - 1, -1, -1):
+        if answered[k] is not None:
+            first_later_answer = min(first_later_answer, answered[k])
+        elif now - first_later_answer > quiet_s:
+            lost.append(k)
+    return lost[::-1]
+
+
 class QueryLoad:
     """Calls `service` at `rate_hz` from `node` (see module docstring).
 
@@ -132,24 +151,13 @@ class QueryLoad:
             call.answered, call.answer = time.monotonic(), future.result()
 
     def resend_lost(self, quiet_s: float = 5.0) -> int:
-        """Send again the calls that were lost; returns how many.
-
-        The node answers its queries one at a time in the order they arrive, so a call still
-        without an answer while a call sent after it was answered more than `quiet_s` ago never
-        reached the node or its answer never came back (Fast DDS loses a service sample on rare
-        occasions under load: ros2/rmw_fastrtps#616). Each call is sent again once at most.
-        """
-        now = time.monotonic()
-        resent = 0
-        first_later_answer = np.inf  # the earliest answer to a call sent after this one
-        for call in reversed(self._calls):
-            if call.answered is not None:
-                first_later_answer = min(first_later_answer, call.answered)
-            elif now - first_later_answer > quiet_s and not call.resent:
-                call.resent += 1
-                self._send(call)
-                resent += 1
-        return resent
+        """Send again, once, the calls `lost_calls` finds lost; returns how many."""
+        lost = [k for k in lost_calls([c.answered for c in self._calls], time.monotonic(),
+                                      quiet_s) if not self._calls[k].resent]
+        for k in lost:
+            self._calls[k].resent += 1
+            self._send(self._calls[k])
+        return len(lost)
 
     def answered_all(self) -> bool:
         """Every call has its answer (a spin condition: it re-sends lost calls first)."""
