@@ -262,15 +262,17 @@ class FourdNode(Node):
         self._latency.append(max(0.0, wall - frame.stamp))
 
     # ------------------------------------------------------------------ diagnostics
-    def _fps_estimate(self) -> float:
+    def _fps_estimate(self, default: float = 10.0) -> float:
+        """Frames per second the worker manages (its whole time per frame); `default` before
+        the first frame."""
         times = self._frame_times
-        return 1.0 / max(float(np.mean(times)), 1e-3) if times else 10.0
+        return 1.0 / max(float(np.mean(times)), 1e-3) if times else default
 
     def _publish_diagnostics(self) -> None:
         lat = np.array(self._latency) if self._latency else np.zeros(1)
         proc = np.array(self._proc_times) if self._proc_times else np.zeros(1)
         frame = np.array(self._frame_times) if self._frame_times else np.zeros(1)
-        fps = 1.0 / max(float(np.mean(frame)), 1e-6) if self._frame_times else 0.0
+        fps = self._fps_estimate(default=0.0)
         s = self._stats
         loss = self.input_loss.report(os.environ.get('FASTDDS_DEFAULT_PROFILES_FILE')
                                       or 'config/fastdds.xml of fourd_ros')

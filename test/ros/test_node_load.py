@@ -18,7 +18,7 @@ from diagnostic_msgs.msg import DiagnosticArray  # noqa: E402
 from nav_msgs.msg import Odometry  # noqa: E402
 
 from fourd_ros.ros.query_load import QueryLoad  # noqa: E402
-from test_node import camera_args, node_args  # noqa: E402
+from test_node import call, camera_args, node_args  # noqa: E402
 from test_node_faults import diagnostics_values  # noqa: E402
 
 pytestmark = pytest.mark.ros
@@ -39,11 +39,8 @@ def test_queries_at_50_hz_while_processing_a_30_hz_camera(ros_context, start_pro
     start_process(*camera_args(30.0), '-p', f'max_frames:={frames}', name='camera')
     assert spin_until(node, lambda: len(odom) >= 5 and load.has_source(), timeout=60.0), \
         'no frames processed'
-    for _ in range(3):  # a round trip first: both directions of the service are matched
-        warm_up = load.client.call_async(load.request(100))
-        if spin_until(node, warm_up.done, timeout=5.0):
-            break
-    assert warm_up.done() and warm_up.result().success
+    # a round trip first: both directions of the service are matched
+    assert call(node, load.client, load.request(100), timeout=5.0, attempts=3).success
     load.start()  # 300 calls (6 s at 50 Hz; ticks a busy machine misses come later)
     spin_until(node, lambda: len(load.sent) >= 300, timeout=30.0)
     load.stop()
