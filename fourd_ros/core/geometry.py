@@ -209,3 +209,28 @@ def ray_midpoints(c0: np.ndarray, d0: np.ndarray, c1: np.ndarray, d1: np.ndarray
     s = (b * e - d) / den
     t = (e - b * d) / den
     return 0.5 * (c0 + s[:, None] * d0 + c1 + t[:, None] * d1), (s > 0) & (t > 0)
+
+
+def ransac_rigid(A: np.ndarray, B: np.ndarray, tol: np.ndarray, rng: np.random.Generator,
+                 iterations: int, min_inlier_ratio: float) -> np.ndarray | None:
+    """4x4 rigid transform with B ~ T A from 3-point RANSAC + refit on inliers, or None.
+
+    All hypotheses are solved at once (batched Kabsch): this runs per segment and per frame,
+    so a Python loop of SVDs would dominate.
+    """
+    idx = np.argsort(rng.random((iterations, len(A))), axis=1)[:, :3]  # 3 distinct points
+    a, b = A[idx], B[idx]                                   # K x 3 x 3 (hypothesis, point, xyz)
+    a_c = a - a.mean(axis=1, keepdims=True)
+    b_c = b - b.mean(axis=1, keepdims=True)
+    u, _, vt = np.linalg.svd(np.einsum('kni,knj->kij', b_c, a_c))
+    d = np.sign(np.linalg.det(u @ vt))
+    u[:, :, 2] *= d[:, None]
+    R = u @ vt                                              # K x 3 x 3, det +1
+    t = b.mean(axis=1) - np.einsum('kij,kj->ki', R, a.mean(axis=1))
+    residual = np.linalg.norm(np.einsum('kij,nj->kni', R, A) + t[:, None] - B[None], axis=2)
+    inliers = residual < tol[None]
+    best = inliers[np.argmax(inliers.sum(axis=1))]
+    if best.sum() < max(10, min_inlier_ratio * len(A)):
+        return None
+    _, R_best, t_best = umeyama(A[best], B[best], with_scale=False)
+    return make_pose(R_best, t_best)

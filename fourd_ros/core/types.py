@@ -77,6 +77,12 @@ class FrameResult:
         K: 3x3 float64 intrinsics at the processing resolution.
         T_wc: 4x4 float64 camera-to-world pose.
         dynamic_mask: H x W bool, True where the scene point moves in the world frame.
+        segments: H x W uint16 moving segments (0 = static): label k marks the pixels of the
+            frame's k-th moving segment, one rigid part (labels are per frame; the engine
+            follows them as objects, ``engine/objects.py``).
+        scene_flow: H x W x 3 float32 world-frame velocity of each pixel's scene point at this
+            frame's time, metres (or scene units) per second; 0 on static pixels, NaN where
+            unknown.
         metric: True when lengths are metres, False when up to an unknown scale.
         extras: backend-specific diagnostics (timings, inlier counts, ...).
     """
@@ -90,6 +96,8 @@ class FrameResult:
     K: np.ndarray
     T_wc: np.ndarray
     dynamic_mask: np.ndarray
+    segments: np.ndarray
+    scene_flow: np.ndarray
     metric: bool
     extras: dict = field(default_factory=dict)
 
@@ -108,6 +116,8 @@ class QueryResult:
         displacements: N x 3 ``positions - source_positions`` (world frame).
         confidence: N in [0, 1].
         status: N uint8 ``PointStatus`` values.
+        object_ids: N uint64 id of the moving object each source point belongs to at the
+            source time (0 = static or unknown).
         message: human-readable summary ('' when all is well).
     """
 
@@ -118,4 +128,33 @@ class QueryResult:
     displacements: np.ndarray
     confidence: np.ndarray
     status: np.ndarray
+    object_ids: np.ndarray = field(default_factory=lambda: np.zeros(0, np.uint64))
     message: str = ''
+
+
+@dataclass
+class ObjectMotionResult:
+    """Answer to an object query: the rigid motion of a moving object between two cached frames.
+
+    Attributes:
+        object_id: the object asked about.
+        source_stamp: stamp of the source frame (seconds).
+        target_stamp: resolved stamp of the target frame (seconds; NaN when not cached).
+        motion: 4x4 world-frame rigid transform, ``X(target) = motion @ X(source)`` (NaN when
+            not found).
+        num_points: the object's points in the source frame whose motion was followed.
+        confidence: in [0, 1].
+        message: why there is no answer, or '' when ``motion`` is valid.
+    """
+
+    object_id: int
+    source_stamp: float
+    target_stamp: float
+    motion: np.ndarray
+    num_points: int = 0
+    confidence: float = 0.0
+    message: str = ''
+
+    @property
+    def ok(self) -> bool:
+        return bool(np.isfinite(self.motion).all())

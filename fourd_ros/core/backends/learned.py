@@ -8,7 +8,8 @@ Per frame (`process`):
    it against up to ``max_sources`` cached frames through that pose (plane-sweep cost volume);
 3. depth = model depth x the stream scale (the previous frame's median depth: the model works
    at unit median depth, so the scale carries over from frame to frame); frame 0 sets scale 1;
-4. dynamic mask from the decoded motion to an earlier cached frame (|dP| > dynamic_rel x z).
+4. dynamic mask from the decoded motion to an earlier cached frame (|dP| > dynamic_rel x z),
+   its connected parts as the moving segments, and the scene flow -dP / (time between them).
 
 Outputs are up to an unknown scale (``metric = False``). Cached latent per frame: the model's
 `FrameLatent` (tokens, keys/values per layer, 1/8 features, half-resolution grey) on the
@@ -29,6 +30,7 @@ import torch.nn.functional as F
 
 from fourd_ros.core.backends.mono_pose import LandmarkTracker, MonoPoseConfig, PoseEstimate
 from fourd_ros.core.engine.backend import BackendError, CacheEntry, MotionEstimate
+from fourd_ros.core.engine.objects import label_moving_segments
 from fourd_ros.core.geometry import (invert_pose, project, sample_bilinear, sample_depth,
                                      transform_points, unproject_depth)
 from fourd_ros.core.model.checkpoint import load_model
@@ -53,6 +55,7 @@ class LearnedConfig:
             depth) from the last keyframe.
         pose_pixel_share: share of a frame's pixels, most confident first, where new
             landmarks of the geometric pose may be seeded (static pixels only).
+        min_segment_pixels: smallest moving segment (pixels) reported in ``segments``.
         pose: geometric pose settings.
     """
 
@@ -63,6 +66,7 @@ class LearnedConfig:
     occlusion_rel: float = 0.1
     keyframe_baseline: float = 0.05
     pose_pixel_share: float = 0.7
+    min_segment_pixels: int = 64
     pose: MonoPoseConfig = MonoPoseConfig()
 
 
@@ -196,7 +200,8 @@ class LearnedBackend:
             depth *= np.float32(to_map)
             conf = _relative_confidence(out.confidence[0, 0].float().cpu().numpy())
             latent = out.latent
-            dynamic = self._dynamic_mask(latent, context, gray, depth, scale, T_wc, K)
+            dynamic, scene_flow = self._dynamic_mask(latent, context, frame.stamp, gray, depth,
+                                                     scale, T_wc, K)
         points_cam = unproject_depth(depth, K)
         points_world = transform_points(T_wc, points_cam).astype(np.float32)
         # landmarks start on the most confident share of the static pixels, and leave
@@ -215,7 +220,10 @@ class LearnedBackend:
                       sources=len(sources), scale=scale)
         result = FrameResult(stamp=frame.stamp, colors=frame.rgb, depth=depth,
                              points_cam=points_cam, points_world=points_world, confidence=conf,
-                             K=K, T_wc=T_wc, dynamic_mask=dynamic, metric=False, extras=extras)
+                             K=K, T_wc=T_wc, dynamic_mask=dynamic,
+                             segments=label_moving_segments(dynamic, depth,
+                                                            cfg.min_segment_pixels),
+                             scene_flow=scene_flow, metric=False, extras=extras)
         record = {'model': latent, 'gray': gray, 'scale': scale, 'scale_next': scale_next,
                   'depth': depth, 'confidence': conf}
         return result, record
@@ -338,21 +346,25 @@ class LearnedBackend:
             torch.from_numpy(np.asarray(K, np.float32)).to(self.device)[None],
             torch.from_numpy(T.astype(np.float32)).to(self.device)[None])
 
-    def _dynamic_mask(self, latent: FrameLatent, context: list[CacheEntry], gray: np.ndarray,
-                      depth: np.ndarray, scale: float, T_wc: np.ndarray, K: np.ndarray
-                      ) -> np.ndarray:
-        """Pixels whose decoded displacement to the cached frame 3 back exceeds
-        ``dynamic_rel`` of their depth."""
+    def _dynamic_mask(self, latent: FrameLatent, context: list[CacheEntry], stamp: float,
+                      gray: np.ndarray, depth: np.ndarray, scale: float, T_wc: np.ndarray,
+                      K: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Pixels whose decoded displacement dP to the cached frame 3 back exceeds
+        ``dynamic_rel`` of their depth, and the scene flow it gives (H x W x 3 world
+        velocities, map units/s: -dP over the time between the frames; 0 on static pixels)."""
         h, w = depth.shape
         if not context:
-            return np.zeros((h, w), bool)
+            return np.zeros((h, w), bool), np.zeros((h, w, 3), np.float32)
         ref = context[max(0, len(context) - 3)]
         geometry = self._geometry(gray, depth, T_wc, scale, ref.latent['gray'],
                                   ref.latent['depth'], ref.T_wc, K)
         dP, _ = self.model.motion(latent, ref.latent['model'], geometry)
-        mag = F.interpolate(dP.norm(dim=1, keepdim=True), size=(h, w), mode='bilinear',
-                            align_corners=False)[0, 0].cpu().numpy() * scale
-        return mag > self.config.dynamic_rel * depth
+        disp = F.interpolate(dP, size=(h, w), mode='bilinear', align_corners=False
+                             )[0].permute(1, 2, 0).cpu().numpy() * np.float32(scale)
+        dynamic = np.linalg.norm(disp, axis=-1) > self.config.dynamic_rel * depth
+        # dP is the displacement from now back to the reference frame, in this camera's axes
+        velocity = (disp @ T_wc[:3, :3].T.astype(np.float32)) / np.float32(ref.stamp - stamp)
+        return dynamic, np.where(dynamic[..., None], velocity, 0.0).astype(np.float32)
 
     def _is_keyframe(self, T_wc: np.ndarray, median_depth: float) -> bool:
         if self._last_keyframe is None or np.linalg.norm(

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from fourd_ros.core.engine.backend import CacheEntry, MotionEstimate, scaled_size
+from fourd_ros.core.engine.objects import label_moving_segments
 from fourd_ros.core.geometry import (invert_pose, project, sample_bilinear, transform_points,
                                      unproject_depth)
 from fourd_ros.core.types import Frame, FrameResult, PointStatus
@@ -52,18 +53,21 @@ class OracleBackend:
 
     def __init__(self, motion_gt: MotionGT | None = None, dynamic_gt: DynamicGT | None = None,
                  occlusion_abs: float = 0.03, occlusion_rel: float = 0.0,
-                 keyframe_every: int = 10, memo_size: int = 4) -> None:
+                 keyframe_every: int = 10, memo_size: int = 4,
+                 min_segment_pixels: int = 64) -> None:
         self.motion_gt = motion_gt
         self.dynamic_gt = dynamic_gt
         self.occlusion_abs = float(occlusion_abs)
         self.occlusion_rel = float(occlusion_rel)
         self.keyframe_every = max(1, int(keyframe_every))
+        self.min_segment_pixels = int(min_segment_pixels)
         self._memo_size = max(1, int(memo_size))
         self.reset()
 
     def reset(self) -> None:
         self._T_first_inv: np.ndarray | None = None
         self._last_T = np.eye(4)
+        self._last_stamp: float | None = None
         self._memo: OrderedDict[tuple[int, int], tuple[np.ndarray, np.ndarray]] = OrderedDict()
 
     # ------------------------------------------------------------------ per frame
@@ -105,10 +109,28 @@ class OracleBackend:
             stamp=frame.stamp, colors=frame.rgb, depth=np.nan_to_num(depth, nan=0.0),
             points_cam=points_cam, points_world=points_world,
             confidence=valid.astype(np.float32), K=np.asarray(frame.K, np.float64).copy(),
-            T_wc=T_wc, dynamic_mask=dynamic, metric=True,
+            T_wc=T_wc, dynamic_mask=dynamic,
+            segments=label_moving_segments(dynamic, depth, self.min_segment_pixels),
+            scene_flow=self._scene_flow(frame, points_world, dynamic), metric=True,
             extras={'keyframe': frame.index % self.keyframe_every == 0,
                     'tracking_ok': pose_ok, 'oracle': True})
         return result, {'depth': depth, 'index': int(frame.index)}
+
+    def _scene_flow(self, frame: Frame, points_world: np.ndarray, dynamic: np.ndarray
+                    ) -> np.ndarray:
+        """World velocities of the frame's pixels: from GT motion back to the previous frame
+        when given (0 on static pixels), else 0 on static and NaN on moving pixels."""
+        flow = np.zeros(points_world.shape, np.float32)
+        previous, self._last_stamp = self._last_stamp, frame.stamp
+        if self.motion_gt is None or previous is None or frame.index == 0:
+            flow[dynamic] = np.nan
+            return flow
+        P_gt, _ = self._gt_motion(frame.index, frame.index - 1)
+        before = transform_points(self._T_first_inv, P_gt)
+        velocity = (points_world - before) / (frame.stamp - previous)
+        flow[dynamic] = velocity[dynamic]
+        flow[~np.isfinite(points_world).all(axis=-1)] = np.nan
+        return flow
 
     # ------------------------------------------------------------------ motion
     def motion(self, source: CacheEntry, target: CacheEntry, pixels: np.ndarray,

@@ -28,6 +28,7 @@ from fourd_ros.core.backends.segment_motion import (RgbdView, SegmentMotionConfi
                                                     SegmentMotionTracker, attach_to_segments,
                                                     fit_rigid_to_flow, rigid_flow_of_segments)
 from fourd_ros.core.engine.backend import CacheEntry, MotionEstimate, scaled_size
+from fourd_ros.core.engine.objects import rigid_scene_flow
 from fourd_ros.core.flow import DisFlow, rigid_flow
 from fourd_ros.core.geometry import (inside_image, invert_pose, make_pose, project,
                                      sample_bilinear, sample_depth, transform_points,
@@ -123,6 +124,7 @@ class RgbdBackend:
         self._odometry: RgbdOdometry | None = None
         self._segments: SegmentMotionTracker | None = None
         self._prev: RgbdView | None = None
+        self._prev_stamp = 0.0
         self._poses: list[np.ndarray] = []
         # recent frames' world points and flows to their successor, for motion segmentation
         self._history: deque[dict[str, Any]] = deque(maxlen=self.config.segmentation_gap + 1)
@@ -182,6 +184,8 @@ class RgbdBackend:
         confidence = _depth_confidence(depth)
         dynamic = np.zeros((h, w), bool)
         segments = None
+        current = np.zeros((h, w), np.uint16)
+        motions = np.zeros((1, 4, 4), np.float32)
         if flow is not None:
             if cfg.segment_motion:
                 segments = self._segments.estimate(
@@ -189,15 +193,24 @@ class RgbdBackend:
                 flow = rigid_flow_of_segments(segments, self._prev, T_wc, frame.K, flow)
             self._history[-1]['flow'] = flow
             dynamic = self._motion_segmentation(points_world)
+            if segments is not None:
+                now = self._segments.current_segments(
+                    self._prev, RgbdView(gray, depth, T_wc, points_world, dynamic), segments,
+                    dynamic, flow)
+                current, motions = now.labels, now.motions
         self._history.append({'points_world': points_world, 'flow': None})
+        dt = frame.stamp - self._prev_stamp if self._prev is not None else 1.0
         result = FrameResult(
             stamp=frame.stamp, colors=frame.rgb, depth=np.nan_to_num(depth, nan=0.0),
             points_cam=points_cam, points_world=points_world, confidence=confidence,
-            K=frame.K.copy(), T_wc=T_wc, dynamic_mask=dynamic, metric=True,
+            K=frame.K.copy(), T_wc=T_wc, dynamic_mask=dynamic, segments=current,
+            scene_flow=rigid_scene_flow(points_world, current, motions, dt, dynamic),
+            metric=True,
             extras={'keyframe': bool(odo.is_keyframe), 'tracking_ok': bool(odo.ok),
                     'tracking_relocalized': bool(odo.relocalized),
                     'odometry_inliers': int(odo.num_inliers)})
         self._prev = RgbdView(gray, depth, T_wc, points_world, dynamic)
+        self._prev_stamp = frame.stamp
         latent = {'gray': gray, 'depth': depth, 'prev_index': frame.index - 1}
         if flow is not None:
             latent['flow_from_prev'] = flow.astype(np.float16)

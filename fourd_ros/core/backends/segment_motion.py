@@ -34,8 +34,9 @@ from scipy import ndimage
 from scipy.spatial.transform import Rotation
 
 from fourd_ros.core.backends.rgbd_odometry import OdometryConfig, RgbdOdometry
-from fourd_ros.core.geometry import (invert_pose, make_pose, project, sample_bilinear,
-                                     sample_depth, transform_points, umeyama,
+from fourd_ros.core.engine.objects import depth_edges, label_moving_segments
+from fourd_ros.core.geometry import (invert_pose, make_pose, project, ransac_rigid,
+                                     sample_bilinear, sample_depth, transform_points,
                                      unproject_pixels)
 
 
@@ -67,6 +68,9 @@ class SegmentMotionConfig:
             each capped at 1; a motion's agreement is the mean of 1 - cost over the segment's
             points.
         hidden_cost: cost of a point moved out of view or behind something nearer.
+        label_margin: cost by which a pixel outside the dynamic mask must be explained better
+            by a segment's motion than by staying still to join the segment
+            (`label_current`).
         min_agreement: smallest agreement a segment's motion must reach.
         shading_sigma_px: Gaussian sigma (pixels) of the smooth shading removed from the
             intensities that motions are scored and aligned with.
@@ -101,6 +105,7 @@ class SegmentMotionConfig:
     refine_candidates: int = 1
     explained_max_cost: float = 0.25
     hidden_cost: float = 0.5
+    label_margin: float = 0.1
     history: int = 8
     prior_min_history: int = 3
     prior_per_deg: float = 0.04
@@ -130,10 +135,11 @@ class RgbdView:
 
 @dataclass
 class SegmentMotions:
-    """Rigid motions of the previous frame's moving segments to the current frame.
+    """Rigid motions of one frame's moving segments from the previous frame to the current.
 
     Attributes:
-        labels: H x W uint8 segment labels on the previous frame's pixel grid (0 = none).
+        labels: H x W uint8 segment labels on the previous frame's pixel grid (0 = none), or
+            uint16 labels on the current frame's grid (`SegmentMotionTracker.current_segments`).
         motions: (n + 1) x 4 x 4 float32 world-frame motions, row k for label k (row 0 unused).
     """
 
@@ -225,6 +231,8 @@ class SegmentMotionTracker:
         self._followed: list[FollowedSegment] = []
         # the current frame's intensities and pyramid serve again as the previous frame's
         self._kept: tuple[RgbdView, np.ndarray, list] | None = None
+        # the last estimate's two frames and their shading-free intensities
+        self._details: tuple[RgbdView, np.ndarray, RgbdView, np.ndarray] | None = None
 
     def estimate(self, prev: RgbdView, cur: RgbdView, flow: np.ndarray) -> SegmentMotions:
         """Motions of ``prev``'s dynamic segments to ``cur``; ``flow`` is prev -> cur (pixels).
@@ -238,7 +246,7 @@ class SegmentMotionTracker:
         if prev.dynamic.any():  # most frames of a static scene: no per-frame work at all
             # pixels at depth jumps mix two surfaces: they fit no motion, and without them
             # objects that touch in the image but not in depth become separate segments
-            edges = _depth_edges(prev.depth)
+            edges = depth_edges(prev.depth)
             _, labels, stats, _ = cv2.connectedComponentsWithStats(
                 (prev.dynamic & ~edges & np.isfinite(prev.depth)).astype(np.uint8),
                 connectivity=8)
@@ -297,7 +305,173 @@ class SegmentMotionTracker:
                                             cfg.history))
         self._last, self._followed = found, followed
         self._kept = (cur, pair.cur_detail, pair.built_cur_levels())
+        self._details = (prev, pair.prev_detail, cur, pair.cur_detail)
         return SegmentMotions(out_labels, motions)
+
+    def current_segments(self, prev: RgbdView, cur: RgbdView, segments: SegmentMotions,
+                         dynamic: np.ndarray, flow: np.ndarray) -> SegmentMotions:
+        """The moving segments of ``cur`` (labels on its pixel grid) with their motions from
+        ``prev`` (world, ``prev`` -> ``cur``; NaN = unknown), after `estimate` of the same two
+        frames gave ``segments``; ``dynamic`` is ``cur``'s dynamic mask, ``flow`` prev -> cur.
+
+        1. Segment k keeps label k and its motion, on the current pixels the motion explains
+           (`_explained_current`).
+        2. The dynamic mask's parts that no segment explains, unless mostly within 3 pixels
+           of one (a segment's fringe), are objects that `estimate` found no motion for (slow,
+           or just detected). Their motion is a rigid fit to the optical flow of the previous
+           pixels that land on them; the pixels it explains become a segment (none when the
+           fit fails or explains too few).
+        3. Each segment keeps its main connected parts (`_main_parts`). A segment is dropped
+           when its motion does not explain it better than staying still (`_moves`: a
+           surface just covered or uncovered by an object fits a wrong motion by chance), or
+           when it also explains the static background better: that is the camera's pose
+           error, not an object.
+        """
+        cfg = self.config
+        labels = self._explained_current(prev, cur, segments, dynamic)
+        motions = list(segments.motions) if len(segments.motions) else [np.eye(4)]
+        fringe = cv2.dilate((labels > 0).astype(np.uint8), np.ones((7, 7), np.uint8)) > 0
+        leftover = label_moving_segments(dynamic & (labels == 0), cur.depth, cfg.min_pixels,
+                                         cfg.max_segments)
+        h, w = dynamic.shape
+        v, u = np.mgrid[0:h, 0:w]
+        target_u = np.rint(u + flow[..., 0]).astype(np.int64)
+        target_v = np.rint(v + flow[..., 1]).astype(np.int64)
+        lands = (target_u >= 0) & (target_u < w) & (target_v >= 0) & (target_v < h) \
+            & np.isfinite(prev.depth)
+        landed = np.zeros((h, w), np.uint16)
+        landed[lands] = leftover[target_v[lands], target_u[lands]]
+        rng = np.random.default_rng(0)
+        for k in range(1, int(leftover.max(initial=0)) + 1):
+            part = leftover == k
+            if np.count_nonzero(part & fringe) > 0.5 * np.count_nonzero(part):
+                continue
+            ys, xs = self._pixels(landed == k, rng)
+            motion = None
+            if len(ys) >= cfg.min_pixels:
+                motion = fit_rigid_to_flow(
+                    prev.points_world[ys, xs].astype(np.float64),
+                    np.stack([xs, ys], axis=1).astype(np.float32) + flow[ys, xs], cur.depth,
+                    cur.T_wc, self.K, rng, cfg.ransac_tol_abs, cfg.ransac_tol_rel,
+                    cfg.ransac_iters, cfg.ransac_min_inliers, cfg.min_pixels)
+            if motion is None:
+                continue
+            # keep the pixels the motion explains (the mask also covers background the object
+            # has just uncovered, which neither the motion nor staying still explains)
+            part &= self._explains(prev, cur, part, motion)
+            if np.count_nonzero(part) >= cfg.min_pixels \
+                    and self._moves(prev, cur, part, motion):
+                labels[part] = len(motions)
+                motions.append(motion)
+        labels = _main_parts(labels)
+        # a motion that explains the static background better than staying still is the
+        # camera's pose error showing on a surface, not an object
+        background = ~dynamic & (labels == 0) & np.isfinite(cur.depth)
+        ys, xs = self._pixels(background, rng)
+        sample = np.zeros_like(background)
+        sample[ys, xs] = True
+        for k in range(1, len(motions)):
+            part = labels == k
+            if not part.any():
+                continue
+            if not self._moves(prev, cur, part, motions[k]) or (
+                    len(ys) >= cfg.min_pixels and self._moves(prev, cur, sample, motions[k])):
+                labels[part] = 0
+        return SegmentMotions(labels, np.asarray(motions, np.float32))
+
+    def _explains(self, prev: RgbdView, cur: RgbdView, mask: np.ndarray,
+                  motion: np.ndarray) -> np.ndarray:
+        """H x W bool: the pixels of ``mask`` of ``cur`` that ``motion`` (world, prev -> cur)
+        explains: moved back by it they agree with ``prev`` (cost below
+        ``explained_max_cost``), at least as well as staying still, which must see them (a
+        pixel just uncovered is hidden in ``prev`` when it stays still: a wrong motion can
+        explain it by chance, so it is no evidence)."""
+        ys, xs, still, moved, seen = self._compare(prev, cur, mask, motion)
+        out = np.zeros(mask.shape, bool)
+        keep = seen & (moved < self.config.explained_max_cost) & (moved <= still)
+        out[ys[keep], xs[keep]] = True
+        return out
+
+    def _moves(self, prev: RgbdView, cur: RgbdView, mask: np.ndarray,
+               motion: np.ndarray) -> bool:
+        """Whether ``motion`` explains the pixels of ``mask`` of ``cur`` that staying still
+        sees better than staying still does, by ``static_margin`` on average (a segment of a
+        static surface does not move)."""
+        _, _, still, moved, seen = self._compare(prev, cur, mask, motion)
+        if seen.sum() < self.config.min_pixels // 2:
+            return False
+        return bool(moved[seen].mean() + self.config.static_margin <= still[seen].mean())
+
+    def _compare(self, prev: RgbdView, cur: RgbdView, mask: np.ndarray, motion: np.ndarray
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Rows, columns, costs of staying still and of moving back by ``motion`` of the pixels
+        of ``mask`` of ``cur`` against ``prev``, and whether staying still sees them."""
+        prev_detail, cur_detail = self._frame_details(prev, cur)
+        ys, xs = np.nonzero(mask)
+        points = cur.points_world[ys, xs].astype(np.float64)
+        intensity = cur_detail[ys, xs]
+        still, seen = self._costs_in(prev, prev_detail, np.eye(4), points, intensity,
+                                     with_seen=True)
+        moved = self._costs_in(prev, prev_detail, invert_pose(motion.astype(np.float64)),
+                               points, intensity)
+        return ys, xs, still, moved, seen
+
+    def _frame_details(self, prev: RgbdView, cur: RgbdView) -> tuple[np.ndarray, np.ndarray]:
+        """Shading-free intensities of ``prev`` and ``cur`` (those of the last estimate when
+        it was of these two frames)."""
+        if self._details is not None and self._details[0].gray is prev.gray \
+                and self._details[2].gray is cur.gray:
+            return self._details[1], self._details[3]
+        self._details = (prev, _detail(prev.gray, self.config), cur,
+                         _detail(cur.gray, self.config))
+        return self._details[1], self._details[3]
+
+    def _explained_current(self, prev: RgbdView, cur: RgbdView, segments: SegmentMotions,
+                           dynamic: np.ndarray) -> np.ndarray:
+        """H x W uint16 labels of ``cur``: label k on the pixels
+        that segment k's motion explains (the current frame's pixels moved back by it agree
+        with the previous frame's depth and intensity), 0 elsewhere.
+
+        Candidates are the current ``dynamic`` pixels and the segments' pixels moved by their
+        motions, widened by 2 pixels. A pixel takes the motion with the lowest cost when that
+        cost is below ``explained_max_cost`` and not above staying still's; outside
+        ``dynamic`` it must beat staying still by a margin (a plain background
+        explains any motion about as well as none, ``label_margin``).
+        """
+        cfg = self.config
+        labels = np.zeros(dynamic.shape, np.uint16)
+        ks = [k for k in range(1, len(segments.motions))
+              if np.isfinite(segments.motions[k]).all()]
+        if not ks:
+            return labels
+        prev_detail, cur_detail = self._frame_details(prev, cur)
+        h, w = dynamic.shape
+        candidates = dynamic.copy()
+        T_cw = invert_pose(cur.T_wc)
+        for k in ks:
+            ys, xs = np.nonzero(segments.labels == k)
+            uv, z = project(transform_points(T_cw @ segments.motions[k].astype(np.float64),
+                                             prev.points_world[ys, xs].astype(np.float64)),
+                            self.K)
+            ok = np.isfinite(uv).all(axis=1) & (z > 0)
+            ui, vi = np.rint(uv[ok]).astype(int).T
+            inside = (ui >= 0) & (ui < w) & (vi >= 0) & (vi < h)
+            candidates[vi[inside], ui[inside]] = True
+        candidates = cv2.dilate(candidates.astype(np.uint8), np.ones((5, 5), np.uint8)
+                                ).astype(bool) & np.isfinite(cur.depth)
+        ys, xs = np.nonzero(candidates)
+        points = cur.points_world[ys, xs].astype(np.float64)
+        intensity = cur_detail[ys, xs]
+        still = self._costs_in(prev, prev_detail, np.eye(4), points, intensity)
+        costs = np.stack([self._costs_in(prev, prev_detail,
+                                         invert_pose(segments.motions[k].astype(np.float64)),
+                                         points, intensity) for k in ks])
+        best = np.argmin(costs, axis=0)
+        cost = costs[best, np.arange(len(ys))]
+        margin = np.where(dynamic[ys, xs], 0.0, cfg.label_margin)
+        keep = (cost < cfg.explained_max_cost) & (cost + margin <= still)
+        labels[ys[keep], xs[keep]] = np.asarray(ks, np.uint16)[best[keep]]
+        return labels
 
     def refine(self, prev: RgbdView, cur: RgbdView, mask: np.ndarray,
                motions: list[np.ndarray]) -> np.ndarray:
@@ -390,17 +564,23 @@ class SegmentMotionTracker:
 
     def _costs(self, pair: _Pair, M: np.ndarray, points: np.ndarray,
                intensity: np.ndarray) -> np.ndarray:
-        """Per-point cost in [0, 1] of moving world points by M (``hidden_cost`` when moved out
-        of view or behind something)."""
+        """Per-point cost in [0, 1] of moving world points of the previous frame by M into the
+        current one (``hidden_cost`` when moved out of view or behind something)."""
+        return self._costs_in(pair.cur, pair.cur_detail, M, points, intensity)
+
+    def _costs_in(self, cur: RgbdView, cur_detail: np.ndarray, M: np.ndarray,
+                  points: np.ndarray, intensity: np.ndarray, with_seen: bool = False
+                  ) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
+        """`_costs` against any frame ``cur`` with shading-free intensities ``cur_detail``;
+        ``with_seen`` also returns whether each moved point is in view and not hidden."""
         cfg = self.config
-        cur = pair.cur
         uv, z = project(transform_points(invert_pose(cur.T_wc) @ M, points), self.K)
         h, w = cur.depth.shape
         inside = (np.isfinite(uv).all(axis=1) & (z > 0) & (uv[:, 0] >= 0) & (uv[:, 1] >= 0)
                   & (uv[:, 0] <= w - 1) & (uv[:, 1] <= h - 1))
         uv = np.where(inside[:, None], uv, 0.0).astype(np.float32)
         d = sample_bilinear(cur.depth, uv)
-        g = sample_bilinear(pair.cur_detail, uv)
+        g = sample_bilinear(cur_detail, uv)
         # truncated linear costs: unlike inlier counts they still rank motions that are all
         # within the tolerances, which is where sub-pixel accuracy is decided
         with np.errstate(invalid='ignore'):
@@ -413,7 +593,9 @@ class SegmentMotionTracker:
                       + np.minimum(np.nan_to_num(photo_cost, nan=1.0), 1.0))
         # points that leave the view or become hidden neither support nor refute a motion
         # (counting them as misfits would favour motions that keep an exiting object in view)
-        return np.where(inside & ~hidden, cost, cfg.hidden_cost)
+        seen = inside & ~hidden
+        cost = np.where(seen, cost, cfg.hidden_cost)
+        return (cost, seen) if with_seen else cost
 
     def _flow_candidate(self, pair: _Pair, mask: np.ndarray, flow: np.ndarray,
                         rng: np.random.Generator) -> np.ndarray | None:
@@ -472,21 +654,23 @@ def fit_rigid_to_flow(points: np.ndarray, pixels_next: np.ndarray, depth_next: n
     return ransac_rigid(points[ok], moved[ok], tol, rng, iterations, min_inlier_ratio)
 
 
+def _main_parts(labels: np.ndarray, share: float = 0.25) -> np.ndarray:
+    """Labels with each label's connected parts smaller than ``share`` of its largest part
+    removed: a motion also explains stray pixels far from its object (by chance, on a smooth
+    texture), which would stretch the object's box."""
+    out = labels.copy()
+    for k in np.unique(labels[labels > 0]):
+        _, parts, stats, _ = cv2.connectedComponentsWithStats((labels == k).astype(np.uint8),
+                                                              connectivity=8)
+        area = stats[1:, cv2.CC_STAT_AREA]
+        small = np.flatnonzero(area < share * area.max()) + 1
+        out[np.isin(parts, small)] = 0
+    return out
+
+
 def _rotation_deg(R: np.ndarray) -> float:
     """Angle of a 3x3 rotation in degrees."""
     return float(np.degrees(Rotation.from_matrix(R).magnitude()))
-
-
-def _depth_edges(depth: np.ndarray) -> np.ndarray:
-    """H x W bool: pixels next to a depth jump (> 5 %, at least 5 cm; NaN = no depth)."""
-    z = np.nan_to_num(depth, nan=0.0)
-    edges = np.zeros(z.shape, bool)
-    for a, b, first, second in ((z[:-1], z[1:], edges[:-1], edges[1:]),
-                                (z[:, :-1], z[:, 1:], edges[:, :-1], edges[:, 1:])):
-        jump = np.abs(a - b) > np.maximum(0.05, 0.05 * np.minimum(a, b))
-        first |= jump
-        second |= jump
-    return edges
 
 
 def _detail(gray: np.ndarray, cfg: SegmentMotionConfig) -> np.ndarray:
@@ -513,28 +697,3 @@ def rigid_flow_of_segments(segments: SegmentMotions, prev: RgbdView, T_wc_cur: n
                         K)
         out[ys, xs] = uv - np.stack([xs, ys], axis=1)
     return out
-
-
-def ransac_rigid(A: np.ndarray, B: np.ndarray, tol: np.ndarray, rng: np.random.Generator,
-                 iterations: int, min_inlier_ratio: float) -> np.ndarray | None:
-    """4x4 rigid transform with B ~ T A from 3-point RANSAC + refit on inliers, or None.
-
-    All hypotheses are solved at once (batched Kabsch): this runs per segment and per frame,
-    so a Python loop of SVDs would dominate.
-    """
-    idx = np.argsort(rng.random((iterations, len(A))), axis=1)[:, :3]  # 3 distinct points
-    a, b = A[idx], B[idx]                                   # K x 3 x 3 (hypothesis, point, xyz)
-    a_c = a - a.mean(axis=1, keepdims=True)
-    b_c = b - b.mean(axis=1, keepdims=True)
-    u, _, vt = np.linalg.svd(np.einsum('kni,knj->kij', b_c, a_c))
-    d = np.sign(np.linalg.det(u @ vt))
-    u[:, :, 2] *= d[:, None]
-    R = u @ vt                                              # K x 3 x 3, det +1
-    t = b.mean(axis=1) - np.einsum('kij,kj->ki', R, a.mean(axis=1))
-    residual = np.linalg.norm(np.einsum('kij,nj->kni', R, A) + t[:, None] - B[None], axis=2)
-    inliers = residual < tol[None]
-    best = inliers[np.argmax(inliers.sum(axis=1))]
-    if best.sum() < max(10, min_inlier_ratio * len(A)):
-        return None
-    _, R_best, t_best = umeyama(A[best], B[best], with_scale=False)
-    return make_pose(R_best, t_best)

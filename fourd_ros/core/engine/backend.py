@@ -14,6 +14,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
+from fourd_ros.core.engine.objects import object_ids_of
 from fourd_ros.core.types import Frame, FrameResult
 
 
@@ -37,8 +38,10 @@ class CacheEntry:
         latent: backend-owned record (arrays or tensors, possibly on the inference device).
         points_world: H x W x 3 float32 world points at the frame's own time (NaN = invalid).
         dynamic_mask: H x W bool, True on moving scene points.
-        nbytes: memory held by `latent`, `points_world` and `dynamic_mask`, bytes.
+        nbytes: memory held by `latent`, `points_world`, `dynamic_mask` and `segments`, bytes.
         keyframe: kept preferentially by the cache's retention policy.
+        segments: H x W uint16 moving segments of the frame (0 = static).
+        segment_ids: persistent object id of each segment label (index = label, 0 = none).
     """
 
     stamp: float
@@ -50,6 +53,21 @@ class CacheEntry:
     dynamic_mask: np.ndarray
     nbytes: int
     keyframe: bool = False
+    segments: np.ndarray | None = None
+    segment_ids: np.ndarray | None = None
+
+    def object_ids_at(self, pixels: np.ndarray) -> np.ndarray:
+        """N uint64 object id at each pixel (N x 2, u v at processing resolution, rounded;
+        0 = static, outside the image or unknown)."""
+        out = np.zeros(len(pixels), np.uint64)
+        if self.segments is None or self.segment_ids is None or not len(pixels):
+            return out
+        h, w = self.segments.shape
+        px = np.nan_to_num(np.asarray(pixels, np.float64), nan=-1.0)
+        ui, vi = np.rint(px[:, 0]).astype(np.int64), np.rint(px[:, 1]).astype(np.int64)
+        inside = (ui >= 0) & (ui < w) & (vi >= 0) & (vi < h)
+        out[inside] = object_ids_of(self.segments[vi[inside], ui[inside]], self.segment_ids)
+        return out
 
 
 @dataclass
@@ -119,7 +137,8 @@ class Backend(Protocol):
 
     def process(self, frame: Frame, context: list[CacheEntry]
                 ) -> tuple[FrameResult, dict[str, Any]]:
-        """Encode one frame: its geometry, pose, dynamic mask, and the latent record to cache.
+        """Encode one frame: its geometry, pose, dynamic mask, moving segments and scene flow
+        (`FrameResult`), and the latent record to cache.
 
         `context` is the cached frames of the stream, oldest first (the engine's one bounded
         cache: a backend keeps no second one); the backend reads the records it needs.

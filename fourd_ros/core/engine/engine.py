@@ -25,10 +25,14 @@ import numpy as np
 
 from fourd_ros.core.engine.backend import Backend, BackendError, CacheEntry
 from fourd_ros.core.engine.cache import CachePolicy, LatentCache
+from fourd_ros.core.engine.objects import (ObjectConfig, ObjectSnapshot, ObjectTracker,
+                                           object_ids_of)
 from fourd_ros.core.engine.tracks import TrackConfig, TrackManager, TrackSnapshot
-from fourd_ros.core.geometry import (default_intrinsics, invert_pose, project,
-                                     sample_bilinear, scale_intrinsics, transform_points)
-from fourd_ros.core.types import Frame, FrameResult, PointStatus, QueryResult
+from fourd_ros.core.geometry import (default_intrinsics, invert_pose, make_pose, project,
+                                     sample_bilinear, scale_intrinsics, transform_points,
+                                     umeyama)
+from fourd_ros.core.types import (Frame, FrameResult, ObjectMotionResult, PointStatus,
+                                  QueryResult)
 
 LOG = logging.getLogger(__name__)
 
@@ -50,6 +54,7 @@ class EngineConfig:
             a multiple of 8); 0 = process at the input resolution.
         cache: latent cache retention policy and memory budget.
         tracks: track manager settings.
+        objects: moving-object settings.
         max_query_points: largest number of points served by one query.
         max_trajectory: poses kept for `trajectory()` (oldest dropped first).
         uncalibrated_hfov_deg: horizontal field of view assumed when no intrinsics are given.
@@ -58,6 +63,7 @@ class EngineConfig:
     width: int = 320
     cache: CachePolicy = field(default_factory=CachePolicy)
     tracks: TrackConfig = field(default_factory=TrackConfig)
+    objects: ObjectConfig = field(default_factory=ObjectConfig)
     max_query_points: int = 100_000
     max_trajectory: int = 100_000
     uncalibrated_hfov_deg: float = 60.0
@@ -80,6 +86,8 @@ class StreamingEngine:
         self.cache = LatentCache(self.config.cache)
         self.tracks = TrackManager(self.config.tracks)
         self._snapshot = self.tracks.snapshot
+        self.objects = ObjectTracker(self.config.objects)
+        self._objects = ObjectSnapshot(0.0)
         # Two locks (the threading contract of `Backend`): `_stream` serialises `process` and
         # `reset`, so a reset from a service thread waits for the frame in flight instead of
         # clearing the backend under it; `_lock` guards the cache and trajectory for the short
@@ -122,6 +130,8 @@ class StreamingEngine:
             self.cache.clear()
             self.tracks.reset()
             self._snapshot = self.tracks.snapshot
+            self.objects.reset()
+            self._objects = ObjectSnapshot(0.0)
             self._trajectory.clear()
             self._input_size = None
             self._input_K = None
@@ -173,12 +183,14 @@ class StreamingEngine:
         with self._lock:
             context = self.cache.entries()
         result, latent = self.backend.process(proc, context)
+        segments = np.asarray(result.segments).astype(np.uint16, copy=False)
         entry = CacheEntry(stamp=frame.stamp, index=self._index, T_wc=result.T_wc, K=result.K,
                            latent=latent, points_world=result.points_world,
                            dynamic_mask=result.dynamic_mask,
                            nbytes=latent_nbytes([latent, result.points_world,
-                                                 result.dynamic_mask]),
-                           keyframe=bool(result.extras.get('keyframe', self._index == 0)))
+                                                 result.dynamic_mask, segments]),
+                           keyframe=bool(result.extras.get('keyframe', self._index == 0)),
+                           segments=segments)
         if not self.cache.fits(entry):
             # the budget is hard: a frame that cannot be cached is refused, with the fix
             raise InputError(
@@ -186,7 +198,11 @@ class StreamingEngine:
                 f'{self._proc_size[0]}x{self._proc_size[1]}, more than the cache budget of '
                 f'{self.config.cache.budget_mb:g} MiB: raise the budget (cache_budget_mb) or '
                 'lower the processing width (processing_width)')
+        objects = self.objects.step(frame.stamp, result.points_world, segments,
+                                    result.scene_flow, result.confidence)
+        entry.segment_ids = objects.segment_ids
         with self._lock:
+            self._objects = objects
             prev = self.cache.latest()
             info.evicted = len(self.cache.add(entry))
             self._trajectory.append((frame.stamp, result.T_wc.copy()))
@@ -214,6 +230,11 @@ class StreamingEngine:
         """Tracks at the latest frame (a copy, safe to use from any thread)."""
         with self._lock:
             return self._snapshot
+
+    def object_snapshot(self) -> ObjectSnapshot:
+        """Moving objects at the latest frame (safe to use from any thread; do not modify)."""
+        with self._lock:
+            return self._objects
 
     def trajectory(self, start: float | None = None,
                    end: float | None = None) -> list[tuple[float, np.ndarray]]:
@@ -280,6 +301,55 @@ class StreamingEngine:
         src_pos = np.where(ok[:, None], points_world, np.nan).astype(np.float32)
         return self._finish(result, source, target, via, px.astype(np.float32), src_pos, ok)
 
+    def object_motion(self, object_id: int, source_stamp: float,
+                      target_stamp: float | None = None) -> ObjectMotionResult:
+        """Rigid motion (world) of moving object `object_id` from a cached source frame, where
+        it must be seen, to a cached target frame (None = latest): its source pixels are moved
+        by the backend's motion decoder, as a pixel query would, and a rigid transform is
+        fitted to where they go (points more than 3x the median residual away refitted out).
+        """
+        with self._lock:
+            source, target, via, message = self._resolve(source_stamp, target_stamp)
+        answer = ObjectMotionResult(int(object_id), source_stamp,
+                                    target.stamp if target is not None else float('nan'),
+                                    np.full((4, 4), np.nan), message=message)
+        if source is None or target is None:
+            return answer
+        if source.segments is None or source.segment_ids is None:
+            vs = us = np.zeros(0, np.int64)
+        else:
+            vs, us = np.nonzero(object_ids_of(source.segments, source.segment_ids)
+                                == np.uint64(object_id))
+        if not len(vs):
+            answer.message = f'object {object_id} is not seen in the source frame'
+            return answer
+        pick = np.linspace(0, len(vs) - 1, min(len(vs), 500)).astype(int)
+        vs, us = vs[pick], us[pick]
+        try:
+            est = self.backend.motion(source, target,
+                                      np.stack([us, vs], axis=1).astype(np.float32), via)
+        except BackendError as exc:
+            answer.message = str(exc)
+            return answer
+        before = source.points_world[vs, us].astype(np.float64)
+        after = est.positions.astype(np.float64)
+        known = ((est.status != PointStatus.INVALID) & np.isfinite(before).all(axis=1)
+                 & np.isfinite(after).all(axis=1))
+        if known.sum() < 3:
+            answer.message = f'no point of object {object_id} could be followed to the target'
+            return answer
+        A, B = before[known], after[known]
+        _, R, t = umeyama(A, B, with_scale=False)
+        residual = np.linalg.norm(A @ R.T + t - B, axis=1)
+        inlier = residual <= 3.0 * np.median(residual) + 1e-9
+        if inlier.sum() >= 3:
+            _, R, t = umeyama(A[inlier], B[inlier], with_scale=False)
+        answer.motion = make_pose(R, t)
+        answer.num_points = int(known.sum())
+        answer.confidence = float(np.mean(est.confidence[known]) * inlier.mean()
+                                  * known.mean())
+        return answer
+
     # ------------------------------------------------------------------ internals
     def _resolve(self, source_stamp: float, target_stamp: float | None):
         """Look up source/target entries (call with the lock held)."""
@@ -317,6 +387,7 @@ class StreamingEngine:
             result.displacements[ok] = pos - src_pos[ok]
             result.confidence[ok] = est.confidence
             status[ok] = est.status
+        result.object_ids = source.object_ids_at(np.where(ok[:, None], proc_px, np.nan))
         result.status = status
         counts = {s.name: int(np.count_nonzero(status == s)) for s in PointStatus
                   if np.any(status == s)}

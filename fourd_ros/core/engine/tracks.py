@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -41,6 +41,8 @@ class TrackSnapshot:
     confidence: np.ndarray  # N float32
     status: np.ndarray      # N uint8 TrackStatus
     pixels: np.ndarray      # N x 2 pixel positions in that frame (processing resolution)
+    object_ids: np.ndarray = field(default_factory=lambda: np.zeros(0, np.uint64))
+    # N uint64 moving object each track is on (0 = static scene); a hidden track keeps its own
 
 
 MotionFn = Callable[[CacheEntry, CacheEntry, np.ndarray], MotionEstimate]
@@ -62,9 +64,10 @@ class TrackManager:
         self._conf = np.zeros(0, np.float32)
         self._status = np.zeros(0, np.uint8)
         self._hidden = np.zeros(0, np.int32)
+        self._objects = np.zeros(0, np.uint64)
         self._frames_since_seed = 0
         self.snapshot = TrackSnapshot(0.0, self._ids, self._pos, self._vel, self._conf,
-                                      self._status, self._pix)
+                                      self._status, self._pix, self._objects)
 
     def step(self, prev: CacheEntry | None, cur: CacheEntry, motion: MotionFn,
              confidence_map: np.ndarray) -> TrackSnapshot:
@@ -79,9 +82,11 @@ class TrackManager:
                 or self._live_count() < 0.5 * self.config.max_tracks):
             self._seed(cur, confidence_map)
             self._frames_since_seed = 0
+        seen = self._status == TrackStatus.TRACKED
+        self._objects[seen] = cur.object_ids_at(self._pix[seen])
         self.snapshot = TrackSnapshot(cur.stamp, self._ids.copy(), self._pos.copy(),
                                       self._vel.copy(), self._conf.copy(), self._status.copy(),
-                                      self._pix.copy())
+                                      self._pix.copy(), self._objects.copy())
         return self.snapshot
 
     # ------------------------------------------------------------------ internals
@@ -89,7 +94,8 @@ class TrackManager:
         return int(np.count_nonzero(self._status != TrackStatus.LOST))
 
     def _keep(self, mask: np.ndarray) -> None:
-        for name in ('_ids', '_pix', '_pos', '_vel', '_conf', '_status', '_hidden'):
+        for name in ('_ids', '_pix', '_pos', '_vel', '_conf', '_status', '_hidden',
+                     '_objects'):
             setattr(self, name, getattr(self, name)[mask])
 
     def _advance(self, prev: CacheEntry, cur: CacheEntry, motion: MotionFn) -> None:
@@ -157,3 +163,4 @@ class TrackManager:
         self._status = np.concatenate([self._status,
                                        np.full(n, TrackStatus.TRACKED, np.uint8)])
         self._hidden = np.concatenate([self._hidden, np.zeros(n, np.int32)])
+        self._objects = np.concatenate([self._objects, np.zeros(n, np.uint64)])

@@ -1,0 +1,296 @@
+"""Moving objects: per-frame segments of moving pixels followed from frame to frame under
+persistent ids, each with a rigid motion, velocity and oriented box.
+
+Every backend reports, per frame, its moving segments (``FrameResult.segments``, labels on the
+frame's pixel grid, not persistent) and the world velocity of every pixel
+(``FrameResult.scene_flow``). This module turns them into objects, the same way for every
+backend:
+
+1. each segment's rigid motion since the previous frame is the least-squares rigid transform
+   that takes its points back in time along their velocities (``X - v dt``) to where they are
+   (``X``): exact for a backend that moves segments rigidly (rgbd), a best fit for a per-pixel
+   field (learned);
+2. its velocity is the centroid's, its angular velocity the motion's rotation over ``dt``, its
+   box the principal axes of its points (2nd-98th percentile extents, robust to stray pixels);
+3. segments are matched to the objects followed so far by their centroids (Hungarian
+   assignment, each object's centroid predicted with its velocity, gated by distance); an
+   unmatched segment starts a new object. An object without a segment is kept, unpublished,
+   for ``max_missed`` frames (an object the segmentation misses for a frame keeps its id). Ids
+   start at 1 and are never reused within a stream.
+
+Conventions as in ``fourd_ros.core.types``: world = the first camera (OpenCV axes), metres or
+scene units (``metric``), seconds.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import cv2
+import numpy as np
+from scipy.optimize import linear_sum_assignment
+from scipy.spatial.transform import Rotation
+
+from fourd_ros.core.geometry import invert_pose, make_pose, transform_points, umeyama
+
+
+@dataclass
+class ObjectConfig:
+    """Object settings (lengths in world units: metres for metric backends).
+
+    Attributes:
+        min_points: smallest segment (pixels with geometry) that becomes an object.
+        min_share: ... and smallest share of the image's pixels.
+        fit_points: points (evenly spread) each rigid fit and box uses at most.
+        gate: largest distance between an object's predicted centroid and a segment's
+            centroid for the two to match, plus ``gate_size`` times the object's largest extent.
+        gate_size: see ``gate``.
+        max_missed: frames an object is kept without a segment before it is dropped.
+        inlier_speed: a point's velocity agrees with its object's rigid motion when they differ
+            by less than max(inlier_speed, inlier_rel x the object's speed) (units/s).
+        inlier_rel: see ``inlier_speed``.
+    """
+
+    min_points: int = 64
+    min_share: float = 0.005
+    fit_points: int = 2000
+    gate: float = 0.15
+    gate_size: float = 0.5
+    max_missed: int = 5
+    inlier_speed: float = 0.02
+    inlier_rel: float = 0.2
+
+
+@dataclass
+class MovingObject:
+    """One moving object at one frame (world frame, world units, seconds).
+
+    Attributes:
+        id: persistent id (>= 1), never reused within a stream.
+        num_points: pixels of the object seen in this frame.
+        centroid: 3, mean of its points.
+        box_center, box_rotation, box_size: oriented box: centre (3), axes (3x3, columns; det
+            +1) and full lengths along them (3).
+        velocity: 3, velocity of the point at the centroid (units/s).
+        angular_velocity: 3, rotation vector per second (rad/s).
+        motion: 4x4 rigid transform since the previous frame, ``X(t) = motion @ X(t - dt)``
+            (identity when the object's velocity is unknown).
+        confidence: in [0, 1]: mean pixel confidence x share of its points that move with the
+            rigid motion.
+        age: frames the object has been followed (1 = first seen now).
+    """
+
+    id: int
+    num_points: int
+    centroid: np.ndarray
+    box_center: np.ndarray
+    box_rotation: np.ndarray
+    box_size: np.ndarray
+    velocity: np.ndarray
+    angular_velocity: np.ndarray
+    motion: np.ndarray
+    confidence: float
+    age: int
+
+
+@dataclass
+class ObjectSnapshot:
+    """The objects of one frame and the frame's segments.
+
+    Attributes:
+        stamp: capture time (s).
+        objects: the objects seen in this frame, by id.
+        segments: H x W uint16 segment labels of the frame (0 = static), as the backend gave.
+        segment_ids: persistent object id of each label (index = label; 0 for label 0 and for
+            segments too small to be an object).
+    """
+
+    stamp: float
+    objects: list[MovingObject] = field(default_factory=list)
+    segments: np.ndarray = field(default_factory=lambda: np.zeros((0, 0), np.uint16))
+    segment_ids: np.ndarray = field(default_factory=lambda: np.zeros(1, np.uint64))
+
+    def id_mask(self) -> np.ndarray:
+        """H x W uint64 object id of each pixel (0 = static)."""
+        return object_ids_of(self.segments, self.segment_ids)
+
+
+def object_ids_of(segments: np.ndarray, segment_ids: np.ndarray) -> np.ndarray:
+    """Object ids of segment labels (any shape): ``segment_ids[label]``, 0 past its end."""
+    ids = np.zeros(max(int(segments.max(initial=0)) + 1, len(segment_ids)), np.uint64)
+    ids[:len(segment_ids)] = segment_ids
+    return ids[segments]
+
+
+@dataclass
+class _Followed:
+    """An object followed across frames (what association needs)."""
+
+    id: int
+    stamp: float
+    centroid: np.ndarray
+    velocity: np.ndarray
+    size: float
+    age: int = 1
+    missed: int = 0
+
+
+class ObjectTracker:
+    """Turns each frame's segments and scene flow into persistent objects (module docstring)."""
+
+    def __init__(self, config: ObjectConfig | None = None) -> None:
+        self.config = config or ObjectConfig()
+        self.reset()
+
+    def reset(self) -> None:
+        self._next_id = 1
+        self._followed: list[_Followed] = []
+        self._last_stamp: float | None = None
+
+    def step(self, stamp: float, points_world: np.ndarray, segments: np.ndarray,
+             scene_flow: np.ndarray, confidence: np.ndarray) -> ObjectSnapshot:
+        """Objects of a frame: `points_world` H x W x 3, `segments` H x W labels, `scene_flow`
+        H x W x 3 world velocities (NaN = unknown), `confidence` H x W in [0, 1]."""
+        dt = None if self._last_stamp is None else stamp - self._last_stamp
+        self._last_stamp = stamp
+        n_labels = int(segments.max(initial=0))
+        measured: list[tuple[int, MovingObject]] = []
+        for label in range(1, n_labels + 1):
+            obj = self._measure(segments == label, points_world, scene_flow, confidence, dt)
+            if obj is not None:
+                measured.append((label, obj))
+        segment_ids = np.zeros(n_labels + 1, np.uint64)
+        objects = []
+        for (label, obj), followed in zip(measured, self._associate(stamp, measured)):
+            if followed is None:
+                followed = _Followed(self._next_id, stamp, obj.centroid, np.zeros(3), 0.0, 0)
+                self._next_id += 1
+                self._followed.append(followed)
+            followed.stamp, followed.centroid, followed.missed = stamp, obj.centroid, 0
+            if np.isfinite(obj.velocity).all():
+                followed.velocity = obj.velocity
+            followed.size = float(obj.box_size.max())
+            followed.age += 1
+            obj.id, obj.age = followed.id, followed.age
+            segment_ids[label] = followed.id
+            objects.append(obj)
+        self._followed = [f for f in self._followed if f.missed <= self.config.max_missed]
+        return ObjectSnapshot(stamp, sorted(objects, key=lambda o: o.id),
+                              segments.astype(np.uint16, copy=False), segment_ids)
+
+    # ------------------------------------------------------------------ internals
+    def _associate(self, stamp: float, measured: list[tuple[int, MovingObject]]
+                   ) -> list[_Followed | None]:
+        """The followed object of each measured segment (None = a new one); objects left
+        without a segment count a missed frame."""
+        matches: list[_Followed | None] = [None] * len(measured)
+        if self._followed and measured:
+            cfg = self.config
+            predicted = np.array([f.centroid + f.velocity * (stamp - f.stamp)
+                                  for f in self._followed])
+            centroids = np.array([obj.centroid for _, obj in measured])
+            gap = np.linalg.norm(predicted[:, None] - centroids[None], axis=2)
+            gate = np.array([cfg.gate + cfg.gate_size * f.size for f in self._followed])
+            cost = np.where(gap <= gate[:, None], gap, 1e6)
+            for i, j in zip(*linear_sum_assignment(cost)):
+                if cost[i, j] < 1e6:
+                    matches[j] = self._followed[i]
+        for followed in self._followed:
+            if not any(m is followed for m in matches):
+                followed.missed += 1
+        return matches
+
+    def _measure(self, mask: np.ndarray, points_world: np.ndarray, scene_flow: np.ndarray,
+                 confidence: np.ndarray, dt: float | None) -> MovingObject | None:
+        """The object a segment shows (id unset), or None when it is too small."""
+        cfg = self.config
+        points = points_world[mask].astype(np.float64)
+        flow = scene_flow[mask].astype(np.float64)
+        conf = confidence[mask]
+        ok = np.isfinite(points).all(axis=1)
+        if ok.sum() < max(cfg.min_points, cfg.min_share * mask.size):
+            return None
+        points, flow, conf = points[ok], flow[ok], conf[ok]
+        if len(points) > cfg.fit_points:  # evenly spread over the segment's pixels
+            pick = np.linspace(0, len(points) - 1, cfg.fit_points).astype(int)
+            points, flow, conf = points[pick], flow[pick], conf[pick]
+        centroid = points.mean(axis=0)
+        center, rotation, size = _oriented_box(points)
+        motion = np.eye(4)
+        velocity = angular = np.full(3, np.nan)
+        agree = 0.0
+        known = np.isfinite(flow).all(axis=1)
+        if dt is not None and dt > 0 and known.sum() >= 3:
+            before = points[known] - flow[known] * dt
+            _, R, t = umeyama(before, points[known], with_scale=False)
+            motion = make_pose(R, t)
+            velocity = (centroid - transform_points(invert_pose(motion), centroid[None])[0]) / dt
+            angular = Rotation.from_matrix(R).as_rotvec() / dt
+            rigid = (points[known] - transform_points(invert_pose(motion), points[known])) / dt
+            tol = max(cfg.inlier_speed, cfg.inlier_rel * float(np.linalg.norm(velocity)))
+            agree = float(np.mean(np.linalg.norm(rigid - flow[known], axis=1) < tol)) \
+                * known.mean()
+        return MovingObject(id=0, num_points=int(ok.sum()), centroid=centroid,
+                            box_center=center, box_rotation=rotation, box_size=size,
+                            velocity=velocity, angular_velocity=angular, motion=motion,
+                            confidence=float(np.clip(conf.mean() * agree, 0.0, 1.0)), age=0)
+
+
+def _oriented_box(points: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(centre, 3x3 axes as columns with det +1, full lengths) of the points' box along their
+    principal axes, from the 2nd to the 98th percentile along each."""
+    mean = points.mean(axis=0)
+    _, _, vt = np.linalg.svd(points - mean, full_matrices=False)
+    axes = vt.T
+    if np.linalg.det(axes) < 0:
+        axes[:, 2] *= -1.0
+    local = (points - mean) @ axes
+    lo, hi = np.percentile(local, [2.0, 98.0], axis=0)
+    return mean + axes @ ((lo + hi) / 2.0), axes, hi - lo
+
+
+def depth_edges(depth: np.ndarray) -> np.ndarray:
+    """H x W bool: pixels next to a depth jump (> 5 %, at least 5 cm; NaN = no depth)."""
+    z = np.nan_to_num(depth, nan=0.0)
+    edges = np.zeros(z.shape, bool)
+    for a, b, first, second in ((z[:-1], z[1:], edges[:-1], edges[1:]),
+                                (z[:, :-1], z[:, 1:], edges[:, :-1], edges[:, 1:])):
+        jump = np.abs(a - b) > np.maximum(0.05, 0.05 * np.minimum(a, b))
+        first |= jump
+        second |= jump
+    return edges
+
+
+def label_moving_segments(dynamic_mask: np.ndarray, depth: np.ndarray, min_pixels: int,
+                          max_segments: int = 255) -> np.ndarray:
+    """H x W uint16 segments of a dynamic mask: its connected parts split at depth jumps
+    (objects that touch in the image but not in depth are separate), the `max_segments`
+    largest of at least `min_pixels` pixels, numbered from 1 by size; 0 = none. For backends
+    without a segmentation of their own."""
+    ok = dynamic_mask & ~depth_edges(depth) & np.isfinite(depth) & (depth > 0)
+    count, labels, stats, _ = cv2.connectedComponentsWithStats(ok.astype(np.uint8),
+                                                               connectivity=8)
+    area = stats[1:, cv2.CC_STAT_AREA]
+    order = [k + 1 for k in np.argsort(-area) if area[k] >= min_pixels][:max_segments]
+    relabel = np.zeros(count, np.uint16)
+    relabel[order] = np.arange(1, len(order) + 1, dtype=np.uint16)
+    return relabel[labels]
+
+
+def rigid_scene_flow(points_world: np.ndarray, segments: np.ndarray, motions: np.ndarray,
+                     dt: float, dynamic_mask: np.ndarray) -> np.ndarray:
+    """H x W x 3 float32 world velocities (units/s) of a frame whose segment k moved rigidly by
+    ``motions[k]`` (4x4, world, since ``dt`` seconds ago; NaN = unknown): on each segment the
+    velocity of that motion at each point, 0 on static pixels, NaN on moving pixels with no
+    known motion and where there is no geometry."""
+    flow = np.zeros(points_world.shape, np.float32)
+    flow[dynamic_mask | (segments > 0)] = np.nan
+    for k in range(1, len(motions)):
+        M = motions[k]
+        m = segments == k
+        if not m.any() or not np.isfinite(M).all():
+            continue
+        X = points_world[m].astype(np.float64)
+        flow[m] = (X - transform_points(invert_pose(M), X)) / dt
+    flow[~np.isfinite(points_world).all(axis=-1)] = np.nan
+    return flow
