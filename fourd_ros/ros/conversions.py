@@ -18,11 +18,13 @@ from scipy.spatial.transform import Rotation
 
 from builtin_interfaces.msg import Time
 from geometry_msgs.msg import Point, Pose, PoseStamped, Quaternion, TransformStamped, Vector3
+from fourd_ros_msgs.msg import MovingObject, MovingObjects
 from nav_msgs.msg import Odometry, Path
-from sensor_msgs.msg import PointCloud2, PointField
+from sensor_msgs.msg import Image, PointCloud2, PointField
 from std_msgs.msg import ColorRGBA, Header
 from visualization_msgs.msg import Marker, MarkerArray
 
+from fourd_ros.core.engine.objects import MovingObject as MovingObjectCore
 from fourd_ros.core.geometry import R_BODY_FROM_OPTICAL, invert_pose, make_pose, transform_points
 
 
@@ -104,13 +106,25 @@ class FrameTransforms:
 
 
 # ---------------------------------------------------------------------------- clouds
-_CLOUD_DTYPE = np.dtype([('x', '<f4'), ('y', '<f4'), ('z', '<f4'), ('rgb', '<f4'),
-                         ('confidence', '<f4')])
-_CLOUD_FIELDS = [PointField(name='x', offset=0, datatype=PointField.FLOAT32, count=1),
-                 PointField(name='y', offset=4, datatype=PointField.FLOAT32, count=1),
-                 PointField(name='z', offset=8, datatype=PointField.FLOAT32, count=1),
-                 PointField(name='rgb', offset=12, datatype=PointField.FLOAT32, count=1),
-                 PointField(name='confidence', offset=16, datatype=PointField.FLOAT32, count=1)]
+_FLOAT32 = PointField.FLOAT32
+_CLOUD_LAYOUT = (('x', _FLOAT32), ('y', _FLOAT32), ('z', _FLOAT32), ('rgb', _FLOAT32),
+                 ('confidence', _FLOAT32))
+# the per-frame cloud also says what moves: object id and scene flow of each point
+_MOTION_LAYOUT = (('segment', PointField.UINT32), ('vx', _FLOAT32), ('vy', _FLOAT32),
+                  ('vz', _FLOAT32))
+_NUMPY_TYPES = {PointField.INT8: '<i1', PointField.UINT8: '<u1', PointField.INT16: '<i2',
+                PointField.UINT16: '<u2', PointField.INT32: '<i4', PointField.UINT32: '<u4',
+                PointField.FLOAT32: '<f4', PointField.FLOAT64: '<f8'}
+
+
+@functools.lru_cache(maxsize=4)
+def _cloud_layout(with_motion: bool) -> tuple[np.dtype, tuple[PointField, ...]]:
+    """The numpy dtype and PointFields (standard types, packed offsets) of a cloud."""
+    layout = _CLOUD_LAYOUT + (_MOTION_LAYOUT if with_motion else ())
+    dtype = np.dtype([(name, _NUMPY_TYPES[kind]) for name, kind in layout])
+    fields = tuple(PointField(name=name, offset=dtype.fields[name][1], datatype=kind, count=1)
+                   for name, kind in layout)
+    return dtype, fields
 
 
 def pack_rgb(colors: np.ndarray) -> np.ndarray:
@@ -120,34 +134,64 @@ def pack_rgb(colors: np.ndarray) -> np.ndarray:
 
 
 def points_to_cloud(points: np.ndarray, colors: np.ndarray, confidence: np.ndarray,
-                    header: Header) -> PointCloud2:
-    """PointCloud2 with fields x, y, z, rgb, confidence (float32, 20 bytes per point).
+                    header: Header, segments: np.ndarray | None = None,
+                    velocities: np.ndarray | None = None) -> PointCloud2:
+    """PointCloud2 with fields x, y, z, rgb, confidence (float32, 20 bytes per point), and with
+    `segments` and `velocities` also segment (uint32 object id, 0 = static) and vx, vy, vz
+    (float32 scene flow, units/s; 36 bytes per point).
 
     `points` H x W x 3 gives an organized cloud (height H, width W; NaN = invalid, is_dense
-    False); N x 3 gives an unorganized one (height 1). Units of `points`, frame of `header`.
+    False); N x 3 gives an unorganized one (height 1). Units of `points`, frame of `header`
+    (also the axes of `velocities`). Standard PointField types at packed offsets, so any
+    reader that follows the fields (sensor_msgs_py's read_points, PCL, RViz) reads it.
     """
     if points.ndim == 3:
         height, width = points.shape[:2]
     else:
         height, width = 1, points.shape[0]
     n = height * width
-    arr = np.empty(n, _CLOUD_DTYPE)
+    dtype, fields = _cloud_layout(segments is not None)
+    arr = np.empty(n, dtype)
     xyz = points.reshape(n, 3)
     arr['x'], arr['y'], arr['z'] = xyz[:, 0], xyz[:, 1], xyz[:, 2]
     arr['rgb'] = pack_rgb(colors.reshape(n, 3))
     arr['confidence'] = confidence.reshape(n)
-    msg = PointCloud2(header=header, height=height, width=width, fields=_CLOUD_FIELDS,
-                      is_bigendian=False, point_step=_CLOUD_DTYPE.itemsize,
-                      row_step=_CLOUD_DTYPE.itemsize * width,
+    if segments is not None:
+        arr['segment'] = segments.reshape(n)
+        v = velocities.reshape(n, 3)
+        arr['vx'], arr['vy'], arr['vz'] = v[:, 0], v[:, 1], v[:, 2]
+    msg = PointCloud2(header=header, height=height, width=width, fields=list(fields),
+                      is_bigendian=False, point_step=dtype.itemsize,
+                      row_step=dtype.itemsize * width,
                       is_dense=bool(np.isfinite(xyz).all()))
     msg.data = arr.tobytes()
     return msg
 
 
 def cloud_to_array(msg: PointCloud2) -> np.ndarray:
-    """Structured array (height x width) of a cloud written by `points_to_cloud`."""
-    arr = np.frombuffer(bytes(msg.data), _CLOUD_DTYPE)
+    """Structured array (height x width) of a cloud, one field per PointField (by name, type
+    and offset, as sensor_msgs_py's read_points reads it)."""
+    dtype = np.dtype({'names': [f.name for f in msg.fields],
+                      'formats': [_NUMPY_TYPES[f.datatype] for f in msg.fields],
+                      'offsets': [f.offset for f in msg.fields], 'itemsize': msg.point_step})
+    arr = np.frombuffer(bytes(msg.data), dtype)
     return arr.reshape(msg.height, msg.width)
+
+
+def wrap_object_ids(ids: np.ndarray) -> np.ndarray:
+    """Object ids (0 = static) as the uint16 values of ~/motion_mask: ids above 65535 wrap
+    around (1 ... 65535, never 0), so an id and its value agree for the first 65535 objects of a
+    stream."""
+    ids = np.asarray(ids, np.uint64)
+    return np.where(ids > 0, (ids - 1) % 65535 + 1, 0).astype(np.uint16)
+
+
+def motion_mask_image(ids: np.ndarray, header: Header) -> Image:
+    """sensor_msgs/Image mono16 of H x W object ids (0 = static; see `wrap_object_ids`)."""
+    mask = wrap_object_ids(ids)
+    h, w = mask.shape
+    return Image(header=header, height=h, width=w, encoding='mono16', is_bigendian=0,
+                 step=2 * w, data=mask.astype('<u2').tobytes())
 
 
 # ---------------------------------------------------------------------------- paths, markers
@@ -228,6 +272,60 @@ def _trail_colors(hue_index: int, n: int) -> tuple[ColorRGBA, ...]:
     return tuple(out)
 
 
+def objects_to_msg(objects: Sequence[MovingObjectCore], T_frame_world: np.ndarray,
+                   header: Header, dt: float) -> MovingObjects:
+    """fourd_ros_msgs/MovingObjects of the engine's objects (core world) in header.frame_id,
+    whose pose of the core's world is `T_frame_world` (4x4)."""
+    R = T_frame_world[:3, :3]
+    msg = MovingObjects(header=header, dt=float(dt))
+    for obj in objects:
+        out = MovingObject(id=int(obj.id), num_points=int(obj.num_points),
+                           confidence=float(obj.confidence), age=int(obj.age))
+        out.centroid = to_points(transform_points(T_frame_world, obj.centroid[None]))[0]
+        out.box_pose = matrix_to_pose(T_frame_world @ make_pose(obj.box_rotation,
+                                                                obj.box_center))
+        out.box_size = to_vectors(obj.box_size[None])[0]
+        out.velocity = to_vectors((R @ obj.velocity)[None])[0]
+        out.angular_velocity = to_vectors((R @ obj.angular_velocity)[None])[0]
+        moved = T_frame_world @ obj.motion @ invert_pose(T_frame_world)
+        out.motion = matrix_to_transform(moved, '', '', header.stamp).transform
+        msg.objects.append(out)
+    return msg
+
+
+def object_markers(msg: MovingObjects) -> MarkerArray:
+    """RViz markers of a MovingObjects message: per object its box (translucent, the id's
+    colour), a velocity arrow (from the centroid, one second of motion) and its id and speed
+    as text; the array starts with a DELETEALL, so objects no longer seen disappear."""
+    markers = [Marker(header=msg.header, action=Marker.DELETEALL)]
+    for obj in msg.objects:
+        r, g, b = _hue_to_rgb((int(obj.id) * 0.618034) % 1.0)
+        box = Marker(header=msg.header, ns='object_boxes', id=int(obj.id) % 2**31,
+                     type=Marker.CUBE, action=Marker.ADD, pose=obj.box_pose,
+                     color=ColorRGBA(r=r, g=g, b=b, a=0.35))
+        box.scale = obj.box_size
+        velocity = np.array([obj.velocity.x, obj.velocity.y, obj.velocity.z])
+        speed = float(np.linalg.norm(velocity))
+        arrow = Marker(header=msg.header, ns='object_velocity', id=int(obj.id) % 2**31,
+                       type=Marker.ARROW, action=Marker.ADD,
+                       color=ColorRGBA(r=r, g=g, b=b, a=1.0))
+        arrow.pose.orientation.w = 1.0
+        arrow.scale.x, arrow.scale.y, arrow.scale.z = 0.02, 0.04, 0.06
+        c = obj.centroid
+        if np.isfinite(speed):
+            arrow.points = [c, Point(x=c.x + velocity[0], y=c.y + velocity[1],
+                                     z=c.z + velocity[2])]
+        text = Marker(header=msg.header, ns='object_ids', id=int(obj.id) % 2**31,
+                      type=Marker.TEXT_VIEW_FACING, action=Marker.ADD,
+                      text=f'{obj.id}  {speed:.2f}/s', color=ColorRGBA(r=r, g=g, b=b, a=1.0))
+        size = obj.box_size
+        text.pose.position = Point(x=c.x, y=c.y, z=c.z + 0.6 * max(size.x, size.y, size.z))
+        text.pose.orientation.w = 1.0
+        text.scale.z = 0.08
+        markers += [box, arrow, text] if arrow.points else [box, text]
+    return MarkerArray(markers=markers)
+
+
 def delete_all_markers(frame_id: str, stamp: Time) -> MarkerArray:
     return MarkerArray(markers=[Marker(header=Header(stamp=stamp, frame_id=frame_id),
                                        action=Marker.DELETEALL)])
@@ -256,8 +354,8 @@ def points_to_array(points: list) -> np.ndarray:
 
 def pack(values: np.ndarray, typecode: str = 'd') -> array.array:
     """A numpy array as the array.array a ROS primitive sequence field takes without a
-    per-element conversion ('d' float64[], 'f' float32[], 'B' uint8[])."""
-    dtype = {'d': np.float64, 'f': np.float32, 'B': np.uint8}[typecode]
+    per-element conversion ('d' float64[], 'f' float32[], 'B' uint8[], 'Q' uint64[])."""
+    dtype = {'d': np.float64, 'f': np.float32, 'B': np.uint8, 'Q': np.uint64}[typecode]
     return array.array(typecode, np.ascontiguousarray(values, dtype=dtype).tobytes())
 
 

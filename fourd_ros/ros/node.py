@@ -28,7 +28,7 @@ from rclpy.node import Node
 from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 
 from diagnostic_msgs.msg import DiagnosticStatus
-from fourd_ros_msgs.srv import GetTrajectory, QueryMotion
+from fourd_ros_msgs.srv import GetObjectMotion, GetTrajectory, QueryMotion
 from sensor_msgs.msg import CameraInfo, Image
 from std_srvs.srv import Trigger
 from tf2_msgs.msg import TFMessage
@@ -152,6 +152,8 @@ class FourdNode(Node):
                                      callback_group=inputs)
         self.create_service(QueryMotion, '~/query_motion', self._on_query,
                             qos_profile=SERVICE_QOS, callback_group=queries)
+        self.create_service(GetObjectMotion, '~/get_object_motion', self._on_get_object_motion,
+                            qos_profile=SERVICE_QOS, callback_group=queries)
         self.create_service(GetTrajectory, '~/get_trajectory', self._on_get_trajectory,
                             qos_profile=SERVICE_QOS, callback_group=other_services)
         self.create_service(Trigger, '~/reset', self._on_reset,
@@ -254,7 +256,7 @@ class FourdNode(Node):
                                       'the view is found again', throttle_duration_sec=5.0)
         tracks = self.engine.track_snapshot() if self.p['publish_tracks'] else None
         self.out.publish(msg.header.stamp, result, self._camera_frame or DEFAULT_CAMERA_FRAME,
-                         tracks, self._fps_estimate())
+                         tracks, self.engine.object_snapshot(), self._fps_estimate())
         # the worker's whole time on the frame (decode, engine, publishing): what a frame
         # arriving behind it waits for
         self._frame_times.append(time.monotonic() - t0)
@@ -372,6 +374,30 @@ class FourdNode(Node):
             response.displacements = conv.to_vectors(pos - src)
         response.confidence = conv.pack(result.confidence, 'f')
         response.status = conv.pack(result.status, 'B')
+        response.object_ids = conv.pack(result.object_ids, 'Q')
+        return response
+
+    def _on_get_object_motion(self, request: GetObjectMotion.Request,
+                              response: GetObjectMotion.Response):
+        zero_target = request.target_stamp.sec == 0 and request.target_stamp.nanosec == 0
+        answer = self.engine.object_motion(
+            request.object_id, conv.stamp_to_sec(request.source_stamp),
+            None if zero_target else conv.stamp_to_sec(request.target_stamp))
+        response.header.frame_id = request.frame_id or self.p['map_frame']
+        if np.isfinite(answer.target_stamp):
+            response.header.stamp = conv.sec_to_stamp(answer.target_stamp)
+        T = self._world_to_frame(request.frame_id, self.engine.cached_pose(answer.target_stamp))
+        if T is None:
+            response.success = False
+            response.message = f"unknown frame_id '{request.frame_id}'"
+            return response
+        response.success = answer.ok
+        response.message = answer.message or f'{answer.num_points} points followed'
+        if answer.ok:
+            response.motion = conv.matrix_to_transform(
+                T @ answer.motion @ invert_pose(T), '', '', response.header.stamp).transform
+            response.num_points = answer.num_points
+            response.confidence = answer.confidence
         return response
 
     def _on_get_trajectory(self, request: GetTrajectory.Request,
@@ -428,13 +454,15 @@ def usage() -> str:
     lines = ['usage: fourd_node [-h] [--ros-args [-r NAME:=TOPIC]... [-p NAME:=VALUE]... '
              '[--params-file FILE]]', '',
              'Streaming 4D perception from a ROS 2 camera: per-frame clouds, camera poses on TF,',
-             'tracked points and past-to-current motion queries.', '',
+             'tracked points, moving objects and past-to-current motion queries.', '',
              'inputs (relative names; remap with -r NAME:=TOPIC):']
     lines += [f'  {n:<14} {t:<28} {d}' for n, t, d in INPUTS]
     lines += ['', 'outputs:'] + [f'  {n:<17} {t:<33} {d}' for n, t, d in TOPICS]
     lines += ['', 'services:',
               '  ~/query_motion    fourd_ros_msgs/QueryMotion   where are these points of a '
               'past frame now',
+              '  ~/get_object_motion fourd_ros_msgs/GetObjectMotion rigid motion of a moving '
+              'object between two stamps',
               '  ~/get_trajectory  fourd_ros_msgs/GetTrajectory camera path between two stamps',
               '  ~/reset           std_srvs/Trigger             start a new stream', '',
               'parameters (-p NAME:=VALUE or --params-file config/fourd.yaml; default in '

@@ -15,13 +15,14 @@ from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from geometry_msgs.msg import Point
-from fourd_ros_msgs.msg import TrackedPoints
+from fourd_ros_msgs.msg import MovingObjects, TrackedPoints
 from nav_msgs.msg import Odometry, Path
-from sensor_msgs.msg import PointCloud2
+from sensor_msgs.msg import Image, PointCloud2
 from std_msgs.msg import Header
 from tf2_msgs.msg import TFMessage
 from visualization_msgs.msg import MarkerArray
 
+from fourd_ros.core.engine.objects import ObjectSnapshot
 from fourd_ros.core.engine.tracks import TrackSnapshot
 from fourd_ros.core.types import FrameResult
 from fourd_ros.ros import conversions as conv
@@ -32,8 +33,13 @@ LATCHED = QoSProfile(depth=1, durability=DurabilityPolicy.TRANSIENT_LOCAL,
 
 # (topic, type, description) of everything the node publishes, for --help and the README
 TOPICS = (
-    ('~/points', 'sensor_msgs/PointCloud2', 'organized per-frame cloud (x y z rgb confidence), '
-     'camera optical frame'),
+    ('~/points', 'sensor_msgs/PointCloud2', 'organized per-frame cloud (x y z rgb confidence '
+     'segment vx vy vz: object id, 0 = static, and scene flow), camera optical frame'),
+    ('~/motion_mask', 'sensor_msgs/Image', 'mono16 object id of each pixel (0 = static) at the '
+     'processing resolution, stamped and framed like the image'),
+    ('~/objects', 'fourd_ros_msgs/MovingObjects', 'moving objects: persistent id, box, '
+     'velocity, motion since the last frame; map frame'),
+    ('~/object_markers', 'visualization_msgs/MarkerArray', 'object boxes, velocity arrows, ids'),
     ('~/map_points', 'sensor_msgs/PointCloud2', 'accumulated static cloud, map frame, reliable '
      '+ transient local'),
     ('/tf', 'tf2_msgs/TFMessage', 'map -> odom (identity) -> base_frame'),
@@ -67,6 +73,9 @@ class Outputs:
         self.pub_odom = node.create_publisher(Odometry, '~/odom', 10)
         self.pub_tracks = node.create_publisher(TrackedPoints, '~/tracks', 10)
         self.pub_markers = node.create_publisher(MarkerArray, '~/track_markers', 5)
+        self.pub_mask = node.create_publisher(Image, '~/motion_mask', 5)
+        self.pub_objects = node.create_publisher(MovingObjects, '~/objects', 10)
+        self.pub_object_markers = node.create_publisher(MarkerArray, '~/object_markers', 5)
         self.pub_diag = node.create_publisher(DiagnosticArray, '/diagnostics', 10)
         self.map = MapAccumulator(params['map_voxel_size'], params['map_max_points'])
         self._path: deque = deque(maxlen=params['path_max_size'])
@@ -83,12 +92,13 @@ class Outputs:
         self._frames_published = 0
         self.map.reset()
         self.pub_markers.publish(conv.delete_all_markers(self.p['map_frame'], stamp))
+        self.pub_object_markers.publish(conv.delete_all_markers(self.p['map_frame'], stamp))
         self.pub_map.publish(conv.points_to_cloud(
             np.zeros((0, 3), np.float32), np.zeros((0, 3), np.uint8), np.zeros(0, np.float32),
             Header(stamp=stamp, frame_id=self.p['map_frame'])))
 
     def publish(self, stamp: Any, result: FrameResult, camera_frame: str,
-                tracks: TrackSnapshot | None, fps: float) -> None:
+                tracks: TrackSnapshot | None, objects: ObjectSnapshot, fps: float) -> None:
         """Everything of one processed frame (stamp = the image's)."""
         p = self.p
         self._frames_published += 1
@@ -103,10 +113,21 @@ class Outputs:
                 tfs.append(conv.matrix_to_transform(np.eye(4), p['map_frame'], p['odom_frame'],
                                                     stamp))
             self.pub_tf.publish(TFMessage(transforms=tfs))
+        ids = objects.id_mask()
         if p['publish_points']:
+            # scene flow is motion in the world, expressed in the cloud's (camera) axes
             self.pub_points.publish(conv.points_to_cloud(
                 result.points_cam, result.colors, result.confidence,
-                Header(stamp=stamp, frame_id=camera_frame)))
+                Header(stamp=stamp, frame_id=camera_frame), ids.astype(np.uint32),
+                result.scene_flow @ result.T_wc[:3, :3].astype(np.float32)))
+        if p['publish_objects']:
+            self.pub_mask.publish(conv.motion_mask_image(
+                ids, Header(stamp=stamp, frame_id=camera_frame)))
+            msg = conv.objects_to_msg(objects.objects, self.frames.T_odom_world,
+                                      Header(stamp=stamp, frame_id=p['map_frame']),
+                                      objects.dt)
+            self.pub_objects.publish(msg)
+            self.pub_object_markers.publish(conv.object_markers(msg))
         # keep PoseStamped messages, not matrices: the path is re-sent every frame
         self._path.append(conv.make_pose_stamped(T_odom_base, p['odom_frame'], stamp))
         self.pub_path.publish(Path(header=Header(stamp=stamp, frame_id=p['odom_frame']),
@@ -152,6 +173,7 @@ class Outputs:
         msg.velocities = conv.to_vectors(vel)
         msg.confidence = [float(c) for c in snap.confidence]
         msg.status = [int(s) for s in snap.status]
+        msg.object_ids = conv.pack(snap.object_ids, 'Q')
         self.pub_tracks.publish(msg)
         live = set()
         # the trails keep the Point messages just built for ~/tracks (no new ones per frame)

@@ -95,6 +95,8 @@ PARAMS: tuple[Param, ...] = (
     Param('publish_map_points', True, 'publish the accumulated cloud ~/map_points',
           read_only=False),
     Param('publish_tracks', True, 'publish ~/tracks and ~/track_markers', read_only=False),
+    Param('publish_objects', True, 'publish ~/motion_mask, ~/objects and ~/object_markers',
+          read_only=False),
     Param('map_voxel_size', 0.05, 'voxel size of ~/map_points, metres (or scene units)',
           float_range=(0.001, 10.0)),
     Param('map_every_n_frames', 5, 'publish ~/map_points every n processed frames',

@@ -108,7 +108,8 @@ def test_outputs_follow_ground_truth(ros_context, start_process, clip) -> None:
     cloud = rec.msgs['/fourd/points'][-1]
     assert cloud.header.frame_id == 'camera_optical_frame'
     assert (cloud.height, cloud.width) == (CAMERA['height'], CAMERA['width'])
-    assert [f.name for f in cloud.fields] == ['x', 'y', 'z', 'rgb', 'confidence']
+    assert [f.name for f in cloud.fields] == ['x', 'y', 'z', 'rgb', 'confidence', 'segment',
+                                              'vx', 'vy', 'vz']
     arr = conv.cloud_to_array(cloud)
     assert np.isfinite(arr['z']).mean() > 0.9 and np.nanmin(arr['z']) > 0
     assert spin_until(node, lambda: rec.count('/fourd/map_points') > 0, timeout=10.0)

@@ -28,12 +28,13 @@ pytestmark = pytest.mark.ros
 class FakeCamera:
     """Publishes hand-made images/depth/camera_info from the test process (reliable QoS)."""
 
-    def __init__(self, node) -> None:
+    def __init__(self, node, clip=None) -> None:
         self.node = node
         self.image = node.create_publisher(Image, '/camera/image_raw', 10)
         self.depth = node.create_publisher(Image, '/camera/depth', 10)
         self.info = node.create_publisher(CameraInfo, '/camera/camera_info', 10)
-        self.clip = generate_clip(SceneConfig(frames=12, width=96, height=72, seed=2, fps=30.0))
+        self.clip = clip if clip is not None else generate_clip(
+            SceneConfig(frames=12, width=96, height=72, seed=2, fps=30.0))
 
     def connected(self, depth: bool = True) -> bool:
         """The node subscribes to the image, the camera info and (`depth`) the depth topic: a

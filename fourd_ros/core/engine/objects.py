@@ -14,9 +14,10 @@ backend:
    box the principal axes of its points (2nd-98th percentile extents, robust to stray pixels);
 3. segments are matched to the objects followed so far by their centroids (Hungarian
    assignment, each object's centroid predicted with its velocity, gated by distance); an
-   unmatched segment starts a new object. An object without a segment is kept, unpublished,
-   for ``max_missed`` frames (an object the segmentation misses for a frame keeps its id). Ids
-   start at 1 and are never reused within a stream.
+   unmatched segment starts a new object, reported from its ``min_age``-th frame on. An object
+   without a segment is kept, unreported, for ``max_missed`` frames (an object the
+   segmentation misses for a frame keeps its id). Ids start at 1 and are never reused within a
+   stream.
 
 Conventions as in ``fourd_ros.core.types``: world = the first camera (OpenCV axes), metres or
 scene units (``metric``), seconds.
@@ -46,6 +47,8 @@ class ObjectConfig:
             centroid for the two to match, plus ``gate_size`` times the object's largest extent.
         gate_size: see ``gate``.
         max_missed: frames an object is kept without a segment before it is dropped.
+        min_age: frames an object must be followed before it is reported (a segment seen on
+            one frame only is more often a false detection than an object).
         inlier_speed: a point's velocity agrees with its object's rigid motion when they differ
             by less than max(inlier_speed, inlier_rel x the object's speed) (units/s).
         inlier_rel: see ``inlier_speed``.
@@ -57,6 +60,7 @@ class ObjectConfig:
     gate: float = 0.15
     gate_size: float = 0.5
     max_missed: int = 5
+    min_age: int = 2
     inlier_speed: float = 0.02
     inlier_rel: float = 0.2
 
@@ -99,6 +103,8 @@ class ObjectSnapshot:
 
     Attributes:
         stamp: capture time (s).
+        dt: seconds since the previous frame (the interval of each object's motion; 0 at
+            the start of a stream).
         objects: the objects seen in this frame, by id.
         segments: H x W uint16 segment labels of the frame (0 = static), as the backend gave.
         segment_ids: persistent object id of each label (index = label; 0 for label 0 and for
@@ -106,6 +112,7 @@ class ObjectSnapshot:
     """
 
     stamp: float
+    dt: float = 0.0
     objects: list[MovingObject] = field(default_factory=list)
     segments: np.ndarray = field(default_factory=lambda: np.zeros((0, 0), np.uint16))
     segment_ids: np.ndarray = field(default_factory=lambda: np.zeros(1, np.uint64))
@@ -172,10 +179,11 @@ class ObjectTracker:
             followed.size = float(obj.box_size.max())
             followed.age += 1
             obj.id, obj.age = followed.id, followed.age
-            segment_ids[label] = followed.id
-            objects.append(obj)
+            if obj.age >= self.config.min_age:
+                segment_ids[label] = followed.id
+                objects.append(obj)
         self._followed = [f for f in self._followed if f.missed <= self.config.max_missed]
-        return ObjectSnapshot(stamp, sorted(objects, key=lambda o: o.id),
+        return ObjectSnapshot(stamp, dt or 0.0, sorted(objects, key=lambda o: o.id),
                               segments.astype(np.uint16, copy=False), segment_ids)
 
     # ------------------------------------------------------------------ internals

@@ -13,10 +13,11 @@ first camera, which is the clip's world) at the clip's resolution.
 - objects: each truly moving object seen with at least ``min_pixels`` pixels is matched to the
   id that covers most of its pixels (at least a third of them); its velocity error is that
   object's centroid velocity against the true velocity of the point at the same centroid,
-  relative to the true speed (median over frames, per object); its id is stable on the frames
-  where the id is its most frequent one (share of the frames it is seen, unmatched frames
-  count against it); a false object is a published one whose pixels are mostly static
-  (share of published objects, and share of frames with one).
+  relative to the true speed (median over frames, per object); the share of its frames it is
+  matched on (mean and lowest over objects); for objects matched on at least half of their
+  frames, its id is stable on the frames where the id is its most frequent one (share of the
+  frames it is seen, unmatched frames count against it); a false object is a published one
+  whose pixels are mostly static (share of published objects, and share of frames with one).
 """
 
 from __future__ import annotations
@@ -116,10 +117,12 @@ class MovingObjectScorer:
         """The scores (NaN where there was nothing to score)."""
         rel = np.concatenate(self._flow_rel) if self._flow_rel else np.zeros(0)
         still = np.concatenate(self._static_speed) if self._static_speed else np.zeros(0)
-        stability = [Counter([x for x in ids if x]).most_common(1)[0][1] / len(ids)
-                     if any(ids) else 0.0 for ids in self._ids.values()]
-        velocity = [float(np.median(v)) for v in self._vel_rel.values() if v]
         matched = [np.mean(np.asarray(ids) > 0) for ids in self._ids.values()]
+        # id stability of the objects matched on at least half of their frames (how often an
+        # object is found at all is `objects_matched_share`)
+        stability = [Counter([x for x in ids if x]).most_common(1)[0][1] / len(ids)
+                     for ids in self._ids.values() if np.mean(np.asarray(ids) > 0) >= 0.5]
+        velocity = [float(np.median(v)) for v in self._vel_rel.values() if v]
 
         def stat(values: list | np.ndarray, fn) -> float:
             return float(fn(values)) if len(values) else float('nan')
@@ -130,6 +133,7 @@ class MovingObjectScorer:
             'flow_static_median_m_s': stat(still, np.median),
             'flow_static_p99_m_s': stat(still, lambda x: np.percentile(x, 99)),
             'objects_matched_share': stat(matched, np.mean),
+            'objects_matched_min': stat(matched, np.min),
             'object_velocity_rel_median_worst': stat(velocity, np.max),
             'object_velocity_rel_median_mean': stat(velocity, np.mean),
             'id_stability_worst': stat(stability, np.min),
