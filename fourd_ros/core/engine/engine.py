@@ -1,4 +1,6 @@
-"""Streaming engine: one backend, a bounded latent cache, persistent tracks, motion queries.
+"""Streaming engine: one backend, a bounded latent cache, persistent tracks, moving objects
+(``objects.py``: the backend's per-frame segments followed under persistent ids), motion
+queries and object-motion queries.
 
 Typical use (CoTracker-style online contract: push frames in order, ask at any time)::
 
