@@ -32,6 +32,9 @@ import fourd_ros
 #: message types not (necessarily) in the rosbags Kilted store: type name -> (package, file)
 CUSTOM_TYPES = {
     'fourd_ros_msgs/msg/TrackedPoints': ('fourd_ros_msgs', 'TrackedPoints.msg'),
+    # before MovingObjects, which holds it
+    'fourd_ros_msgs/msg/MovingObject': ('fourd_ros_msgs', 'MovingObject.msg'),
+    'fourd_ros_msgs/msg/MovingObjects': ('fourd_ros_msgs', 'MovingObjects.msg'),
     'tf2_msgs/msg/TFMessage': ('tf2_msgs', 'TFMessage.msg'),
 }
 _SOURCE_ROOT = Path(fourd_ros.__file__).resolve().parents[1]

@@ -38,7 +38,9 @@ def test_objects_get_the_exact_rigid_motion_and_keep_their_ids() -> None:
     R = Rotation.from_rotvec([0.0, 0.2, 0.0]).as_matrix()
     centre = _scene(np.zeros(3))[0][35:55, 45:75].reshape(-1, 3).astype(np.float64).mean(0)
     turn = make_pose(R, centre - R @ centre)
-    tracker = ObjectTracker(ObjectConfig(min_points=20, min_share=0.0))
+    # reported from their second frame, whatever their path (object 2 turns in place)
+    tracker = ObjectTracker(ObjectConfig(min_points=20, min_share=0.0, min_age=2,
+                                         min_straightness=0.0))
     seen = []
     for i in range(6):
         points, segments = _scene(np.array([0.02 * i, 0.0, 0.0]))
@@ -73,6 +75,30 @@ def test_objects_get_the_exact_rigid_motion_and_keep_their_ids() -> None:
     assert set(np.unique(snap.id_mask())) == {0, 3, 4}
 
 
+def test_objects_are_reported_once_they_travel_not_while_they_jitter_in_place() -> None:
+    tracker = ObjectTracker(ObjectConfig(min_points=20, min_share=0.0))
+    rng = np.random.default_rng(0)
+    reported: dict[int, list[int]] = {1: [], 2: []}
+    for i in range(12):
+        # segment 1 travels 2 cm per frame; segment 2 (a static surface mistaken for an
+        # object) jitters by 2 cm about where it is
+        points, segments = _scene(np.array([0.02 * i, 0.0, 0.0]))
+        points[segments == 2] += rng.normal(0.0, 0.02, 3).astype(np.float32)
+        flow = np.zeros((H, W, 3), np.float32)
+        flow[segments == 1] = (0.2, 0.0, 0.0)
+        flow[segments == 2] = rng.normal(0.0, 0.2, 3)
+        snap = tracker.step(i * 0.1, points, segments, flow, np.ones((H, W), np.float32))
+        ids = snap.id_mask()
+        for label in (1, 2):
+            if int(ids[segments == label][0]) in {o.id for o in snap.objects}:
+                reported[label].append(i)
+    assert reported[1] == list(range(2, 12))  # from its third frame (min_age)
+    # (two random steps may line up by chance; once more steps are known they do not)
+    assert len(reported[2]) <= 1 and not [i for i in reported[2] if i > 3]
+    # both are in the motion mask all along (moving segments, reported or not)
+    assert (snap.id_mask()[segments > 0] > 0).all()
+
+
 def test_moving_segments_split_at_depth_jumps_and_drop_small_parts() -> None:
     dynamic = np.zeros((H, W), bool)
     dynamic[10:40, 10:60] = True
@@ -85,17 +111,21 @@ def test_moving_segments_split_at_depth_jumps_and_drop_small_parts() -> None:
     assert labels[20, 15] > 0 and labels[20, 50] > 0
 
 
-# mask IoU, median velocity error of the worst object, and share of frames with a false object,
-# as measured on development seeds 0, 2, 5 and held-out seeds 100, 103 (never tuned on;
-# docs/measurements.md); floors: IoU - 0.05, error + 0.05, false share + 0.1
-MEASURED = {0: (0.612, 0.187, 0.227), 2: (0.733, 0.069, 0.545), 5: (0.749, 0.012, 0.0),
-            100: (0.894, 0.189, 0.091), 103: (0.783, 0.054, 0.0)}
+# per seed as measured (docs/measurements.md): mask IoU, worst object's median velocity error,
+# worst object's id consistency, share of frames with a false object. Development seeds 0, 2,
+# 5, 11 were tuned on; held-out seeds 100 and 102-105 never were. Floors: IoU - 0.05, velocity
+# error + 0.05, consistency - 0.1, false frames + 0.1 (deterministic: reruns give the same)
+MEASURED = {0: (0.677, 0.104, 0.933, 0.065), 2: (0.851, 0.080, 1.0, 0.174),
+            5: (0.807, 0.086, 1.0, 0.0), 11: (0.874, 0.056, 1.0, 0.0),
+            100: (0.878, 0.251, 0.600, 0.0), 102: (0.799, 0.071, 1.0, 0.0),
+            103: (0.869, 0.091, 1.0, 0.0), 104: (0.776, 0.336, 1.0, 0.239),
+            105: (0.864, 0.014, 1.0, 0.022)}
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize('seed', [0, 2, 5, 100, 103])
+@pytest.mark.parametrize('seed', sorted(MEASURED))
 def test_rgbd_objects_against_ground_truth(seed: int) -> None:
-    clip = generate_clip(SceneConfig(frames=24, width=256, height=192, seed=seed, fps=30.0,
+    clip = generate_clip(SceneConfig(frames=48, width=256, height=192, seed=seed, fps=30.0,
                                      num_objects=(3, 5)))
     engine = StreamingEngine(RgbdBackend(), EngineConfig(width=0))
     scorer = MovingObjectScorer(clip)
@@ -106,12 +136,13 @@ def test_rgbd_objects_against_ground_truth(seed: int) -> None:
                    [PublishedObject(o.id, o.centroid, o.velocity) for o in snap.objects])
     s = scorer.result()
     print(f'seed {seed}: ' + ', '.join(f'{k} {v:.3f}' for k, v in s.items()))
-    iou, velocity, false_frames = MEASURED[seed]
-    # the scene flow of moving points and of static points meets issue 15's bars everywhere
+    iou, velocity, consistency, false_frames = MEASURED[seed]
+    # issue 15's scene-flow bars hold on every clip
     assert s['flow_moving_rel_median'] <= 0.2
     assert s['flow_static_median_m_s'] < 0.01
     assert s['mask_iou'] >= iou - 0.05
     assert s['object_velocity_rel_median_worst'] <= velocity + 0.05
+    assert s['id_consistency_worst'] >= consistency - 0.1
     assert s['frames_with_false_object'] <= false_frames + 0.1
 
 
@@ -126,5 +157,6 @@ def test_static_room_has_few_objects() -> None:
         frames += 1
         with_objects += bool(engine.object_snapshot().objects)
     print(f'7-Scenes: {with_objects} of {frames} frames with an object')
-    # measured 66 of 400 (16.5 %; issue 15 asks for at most 5 %): floor 20 %
-    assert with_objects <= 0.2 * frames
+    # measured 20 of 400 (issue 15 asks for at most 5 %): a static surface that depth noise
+    # or a pose error makes look like moving jitters in place and is not reported
+    assert with_objects <= 0.05 * frames

@@ -17,7 +17,8 @@ highlevel = pytest.importorskip('rosbags.highlevel')
 from fourd_ros.ros.bag_recorder import make_typestore  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
-OUTPUT_TOPICS = ('/fourd/points', '/fourd/map_points', '/tf', '/fourd/tracks')
+OUTPUT_TOPICS = ('/fourd/points', '/fourd/map_points', '/tf', '/fourd/tracks', '/fourd/objects',
+                 '/fourd/motion_mask')
 
 pytestmark = pytest.mark.ros
 
@@ -45,6 +46,8 @@ def test_demo_records_bag_and_snapshot(tmp_path: Path) -> None:
     summary = json.loads((out / 'summary.json').read_text())
     assert summary['frames_processed'] > 0
     assert summary['topics']['/fourd/tracks']['recorded'] > 0
+    # the scene's moving objects are followed, and the snapshot draws the latest ones
+    assert summary['objects_seen'] > 0 and summary['objects_in_snapshot'] > 0
 
     with highlevel.AnyReader([bag], default_typestore=make_typestore()) as reader:
         counts = {topic: info.msgcount for topic, info in reader.topics.items()}
@@ -56,6 +59,11 @@ def test_demo_records_bag_and_snapshot(tmp_path: Path) -> None:
         msg = reader.deserialize(raw, 'fourd_ros_msgs/msg/TrackedPoints')
         assert msg.header.frame_id == 'map'
         assert len(msg.ids) == len(msg.positions) == len(msg.status) > 0
+        assert len(msg.object_ids) == len(msg.ids)
+        connections = [c for c in reader.connections if c.topic == '/fourd/objects']
+        objects = [reader.deserialize(raw, 'fourd_ros_msgs/msg/MovingObjects')
+                   for _, _, raw in reader.messages(connections=connections)]
+        assert any(m.objects for m in objects) and objects[-1].header.frame_id == 'map'
 
     # the folder is also a rosbag2 directory (metadata.yaml points at demo.mcap)
     with highlevel.AnyReader([out], default_typestore=make_typestore()) as reader:

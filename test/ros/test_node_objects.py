@@ -64,7 +64,9 @@ def test_moving_objects_follow_ground_truth(ros_context, start_process, clip) ->
         flow_world = flow_cam @ clip.T_wc[i][:3, :3].T
         objects = msgs['/fourd/objects'][stamp]
         assert objects.header.frame_id == 'map'
-        assert {o.id for o in objects.objects} == set(np.unique(ids[ids > 0]).tolist())
+        # every reported object is in the mask; the mask also has moving segments not (yet)
+        # reported as objects (followed for fewer than 3 frames, or not travelling)
+        assert {o.id for o in objects.objects} <= set(np.unique(ids[ids > 0]).tolist())
         published = [PublishedObject(
             o.id, transform_points(T_world_map, conv.points_to_array([o.centroid]))[0],
             T_world_map[:3, :3] @ np.array([o.velocity.x, o.velocity.y, o.velocity.z]))
@@ -73,15 +75,16 @@ def test_moving_objects_follow_ground_truth(ros_context, start_process, clip) ->
     scores = scorer.result()
     print('moving objects over DDS:', {k: round(v, 3) for k, v in scores.items()})
     # issue 15's bars where they are met; measured levels (deterministic: the node sees every
-    # frame) where not yet: mask IoU 0.642 (bar 0.7), the slow object is never found (the
-    # dynamic mask catches 20-35 % of it), a false object on 43 % of the frames
+    # frame) where not yet: mask IoU 0.686 (bar 0.7); the slow object is never found (the
+    # dynamic mask catches 20-35 % of it): half the objects matched; a false object on 18 % of
+    # the frames
     assert scores['flow_moving_rel_median'] <= 0.2
     assert scores['flow_static_median_m_s'] < 0.01
     assert scores['object_velocity_rel_median_worst'] <= 0.2
     assert scores['id_stability_worst'] >= 0.9
-    assert scores['mask_iou'] >= 0.6
-    assert scores['objects_matched_share'] >= 0.5
-    assert scores['frames_with_false_object'] <= 0.55
+    assert scores['mask_iou'] >= 0.65
+    assert scores['objects_matched_share'] >= 0.45
+    assert scores['frames_with_false_object'] <= 0.25
 
     # markers: a box, a velocity arrow and an id per object, after a DELETEALL
     last = stamps[-1]

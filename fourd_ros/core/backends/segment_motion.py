@@ -68,6 +68,9 @@ class SegmentMotionConfig:
             each capped at 1; a motion's agreement is the mean of 1 - cost over the segment's
             points.
         hidden_cost: cost of a point moved out of view or behind something nearer.
+        leftover_min_share: smallest share of the image a part of the dynamic mask that no
+            segment explains must cover to be fitted a motion of its own
+            (`current_segments`).
         label_margin: cost by which a pixel outside the dynamic mask must be explained better
             by a segment's motion than by staying still to join the segment
             (`label_current`).
@@ -106,6 +109,7 @@ class SegmentMotionConfig:
     explained_max_cost: float = 0.25
     hidden_cost: float = 0.5
     label_margin: float = 0.1
+    leftover_min_share: float = 0.005
     history: int = 8
     prior_min_history: int = 3
     prior_per_deg: float = 0.04
@@ -233,6 +237,8 @@ class SegmentMotionTracker:
         self._kept: tuple[RgbdView, np.ndarray, list] | None = None
         # the last estimate's two frames and their shading-free intensities
         self._details: tuple[RgbdView, np.ndarray, RgbdView, np.ndarray] | None = None
+        # (previous grey, current grey, cost and seen maps of staying still): `_still`
+        self._still_cache: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None = None
 
     def estimate(self, prev: RgbdView, cur: RgbdView, flow: np.ndarray) -> SegmentMotions:
         """Motions of ``prev``'s dynamic segments to ``cur``; ``flow`` is prev -> cur (pixels).
@@ -331,8 +337,9 @@ class SegmentMotionTracker:
         labels = self._explained_current(prev, cur, segments, dynamic)
         motions = list(segments.motions) if len(segments.motions) else [np.eye(4)]
         fringe = cv2.dilate((labels > 0).astype(np.uint8), np.ones((7, 7), np.uint8)) > 0
-        leftover = label_moving_segments(dynamic & (labels == 0), cur.depth, cfg.min_pixels,
-                                         cfg.max_segments)
+        leftover = label_moving_segments(
+            dynamic & (labels == 0), cur.depth,
+            max(cfg.min_pixels, int(cfg.leftover_min_share * dynamic.size)), cfg.max_segments)
         h, w = dynamic.shape
         v, u = np.mgrid[0:h, 0:w]
         target_u = np.rint(u + flow[..., 0]).astype(np.int64)
@@ -396,25 +403,50 @@ class SegmentMotionTracker:
                motion: np.ndarray) -> bool:
         """Whether ``motion`` explains the pixels of ``mask`` of ``cur`` that staying still
         sees better than staying still does, by ``static_margin`` on average (a segment of a
-        static surface does not move)."""
-        _, _, still, moved, seen = self._compare(prev, cur, mask, motion)
+        static surface does not move). Scored on at most ``max_points`` of them, spread evenly.
+        """
+        _, _, still, moved, seen = self._compare(prev, cur, mask, motion,
+                                                 self.config.max_points)
         if seen.sum() < self.config.min_pixels // 2:
             return False
         return bool(moved[seen].mean() + self.config.static_margin <= still[seen].mean())
 
-    def _compare(self, prev: RgbdView, cur: RgbdView, mask: np.ndarray, motion: np.ndarray
+    def _compare(self, prev: RgbdView, cur: RgbdView, mask: np.ndarray, motion: np.ndarray,
+                 limit: int | None = None
                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """Rows, columns, costs of staying still and of moving back by ``motion`` of the pixels
-        of ``mask`` of ``cur`` against ``prev``, and whether staying still sees them."""
+        of ``mask`` of ``cur`` (at most ``limit``, spread evenly) against ``prev``, and whether
+        staying still sees them."""
         prev_detail, cur_detail = self._frame_details(prev, cur)
         ys, xs = np.nonzero(mask)
-        points = cur.points_world[ys, xs].astype(np.float64)
-        intensity = cur_detail[ys, xs]
-        still, seen = self._costs_in(prev, prev_detail, np.eye(4), points, intensity,
-                                     with_seen=True)
+        if limit is not None and len(ys) > limit:
+            pick = np.linspace(0, len(ys) - 1, limit).astype(int)
+            ys, xs = ys[pick], xs[pick]
+        still, seen = self._still(prev, cur, ys, xs)
         moved = self._costs_in(prev, prev_detail, invert_pose(motion.astype(np.float64)),
-                               points, intensity)
+                               cur.points_world[ys, xs].astype(np.float64),
+                               cur_detail[ys, xs])
         return ys, xs, still, moved, seen
+
+    def _still(self, prev: RgbdView, cur: RgbdView, ys: np.ndarray, xs: np.ndarray
+               ) -> tuple[np.ndarray, np.ndarray]:
+        """Cost of staying still of pixels (rows ``ys``, columns ``xs``) of ``cur`` against
+        ``prev``, and whether staying still sees them: computed once per pixel and frame pair
+        (every segment's checks ask for it)."""
+        cache = self._still_cache
+        if cache is None or cache[0] is not prev.gray or cache[1] is not cur.gray:
+            cache = self._still_cache = (prev.gray, cur.gray,
+                                         np.full(cur.depth.shape, np.nan, np.float32),
+                                         np.zeros(cur.depth.shape, bool))
+        _, _, cost, seen = cache
+        todo = np.isnan(cost[ys, xs])
+        if todo.any():
+            prev_detail, cur_detail = self._frame_details(prev, cur)
+            ty, tx = ys[todo], xs[todo]
+            cost[ty, tx], seen[ty, tx] = self._costs_in(
+                prev, prev_detail, np.eye(4), cur.points_world[ty, tx].astype(np.float64),
+                cur_detail[ty, tx], with_seen=True)
+        return cost[ys, xs], seen[ys, xs]
 
     def _frame_details(self, prev: RgbdView, cur: RgbdView) -> tuple[np.ndarray, np.ndarray]:
         """Shading-free intensities of ``prev`` and ``cur`` (those of the last estimate when
@@ -428,49 +460,37 @@ class SegmentMotionTracker:
 
     def _explained_current(self, prev: RgbdView, cur: RgbdView, segments: SegmentMotions,
                            dynamic: np.ndarray) -> np.ndarray:
-        """H x W uint16 labels of ``cur``: label k on the pixels
-        that segment k's motion explains (the current frame's pixels moved back by it agree
-        with the previous frame's depth and intensity), 0 elsewhere.
-
-        Candidates are the current ``dynamic`` pixels and the segments' pixels moved by their
-        motions, widened by 2 pixels. A pixel takes the motion with the lowest cost when that
-        cost is below ``explained_max_cost`` and not above staying still's; outside
-        ``dynamic`` it must beat staying still by a margin (a plain background
-        explains any motion about as well as none, ``label_margin``).
-        """
-        cfg = self.config
+        """H x W uint16 labels of ``cur``: each segment's pixels of ``prev`` moved by its motion
+        into ``cur`` where they agree with its depth (not hidden behind something), small holes
+        between the moved pixels closed; 0 elsewhere."""
         labels = np.zeros(dynamic.shape, np.uint16)
-        ks = [k for k in range(1, len(segments.motions))
-              if np.isfinite(segments.motions[k]).all()]
-        if not ks:
-            return labels
-        prev_detail, cur_detail = self._frame_details(prev, cur)
         h, w = dynamic.shape
-        candidates = dynamic.copy()
         T_cw = invert_pose(cur.T_wc)
-        for k in ks:
+        for k in range(1, len(segments.motions)):
+            if not np.isfinite(segments.motions[k]).all():
+                continue
             ys, xs = np.nonzero(segments.labels == k)
             uv, z = project(transform_points(T_cw @ segments.motions[k].astype(np.float64),
                                              prev.points_world[ys, xs].astype(np.float64)),
                             self.K)
             ok = np.isfinite(uv).all(axis=1) & (z > 0)
-            ui, vi = np.rint(uv[ok]).astype(int).T
+            ui, vi, z = np.rint(uv[ok, 0]).astype(int), np.rint(uv[ok, 1]).astype(int), z[ok]
             inside = (ui >= 0) & (ui < w) & (vi >= 0) & (vi < h)
-            candidates[vi[inside], ui[inside]] = True
-        candidates = cv2.dilate(candidates.astype(np.uint8), np.ones((5, 5), np.uint8)
-                                ).astype(bool) & np.isfinite(cur.depth)
-        ys, xs = np.nonzero(candidates)
-        points = cur.points_world[ys, xs].astype(np.float64)
-        intensity = cur_detail[ys, xs]
-        still = self._costs_in(prev, prev_detail, np.eye(4), points, intensity)
-        costs = np.stack([self._costs_in(prev, prev_detail,
-                                         invert_pose(segments.motions[k].astype(np.float64)),
-                                         points, intensity) for k in ks])
-        best = np.argmin(costs, axis=0)
-        cost = costs[best, np.arange(len(ys))]
-        margin = np.where(dynamic[ys, xs], 0.0, cfg.label_margin)
-        keep = (cost < cfg.explained_max_cost) & (cost + margin <= still)
-        labels[ys[keep], xs[keep]] = np.asarray(ks, np.uint16)[best[keep]]
+            ui, vi, z = ui[inside], vi[inside], z[inside]
+            d = cur.depth[vi, ui]
+            with np.errstate(invalid='ignore'):
+                seen = np.abs(d - z) <= np.maximum(self.config.agree_abs,
+                                                   self.config.agree_rel * z) * 3.0
+            part = np.zeros((h, w), np.uint8)
+            part[vi[seen], ui[seen]] = 1
+            part = cv2.morphologyEx(part, cv2.MORPH_CLOSE, np.ones((3, 3), np.uint8)) > 0
+            # parts the previous frame did not show (or its segment left out): the dynamic
+            # pixels next to them that the motion explains
+            near = cv2.dilate(part.astype(np.uint8), np.ones((7, 7), np.uint8)) > 0
+            extra = dynamic & near & ~part & (labels == 0) & np.isfinite(cur.depth)
+            if extra.any():
+                part |= self._explains(prev, cur, extra, segments.motions[k])
+            labels[part & (labels == 0) & np.isfinite(cur.depth)] = k
         return labels
 
     def refine(self, prev: RgbdView, cur: RgbdView, mask: np.ndarray,

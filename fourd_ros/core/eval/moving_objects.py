@@ -16,7 +16,8 @@ first camera, which is the clip's world) at the clip's resolution.
   relative to the true speed (median over frames, per object); the share of its frames it is
   matched on (mean and lowest over objects); for objects matched on at least half of their
   frames, its id is stable on the frames where the id is its most frequent one (share of the
-  frames it is seen, unmatched frames count against it); a false object is a published one
+  frames it is seen, unmatched frames count against it), and its id consistency is the share
+  of the frames it is matched on with that id; a false object is a published one
   whose pixels are mostly static (share of published objects, and share of frames with one).
 """
 
@@ -122,6 +123,9 @@ class MovingObjectScorer:
         # object is found at all is `objects_matched_share`)
         stability = [Counter([x for x in ids if x]).most_common(1)[0][1] / len(ids)
                      for ids in self._ids.values() if np.mean(np.asarray(ids) > 0) >= 0.5]
+        consistency = [Counter([x for x in ids if x]).most_common(1)[0][1]
+                       / max(sum(1 for x in ids if x), 1)
+                       for ids in self._ids.values() if any(ids)]
         velocity = [float(np.median(v)) for v in self._vel_rel.values() if v]
 
         def stat(values: list | np.ndarray, fn) -> float:
@@ -137,6 +141,7 @@ class MovingObjectScorer:
             'object_velocity_rel_median_worst': stat(velocity, np.max),
             'object_velocity_rel_median_mean': stat(velocity, np.mean),
             'id_stability_worst': stat(stability, np.min),
+            'id_consistency_worst': stat(consistency, np.min),
             'false_object_share': self._false / max(self._published, 1),
             'frames_with_false_object': self._frames_with_false / max(self._frames, 1),
         }

@@ -8,7 +8,9 @@ position + `ceiling_margin` are left out, so a room's ceiling does not hide the 
 points are drawn first), the estimated camera path, the ground-truth camera path, track trails
 (the last 30 positions of tracks that moved more than 10 cm within them; other tracks as dots)
 and, if given, motion-query answers as arrows from the queried points' source positions to their
-target positions. Right panel: a camera image with the queried pixels marked by status.
+target positions, and the latest frame's moving objects (box footprint, id, velocity arrow of one
+second). Right panel: a camera image with its moving objects tinted and the queried pixels
+marked by status.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ matplotlib.use('Agg')
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
+from scipy.spatial import ConvexHull  # noqa: E402
 
 DPI = 110
 MAX_MAP_POINTS = 200_000
@@ -30,6 +33,30 @@ MAX_MAP_POINTS = 200_000
 QUERY_STATUS = {0: ('valid', '#2ca02c'), 1: ('occluded', '#ff7f0e'),
                 2: ('out of view', '#9467bd'), 3: ('out of window', '#7f7f7f'),
                 4: ('invalid', '#d62728')}
+
+
+@dataclass
+class SnapshotObject:
+    """A moving object as the top view draws it (map frame, metres, seconds).
+
+    Attributes:
+        id: persistent object id.
+        corners: 8 x 3 corners of its oriented box.
+        centroid: 3, centre of its points.
+        velocity: 3, velocity of its centroid (m/s; NaN = unknown).
+    """
+
+    id: int
+    corners: np.ndarray
+    centroid: np.ndarray
+    velocity: np.ndarray
+
+
+def box_corners(center: np.ndarray, rotation: np.ndarray, size: np.ndarray) -> np.ndarray:
+    """8 x 3 corners of an oriented box (centre, 3x3 axes as columns, full lengths)."""
+    signs = np.array([[x, y, z] for x in (-1, 1) for y in (-1, 1) for z in (-1, 1)], float)
+    return np.asarray(center, float) + (signs * np.asarray(size, float) / 2.0) @ np.asarray(
+        rotation, float).T
 
 
 @dataclass
@@ -49,6 +76,8 @@ class SnapshotData:
         query_status: Q QueryMotion statuses of the answers.
         query_from: Q x 3 positions of the queried points at the source time (map frame).
         query_to: Q x 3 positions at the target time (map frame).
+        objects: moving objects of the latest frame (map frame), drawn on the top view.
+        image_objects: H x W object ids of `image` (0 = static), outlined on it.
         title: figure title.
         notes: lines of text shown under the top view.
     """
@@ -65,6 +94,8 @@ class SnapshotData:
     query_status: np.ndarray | None = None
     query_from: np.ndarray | None = None
     query_to: np.ndarray | None = None
+    objects: list[SnapshotObject] = field(default_factory=list)
+    image_objects: np.ndarray | None = None
     title: str = ''
     notes: list[str] = field(default_factory=list)
 
@@ -126,6 +157,22 @@ def _top_view(ax: plt.Axes, data: SnapshotData, ceiling_margin: float, trail_poi
         handles.append(Line2D([], [], color='#1f77b4', lw=1.0, marker='o', ms=3.5, mec='k',
                               label=f'moving track trails ({shown} of {len(moving)}, last '
                                     f'{trail_points} frames)'))
+    for obj in data.objects:
+        colour = _hue(obj.id)
+        xy = np.asarray(obj.corners, float)[:, :2]
+        hull = xy[ConvexHull(xy).vertices] if np.ptp(xy, axis=0).min() > 1e-9 else xy
+        ax.fill(hull[:, 0], hull[:, 1], facecolor=(*colour, 0.25), edgecolor=colour, lw=1.6,
+                zorder=6)
+        c, v = np.asarray(obj.centroid, float), np.asarray(obj.velocity, float)
+        if np.isfinite(v).all():
+            ax.annotate('', xy=(c[0] + v[0], c[1] + v[1]), xytext=(c[0], c[1]),
+                        arrowprops=dict(arrowstyle='->', color=colour, lw=1.8), zorder=6)
+        ax.text(c[0], c[1], f' {obj.id}', color='black', fontsize=8, zorder=6)
+    if data.objects:
+        handles.append(Line2D([], [], color='#9467bd', lw=1.6, marker='s', ms=7,
+                              mfc=(0.58, 0.4, 0.74, 0.25),
+                              label=f'moving objects ({len(data.objects)}): box, id, '
+                                    'velocity (1 s)'))
     if len(data.gt_path_xyz):
         gt = np.asarray(data.gt_path_xyz, float)
         ax.plot(gt[:, 0], gt[:, 1], '--', color='white', lw=3.2, zorder=6)
@@ -160,6 +207,13 @@ def _top_view(ax: plt.Axes, data: SnapshotData, ceiling_margin: float, trail_poi
 
 def _image_panel(ax: plt.Axes, data: SnapshotData) -> None:
     ax.imshow(data.image, interpolation='nearest')
+    ids = data.image_objects
+    if ids is not None and ids.shape == data.image.shape[:2] and ids.any():
+        # each object's pixels tinted in its colour
+        overlay = np.zeros((*ids.shape, 4))
+        for object_id in np.unique(ids[ids > 0]):
+            overlay[ids == object_id] = (*_hue(int(object_id)), 0.45)
+        ax.imshow(overlay, interpolation='nearest')
     ax.set_title(data.image_title)
     ax.set_xlabel('u [px]')
     ax.set_ylabel('v [px]')

@@ -25,11 +25,11 @@ def make_monitor(context: Any, recorder: Any) -> Any:
     from rclpy.serialization import deserialize_message
 
     from diagnostic_msgs.msg import DiagnosticArray
-    from fourd_ros_msgs.msg import TrackedPoints
+    from fourd_ros_msgs.msg import MovingObjects, TrackedPoints
     from fourd_ros_msgs.srv import GetTrajectory, QueryMotion
     from geometry_msgs.msg import PoseStamped
     from nav_msgs.msg import Odometry, Path as PathMsg
-    from sensor_msgs.msg import PointCloud2
+    from sensor_msgs.msg import Image, PointCloud2
     from tf2_msgs.msg import TFMessage
     from visualization_msgs.msg import MarkerArray
 
@@ -50,6 +50,10 @@ def make_monitor(context: Any, recorder: Any) -> Any:
         ('/fourd/odom', Odometry, 'nav_msgs/msg/Odometry', reliable(10)),
         ('/fourd/tracks', TrackedPoints, 'fourd_ros_msgs/msg/TrackedPoints', reliable(10)),
         ('/fourd/track_markers', MarkerArray, 'visualization_msgs/msg/MarkerArray', reliable(5)),
+        ('/fourd/objects', MovingObjects, 'fourd_ros_msgs/msg/MovingObjects', reliable(10)),
+        ('/fourd/object_markers', MarkerArray, 'visualization_msgs/msg/MarkerArray',
+         reliable(5)),
+        ('/fourd/motion_mask', Image, 'sensor_msgs/msg/Image', reliable(5)),
         ('/diagnostics', DiagnosticArray, 'diagnostic_msgs/msg/DiagnosticArray', reliable(10)),
         ('/camera/ground_truth/pose', PoseStamped, 'geometry_msgs/msg/PoseStamped',
          reliable(10)),
@@ -67,6 +71,8 @@ def make_monitor(context: Any, recorder: Any) -> Any:
             self.recent_points: deque[tuple[int, bytes]] = deque(maxlen=QUERY_FRAMES_BACK + 2)
             self.last_map: bytes | None = None
             self.last_path: bytes | None = None
+            self.last_objects: bytes | None = None
+            self.object_ids: set[int] = set()
             self.live_tracks = 0
             self.track_ids: set[int] = set()
             self.trails: dict[int, deque] = {}
@@ -85,6 +91,7 @@ def make_monitor(context: Any, recorder: Any) -> Any:
         def _callback(self, topic: str) -> Callable[[bytes], None]:
             handler = {'/fourd/points': self._on_points, '/fourd/map_points': self._on_map,
                        '/fourd/path': self._on_path, '/fourd/tracks': self._on_tracks,
+                       '/fourd/objects': self._on_objects,
                        '/diagnostics': self._on_diagnostics,
                        '/camera/ground_truth/pose': self._on_gt}.get(topic)
 
@@ -116,6 +123,11 @@ def make_monitor(context: Any, recorder: Any) -> Any:
 
         def _on_path(self, data: bytes) -> None:
             self.last_path = data
+
+        def _on_objects(self, data: bytes) -> None:
+            self.last_objects = data
+            self.object_ids.update(
+                int(o.id) for o in self.deserialize('/fourd/objects', data).objects)
 
         def _on_tracks(self, data: bytes) -> None:
             self._mark_output()

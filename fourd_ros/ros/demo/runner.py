@@ -26,7 +26,8 @@ from fourd_ros.ros.demo.processes import (
     stop_children,
 )
 from fourd_ros.ros.demo.query import make_query, query_table, summarize_query
-from fourd_ros.ros.demo.trajectory import align_ground_truth, path_poses, trajectory_error
+from fourd_ros.ros.demo.trajectory import (align_ground_truth, path_poses, pose_to_matrix,
+                                           trajectory_error)
 
 STARTUP_TIMEOUT_S = 60.0
 QUERY_AFTER_FRAMES = 30
@@ -274,7 +275,8 @@ class Demo:
             'engine_fps': num('fps'), 'latency_ms_p50': num('latency_ms_p50'),
             'latency_ms_p95': num('latency_ms_p95'), 'cache_mb': num('cache_mb'),
             'backend': d.get('backend'), 'tracks_live': mon.live_tracks,
-            'tracks_seen': len(mon.track_ids),
+            'tracks_seen': len(mon.track_ids), 'objects_seen': len(mon.object_ids),
+            'objects_in_snapshot': len(data.objects),
             'topics': {t: {'type': mon.types[t], 'received': mon.received[t],
                            'recorded': recorder.counts[t]} for t in mon.types},
             'points_recorded_every_n': POINTS_RECORD_EVERY,
@@ -297,7 +299,9 @@ class Demo:
         return 0
 
     def _snapshot_data(self, mon: Any, recorded: float) -> tuple[Any, dict[str, Any] | None]:
-        from fourd_ros.core.eval.snapshot import SnapshotData, unpack_rgb
+        from fourd_ros.core.eval.snapshot import (SnapshotData, SnapshotObject, box_corners,
+                                                  unpack_rgb)
+        from fourd_ros.ros.conversions import cloud_to_array
         data = SnapshotData(map_voxel=map_voxel_size(config_dir() / 'fourd.yaml'))
         if mon.last_map is not None:
             cloud = cloud_fields(mon.deserialize('/fourd/map_points', mon.last_map),
@@ -316,9 +320,19 @@ class Demo:
         source = self.query_ctx['source_cloud'] if self.query_ctx else (
             mon.deserialize('/fourd/points', mon.recent_points[-1][1])
             if mon.recent_points else None)
+        if mon.last_objects is not None:
+            for o in mon.deserialize('/fourd/objects', mon.last_objects).objects:
+                T = pose_to_matrix(o.box_pose)
+                data.objects.append(SnapshotObject(
+                    int(o.id), box_corners(T[:3, 3], T[:3, :3],
+                                           [o.box_size.x, o.box_size.y, o.box_size.z]),
+                    np.array([o.centroid.x, o.centroid.y, o.centroid.z]),
+                    np.array([o.velocity.x, o.velocity.y, o.velocity.z])))
         if source is not None:
             rgb = cloud_fields(source, ('rgb',))['rgb']
             data.image = unpack_rgb(rgb)
+            if 'segment' in {f.name for f in source.fields}:
+                data.image_objects = cloud_to_array(source)['segment']
             if self.query_ctx and self.query_resp is not None:
                 back = self.query_ctx['frames_back']
                 data.image_title = (f'camera image {back} frames before the latest, with the '
