@@ -340,19 +340,13 @@ class SegmentMotionTracker:
         leftover = label_moving_segments(
             dynamic & (labels == 0), cur.depth,
             max(cfg.min_pixels, int(cfg.leftover_min_share * dynamic.size)), cfg.max_segments)
-        h, w = dynamic.shape
-        v, u = np.mgrid[0:h, 0:w]
-        target_u = np.rint(u + flow[..., 0]).astype(np.int64)
-        target_v = np.rint(v + flow[..., 1]).astype(np.int64)
-        lands = (target_u >= 0) & (target_u < w) & (target_v >= 0) & (target_v < h) \
-            & np.isfinite(prev.depth)
-        landed = np.zeros((h, w), np.uint16)
-        landed[lands] = leftover[target_v[lands], target_u[lands]]
+        parts = [k for k in range(1, int(leftover.max(initial=0)) + 1)
+                 if np.count_nonzero((leftover == k) & fringe)
+                 <= 0.5 * np.count_nonzero(leftover == k)]
+        landed = self._landed(leftover, flow, prev) if parts else leftover
         rng = np.random.default_rng(0)
-        for k in range(1, int(leftover.max(initial=0)) + 1):
+        for k in parts:
             part = leftover == k
-            if np.count_nonzero(part & fringe) > 0.5 * np.count_nonzero(part):
-                continue
             ys, xs = self._pixels(landed == k, rng)
             motion = None
             if len(ys) >= cfg.min_pixels:
@@ -457,6 +451,20 @@ class SegmentMotionTracker:
         self._details = (prev, _detail(prev.gray, self.config), cur,
                          _detail(cur.gray, self.config))
         return self._details[1], self._details[3]
+
+    @staticmethod
+    def _landed(labels: np.ndarray, flow: np.ndarray, prev: RgbdView) -> np.ndarray:
+        """H x W labels, on the previous frame's grid, of the current-frame segment each
+        previous pixel with depth lands on by ``flow`` (0 = none)."""
+        h, w = labels.shape
+        v, u = np.mgrid[0:h, 0:w]
+        target_u = np.rint(u + flow[..., 0]).astype(np.int32)
+        target_v = np.rint(v + flow[..., 1]).astype(np.int32)
+        lands = (target_u >= 0) & (target_u < w) & (target_v >= 0) & (target_v < h) \
+            & np.isfinite(prev.depth)
+        out = np.zeros((h, w), labels.dtype)
+        out[lands] = labels[target_v[lands], target_u[lands]]
+        return out
 
     def _explained_current(self, prev: RgbdView, cur: RgbdView, segments: SegmentMotions,
                            dynamic: np.ndarray) -> np.ndarray:
