@@ -14,11 +14,16 @@ backend:
    box the principal axes of its points (2nd-98th percentile extents, robust to stray pixels);
 3. segments are matched to the objects followed so far by their centroids (Hungarian
    assignment on the distance to each object's centroid predicted with its velocity, or to
-   its last centroid when nearer: it may have stopped; gated by distance); an
-   unmatched segment starts a new object, reported from its ``min_age``-th frame on. An object
-   without a segment is kept, unreported, for ``max_missed`` frames (an object the
-   segmentation misses for a frame keeps its id). Ids start at 1 and are never reused within a
-   stream.
+   its last centroid when nearer: it may have stopped; gated by distance). A segment left
+   unmatched next to one matched to an object, moving alike, is another part of that object
+   (the segmentation split it): the parts are measured together. Any other unmatched segment
+   starts a new object. An object without a segment is kept for ``max_missed`` frames (an
+   object the segmentation misses for a frame keeps its id). Ids start at 1 and are never
+   reused within a stream;
+4. every followed segment carries its object's id (`ObjectSnapshot.segment_ids`: the motion
+   mask), but an object is reported (`ObjectSnapshot.objects`) only from its ``min_age``-th
+   frame on and while its centroid travels (``min_straightness``): a static surface that depth
+   noise or a pose error makes look like moving jitters in place.
 
 Conventions as in ``fourd_ros.core.types``: world = the first camera (OpenCV axes), metres or
 scene units (``metric``), seconds.
@@ -114,10 +119,10 @@ class ObjectSnapshot:
         stamp: capture time (s).
         dt: seconds since the previous frame (the interval of each object's motion; 0 at
             the start of a stream).
-        objects: the objects seen in this frame, by id.
+        objects: the objects reported in this frame, by id.
         segments: H x W uint16 segment labels of the frame (0 = static), as the backend gave.
         segment_ids: persistent object id of each label (index = label; 0 for label 0 and for
-            segments too small to be an object).
+            segments too small to be an object), reported or not.
     """
 
     stamp: float
