@@ -71,9 +71,6 @@ class SegmentMotionConfig:
         leftover_min_share: smallest share of the image a part of the dynamic mask that no
             segment explains must cover to be fitted a motion of its own
             (`current_segments`).
-        label_margin: cost by which a pixel outside the dynamic mask must be explained better
-            by a segment's motion than by staying still to join the segment
-            (`label_current`).
         min_agreement: smallest agreement a segment's motion must reach.
         shading_sigma_px: Gaussian sigma (pixels) of the smooth shading removed from the
             intensities that motions are scored and aligned with.
@@ -108,7 +105,6 @@ class SegmentMotionConfig:
     refine_candidates: int = 1
     explained_max_cost: float = 0.25
     hidden_cost: float = 0.5
-    label_margin: float = 0.1
     leftover_min_share: float = 0.005
     history: int = 8
     prior_min_history: int = 3
@@ -320,8 +316,9 @@ class SegmentMotionTracker:
         ``prev`` (world, ``prev`` -> ``cur``; NaN = unknown), after `estimate` of the same two
         frames gave ``segments``; ``dynamic`` is ``cur``'s dynamic mask, ``flow`` prev -> cur.
 
-        1. Segment k keeps label k and its motion, on the current pixels the motion explains
-           (`_explained_current`).
+        1. Segment k keeps label k and its motion: its pixels moved into ``cur`` by the
+           motion, and the dynamic pixels beside them that the motion explains
+           (`_moved_forward`).
         2. The dynamic mask's parts that no segment explains, unless mostly within 3 pixels
            of one (a segment's fringe), are objects that `estimate` found no motion for (slow,
            or just detected). Their motion is a rigid fit to the optical flow of the previous
@@ -334,7 +331,7 @@ class SegmentMotionTracker:
            error, not an object.
         """
         cfg = self.config
-        labels = self._explained_current(prev, cur, segments, dynamic)
+        labels = self._moved_forward(prev, cur, segments, dynamic)
         motions = list(segments.motions) if len(segments.motions) else [np.eye(4)]
         fringe = cv2.dilate((labels > 0).astype(np.uint8), np.ones((7, 7), np.uint8)) > 0
         leftover = label_moving_segments(
@@ -466,11 +463,13 @@ class SegmentMotionTracker:
         out[lands] = labels[target_v[lands], target_u[lands]]
         return out
 
-    def _explained_current(self, prev: RgbdView, cur: RgbdView, segments: SegmentMotions,
-                           dynamic: np.ndarray) -> np.ndarray:
+    def _moved_forward(self, prev: RgbdView, cur: RgbdView, segments: SegmentMotions,
+                       dynamic: np.ndarray) -> np.ndarray:
         """H x W uint16 labels of ``cur``: each segment's pixels of ``prev`` moved by its motion
         into ``cur`` where they agree with its depth (not hidden behind something), small holes
-        between the moved pixels closed; 0 elsewhere."""
+        between the moved pixels closed, and the dynamic pixels within 3 pixels of them that
+        the motion explains (`_explains`: parts ``prev`` did not show or its segment left out);
+        0 elsewhere."""
         labels = np.zeros(dynamic.shape, np.uint16)
         h, w = dynamic.shape
         T_cw = invert_pose(cur.T_wc)
