@@ -1,8 +1,9 @@
 """RGB-D backend: metric depth from the sensor, pose by RGB-D odometry on static pixels, motion by
 dense optical flow (OpenCV DIS) lifted to 3D with depth (Track4World's "2D flow + depth" hybrid),
 and a rigid motion per moving object estimated frame to frame (``segment_motion.py``). The
-frame's moving segments are the current pixels those motions explain (plus slow objects found
-by a rigid fit to their flow); their scene flow is the rigid motion's velocity at each point.
+frame's moving segments are the previous segments moved into it by those motions (plus slow
+objects found by a rigid fit to their flow); their scene flow is the rigid motion's velocity at
+each point.
 
 Per-frame cached record (the "latent"): grey image (uint8), depth (float32 metres), the optical
 flow from the previous frame (float16 pixels; rigid-motion flow on tracked objects) and the
