@@ -1,4 +1,5 @@
-"""`fourd run`: stream a sequence through a backend and write trajectory, tracks and depth.
+"""`fourd run`: stream a sequence through a backend and write trajectory, tracks, moving objects
+and depth.
 
 Outputs in ``--out``:
 
@@ -8,6 +9,12 @@ Outputs in ``--out``:
   NaN where the track does not exist), ``status`` (F x T uint8 TrackStatus, 255 = not existing),
   ``pixels`` (F x T x 2 float32 at processing resolution, NaN where not existing),
   ``processing_size`` ((width, height)).
+  ``object_ids`` (F x T uint64: the moving object each track is on, 0 = static or not existing).
+- ``objects.jsonl``: one JSON object per frame: ``stamp``, ``dt`` (s since the previous frame)
+  and ``objects``, each with ``id`` (persistent), ``num_points``, ``centroid``, ``box_center``,
+  ``box_rotation`` (quaternion x y z w of the box axes), ``box_size``, ``velocity`` (of the
+  centroid, units/s; null when unknown), ``angular_velocity`` (rad/s), ``confidence``, ``age``;
+  world = first camera, OpenCV axes.
 - ``depth/<frame>.npy``: float32 depth in metres at processing resolution (0 = invalid), every
   ``--depth-every`` frames.
 - ``summary.json``: frames, fps (whole loop: reading from disk, processing, writing), per-frame
@@ -17,6 +24,7 @@ Outputs in ``--out``:
 from __future__ import annotations
 
 import argparse
+import json
 import re
 import time
 from pathlib import Path
@@ -29,6 +37,7 @@ from fourd_ros.cli.common import (add_model_arguments, peak_rss_mb, positive_int
 from fourd_ros.core.data.readers import open_sequence
 from fourd_ros.core.engine.cache import CachePolicy
 from fourd_ros.core.engine.engine import EngineConfig, StreamingEngine
+from fourd_ros.core.engine.objects import ObjectSnapshot
 from fourd_ros.core.engine.tracks import TrackConfig
 from fourd_ros.core.backends.factory import BACKENDS, make_backend
 from fourd_ros.core.eval.evaluate import progress_bar
@@ -39,7 +48,8 @@ BACKEND_HELP = ('rgbd (sensor depth + odometry + optical flow); oracle replays t
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
-        'run', help='run a backend over a sequence and write trajectory, tracks, depth',
+        'run', help='run a backend over a sequence and write trajectory, tracks, moving '
+                    'objects, depth',
         description='Stream a sequence (7-Scenes, TUM, image folder, video, rosbag2 or synthetic '
                     'clip) through the streaming engine and write the outputs to --out.')
     p.add_argument('--backend', choices=BACKENDS, default='rgbd',
@@ -82,7 +92,8 @@ def run(args: argparse.Namespace) -> int:
         (out / 'depth').mkdir(exist_ok=True)
 
     stamps: list[float] = []
-    snaps: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = []
+    snaps: list[tuple[np.ndarray, ...]] = []
+    object_ids: set[int] = set()
     latencies: list[float] = []
     cache_peak = 0.0
     resets = 0
@@ -90,7 +101,8 @@ def run(args: argparse.Namespace) -> int:
     bar = progress_bar(reader.length, f'run {args.backend}', True)
     t_start = time.perf_counter()
     try:
-        with open(out / 'trajectory.txt', 'w') as traj:
+        with open(out / 'trajectory.txt', 'w') as traj, \
+                open(out / 'objects.jsonl', 'w') as objects_file:
             traj.write('# stamp tx ty tz qx qy qz qw (camera-to-world, world = first camera, '
                        'OpenCV axes)\n')
             for i, frame in enumerate(reader):
@@ -103,7 +115,11 @@ def run(args: argparse.Namespace) -> int:
                 traj.write(' '.join(f'{v:.9f}' for v in (frame.stamp, *T[:3, 3], *q)) + '\n')
                 snap = engine.track_snapshot()
                 stamps.append(frame.stamp)
-                snaps.append((snap.ids, snap.positions, snap.status, snap.pixels))
+                snaps.append((snap.ids, snap.positions, snap.status, snap.pixels,
+                              snap.object_ids))
+                objects = engine.object_snapshot()
+                object_ids.update(o.id for o in objects.objects)
+                objects_file.write(json.dumps(_objects_record(objects)) + '\n')
                 if args.depth_every and i % args.depth_every == 0:
                     name = _safe_name(frame.name or f'{i:06d}')
                     np.save(out / 'depth' / f'{name}.npy', result.depth.astype(np.float32))
@@ -128,7 +144,7 @@ def run(args: argparse.Namespace) -> int:
         'processing_size': f'{proc[0]}x{proc[1]}', 'stream_resets': resets,
         'tracks_total': int(len(np.unique(np.concatenate([s[0] for s in snaps]))))
         if snaps else 0,
-        'depth_files': depth_files,
+        'objects_total': len(object_ids), 'depth_files': depth_files,
     }
     write_json(out / 'summary.json', summary)
     print_table(f'fourd run: {args.backend} on {args.input} -> {out}', [
@@ -138,6 +154,7 @@ def run(args: argparse.Namespace) -> int:
         ('peak_rss_mb', summary['peak_rss_mb'], 'MiB'),
         ('cache_mb', summary['cache_mb'], f'MiB in {len(engine.cache)} cached frames'),
         ('tracks_total', summary['tracks_total'], 'track ids seen'),
+        ('objects_total', summary['objects_total'], 'moving object ids reported'),
         ('metric', summary['metric'], 'metres if yes'),
     ])
     return 0
@@ -147,8 +164,21 @@ def _size(size: tuple[int, int] | None) -> str:
     return f'{size[0]}x{size[1]}' if size else ''
 
 
-def _write_tracks(path: Path, stamps: list[float],
-                  snaps: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]],
+def _objects_record(snapshot: ObjectSnapshot) -> dict:
+    """One line of objects.jsonl (see the module docstring)."""
+    def vec(v: np.ndarray) -> list[float] | None:
+        return [float(x) for x in v] if np.isfinite(v).all() else None
+
+    return {'stamp': snapshot.stamp, 'dt': snapshot.dt, 'objects': [
+        {'id': o.id, 'num_points': o.num_points, 'centroid': vec(o.centroid),
+         'box_center': vec(o.box_center),
+         'box_rotation': vec(Rotation.from_matrix(o.box_rotation).as_quat()),
+         'box_size': vec(o.box_size), 'velocity': vec(o.velocity),
+         'angular_velocity': vec(o.angular_velocity), 'confidence': o.confidence,
+         'age': o.age} for o in snapshot.objects]}
+
+
+def _write_tracks(path: Path, stamps: list[float], snaps: list[tuple[np.ndarray, ...]],
                   processing_size: tuple[int, int] | None) -> None:
     """Dense F x T arrays from per-frame track snapshots (see the module docstring)."""
     ids = (np.unique(np.concatenate([s[0] for s in snaps])).astype(np.uint64) if snaps
@@ -157,13 +187,15 @@ def _write_tracks(path: Path, stamps: list[float],
     positions = np.full((F, T, 3), np.nan, np.float32)
     pixels = np.full((F, T, 2), np.nan, np.float32)
     status = np.full((F, T), 255, np.uint8)
-    for f, (sid, pos, st, pix) in enumerate(snaps):
+    objects = np.zeros((F, T), np.uint64)
+    for f, (sid, pos, st, pix, obj) in enumerate(snaps):
         if not len(sid):
             continue
         col = np.searchsorted(ids, sid.astype(np.uint64))
         positions[f, col] = pos
         pixels[f, col] = pix
         status[f, col] = st
+        objects[f, col] = obj
     np.savez_compressed(path, stamps=np.asarray(stamps, np.float64), ids=ids,
-                        positions=positions, status=status, pixels=pixels,
+                        positions=positions, status=status, pixels=pixels, object_ids=objects,
                         processing_size=np.asarray(processing_size or (0, 0), np.int64))

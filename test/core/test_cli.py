@@ -97,6 +97,17 @@ def test_run_rgbd_writes_outputs(clip_dir: Path, tmp_path: Path) -> None:
     assert np.isfinite(tracks['positions'][exists]).all()
     assert np.isnan(tracks['positions'][~exists]).all()
     assert exists.sum(axis=1).max() <= 64
+    assert tracks['object_ids'].shape == (F, T) and tracks['object_ids'].dtype == np.uint64
+    # moving objects: one line per frame; this clip's movers are reported, under ids that the
+    # tracks on them carry too
+    lines = [json.loads(line) for line in (out / 'objects.jsonl').read_text().splitlines()]
+    assert [line['stamp'] for line in lines] == list(tracks['stamps'])
+    reported = {o['id'] for line in lines for o in line['objects']}
+    assert summary['objects_total'] == len(reported) > 0
+    assert reported <= set(tracks['object_ids'].ravel().tolist())
+    first = next(o for line in lines for o in line['objects'])
+    assert len(first['centroid']) == len(first['box_size']) == 3
+    assert len(first['box_rotation']) == 4 and first['age'] >= 3
     depth_files = sorted((out / 'depth').glob('*.npy'))
     assert [p.stem for p in depth_files] == ['000000', '000005', '000010']
     d = np.load(depth_files[0])
