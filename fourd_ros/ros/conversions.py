@@ -299,7 +299,7 @@ def object_markers(msg: MovingObjects) -> MarkerArray:
     as text; the array starts with a DELETEALL, so objects no longer seen disappear."""
     markers = [Marker(header=msg.header, action=Marker.DELETEALL)]
     for obj in msg.objects:
-        r, g, b = _hue_to_rgb((int(obj.id) * 0.618034) % 1.0)
+        r, g, b = id_rgb(obj.id)
         box = Marker(header=msg.header, ns='object_boxes', id=int(obj.id) % 2**31,
                      type=Marker.CUBE, action=Marker.ADD, pose=obj.box_pose,
                      color=ColorRGBA(r=r, g=g, b=b, a=0.35))
@@ -329,6 +329,12 @@ def object_markers(msg: MovingObjects) -> MarkerArray:
 def delete_all_markers(frame_id: str, stamp: Time) -> MarkerArray:
     return MarkerArray(markers=[Marker(header=Header(stamp=stamp, frame_id=frame_id),
                                        action=Marker.DELETEALL)])
+
+
+def id_rgb(object_id: int) -> tuple[float, float, float]:
+    """The colour (r, g, b in [0, 1]) of a track or object id in markers and the browser view:
+    golden-ratio hues, so neighbouring ids differ."""
+    return _hue_to_rgb((int(object_id) * 0.618034) % 1.0)
 
 
 def _hue_to_rgb(h: float) -> tuple[float, float, float]:
