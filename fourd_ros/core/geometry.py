@@ -227,8 +227,9 @@ def ransac_rigid(A: np.ndarray, B: np.ndarray, tol: np.ndarray, rng: np.random.G
     u[:, :, 2] *= d[:, None]
     R = u @ vt                                              # K x 3 x 3, det +1
     t = b.mean(axis=1) - np.einsum('kij,kj->ki', R, a.mean(axis=1))
-    residual = np.linalg.norm(np.einsum('kij,nj->kni', R, A) + t[:, None] - B[None], axis=2)
-    inliers = residual < tol[None]
+    # a batched matmul: einsum('kij,nj->kni') and norm took 3 ms of 3.3 at 64 x 400
+    diff = A[None] @ R.transpose(0, 2, 1) + t[:, None] - B[None]     # K x N x 3
+    inliers = (diff * diff).sum(axis=2) < np.square(tol)[None]
     best = inliers[np.argmax(inliers.sum(axis=1))]
     if best.sum() < max(10, min_inlier_ratio * len(A)):
         return None

@@ -17,7 +17,9 @@ first camera, which is the clip's world) at the clip's resolution.
   matched on (mean and lowest over objects); for objects matched on at least half of their
   frames, its id is stable on the frames where the id is its most frequent one (share of the
   frames it is seen, unmatched frames count against it), and its id consistency is the share
-  of the frames it is matched on with that id; a false object is a published one
+  of the frames it is matched on with that id; the mask's id stability is the same share for
+  the id covering most of the object in the motion mask (reported as an object or not); a
+  false object is a published one
   whose pixels are mostly static (share of published objects, and share of frames with one).
 """
 
@@ -51,6 +53,7 @@ class MovingObjectScorer:
     _flow_rel: list[np.ndarray] = field(default_factory=list)
     _static_speed: list[np.ndarray] = field(default_factory=list)
     _ids: dict[int, list[int]] = field(default_factory=lambda: defaultdict(list))
+    _mask_ids: dict[int, list[int]] = field(default_factory=lambda: defaultdict(list))
     _vel_rel: dict[int, list[float]] = field(default_factory=lambda: defaultdict(list))
     _false: int = 0
     _published: int = 0
@@ -95,6 +98,7 @@ class MovingObjectScorer:
             ids = id_mask[pixels]
             counts = Counter(ids[ids > 0].tolist())
             best, covered = counts.most_common(1)[0] if counts else (0, 0)
+            self._mask_ids[int(k)].append(int(best) if covered >= pixels.sum() / 3 else 0)
             if covered < pixels.sum() / 3 or best not in by_id:
                 self._ids[int(k)].append(0)
                 continue
@@ -121,6 +125,8 @@ class MovingObjectScorer:
         matched = [np.mean(np.asarray(ids) > 0) for ids in self._ids.values()]
         # id stability of the objects matched on at least half of their frames (how often an
         # object is found at all is `objects_matched_share`)
+        mask_stability = [Counter([x for x in ids if x]).most_common(1)[0][1] / len(ids)
+                          if any(ids) else 0.0 for ids in self._mask_ids.values()]
         stability = [Counter([x for x in ids if x]).most_common(1)[0][1] / len(ids)
                      for ids in self._ids.values() if np.mean(np.asarray(ids) > 0) >= 0.5]
         consistency = [Counter([x for x in ids if x]).most_common(1)[0][1]
@@ -141,6 +147,8 @@ class MovingObjectScorer:
             'object_velocity_rel_median_worst': stat(velocity, np.max),
             'object_velocity_rel_median_mean': stat(velocity, np.mean),
             'id_stability_worst': stat(stability, np.min),
+            'mask_id_stability_worst': stat(mask_stability, np.min),
+            'mask_id_stability_mean': stat(mask_stability, np.mean),
             'id_consistency_worst': stat(consistency, np.min),
             'false_object_share': self._false / max(self._published, 1),
             'frames_with_false_object': self._frames_with_false / max(self._frames, 1),
