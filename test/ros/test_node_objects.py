@@ -86,8 +86,11 @@ def test_moving_objects_follow_ground_truth(ros_context, start_process, clip) ->
     assert scores['objects_matched_share'] >= 0.45
     assert scores['frames_with_false_object'] <= 0.25
 
-    # markers: a box, a velocity arrow and an id per object, after a DELETEALL
+    # markers: a box, a velocity arrow and an id per object, after a DELETEALL (a topic of
+    # their own: they may come after the frame's other outputs)
     last = stamps[-1]
+    assert spin_until(node, lambda: last in msgs.get('/fourd/object_markers', {}),
+                      timeout=10.0), 'no markers for the last frame'
     markers = msgs['/fourd/object_markers'][last].markers
     assert markers[0].action == Marker.DELETEALL
     boxes = [m for m in markers if m.type == Marker.CUBE]
