@@ -1,14 +1,12 @@
 """`fourd view`: a live 3D view of a running fourd node in the browser, for users without RViz.
 
-Subscribes to the node's outputs (``<namespace>/fourd/{map_points,points,path,tracks,objects}``,
+Subscribes to the node's outputs (``<namespace>/fourd/{map_points,points,path,tracks}``,
 ``/tf``, ``/tf_static``, ``/diagnostics``) and draws them with viser (its web client ships in
 the wheel: no CDN, works offline) on a page served on 127.0.0.1:
 
 - the map cloud (static points) and the current cloud, placed in the map frame through TF;
 - the camera trajectory and the current camera frustum;
 - tracked points with their trails, moving ones (speed above ``moving_speed``) in magenta;
-- the moving objects (``<namespace>/fourd/objects``) as wireframe boxes in their id's colour,
-  with their id and speed;
 - the node's diagnostics as a table.
 
 Clouds are decimated (``max_points``) and redrawn at most ``max_rate_hz`` to stay light on a
@@ -29,7 +27,7 @@ from rclpy.qos import QoSProfile, ReliabilityPolicy
 from scipy.spatial.transform import Rotation
 
 from diagnostic_msgs.msg import DiagnosticArray
-from fourd_ros_msgs.msg import MovingObjects, TrackedPoints
+from fourd_ros_msgs.msg import TrackedPoints
 from nav_msgs.msg import Path
 from sensor_msgs.msg import PointCloud2
 from tf2_msgs.msg import TFMessage
@@ -143,8 +141,6 @@ class FourdViewer(Node):
         self.create_subscription(PointCloud2, f'{node}/points', self._on_points, cloud_qos)
         self.create_subscription(Path, f'{node}/path', self._on_path, 5)
         self.create_subscription(TrackedPoints, f'{node}/tracks', self._on_tracks, 5)
-        self.create_subscription(MovingObjects, f'{node}/objects', self._on_objects, 5)
-        self._objects: dict[int, list] = {}  # object id -> its scene handles
         self.create_subscription(TFMessage, '/tf', self.tf.add, 100)
         self.create_subscription(TFMessage, '/tf_static', self.tf.add, LATCHED)
         self.create_subscription(DiagnosticArray, '/diagnostics', self._on_diagnostics, 10)
@@ -248,29 +244,6 @@ class FourdViewer(Node):
             colors = np.repeat(np.asarray(seg_colors, np.uint8)[:, None], 2, axis=1)
             scene.add_line_segments('/tracks/trails', points=np.concatenate(segments),
                                     colors=colors, thickness=2.0, thickness_units='screen')
-
-    def _on_objects(self, msg: MovingObjects) -> None:
-        T = self.tf.lookup(self._map_frame(), msg.header.frame_id)
-        if T is None:
-            return
-        scene = self.server.scene
-        seen = set()
-        for obj in msg.objects:
-            seen.add(obj.id)
-            pose = T @ conv.pose_to_matrix(obj.box_pose)
-            size = np.array([obj.box_size.x, obj.box_size.y, obj.box_size.z])
-            velocity = np.array([obj.velocity.x, obj.velocity.y, obj.velocity.z])
-            colour = tuple(int(255 * c) for c in conv.id_rgb(obj.id))
-            name = f'/objects/{obj.id}'
-            self._objects[obj.id] = [
-                scene.add_box(name, colour, size, wireframe=True,
-                              wxyz=Rotation.from_matrix(pose[:3, :3]).as_quat(scalar_first=True),
-                              position=pose[:3, 3]),
-                scene.add_label(f'{name}_id', f'{obj.id}  {np.linalg.norm(velocity):.2f}/s',
-                                position=pose[:3, 3] + np.array([0.0, 0.0, 0.6 * size.max()]))]
-        for gone in set(self._objects) - seen:
-            for handle in self._objects.pop(gone):
-                handle.remove()
 
     def _on_diagnostics(self, msg: DiagnosticArray) -> None:
         mine = [s for s in msg.status if s.name.startswith(f'{self.config.node}:')]

@@ -162,31 +162,3 @@ def test_viewer_page_shows_clouds_and_the_moving_object(ros_context, start_proce
     assert best < 0.3 * white and best < 0.8 * shifted, (
         f'the moving objects are not drawn where they are: colour error {best:.0f}, moved '
         f'100-200 px off {shifted:.0f}, against the empty page {white:.0f}')
-
-
-def test_viewer_draws_each_moving_object_and_forgets_it_when_gone(ros_context) -> None:
-    import viser
-
-    from fourd_ros_msgs.msg import MovingObject, MovingObjects
-    from fourd_ros.ros.viewer import FourdViewer
-
-    server = viser.ViserServer(host='127.0.0.1', port=free_port(), verbose=False)
-    viewer = FourdViewer(server, context=ros_context)
-    try:
-        obj = MovingObject(id=3, num_points=500)
-        obj.box_pose.orientation.w = 1.0
-        obj.box_pose.position.x = 2.0
-        obj.box_size.x, obj.box_size.y, obj.box_size.z = 0.4, 0.3, 0.2
-        obj.velocity.x = 0.5
-        msg = MovingObjects(objects=[obj])
-        msg.header.frame_id = 'map'
-        viewer._on_objects(msg)
-        box, label = viewer._objects[3]
-        assert isinstance(box, viser.BoxHandle) and np.allclose(box.position, [2.0, 0.0, 0.0])
-        assert np.allclose(box.dimensions, [0.4, 0.3, 0.2]) and box.wireframe
-        assert label.text == '3  0.50/s'
-        viewer._on_objects(MovingObjects(header=msg.header))  # object 3 no longer seen
-        assert viewer._objects == {}
-    finally:
-        viewer.destroy_node()
-        server.stop()

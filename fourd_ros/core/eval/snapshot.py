@@ -8,7 +8,7 @@ position + `ceiling_margin` are left out, so a room's ceiling does not hide the 
 points are drawn first), the estimated camera path, the ground-truth camera path, track trails
 (the last 30 positions of tracks that moved more than 10 cm within them; other tracks as dots)
 and, if given, motion-query answers as arrows from the queried points' source positions to their
-target positions, and the latest frame's moving objects (box footprint, id, velocity arrow of one
+target positions, and the latest moving objects seen (box footprint, id, velocity arrow of one
 second). Right panel: a camera image with its moving objects tinted and the queried pixels
 marked by status.
 """
@@ -76,7 +76,7 @@ class SnapshotData:
         query_status: Q QueryMotion statuses of the answers.
         query_from: Q x 3 positions of the queried points at the source time (map frame).
         query_to: Q x 3 positions at the target time (map frame).
-        objects: moving objects of the latest frame (map frame), drawn on the top view.
+        objects: the latest moving objects seen (map frame), drawn on the top view.
         image_objects: H x W object ids of `image` (0 = static), outlined on it.
         title: figure title.
         notes: lines of text shown under the top view.

@@ -125,9 +125,10 @@ def make_monitor(context: Any, recorder: Any) -> Any:
             self.last_path = data
 
         def _on_objects(self, data: bytes) -> None:
-            self.last_objects = data
-            self.object_ids.update(
-                int(o.id) for o in self.deserialize('/fourd/objects', data).objects)
+            ids = [int(o.id) for o in self.deserialize('/fourd/objects', data).objects]
+            if ids:  # the snapshot draws the latest objects seen
+                self.last_objects = data
+            self.object_ids.update(ids)
 
         def _on_tracks(self, data: bytes) -> None:
             self._mark_output()
