@@ -318,7 +318,14 @@ class ObjectTracker:
 
 def _oriented_box(points: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(centre, 3x3 axes as columns with det +1, full lengths) of the points' box along their
-    principal axes, from the 2nd to the 98th percentile along each."""
+    principal axes, from the 2nd to the 98th percentile along each. Points more than 3 times
+    the median distance from the median point are left out first: a segment may take in a few
+    pixels of the surface behind its object (a metre away), which would stretch the box (by
+    1.8 m from 3 % of a segment's points, seen on the node test's clip)."""
+    spread = np.linalg.norm(points - np.median(points, axis=0), axis=1)
+    near = spread <= 3.0 * np.median(spread)
+    if near.sum() >= 3:
+        points = points[near]
     mean = points.mean(axis=0)
     _, _, vt = np.linalg.svd(points - mean, full_matrices=False)
     axes = vt.T
