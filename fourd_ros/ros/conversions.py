@@ -34,6 +34,11 @@ def stamp_to_sec(stamp: Time) -> float:
     return float(stamp.sec) + float(stamp.nanosec) * 1e-9
 
 
+def stamp_or_latest(stamp: Time) -> float | None:
+    """A request's target stamp in seconds, None for the zero stamp (= the latest frame)."""
+    return None if stamp.sec == 0 and stamp.nanosec == 0 else stamp_to_sec(stamp)
+
+
 def sec_to_stamp(seconds: float) -> Time:
     """float seconds -> builtin_interfaces/Time (nanoseconds rounded)."""
     ns = int(round(seconds * 1e9))
@@ -263,7 +268,7 @@ _HUES = 64  # track colours repeat every 64 ids (golden-ratio hues, so neighbour
 def _trail_colors(hue_index: int, n: int) -> tuple[ColorRGBA, ...]:
     """Colours of a trail of n positions: both ends of each of its n - 1 segments (alpha fading
     from 0.2 at the oldest to 1), then its head (opaque). Shared, read-only messages."""
-    r, g, b = _hue_to_rgb((hue_index * 0.618034) % 1.0)
+    r, g, b = id_rgb(hue_index)
     out: list[ColorRGBA] = []
     for k in range(n - 1):
         c = ColorRGBA(r=r, g=g, b=b, a=0.2 + 0.8 * (k + 1) / max(n - 1, 1))
@@ -332,7 +337,7 @@ def delete_all_markers(frame_id: str, stamp: Time) -> MarkerArray:
 
 
 def id_rgb(object_id: int) -> tuple[float, float, float]:
-    """The colour (r, g, b in [0, 1]) of a track or object id in markers and the browser view:
+    """The colour (r, g, b in [0, 1]) of a track or object id in the RViz markers:
     golden-ratio hues, so neighbouring ids differ."""
     return _hue_to_rgb((int(object_id) * 0.618034) % 1.0)
 

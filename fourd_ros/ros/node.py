@@ -333,8 +333,7 @@ class FourdNode(Node):
                                 f"{self.p['max_query_points']}; split the request")
             return response
         source_stamp = conv.stamp_to_sec(request.source_stamp)
-        zero_target = request.target_stamp.sec == 0 and request.target_stamp.nanosec == 0
-        target_stamp = None if zero_target else conv.stamp_to_sec(request.target_stamp)
+        target_stamp = conv.stamp_or_latest(request.target_stamp)
         try:
             pts = (conv.points_to_array(request.points) if request.points
                    else conv.unpack_points(request.points_packed))
@@ -379,10 +378,9 @@ class FourdNode(Node):
 
     def _on_get_object_motion(self, request: GetObjectMotion.Request,
                               response: GetObjectMotion.Response):
-        zero_target = request.target_stamp.sec == 0 and request.target_stamp.nanosec == 0
         answer = self.engine.object_motion(
             request.object_id, conv.stamp_to_sec(request.source_stamp),
-            None if zero_target else conv.stamp_to_sec(request.target_stamp))
+            conv.stamp_or_latest(request.target_stamp))
         response.header.frame_id = request.frame_id or self.p['map_frame']
         if np.isfinite(answer.target_stamp):
             response.header.stamp = conv.sec_to_stamp(answer.target_stamp)
