@@ -11,8 +11,8 @@ import time
 
 import numpy as np
 
-from fourd_ros.core.backends import segment_motion
-from fourd_ros.core.backends.rgbd import RgbdBackend
+from fourd_ros.core.backends.rgbd import RgbdBackend, segment_motion
+from fourd_ros.core.backends.rgbd.latent import SegmentMotions
 from fourd_ros.core.data.synthetic import SceneConfig, generate_clip
 from fourd_ros.core.engine.engine import EngineConfig, StreamingEngine
 
@@ -28,8 +28,7 @@ def median_frame_ms(clip) -> float:
 
 
 def no_segments(self, prev, cur, segments, dynamic, flow):
-    return segment_motion.SegmentMotions(np.zeros(dynamic.shape, np.uint16),
-                                         np.zeros((1, 4, 4), np.float32))
+    return SegmentMotions(np.zeros(dynamic.shape, np.uint16), np.zeros((1, 4, 4), np.float32))
 
 
 if __name__ == '__main__':

@@ -11,6 +11,8 @@ from typing import Any, Iterable
 
 import numpy as np
 
+from fourd_ros.core.jsonsafe import json_safe  # noqa: F401 (re-exported for the CLI)
+
 
 def size_arg(text: str) -> tuple[int, int]:
     """Parse 'WxH' (pixels) into (width, height)."""
@@ -52,22 +54,6 @@ def add_model_arguments(p: argparse.ArgumentParser) -> None:
                    help='learned backend: auto, cpu, cuda or cuda:N (auto)')
     p.add_argument('--checkpoint', default=None,
                    help='learned backend: model checkpoint (default: the one shipped)')
-
-
-def json_safe(value: Any) -> Any:
-    """Plain JSON value: numpy scalars to Python, NaN/inf to None, containers recursively."""
-    if isinstance(value, dict):
-        return {str(k): json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [json_safe(v) for v in value]
-    if isinstance(value, (np.bool_, bool)):
-        return bool(value)
-    if isinstance(value, np.integer):
-        return int(value)
-    if isinstance(value, (np.floating, float)):
-        v = float(value)
-        return v if math.isfinite(v) else None
-    return value
 
 
 def write_json(path: str | Path, data: dict[str, Any]) -> Path:

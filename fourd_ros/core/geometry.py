@@ -23,12 +23,29 @@ def make_pose(R: np.ndarray, t: np.ndarray) -> np.ndarray:
 
 
 def invert_pose(T: np.ndarray) -> np.ndarray:
-    """Inverse of a rigid 4x4 transform (no general matrix inverse needed)."""
-    R = T[:3, :3]
-    Ti = np.eye(4)
-    Ti[:3, :3] = R.T
-    Ti[:3, 3] = -R.T @ T[:3, 3]
+    """Inverse of a rigid 4x4 transform, or of a stack of them (... x 4 x 4), as float64 (no
+    general matrix inverse needed)."""
+    T = np.asarray(T)
+    Rt = np.swapaxes(T[..., :3, :3], -1, -2)
+    Ti = np.zeros(T.shape, np.float64)
+    Ti[..., :3, :3] = Rt
+    Ti[..., :3, 3] = -(Rt @ T[..., :3, 3:4])[..., 0]
+    Ti[..., 3, 3] = 1.0
     return Ti
+
+
+def rotation_angle_deg(R: np.ndarray) -> np.ndarray:
+    """Rotation angle in degrees of one 3x3 or a stack of ... x 3 x 3 rotation matrices.
+
+    Uses ``atan2(|vee(R - R^T)| / 2, (tr R - 1) / 2)``, accurate for small and large angles.
+    """
+    R = np.asarray(R, dtype=np.float64)
+    sin2 = np.stack([R[..., 2, 1] - R[..., 1, 2],
+                     R[..., 0, 2] - R[..., 2, 0],
+                     R[..., 1, 0] - R[..., 0, 1]], axis=-1)
+    sin_a = 0.5 * np.linalg.norm(sin2, axis=-1)
+    cos_a = 0.5 * (np.trace(R, axis1=-2, axis2=-1) - 1.0)
+    return np.degrees(np.arctan2(sin_a, cos_a))
 
 
 def transform_points(T: np.ndarray, points: np.ndarray) -> np.ndarray:

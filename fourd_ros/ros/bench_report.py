@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from fourd_ros.cli import bench
-from fourd_ros.cli.common import json_safe
+from fourd_ros.core.jsonsafe import json_safe
 from fourd_ros.core.eval.soak import soak_failure
 from fourd_ros.ros.node_bench import node_latency, node_soak, query_load
 

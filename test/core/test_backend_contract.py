@@ -132,7 +132,7 @@ def test_eviction_releases_the_learned_latents_tensors(clip) -> None:
         cache=CachePolicy(recent=2, max_keyframes=0, keep_anchor=False)))
     eng.process(clip.frame(0))
     first = eng.cache.entries()[0]
-    refs = [weakref.ref(t) for t in first.latent['model'].tensors()]
+    refs = [weakref.ref(t) for t in first.latent.model.tensors()]
     device_bytes = latent_nbytes_by_device(first.latent)
     assert device_bytes.get('cpu', 0) > 100_000  # keys/values of every layer are counted
     del first

@@ -1,4 +1,4 @@
-"""Tests of fourd_ros.core.backends.rgbd_odometry on synthetic clips and the 7-Scenes sample."""
+"""Tests of fourd_ros.core.backends.rgbd.odometry on synthetic clips and the 7-Scenes sample."""
 
 from __future__ import annotations
 
@@ -6,7 +6,8 @@ import cv2
 import numpy as np
 import pytest
 
-from fourd_ros.core.backends.rgbd_odometry import OdometryConfig, OdometryResult, RgbdOdometry
+from fourd_ros.core.backends.rgbd.config import OdometryConfig
+from fourd_ros.core.backends.rgbd.odometry import OdometryResult, RgbdOdometry
 from fourd_ros.core.data.synthetic import generate_clip, SceneConfig, SyntheticClip
 from fourd_ros.core.eval.metrics import ate
 from fourd_ros.core.geometry import invert_pose, scale_intrinsics

@@ -9,9 +9,11 @@ import pytest
 from scipy.spatial.transform import Rotation
 
 from fourd_ros.core.backends.rgbd import RgbdConfig
-from fourd_ros.core.backends.segment_motion import (FollowedSegment, RgbdView,
-                                                    SegmentMotionTracker, attach_to_segments,
-                                                    rigid_flow_of_segments)
+from fourd_ros.core.backends.rgbd.flow import rigid_flow_of_segments
+from fourd_ros.core.backends.rgbd.latent import RgbdView
+from fourd_ros.core.backends.rgbd.motion_scoring import MotionScorer
+from fourd_ros.core.backends.rgbd.segment_motion import FollowedSegment, SegmentMotionTracker
+from fourd_ros.core.backends.rgbd.segmentation import attach_to_segments
 from fourd_ros.core.data.synthetic import SceneConfig, generate_clip
 from fourd_ros.core.geometry import invert_pose, make_pose, project, transform_points
 
@@ -125,8 +127,8 @@ def test_motion_across_a_gap_is_refined_from_a_rough_start(clip) -> None:
         R = Rotation.from_rotvec(np.deg2rad([3.0, 0.0, 0.0])).as_matrix()
         off = np.eye(4)
         off[:3, :3], off[:3, 3] = R, centre + [0.02, 0.0, 0.0] - R @ centre
-        tracker = SegmentMotionTracker(clip.K, clip.width, clip.height)
-        M = tracker.refine(prev, cur, mask, [off @ M_gt])
+        scorer = MotionScorer(clip.K, clip.width, clip.height)
+        M = scorer.refine(prev, cur, mask, [off @ M_gt])
         ys, xs = np.nonzero(mask)
         X = clip.points_world(i)[ys, xs].astype(np.float64)
         T_cw = invert_pose(clip.T_wc[j])

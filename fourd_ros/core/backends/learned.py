@@ -70,6 +70,26 @@ class LearnedConfig:
     pose: MonoPoseConfig = MonoPoseConfig()
 
 
+@dataclass
+class LearnedLatent:
+    """The learned backend's cached record of one frame.
+
+    Attributes:
+        model: the model's latent (tokens, keys/values per layer, 1/8 features, half-resolution
+            grey) on the inference device.
+        gray: H x W uint8 intensity (host).
+        depth: H x W float32 depth in map units (host).
+        scale: model units -> map units of this frame.
+        scale_next: the scale the next frame starts from (this frame's median static depth).
+    """
+
+    model: FrameLatent
+    gray: np.ndarray
+    depth: np.ndarray
+    scale: float
+    scale_next: float
+
+
 def _relative_confidence(aleatoric: np.ndarray) -> np.ndarray:
     """H x W confidence in [0, 1] from the model's aleatoric confidence (>= 1), relative to the
     frame: 0 at its 5th percentile, 1 at its 95th. The aleatoric value only ranks pixels within
@@ -133,7 +153,7 @@ class LearnedBackend:
             torch.cuda.empty_cache()
 
     def process(self, frame: Frame, context: list[CacheEntry]
-                ) -> tuple[FrameResult, dict[str, Any]]:
+                ) -> tuple[FrameResult, LearnedLatent]:
         with self._device_memory('encoding a frame'):
             return self._process(frame, context)
 
@@ -158,7 +178,7 @@ class LearnedBackend:
                 'device cpu') from exc
 
     def _process(self, frame: Frame, context: list[CacheEntry]
-                 ) -> tuple[FrameResult, dict[str, Any]]:
+                 ) -> tuple[FrameResult, LearnedLatent]:
         cfg = self.config
         h, w = frame.rgb.shape[:2]
         gray = _to_gray(frame.rgb)
@@ -173,7 +193,7 @@ class LearnedBackend:
         else:
             est = self._landmarks.track(gray, K, prev.T_wc @ self._velocity)
             T_wc = est.T_wc
-            scale = float(prev.latent['scale_next'])
+            scale = float(prev.latent.scale_next)
             extras.update(pnp_inliers=est.inliers, tracking_ok=est.ok)
         sources = self._sources(context, T_wc, scale)
         attend = self._attention_context(context)
@@ -188,10 +208,10 @@ class LearnedBackend:
                     T[:3, 3] /= scale
                     T_rel.append(T)
                 src = SourceViews(
-                    gray=torch.stack([e.latent['model'].gray for e in sources], 1),
+                    gray=torch.stack([e.latent.model.gray for e in sources], 1),
                     T_src_ref=torch.from_numpy(np.stack(T_rel)).float().to(self.device)[None])
             t = torch.tensor([frame.stamp - self._t0], device=self.device)
-            out = self.model.encode(rgb_t, K_t, t, [e.latent['model'] for e in attend], src,
+            out = self.model.encode(rgb_t, K_t, t, [e.latent.model for e in attend], src,
                                     is_anchor=prev is None)
             depth = (out.depth[0, 0] * scale).float().cpu().numpy()
             # from here on `scale` is the factor from model units to the map's units
@@ -224,9 +244,7 @@ class LearnedBackend:
                              segments=label_moving_segments(dynamic, depth,
                                                             cfg.min_segment_pixels),
                              scene_flow=scene_flow, metric=False, extras=extras)
-        record = {'model': latent, 'gray': gray, 'scale': scale, 'scale_next': scale_next,
-                  'depth': depth, 'confidence': conf}
-        return result, record
+        return result, LearnedLatent(latent, gray, depth, scale, scale_next)
 
     # ------------------------------------------------------------------ motion
     def _motion(self, source: CacheEntry, target: CacheEntry, pixels: np.ndarray
@@ -237,10 +255,10 @@ class LearnedBackend:
             return MotionEstimate(empty, np.zeros((0, 2), np.float32), np.zeros(0, np.float32),
                                   np.zeros(0, np.uint8))
         with torch.inference_mode():
-            geometry = self._geometry(source.latent['gray'], source.latent['depth'], source.T_wc,
-                                      float(source.latent['scale']), target.latent['gray'],
-                                      target.latent['depth'], target.T_wc, source.K)
-            dP, conf = self.model.motion(source.latent['model'], target.latent['model'],
+            geometry = self._geometry(source.latent.gray, source.latent.depth, source.T_wc,
+                                      float(source.latent.scale), target.latent.gray,
+                                      target.latent.depth, target.T_wc, source.K)
+            dP, conf = self.model.motion(source.latent.model, target.latent.model,
                                          geometry)
             h, w = source.dynamic_mask.shape
             grid = torch.from_numpy(np.asarray(pixels, np.float32)).to(self.device)
@@ -252,8 +270,8 @@ class LearnedBackend:
             c = F.grid_sample(conf, g, mode='bilinear', align_corners=False,
                               padding_mode='border')[0, 0, 0].cpu().numpy()
         P = sample_bilinear(source.points_world, pixels).astype(np.float64)
-        z = sample_depth(source.latent['depth'], pixels)
-        disp_cam = d.astype(np.float64) * float(source.latent['scale'])
+        z = sample_depth(source.latent.depth, pixels)
+        disp_cam = d.astype(np.float64) * float(source.latent.scale)
         static = np.linalg.norm(disp_cam, axis=1) <= self.config.dynamic_rel * z
         disp_cam[static] = 0.0  # DPM: static points do not move in the world
         positions = P + disp_cam @ source.T_wc[:3, :3].T
@@ -264,7 +282,7 @@ class LearnedBackend:
         bad = ~np.isfinite(positions).all(axis=1)
         outside = ~bad & ~((px[:, 0] >= -0.5) & (px[:, 0] <= tw - 0.5) & (px[:, 1] >= -0.5)
                            & (px[:, 1] <= th - 0.5) & (zt > 0))
-        seen = sample_depth(target.latent['depth'], px)
+        seen = sample_depth(target.latent.depth, px)
         hidden = ~bad & ~outside & np.isfinite(seen) & (
             seen < zt * (1.0 - self.config.occlusion_rel))
         status[hidden] = PointStatus.OCCLUDED
@@ -356,9 +374,9 @@ class LearnedBackend:
         if not context:
             return np.zeros((h, w), bool), np.zeros((h, w, 3), np.float32)
         ref = context[max(0, len(context) - 3)]
-        geometry = self._geometry(gray, depth, T_wc, scale, ref.latent['gray'],
-                                  ref.latent['depth'], ref.T_wc, K)
-        dP, _ = self.model.motion(latent, ref.latent['model'], geometry)
+        geometry = self._geometry(gray, depth, T_wc, scale, ref.latent.gray,
+                                  ref.latent.depth, ref.T_wc, K)
+        dP, _ = self.model.motion(latent, ref.latent.model, geometry)
         disp = F.interpolate(dP, size=(h, w), mode='bilinear', align_corners=False
                              )[0].permute(1, 2, 0).cpu().numpy() * np.float32(scale)
         dynamic = np.linalg.norm(disp, axis=-1) > self.config.dynamic_rel * depth

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Callable
-from typing import Any
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -31,6 +31,15 @@ DynamicGT = Callable[[int], np.ndarray]
 """frame index -> H x W bool mask of moving scene points, e.g. ``SyntheticClip.dynamic_mask``."""
 
 
+@dataclass
+class OracleLatent:
+    """The oracle's cached record of one frame: its ground-truth depth (H x W float32 metres,
+    NaN = invalid) and its index in the sequence (where its ground truth is looked up)."""
+
+    depth: np.ndarray
+    frame_index: int
+
+
 class OracleBackend:
     """Ground-truth replay backend (testing only; see the module docstring).
 
@@ -45,7 +54,7 @@ class OracleBackend:
     runs at the input resolution only (``EngineConfig(width=0)``) because the GT arrays are at
     that resolution.
 
-    Latent record per frame: ``{'depth': H x W float32 metres (NaN = invalid), 'index': int}``.
+    Latent record per frame: `OracleLatent`.
     """
 
     name = 'oracle'
@@ -79,7 +88,7 @@ class OracleBackend:
         return scaled_size(width, height, requested_width, 8)
 
     def process(self, frame: Frame, context: list[CacheEntry] | None = None
-                ) -> tuple[FrameResult, dict[str, Any]]:
+                ) -> tuple[FrameResult, OracleLatent]:
         if frame.depth is None:
             raise ValueError('the oracle backend needs ground-truth depth with every frame')
         h, w = frame.rgb.shape[:2]
@@ -114,7 +123,7 @@ class OracleBackend:
             scene_flow=self._scene_flow(frame, points_world, dynamic), metric=True,
             extras={'keyframe': frame.index % self.keyframe_every == 0,
                     'tracking_ok': pose_ok, 'oracle': True})
-        return result, {'depth': depth, 'index': int(frame.index)}
+        return result, OracleLatent(depth, int(frame.index))
 
     def _scene_flow(self, frame: Frame, points_world: np.ndarray, dynamic: np.ndarray
                     ) -> np.ndarray:
@@ -140,7 +149,7 @@ class OracleBackend:
         h, w = source.dynamic_mask.shape
         src_world = sample_bilinear(source.points_world, pixels).astype(np.float32)
         if self.motion_gt is not None and self._T_first_inv is not None:
-            P_gt, vis_gt = self._gt_motion(source.latent['index'], target.latent['index'])
+            P_gt, vis_gt = self._gt_motion(source.latent.frame_index, target.latent.frame_index)
             if P_gt.shape[:2] != (h, w):
                 raise ValueError(_RESOLUTION_MSG)
             P = transform_points(self._T_first_inv, P_gt).astype(np.float32)
@@ -156,7 +165,7 @@ class OracleBackend:
         inside = (np.isfinite(px).all(axis=1) & (z > 0) & (px[:, 0] >= -0.5)
                   & (px[:, 0] < w - 0.5) & (px[:, 1] >= -0.5) & (px[:, 1] < h - 0.5))
         if visible is None:
-            depth_t = target.latent['depth']
+            depth_t = target.latent.depth
             ui = np.clip(np.rint(np.nan_to_num(px[:, 0])), 0, w - 1).astype(np.int64)
             vi = np.clip(np.rint(np.nan_to_num(px[:, 1])), 0, h - 1).astype(np.int64)
             z_seen = np.where(inside, depth_t[vi, ui], np.nan)

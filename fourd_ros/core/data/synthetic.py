@@ -30,6 +30,8 @@ import numpy as np
 from scipy.spatial.transform import Rotation
 
 from fourd_ros.core.data.textures import make_texture, sample_texture
+from fourd_ros.core.geometry import invert_pose
+from fourd_ros.core.jsonsafe import json_safe
 from fourd_ros.core.types import Frame
 
 CAMERA_MOTIONS = ('smooth', 'static', 'rotation')
@@ -214,7 +216,7 @@ class RigidObject:
             amplitude=R @ self.amplitude, omega=R @ self.omega)
 
     def to_dict(self) -> dict:
-        return _to_jsonable(dataclasses.asdict(self))
+        return json_safe(dataclasses.asdict(self))
 
 
 @dataclass
@@ -239,26 +241,7 @@ class Room:
             raise ValueError(f'Room needs 6 face textures, got {len(self.faces)}')
 
     def to_dict(self) -> dict:
-        return _to_jsonable(dataclasses.asdict(self))
-
-
-def _to_jsonable(x: Any) -> Any:
-    if isinstance(x, dict):
-        return {k: _to_jsonable(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [_to_jsonable(v) for v in x]
-    if isinstance(x, np.ndarray):
-        return x.tolist()
-    if isinstance(x, np.generic):
-        return x.item()
-    return x
-
-
-def _inv_pose(T: np.ndarray) -> np.ndarray:
-    Ti = np.eye(4)
-    Ti[:3, :3] = T[:3, :3].T
-    Ti[:3, 3] = -T[:3, :3].T @ T[:3, 3]
-    return Ti
+        return json_safe(dataclasses.asdict(self))
 
 
 @dataclass
@@ -555,7 +538,7 @@ class SyntheticClip:
 
     def project(self, j: int, points_world: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Project world points into camera j: (... x 2 pixel coordinates (u, v), ... z)."""
-        T = _inv_pose(self.T_wc[j])
+        T = invert_pose(self.T_wc[j])
         pc = points_world @ T[:3, :3].T + T[:3, 3]
         z = pc[..., 2]
         with np.errstate(divide='ignore', invalid='ignore'):
@@ -596,7 +579,7 @@ class SyntheticClip:
             m = inst == k
             if not m.any():
                 continue
-            M = poses_to[k] @ _inv_pose(self.T_wo[i, k])
+            M = poses_to[k] @ invert_pose(self.T_wo[i, k])
             P[m] = P[m] @ M[:3, :3].T + M[:3, 3]
         return P
 
@@ -799,7 +782,7 @@ def sample_scene(cfg: SceneConfig, rng: np.random.Generator
             objects.append(obj)
     light = np.array([rng.uniform(-0.5, 0.5), -1.0, rng.uniform(-0.5, 0.5)])
     # re-express everything in the first camera's frame
-    T_wr = _inv_pose(T_rc[0])
+    T_wr = invert_pose(T_rc[0])
     R_wr = T_wr[:3, :3]
     scene = Scene(room=Room(T_wr, half, faces), objects=[o.transformed(T_wr) for o in objects],
                   textures=textures, light_dir=R_wr @ light, ambient=cfg.ambient)
@@ -860,7 +843,7 @@ def generate_clip(cfg: SceneConfig) -> SyntheticClip:
     rng = np.random.default_rng(cfg.seed)
     scene, K, T_wc = sample_scene(cfg, rng)
     stamps = np.arange(cfg.frames) / cfg.fps
-    info = {'config': _to_jsonable(dataclasses.asdict(cfg))}
+    info = {'config': json_safe(dataclasses.asdict(cfg))}
     return render_clip(scene, K, T_wc, stamps, cfg.width, cfg.height, fps=cfg.fps, seed=cfg.seed,
                        rgb_noise_std=cfg.rgb_noise_std, info=info)
 

@@ -35,7 +35,8 @@ class CacheEntry:
         index: running frame index in the stream (0 = anchor).
         T_wc: 4x4 camera-to-world pose (world = first camera, OpenCV axes).
         K: 3x3 intrinsics at the processing resolution.
-        latent: backend-owned record (arrays or tensors, possibly on the inference device).
+        latent: the backend's own typed record of the frame (e.g. `rgbd.latent.RgbdLatent`):
+            arrays or tensors, possibly on the inference device; only its backend reads it.
         points_world: H x W x 3 float32 world points at the frame's own time (NaN = invalid).
         dynamic_mask: H x W bool, True on moving scene points.
         nbytes: memory held by `latent`, `points_world`, `dynamic_mask` and `segments`, bytes.
@@ -48,7 +49,7 @@ class CacheEntry:
     index: int
     T_wc: np.ndarray
     K: np.ndarray
-    latent: dict[str, Any]
+    latent: Any
     points_world: np.ndarray
     dynamic_mask: np.ndarray
     nbytes: int
@@ -136,7 +137,7 @@ class Backend(Protocol):
         override."""
 
     def process(self, frame: Frame, context: list[CacheEntry]
-                ) -> tuple[FrameResult, dict[str, Any]]:
+                ) -> tuple[FrameResult, Any]:
         """Encode one frame: its geometry, pose, dynamic mask, moving segments and scene flow
         (`FrameResult`), and the latent record to cache.
 

@@ -35,7 +35,6 @@ bookkeeping (GT, queries, metrics) is excluded.
 
 from __future__ import annotations
 
-import math
 import time
 from collections import deque
 from dataclasses import dataclass, field
@@ -50,7 +49,9 @@ from fourd_ros.core.data.readers import open_sequence, timed
 from fourd_ros.core.engine.cache import CachePolicy
 from fourd_ros.core.engine.engine import EngineConfig, StreamingEngine
 from fourd_ros.core.eval import metrics as M
-from fourd_ros.core.geometry import invert_pose, project, transform_points, unproject_pixels
+from fourd_ros.core.geometry import (inside_image, invert_pose, project, transform_points,
+                                     unproject_pixels)
+from fourd_ros.core.jsonsafe import json_safe
 from fourd_ros.core.types import Frame
 
 METRIC_KEYS = ('depth_absrel', 'depth_delta125', 'ate_m', 'ate_sim3_m', 'rpe_trans_m',
@@ -133,18 +134,7 @@ class EvalReport:
 
     def to_json_dict(self) -> dict[str, Any]:
         """Metrics with NaN/inf as None (strict JSON)."""
-        return {k: _json_value(v) for k, v in self.metrics.items()}
-
-
-def _json_value(v: Any) -> Any:
-    if isinstance(v, (np.floating, float)):
-        v = float(v)
-        return v if math.isfinite(v) else None
-    if isinstance(v, np.integer):
-        return int(v)
-    if isinstance(v, np.bool_):
-        return bool(v)
-    return v
+        return json_safe(self.metrics)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -284,7 +274,8 @@ def evaluate(backend_name: str, source: str | Path, *, width: int = 320,
     est_pose: dict[int, np.ndarray] = {}
     pending: dict[int, _PendingSource] = {}
     names: dict[int, str] = {}
-    tr = {'pred': [], 'pred_zero': [], 'gt': [], 'z': [], 'vis': [], 'dyn': [], 'focal': []}
+    tr = {'pred': [], 'pred_zero': [], 'gt': [], 'z': [], 'vis': [], 'inview': [], 'dyn': [],
+          'focal': []}
     report = EvalReport(metrics={})
     trail_hist: deque[dict[int, tuple[float, float]]] = deque(maxlen=15)
     latencies: list[float] = []
@@ -443,8 +434,7 @@ def _score_pair(engine: StreamingEngine, src: _PendingSource, j: int, frame: Fra
     cam_gt = transform_points(invert_pose(T_gt_j), world_gt)
     gt_px, z = project(cam_gt, K)
     if vis is None:
-        inside = (np.isfinite(gt_px).all(axis=1) & (z > 0) & (gt_px[:, 0] >= -0.5)
-                  & (gt_px[:, 0] < w - 0.5) & (gt_px[:, 1] >= -0.5) & (gt_px[:, 1] < h - 0.5))
+        inside = np.isfinite(gt_px).all(axis=1) & (z > 0) & inside_image(gt_px, w, h)
         uj = np.clip(np.rint(np.nan_to_num(gt_px[:, 0])), 0, w - 1).astype(int)
         vj = np.clip(np.rint(np.nan_to_num(gt_px[:, 1])), 0, h - 1).astype(int)
         dj = frame.depth[vj, uj].astype(np.float64)
@@ -457,6 +447,7 @@ def _score_pair(engine: StreamingEngine, src: _PendingSource, j: int, frame: Fra
     tr['gt'].append(cam_gt)
     tr['z'].append(z)
     tr['vis'].append(vis)
+    tr['inview'].append(np.isfinite(gt_px).all(axis=1) & (z > 0) & inside_image(gt_px, w, h))
     tr['dyn'].append(dyn)
     tr['focal'].append(float(K[0, 0]))
     if len(report.track_samples) < plot_samples:
@@ -531,4 +522,28 @@ def _track_metrics(tr: dict, metric: bool) -> dict[str, float]:
     out.update({'baseline_zero_motion_apd3d': b['apd3d'],
                 'baseline_zero_motion_apd3d_dynamic': b['apd3d_dynamic'],
                 'baseline_zero_motion_epe_m': b['epe']})
+    out.update(_apd3d_by_visibility(m['scale'] * pred, gt, z, focal, dyn,
+                                    np.concatenate(tr['inview']), vis))
+    return out
+
+
+def _apd3d_by_visibility(pred: np.ndarray, gt: np.ndarray, z: np.ndarray, focal: float,
+                         dyn: np.ndarray, inview: np.ndarray, vis: np.ndarray
+                         ) -> dict[str, float]:
+    """APD3D and point counts of static and moving points by their ground-truth visibility at
+    the target: visible, hidden (in view behind something), out of view, and all of them
+    (scaled predictions; the scale is the visible points'). A static point's position is known
+    from geometry and poses whatever its visibility; a hidden or out-of-view point of a rigid
+    object moves with it."""
+    out: dict[str, float] = {}
+    groups = {'visible': vis, 'hidden': inview & ~vis, 'out_of_view': ~inview,
+              'every': np.ones_like(vis)}
+    for kind, sel in (('static', ~dyn), ('dynamic', dyn)):
+        for name, where in groups.items():
+            pick = sel & where & np.isfinite(gt).all(axis=1) & np.isfinite(z) & (z > 0)
+            key = f'{kind}_{name}'
+            out[f'track_points_{key}'] = int(pick.sum())
+            out[f'apd3d_{key}'] = (M.tracking_metrics(pred[pick], gt[pick], z[pick], focal,
+                                                      scale_align=False)['apd3d']
+                                   if pick.any() else NAN)
     return out

@@ -11,7 +11,8 @@ from typing import Sequence
 
 import numpy as np
 
-from fourd_ros.core.geometry import umeyama  # noqa: F401 (part of the metrics API)
+from fourd_ros.core.geometry import (  # noqa: F401 (rotation_angle_deg, umeyama: metrics API)
+    invert_pose, rotation_angle_deg, umeyama)
 
 APD_THRESHOLDS_PX = (1.0, 2.0, 4.0, 8.0, 16.0)
 """Pixel thresholds of APD3D (TAPVid-3D), scaled to metres by ``z* / f``."""
@@ -115,30 +116,6 @@ def ate(T_est: np.ndarray, T_gt: np.ndarray, align: str = 'sim3') -> dict[str, f
     return {'ate_m': float(np.sqrt(np.mean(err ** 2))), 'scale': float(s)}
 
 
-def rotation_angle_deg(R: np.ndarray) -> np.ndarray:
-    """Rotation angle in degrees of one 3x3 or a stack of ... x 3 x 3 rotation matrices.
-
-    Uses ``atan2(|vee(R - R^T)| / 2, (tr R - 1) / 2)``, accurate for small and large angles.
-    """
-    R = np.asarray(R, dtype=np.float64)
-    sin2 = np.stack([R[..., 2, 1] - R[..., 1, 2],
-                     R[..., 0, 2] - R[..., 2, 0],
-                     R[..., 1, 0] - R[..., 0, 1]], axis=-1)
-    sin_a = 0.5 * np.linalg.norm(sin2, axis=-1)
-    cos_a = 0.5 * (np.trace(R, axis1=-2, axis2=-1) - 1.0)
-    return np.degrees(np.arctan2(sin_a, cos_a))
-
-
-def _inv_se3(T: np.ndarray) -> np.ndarray:
-    """Inverse of rigid ... x 4 x 4 transforms."""
-    out = np.zeros_like(T)
-    Rt = np.swapaxes(T[..., :3, :3], -1, -2)
-    out[..., :3, :3] = Rt
-    out[..., :3, 3] = -(Rt @ T[..., :3, 3:4])[..., 0]
-    out[..., 3, 3] = 1.0
-    return out
-
-
 def rpe(T_est: np.ndarray, T_gt: np.ndarray, delta: int = 1,
         scale: float | None = None) -> dict[str, float]:
     """Relative pose error between frames ``i`` and ``i + delta`` (RMSE over all pairs).
@@ -166,9 +143,9 @@ def rpe(T_est: np.ndarray, T_gt: np.ndarray, delta: int = 1,
     T_est = T_est.copy()
     if scale is not None:
         T_est[:, :3, 3] *= scale
-    P = _inv_se3(T_est[:-delta]) @ T_est[delta:]
-    Q = _inv_se3(T_gt[:-delta]) @ T_gt[delta:]
-    E = _inv_se3(Q) @ P
+    P = invert_pose(T_est[:-delta]) @ T_est[delta:]
+    Q = invert_pose(T_gt[:-delta]) @ T_gt[delta:]
+    E = invert_pose(Q) @ P
     t_err = np.linalg.norm(E[:, :3, 3], axis=1)
     r_err = rotation_angle_deg(E[:, :3, :3])
     return {'rpe_trans_m': float(np.sqrt(np.mean(t_err ** 2))),

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from fourd_ros.core.data.synthetic import generate_clip, SceneConfig, SyntheticClip
+from fourd_ros.core.geometry import invert_pose
 
 CLIP_KEYS = ('rgb', 'depth', 'instance', 'K', 'T_wc', 'stamps', 'T_wo', 'moving')
 
@@ -134,13 +135,6 @@ class Batch:
                                             if isinstance(getattr(self, f.name), torch.Tensor)})
 
 
-def _inv(T: np.ndarray) -> np.ndarray:
-    out = np.eye(4)
-    out[:3, :3] = T[:3, :3].T
-    out[:3, 3] = -T[:3, :3].T @ T[:3, 3]
-    return out
-
-
 def _small_rotation(rng: np.random.Generator, sigma_rad: float) -> np.ndarray:
     from scipy.spatial.transform import Rotation
     return Rotation.from_rotvec(rng.normal(0, sigma_rad, 3)).as_matrix()
@@ -163,7 +157,7 @@ def sample_batch(clips: list[SyntheticClip], rng: np.random.Generator, batch: in
             idx = idx[::-1]  # backwards in time is another valid stream
         d0 = clip.depth[idx[0]]
         scale = float(np.median(d0)) * float(np.exp(rng.uniform(-scale_jitter, scale_jitter)))
-        T0_inv = _inv(clip.T_wc[idx[0]])
+        T0_inv = invert_pose(clip.T_wc[idx[0]])
         T = np.stack([T0_inv @ clip.T_wc[i] for i in idx])
         T[:, :3, 3] /= scale
         Tn = T.copy()

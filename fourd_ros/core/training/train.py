@@ -15,13 +15,13 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 
+from fourd_ros.core.jsonsafe import json_safe
 from fourd_ros.core.model.checkpoint import load_grown_model, read_checkpoint, save_checkpoint
 from fourd_ros.core.model.config import ModelConfig
 from fourd_ros.core.model.s4rc import S4RC
@@ -126,15 +126,12 @@ def validate(step_module: TrainingStep, clips: list, device: torch.device, frame
     return {f'val_{k}': float(np.mean(v)) for k, v in acc.items()}
 
 
-def _jsonable(cfg: TrainConfig) -> dict[str, Any]:
-    return json.loads(json.dumps(dataclasses.asdict(cfg)))
-
-
 def train(cfg: TrainConfig, progress: bool = True) -> Path:
     """Run (or resume) training; returns the path of the exported weights (``model.pt``)."""
     from tqdm import tqdm
 
     rank, world, local_rank = _dist_info()
+    train_cfg = json_safe(dataclasses.asdict(cfg))  # stored in every checkpoint
     device = _device(cfg.device, local_rank)
     if cfg.threads > 0:
         torch.set_num_threads(cfg.threads)
@@ -221,15 +218,15 @@ def train(cfg: TrainConfig, progress: bool = True) -> Path:
             log.flush()
             bar.write(' '.join(f'{k}={v:.4g}' if isinstance(v, float) else f'{k}={v}'
                                for k, v in record.items()))
-            save_checkpoint(last, model, {'train': _jsonable(cfg)}, optimizer=opt.state_dict(),
+            save_checkpoint(last, model, {'train': train_cfg}, optimizer=opt.state_dict(),
                             step=step)
     bar.close()
     if stopped_early and rank == 0:
-        save_checkpoint(last, model, {'train': _jsonable(cfg)}, optimizer=opt.state_dict(),
+        save_checkpoint(last, model, {'train': train_cfg}, optimizer=opt.state_dict(),
                         step=step)
     export = out / 'model.pt'
     if rank == 0:
-        meta = {'train': _jsonable(cfg), 'steps_done': step,
+        meta = {'train': train_cfg, 'steps_done': step,
                 'wall_minutes': (time.monotonic() - t_start) / 60, 'world_size': world,
                 'device': str(device), 'torch': str(torch.__version__)}
         save_checkpoint(export, model, meta)

@@ -8,12 +8,19 @@ from typing import Any
 
 import numpy as np
 
+from fourd_ros.core.types import PointStatus
 from fourd_ros.ros.demo.messages import _stamp_ns
 
 QUERY_FRAMES_BACK = 10
 QUERY_GRID = 5
-QUERY_STATUS_NAMES = {0: 'VALID', 1: 'OCCLUDED', 2: 'OUT_OF_VIEW', 3: 'OUT_OF_WINDOW',
-                      4: 'INVALID'}
+
+
+def status_name(status: int) -> str:
+    """Name of a QueryMotion per-point status (the number itself when unknown)."""
+    try:
+        return PointStatus(status).name
+    except ValueError:
+        return str(status)
 
 
 def _fmt_vec(v: Any) -> str:
@@ -56,7 +63,7 @@ def query_table(resp: Any, pixels: np.ndarray) -> Any:
         norm = math.sqrt(d.x ** 2 + d.y ** 2 + d.z ** 2)
         table.add_row(f'({u:.0f}, {v:.0f})', _fmt_vec(p), _fmt_vec(d),
                       f'{norm:.3f}' if math.isfinite(norm) else '-', f'{c:.2f}',
-                      QUERY_STATUS_NAMES.get(int(s), str(s)))
+                      status_name(int(s)))
     return table
 
 
@@ -70,7 +77,7 @@ def summarize_query(resp: Any, ctx: dict[str, Any], latency_ms: float) -> dict[s
         'source_stamp_ns': ctx['source_stamp_ns'], 'frames_back': ctx['frames_back'],
         'target_stamp_ns': _stamp_ns(resp.header.stamp), 'frame_id': resp.header.frame_id,
         'points': len(status), 'round_trip_ms': round(latency_ms, 2),
-        'status_counts': {QUERY_STATUS_NAMES.get(k, str(k)): v
+        'status_counts': {status_name(k): v
                           for k, v in sorted(Counter(status).items())},
         'displacement_m_median': float(np.median(norms[valid])) if valid.any() else None,
         'displacement_m_max': float(np.max(norms[valid])) if valid.any() else None,

@@ -1,0 +1,439 @@
+"""Stateless RGB-D alignment: coarse-to-fine projective point-to-plane ICP with a weak photometric
+term, between two frames' pyramids.
+
+``RgbdAligner`` holds only what the image size, intrinsics and settings fix (per-level pixel-ray
+tables), never a frame, so one instance serves the camera tracker (``odometry.py``, against its
+fused keyframe model), the per-object motion of moving segments (``segment_motion.py``) and
+queries from any thread at once. Conventions of ``fourd_ros.core.types``: OpenCV optical axes,
+metres.
+
+Per alignment (``align``): Gauss-Newton from the coarsest level to the finest with projective
+data association against the reference's dense vertex/normal table, distance and normal-angle
+gates, and Cauchy weights on residuals normalised by a structured-light depth-noise model
+``sigma(z)``. At the finest level, points that are outliers of the coarse solution (e.g. on
+moving objects) are frozen out, and each point is weighted by ``(sigma(1 m) / sigma(z)) ** p``
+(near Kinect-type depth is far more accurate than its noise alone says). A constant-velocity
+motion prior and a weak photometric term (reference intensity and gradient, bilinear) are
+added to the normal equations; both only matter where the geometry leaves a motion
+unconstrained (a plane, a corridor).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from fourd_ros.core.backends.rgbd.config import OdometryConfig
+from fourd_ros.core.geometry import invert_pose, scale_intrinsics
+
+
+@dataclass
+class PyramidLevel:
+    """One pyramid level of a frame (float32 maps, zeros = invalid).
+
+    ``depth`` and ``normals`` (3 x H x W) describe the geometry. As the tracked frame a level
+    carries ``pts``/``nrm`` (3 x M sampled points and normals) and ``inten`` (M intensities); as
+    the reference it carries ``ref`` (6 x (H*W + 1) vertices and normals, the last column a dummy
+    invalid entry) and ``photo`` (3 x (H*W + W + 2) intensity and x/y gradients, zero padded).
+    """
+
+    K: np.ndarray
+    width: int
+    height: int
+    depth: np.ndarray
+    normals: np.ndarray
+    gray: np.ndarray | None = None
+    pts: np.ndarray | None = None
+    nrm: np.ndarray | None = None
+    inten: np.ndarray | None = None
+    pix: np.ndarray | None = None
+    ref: np.ndarray | None = None
+    photo: np.ndarray | None = None
+
+
+def _exp_se3(xi: np.ndarray) -> np.ndarray:
+    """4x4 transform of a twist (rotation vector, translation), applied on the left."""
+    T = np.eye(4)
+    T[:3, :3] = cv2.Rodrigues(np.asarray(xi[:3], np.float64).reshape(3, 1))[0]
+    T[:3, 3] = xi[3:]
+    return T
+
+
+def _log_se3(T: np.ndarray) -> np.ndarray:
+    """(rotation vector, translation) of a small 4x4 transform (inverse of ``_exp_se3``)."""
+    return np.concatenate([cv2.Rodrigues(T[:3, :3])[0].ravel(), T[:3, 3]])
+
+
+def orthonormalize(T: np.ndarray) -> np.ndarray:
+    """Project the rotation block of a 4x4 pose back onto SO(3) (stops round-off growth)."""
+    U, _, Vt = np.linalg.svd(T[:3, :3])
+    out = T.copy()
+    out[:3, :3] = U @ Vt
+    out[3] = (0.0, 0.0, 0.0, 1.0)
+    return out
+
+
+def _kinect_sigma(z: np.ndarray) -> np.ndarray:
+    """Axial depth noise of a structured-light sensor (Nguyen et al. 2012), metres."""
+    return np.float32(0.0012) + np.float32(0.0019) * (z - np.float32(0.4)) ** 2
+
+
+_SIGMA_1M = float(_kinect_sigma(np.float32(1.0)))
+_MAX_MEDIAN_SAMPLES = 4096
+
+
+def _robust_scale(a: np.ndarray, floor: float) -> float:
+    """1.4826 * median of the absolute residuals ``a`` (subsampled for speed), at least floor."""
+    if a.size == 0:
+        return floor
+    if a.size > _MAX_MEDIAN_SAMPLES:
+        a = a[::a.size // _MAX_MEDIAN_SAMPLES + 1]
+    k = a.size // 2
+    return max(1.4826 * float(np.partition(a, k)[k]), floor)
+
+
+def _downsample_depth(depth: np.ndarray, max_jump: float) -> np.ndarray:
+    """Halve a depth map by averaging valid 2x2 blocks; blocks over an edge become invalid."""
+    h, w = depth.shape[0] // 2 * 2, depth.shape[1] // 2 * 2
+    b = depth[:h, :w].reshape(h // 2, 2, w // 2, 2)
+    a, c, d, e = b[:, 0, :, 0], b[:, 0, :, 1], b[:, 1, :, 0], b[:, 1, :, 1]
+    cnt = ((a > 0).astype(np.float32) + (c > 0) + (d > 0) + (e > 0))
+    mean = (a + c + d + e) / np.maximum(cnt, 1.0)
+    hi = np.maximum(np.maximum(a, c), np.maximum(d, e))
+    big = np.float32(1e9)
+    lo = np.minimum(np.minimum(np.where(a > 0, a, big), np.where(c > 0, c, big)),
+                    np.minimum(np.where(d > 0, d, big), np.where(e > 0, e, big)))
+    ok = (cnt > 0) & (hi - lo < max_jump * mean)
+    return np.where(ok, mean, 0.0).astype(np.float32)
+
+
+def _twist_jacobian(q: np.ndarray, gx: np.ndarray, gy: np.ndarray,
+                    gz: np.ndarray) -> np.ndarray:
+    """6 x N rows d(g . p)/d(rotation, translation) at points q (3 x N): [q x g; g]."""
+    J = np.empty((6, gx.size), np.float32)
+    J[0] = q[1] * gz - q[2] * gy
+    J[1] = q[2] * gx - q[0] * gz
+    J[2] = q[0] * gy - q[1] * gx
+    J[3] = gx
+    J[4] = gy
+    J[5] = gz
+    return J
+
+
+class RgbdAligner:
+    """Aligns RGB-D frames of one camera (``width`` x ``height`` images with intrinsics ``K``);
+    stateless and thread-safe (see the module docstring).
+
+    Args:
+        K: 3x3 intrinsics of the images aligned.
+        width, height: image size in pixels.
+        config: alignment settings (``OdometryConfig``; the tracker's keyframe and fusion
+            settings are not read here).
+    """
+
+    def __init__(self, K: np.ndarray, width: int, height: int,
+                 config: OdometryConfig | None = None) -> None:
+        self.config = config or OdometryConfig()
+        cfg = self.config
+        for name in ('iterations', 'sample_step', 'dist_gate_m', 'noise_power'):
+            if len(getattr(cfg, name)) < cfg.levels:
+                raise ValueError(f'OdometryConfig.{name} needs one entry per pyramid level '
+                                 f'({cfg.levels})')
+        self.width = int(width)
+        self.height = int(height)
+        self.K = np.asarray(K, dtype=np.float64)
+        if self.K.shape != (3, 3):
+            raise ValueError(f'K must be 3x3, got {self.K.shape}')
+        self._geo: list[tuple[np.ndarray, np.ndarray, np.ndarray, int, int]] = []
+        K_l = self.K
+        w, h = self.width, self.height
+        for _ in range(cfg.levels):
+            v, u = np.mgrid[0:h, 0:w].astype(np.float32)
+            rx = (u - np.float32(K_l[0, 2])) / np.float32(K_l[0, 0])
+            ry = (v - np.float32(K_l[1, 2])) / np.float32(K_l[1, 1])
+            self._geo.append((K_l.copy(), rx, ry, w, h))
+            K_l = scale_intrinsics(K_l, 0.5, 0.5)
+            w, h = w // 2, h // 2
+
+    def level_geometry(self, level: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, int, int]:
+        """Intrinsics, per-pixel ray x / z and y / z tables (H x W float32), width and height of a
+        pyramid level (0 = input resolution)."""
+        return self._geo[level]
+
+    # ------------------------------------------------------------------------------------------
+    # preprocessing
+
+    def clean_depth(self, depth: np.ndarray, static_mask: np.ndarray | None) -> np.ndarray:
+        """float32 depth with 0 outside the valid range and off ``static_mask`` (when given)."""
+        cfg = self.config
+        d = np.asarray(depth, dtype=np.float32)
+        with np.errstate(invalid='ignore'):
+            ok = (d >= cfg.min_depth) & (d <= cfg.max_depth)
+        if static_mask is not None:
+            ok &= np.asarray(static_mask, dtype=bool)
+        return np.where(ok, d, np.float32(0.0)).astype(np.float32)
+
+    def _normals(self, z: np.ndarray, li: int) -> np.ndarray:
+        """3 x H x W camera-facing unit normals of a depth map; zeros at holes and edges.
+
+        From the depth gradient: for ``V = z * (rx, ry, 1)``, ``dV/du x dV/dv`` is parallel to
+        ``(fx z_u, fy z_v, -(z + fx z_u rx + fy z_v ry))`` (sign chosen to face the camera).
+        """
+        K_l, rx, ry, _, _ = self._geo[li]
+        fx, fy = np.float32(K_l[0, 0]), np.float32(K_l[1, 1])
+        valid = z > 0
+        zu = np.zeros_like(z)
+        zv = np.zeros_like(z)
+        zu[:, 1:-1] = (z[:, 2:] - z[:, :-2]) * np.float32(0.5)
+        zv[1:-1] = (z[2:] - z[:-2]) * np.float32(0.5)
+        ok = np.zeros_like(valid)
+        ok[1:-1, 1:-1] = (valid[1:-1, 2:] & valid[1:-1, :-2] & valid[2:, 1:-1] & valid[:-2, 1:-1]
+                          & valid[1:-1, 1:-1])
+        # reject depth discontinuities
+        ok &= (np.abs(zu) < np.float32(0.05) * z) & (np.abs(zv) < np.float32(0.05) * z)
+        gx = fx * zu
+        gy = fy * zv
+        nz = -(z + gx * rx + gy * ry)
+        inv = np.where(ok, 1.0 / np.sqrt(gx * gx + gy * gy + nz * nz + 1e-30), 0.0)
+        return np.stack([gx * inv, gy * inv, nz * inv]).astype(np.float32)
+
+    def pyramid(self, depth: np.ndarray, gray: np.ndarray | None, *, smooth: bool,
+                levels: int | None = None) -> list[PyramidLevel]:
+        """Pyramid of a cleaned depth map (and of the image when the photometric term is on)."""
+        cfg = self.config
+        d = depth
+        if smooth and cfg.bilateral_sigma_m > 0:
+            f = cv2.bilateralFilter(d, 5, cfg.bilateral_sigma_m, 2.0)
+            d = np.where(d > 0, f, np.float32(0.0)).astype(np.float32)
+        g = None
+        if gray is not None and cfg.photo_weight > 0:
+            g = np.asarray(gray, dtype=np.float32)
+            if g.ndim == 3:
+                g = cv2.cvtColor(g, cv2.COLOR_RGB2GRAY)
+        out = []
+        for li in range(cfg.levels if levels is None else levels):
+            K_l, _, _, w, h = self._geo[li]
+            if li > 0:
+                d = _downsample_depth(d, 0.05)
+                if g is not None:
+                    g = cv2.resize(g, (w, h), interpolation=cv2.INTER_AREA)
+            out.append(PyramidLevel(K_l, w, h, d, self._normals(d, li), gray=g))
+        return out
+
+    def sample(self, levels: list[PyramidLevel]) -> None:
+        """Sampled points/normals (3 x M) of each level, for tracking this frame."""
+        for li, lv in enumerate(levels):
+            s = self.config.sample_step[li]
+            _, rx, ry, _, _ = self._geo[li]
+            z = lv.depth[::s, ::s]
+            n = lv.normals[:, ::s, ::s]
+            sel = n[2] != 0
+            zs = z[sel]
+            lv.pts = np.stack([rx[::s, ::s][sel] * zs, ry[::s, ::s][sel] * zs, zs])
+            lv.nrm = np.ascontiguousarray(n[:, sel])
+            grid = (np.arange(0, lv.height, s)[:, None] * lv.width
+                    + np.arange(0, lv.width, s)[None, :])
+            lv.pix = grid[sel]
+            if lv.gray is not None:
+                lv.inten = lv.gray[::s, ::s][sel]
+
+    def make_reference_geometry(self, lv: PyramidLevel, li: int) -> None:
+        """Dense vertex + normal table of a level, for tracking against this frame."""
+        _, rx, ry, w, h = self._geo[li]
+        ref = np.zeros((6, h * w + 1), np.float32)
+        z = np.where(lv.normals[2] != 0, lv.depth, np.float32(0.0))
+        ref[0, :-1] = (rx * z).ravel()
+        ref[1, :-1] = (ry * z).ravel()
+        ref[2, :-1] = z.ravel()
+        ref[3:, :-1] = lv.normals.reshape(3, -1)
+        lv.ref = ref
+
+    @staticmethod
+    def _make_photo(lv: PyramidLevel) -> None:
+        """Padded intensity + gradient table of a level, for the photometric term."""
+        if lv.gray is None:
+            return
+        h, w = lv.height, lv.width
+        photo = np.zeros((3, h * w + w + 2), np.float32)
+        photo[0, :h * w] = lv.gray.ravel()
+        photo[1, :h * w] = cv2.Sobel(lv.gray, cv2.CV_32F, 1, 0, ksize=3).ravel() / 8.0
+        photo[2, :h * w] = cv2.Sobel(lv.gray, cv2.CV_32F, 0, 1, ksize=3).ravel() / 8.0
+        lv.photo = photo
+
+    # ------------------------------------------------------------------------------------------
+    # Gauss-Newton
+
+    def _photo_system(self, lr: PyramidLevel, inten: np.ndarray, q: np.ndarray,
+                      good: np.ndarray, stride: int) -> tuple[np.ndarray, np.ndarray] | None:
+        """Normal equations of the photometric residuals ``I_ref(pi(q)) - I_cur``."""
+        cfg = self.config
+        w_img, h_img = lr.width, lr.height
+        fx, fy = np.float32(lr.K[0, 0]), np.float32(lr.K[1, 1])
+        cx, cy = np.float32(lr.K[0, 2]), np.float32(lr.K[1, 2])
+        sel = np.flatnonzero(good)
+        q = q[:, sel]
+        iz = 1.0 / q[2]
+        xs = fx * q[0] * iz + cx
+        ys = fy * q[1] * iz + cy
+        ok = (xs >= 0) & (xs < w_img - 1) & (ys >= 0) & (ys < h_img - 1)
+        if np.count_nonzero(ok) < 6:
+            return None
+        keep = np.flatnonzero(ok)
+        q, iz, xs, ys = q[:, keep], iz[keep], xs[keep], ys[keep]
+        x0 = xs.astype(np.int64)
+        y0 = ys.astype(np.int64)
+        ax = (xs - x0).astype(np.float32)
+        ay = (ys - y0).astype(np.float32)
+        i00 = y0 * w_img + x0
+        tab = lr.photo
+        top = np.take(tab, i00, axis=1) * (1 - ax) + np.take(tab, i00 + 1, axis=1) * ax
+        bot = (np.take(tab, i00 + w_img, axis=1) * (1 - ax)
+               + np.take(tab, i00 + w_img + 1, axis=1) * ax)
+        s = top * (1 - ay) + bot * ay
+        r = s[0] - inten[sel[keep]]
+        ar = np.abs(r)
+        c = np.float32(1.5 * _robust_scale(ar, 1.0))
+        w = np.minimum(np.float32(1.0), c / np.maximum(ar, np.float32(1e-6)))
+        gx = s[1] * fx * iz
+        gy = s[2] * fy * iz
+        gz = -(gx * q[0] + gy * q[1]) * iz
+        J = _twist_jacobian(q, gx, gy, gz)
+        Jw = J * (w * np.float32(stride * cfg.photo_weight / cfg.photo_sigma ** 2))
+        return (Jw @ J.T).astype(np.float64), (Jw @ r).astype(np.float64)
+
+    def align(self, ref: list[PyramidLevel], cur: list[PyramidLevel], T: np.ndarray
+              ) -> tuple[np.ndarray, int, int, int, float]:
+        """Estimate T_ref_cur by coarse-to-fine ICP from the initial guess ``T``.
+
+        Returns the pose, the numbers of inliers, of gated associations and of sampled points at
+        the finest level, and the inlier RMSE (metres).
+        """
+        cfg = self.config
+        cos_gate = np.float32(np.cos(np.radians(cfg.normal_gate_deg)))
+        geo_scale = np.float32(1.0 / cfg.geo_sigma_m ** 2)
+        min_scale = cfg.min_sigma_m  # e below is already a residual in metres at 1 m
+        n_inl, n_good, n_pts, rmse = 0, 0, 0, float('inf')
+        T_prior_inv = invert_pose(T)
+        prior = np.array([cfg.prior_sigma_deg] * 3 + [cfg.prior_sigma_m] * 3)
+        use_prior = bool(np.all(prior > 0))
+        if use_prior:
+            prior = np.radians(prior[:3]).tolist() + prior[3:].tolist()
+            Lam = np.diag(1.0 / np.square(prior))
+        for li in reversed(range(cfg.levels)):
+            lr, lc = ref[li], cur[li]
+            P, Pn = lc.pts, lc.nrm
+            n_pts = P.shape[1]
+            if n_pts < 6:
+                continue
+            use_photo = cfg.photo_weight > 0 and lr.photo is not None and lc.inten is not None
+            fx, fy = np.float32(lr.K[0, 0]), np.float32(lr.K[1, 1])
+            cx, cy = np.float32(lr.K[0, 2] + 0.5), np.float32(lr.K[1, 2] + 0.5)
+            w_img, h_img = lr.width, lr.height
+            dummy = w_img * h_img
+            gate2 = np.float32(cfg.dist_gate_m[li] ** 2)
+            inv_sig = np.float32(_SIGMA_1M) / _kinect_sigma(P[2])
+            w_noise = inv_sig ** np.float32(cfg.noise_power[li])
+            w_noise *= np.float32(geo_scale / max(float(w_noise.mean()), 1e-12))
+            keep = None
+            for it in range(cfg.iterations[li]):
+                R = T[:3, :3].astype(np.float32)
+                q = R @ P + T[:3, 3:4].astype(np.float32)
+                with np.errstate(divide='ignore', invalid='ignore', over='ignore'):
+                    iz = 1.0 / q[2]
+                    uf = fx * q[0] * iz + cx
+                    vf = fy * q[1] * iz + cy
+                    inb = (q[2] > 0) & (uf >= 0) & (uf < w_img) & (vf >= 0) & (vf < h_img)
+                    idx = np.where(inb, vf.astype(np.int64) * w_img + uf.astype(np.int64), dummy)
+                g = np.take(lr.ref, idx, axis=1)
+                dx = q[0] - g[0]
+                dy = q[1] - g[1]
+                dz = q[2] - g[2]
+                nx, ny, nz = g[3], g[4], g[5]
+                r = dx * nx + dy * ny + dz * nz
+                nc = R @ Pn
+                good = ((g[2] > 0) & (dx * dx + dy * dy + dz * dz < gate2)
+                        & (nc[0] * nx + nc[1] * ny + nc[2] * nz > cos_gate))
+                ar = np.abs(r)
+                e = ar * inv_sig  # residual normalised to the noise at 1 m
+                if li == 0 and it == 0 and cfg.reject_k > 0 and np.count_nonzero(good) > 6:
+                    # freeze the outliers of the coarse solution (e.g. moving objects) before
+                    # the finest level, whose weights may favour some points strongly
+                    keep = e <= np.float32(cfg.reject_k * _robust_scale(e[good], min_scale))
+                if keep is not None:
+                    good &= keep
+                n_good_l = int(np.count_nonzero(good))
+                if n_good_l < 6:
+                    break
+                scale = _robust_scale(e[good], min_scale)
+                t = e / np.float32(cfg.robust_k * scale)
+                w = np.where(good, w_noise / (1.0 + t * t), np.float32(0.0))
+                A = _twist_jacobian(q, nx, ny, nz)
+                Aw = A * w
+                H = (Aw @ A.T).astype(np.float64)
+                b = (Aw @ r).astype(np.float64)
+                if use_photo:
+                    ps = cfg.photo_stride
+                    ph = self._photo_system(lr, lc.inten[::ps], q[:, ::ps], good[::ps], ps)
+                    if ph is not None:
+                        H += ph[0]
+                        b += ph[1]
+                if use_prior:
+                    # constant-velocity motion prior: r = log(T T_pred^-1) + xi
+                    H += Lam
+                    b += Lam @ _log_se3(T @ T_prior_inv)
+                try:
+                    xi = -np.linalg.solve(H + 1e-6 * np.eye(6), b)
+                except np.linalg.LinAlgError:
+                    break
+                if not np.all(np.isfinite(xi)):
+                    break
+                T = _exp_se3(xi) @ T
+                inl = good & (e <= np.float32(3 * scale))
+                n_inl = int(np.count_nonzero(inl))
+                n_good = n_good_l
+                rmse = float(np.sqrt(np.mean(r[inl] ** 2))) if n_inl else float('inf')
+                if np.abs(xi).max() < cfg.convergence_eps:
+                    break
+        return T, n_inl, n_good, n_pts, rmse
+
+    def make_reference(self, levels: list[PyramidLevel]) -> None:
+        """Add the dense vertex / normal and intensity tables to a pyramid, to align against it."""
+        for li, lv in enumerate(levels):
+            self.make_reference_geometry(lv, li)
+            self._make_photo(lv)
+
+    # ------------------------------------------------------------------------------------------
+    # frame-to-frame alignment of masked frames (e.g. one moving object)
+
+    def prepare(self, gray: np.ndarray | None, depth: np.ndarray) -> list[PyramidLevel]:
+        """Pyramid of a frame for ``align_masked``, usable as the reference and as the frame
+        aligned (depth 0/NaN = no data)."""
+        levels = self.pyramid(self.clean_depth(depth, None), gray, smooth=True)
+        self.sample(levels)
+        self.make_reference(levels)
+        return levels
+
+    def align_masked(self, reference: list[PyramidLevel], frame: list[PyramidLevel],
+                     mask: np.ndarray, T_init: np.ndarray) -> tuple[np.ndarray, float, float]:
+        """Rigid transform taking ``frame``'s camera coordinates into the reference's, fitted on
+        the pixels of ``mask`` (H x W bool, e.g. one moving object) only.
+
+        Both pyramids come from ``prepare``; the configured motion prior pulls towards
+        ``T_init``.
+
+        Returns:
+            (4x4 T_ref_cur, inlier share of the sampled points at the finest level, inlier
+            point-to-plane RMSE in metres; inf when nothing could be aligned).
+        """
+        masked = []
+        for li, lv in enumerate(frame):
+            step = 2 ** li
+            keep = mask[::step, ::step][:lv.height, :lv.width].ravel()[lv.pix]
+            masked.append(dataclasses.replace(
+                lv, pts=lv.pts[:, keep], nrm=lv.nrm[:, keep],
+                inten=None if lv.inten is None else lv.inten[keep]))
+        T, n_inl, _, n_pts, rmse = self.align(reference, masked, np.asarray(T_init, np.float64))
+        return orthonormalize(T), n_inl / max(n_pts, 1), rmse

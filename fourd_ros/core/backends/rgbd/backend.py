@@ -1,0 +1,168 @@
+"""RGB-D backend: metric depth from the sensor, pose by RGB-D odometry on static pixels, motion by
+dense optical flow (OpenCV DIS) lifted to 3D with depth (Track4World's "2D flow + depth" hybrid),
+and a rigid motion per moving object estimated frame to frame. The frame's moving segments are
+the previous segments moved into it by those motions (plus slow objects found by a rigid fit to
+their flow); their scene flow is the rigid motion's velocity at each point.
+
+The package, one job per module:
+
+- ``config.py``: settings of every part;
+- ``aligner.py``: stateless RGB-D alignment (ICP + photometric), shared by the parts below;
+- ``odometry.py``: the camera tracker (keyframe model, fusion, relocalisation via
+  ``relocalize.py``);
+- ``flow.py``: optical-flow utilities; ``segmentation.py``: dynamic masks and segment labels;
+- ``motion_scoring.py`` (stateless) and ``segment_motion.py`` (the frame-to-frame tracker):
+  rigid motion of each moving segment;
+- ``queries.py``: motion queries between cached frames;
+- ``latent.py``: what is cached per frame (`RgbdLatent`);
+- ``backend.py``: this module, the per-frame path that ties them together.
+"""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+from fourd_ros.core.backends.rgbd.config import RgbdConfig
+from fourd_ros.core.backends.rgbd.flow import (rigid_flow_of_segments, rigid_flow_outliers,
+                                               splat_mask)
+from fourd_ros.core.backends.rgbd.latent import RgbdLatent, RgbdView
+from fourd_ros.core.backends.rgbd.odometry import RgbdOdometry
+from fourd_ros.core.backends.rgbd.queries import QueryDecoder
+from fourd_ros.core.backends.rgbd.segment_motion import SegmentMotionTracker
+from fourd_ros.core.backends.rgbd.segmentation import MotionSegmenter
+from fourd_ros.core.engine.backend import CacheEntry, MotionEstimate, scaled_size
+from fourd_ros.core.engine.objects import rigid_scene_flow
+from fourd_ros.core.flow import DisFlow, rigid_flow
+from fourd_ros.core.geometry import invert_pose, transform_points, unproject_depth
+from fourd_ros.core.types import Frame, FrameResult
+
+
+class RgbdBackend:
+    """Backend for cameras with registered metric depth (see module docstring)."""
+
+    name = 'rgbd'
+    metric = True
+
+    def __init__(self, config: RgbdConfig | None = None) -> None:
+        self.config = config or RgbdConfig()
+        self._dis = DisFlow(self.config.flow_preset, self.config.flow_smoothness,
+                            self.config.flow_gradient_weight)
+        self._queries = QueryDecoder(self.config, self._dis)
+        self.reset()
+
+    def reset(self) -> None:
+        self._odometry: RgbdOdometry | None = None
+        self._segments: SegmentMotionTracker | None = None
+        self._prev: RgbdView | None = None
+        self._prev_stamp = 0.0
+        self._poses: list[np.ndarray] = []
+        self._segmenter = MotionSegmenter(self.config.segmentation_gap, self.config.dynamic_rel,
+                                          self.config.dynamic_abs)
+        self._queries.clear()
+
+    # ------------------------------------------------------------------ per frame
+    def close(self) -> None:
+        """Nothing to release: the state is host arrays, dropped with the backend."""
+
+    def processing_size(self, width: int, height: int, requested_width: int
+                        ) -> tuple[int, int]:
+        return scaled_size(width, height, requested_width, 8)
+
+    def process(self, frame: Frame, context: list[CacheEntry] | None = None
+                ) -> tuple[FrameResult, RgbdLatent]:
+        if frame.depth is None:
+            raise ValueError('the rgbd backend needs a registered depth image with every frame')
+        cfg = self.config
+        h, w = frame.rgb.shape[:2]
+        gray = cv2.cvtColor(frame.rgb, cv2.COLOR_RGB2GRAY)
+        depth = frame.depth.astype(np.float32, copy=True)
+        depth[~((depth >= cfg.min_depth) & (depth <= cfg.max_depth))] = np.nan
+        if self._odometry is None or self._odometry.K.shape != (3, 3) \
+                or not np.allclose(self._odometry.K, frame.K):
+            self._odometry = RgbdOdometry(frame.K, w, h, cfg.odometry)
+            self._segments = SegmentMotionTracker(frame.K, w, h, cfg.segments)
+            self._prev = None
+            self._segmenter.clear()
+        flow = None
+        static_hint = None
+        if self._prev is not None:
+            # the pose is not known yet: predict it with constant velocity for the flow prior
+            init = rigid_flow(self._prev.points_world, self._predict_pose(), frame.K)
+            flow = self._dis(self._prev.gray, gray, init)
+            # objects the segmentation has not caught yet (at stream start it has no history;
+            # later, slow or partly textureless ones) would drag the camera: keep the flow's
+            # outliers to the dominant rigid motion (PnP RANSAC) out of this frame's odometry too
+            known = self._prev.dynamic | rigid_flow_outliers(
+                self._prev.points_world, flow, depth, frame.K, cfg.flow_outlier_px,
+                cfg.dynamic_rel, cfg.dynamic_abs, cfg.flow_outlier_step_px)
+            static_hint = ~splat_mask(known, flow)
+        odo = self._odometry.track(gray, depth, static_hint)
+        T_wc = odo.T_wc
+        if flow is not None and odo.relocalized:
+            # the flow followed the constant-velocity guess that failed: follow the found pose
+            flow = self._dis(self._prev.gray, gray,
+                             rigid_flow(self._prev.points_world, T_wc, frame.K))
+        if not odo.ok:
+            # lost: world motion since the last frame is unknown, so is what moved in it
+            self._segmenter.clear()
+            flow = None
+        self._poses = [self._poses[-1] if self._poses else T_wc, T_wc]
+        points_cam = unproject_depth(depth, frame.K)
+        points_world = transform_points(T_wc, points_cam).astype(np.float32)
+        confidence = _depth_confidence(depth)
+        dynamic = np.zeros((h, w), bool)
+        segments = None
+        current = np.zeros((h, w), np.uint16)
+        motions = np.zeros((1, 4, 4), np.float32)
+        if flow is not None:
+            if cfg.segment_motion:
+                segments = self._segments.estimate(
+                    self._prev, RgbdView(gray, depth, T_wc, points_world, dynamic), flow)
+                flow = rigid_flow_of_segments(segments, self._prev, T_wc, frame.K, flow)
+            dynamic = self._segmenter.dynamic_mask(points_world, flow)
+            if segments is not None:
+                now = self._segments.current_segments(
+                    self._prev, RgbdView(gray, depth, T_wc, points_world, dynamic), segments,
+                    dynamic, flow)
+                current, motions = now.labels, now.motions
+        self._segmenter.push(points_world)
+        dt = frame.stamp - self._prev_stamp if self._prev is not None else 1.0
+        result = FrameResult(
+            stamp=frame.stamp, colors=frame.rgb, depth=np.nan_to_num(depth, nan=0.0),
+            points_cam=points_cam, points_world=points_world, confidence=confidence,
+            K=frame.K.copy(), T_wc=T_wc, dynamic_mask=dynamic, segments=current,
+            scene_flow=rigid_scene_flow(points_world, current, motions, dt, dynamic),
+            metric=True,
+            extras={'keyframe': bool(odo.is_keyframe), 'tracking_ok': bool(odo.ok),
+                    'tracking_relocalized': bool(odo.relocalized),
+                    'odometry_inliers': int(odo.num_inliers)})
+        self._prev = RgbdView(gray, depth, T_wc, points_world, dynamic)
+        self._prev_stamp = frame.stamp
+        latent = RgbdLatent(gray, depth, frame.index - 1,
+                            None if flow is None else flow.astype(np.float16), segments)
+        return result, latent
+
+    def _predict_pose(self) -> np.ndarray:
+        """Constant-velocity guess of the current camera-to-world pose."""
+        older, last = self._poses
+        return last @ invert_pose(older) @ last
+
+    # ------------------------------------------------------------------ motion decoding
+    def motion(self, source: CacheEntry, target: CacheEntry, pixels: np.ndarray,
+               via: list[CacheEntry] | None = None) -> MotionEstimate:
+        """Positions at ``target`` of the points seen at ``pixels`` of ``source``
+        (`queries.QueryDecoder`; may run while a frame is processed)."""
+        return self._queries.motion(source, target, pixels, via)
+
+
+def _depth_confidence(depth: np.ndarray) -> np.ndarray:
+    """Confidence in [0, 1]: 0 without depth, low at depth discontinuities (mixed pixels)."""
+    z = np.nan_to_num(depth, nan=0.0)
+    gx = np.abs(cv2.Sobel(z, cv2.CV_32F, 1, 0, ksize=3))
+    gy = np.abs(cv2.Sobel(z, cv2.CV_32F, 0, 1, ksize=3))
+    with np.errstate(divide='ignore', invalid='ignore'):
+        rel = (gx + gy) / np.maximum(z, 1e-3) / 8.0
+    conf = np.exp(-rel / 0.05).astype(np.float32)
+    conf[z <= 0] = 0.0
+    return conf

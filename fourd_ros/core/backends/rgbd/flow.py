@@ -1,0 +1,96 @@
+"""Optical-flow utilities of the rgbd backend (flows are H x W x 2 float32 pixel offsets from an
+earlier frame to a later one, at the processing resolution): composing flows, moving masks along
+them, the flow a segment's rigid motion induces, and the pixels whose flow a single rigid camera
+motion does not explain. DIS itself and the camera's rigid flow live in `fourd_ros.core.flow`
+(shared with the learned backend).
+"""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+from fourd_ros.core.backends.rgbd.latent import RgbdView, SegmentMotions
+from fourd_ros.core.geometry import invert_pose, project, sample_depth, transform_points
+
+
+def compose_flows(flows: list[np.ndarray]) -> np.ndarray:
+    """One H x W x 2 flow equivalent to following `flows` one after the other."""
+    h, w = flows[0].shape[:2]
+    v, u = np.mgrid[0:h, 0:w].astype(np.float32)
+    pu, pv = u.copy(), v.copy()
+    for f in flows:
+        step = cv2.remap(f, pu, pv, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+        pu += step[..., 0]
+        pv += step[..., 1]
+    return np.stack([pu - u, pv - v], axis=-1)
+
+
+def splat_mask(mask: np.ndarray, flow: np.ndarray) -> np.ndarray:
+    """Move a boolean mask along a forward flow field (nearest pixel), then close small holes."""
+    h, w = mask.shape
+    out = np.zeros((h, w), np.uint8)
+    v, u = np.nonzero(mask)
+    if len(v):
+        tu = np.round(u + flow[v, u, 0]).astype(np.int64)
+        tv = np.round(v + flow[v, u, 1]).astype(np.int64)
+        ok = (tu >= 0) & (tu < w) & (tv >= 0) & (tv < h)
+        out[tv[ok], tu[ok]] = 1
+        kernel = np.ones((3, 3), np.uint8)
+        out = cv2.morphologyEx(out, cv2.MORPH_CLOSE, kernel)
+    return out.astype(bool)
+
+
+def rigid_flow_outliers(points_world: np.ndarray, flow: np.ndarray, depth: np.ndarray,
+                        K: np.ndarray, max_error_px: float, depth_rel: float,
+                        depth_abs: float, step: int) -> np.ndarray:
+    """H x W bool: pixels (earlier frame) whose flow disagrees with the dominant rigid motion.
+
+    The camera pose that best explains the flow of a pixel grid is found by PnP RANSAC on the
+    earlier frame's 3D points (metres). A grid pixel is an outlier when that pose reprojects it
+    farther than ``max_error_px`` from where the flow takes it, or when the current ``depth``
+    there differs from its predicted depth by more than max(depth_rel * z, depth_abs) (a flow
+    stuck on the camera-motion prior over a moving object); it marks its step x step block.
+    """
+    h, w = flow.shape[:2]
+    ys, xs = np.mgrid[step // 2:h:step, step // 2:w:step].reshape(2, -1)
+    X = points_world[ys, xs].astype(np.float64)
+    ok = np.isfinite(X).all(axis=1)
+    out = np.zeros((h, w), bool)
+    if ok.sum() < 12:
+        return out
+    ys, xs, X = ys[ok], xs[ok], X[ok]
+    uv = np.stack([xs, ys], axis=1) + flow[ys, xs].astype(np.float64)
+    # SQPnP: EPnP and P3P minimal fits were measured to let a moving object into the model
+    found, rvec, tvec, _ = cv2.solvePnPRansac(X, uv, K, None, reprojectionError=max_error_px,
+                                              iterationsCount=300, confidence=0.999,
+                                              flags=cv2.SOLVEPNP_SQPNP)
+    if not found:
+        return out
+    reproj, _ = cv2.projectPoints(X, rvec, tvec, K, None)
+    z_pred = (X @ cv2.Rodrigues(rvec)[0].T + tvec.ravel())[:, 2]
+    z_seen = sample_depth(depth, uv.astype(np.float32))
+    with np.errstate(invalid='ignore'):
+        far = np.abs(z_seen - z_pred) > np.maximum(depth_rel * z_pred, depth_abs)
+    bad = (np.linalg.norm(reproj.reshape(-1, 2) - uv, axis=1) > max_error_px) | far
+    blocks = np.zeros(((h + step - 1) // step, (w + step - 1) // step), np.uint8)
+    blocks[ys[bad] // step, xs[bad] // step] = 1
+    return np.kron(blocks, np.ones((step, step), np.uint8))[:h, :w].astype(bool)
+
+
+def rigid_flow_of_segments(segments: SegmentMotions, prev: RgbdView, T_wc_cur: np.ndarray,
+                           K: np.ndarray, flow: np.ndarray) -> np.ndarray:
+    """``flow`` (prev -> cur, pixels) with the pixels of segments that have a motion replaced
+    by the flow that motion induces (exact for rigid objects, unlike DIS on fast textured ones).
+    """
+    out = flow.copy()
+    T_cw = invert_pose(T_wc_cur)
+    for k in range(1, len(segments.motions)):
+        M = segments.motions[k].astype(np.float64)
+        if not np.isfinite(M).all():
+            continue
+        ys, xs = np.nonzero((segments.labels == k) & np.isfinite(prev.depth))
+        uv, _ = project(transform_points(T_cw @ M, prev.points_world[ys, xs].astype(np.float64)),
+                        K)
+        out[ys, xs] = uv - np.stack([xs, ys], axis=1)
+    return out

@@ -1,0 +1,394 @@
+"""Motion queries of the rgbd backend: where the points seen at pixels of a cached source frame
+are at a cached target frame, read from the cache alone.
+
+Static points stay where the source frame's depth and pose put them; moving points (world
+displacement along the optical flow above the DPM threshold) follow the flow lifted with the
+target's depth, and points of a moving segment follow that segment's rigid motion, hop by hop
+through the cached frames (the motions stored while processing when every frame in between is
+cached, which is the most accurate; otherwise flow computed directly between cached frames,
+hopping through keyframes). Status and confidence come from visibility in the target frame.
+"""
+
+from __future__ import annotations
+
+import functools
+import threading
+
+import cv2
+import numpy as np
+from scipy.spatial.transform import Rotation
+
+from fourd_ros.core.backends.rgbd.config import RgbdConfig
+from fourd_ros.core.backends.rgbd.flow import compose_flows
+from fourd_ros.core.backends.rgbd.latent import RgbdView
+from fourd_ros.core.backends.rgbd.motion_scoring import MotionScorer, fit_rigid_to_flow
+from fourd_ros.core.backends.rgbd.segmentation import attach_to_segments
+from fourd_ros.core.engine.backend import CacheEntry, MotionEstimate
+from fourd_ros.core.flow import DisFlow, rigid_flow
+from fourd_ros.core.geometry import (inside_image, invert_pose, make_pose, project,
+                                     sample_bilinear, sample_depth, transform_points,
+                                     unproject_pixels)
+from fourd_ros.core.types import PointStatus
+
+
+class QueryDecoder:
+    """Answers `Backend.motion` for the rgbd backend (see the module docstring). Thread-safe:
+    it reads cached frames only, its memos of flows and segment motions are guarded by one
+    lock, and its motion scorer is stateless; it may run while frames are processed.
+
+    Args:
+        config: the backend's settings.
+        dis: DIS optical flow (one OpenCV instance per thread), shared with frame processing.
+    """
+
+    def __init__(self, config: RgbdConfig, dis: DisFlow) -> None:
+        self.config = config
+        self._dis = dis
+        self._flow_memo: dict[tuple[float, float], np.ndarray] = {}
+        # (chain stamps, segment id) -> world motion (None = lost) of queried segments
+        self._segment_memo: dict[tuple[tuple[float, ...], int], np.ndarray | None] = {}
+        self._memo_lock = threading.Lock()
+        self._motion_scorer: MotionScorer | None = None
+
+    def clear(self) -> None:
+        """Forget the memos (the stream was reset)."""
+        with self._memo_lock:
+            self._flow_memo.clear()
+            self._segment_memo.clear()
+
+    def motion(self, source: CacheEntry, target: CacheEntry, pixels: np.ndarray,
+               via: list[CacheEntry] | None = None) -> MotionEstimate:
+        cfg = self.config
+        pixels = np.asarray(pixels, np.float32).reshape(-1, 2)
+        n = len(pixels)
+        h, w = source.dynamic_mask.shape
+        status = np.full(n, PointStatus.VALID, np.uint8)
+        conf = np.ones(n, np.float32)
+        src_world = sample_bilinear(source.points_world, pixels)
+        moving_src = sample_bilinear(source.dynamic_mask.astype(np.float32), pixels) > 0.5
+        if source is target:
+            return MotionEstimate(src_world, pixels.copy(), conf * np.isfinite(src_world[:, 2]),
+                                  np.where(np.isfinite(src_world[:, 2]), status,
+                                           PointStatus.INVALID).astype(np.uint8))
+        # follow the pixels with optical flow, hop by hop through cached frames
+        chain = _consecutive(source, target, via or [])
+        p = pixels.copy()
+        lost = np.zeros(n, bool)
+        f = None
+        if chain is not None:
+            # every frame in between is cached: compose the stored frame-to-frame flows (small
+            # motions, the most accurate; refining the composite with one direct DIS pass
+            # between source and target measured worse on moving objects)
+            hops = [source, target]
+            f = self._composed_flow(chain)
+        else:
+            hops = _hops(source, target, via or [], cfg.max_hop)
+        for a, b in zip(hops[:-1], hops[1:]):
+            p = p + sample_bilinear(f if f is not None else self._flow(a, b), p)
+            lost |= ~inside_image(p, w, h)
+        # positions from flow + target depth (valid for moving and static points)
+        z_t = sample_depth(target.latent.depth, p)
+        flow_world = transform_points(target.T_wc, unproject_pixels(p, z_t, target.K))
+        # static prediction: the source point does not move in the world
+        cam_t = transform_points(invert_pose(target.T_wc), src_world.astype(np.float64))
+        p_static, z_static = project(cam_t, target.K)
+        disp = np.linalg.norm(flow_world - src_world, axis=1)
+        thresh = np.maximum(cfg.dynamic_rel * np.abs(z_static), cfg.dynamic_abs)
+        moving = np.where(np.isfinite(disp), disp > thresh, moving_src)
+        if len(hops) > 2 or chain is not None:
+            # chained flows drift by a fraction of a pixel per frame on moving objects; a small
+            # Lucas-Kanade step from the source patch straight to the target removes the drift
+            p, z_t, flow_world = self._refine_moving(source, target, pixels, p, z_t, flow_world,
+                                                     moving)
+        use = np.zeros(n, bool)  # points placed by their segment's rigid motion
+        if chain is not None:
+            # rigid objects: one motion per moving segment, fitted hop by hop, replaces the
+            # per-point estimates (outlier flows cannot drag single points away), and places
+            # the segment's points that are hidden or out of view at the target as well
+            rigid = self._rigid_object_positions(chain, pixels, src_world)
+            use = moving & np.isfinite(rigid).all(axis=1)
+            flow_world[use] = rigid[use]
+            p[use], _ = project(transform_points(invert_pose(target.T_wc), rigid[use]),
+                                target.K)
+        # brightness constancy catches moving points that became hidden (the flow then follows
+        # the occluder, whose appearance differs); cheaper than a backward flow per frame
+        photo_err = np.abs(sample_bilinear(target.latent.gray.astype(np.float32), p)
+                           - sample_bilinear(source.latent.gray.astype(np.float32), pixels))
+        positions = np.where(moving[:, None], flow_world, src_world).astype(np.float32)
+        pix_out = np.where(moving[:, None], p, p_static).astype(np.float32)
+        # static points: visibility from their predicted projection and the target depth
+        static_in = inside_image(p_static, w, h) & (z_static > 0)
+        z_seen = sample_depth(target.latent.depth, p_static)
+        hidden = z_seen < z_static - np.maximum(cfg.occlusion_rel * z_static, cfg.occlusion_abs)
+        st = ~moving
+        status[st & ~static_in] = PointStatus.OUT_OF_VIEW
+        status[st & static_in & hidden] = PointStatus.OCCLUDED
+        # moving points: visibility from the flow (out of view, appearance disagreement)
+        mv = moving
+        out = lost | ~inside_image(p, w, h)
+        status[mv & out] = PointStatus.OUT_OF_VIEW
+        status[mv & ~out & ~(photo_err <= cfg.photo_max)] = PointStatus.OCCLUDED
+        no_depth = mv & ~out & ~np.isfinite(z_t)
+        status[no_depth] = PointStatus.OCCLUDED
+        # a moving point out of view or without target depth and without a rigid segment
+        # motion has no measured position at the target: its source position, low confidence
+        unknown = mv & (out | no_depth) & ~use
+        positions[unknown] = src_world[unknown]
+        invalid = ~np.isfinite(src_world).all(axis=1)
+        status[invalid] = PointStatus.INVALID
+        positions[invalid] = np.nan
+        conf = np.where(status == PointStatus.VALID,
+                        np.exp(-np.nan_to_num(photo_err, nan=255.0) / cfg.photo_max), 0.2)
+        conf[invalid] = 0.0
+        return MotionEstimate(positions, pix_out, conf.astype(np.float32), status)
+
+    def _compose(self, chain: list[CacheEntry]) -> np.ndarray:
+        """Flow from chain[0] to chain[-1] by composing the flows of consecutive frames."""
+        return compose_flows([self._flow(a, b) for a, b in zip(chain[:-1], chain[1:])])
+
+    def _refine_moving(self, source: CacheEntry, target: CacheEntry, pixels: np.ndarray,
+                       p: np.ndarray, z_t: np.ndarray, flow_world: np.ndarray,
+                       moving: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Refine moving points' target pixels with LK (source patch -> target image)."""
+        sel = np.flatnonzero(moving & np.isfinite(p).all(axis=1))
+        if not len(sel):
+            return p, z_t, flow_world
+        cfg = self.config
+        start = p[sel].reshape(-1, 1, 2).astype(np.float32)
+        refined, ok, _ = cv2.calcOpticalFlowPyrLK(
+            source.latent.gray, target.latent.gray,
+            pixels[sel].reshape(-1, 1, 2).astype(np.float32), start.copy(),
+            winSize=(cfg.lk_window, cfg.lk_window), maxLevel=0,
+            flags=cv2.OPTFLOW_USE_INITIAL_FLOW,
+            criteria=(cv2.TERM_CRITERIA_COUNT | cv2.TERM_CRITERIA_EPS, 20, 0.01))
+        refined = refined.reshape(-1, 2)
+        # accept small corrections only: a large jump means LK locked onto something else
+        keep = (ok.ravel() == 1) & (np.linalg.norm(refined - p[sel], axis=1) < cfg.lk_max_px)
+        sel = sel[keep]
+        p = p.copy()
+        p[sel] = refined[keep]
+        z_t = z_t.copy()
+        z_t[sel] = sample_depth(target.latent.depth, p[sel])
+        flow_world = flow_world.copy()
+        flow_world[sel] = transform_points(target.T_wc,
+                                           unproject_pixels(p[sel], z_t[sel], target.K))
+        return p, z_t, flow_world
+
+    def _rigid_object_positions(self, chain: list[CacheEntry], pixels: np.ndarray,
+                                src_world: np.ndarray) -> np.ndarray:
+        """Target-time positions of query points on moving segments, from rigid object motion.
+
+        Segments are the ones whose motion to the next frame was estimated while processing
+        it (objects only, see ``segment_motion.py``), else the connected parts of the source's
+        dynamic mask. Each is followed through the chain hop by hop: with the motion stored
+        for that hop when the segment has one, else its points are projected into frame a with
+        the current rigid estimate (so pixels never drift), moved to frame b by the stored
+        flow, lifted with b's depth, and a RANSAC rigid fit to those 3D correspondences gives
+        the step. Over more than one hop, the composed motion and a constant-velocity one are
+        then refined by aligning the source and target frames directly
+        (``MotionScorer.refine``), which removes the error the steps gather. Segments
+        that get lost in any hop are left out (NaN rows), as are points off the segments.
+        """
+        source = chain[0]
+        stored = chain[1].latent.segments_from_prev
+        if stored is not None and chain[1].latent.follows(source):
+            labels = stored.labels
+        else:
+            _, labels = cv2.connectedComponents(source.dynamic_mask.astype(np.uint8),
+                                                connectivity=8)
+        h, w = labels.shape
+        iu = np.clip(np.round(pixels[:, 0]).astype(np.int64), 0, w - 1)
+        iv = np.clip(np.round(pixels[:, 1]).astype(np.int64), 0, h - 1)
+        cfg = self.config
+        query_seg = attach_to_segments(labels, source.dynamic_mask, source.latent.depth, iu,
+                                       iv, cfg.rigid_attach_px, cfg.dynamic_abs,
+                                       cfg.dynamic_rel)
+        out = np.full((len(pixels), 3), np.nan, np.float64)
+        chain_key = tuple(e.stamp for e in chain)
+        for seg in np.unique(query_seg):
+            if seg == 0:
+                continue
+            # a segment's motion over a chain does not depend on the pixels queried: planners
+            # query the same frames again and again (measured: 100-140 ms per query 2 frames
+            # back at 320x240, the refinement recomputed each time)
+            key = (chain_key, int(seg))
+            with self._memo_lock:
+                T = self._segment_memo.get(key, False)
+            if T is False:
+                T = self._segment_motion(chain, labels, int(seg))
+                with self._memo_lock:
+                    if len(self._segment_memo) > 64:
+                        self._segment_memo.clear()
+                    self._segment_memo[key] = T
+            if T is None:
+                continue
+            rows = query_seg == seg
+            out[rows] = transform_points(T, src_world[rows].astype(np.float64))
+        return out
+
+    def _segment_motion(self, chain: list[CacheEntry], labels: np.ndarray,
+                        seg: int) -> np.ndarray | None:
+        """4x4 world motion of segment `seg` of the source frame over the chain, or None."""
+        cfg = self.config
+        source = chain[0]
+        rng = np.random.default_rng(seg)  # the same answer whatever else is queried
+        ys, xs = np.nonzero(labels == seg)
+        P = source.points_world[ys, xs].astype(np.float64)
+        P = P[np.isfinite(P).all(axis=1)]
+        if len(P) < cfg.rigid_min_pixels:
+            return None
+        if len(P) > cfg.rigid_max_points:
+            P = P[rng.choice(len(P), cfg.rigid_max_points, replace=False)]
+        steps = self._track_rigid_segment(chain, P, rng)
+        if steps is None:
+            return None
+        T = functools.reduce(lambda acc, step: step @ acc, steps, np.eye(4))
+        if len(steps) > 1 and cfg.segment_motion:
+            # the chained motion and a constant-velocity one (the median step repeated:
+            # robust to a few aliased steps), each refined across the whole gap
+            T = self._scorer(source).refine(
+                RgbdView.of(source), RgbdView.of(chain[-1]), labels == seg,
+                [T, _constant_velocity(steps, P.mean(axis=0), T)])
+        return T
+
+    def _scorer(self, entry: CacheEntry) -> MotionScorer:
+        """The motion scorer for frames like ``entry`` (one for all query threads: it is
+        stateless, and its aligner's tables are built once per camera)."""
+        h, w = entry.dynamic_mask.shape
+        with self._memo_lock:
+            scorer = self._motion_scorer
+            if scorer is None or not np.array_equal(scorer.K, entry.K) or scorer.size != (w, h):
+                scorer = self._motion_scorer = MotionScorer(entry.K, w, h, self.config.segments)
+        return scorer
+
+    def _track_rigid_segment(self, chain: list[CacheEntry], P: np.ndarray,
+                             rng: np.random.Generator) -> list[np.ndarray] | None:
+        """World-frame rigid motions of points P (world, chain[0] time), one per hop of the
+        chain, or None.
+
+        Per hop: the motion estimated while processing (``segment_motion.py``), else, for at
+        most ``rigid_max_coast`` hops in a row, the previous hop's motion (an object's motion
+        changes little in one frame, while a flow that lost it is no better), else a RANSAC
+        fit to the stored flow lifted to 3D.
+        """
+        cfg = self.config
+        steps: list[np.ndarray] = []
+        last, coasted = None, 0
+        for a, b in zip(chain[:-1], chain[1:]):
+            h, w = a.dynamic_mask.shape
+            uv, z = project(transform_points(invert_pose(a.T_wc), P), a.K)
+            seen = inside_image(uv, w, h) & (z > 0)
+            step = _stored_segment_motion(a, b, uv[seen])
+            if step is not None:
+                coasted = 0
+            elif last is not None and coasted < cfg.rigid_max_coast:
+                step, coasted = last, coasted + 1
+            else:
+                step = self._flow_rigid_step(a, b, P[seen], uv[seen], rng)
+                if step is None:
+                    return None
+            P = transform_points(step, P)
+            steps.append(step)
+            last = step
+        return steps
+
+    def _flow_rigid_step(self, a: CacheEntry, b: CacheEntry, P: np.ndarray, uv: np.ndarray,
+                         rng: np.random.Generator) -> np.ndarray | None:
+        """Rigid world motion a -> b of points P (seen at pixels uv of a) from the flow a -> b."""
+        cfg = self.config
+        uv_b = uv + sample_bilinear(self._flow(a, b), uv.astype(np.float32))
+        return fit_rigid_to_flow(P, uv_b, b.latent.depth, b.T_wc, b.K, rng,
+                                 cfg.rigid_tol_abs, cfg.rigid_tol_rel, cfg.rigid_ransac_iters,
+                                 cfg.rigid_min_inliers, cfg.rigid_min_pixels)
+
+    def _composed_flow(self, chain: list[CacheEntry]) -> np.ndarray:
+        key = (chain[0].stamp, chain[-1].stamp)
+        with self._memo_lock:
+            cached = self._flow_memo.get(key)
+        if cached is None:
+            cached = self._compose(chain)
+            self._remember(key, cached)
+        return cached
+
+    def _remember(self, key: tuple[float, float], flow: np.ndarray) -> None:
+        with self._memo_lock:
+            if len(self._flow_memo) > 8:
+                self._flow_memo.clear()
+            self._flow_memo[key] = flow
+
+    def _flow(self, a: CacheEntry, b: CacheEntry) -> np.ndarray:
+        stored = b.latent.flow_from_prev
+        if stored is not None and b.latent.follows(a):
+            return stored.astype(np.float32)
+        key = (a.stamp, b.stamp)
+        with self._memo_lock:
+            cached = self._flow_memo.get(key)
+        if cached is not None:
+            return cached
+        # DIS starts from a given flow of the right size: start from the flow the camera motion
+        # alone causes (exact for the static scene), so DIS only finds objects' own motion
+        flow = self._dis(a.latent.gray, b.latent.gray,
+                         rigid_flow(a.points_world, b.T_wc, b.K))
+        self._remember(key, flow)
+        return flow
+
+
+def _consecutive(source: CacheEntry, target: CacheEntry,
+                 via: list[CacheEntry]) -> list[CacheEntry] | None:
+    """Source, every frame in between and target, if all are cached and forward in time."""
+    gap = target.index - source.index
+    if gap < 2 or len(via) != gap - 1:
+        return None
+    return [source, *sorted(via, key=lambda e: e.index), target]
+
+
+def _hops(source: CacheEntry, target: CacheEntry, via: list[CacheEntry],
+          max_hop: int) -> list[CacheEntry]:
+    """Frames to chain optical flow through: direct when close, else greedy longest hops."""
+    if abs(target.index - source.index) <= max_hop or not via:
+        return [source, target]
+    forward = target.index > source.index
+    candidates = sorted(via, key=lambda e: e.index, reverse=not forward)
+    path = [source]
+    i = 0
+    while abs(target.index - path[-1].index) > max_hop:
+        best = None
+        while i < len(candidates) and abs(candidates[i].index - path[-1].index) <= max_hop:
+            best = candidates[i]
+            i += 1
+        if best is None:  # gap with nothing cached inside: take the next frame available
+            if i >= len(candidates):
+                break
+            best = candidates[i]
+            i += 1
+        path.append(best)
+    path.append(target)
+    return path
+
+
+def _constant_velocity(steps: list[np.ndarray], centroid: np.ndarray, chained: np.ndarray
+                       ) -> np.ndarray:
+    """World motion over all ``steps`` at constant angular velocity: the median step rotation
+    repeated, about ``centroid`` (world, start time), which moves as ``chained`` moves it."""
+    rotvec = np.median([Rotation.from_matrix(M[:3, :3]).as_rotvec() for M in steps], axis=0)
+    R = Rotation.from_rotvec(rotvec * len(steps)).as_matrix()
+    return make_pose(R, transform_points(chained, centroid[None])[0] - R @ centroid)
+
+
+def _stored_segment_motion(a: CacheEntry, b: CacheEntry, uv: np.ndarray) -> np.ndarray | None:
+    """The rigid motion a -> b estimated while processing b for the segment of frame a that
+    most of the pixels ``uv`` (frame a) lie on; None when there is none."""
+    stored = b.latent.segments_from_prev
+    if stored is None or not b.latent.follows(a) or not len(uv):
+        return None
+    labels = stored.labels
+    h, w = labels.shape
+    iu = np.clip(np.round(uv[:, 0]).astype(np.int64), 0, w - 1)
+    iv = np.clip(np.round(uv[:, 1]).astype(np.int64), 0, h - 1)
+    votes = np.bincount(labels[iv, iu], minlength=2)
+    k = int(np.argmax(votes[1:])) + 1
+    # the segment must hold most of the points (not the background or another object)
+    if votes[k] < 0.5 * len(uv):
+        return None
+    M = stored.motions[k].astype(np.float64)
+    return M if np.isfinite(M).all() else None

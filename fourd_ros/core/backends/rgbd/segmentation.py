@@ -1,0 +1,122 @@
+"""Which pixels move, and which moving segment a pixel belongs to.
+
+`MotionSegmenter` gives each frame's dynamic mask (DPM-style: a point moves when its world
+displacement exceeds a share of its depth), `attach_to_segments` assigns query pixels to
+segments, and `main_parts` drops a segment's stray pieces. World points in metres, pixels at the
+processing resolution.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+
+import cv2
+import numpy as np
+from scipy import ndimage
+
+from fourd_ros.core.backends.rgbd.flow import compose_flows, splat_mask
+
+
+class MotionSegmenter:
+    """Dynamic masks frame after frame: each new frame's world points are compared with the
+    previous frame's and with those of the oldest frame of a short history (``gap`` frames,
+    flows composed).
+
+    Args:
+        gap: frames back that the mask also compares with.
+        dynamic_rel, dynamic_abs: a point moves when its world displacement exceeds
+            max(dynamic_rel * depth, dynamic_abs) (metres).
+    """
+
+    def __init__(self, gap: int, dynamic_rel: float, dynamic_abs: float) -> None:
+        self.dynamic_rel = dynamic_rel
+        self.dynamic_abs = dynamic_abs
+        # recent frames' world points and flows to their successor
+        self._history: deque[dict[str, np.ndarray | None]] = deque(maxlen=gap + 1)
+
+    def clear(self) -> None:
+        """Forget the history (tracking was lost: world motion since then is unknown)."""
+        self._history.clear()
+
+    def push(self, points_world: np.ndarray) -> None:
+        """Add a processed frame's H x W x 3 world points (after `dynamic_mask` of that frame)."""
+        self._history.append({'points_world': points_world, 'flow': None})
+
+    def dynamic_mask(self, cur_world: np.ndarray, flow: np.ndarray) -> np.ndarray:
+        """H x W bool dynamic mask of the current frame, from its world points ``cur_world``
+        (H x W x 3) and the optical flow ``flow`` from the last pushed frame to it.
+
+        Displacements are measured against the previous frame and against the oldest frame of
+        the history (flows composed): slow objects move too little in one frame to stand out of
+        the depth noise. Needs a pushed frame.
+        """
+        self._history[-1]['flow'] = flow
+        frames = list(self._history)
+        dynamic = np.zeros(cur_world.shape[:2], bool)
+        for old in {len(frames) - 1, 0}:
+            flows = [f['flow'] for f in frames[old:]]
+            composed = flows[0] if len(flows) == 1 else compose_flows(flows)
+            moved = self._moved_prev_pixels(frames[old]['points_world'], cur_world, composed)
+            # isolated "moving" pixels are depth noise or mixed pixels at depth edges
+            moved = cv2.morphologyEx(moved.astype(np.uint8), cv2.MORPH_OPEN,
+                                     np.ones((3, 3), np.uint8)).astype(bool)
+            dynamic |= splat_mask(moved, composed)
+        return dynamic
+
+    def _moved_prev_pixels(self, prev_world: np.ndarray, cur_world: np.ndarray,
+                           flow: np.ndarray) -> np.ndarray:
+        """Which earlier-frame pixels moved in the world (mask in that frame's coordinates)."""
+        h, w = flow.shape[:2]
+        v, u = np.mgrid[0:h, 0:w].astype(np.float32)
+        map_u = u + flow[..., 0]
+        map_v = v + flow[..., 1]
+        warped = cv2.remap(cur_world, map_u, map_v, cv2.INTER_NEAREST,
+                           borderMode=cv2.BORDER_CONSTANT, borderValue=(np.nan,) * 3)
+        disp = np.linalg.norm(warped - prev_world, axis=-1)
+        thresh = np.maximum(self.dynamic_rel * np.abs(prev_world[..., 2]),
+                            self.dynamic_abs)
+        # distance from the camera, not world z, sets the noise level; prev_world z is close
+        # enough at the scale of this threshold for the first camera's neighbourhood
+        return np.nan_to_num(disp, nan=0.0) > thresh
+
+
+def attach_to_segments(labels: np.ndarray, dynamic_mask: np.ndarray, depth: np.ndarray,
+                       iu: np.ndarray, iv: np.ndarray, max_px: float, depth_abs: float,
+                       depth_rel: float) -> np.ndarray:
+    """Segment label (0 = none) of each query pixel (columns `iu`, rows `iv`) of a frame.
+
+    `labels` are the frame's moving segments (H x W ints), `dynamic_mask` its moving pixels,
+    `depth` its depth (metres). A moving pixel just outside every segment (segments keep only
+    the pixels their motion explains well, and a fine texture may fail that on the object
+    itself) takes the label of the nearest segment pixel within `max_px` pixels when their
+    depths agree within max(depth_abs, depth_rel * depth): the same surface. Pixels not flagged
+    as moving keep their own label.
+    """
+    query_seg = labels[iv, iu]
+    loose = (query_seg == 0) & dynamic_mask[iv, iu]
+    if not loose.any() or not labels.any():
+        return query_seg
+    dist, (near_v, near_u) = ndimage.distance_transform_edt(labels == 0, return_indices=True)
+    lv, lu = iv[loose], iu[loose]
+    nv, nu = near_v[lv, lu], near_u[lv, lu]
+    z = depth[lv, lu]
+    with np.errstate(invalid='ignore'):
+        same = ((dist[lv, lu] <= max_px)
+                & (np.abs(depth[nv, nu] - z) <= np.maximum(depth_abs, depth_rel * z)))
+    query_seg = query_seg.copy()
+    query_seg[np.flatnonzero(loose)[same]] = labels[nv[same], nu[same]]
+    return query_seg
+
+
+def main_parts(labels: np.ndarray, share: float = 0.25) -> np.ndarray:
+    """Labels with each label's connected parts smaller than ``share`` of its largest part
+    removed: a motion also explains stray pixels far from its object (by chance, on a smooth
+    texture), which would stretch the object's box."""
+    out = labels.copy()
+    for k in np.unique(labels[labels > 0]):
+        _, parts, stats, _ = cv2.connectedComponentsWithStats((labels == k).astype(np.uint8),
+                                                              connectivity=8)
+        area = stats[1:, cv2.CC_STAT_AREA]
+        small = np.flatnonzero(area < share * area.max()) + 1
+        out[np.isin(parts, small)] = 0
+    return out
