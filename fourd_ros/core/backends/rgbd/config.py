@@ -184,6 +184,9 @@ class RgbdConfig:
             max(dynamic_rel * depth, dynamic_abs) (DPM-style scale-relative threshold).
         occlusion_rel, occlusion_abs: a point is hidden if the sensor sees something closer than
             its predicted depth by more than max(occlusion_rel * depth, occlusion_abs).
+        occluder_rel: a query point that its source frame did not see move, and that a surface
+            nearer by this share of its depth hides at the target if it stayed still, stayed
+            still (the flow followed the occluder).
         photo_max: grey-level difference (0-255) between a moving point's source and target
             pixels above which it counts as occluded.
         max_hop: largest frame-index gap decoded with one optical flow; longer gaps chain
@@ -217,6 +220,7 @@ class RgbdConfig:
     dynamic_abs: float = 0.02
     occlusion_rel: float = 0.03
     occlusion_abs: float = 0.03
+    occluder_rel: float = 0.25
     photo_max: float = 30.0
     max_hop: int = 15
     segmentation_gap: int = 5

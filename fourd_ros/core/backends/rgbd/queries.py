@@ -95,6 +95,13 @@ class QueryDecoder:
         disp = np.linalg.norm(flow_world - src_world, axis=1)
         thresh = np.maximum(cfg.dynamic_rel * np.abs(z_static), cfg.dynamic_abs)
         moving = np.where(np.isfinite(disp), disp > thresh, moving_src)
+        # a static point that a nearer surface hides at the target: the chained flow is dragged
+        # along by the occluder passing over it (measured: 10-30 px off where staying still
+        # projects it), so the flow says "moved". Where the source did not see the point move
+        # and staying still puts it clearly behind what the target sees, it stayed still
+        z_seen = sample_depth(target.latent.depth, p_static)
+        hidden = z_seen < z_static - np.maximum(cfg.occlusion_rel * z_static, cfg.occlusion_abs)
+        moving &= ~(~moving_src & (z_seen < (1.0 - cfg.occluder_rel) * z_static))
         if len(hops) > 2 or chain is not None:
             # chained flows drift by a fraction of a pixel per frame on moving objects; a small
             # Lucas-Kanade step from the source patch straight to the target removes the drift
@@ -118,8 +125,6 @@ class QueryDecoder:
         pix_out = np.where(moving[:, None], p, p_static).astype(np.float32)
         # static points: visibility from their predicted projection and the target depth
         static_in = inside_image(p_static, w, h) & (z_static > 0)
-        z_seen = sample_depth(target.latent.depth, p_static)
-        hidden = z_seen < z_static - np.maximum(cfg.occlusion_rel * z_static, cfg.occlusion_abs)
         st = ~moving
         status[st & ~static_in] = PointStatus.OUT_OF_VIEW
         status[st & static_in & hidden] = PointStatus.OCCLUDED
@@ -269,7 +274,8 @@ class QueryDecoder:
         Per hop: the motion estimated while processing (``segment_motion.py``), else, for at
         most ``rigid_max_coast`` hops in a row, the previous hop's motion (an object's motion
         changes little in one frame, while a flow that lost it is no better), else a RANSAC
-        fit to the stored flow lifted to 3D.
+        fit to the stored flow lifted to 3D, else (the object has left the view or is hidden:
+        nothing measures it) the previous hop's motion again.
         """
         cfg = self.config
         steps: list[np.ndarray] = []
@@ -286,7 +292,9 @@ class QueryDecoder:
             else:
                 step = self._flow_rigid_step(a, b, P[seen], uv[seen], rng)
                 if step is None:
-                    return None
+                    if last is None:
+                        return None
+                    step = last
             P = transform_points(step, P)
             steps.append(step)
             last = step
