@@ -111,7 +111,8 @@ class QueryResult:
     Attributes:
         source_stamp: stamp of the source frame (seconds).
         target_stamp: resolved stamp of the target frame (seconds).
-        positions: N x 3 world-frame positions at the target time (NaN where not VALID/OCCLUDED).
+        positions: N x 3 world-frame positions at the target time (NaN where INVALID or
+            OUT_OF_WINDOW: OCCLUDED and OUT_OF_VIEW points carry their estimated positions).
         source_positions: N x 3 world-frame positions at the source time (NaN where unknown).
         displacements: N x 3 ``positions - source_positions`` (world frame).
         confidence: N in [0, 1].

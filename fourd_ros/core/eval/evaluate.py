@@ -275,7 +275,7 @@ def evaluate(backend_name: str, source: str | Path, *, width: int = 320,
     pending: dict[int, _PendingSource] = {}
     names: dict[int, str] = {}
     tr = {'pred': [], 'pred_zero': [], 'gt': [], 'z': [], 'vis': [], 'inview': [], 'dyn': [],
-          'focal': []}
+          'conf': [], 'focal': []}
     report = EvalReport(metrics={})
     trail_hist: deque[dict[int, tuple[float, float]]] = deque(maxlen=15)
     latencies: list[float] = []
@@ -447,6 +447,7 @@ def _score_pair(engine: StreamingEngine, src: _PendingSource, j: int, frame: Fra
     tr['gt'].append(cam_gt)
     tr['z'].append(z)
     tr['vis'].append(vis)
+    tr['conf'].append(q.confidence.astype(np.float64))
     tr['inview'].append(np.isfinite(gt_px).all(axis=1) & (z > 0) & inside_image(gt_px, w, h))
     tr['dyn'].append(dyn)
     tr['focal'].append(float(K[0, 0]))
@@ -524,6 +525,22 @@ def _track_metrics(tr: dict, metric: bool) -> dict[str, float]:
                 'baseline_zero_motion_epe_m': b['epe']})
     out.update(_apd3d_by_visibility(m['scale'] * pred, gt, z, focal, dyn,
                                     np.concatenate(tr['inview']), vis))
+    out.update(_apd3d_by_confidence(m['scale'] * pred, gt, z, focal, np.concatenate(tr['conf'])))
+    return out
+
+
+def _apd3d_by_confidence(pred: np.ndarray, gt: np.ndarray, z: np.ndarray, focal: float,
+                         confidence: np.ndarray, split: float = 0.5) -> dict[str, float]:
+    """APD3D and point counts of every queried point (whatever its visibility) with a
+    confidence of at least ``split`` and below it: whether the confidence tells good answers
+    from bad ones (scaled predictions)."""
+    out: dict[str, float] = {}
+    ok = np.isfinite(gt).all(axis=1) & np.isfinite(z) & (z > 0)
+    for name, pick in (('high', ok & (confidence >= split)), ('low', ok & (confidence < split))):
+        out[f'track_points_confidence_{name}'] = int(pick.sum())
+        out[f'apd3d_confidence_{name}'] = (M.tracking_metrics(pred[pick], gt[pick], z[pick], focal,
+                                                              scale_align=False)['apd3d']
+                                           if pick.any() else NAN)
     return out
 
 

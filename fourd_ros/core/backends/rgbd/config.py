@@ -187,6 +187,10 @@ class RgbdConfig:
         occluder_rel: a query point that its source frame did not see move, and that a surface
             nearer by this share of its depth hides at the target if it stayed still, stayed
             still (the flow followed the occluder).
+        unseen_static_confidence, unseen_rigid_confidence, guess_confidence: query confidence
+            of a static point the target does not see (placed by geometry and the poses), of a
+            moving one it does not see that follows its object's rigid motion, and of a moving
+            point with neither (visible points: exp(-grey-level difference / photo_max)).
         photo_max: grey-level difference (0-255) between a moving point's source and target
             pixels above which it counts as occluded.
         max_hop: largest frame-index gap decoded with one optical flow; longer gaps chain
@@ -221,6 +225,9 @@ class RgbdConfig:
     occlusion_rel: float = 0.03
     occlusion_abs: float = 0.03
     occluder_rel: float = 0.25
+    unseen_static_confidence: float = 0.8
+    unseen_rigid_confidence: float = 0.5
+    guess_confidence: float = 0.05
     photo_max: float = 30.0
     max_hop: int = 15
     segmentation_gap: int = 5

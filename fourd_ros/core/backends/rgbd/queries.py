@@ -142,8 +142,15 @@ class QueryDecoder:
         invalid = ~np.isfinite(src_world).all(axis=1)
         status[invalid] = PointStatus.INVALID
         positions[invalid] = np.nan
-        conf = np.where(status == PointStatus.VALID,
-                        np.exp(-np.nan_to_num(photo_err, nan=255.0) / cfg.photo_max), 0.2)
+        # how sure each answer is: a visible point by how well the target's appearance agrees;
+        # an unseen static point is placed by geometry and the poses; an unseen moving one by
+        # its object's rigid motion (extrapolated where nothing measures it); a moving point
+        # with neither is a guess
+        conf = np.select(
+            [status == PointStatus.VALID, st, use],
+            [np.exp(-np.nan_to_num(photo_err, nan=255.0) / cfg.photo_max),
+             cfg.unseen_static_confidence, cfg.unseen_rigid_confidence],
+            cfg.guess_confidence)
         conf[invalid] = 0.0
         return MotionEstimate(positions, pix_out, conf.astype(np.float32), status)
 
