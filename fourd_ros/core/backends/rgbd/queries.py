@@ -58,6 +58,9 @@ class QueryDecoder:
 
     def motion(self, source: CacheEntry, target: CacheEntry, pixels: np.ndarray,
                via: list[CacheEntry] | None = None) -> MotionEstimate:
+        """World positions at ``target``'s time of the points seen at ``pixels`` (N x 2, u v)
+        of ``source``, their target pixels, confidences and statuses; ``via`` are the cached
+        frames between the two (see the module docstring)."""
         cfg = self.config
         pixels = np.asarray(pixels, np.float32).reshape(-1, 2)
         n = len(pixels)
