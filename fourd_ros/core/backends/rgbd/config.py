@@ -187,6 +187,9 @@ class RgbdConfig:
         occluder_rel: a query point that its source frame did not see move, and that a surface
             nearer by this share of its depth hides at the target if it stayed still, stayed
             still (the flow followed the occluder).
+        static_photo_max: a query point that its source frame did not see move, and that
+            staying still shows at the target at the depth it should have and with a grey level
+            within this (0-255) of its own, no worse than where the flow took it, stayed still.
         unseen_static_confidence, unseen_rigid_confidence, guess_confidence: query confidence
             of a static point the target does not see (placed by geometry and the poses), of a
             moving one it does not see that follows its object's rigid motion, and of a moving
@@ -225,6 +228,7 @@ class RgbdConfig:
     occlusion_rel: float = 0.03
     occlusion_abs: float = 0.03
     occluder_rel: float = 0.25
+    static_photo_max: float = 10.0
     unseen_static_confidence: float = 0.8
     unseen_rigid_confidence: float = 0.5
     guess_confidence: float = 0.05

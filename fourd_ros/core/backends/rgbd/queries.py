@@ -103,8 +103,20 @@ class QueryDecoder:
         # projects it), so the flow says "moved". Where the source did not see the point move
         # and staying still puts it clearly behind what the target sees, it stayed still
         z_seen = sample_depth(target.latent.depth, p_static)
-        hidden = z_seen < z_static - np.maximum(cfg.occlusion_rel * z_static, cfg.occlusion_abs)
+        tol = np.maximum(cfg.occlusion_rel * z_static, cfg.occlusion_abs)
+        hidden = z_seen < z_static - tol
         moving &= ~(~moving_src & (z_seen < (1.0 - cfg.occluder_rel) * z_static))
+        # a static point whose flow drifted off (dragged by a neighbouring object, or by an
+        # occluder that has passed again): where the source did not see it move and staying
+        # still agrees with the target, in depth and in appearance, at least as well as the flow
+        # does, it stayed still
+        gray_t = target.latent.gray.astype(np.float32)
+        gray_s = sample_bilinear(source.latent.gray.astype(np.float32), pixels)
+        photo_static = np.abs(sample_bilinear(gray_t, p_static.astype(np.float32)) - gray_s)
+        photo_flow = np.abs(sample_bilinear(gray_t, p.astype(np.float32)) - gray_s)
+        stays = (~moving_src & (np.abs(z_seen - z_static) <= tol)
+                 & (photo_static <= cfg.static_photo_max) & ~(photo_flow < photo_static))
+        moving &= ~stays
         if len(hops) > 2 or chain is not None:
             # chained flows drift by a fraction of a pixel per frame on moving objects; a small
             # Lucas-Kanade step from the source patch straight to the target removes the drift
@@ -122,8 +134,7 @@ class QueryDecoder:
                                 target.K)
         # brightness constancy catches moving points that became hidden (the flow then follows
         # the occluder, whose appearance differs); cheaper than a backward flow per frame
-        photo_err = np.abs(sample_bilinear(target.latent.gray.astype(np.float32), p)
-                           - sample_bilinear(source.latent.gray.astype(np.float32), pixels))
+        photo_err = np.abs(sample_bilinear(gray_t, p) - gray_s)
         positions = np.where(moving[:, None], flow_world, src_world).astype(np.float32)
         pix_out = np.where(moving[:, None], p, p_static).astype(np.float32)
         # static points: visibility from their predicted projection and the target depth
