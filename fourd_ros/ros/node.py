@@ -7,10 +7,13 @@ Outputs: see `fourd_ros.ros.outputs.TOPICS`; services ~/query_motion, ~/get_traj
 Input decoding and synchronisation live in `fourd_ros.ros.inputs`, publishing in
 `fourd_ros.ros.outputs`; this module wires them to the engine.
 
-Threads: callbacks only queue messages (drop-oldest); one worker thread runs the engine and
-publishes; services run in their own callback group of a MultiThreadedExecutor, so inference
-never blocks a query (the engine holds its cache lock only for short bookkeeping). ``~/reset``
-waits for the frame being processed.
+Threads: one worker thread runs the engine and publishes; a single-threaded executor runs the
+callbacks, which only queue messages (drop-oldest), and the services. Inference never blocks a
+query (the engine holds its cache lock only for short bookkeeping). ``~/reset`` waits for the
+frame being processed. A multi-threaded executor was measured far worse: while a callback
+waits in its thread pool the executor spins on the still-ready entity, holding the interpreter
+lock that the worker and the services need (p99 query latency 40 s instead of 40 ms at 50
+calls/s, docs/history.md).
 """
 
 from __future__ import annotations
@@ -22,8 +25,6 @@ import time
 from collections import deque
 
 import numpy as np
-from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
-from rclpy.executors import MultiThreadedExecutor
 from rclpy.node import Node
 from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 
@@ -133,33 +134,20 @@ class FourdNode(Node):
     def _setup_io(self) -> None:
         sensor_qos = (qos_profile_sensor_data if self.p['image_qos'] == 'sensor_data'
                       else QoSProfile(depth=30, reliability=ReliabilityPolicy.RELIABLE))
-        inputs = MutuallyExclusiveCallbackGroup()
-        # one query at a time, and trajectory/reset in their own group: service calls may
-        # then hold at most two of the executor's threads, and the camera inputs are never
-        # starved by a flood of queries (with a reentrant group they were: 9 frames processed
-        # in 10 s of a 30 Hz camera under 50 queries/s)
-        queries = MutuallyExclusiveCallbackGroup()
-        other_services = MutuallyExclusiveCallbackGroup()
-        self.create_subscription(Image, 'image', self._on_image, sensor_qos,
-                                 callback_group=inputs)
-        self.create_subscription(CameraInfo, 'camera_info', self.calibration.update, sensor_qos,
-                                 callback_group=inputs)
+        self.create_subscription(Image, 'image', self._on_image, sensor_qos)
+        self.create_subscription(CameraInfo, 'camera_info', self.calibration.update, sensor_qos)
         if self.uses_depth:
-            self.create_subscription(Image, 'depth', self._on_depth, sensor_qos,
-                                     callback_group=inputs)
+            self.create_subscription(Image, 'depth', self._on_depth, sensor_qos)
         if not self.p['publish_camera_tf']:
-            self.create_subscription(TFMessage, '/tf_static', self._on_tf_static, LATCHED,
-                                     callback_group=inputs)
+            self.create_subscription(TFMessage, '/tf_static', self._on_tf_static, LATCHED)
         self.create_service(QueryMotion, '~/query_motion', self._on_query,
-                            qos_profile=SERVICE_QOS, callback_group=queries)
+                            qos_profile=SERVICE_QOS)
         self.create_service(GetObjectMotion, '~/get_object_motion', self._on_get_object_motion,
-                            qos_profile=SERVICE_QOS, callback_group=queries)
+                            qos_profile=SERVICE_QOS)
         self.create_service(GetTrajectory, '~/get_trajectory', self._on_get_trajectory,
-                            qos_profile=SERVICE_QOS, callback_group=other_services)
-        self.create_service(Trigger, '~/reset', self._on_reset,
-                            qos_profile=SERVICE_QOS, callback_group=other_services)
-        self.create_timer(self.p['diagnostics_period'], self._publish_diagnostics,
-                          callback_group=MutuallyExclusiveCallbackGroup())
+                            qos_profile=SERVICE_QOS)
+        self.create_service(Trigger, '~/reset', self._on_reset, qos_profile=SERVICE_QOS)
+        self.create_timer(self.p['diagnostics_period'], self._publish_diagnostics)
 
     def _on_set_parameters(self, params):
         from rcl_interfaces.msg import SetParametersResult
@@ -472,9 +460,7 @@ def usage() -> str:
 
 
 def main(args: list[str] | None = None) -> int:
-    # services and inference-result publishing must not wait for each other
-    return run_node('fourd_node', FourdNode, usage, args,
-                    lambda: MultiThreadedExecutor(num_threads=4))
+    return run_node('fourd_node', FourdNode, usage, args)
 
 
 if __name__ == '__main__':
