@@ -8,7 +8,7 @@ import threading
 import cv2
 import numpy as np
 
-from fourd_ros.core.geometry import invert_pose, project, transform_points
+from fourd_ros.core.geometry import invert_pose, pixel_grid, project, transform_points
 
 DIS_PRESETS = {
     'ultrafast': cv2.DISOPTICAL_FLOW_PRESET_ULTRAFAST,
@@ -22,7 +22,7 @@ def rigid_flow(points_world: np.ndarray, T_wc: np.ndarray, K: np.ndarray) -> np.
     points are invalid or behind the camera)."""
     h, w = points_world.shape[:2]
     uv, z = project(transform_points(invert_pose(T_wc), points_world), K)
-    v, u = np.mgrid[0:h, 0:w].astype(np.float32)
+    u, v = pixel_grid(h, w)
     flow = (uv - np.stack([u, v], axis=-1)).astype(np.float32)
     flow[~(np.isfinite(flow).all(axis=-1) & (z > 0))] = 0.0
     return flow

@@ -5,6 +5,8 @@ Pinhole cameras, OpenCV optical axes, 4x4 homogeneous poses. numpy only.
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
 # Rotation taking vectors from an OpenCV optical frame (x right, y down, z forward) to a REP-103
@@ -58,9 +60,13 @@ def transform_points(T: np.ndarray, points: np.ndarray) -> np.ndarray:
     return points @ R.T + t
 
 
+@functools.lru_cache(maxsize=8)
 def pixel_grid(height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
-    """Pixel-centre coordinates (u = column, v = row) as two H x W float32 arrays."""
+    """Pixel-centre coordinates (u = column, v = row) as two H x W float32 arrays, read-only
+    and built once per size (per-frame code asks for them several times a frame)."""
     v, u = np.mgrid[0:height, 0:width].astype(np.float32)
+    u.setflags(write=False)
+    v.setflags(write=False)
     return u, v
 
 

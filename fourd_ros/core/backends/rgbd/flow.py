@@ -11,13 +11,14 @@ import cv2
 import numpy as np
 
 from fourd_ros.core.backends.rgbd.latent import RgbdView, SegmentMotions
-from fourd_ros.core.geometry import invert_pose, project, sample_depth, transform_points
+from fourd_ros.core.geometry import (invert_pose, pixel_grid, project, sample_depth,
+                                     transform_points)
 
 
 def compose_flows(flows: list[np.ndarray]) -> np.ndarray:
     """One H x W x 2 flow equivalent to following `flows` one after the other."""
     h, w = flows[0].shape[:2]
-    v, u = np.mgrid[0:h, 0:w].astype(np.float32)
+    u, v = pixel_grid(h, w)
     pu, pv = u.copy(), v.copy()
     for f in flows:
         step = cv2.remap(f, pu, pv, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)

@@ -35,7 +35,8 @@ from fourd_ros.core.backends.rgbd.latent import RgbdView, SegmentMotions
 from fourd_ros.core.backends.rgbd.motion_scoring import MotionScorer, fit_rigid_to_flow
 from fourd_ros.core.backends.rgbd.segmentation import main_parts
 from fourd_ros.core.engine.objects import depth_edges, label_moving_segments
-from fourd_ros.core.geometry import invert_pose, make_pose, project, transform_points
+from fourd_ros.core.geometry import (invert_pose, make_pose, pixel_grid, project,
+                                     transform_points)
 
 
 @dataclass
@@ -318,7 +319,7 @@ class SegmentMotionTracker:
         """H x W labels, on the previous frame's grid, of the current-frame segment each
         previous pixel with depth lands on by ``flow`` (0 = none)."""
         h, w = labels.shape
-        v, u = np.mgrid[0:h, 0:w]
+        u, v = pixel_grid(h, w)
         target_u = np.rint(u + flow[..., 0]).astype(np.int32)
         target_v = np.rint(v + flow[..., 1]).astype(np.int32)
         lands = (target_u >= 0) & (target_u < w) & (target_v >= 0) & (target_v < h) \

@@ -15,6 +15,7 @@ import numpy as np
 from scipy import ndimage
 
 from fourd_ros.core.backends.rgbd.flow import compose_flows, splat_mask
+from fourd_ros.core.geometry import pixel_grid
 
 
 class MotionSegmenter:
@@ -67,7 +68,7 @@ class MotionSegmenter:
                            flow: np.ndarray) -> np.ndarray:
         """Which earlier-frame pixels moved in the world (mask in that frame's coordinates)."""
         h, w = flow.shape[:2]
-        v, u = np.mgrid[0:h, 0:w].astype(np.float32)
+        u, v = pixel_grid(h, w)
         map_u = u + flow[..., 0]
         map_v = v + flow[..., 1]
         warped = cv2.remap(cur_world, map_u, map_v, cv2.INTER_NEAREST,
