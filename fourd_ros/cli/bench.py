@@ -1,26 +1,9 @@
 """`fourd bench`: long-stream speed and memory benchmark on a synthetic ping-pong stream.
 
-A short clip (``--clip-frames``, slow smooth camera) is rendered once and played forward and
-backward (0..N-1, N-2..1, 0..) with increasing stamps, so camera and objects move continuously
-for any stream length without rendering it all. Reported (design.md section 5, speed):
-
-- per-frame latency of ``engine.process`` (median, p95) over the first and the last 100 frames
-  and ``latency_ratio_last_first`` (ratio of the medians; ~1 when the cost does not grow),
-  and ``cpu_ratio_last_first``, the same in CPU time (not inflated by other processes);
-- resident memory (VmRSS) after 100 frames, at the end, their difference, the peak; cache MiB;
-- motion-query latency for 1, 100, 1000 and all pixels (median of a few calls, source frame 10
-  back, target the newest), plus the first (cold) call, and for up to 1000 pixels on moving
-  objects (their motion is refined across the gap: the slow path);
-- ``fps`` = frames / time in ``engine.process`` (frames come from memory);
-- with ``--real DIR``: the same loop on a real sequence read from disk (``fourd run`` semantics,
-  no outputs written): ``real_fps`` including reading, and ``real_ate_m`` when the sequence has
-  ground-truth poses; with ``--open3d`` also Open3D's frame-to-frame hybrid RGB-D odometry on
-  the same frames at the same size (rgbd backend), ``open3d_fps`` / ``open3d_ate_m`` and
-  ``real_over_open3d_fps`` (a ratio, since absolute times vary between machines);
-- ``--backend learned``: cache bytes per device, and, measured in the same run, an *unbounded*
-  variant (every past frame cached and attended to, as StreamVGGT / STream3R "causal" do) over
-  ``--unbounded-frames`` frames: its latency over its first and last 100 frames and its cache
-  size, next to the bounded backend's.
+It times the engine (`fourd_ros.core.eval.engine_bench`, whose docstring lists every
+figure): a short clip (``--clip-frames``) rendered once and played forward and backward for
+``--frames`` frames; with ``--real DIR`` also a real sequence read from disk (``--open3d``: next
+to Open3D's RGB-D odometry); ``--backend learned`` adds an unbounded-context variant.
 
 ``--report DIR`` runs something else: the soak / latency / query-load / fault report of the
 engine and the running node (`fourd_ros.ros.bench_report`, needs ROS 2).
@@ -29,25 +12,11 @@ engine and the running node (`fourd_ros.ros.bench_report`, needs ROS 2).
 from __future__ import annotations
 
 import argparse
-import time
 
-import numpy as np
-
-from fourd_ros.cli.common import (add_model_arguments, peak_rss_mb,
-                                  positive_int, print_table, size_arg, write_json)
-from fourd_ros.core.data.readers import open_sequence, timed
-from fourd_ros.core.data.synthetic import generate_clip, SceneConfig, SyntheticClip
-from fourd_ros.core.engine.cache import CachePolicy
-from fourd_ros.core.engine.engine import EngineConfig, latent_nbytes_by_device, StreamingEngine
-from fourd_ros.core.backends.factory import make_backend
-from fourd_ros.core.eval.evaluate import progress_bar
-from fourd_ros.core.eval.metrics import ate
-from fourd_ros.core.eval.open3d_odometry import open3d_rgbd_odometry
-from fourd_ros.core.eval.soak import plot_soak, resident_mb, soak_failure, soak_title
-from fourd_ros.core.types import Frame
-
-WINDOW = 100
-QUERY_SIZES = (1, 100, 1000)
+from fourd_ros.cli.common import (add_model_arguments, positive_int, print_table, size_arg,
+                                  write_json)
+from fourd_ros.core.eval.engine_bench import benchmark, EngineBench, UNITS
+from fourd_ros.core.eval.soak import soak_failure
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -93,46 +62,20 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-def parse_args(argv: list[str]) -> argparse.Namespace:
-    """`fourd bench` options from a command line without the 'bench' word (for callers that
-    run the benchmark in-process, e.g. the report)."""
-    parser = argparse.ArgumentParser(prog='fourd')
-    add_parser(parser.add_subparsers())
-    return parser.parse_args(['bench', *argv])
-
-
-def pingpong_index(k: int, n: int) -> int:
-    """Clip index of stream frame k when playing n frames forward, backward, forward..."""
-    if n <= 1:
-        return 0
-    period = 2 * (n - 1)
-    r = k % period
-    return r if r < n else period - r
-
-
-def _period_block_medians(lat: np.ndarray, n_clip: int) -> list[float]:
-    """Median latency (ms) of the WINDOW frames starting at each multiple of the ping-pong
-    period, first to last."""
-    period = max(2 * (n_clip - 1), 1)
-    return [round(float(np.median(lat[s:s + WINDOW])) * 1e3, 1)
-            for s in range(0, len(lat) - WINDOW + 1, period)]
-
-
-def _engine(args: argparse.Namespace, width: int, max_query: int) -> StreamingEngine:
-    cfg = EngineConfig(width=width, max_query_points=max(100_000, max_query))
-    if args.cache_mb is not None:
-        if args.cache_mb <= 0:
-            raise ValueError('--cache-mb must be > 0')
-        cfg.cache = CachePolicy(budget_mb=args.cache_mb)
-    return StreamingEngine(make_backend(args.backend, device=args.device,
-                                        checkpoint=args.checkpoint), cfg)
+def bench_config(args: argparse.Namespace) -> EngineBench:
+    """The engine benchmark that parsed `fourd bench` options ask for."""
+    return EngineBench(
+        frames=args.frames, size=args.size, backend=args.backend, cache_mb=args.cache_mb,
+        clip_frames=args.clip_frames, seed=args.seed, plot=args.plot, real=args.real,
+        real_frames=args.real_frames, open3d=args.open3d,
+        unbounded_frames=args.unbounded_frames, device=args.device, checkpoint=args.checkpoint)
 
 
 def run(args: argparse.Namespace) -> int:
     if args.report:
         return _report(args)
-    res = benchmark(args)
-    rows = [(k, v, _UNITS.get(k, '')) for k, v in res.items()
+    res = benchmark(bench_config(args))
+    rows = [(k, v, UNITS.get(k, '')) for k, v in res.items()
             if k not in ('backend', 'size', 'plot')]
     print_table(f"fourd bench: {args.backend}, {args.frames} frames {res['size']} "
                 f"(ping-pong of {res['clip_frames']} rendered frames)", rows)
@@ -154,284 +97,3 @@ def _report(args: argparse.Namespace) -> int:
         raise ValueError(f'--report needs ROS 2 (rclpy): {err}') from err
     return write_report(args.report, quick=args.quick, device=args.device,
                         checkpoint=args.checkpoint)
-
-
-def benchmark(args: argparse.Namespace) -> dict:
-    """Run the benchmark described in the module docstring; returns its figures (the PNG of
-    memory, latency and cache over the stream at ``args.plot`` when set, path in 'plot')."""
-    if args.frames < 12:
-        raise ValueError('--frames must be at least 12 (queries go 10 frames back)')
-    if args.open3d and not args.real:
-        raise ValueError('--open3d needs --real DIR (a real RGB-D sequence to compare on)')
-    w, h = args.size
-    n_clip = max(2, min(args.clip_frames, args.frames))
-    fps = 30.0
-    t0 = time.perf_counter()
-    clip = generate_clip(SceneConfig(
-        frames=n_clip, width=w, height=h, seed=args.seed, fps=fps, camera_motion='smooth',
-        camera_speed=(0.1, 0.25), camera_angular_speed_deg=10.0, object_speed=(0.1, 0.5)))
-    gen_s = time.perf_counter() - t0
-    engine = _engine(args, w, w * h)
-    lat = np.zeros(args.frames)
-    cpu = np.zeros(args.frames)  # CPU seconds of this process, all threads
-    rss = np.zeros(args.frames)
-    cache_mb = np.zeros(args.frames)
-    stamps = np.arange(args.frames) / fps
-    bar = progress_bar(args.frames, f'bench {args.backend}', True)
-    try:
-        for k in range(args.frames):
-            idx = pingpong_index(k, n_clip)
-            frame = Frame(stamp=float(stamps[k]), rgb=clip.rgb[idx], depth=clip.depth[idx],
-                          K=clip.K, name=str(k), index=k)
-            t, c = time.perf_counter(), time.process_time()
-            engine.process(frame)
-            lat[k] = time.perf_counter() - t
-            cpu[k] = time.process_time() - c
-            rss[k] = resident_mb()
-            cache_mb[k] = engine.cache.megabytes
-            bar.update(1)
-    finally:
-        bar.close()
-    first, last = lat[:WINDOW] * 1e3, lat[-WINDOW:] * 1e3
-    k100 = min(WINDOW, args.frames) - 1
-    res = {
-        'backend': args.backend, 'frames': args.frames, 'size': f'{w}x{h}',
-        'clip_frames': n_clip, 'clip_generation_s': gen_s,
-        'fps': args.frames / float(lat.sum()),
-        'latency_ms_first_p50': float(np.median(first)),
-        'latency_ms_first_p95': float(np.percentile(first, 95)),
-        'latency_ms_last_p50': float(np.median(last)),
-        'latency_ms_last_p95': float(np.percentile(last, 95)),
-        'latency_ratio_last_first': float(np.median(last) / np.median(first)),
-        # the same ratio in CPU time: unlike wall time, it does not count time the process
-        # waited for a core that another process held (a shared machine)
-        'cpu_ratio_last_first': float(np.median(cpu[-WINDOW:]) / np.median(cpu[:WINDOW])),
-        # the same images every ping-pong period: a drift of these medians is growth with
-        # stream length, free of the scene content that the first/last windows may differ in
-        'latency_ms_period_blocks_p50': _period_block_medians(lat, n_clip),
-        'rss_first_mb': float(rss[k100]), 'rss_last_mb': float(rss[-1]),
-        'rss_growth_mb': float(rss[-1] - rss[k100]),
-        # from a quarter of the stream on the cache is full: growth after that is a leak
-        'rss_warm_mb': float(rss[args.frames // 4]),
-        'rss_growth_steady_mb': float(rss[-1] - rss[args.frames // 4]),
-        'rss_peak_mb': max(peak_rss_mb(), float(np.nanmax(rss))),
-        'cache_mb': engine.cache.megabytes, 'cache_frames': len(engine.cache),
-        'cache_budget_mb': engine.config.cache.budget_mb,
-        'cache_evicted': engine.cache.evicted_count,
-    }
-    # soak verdict (issue 14): memory after warm-up grows by no more than the cache may hold,
-    # and the per-frame cost does not drift up with stream length
-    res['soak_rss_growth_mb'] = res['rss_growth_steady_mb']
-    res['soak_latency_ratio'] = res['latency_ratio_last_first']
-    res['soak_ok'] = not soak_failure(res)
-    if args.backend == 'learned':
-        per_device = {}
-        for e in engine.cache.entries():
-            for dev, n in latent_nbytes_by_device(e.latent).items():
-                per_device[dev] = per_device.get(dev, 0) + n
-        for dev, nbytes in per_device.items():
-            res[f"cache_latent_mb_{dev.replace(':', '_')}"] = nbytes / 2**20
-        res.update(_device_memory(engine))
-        if args.unbounded_frames > 0:
-            res.update(_unbounded_variant(args, clip, engine))
-    res.update(_query_timings(engine, stamps, w, h))
-    res.update(_moving_query_timing(engine, stamps, clip))
-    if args.real:
-        res.update(_real_timings(args))
-    if args.plot:
-        window = min(50, args.frames)
-        smooth = np.array([np.median(lat[max(0, k - window + 1):k + 1])
-                           for k in range(args.frames)]) * 1e3
-        res['plot'] = plot_soak(
-            args.plot, np.arange(args.frames), rss, smooth, cache_mb,
-            soak_title(f"fourd bench {args.backend} {res['size']}", res),
-            res['cache_budget_mb'], f'latency (ms, median of {window})')
-    return res
-
-
-def _device_memory(engine: StreamingEngine) -> dict[str, float]:
-    """CUDA memory of the learned backend's device (nothing on the CPU)."""
-    import torch
-    dev = getattr(engine.backend, 'device', None)
-    if dev is None or dev.type != 'cuda':
-        return {}
-    return {'cuda_allocated_mb': torch.cuda.memory_allocated(dev) / 2**20,
-            'cuda_peak_mb': torch.cuda.max_memory_allocated(dev) / 2**20}
-
-
-def _unbounded_variant(args: argparse.Namespace, clip: SyntheticClip,
-                       bounded: StreamingEngine) -> dict[str, float]:
-    """The learned backend with every past frame cached and attended to (no bound)."""
-    from dataclasses import replace
-
-    from fourd_ros.core.backends.learned import LearnedBackend
-    b = bounded.backend
-    backend = LearnedBackend(model=b.model, device=str(b.device),
-                             config=replace(b.config, context_frames=10**9))
-    n = max(2 * WINDOW + 10, args.unbounded_frames)
-    engine = StreamingEngine(backend, EngineConfig(
-        width=bounded.config.width,
-        cache=CachePolicy(budget_mb=1e9, recent=10**9, max_keyframes=0)))
-    lat = np.zeros(n)
-    n_clip = len(clip.stamps)
-    bar = progress_bar(n, 'bench unbounded', True)
-    try:
-        for k in range(n):
-            idx = pingpong_index(k, n_clip)
-            frame = Frame(stamp=k / 30.0, rgb=clip.rgb[idx], K=clip.K, name=str(k), index=k)
-            t = time.perf_counter()
-            engine.process(frame)
-            lat[k] = time.perf_counter() - t
-            bar.update(1)
-    finally:
-        bar.close()
-    first, last = np.median(lat[:WINDOW]), np.median(lat[-WINDOW:])
-    return {'unbounded_frames': n, 'unbounded_latency_ms_first_p50': float(first * 1e3),
-            'unbounded_latency_ms_last_p50': float(last * 1e3),
-            'unbounded_latency_ratio_last_first': float(last / first),
-            'unbounded_cache_mb': engine.cache.megabytes}
-
-
-def _moving_query_timing(engine: StreamingEngine, stamps: np.ndarray, clip: SyntheticClip
-                         ) -> dict[str, float]:
-    """Latency of queries of (at most 1000) pixels on moving objects to the newest frame, from
-    each of up to 8 source frames 10-40 frames back that show at least 200 moving pixels:
-    rigid objects' motions are refined across the gap where a segment has stored motions (the
-    slow path), which random pixels may not take. Reports the median over those sources and
-    the slowest (the slow path when any source takes it)."""
-    n_clip = len(clip.stamps)
-    rng = np.random.default_rng(0)
-    times, points, gaps = [], [], []
-    for k in range(len(stamps) - 11, max(len(stamps) - 41, -1), -1):
-        ys, xs = np.nonzero(clip.moving[clip.instance[pingpong_index(k, n_clip)]])
-        if len(ys) < 200:
-            continue
-        pick = rng.permutation(len(ys))[:1000]
-        px = np.stack([xs[pick], ys[pick]], axis=1).astype(np.float64)
-        times.append(_median_ms(lambda: engine.query_pixels(float(stamps[k]), px), 3))
-        points.append(len(px))
-        gaps.append(len(stamps) - 1 - k)
-        if len(times) == 8:
-            break
-    if not times:
-        return {'query_ms_moving': float('nan'), 'query_ms_moving_max': float('nan'),
-                'query_points_moving': 0, 'query_moving_sources': 0}
-    return {'query_ms_moving': float(np.median(times)), 'query_ms_moving_max': max(times),
-            'query_points_moving': int(np.median(points)), 'query_moving_sources': len(times),
-            'query_moving_gaps': f'{min(gaps)}-{max(gaps)}'}
-
-
-def _median_ms(fn, repeats: int) -> float:
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return float(np.median(times) * 1e3)
-
-
-def _query_timings(engine: StreamingEngine, stamps: np.ndarray, w: int,
-                   h: int) -> dict[str, float]:
-    """Query latency vs number of pixels: source 10 frames back, target = newest frame."""
-    source = float(stamps[-11])
-    rng = np.random.default_rng(0)
-    out: dict[str, float] = {}
-    t = time.perf_counter()
-    engine.query_pixels(source, np.array([[w / 2, h / 2]]))
-    out['query_ms_cold'] = (time.perf_counter() - t) * 1e3
-    for n in QUERY_SIZES:
-        px = np.stack([rng.uniform(0, w - 1, n), rng.uniform(0, h - 1, n)], axis=1)
-        out[f'query_ms_{n}'] = _median_ms(lambda: engine.query_pixels(source, px), 7)
-    v, u = np.mgrid[0:h, 0:w]
-    px = np.stack([u.ravel(), v.ravel()], axis=1).astype(np.float64)
-    out['query_ms_all'] = _median_ms(lambda: engine.query_pixels(source, px), 3)
-    out['query_points_all'] = int(len(px))
-    q = engine.query_pixels(source, px)
-    out['query_valid_fraction_all'] = float(np.mean(q.status == 0))
-    return out
-
-
-def _real_timings(args: argparse.Namespace) -> dict[str, float]:
-    """Time `fourd run`-style streaming of a real sequence from disk (no outputs written); with
-    ground-truth poses its ATE; with ``--open3d`` Open3D's RGB-D odometry on the same frames."""
-    reader = open_sequence(args.real, max_frames=args.real_frames or None)
-    engine = _engine(args, 320, 0)
-    read, proc, gt = [], [], []
-    t_start = time.perf_counter()
-    bar = progress_bar(reader.length, 'bench real', True)
-    try:
-        for frame, t_read in timed(reader):
-            t1 = time.perf_counter()
-            engine.process(frame)
-            proc.append(time.perf_counter() - t1)
-            read.append(t_read)
-            gt.append(frame.T_wc_gt)
-            bar.update(1)
-    finally:
-        bar.close()
-    wall = time.perf_counter() - t_start
-    n = len(proc)
-    out = {'real_frames': n, 'real_fps': n / wall if wall > 0 else float('nan'),
-           'real_read_ms_p50': float(np.median(read) * 1e3) if n else float('nan'),
-           'real_latency_ms_p50': float(np.median(proc) * 1e3) if n else float('nan'),
-           'real_latency_ms_p95': float(np.percentile(proc, 95) * 1e3) if n else float('nan')}
-    has_gt = n > 2 and all(T is not None for T in gt)
-    align = 'se3' if engine.metric else 'sim3'
-    if has_gt:
-        out['real_ate_m'] = ate(np.array([T for _, T in engine.trajectory()]), np.array(gt),
-                                align=align)['ate_m']
-    if args.open3d:
-        o3d_run = open3d_rgbd_odometry(open_sequence(args.real,
-                                                     max_frames=args.real_frames or None))
-        # frames/s without reading, to compare like with like: ours from engine.process
-        ours_fps = n / float(np.sum(proc)) if n else float('nan')
-        out.update(real_process_fps=ours_fps, open3d_fps=o3d_run.fps,
-                   open3d_failures=o3d_run.failures,
-                   real_over_open3d_fps=ours_fps / o3d_run.fps)
-        if has_gt:
-            out['open3d_ate_m'] = ate(o3d_run.T_wc, np.array(gt), align='se3')['ate_m']
-    return out
-
-
-_UNITS = {
-    'frames': 'stream length', 'clip_frames': 'rendered frames (ping-pong)',
-    'clip_generation_s': 's (not part of the timings)',
-    'fps': 'frames/s (engine.process only)',
-    'latency_ms_first_p50': 'ms, first 100 frames', 'latency_ms_first_p95': 'ms, first 100',
-    'latency_ms_last_p50': 'ms, last 100 frames', 'latency_ms_last_p95': 'ms, last 100',
-    'latency_ratio_last_first': 'median last / median first',
-    'latency_ms_period_blocks_p50': 'ms, medians of 100 frames at each period start',
-    'rss_first_mb': 'MiB after 100 frames', 'rss_last_mb': 'MiB at the end',
-    'rss_growth_mb': 'MiB, end - after 100 (includes the cache filling up)',
-    'rss_warm_mb': 'MiB after a quarter of the stream (cache full)',
-    'rss_growth_steady_mb': 'MiB, end - after a quarter', 'rss_peak_mb': 'MiB (ru_maxrss)',
-    'cache_mb': 'MiB held by the latent cache', 'cache_frames': 'frames in the cache',
-    'cache_budget_mb': 'MiB', 'cache_evicted': 'frames evicted',
-    'query_ms_cold': 'ms, first query (1 px)', 'query_ms_1': 'ms, median',
-    'query_ms_100': 'ms, median', 'query_ms_1000': 'ms, median', 'query_ms_all': 'ms, median',
-    'query_points_all': 'pixels in the full-image query',
-    'query_ms_moving': 'ms, median over sources, pixels on moving objects',
-    'query_ms_moving_max': 'ms, slowest of those sources',
-    'query_moving_sources': 'source frames timed (10-40 frames back)',
-    'cpu_ratio_last_first': 'same ratio in CPU time (robust to other processes)',
-    'query_points_moving': 'pixels per query (median)',
-    'query_moving_gaps': 'frames between the sources and the newest',
-    'query_valid_fraction_all': 'fraction VALID in the full-image query',
-    'real_frames': 'frames of --real', 'real_fps': 'frames/s incl. reading from disk',
-    'real_read_ms_p50': 'ms per frame reading', 'real_latency_ms_p50': 'ms engine.process',
-    'real_latency_ms_p95': 'ms engine.process',
-    'real_ate_m': 'm ATE of --real (SE(3) if metric, else Sim(3))',
-    'real_process_fps': 'frames/s in engine.process (no reading)',
-    'open3d_fps': "frames/s of Open3D's RGB-D odometry (same frames and size)",
-    'open3d_failures': 'frame pairs Open3D could not align',
-    'open3d_ate_m': "m ATE (SE(3)) of Open3D's RGB-D odometry",
-    'real_over_open3d_fps': 'ratio: ours / Open3D frames/s',
-    'cache_latent_mb_cpu': 'MiB of cached latents in host memory',
-    'cache_latent_mb_cuda_0': 'MiB of cached latents on GPU 0',
-    'cuda_allocated_mb': 'MiB allocated on the GPU', 'cuda_peak_mb': 'MiB peak on the GPU',
-    'unbounded_frames': 'frames of the unbounded-context variant',
-    'unbounded_latency_ms_first_p50': 'ms, its first 100 frames',
-    'unbounded_latency_ms_last_p50': 'ms, its last 100 frames',
-    'unbounded_latency_ratio_last_first': 'its growth (bounded: latency_ratio_last_first)',
-    'unbounded_cache_mb': 'MiB it caches (no budget)',
-}

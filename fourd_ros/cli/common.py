@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import resource
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -89,8 +88,3 @@ def print_table(title: str, rows: Iterable[tuple[str, Any, str]]) -> None:
     for name, value, unit in rows:
         table.add_row(name, fmt_value(value), unit)
     Console().print(table)
-
-
-def peak_rss_mb() -> float:
-    """Peak resident set size of this process, MiB (ru_maxrss is KiB on Linux)."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0

@@ -32,8 +32,7 @@ from pathlib import Path
 import numpy as np
 from scipy.spatial.transform import Rotation
 
-from fourd_ros.cli.common import (add_model_arguments, peak_rss_mb, positive_int, print_table,
-                                  write_json)
+from fourd_ros.cli.common import add_model_arguments, positive_int, print_table, write_json
 from fourd_ros.core.data.readers import open_sequence
 from fourd_ros.core.engine.cache import CachePolicy
 from fourd_ros.core.engine.engine import EngineConfig, StreamingEngine
@@ -41,6 +40,7 @@ from fourd_ros.core.engine.objects import ObjectSnapshot
 from fourd_ros.core.engine.tracks import TrackConfig
 from fourd_ros.core.backends.factory import BACKENDS, make_backend
 from fourd_ros.core.eval.evaluate import progress_bar
+from fourd_ros.core.eval.soak import peak_rss_mb
 
 BACKEND_HELP = ('rgbd (sensor depth + odometry + optical flow); oracle replays the ground truth '
                 'of the input and is only for testing the pipeline, not a perception backend')

@@ -29,8 +29,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from fourd_ros.cli import bench
 from fourd_ros.core.jsonsafe import json_safe
+from fourd_ros.core.eval.engine_bench import benchmark, EngineBench
 from fourd_ros.core.eval.soak import soak_failure
 from fourd_ros.ros.node_bench import node_latency, node_soak, query_load
 
@@ -143,13 +143,10 @@ def run_fault_tests(tests: tuple[str, ...], out_dir: Path) -> dict[str, Any]:
 
 def _engine_soak(backend: str, size: tuple[int, int], frames: int, clip_frames: int,
                  out_dir: Path, device: str, checkpoint: str | None) -> dict[str, Any]:
-    argv = ['--backend', backend, '--frames', str(frames), '--size', f'{size[0]}x{size[1]}',
-            '--clip-frames', str(clip_frames),
-            '--unbounded-frames', '0', '--device', device,
-            '--plot', str(out_dir / f'soak_engine_{backend}.png')]
-    if checkpoint:
-        argv += ['--checkpoint', checkpoint]
-    res = bench.benchmark(bench.parse_args(argv))
+    res = benchmark(EngineBench(
+        frames=frames, size=size, backend=backend, clip_frames=clip_frames,
+        unbounded_frames=0, device=device, checkpoint=checkpoint,
+        plot=str(out_dir / f'soak_engine_{backend}.png')))
     keep = ('backend', 'frames', 'size', 'fps', 'latency_ms_first_p50', 'latency_ms_last_p50',
             'soak_latency_ratio', 'cpu_ratio_last_first', 'rss_warm_mb', 'rss_last_mb',
             'soak_rss_growth_mb', 'cache_mb', 'cache_frames', 'cache_budget_mb', 'soak_ok',

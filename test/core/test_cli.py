@@ -167,7 +167,7 @@ def test_bench_real_next_to_open3d(clip_dir: Path, tmp_path: Path) -> None:
 
 
 def test_pingpong_is_continuous() -> None:
-    from fourd_ros.cli.bench import pingpong_index
+    from fourd_ros.core.eval.engine_bench import pingpong_index
 
     idx = [pingpong_index(k, 4) for k in range(10)]
     assert idx == [0, 1, 2, 3, 2, 1, 0, 1, 2, 3]

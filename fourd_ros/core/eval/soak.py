@@ -8,9 +8,16 @@ median over the first.
 
 from __future__ import annotations
 
+import resource
+
 import numpy as np
 
 SOAK_MAX_LATENCY_RATIO = 1.1
+
+
+def peak_rss_mb() -> float:
+    """Peak resident set size of this process, MiB (ru_maxrss is KiB on Linux)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
 def resident_mb(pid: int | str = 'self') -> float:
