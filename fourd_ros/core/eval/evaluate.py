@@ -523,44 +523,37 @@ def _track_metrics(tr: dict, metric: bool) -> dict[str, float]:
     out.update({'baseline_zero_motion_apd3d': b['apd3d'],
                 'baseline_zero_motion_apd3d_dynamic': b['apd3d_dynamic'],
                 'baseline_zero_motion_epe_m': b['epe']})
-    out.update(_apd3d_by_visibility(m['scale'] * pred, gt, z, focal, dyn,
-                                    np.concatenate(tr['inview']), vis))
-    out.update(_apd3d_by_confidence(m['scale'] * pred, gt, z, focal, np.concatenate(tr['conf'])))
+    # every queried point, whatever its visibility, and whether the confidence tells good
+    # answers (>= 0.5) from bad ones; predictions with the visible points' scale
+    conf = np.concatenate(tr['conf'])
+    groups = {**_visibility_groups(dyn, np.concatenate(tr['inview']), vis),
+              'confidence_high': conf >= 0.5, 'confidence_low': conf < 0.5}
+    out.update(_apd3d_of_groups(m['scale'] * pred, gt, z, focal, groups))
     return out
 
 
-def _apd3d_by_confidence(pred: np.ndarray, gt: np.ndarray, z: np.ndarray, focal: float,
-                         confidence: np.ndarray, split: float = 0.5) -> dict[str, float]:
-    """APD3D and point counts of every queried point (whatever its visibility) with a
-    confidence of at least ``split`` and below it: whether the confidence tells good answers
-    from bad ones (scaled predictions)."""
-    out: dict[str, float] = {}
+def _apd3d_of_groups(pred: np.ndarray, gt: np.ndarray, z: np.ndarray, focal: float,
+                     groups: dict[str, np.ndarray]) -> dict[str, float]:
+    """``apd3d_<name>`` and ``track_points_<name>`` of each group (N bool) of the queried
+    points, on already scaled predictions (points without GT are left out)."""
     ok = np.isfinite(gt).all(axis=1) & np.isfinite(z) & (z > 0)
-    for name, pick in (('high', ok & (confidence >= split)), ('low', ok & (confidence < split))):
-        out[f'track_points_confidence_{name}'] = int(pick.sum())
-        out[f'apd3d_confidence_{name}'] = (M.tracking_metrics(pred[pick], gt[pick], z[pick], focal,
-                                                              scale_align=False)['apd3d']
-                                           if pick.any() else NAN)
-    return out
-
-
-def _apd3d_by_visibility(pred: np.ndarray, gt: np.ndarray, z: np.ndarray, focal: float,
-                         dyn: np.ndarray, inview: np.ndarray, vis: np.ndarray
-                         ) -> dict[str, float]:
-    """APD3D and point counts of static and moving points by their ground-truth visibility at
-    the target: visible, hidden (in view behind something), out of view, and all of them
-    (scaled predictions; the scale is the visible points'). A static point's position is known
-    from geometry and poses whatever its visibility; a hidden or out-of-view point of a rigid
-    object moves with it."""
     out: dict[str, float] = {}
-    groups = {'visible': vis, 'hidden': inview & ~vis, 'out_of_view': ~inview,
-              'every': np.ones_like(vis)}
-    for kind, sel in (('static', ~dyn), ('dynamic', dyn)):
-        for name, where in groups.items():
-            pick = sel & where & np.isfinite(gt).all(axis=1) & np.isfinite(z) & (z > 0)
-            key = f'{kind}_{name}'
-            out[f'track_points_{key}'] = int(pick.sum())
-            out[f'apd3d_{key}'] = (M.tracking_metrics(pred[pick], gt[pick], z[pick], focal,
-                                                      scale_align=False)['apd3d']
-                                   if pick.any() else NAN)
+    for name, where in groups.items():
+        pick = ok & where
+        out[f'track_points_{name}'] = int(pick.sum())
+        out[f'apd3d_{name}'] = (M.tracking_metrics(pred[pick], gt[pick], z[pick], focal,
+                                                   scale_align=False)['apd3d']
+                                if pick.any() else NAN)
     return out
+
+
+def _visibility_groups(dyn: np.ndarray, inview: np.ndarray, vis: np.ndarray
+                       ) -> dict[str, np.ndarray]:
+    """Static and moving points by their ground-truth visibility at the target: visible,
+    hidden (in view behind something), out of view, and all of them. A static point's position
+    is known from geometry and poses whatever its visibility; a hidden or out-of-view point of
+    a rigid object moves with it."""
+    where = {'visible': vis, 'hidden': inview & ~vis, 'out_of_view': ~inview,
+             'every': np.ones_like(vis)}
+    return {f'{kind}_{name}': sel & w for kind, sel in (('static', ~dyn), ('dynamic', dyn))
+            for name, w in where.items()}
