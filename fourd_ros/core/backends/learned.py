@@ -8,6 +8,8 @@ Per frame (`process`):
    it against up to ``max_sources`` cached frames through that pose (plane-sweep cost volume);
 3. depth = model depth x the stream scale (the previous frame's median depth: the model works
    at unit median depth, so the scale carries over from frame to frame); frame 0 sets scale 1;
+   then brought to the map's landmarks at the PnP inliers: their median ratio (the map's
+   scale) and a smooth correction towards them (`landmark_depth`);
 4. dynamic mask from the decoded motion to an earlier cached frame (|dP| > dynamic_rel x z),
    its connected parts as the moving segments, and the scene flow -dP / (time between them).
 
@@ -28,6 +30,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from fourd_ros.core.backends.landmark_depth import (fit_to_landmarks, LandmarkDepthConfig,
+                                                    LandmarkDepthFit, NO_FIT)
 from fourd_ros.core.backends.mono_pose import LandmarkTracker, MonoPoseConfig, PoseEstimate
 from fourd_ros.core.engine.backend import BackendError, CacheEntry, MotionEstimate
 from fourd_ros.core.engine.objects import label_moving_segments
@@ -57,6 +61,8 @@ class LearnedConfig:
             landmarks of the geometric pose may be seeded (static pixels only).
         min_segment_pixels: smallest moving segment (pixels) reported in ``segments``.
         pose: geometric pose settings.
+        landmark_depth: how each depth map is brought to the landmarks (scale + smooth
+            correction).
     """
 
     width: int = 0
@@ -68,6 +74,7 @@ class LearnedConfig:
     pose_pixel_share: float = 0.7
     min_segment_pixels: int = 64
     pose: MonoPoseConfig = MonoPoseConfig()
+    landmark_depth: LandmarkDepthConfig = LandmarkDepthConfig()
 
 
 @dataclass
@@ -215,9 +222,9 @@ class LearnedBackend:
                                     is_anchor=prev is None)
             depth = (out.depth[0, 0] * scale).float().cpu().numpy()
             # from here on `scale` is the factor from model units to the map's units
-            to_map = self._scale_to_map(depth, est, T_wc, K)
-            scale *= to_map
-            depth *= np.float32(to_map)
+            fit = self._fit_to_map(depth, est, T_wc)
+            scale *= fit.scale
+            depth = fit.apply(depth)
             conf = _relative_confidence(out.confidence[0, 0].float().cpu().numpy())
             latent = out.latent
             dynamic, scene_flow = self._dynamic_mask(latent, context, frame.stamp, gray, depth,
@@ -329,22 +336,17 @@ class LearnedBackend:
             picked.append(context[-1])
         return sorted(picked[:k], key=lambda e: e.stamp)
 
-    @staticmethod
-    def _scale_to_map(depth: np.ndarray, est: PoseEstimate | None, T_wc: np.ndarray,
-                      K: np.ndarray, min_points: int = 20) -> float:
-        """Factor that brings the new depth to the map's scale: the median ratio, at the PnP
-        inliers, of their landmark depth to the predicted depth. (Using only the triangulated
-        landmarks was tried: 7-Scenes ATE 12.7 vs 9.8 cm, docs/history.md.) Without it the
-        model's small bias in its unit-median depth would feed back through the next pose: a
-        scale drift."""
-        if est is None or not est.ok or len(est.pixels) < min_points:
-            return 1.0
-        z_map = transform_points(invert_pose(T_wc), est.points_world)[:, 2]
-        z_new = sample_depth(depth, est.pixels.astype(np.float64))
-        ok = np.isfinite(z_new) & (z_new > 0) & (z_map > 0)
-        if ok.sum() < min_points:
-            return 1.0
-        return float(np.median(z_map[ok] / z_new[ok]))
+    def _fit_to_map(self, depth: np.ndarray, est: PoseEstimate | None, T_wc: np.ndarray
+                    ) -> LandmarkDepthFit:
+        """The map's scale (the median ratio, at the PnP inliers, of their landmark depth to the
+        predicted depth) and the smooth correction towards the landmarks (`landmark_depth`).
+        Without the scale the model's small bias in its unit-median depth would feed back
+        through the next pose: a scale drift. (Using only the triangulated landmarks for the
+        scale was tried: 7-Scenes ATE 12.7 vs 9.8 cm, docs/history.md.)"""
+        if est is None or not est.ok:
+            return NO_FIT
+        return fit_to_landmarks(depth, est.pixels, est.points_world, T_wc,
+                                self.config.landmark_depth)
 
     def _geometry(self, src_gray: np.ndarray, src_depth: np.ndarray, src_T_wc: np.ndarray,
                   src_scale: float, tgt_gray: np.ndarray, tgt_depth: np.ndarray,
