@@ -86,7 +86,8 @@ class LearnedLatent:
             grey) on the inference device.
         gray: H x W uint8 intensity (host).
         depth: H x W float32 depth in map units (host).
-        scale: model units -> map units of this frame.
+        scale: model units -> map units of this frame (the median factor; ``depth`` also
+            carries the smooth correction towards the landmarks).
         scale_next: the scale the next frame starts from (this frame's median static depth).
     """
 
