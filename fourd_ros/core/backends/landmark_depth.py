@@ -59,7 +59,9 @@ class LandmarkDepthFit:
     def apply(self, depth: np.ndarray) -> np.ndarray:
         """H x W depth in map units."""
         out = depth * np.float32(self.scale)
-        return out if self.correction is None else out * self.correction
+        if self.correction is not None:
+            out *= self.correction  # in place: this runs on every frame
+        return out
 
 
 NO_FIT = LandmarkDepthFit(1.0, None, 0)
