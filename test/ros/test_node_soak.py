@@ -1,6 +1,10 @@
 """fourd_node soaked with frames (real processes over DDS): after warm-up its resident memory
-grows by no more than its cache budget and its per-frame time does not drift up. A reduced size
-runs here; `scripts/soak_node.py` runs 3,000 frames and plots them (docs/measurements.md)."""
+grows by no more than its cache budget, and the cache stays within it. A reduced size runs here;
+`scripts/soak_node.py` runs 3,000 frames and plots them (docs/measurements.md).
+
+Whether the per-frame time drifts up is a benchmark figure (`fourd bench --report`, the soak's
+last/first latency ratio), not asserted here: on a shared 2-core CI machine the ratio of an
+800-frame run swung 0.9-1.13 with no change to the code (timed tests are not tests)."""
 
 from __future__ import annotations
 
@@ -8,7 +12,6 @@ import pytest
 
 rclpy = pytest.importorskip('rclpy')
 
-from fourd_ros.core.eval.soak import soak_failure  # noqa: E402
 from fourd_ros.ros.node_soak import NodeSoak, soak_figures  # noqa: E402
 from test_node import node_args  # noqa: E402
 
@@ -38,6 +41,6 @@ def test_node_soak_stays_bounded(ros_context, start_process) -> None:
     # after it (logged; 0-0.6 % of frames here). The soak is about memory and time per frame
     assert trace.timeouts <= 0.01 * figures['frames'], figures
     assert max(trace.cache_mb) <= budget, trace.cache_mb
-    assert soak_failure(figures) == '', figures
+    assert figures['soak_rss_growth_mb'] <= budget, figures
     executor.shutdown()
     node.destroy_node()
