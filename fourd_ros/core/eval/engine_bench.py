@@ -13,6 +13,8 @@ for any stream length without rendering it all. Reported (design.md section 5, s
   back, target the newest), plus the first (cold) call, and for up to 1000 pixels on moving
   objects (their motion is refined across the gap: the slow path);
 - ``fps`` = frames / time in ``engine.process`` (frames come from memory);
+- the backend's own stage times where it reports them (``FrameResult.extras['time_*_ms']``):
+  their medians, and ``encode_geometry_fps``, frames/s of every stage but the motion decoder;
 - with ``real``: the same loop on a real sequence read from disk (``fourd run`` semantics,
   no outputs written): ``real_fps`` including reading, and ``real_ate_m`` when the sequence has
   ground-truth poses; with ``open3d`` also Open3D's frame-to-frame hybrid RGB-D odometry on
@@ -130,6 +132,7 @@ def benchmark(bench: EngineBench) -> dict:
     rss = np.zeros(bench.frames)
     cache_mb = np.zeros(bench.frames)
     stamps = np.arange(bench.frames) / fps
+    stages: dict[str, np.ndarray] = {}  # per-stage times (ms) the backend reports, if any
     bar = progress_bar(bench.frames, f'bench {bench.backend}', True)
     try:
         for k in range(bench.frames):
@@ -137,8 +140,11 @@ def benchmark(bench: EngineBench) -> dict:
             frame = Frame(stamp=float(stamps[k]), rgb=clip.rgb[idx], depth=clip.depth[idx],
                           K=clip.K, name=str(k), index=k)
             t, c = time.perf_counter(), time.process_time()
-            engine.process(frame)
+            result = engine.process(frame)
             lat[k] = time.perf_counter() - t
+            for key, ms in result.extras.items():
+                if key.startswith('time_') and key.endswith('_ms'):
+                    stages.setdefault(key[5:-3], np.zeros(bench.frames))[k] = ms
             cpu[k] = time.process_time() - c
             rss[k] = resident_mb()
             cache_mb[k] = engine.cache.megabytes
@@ -172,6 +178,7 @@ def benchmark(bench: EngineBench) -> dict:
         'cache_budget_mb': engine.config.cache.budget_mb,
         'cache_evicted': engine.cache.evicted_count,
     }
+    res.update(_stage_figures(stages))
     # soak verdict (issue 14): memory after warm-up grows by no more than the cache may hold,
     # and the per-frame cost does not drift up with stream length
     res['soak_rss_growth_mb'] = res['rss_growth_steady_mb']
@@ -200,6 +207,17 @@ def benchmark(bench: EngineBench) -> dict:
             soak_title(f"fourd bench {bench.backend} {res['size']}", res),
             res['cache_budget_mb'], f'latency (ms, median of {window})')
     return res
+
+
+def _stage_figures(stages: dict[str, np.ndarray]) -> dict[str, float]:
+    """Median time of each stage the backend reports (``stage_ms_p50_<name>``), and frames/s
+    of encoding and geometry alone (every stage but the motion decoder's: for the learned
+    backend pose tracking, the encoder with its geometry head, and the map's upkeep)."""
+    out = {f'stage_ms_p50_{name}': float(np.median(ms)) for name, ms in stages.items()}
+    geometry = sum(ms for name, ms in stages.items() if name != 'motion')
+    if stages and float(np.sum(geometry)) > 0:
+        out['encode_geometry_fps'] = len(geometry) / (float(np.sum(geometry)) / 1e3)
+    return out
 
 
 def _device_memory(engine: StreamingEngine) -> dict[str, float]:
@@ -348,6 +366,11 @@ UNITS = {
     'frames': 'stream length', 'clip_frames': 'rendered frames (ping-pong)',
     'clip_generation_s': 's (not part of the timings)',
     'fps': 'frames/s (engine.process only)',
+    'encode_geometry_fps': 'frames/s of the backend without its motion decoder',
+    'stage_ms_p50_pose': 'ms, median: landmark tracking (learned)',
+    'stage_ms_p50_encode': 'ms, median: encoder + geometry head + fit to the map (learned)',
+    'stage_ms_p50_motion': 'ms, median: motion decoder for the dynamic mask (learned)',
+    'stage_ms_p50_map': 'ms, median: landmark upkeep (learned)',
     'latency_ms_first_p50': 'ms, first 100 frames', 'latency_ms_first_p95': 'ms, first 100',
     'latency_ms_last_p50': 'ms, last 100 frames', 'latency_ms_last_p95': 'ms, last 100',
     'latency_ratio_last_first': 'median last / median first',

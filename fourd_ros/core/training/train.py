@@ -131,7 +131,6 @@ def train(cfg: TrainConfig, progress: bool = True) -> Path:
     from tqdm import tqdm
 
     rank, world, local_rank = _dist_info()
-    train_cfg = json_safe(dataclasses.asdict(cfg))  # stored in every checkpoint
     device = _device(cfg.device, local_rank)
     if cfg.threads > 0:
         torch.set_num_threads(cfg.threads)
@@ -166,6 +165,8 @@ def train(cfg: TrainConfig, progress: bool = True) -> Path:
             cfg = dataclasses.replace(cfg, model=dataclasses.replace(
                 cfg.model, motion_prior=cfg.motion_prior))
         model = S4RC(cfg.model).to(device)
+    # stored in every checkpoint; its model config is the trained model's (grown from --init)
+    train_cfg = json_safe(dataclasses.asdict(cfg))
     trained = [p for n, p in model.named_parameters() if n.startswith(cfg.train_only)]
     if not trained:
         raise ValueError(f"train_only '{cfg.train_only}' matches no parameter of the model")
