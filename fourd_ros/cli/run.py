@@ -94,6 +94,7 @@ def run(args: argparse.Namespace) -> int:
     stamps: list[float] = []
     snaps: list[tuple[np.ndarray, ...]] = []
     object_ids: set[int] = set()
+    frames_with_objects = 0
     latencies: list[float] = []
     cache_peak = 0.0
     resets = 0
@@ -119,6 +120,7 @@ def run(args: argparse.Namespace) -> int:
                               snap.object_ids))
                 objects = engine.object_snapshot()
                 object_ids.update(o.id for o in objects.objects)
+                frames_with_objects += bool(objects.objects)
                 objects_file.write(json.dumps(_objects_record(objects)) + '\n')
                 if args.depth_every and i % args.depth_every == 0:
                     name = _safe_name(frame.name or f'{i:06d}')
@@ -144,7 +146,8 @@ def run(args: argparse.Namespace) -> int:
         'processing_size': f'{proc[0]}x{proc[1]}', 'stream_resets': resets,
         'tracks_total': int(len(np.unique(np.concatenate([s[0] for s in snaps]))))
         if snaps else 0,
-        'objects_total': len(object_ids), 'depth_files': depth_files,
+        'objects_total': len(object_ids), 'frames_with_objects': frames_with_objects,
+        'depth_files': depth_files,
     }
     write_json(out / 'summary.json', summary)
     print_table(f'fourd run: {args.backend} on {args.input} -> {out}', [
@@ -155,6 +158,7 @@ def run(args: argparse.Namespace) -> int:
         ('cache_mb', summary['cache_mb'], f'MiB in {len(engine.cache)} cached frames'),
         ('tracks_total', summary['tracks_total'], 'track ids seen'),
         ('objects_total', summary['objects_total'], 'moving object ids reported'),
+        ('frames_with_objects', frames_with_objects, 'frames with a moving object reported'),
         ('metric', summary['metric'], 'metres if yes'),
     ])
     return 0

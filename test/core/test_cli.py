@@ -104,6 +104,7 @@ def test_run_rgbd_writes_outputs(clip_dir: Path, tmp_path: Path) -> None:
     assert [line['stamp'] for line in lines] == list(tracks['stamps'])
     reported = {o['id'] for line in lines for o in line['objects']}
     assert summary['objects_total'] == len(reported) > 0
+    assert summary['frames_with_objects'] == sum(bool(line['objects']) for line in lines) > 0
     assert reported <= set(tracks['object_ids'].ravel().tolist())
     first = next(o for line in lines for o in line['objects'])
     assert len(first['centroid']) == len(first['box_size']) == 3
