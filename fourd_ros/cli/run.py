@@ -158,7 +158,8 @@ def run(args: argparse.Namespace) -> int:
         ('cache_mb', summary['cache_mb'], f'MiB in {len(engine.cache)} cached frames'),
         ('tracks_total', summary['tracks_total'], 'track ids seen'),
         ('objects_total', summary['objects_total'], 'moving object ids reported'),
-        ('frames_with_objects', frames_with_objects, 'frames with a moving object reported'),
+        ('frames_with_objects', summary['frames_with_objects'],
+         'frames with a moving object reported'),
         ('metric', summary['metric'], 'metres if yes'),
     ])
     return 0

@@ -251,7 +251,8 @@ class LearnedBackend:
             # with it (the DDS test's scene, docs/history.md)
             moving[:] = False
         dynamic = moved > cfg.reported_rel
-        scene_flow = np.where(dynamic[..., None], velocity, 0.0).astype(np.float32)
+        scene_flow = velocity  # float32, this frame's own: zeroed in place off the mask
+        scene_flow[~dynamic] = 0.0
         clock.append(time.perf_counter())
         points_cam = unproject_depth(depth, K)
         points_world = transform_points(T_wc, points_cam).astype(np.float32)
@@ -415,7 +416,7 @@ class LearnedBackend:
         with np.errstate(divide='ignore', invalid='ignore'):
             moved = np.nan_to_num(np.linalg.norm(disp, axis=-1) / depth, nan=0.0)
         # dP is the displacement from now back to the reference frame, in this camera's axes
-        velocity = (disp @ T_wc[:3, :3].T.astype(np.float32)) / np.float32(ref.stamp - stamp)
+        velocity = disp @ (T_wc[:3, :3].T / (ref.stamp - stamp)).astype(np.float32)
         return moved.astype(np.float32), velocity
 
     def _is_keyframe(self, T_wc: np.ndarray, median_depth: float) -> bool:

@@ -214,9 +214,10 @@ def _stage_figures(stages: dict[str, np.ndarray]) -> dict[str, float]:
     of encoding and geometry alone (every stage but the motion decoder's: for the learned
     backend pose tracking, the encoder with its geometry head, and the map's upkeep)."""
     out = {f'stage_ms_p50_{name}': float(np.median(ms)) for name, ms in stages.items()}
-    geometry = sum(ms for name, ms in stages.items() if name != 'motion')
-    if stages and float(np.sum(geometry)) > 0:
-        out['encode_geometry_fps'] = len(geometry) / (float(np.sum(geometry)) / 1e3)
+    geometry = [ms for name, ms in stages.items() if name != 'motion']
+    total_s = float(np.sum(geometry)) / 1e3
+    if total_s > 0:
+        out['encode_geometry_fps'] = len(geometry[0]) / total_s
     return out
 
 
