@@ -1,14 +1,26 @@
 """Dense optical flow shared by the backends: OpenCV DIS started from the flow the camera motion
-alone would cause (a static scene), so that DIS only has to find the objects' own motion."""
+alone would cause (a static scene), so that DIS only has to find the objects' own motion; and
+the flow between two cached frames for queries (`CachedFlows`): each frame's latent stores the
+flow from the frame processed before it (`FlowLink`), and a query over several frames follows
+those small steps instead of matching across the whole gap.
+
+Flows are H x W x 2 float32 pixel offsets from an earlier frame's pixels, at the processing
+resolution.
+"""
 
 from __future__ import annotations
 
 import threading
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
 
 from fourd_ros.core.geometry import invert_pose, pixel_grid, project, transform_points
+
+if TYPE_CHECKING:
+    from fourd_ros.core.engine.backend import CacheEntry
 
 DIS_PRESETS = {
     'ultrafast': cv2.DISOPTICAL_FLOW_PRESET_ULTRAFAST,
@@ -57,3 +69,101 @@ class DisFlow:
         # DIS starts from a given flow of the right size
         return dis.calc(first, second, None if init is None
                         else np.ascontiguousarray(init, np.float32))
+
+
+def compose_flows(flows: list[np.ndarray]) -> np.ndarray:
+    """One H x W x 2 flow equivalent to following `flows` one after the other."""
+    h, w = flows[0].shape[:2]
+    u, v = pixel_grid(h, w)
+    pu, pv = u.copy(), v.copy()
+    for f in flows:
+        step = cv2.remap(f, pu, pv, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+        pu += step[..., 0]
+        pv += step[..., 1]
+    return np.stack([pu - u, pv - v], axis=-1)
+
+
+@dataclass(kw_only=True)
+class FlowLink:
+    """Base of a backend's cached latent: the flow from the frame processed just before.
+
+    Attributes:
+        prev_index: stream index of the frame processed before this one (-1: none).
+        flow_from_prev: H x W x 2 float16 optical flow (pixels) from that frame to this one;
+            None when there is none (first frame, tracking lost).
+    """
+
+    prev_index: int = -1
+    flow_from_prev: np.ndarray | None = None
+
+    def follows(self, entry: CacheEntry) -> bool:
+        """This frame was processed right after ``entry`` (its stored flow starts there)."""
+        return self.prev_index == entry.index
+
+
+def consecutive(source: CacheEntry, target: CacheEntry,
+                via: list[CacheEntry]) -> list[CacheEntry] | None:
+    """Source, every frame in between and target, if all are cached and forward in time."""
+    gap = target.index - source.index
+    if gap < 2 or len(via) != gap - 1:
+        return None
+    return [source, *sorted(via, key=lambda e: e.index), target]
+
+
+class CachedFlows:
+    """Optical flow between cached frames (whose latents are `FlowLink`s with a ``gray``
+    image), for queries. Thread-safe; the last few results are memoised by the frames' stamps.
+
+    Args:
+        dis: DIS optical flow, for pairs without a stored flow.
+        memo_size: how many flows to keep before the memo is emptied.
+    """
+
+    def __init__(self, dis: DisFlow, memo_size: int = 8) -> None:
+        self._dis = dis
+        self._memo: dict[tuple[float, float], np.ndarray] = {}
+        self._memo_size = memo_size
+        self._lock = threading.Lock()
+
+    def clear(self) -> None:
+        """Forget the memo (the stream was reset)."""
+        with self._lock:
+            self._memo.clear()
+
+    def between(self, source: CacheEntry, target: CacheEntry,
+                via: list[CacheEntry] | None = None) -> np.ndarray:
+        """Flow from ``source`` to ``target``: the stored frame-to-frame flows composed when
+        every frame in between is cached (``via``), else one DIS pass across the gap."""
+        chain = consecutive(source, target, via or [])
+        return self.composed(chain) if chain is not None else self.step(source, target)
+
+    def composed(self, chain: list[CacheEntry]) -> np.ndarray:
+        """Flow from chain[0] to chain[-1] by composing the flows of consecutive frames."""
+        key = (chain[0].stamp, chain[-1].stamp)
+        with self._lock:
+            cached = self._memo.get(key)
+        if cached is None:
+            cached = compose_flows([self.step(a, b) for a, b in zip(chain[:-1], chain[1:])])
+            self._remember(key, cached)
+        return cached
+
+    def step(self, a: CacheEntry, b: CacheEntry) -> np.ndarray:
+        """Flow from ``a`` to ``b``: the one stored with ``b`` when it follows ``a``, else DIS
+        started from the flow of a static scene."""
+        stored = b.latent.flow_from_prev
+        if stored is not None and b.latent.follows(a):
+            return stored.astype(np.float32)
+        key = (a.stamp, b.stamp)
+        with self._lock:
+            cached = self._memo.get(key)
+        if cached is None:
+            cached = self._dis(a.latent.gray, b.latent.gray,
+                               rigid_flow(a.points_world, b.T_wc, b.K))
+            self._remember(key, cached)
+        return cached
+
+    def _remember(self, key: tuple[float, float], flow: np.ndarray) -> None:
+        with self._lock:
+            if len(self._memo) > self._memo_size:
+                self._memo.clear()
+            self._memo[key] = flow

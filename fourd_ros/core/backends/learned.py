@@ -22,7 +22,7 @@ inference device, plus a uint8 grey image, the scale and the depth map on the ho
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -37,11 +37,12 @@ from fourd_ros.core.backends.landmark_depth import (fit_to_landmarks, LandmarkDe
 from fourd_ros.core.backends.mono_pose import LandmarkTracker, MonoPoseConfig, PoseEstimate
 from fourd_ros.core.engine.backend import BackendError, CacheEntry, MotionEstimate
 from fourd_ros.core.engine.objects import label_moving_segments
+from fourd_ros.core.flow import CachedFlows, FlowLink, rigid_flow
 from fourd_ros.core.geometry import (invert_pose, project, sample_bilinear, sample_depth,
                                      transform_points, unproject_depth)
 from fourd_ros.core.model.checkpoint import load_model
 from fourd_ros.core.model.s4rc import FrameLatent, S4RC, SourceViews
-from fourd_ros.core.model.scene_flow import motion_geometry, MotionGeometry
+from fourd_ros.core.model.scene_flow import motion_geometry, MotionGeometry, PRIOR_DIS
 from fourd_ros.core.types import Frame, FrameResult, PointStatus
 
 
@@ -89,8 +90,9 @@ class LearnedConfig:
 
 
 @dataclass
-class LearnedLatent:
-    """The learned backend's cached record of one frame.
+class LearnedLatent(FlowLink):
+    """The learned backend's cached record of one frame; its `FlowLink` flow (from the frame
+    before, DIS started from the static flow) is what queries over several frames follow.
 
     Attributes:
         model: the model's latent (tokens, keys/values per layer, 1/8 features, half-resolution
@@ -145,6 +147,7 @@ class LearnedBackend:
         self._focal_trained = 'focal' in self.meta.get('train', {}).get('loss', {})
         self.config = config or LearnedConfig()
         self._landmarks = LandmarkTracker(self.config.pose)
+        self._flows = CachedFlows(PRIOR_DIS)
         self.reset()
 
     # ------------------------------------------------------------------ stream
@@ -154,6 +157,7 @@ class LearnedBackend:
         self._K: np.ndarray | None = None
         self._t0 = 0.0
         self._landmarks.reset()
+        self._flows.clear()
 
     def processing_size(self, width: int, height: int, requested_width: int
                         ) -> tuple[int, int]:
@@ -179,7 +183,7 @@ class LearnedBackend:
     def motion(self, source: CacheEntry, target: CacheEntry, pixels: np.ndarray,
                via: list[CacheEntry] | None = None) -> MotionEstimate:
         with self._device_memory('decoding motion'):
-            return self._motion(source, target, pixels)
+            return self._motion(source, target, pixels, via)
 
     @contextmanager
     def _device_memory(self, what: str) -> Iterator[None]:
@@ -244,6 +248,10 @@ class LearnedBackend:
             clock.append(time.perf_counter())
             moved, velocity = self._decoded_motion(latent, context, frame.stamp, gray, depth,
                                                    scale, T_wc, K)
+        # the flow from the previous frame, for queries over several frames (one DIS pass
+        # across a 10-frame gap missed fast objects by 25-60 px on the DDS test's clip)
+        flow_from_prev = None if prev is None or not self.model.config.motion_prior else PRIOR_DIS(
+            prev.latent.gray, gray, rigid_flow(prev.points_world, T_wc, K)).astype(np.float16)
         moving = moved > cfg.dynamic_rel
         if moving.mean() > cfg.max_moving_share:
             # a mask over most of the image is the pose's error, not the scene's motion; had it
@@ -283,11 +291,13 @@ class LearnedBackend:
                              segments=label_moving_segments(dynamic, depth,
                                                             cfg.min_segment_pixels),
                              scene_flow=scene_flow, metric=False, extras=extras)
-        return result, LearnedLatent(latent, gray, depth, scale, scale_next)
+        return result, LearnedLatent(latent, gray, depth, scale, scale_next,
+                                     prev_index=-1 if prev is None else prev.index,
+                                     flow_from_prev=flow_from_prev)
 
     # ------------------------------------------------------------------ motion
-    def _motion(self, source: CacheEntry, target: CacheEntry, pixels: np.ndarray
-                ) -> MotionEstimate:
+    def _motion(self, source: CacheEntry, target: CacheEntry, pixels: np.ndarray,
+                via: list[CacheEntry] | None) -> MotionEstimate:
         n = len(pixels)
         if n == 0:
             empty = np.zeros((0, 3), np.float32)
@@ -296,7 +306,8 @@ class LearnedBackend:
         with torch.inference_mode():
             geometry = self._geometry(source.latent.gray, source.latent.depth, source.T_wc,
                                       float(source.latent.scale), target.latent.gray,
-                                      target.latent.depth, target.T_wc, source.K)
+                                      target.latent.depth, target.T_wc, source.K,
+                                      lambda: self._flows.between(source, target, via))
             dP, conf = self.model.motion(source.latent.model, target.latent.model,
                                          geometry)
             h, w = source.dynamic_mask.shape
@@ -382,9 +393,11 @@ class LearnedBackend:
 
     def _geometry(self, src_gray: np.ndarray, src_depth: np.ndarray, src_T_wc: np.ndarray,
                   src_scale: float, tgt_gray: np.ndarray, tgt_depth: np.ndarray,
-                  tgt_T_wc: np.ndarray, K: np.ndarray) -> MotionGeometry | None:
+                  tgt_T_wc: np.ndarray, K: np.ndarray,
+                  flow: Callable[[], np.ndarray] | None = None) -> MotionGeometry | None:
         """Two frames' images, depths (map units) and poses, in the source's model units, for
-        the motion decoder's scene-flow prior (None for models without one)."""
+        the motion decoder's scene-flow prior (None for models without one); ``flow`` gives
+        the source -> target optical flow when it is known (else DIS across the pair)."""
         if not self.model.config.motion_prior:
             return None
 
@@ -396,7 +409,8 @@ class LearnedBackend:
         return motion_geometry(
             src_gray[None], tgt_gray[None], depth_t(src_depth), depth_t(tgt_depth),
             torch.from_numpy(np.asarray(K, np.float32)).to(self.device)[None],
-            torch.from_numpy(T.astype(np.float32)).to(self.device)[None])
+            torch.from_numpy(T.astype(np.float32)).to(self.device)[None],
+            None if flow is None else flow()[None])
 
     def _decoded_motion(self, latent: FrameLatent, context: list[CacheEntry], stamp: float,
                         gray: np.ndarray, depth: np.ndarray, scale: float, T_wc: np.ndarray,

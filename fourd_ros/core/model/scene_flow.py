@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from fourd_ros.core.flow import DisFlow
 
 PRIOR_CHANNELS = 4  # displacement (3), residual flow length (pixels / 8)
-_DIS = DisFlow('medium')
+PRIOR_DIS = DisFlow('medium')  # the flow the prior was trained with
 
 
 @dataclass
@@ -70,19 +70,22 @@ def static_flow(depth: torch.Tensor, K: torch.Tensor, T_tgt_src: torch.Tensor
 
 @torch.no_grad()
 def motion_geometry(src_gray: np.ndarray, tgt_gray: np.ndarray, src_depth: torch.Tensor,
-                    tgt_depth: torch.Tensor, K: torch.Tensor, T_tgt_src: torch.Tensor
-                    ) -> MotionGeometry:
+                    tgt_depth: torch.Tensor, K: torch.Tensor, T_tgt_src: torch.Tensor,
+                    flow: np.ndarray | None = None) -> MotionGeometry:
     """The scene-flow prior's inputs: DIS flow from each source to its target image, started
-    from the static flow.
+    from the static flow, unless ``flow`` is given.
 
     Args:
         src_gray, tgt_gray: B x H x W uint8 grey images.
         src_depth, tgt_depth, K, T_tgt_src: as in `MotionGeometry` (one device).
+        flow: B x H x W x 2 float32 source -> target flow already known (e.g. composed from
+            frame-to-frame flows over a long gap, where one DIS pass misses fast objects).
     """
     stat = static_flow(src_depth, K, T_tgt_src)
-    init = stat.permute(0, 2, 3, 1).float().cpu().numpy()
-    flow = np.stack([_DIS(np.ascontiguousarray(a), np.ascontiguousarray(b), f)
-                     for a, b, f in zip(src_gray, tgt_gray, init)])
+    if flow is None:
+        init = stat.permute(0, 2, 3, 1).float().cpu().numpy()
+        flow = np.stack([PRIOR_DIS(np.ascontiguousarray(a), np.ascontiguousarray(b), f)
+                         for a, b, f in zip(src_gray, tgt_gray, init)])
     return MotionGeometry(src_depth=src_depth, tgt_depth=tgt_depth, K=K, T_tgt_src=T_tgt_src,
                           flow=torch.from_numpy(flow).permute(0, 3, 1, 2).to(stat),
                           static_flow=stat)

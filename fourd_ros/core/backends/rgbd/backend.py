@@ -139,8 +139,8 @@ class RgbdBackend:
                     'odometry_inliers': int(odo.num_inliers)})
         self._prev = RgbdView(gray, depth, T_wc, points_world, dynamic)
         self._prev_stamp = frame.stamp
-        latent = RgbdLatent(gray, depth, frame.index - 1,
-                            None if flow is None else flow.astype(np.float16), segments)
+        latent = RgbdLatent(gray, depth, segments, prev_index=frame.index - 1,
+                            flow_from_prev=None if flow is None else flow.astype(np.float16))
         return result, latent
 
     def _predict_pose(self) -> np.ndarray:

@@ -1,8 +1,8 @@
 """Optical-flow utilities of the rgbd backend (flows are H x W x 2 float32 pixel offsets from an
-earlier frame to a later one, at the processing resolution): composing flows, moving masks along
+earlier frame to a later one, at the processing resolution): moving masks along
 them, the flow a segment's rigid motion induces, and the pixels whose flow a single rigid camera
-motion does not explain. DIS itself and the camera's rigid flow live in `fourd_ros.core.flow`
-(shared with the learned backend).
+motion does not explain. DIS itself, the camera's rigid flow and composing flows live in
+`fourd_ros.core.flow` (shared with the learned backend).
 """
 
 from __future__ import annotations
@@ -11,20 +11,8 @@ import cv2
 import numpy as np
 
 from fourd_ros.core.backends.rgbd.latent import RgbdView, SegmentMotions
-from fourd_ros.core.geometry import (invert_pose, pixel_grid, project, sample_depth,
+from fourd_ros.core.geometry import (invert_pose, project, sample_depth,
                                      transform_points)
-
-
-def compose_flows(flows: list[np.ndarray]) -> np.ndarray:
-    """One H x W x 2 flow equivalent to following `flows` one after the other."""
-    h, w = flows[0].shape[:2]
-    u, v = pixel_grid(h, w)
-    pu, pv = u.copy(), v.copy()
-    for f in flows:
-        step = cv2.remap(f, pu, pv, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-        pu += step[..., 0]
-        pv += step[..., 1]
-    return np.stack([pu - u, pv - v], axis=-1)
 
 
 def splat_mask(mask: np.ndarray, flow: np.ndarray) -> np.ndarray:

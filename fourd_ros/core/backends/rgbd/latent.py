@@ -11,6 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from fourd_ros.core.engine.backend import CacheEntry
+from fourd_ros.core.flow import FlowLink
 
 
 @dataclass
@@ -53,27 +54,18 @@ class SegmentMotions:
 
 
 @dataclass
-class RgbdLatent:
+class RgbdLatent(FlowLink):
     """The rgbd backend's cached record of one frame (the engine stores pose, intrinsics, world
-    points and masks beside it).
+    points and masks beside it). Its `FlowLink` flow is the rigid motion's flow on tracked
+    objects, None when tracking was lost.
 
     Attributes:
         gray: H x W uint8 intensity.
         depth: H x W float32 metres, NaN = missing.
-        prev_index: stream index of the frame processed before this one.
-        flow_from_prev: H x W x 2 float16 optical flow (pixels) from that frame to this one,
-            the rigid motion's flow on tracked objects; None when tracking was lost.
-        segments_from_prev: that frame's moving segments (labels on its pixel grid) with their
-            rigid motions to this frame; None when not estimated.
+        segments_from_prev: the previous frame's moving segments (labels on its pixel grid)
+            with their rigid motions to this frame; None when not estimated.
     """
 
     gray: np.ndarray
     depth: np.ndarray
-    prev_index: int
-    flow_from_prev: np.ndarray | None = None
     segments_from_prev: SegmentMotions | None = None
-
-    def follows(self, entry: CacheEntry) -> bool:
-        """This frame was processed right after ``entry`` (its stored flow and segment motions
-        start there)."""
-        return self.prev_index == entry.index

@@ -19,12 +19,11 @@ import numpy as np
 from scipy.spatial.transform import Rotation
 
 from fourd_ros.core.backends.rgbd.config import RgbdConfig
-from fourd_ros.core.backends.rgbd.flow import compose_flows
 from fourd_ros.core.backends.rgbd.latent import RgbdView
 from fourd_ros.core.backends.rgbd.motion_scoring import MotionScorer, fit_rigid_to_flow
 from fourd_ros.core.backends.rgbd.segmentation import attach_to_segments
 from fourd_ros.core.engine.backend import CacheEntry, MotionEstimate
-from fourd_ros.core.flow import DisFlow, rigid_flow
+from fourd_ros.core.flow import CachedFlows, consecutive, DisFlow
 from fourd_ros.core.geometry import (inside_image, invert_pose, make_pose, project,
                                      sample_bilinear, sample_depth, transform_points,
                                      unproject_pixels)
@@ -33,8 +32,8 @@ from fourd_ros.core.types import PointStatus
 
 class QueryDecoder:
     """Answers `Backend.motion` for the rgbd backend (see the module docstring). Thread-safe:
-    it reads cached frames only, its memos of flows and segment motions are guarded by one
-    lock, and its motion scorer is stateless; it may run while frames are processed.
+    it reads cached frames only, its memos of flows (`CachedFlows`) and segment motions are
+    guarded by locks, and its motion scorer is stateless; it may run while frames are processed.
 
     Args:
         config: the backend's settings.
@@ -43,8 +42,7 @@ class QueryDecoder:
 
     def __init__(self, config: RgbdConfig, dis: DisFlow) -> None:
         self.config = config
-        self._dis = dis
-        self._flow_memo: dict[tuple[float, float], np.ndarray] = {}
+        self._flows = CachedFlows(dis)
         # (chain stamps, segment id) -> world motion (None = lost) of queried segments
         self._segment_memo: dict[tuple[tuple[float, ...], int], np.ndarray | None] = {}
         self._memo_lock = threading.Lock()
@@ -52,8 +50,8 @@ class QueryDecoder:
 
     def clear(self) -> None:
         """Forget the memos (the stream was reset)."""
+        self._flows.clear()
         with self._memo_lock:
-            self._flow_memo.clear()
             self._segment_memo.clear()
 
     def motion(self, source: CacheEntry, target: CacheEntry, pixels: np.ndarray,
@@ -74,7 +72,7 @@ class QueryDecoder:
                                   np.where(np.isfinite(src_world[:, 2]), status,
                                            PointStatus.INVALID).astype(np.uint8))
         # follow the pixels with optical flow, hop by hop through cached frames
-        chain = _consecutive(source, target, via or [])
+        chain = consecutive(source, target, via or [])
         p = pixels.copy()
         lost = np.zeros(n, bool)
         f = None
@@ -83,11 +81,11 @@ class QueryDecoder:
             # motions, the most accurate; refining the composite with one direct DIS pass
             # between source and target measured worse on moving objects)
             hops = [source, target]
-            f = self._composed_flow(chain)
+            f = self._flows.composed(chain)
         else:
             hops = _hops(source, target, via or [], cfg.max_hop)
         for a, b in zip(hops[:-1], hops[1:]):
-            p = p + sample_bilinear(f if f is not None else self._flow(a, b), p)
+            p = p + sample_bilinear(f if f is not None else self._flows.step(a, b), p)
             lost |= ~inside_image(p, w, h)
         # positions from flow + target depth (valid for moving and static points)
         z_t = sample_depth(target.latent.depth, p)
@@ -167,10 +165,6 @@ class QueryDecoder:
             cfg.guess_confidence)
         conf[invalid] = 0.0
         return MotionEstimate(positions, pix_out, conf.astype(np.float32), status)
-
-    def _compose(self, chain: list[CacheEntry]) -> np.ndarray:
-        """Flow from chain[0] to chain[-1] by composing the flows of consecutive frames."""
-        return compose_flows([self._flow(a, b) for a, b in zip(chain[:-1], chain[1:])])
 
     def _refine_moving(self, source: CacheEntry, target: CacheEntry, pixels: np.ndarray,
                        p: np.ndarray, z_t: np.ndarray, flow_world: np.ndarray,
@@ -325,50 +319,10 @@ class QueryDecoder:
                          rng: np.random.Generator) -> np.ndarray | None:
         """Rigid world motion a -> b of points P (seen at pixels uv of a) from the flow a -> b."""
         cfg = self.config
-        uv_b = uv + sample_bilinear(self._flow(a, b), uv.astype(np.float32))
+        uv_b = uv + sample_bilinear(self._flows.step(a, b), uv.astype(np.float32))
         return fit_rigid_to_flow(P, uv_b, b.latent.depth, b.T_wc, b.K, rng,
                                  cfg.rigid_tol_abs, cfg.rigid_tol_rel, cfg.rigid_ransac_iters,
                                  cfg.rigid_min_inliers, cfg.rigid_min_pixels)
-
-    def _composed_flow(self, chain: list[CacheEntry]) -> np.ndarray:
-        key = (chain[0].stamp, chain[-1].stamp)
-        with self._memo_lock:
-            cached = self._flow_memo.get(key)
-        if cached is None:
-            cached = self._compose(chain)
-            self._remember(key, cached)
-        return cached
-
-    def _remember(self, key: tuple[float, float], flow: np.ndarray) -> None:
-        with self._memo_lock:
-            if len(self._flow_memo) > 8:
-                self._flow_memo.clear()
-            self._flow_memo[key] = flow
-
-    def _flow(self, a: CacheEntry, b: CacheEntry) -> np.ndarray:
-        stored = b.latent.flow_from_prev
-        if stored is not None and b.latent.follows(a):
-            return stored.astype(np.float32)
-        key = (a.stamp, b.stamp)
-        with self._memo_lock:
-            cached = self._flow_memo.get(key)
-        if cached is not None:
-            return cached
-        # DIS starts from a given flow of the right size: start from the flow the camera motion
-        # alone causes (exact for the static scene), so DIS only finds objects' own motion
-        flow = self._dis(a.latent.gray, b.latent.gray,
-                         rigid_flow(a.points_world, b.T_wc, b.K))
-        self._remember(key, flow)
-        return flow
-
-
-def _consecutive(source: CacheEntry, target: CacheEntry,
-                 via: list[CacheEntry]) -> list[CacheEntry] | None:
-    """Source, every frame in between and target, if all are cached and forward in time."""
-    gap = target.index - source.index
-    if gap < 2 or len(via) != gap - 1:
-        return None
-    return [source, *sorted(via, key=lambda e: e.index), target]
 
 
 def _hops(source: CacheEntry, target: CacheEntry, via: list[CacheEntry],

@@ -14,7 +14,8 @@ import cv2
 import numpy as np
 from scipy import ndimage
 
-from fourd_ros.core.backends.rgbd.flow import compose_flows, splat_mask
+from fourd_ros.core.backends.rgbd.flow import splat_mask
+from fourd_ros.core.flow import compose_flows
 from fourd_ros.core.geometry import pixel_grid
 
 
