@@ -121,7 +121,8 @@ class CachedFlows:
 
     def __init__(self, dis: DisFlow, memo_size: int = 8) -> None:
         self._dis = dis
-        self._memo: dict[tuple[float, float], np.ndarray] = {}
+        # (first stamp, last stamp, hops) -> flow
+        self._memo: dict[tuple[float, float, int], np.ndarray] = {}
         self._memo_size = memo_size
         self._lock = threading.Lock()
 
@@ -139,7 +140,7 @@ class CachedFlows:
 
     def composed(self, chain: list[CacheEntry]) -> np.ndarray:
         """Flow from chain[0] to chain[-1] by composing the flows of consecutive frames."""
-        key = (chain[0].stamp, chain[-1].stamp)
+        key = (chain[0].stamp, chain[-1].stamp, len(chain) - 1)
         with self._lock:
             cached = self._memo.get(key)
         if cached is None:
@@ -153,7 +154,7 @@ class CachedFlows:
         stored = b.latent.flow_from_prev
         if stored is not None and b.latent.follows(a):
             return stored.astype(np.float32)
-        key = (a.stamp, b.stamp)
+        key = (a.stamp, b.stamp, 1)
         with self._lock:
             cached = self._memo.get(key)
         if cached is None:
@@ -162,7 +163,7 @@ class CachedFlows:
             self._remember(key, cached)
         return cached
 
-    def _remember(self, key: tuple[float, float], flow: np.ndarray) -> None:
+    def _remember(self, key: tuple[float, float, int], flow: np.ndarray) -> None:
         with self._lock:
             if len(self._memo) > self._memo_size:
                 self._memo.clear()
