@@ -250,8 +250,10 @@ class LearnedBackend:
                                                    scale, T_wc, K)
         # the flow from the previous frame, for queries over several frames (one DIS pass
         # across a 10-frame gap missed fast objects by 25-60 px on the DDS test's clip)
-        flow_from_prev = None if prev is None or not self.model.config.motion_prior else PRIOR_DIS(
-            prev.latent.gray, gray, rigid_flow(prev.points_world, T_wc, K)).astype(np.float16)
+        flow_from_prev = None
+        if prev is not None and self.model.config.motion_prior:
+            flow_from_prev = PRIOR_DIS(prev.latent.gray, gray, rigid_flow(
+                prev.points_world, T_wc, K)).astype(np.float16)
         moving = moved > cfg.dynamic_rel
         if moving.mean() > cfg.max_moving_share:
             # a mask over most of the image is the pose's error, not the scene's motion; had it
