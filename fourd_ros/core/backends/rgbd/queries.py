@@ -157,10 +157,16 @@ class QueryDecoder:
         # how sure each answer is: a visible point by how well the target's appearance agrees;
         # an unseen static point is placed by geometry and the poses; an unseen moving one by
         # its object's rigid motion (extrapolated where nothing measures it); a moving point
-        # with neither is a guess
+        # with neither is a guess. A visible point placed by geometry or by its object's rigid
+        # motion is at least as sure as an unseen one placed the same way: its answer does not
+        # come from the pixel's appearance, which also changes with shading and the object's
+        # turn (docs/measurements.md, query confidence)
+        photo_conf = np.exp(-np.nan_to_num(photo_err, nan=255.0) / cfg.photo_max)
         conf = np.select(
             [status == PointStatus.VALID, st, use],
-            [np.exp(-np.nan_to_num(photo_err, nan=255.0) / cfg.photo_max),
+            [np.select([st, use], [np.maximum(photo_conf, cfg.unseen_static_confidence),
+                                   np.maximum(photo_conf, cfg.unseen_rigid_confidence)],
+                       photo_conf),
              cfg.unseen_static_confidence, cfg.unseen_rigid_confidence],
             cfg.guess_confidence)
         conf[invalid] = 0.0
