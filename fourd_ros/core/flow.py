@@ -70,6 +70,13 @@ class DisFlow:
         return dis.calc(first, second, None if init is None
                         else np.ascontiguousarray(init, np.float32))
 
+    def from_static(self, first: np.ndarray, second: np.ndarray, points_world: np.ndarray,
+                    T_wc: np.ndarray, K: np.ndarray) -> np.ndarray:
+        """Flow from ``first`` to ``second`` started from the flow a static scene would show:
+        ``first``'s H x W x 3 world points seen from a camera at ``T_wc`` (4x4, world) with
+        intrinsics ``K``."""
+        return self(first, second, rigid_flow(points_world, T_wc, K))
+
 
 def compose_flows(flows: list[np.ndarray]) -> np.ndarray:
     """One H x W x 2 flow equivalent to following `flows` one after the other."""
@@ -158,8 +165,8 @@ class CachedFlows:
         with self._lock:
             cached = self._memo.get(key)
         if cached is None:
-            cached = self._dis(a.latent.gray, b.latent.gray,
-                               rigid_flow(a.points_world, b.T_wc, b.K))
+            cached = self._dis.from_static(a.latent.gray, b.latent.gray, a.points_world,
+                                           b.T_wc, b.K)
             self._remember(key, cached)
         return cached
 

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from types import SimpleNamespace
 
 import numpy as np
@@ -11,15 +12,16 @@ import pytest
 from fourd_ros.core.backends.learned import LearnedBackend
 from fourd_ros.core.data.synthetic import SceneConfig, generate_clip
 from fourd_ros.core.engine.engine import EngineConfig, StreamingEngine
-from fourd_ros.core.flow import CachedFlows, compose_flows, FlowLink
+from fourd_ros.core.flow import CachedFlows, compose_flows, DisFlow, FlowLink
 from fourd_ros.core.geometry import invert_pose, project, transform_points
 from fourd_ros.core.types import PointStatus
 
 
-class CountingDis:
-    """DIS stand-in that returns a constant flow and counts its calls."""
+class CountingDis(DisFlow):
+    """DIS that returns a constant flow and counts its calls."""
 
     def __init__(self, du: float) -> None:
+        super().__init__()
         self.du, self.calls = du, 0
 
     def __call__(self, first: np.ndarray, second: np.ndarray, init=None) -> np.ndarray:
@@ -29,15 +31,21 @@ class CountingDis:
         return flow
 
 
+@dataclass
+class GrayLatent(FlowLink):
+    """The least a backend's latent needs for `CachedFlows`."""
+
+    gray: np.ndarray
+
+
 def entry(index: int, prev_index: int, du: float | None) -> SimpleNamespace:
+    """A cached frame (the fields `CachedFlows` reads) whose stored flow is ``du`` px along u."""
     h, w = 6, 8
     flow = None
     if du is not None:
         flow = np.zeros((h, w, 2), np.float16)
         flow[..., 0] = du
-    latent = SimpleNamespace(gray=np.zeros((h, w), np.uint8), prev_index=prev_index,
-                             flow_from_prev=flow)
-    latent.follows = lambda e: FlowLink.follows(latent, e)
+    latent = GrayLatent(np.zeros((h, w), np.uint8), prev_index=prev_index, flow_from_prev=flow)
     return SimpleNamespace(index=index, stamp=float(index), latent=latent, T_wc=np.eye(4),
                            K=np.array([[5.0, 0, 4], [0, 5, 3], [0, 0, 1]]),
                            points_world=np.full((h, w, 3), np.nan, np.float32))

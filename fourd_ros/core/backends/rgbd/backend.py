@@ -33,7 +33,7 @@ from fourd_ros.core.backends.rgbd.segment_motion import SegmentMotionTracker
 from fourd_ros.core.backends.rgbd.segmentation import MotionSegmenter
 from fourd_ros.core.engine.backend import CacheEntry, MotionEstimate, scaled_size
 from fourd_ros.core.engine.objects import rigid_scene_flow
-from fourd_ros.core.flow import DisFlow, rigid_flow
+from fourd_ros.core.flow import DisFlow
 from fourd_ros.core.geometry import invert_pose, transform_points, unproject_depth
 from fourd_ros.core.types import Frame, FrameResult
 
@@ -88,8 +88,8 @@ class RgbdBackend:
         static_hint = None
         if self._prev is not None:
             # the pose is not known yet: predict it with constant velocity for the flow prior
-            init = rigid_flow(self._prev.points_world, self._predict_pose(), frame.K)
-            flow = self._dis(self._prev.gray, gray, init)
+            flow = self._dis.from_static(self._prev.gray, gray, self._prev.points_world,
+                                         self._predict_pose(), frame.K)
             # objects the segmentation has not caught yet (at stream start it has no history;
             # later, slow or partly textureless ones) would drag the camera: keep the flow's
             # outliers to the dominant rigid motion (PnP RANSAC) out of this frame's odometry too
@@ -101,8 +101,8 @@ class RgbdBackend:
         T_wc = odo.T_wc
         if flow is not None and odo.relocalized:
             # the flow followed the constant-velocity guess that failed: follow the found pose
-            flow = self._dis(self._prev.gray, gray,
-                             rigid_flow(self._prev.points_world, T_wc, frame.K))
+            flow = self._dis.from_static(self._prev.gray, gray, self._prev.points_world, T_wc,
+                                         frame.K)
         if not odo.ok:
             # lost: world motion since the last frame is unknown, so is what moved in it
             self._segmenter.clear()
