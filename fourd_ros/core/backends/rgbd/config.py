@@ -190,6 +190,11 @@ class RgbdConfig:
         static_photo_max: a query point that its source frame did not see move, and that
             staying still shows at the target at the depth it should have and with a grey level
             within this (0-255) of its own, no worse than where the flow took it, stayed still.
+        still_photo_max, still_min_unexplained: the dynamic mask drops a moving part when
+            staying still explains all but less than ``still_min_unexplained`` of its pixels:
+            kept in place they show the depth they should have and a grey level within
+            ``still_photo_max`` (0-255) of their own (the flow slid on a textureless static
+            surface; a moving object shows motion at least at its edges). 0 turns it off.
         unseen_static_confidence, unseen_rigid_confidence, guess_confidence: query confidence
             of a static point the target does not see (placed by geometry and the poses), of a
             moving one it does not see that follows its object's rigid motion, and of a moving
@@ -229,6 +234,8 @@ class RgbdConfig:
     occlusion_abs: float = 0.03
     occluder_rel: float = 0.25
     static_photo_max: float = 10.0
+    still_photo_max: float = 10.0
+    still_min_unexplained: float = 0.2
     unseen_static_confidence: float = 0.8
     unseen_rigid_confidence: float = 0.5
     guess_confidence: float = 0.05

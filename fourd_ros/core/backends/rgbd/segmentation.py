@@ -16,7 +16,8 @@ from scipy import ndimage
 
 from fourd_ros.core.backends.rgbd.flow import splat_mask
 from fourd_ros.core.flow import compose_flows
-from fourd_ros.core.geometry import pixel_grid
+from fourd_ros.core.geometry import (invert_pose, pixel_grid, project, sample_bilinear,
+                                     sample_depth, transform_points)
 
 
 class MotionSegmenter:
@@ -28,11 +29,17 @@ class MotionSegmenter:
         gap: frames back that the mask also compares with.
         dynamic_rel, dynamic_abs: a point moves when its world displacement exceeds
             max(dynamic_rel * depth, dynamic_abs) (metres).
+        still_photo_max, still_min_unexplained: a moving part is dropped when staying still
+            explains all but less than ``still_min_unexplained`` of its pixels (depth agrees,
+            grey level within ``still_photo_max``); 0 keeps every part.
     """
 
-    def __init__(self, gap: int, dynamic_rel: float, dynamic_abs: float) -> None:
+    def __init__(self, gap: int, dynamic_rel: float, dynamic_abs: float,
+                 still_photo_max: float = 10.0, still_min_unexplained: float = 0.0) -> None:
         self.dynamic_rel = dynamic_rel
         self.dynamic_abs = dynamic_abs
+        self.still_photo_max = still_photo_max
+        self.still_min_unexplained = still_min_unexplained
         # recent frames' world points and flows to their successor
         self._history: deque[dict[str, np.ndarray | None]] = deque(maxlen=gap + 1)
 
@@ -40,30 +47,80 @@ class MotionSegmenter:
         """Forget the history (tracking was lost: world motion since then is unknown)."""
         self._history.clear()
 
-    def push(self, points_world: np.ndarray) -> None:
-        """Add a processed frame's H x W x 3 world points (after `dynamic_mask` of that frame)."""
-        self._history.append({'points_world': points_world, 'flow': None})
+    def push(self, points_world: np.ndarray, gray: np.ndarray) -> None:
+        """Add a processed frame's H x W x 3 world points and H x W uint8 grey image (after
+        `dynamic_mask` of that frame)."""
+        self._history.append({'points_world': points_world, 'gray': gray, 'flow': None})
 
-    def dynamic_mask(self, cur_world: np.ndarray, flow: np.ndarray) -> np.ndarray:
+    def dynamic_mask(self, cur_world: np.ndarray, flow: np.ndarray, cur_gray: np.ndarray,
+                     cur_depth: np.ndarray, T_wc: np.ndarray, K: np.ndarray
+                     ) -> tuple[np.ndarray, np.ndarray]:
         """H x W bool dynamic mask of the current frame, from its world points ``cur_world``
-        (H x W x 3) and the optical flow ``flow`` from the last pushed frame to it.
+        (H x W x 3), the optical flow ``flow`` from the last pushed frame to it, its grey image,
+        depth (metres, NaN = none), camera-to-world pose and intrinsics; and the mask with the
+        parts that staying still explains kept (what the camera tracking stays off).
 
         Displacements are measured against the previous frame and against the oldest frame of
         the history (flows composed): slow objects move too little in one frame to stand out of
-        the depth noise. Needs a pushed frame.
+        the depth noise. A moving part that staying still explains almost wholly is dropped
+        (`_drop_still_parts`): the flow slid on a textureless static surface (7-Scenes: most
+        of the falsely moving pixels), while a moving object, even a textureless one, shows
+        its motion at least at its edges. Needs a pushed frame.
         """
         self._history[-1]['flow'] = flow
         frames = list(self._history)
         dynamic = np.zeros(cur_world.shape[:2], bool)
+        flagged = np.zeros(cur_world.shape[:2], bool)
         for old in {len(frames) - 1, 0}:
             flows = [f['flow'] for f in frames[old:]]
             composed = flows[0] if len(flows) == 1 else compose_flows(flows)
             moved = self._moved_prev_pixels(frames[old]['points_world'], cur_world, composed)
+            kept = moved
+            if self.still_min_unexplained > 0:
+                kept = self._drop_still_parts(
+                    moved, self._still_explains(frames[old], moved, cur_gray, cur_depth, T_wc,
+                                                K))
             # isolated "moving" pixels are depth noise or mixed pixels at depth edges
-            moved = cv2.morphologyEx(moved.astype(np.uint8), cv2.MORPH_OPEN,
-                                     np.ones((3, 3), np.uint8)).astype(bool)
-            dynamic |= splat_mask(moved, composed)
-        return dynamic
+            kernel = np.ones((3, 3), np.uint8)
+            flagged |= splat_mask(cv2.morphologyEx(moved.astype(np.uint8), cv2.MORPH_OPEN,
+                                                   kernel).astype(bool), composed)
+            dynamic |= splat_mask(cv2.morphologyEx(kept.astype(np.uint8), cv2.MORPH_OPEN,
+                                                   kernel).astype(bool), composed)
+        return dynamic, flagged
+
+    def _drop_still_parts(self, moved: np.ndarray, still: np.ndarray) -> np.ndarray:
+        """``moved`` without its connected parts that staying still explains almost wholly
+        (``still``): less than ``still_min_unexplained`` of their pixels show motion."""
+        count, parts = cv2.connectedComponents(moved.astype(np.uint8), connectivity=8)
+        if count <= 1:
+            return moved
+        size = np.bincount(parts.ravel(), minlength=count)
+        explained = np.bincount(parts[still], minlength=count)
+        keep = (size - explained) >= self.still_min_unexplained * size
+        keep[0] = False
+        return keep[parts]
+
+    def _still_explains(self, old: dict[str, np.ndarray | None], candidates: np.ndarray,
+                        cur_gray: np.ndarray, cur_depth: np.ndarray, T_wc: np.ndarray,
+                        K: np.ndarray) -> np.ndarray:
+        """H x W bool, on the earlier frame ``old``'s grid: the ``candidates`` pixels that
+        staying still explains. Kept in place, such a point projects into the current camera
+        (pose ``T_wc``, intrinsics ``K``) onto depth that agrees with it (within the moving
+        threshold) and a grey level within ``still_photo_max`` of its own."""
+        out = np.zeros(candidates.shape, bool)
+        ys, xs = np.nonzero(candidates)
+        if not len(ys):
+            return out
+        uv, z = project(transform_points(invert_pose(T_wc),
+                                         old['points_world'][ys, xs].astype(np.float64)), K)
+        uv = uv.astype(np.float32)
+        z_seen = sample_depth(cur_depth, uv)
+        grey = sample_bilinear(cur_gray.astype(np.float32), uv)
+        with np.errstate(invalid='ignore'):
+            out[ys, xs] = ((np.abs(z_seen - z) <= np.maximum(self.dynamic_rel * z,
+                                                             self.dynamic_abs))
+                           & (np.abs(grey - old['gray'][ys, xs]) <= self.still_photo_max))
+        return out
 
     def _moved_prev_pixels(self, prev_world: np.ndarray, cur_world: np.ndarray,
                            flow: np.ndarray) -> np.ndarray:
