@@ -99,6 +99,33 @@ def test_objects_are_reported_once_they_travel_not_while_they_jitter_in_place() 
     assert (snap.id_mask()[segments > 0] > 0).all()
 
 
+def test_an_object_that_turns_sharply_stays_reported() -> None:
+    # segment 1 travels 2 cm per frame for 10 frames, then turns by 135 degrees: over the
+    # window around the turn its net displacement falls to 0.38 of its path (a jittering
+    # surface's range)
+    turn = np.radians(135.0)
+    step = 0.02 * np.array([np.cos(turn), 0.0, np.sin(turn)])
+    path = [np.array([0.02 * i, 0.0, 0.0]) for i in range(10)]
+    path += [path[-1] + k * step for k in range(1, 7)]
+    reported = {}
+    for keep in (0.3, 0.5):
+        tracker = ObjectTracker(ObjectConfig(min_points=20, min_share=0.0,
+                                             keep_straightness=keep))
+        reported[keep] = []
+        for i, offset in enumerate(path):
+            points, segments = _scene(offset)
+            segments[segments == 2] = 0
+            flow = np.zeros((H, W, 3), np.float32)
+            flow[segments == 1] = (path[min(i + 1, len(path) - 1)] - offset) / 0.1
+            if tracker.step(i * 0.1, points, segments, flow,
+                            np.ones((H, W), np.float32)).objects:
+                reported[keep].append(i)
+    # reported from its third frame on, through the turn (it was reported for a whole window)
+    assert reported[0.3] == list(range(2, len(path)))
+    # held to the entry bar after the turn, it drops out for a few frames
+    assert len(reported[0.5]) < len(path) - 2
+
+
 def test_moving_segments_split_at_depth_jumps_and_drop_small_parts() -> None:
     dynamic = np.zeros((H, W), bool)
     dynamic[10:40, 10:60] = True
@@ -115,11 +142,11 @@ def test_moving_segments_split_at_depth_jumps_and_drop_small_parts() -> None:
 # worst object's id consistency, share of frames with a false object. Development seeds 0, 2,
 # 5, 11 were tuned on; held-out seeds 100 and 102-105 never were. Floors: IoU - 0.05, velocity
 # error + 0.05, consistency - 0.1, false frames + 0.1 (deterministic: reruns give the same)
-MEASURED = {0: (0.677, 0.104, 0.933, 0.065), 2: (0.851, 0.080, 1.0, 0.174),
-            5: (0.807, 0.086, 1.0, 0.0), 11: (0.874, 0.056, 1.0, 0.0),
-            100: (0.878, 0.251, 0.600, 0.0), 102: (0.799, 0.071, 1.0, 0.0),
-            103: (0.869, 0.091, 1.0, 0.0), 104: (0.776, 0.336, 1.0, 0.217),
-            105: (0.864, 0.014, 1.0, 0.022)}
+MEASURED = {0: (0.772, 0.139, 0.933, 0.087), 2: (0.873, 0.092, 1.0, 0.109),
+            5: (0.806, 0.104, 1.0, 0.0), 11: (0.872, 0.056, 1.0, 0.022),
+            100: (0.904, 0.126, 1.0, 0.0), 102: (0.803, 0.070, 1.0, 0.0),
+            103: (0.913, 0.062, 1.0, 0.0), 104: (0.776, 0.228, 1.0, 0.261),
+            105: (0.869, 0.014, 1.0, 0.0)}
 
 
 @pytest.mark.slow
@@ -157,7 +184,7 @@ def test_static_room_has_few_objects() -> None:
         frames += 1
         with_objects += bool(engine.object_snapshot().objects)
     print(f'7-Scenes: {with_objects} of {frames} frames with an object')
-    # measured 2 of 400 (20 before session 16; issue 15 asks for at most 5 %): the dynamic
+    # measured 7 of 400 (20 before session 16; issue 15 asks for at most 5 %): the dynamic
     # mask drops parts that staying still explains, and a static surface that depth noise or
     # a pose error makes look like moving jitters in place and is not reported
     assert with_objects <= 0.05 * frames

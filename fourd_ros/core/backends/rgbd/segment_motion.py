@@ -5,7 +5,9 @@ checker moves by much of a period per frame). Geometry does not alias, so each c
 of the previous frame's dynamic mask (split at depth jumps) is aligned to the current frame
 like a small camera:
 
-1. Score staying still: a segment that it explains well is a false detection and is skipped.
+1. Score staying still: a segment that it explains well is a false detection and is skipped,
+   unless the last frame's moving segments cover half of it (a slow, smoothly textured object
+   that staying still explains nearly as well as its motion).
 2. Score candidate motions (none, the motions found one frame earlier = constant velocity, a
    RANSAC fit to the optical flow lifted to 3D) by how well they predict the current depth and
    shading-free (high-pass) intensity, and refine the best by masked point-to-plane ICP with a
@@ -94,6 +96,8 @@ class SegmentMotionTracker:
     def reset(self) -> None:
         self._last: list[np.ndarray] = []
         self._followed: list[FollowedSegment] = []
+        # the last `current_segments` call's frame (its grey image) and moving segments
+        self._last_labels: tuple[np.ndarray, np.ndarray] | None = None
         # the current frame's intensities and pyramid serve again as the previous frame's
         self._kept: tuple[RgbdView, np.ndarray, list] | None = None
         # the last estimate's two frames and their shading-free intensities
@@ -136,7 +140,7 @@ class SegmentMotionTracker:
             mask = labels == seg
             points, intensity = self.scorer.sample(pair, mask, rng)
             still = self.scorer.agreement(pair, np.eye(4), points, intensity)
-            if still >= 1.0 - cfg.static_cost:
+            if still >= 1.0 - cfg.static_cost and not self._was_moving(prev, mask):
                 # static after all (a false detection, e.g. at a depth edge): not worth a fit
                 continue
             centroid = points.mean(axis=0)
@@ -240,7 +244,17 @@ class SegmentMotionTracker:
             if not self._moves(prev, cur, part, motions[k]) or (
                     len(ys) >= cfg.min_pixels and self._moves(prev, cur, sample, motions[k])):
                 labels[part] = 0
+        self._last_labels = (cur.gray, labels)
         return SegmentMotions(labels, np.asarray(motions, np.float32))
+
+    def _was_moving(self, prev: RgbdView, mask: np.ndarray) -> bool:
+        """Whether ``prev``'s moving segments (`current_segments` of it) cover at least half
+        of ``mask`` (``prev``'s grid): a slow, smoothly textured object that staying still
+        explains nearly as well as its motion is still fitted while it is followed."""
+        if self._last_labels is None or self._last_labels[0] is not prev.gray:
+            return False
+        return bool(np.count_nonzero(self._last_labels[1][mask])
+                    >= 0.5 * np.count_nonzero(mask))
 
     def _explains(self, prev: RgbdView, cur: RgbdView, mask: np.ndarray,
                   motion: np.ndarray) -> np.ndarray:
