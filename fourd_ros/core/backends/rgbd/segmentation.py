@@ -81,11 +81,10 @@ class MotionSegmenter:
                     moved, self._still_explains(frames[old], moved, cur_gray, cur_depth, T_wc,
                                                 K))
             # isolated "moving" pixels are depth noise or mixed pixels at depth edges
-            kernel = np.ones((3, 3), np.uint8)
-            flagged |= splat_mask(cv2.morphologyEx(moved.astype(np.uint8), cv2.MORPH_OPEN,
-                                                   kernel).astype(bool), composed)
-            dynamic |= splat_mask(cv2.morphologyEx(kept.astype(np.uint8), cv2.MORPH_OPEN,
-                                                   kernel).astype(bool), composed)
+            moved_here = splat_mask(_opened(moved), composed)
+            flagged |= moved_here
+            # most frames drop no part: the same mask, opened and moved once
+            dynamic |= moved_here if kept is moved else splat_mask(_opened(kept), composed)
         return dynamic, flagged
 
     def _drop_still_parts(self, moved: np.ndarray, still: np.ndarray) -> np.ndarray:
@@ -97,6 +96,8 @@ class MotionSegmenter:
         size = np.bincount(parts.ravel(), minlength=count)
         explained = np.bincount(parts[still], minlength=count)
         keep = (size - explained) >= self.still_min_unexplained * size
+        if keep[1:].all():
+            return moved
         keep[0] = False
         return keep[parts]
 
@@ -137,6 +138,12 @@ class MotionSegmenter:
         # distance from the camera, not world z, sets the noise level; prev_world z is close
         # enough at the scale of this threshold for the first camera's neighbourhood
         return np.nan_to_num(disp, nan=0.0) > thresh
+
+
+def _opened(mask: np.ndarray) -> np.ndarray:
+    """``mask`` after a 3x3 morphological opening (isolated pixels removed)."""
+    return cv2.morphologyEx(mask.astype(np.uint8), cv2.MORPH_OPEN,
+                            np.ones((3, 3), np.uint8)).astype(bool)
 
 
 def attach_to_segments(labels: np.ndarray, dynamic_mask: np.ndarray, depth: np.ndarray,
