@@ -138,15 +138,41 @@ def test_moving_segments_split_at_depth_jumps_and_drop_small_parts() -> None:
     assert labels[20, 15] > 0 and labels[20, 50] > 0
 
 
+def test_a_segment_grows_over_its_object_but_not_over_a_wall() -> None:
+    """A slow object shows its motion only at its silhouette: the segment of that crescent
+    grows over the rest of the object's surface (no depth jump inside, the motion explains
+    it); a segment on a wall, a surface many times its size, does not grow."""
+    from fourd_ros.core.backends.rgbd.latent import RgbdView
+    from fourd_ros.core.backends.rgbd.segment_motion import SegmentMotionTracker
+    from fourd_ros.core.geometry import unproject_depth
+    K = np.array([[40.0, 0.0, W / 2], [0.0, 40.0, H / 2], [0.0, 0.0, 1.0]])
+    v, u = np.mgrid[0:H, 0:W]
+    disc = (u - 30) ** 2 + (v - 30) ** 2 <= 12 ** 2
+    depth = np.where(disc, 2.0, 3.0).astype(np.float32)
+    gray = (127 + 60 * np.sin(u / 3.0) * np.cos(v / 4.0)).astype(np.uint8)
+    view = RgbdView(gray, depth, np.eye(4), unproject_depth(depth, K).astype(np.float32),
+                    np.zeros((H, W), bool))
+    tracker = SegmentMotionTracker(K, W, H)
+    motions = [np.eye(4), make_pose(np.eye(3), [0.001, 0.0, 0.0])]
+    crescent = (disc & (u >= 34)).astype(np.uint16)
+    grown = tracker._grown(view, view, crescent, motions)
+    assert (grown[disc] == 1).mean() > 0.9 and not grown[~disc].any()
+    patch = np.zeros((H, W), np.uint16)
+    patch[45:55, 60:70] = 1
+    assert np.array_equal(tracker._grown(view, view, patch, motions), patch)
+
+
 # per seed as measured (docs/measurements.md): mask IoU, worst object's median velocity error,
 # worst object's id consistency, share of frames with a false object. Development seeds 0, 2,
 # 5, 11 were tuned on; held-out seeds 100 and 102-105 never were. Floors: IoU - 0.05, velocity
-# error + 0.05, consistency - 0.1, false frames + 0.1 (deterministic: reruns give the same)
-MEASURED = {0: (0.772, 0.139, 0.933, 0.087), 2: (0.873, 0.092, 1.0, 0.109),
-            5: (0.806, 0.104, 1.0, 0.0), 11: (0.872, 0.056, 1.0, 0.022),
-            100: (0.904, 0.126, 1.0, 0.0), 102: (0.803, 0.070, 1.0, 0.0),
-            103: (0.913, 0.062, 1.0, 0.0), 104: (0.776, 0.228, 1.0, 0.261),
-            105: (0.869, 0.014, 1.0, 0.0)}
+# error + 0.05, consistency - 0.1, false frames + 0.1 (deterministic: reruns give the same).
+# Each reference is the best build's: session 17's segment growth (figures here) left the
+# velocity error of seeds 5 and 100 at 0.106 and 0.173, their references stay 0.104 and 0.126.
+MEASURED = {0: (0.797, 0.104, 0.944, 0.087), 2: (0.924, 0.080, 1.0, 0.109),
+            5: (0.866, 0.104, 1.0, 0.0), 11: (0.895, 0.053, 1.0, 0.022),
+            100: (0.936, 0.126, 1.0, 0.0), 102: (0.908, 0.070, 1.0, 0.0),
+            103: (0.945, 0.062, 1.0, 0.0), 104: (0.861, 0.215, 1.0, 0.261),
+            105: (0.882, 0.014, 1.0, 0.0)}
 
 
 @pytest.mark.slow
@@ -184,7 +210,8 @@ def test_static_room_has_few_objects() -> None:
         frames += 1
         with_objects += bool(engine.object_snapshot().objects)
     print(f'7-Scenes: {with_objects} of {frames} frames with an object')
-    # measured 7 of 400 (20 before session 16; issue 15 asks for at most 5 %): the dynamic
-    # mask drops parts that staying still explains, and a static surface that depth noise or
-    # a pose error makes look like moving jitters in place and is not reported
+    # measured 12 of 400 (20 before session 16, 7 before session 17's segment growth; issue
+    # 15 asks for at most 5 %): the dynamic mask drops parts that staying still explains, and
+    # a static surface that depth noise or a pose error makes look like moving jitters in
+    # place and is not reported
     assert with_objects <= 0.05 * frames

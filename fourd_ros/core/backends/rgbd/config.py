@@ -133,6 +133,11 @@ class SegmentMotionConfig:
             intensities that motions are scored and aligned with.
         explained_max_cost: largest cost of a pixel kept in its segment after the first fit
             (it must also be explained better by the motion than by staying still).
+        grow_max_factor, grow_max_share: a segment of the current frame grows over the
+            depth-continuous surface it lies on when that surface has at most
+            ``grow_max_factor`` times its pixels and at most ``grow_max_share`` of the image
+            (an object seen whole against its background, not a floor or wall it touches),
+            by the pixels its motion explains within ``explained_max_cost``; 0 turns it off.
         refine_candidates: how many of the best-scoring candidates are refined by alignment.
         history: motions kept per followed segment for its constant-velocity prior.
         prior_min_history: motions a segment needs before its prior applies.
@@ -161,6 +166,8 @@ class SegmentMotionConfig:
     shading_sigma_px: float = 4.0
     refine_candidates: int = 1
     explained_max_cost: float = 0.25
+    grow_max_factor: float = 6.0
+    grow_max_share: float = 0.2
     hidden_cost: float = 0.5
     leftover_min_share: float = 0.005
     history: int = 8

@@ -197,6 +197,7 @@ class SegmentMotionTracker:
            surface just covered or uncovered by an object fits a wrong motion by chance), or
            when it also explains the static background better: that is the camera's pose
            error, not an object.
+        4. Each segment left grows over the rest of its object's surface (`_grown`).
         """
         cfg = self.config
         labels = self._moved_forward(prev, cur, segments, dynamic)
@@ -245,7 +246,42 @@ class SegmentMotionTracker:
                     len(ys) >= cfg.min_pixels and self._moves(prev, cur, sample, motions[k])):
                 labels[part] = 0
         self._last_labels = (cur.gray, labels)
-        return SegmentMotions(labels, np.asarray(motions, np.float32))
+        return SegmentMotions(self._grown(prev, cur, labels, motions),
+                              np.asarray(motions, np.float32))
+
+    def _grown(self, prev: RgbdView, cur: RgbdView, labels: np.ndarray,
+               motions: list[np.ndarray]) -> np.ndarray:
+        """``labels`` with each segment grown over the depth-continuous surface (no depth jump
+        inside) that most of it lies on, by the pixels its motion explains (cost below
+        ``explained_max_cost``), when that surface is small enough to be one object seen whole
+        against its background (``grow_max_factor``, ``grow_max_share``). A slow object shows
+        its motion only at its silhouette, where it covers or uncovers the background: the
+        dynamic mask held a crescent of the DDS test's slow sphere, a quarter of its pixels,
+        too little for it to be matched as an object (docs/measurements.md)."""
+        cfg = self.config
+        if cfg.grow_max_factor <= 0 or not labels.any():
+            return labels
+        surface = ~depth_edges(cur.depth) & np.isfinite(cur.depth)
+        _, surfaces = cv2.connectedComponents(surface.astype(np.uint8), connectivity=4)
+        sizes = np.bincount(surfaces.ravel())
+        out = labels.copy()
+        for k in range(1, len(motions)):
+            part = labels == k
+            on = surfaces[part]
+            on = on[on > 0]
+            if not on.size or not np.isfinite(motions[k]).all():
+                continue
+            s = int(np.bincount(on).argmax())
+            if sizes[s] > min(cfg.grow_max_factor * np.count_nonzero(part),
+                              cfg.grow_max_share * labels.size):
+                continue
+            todo = (surfaces == s) & (out == 0)
+            if not todo.any():
+                continue
+            ys, xs, _, moved, _ = self._compare(prev, cur, todo, motions[k])
+            keep = moved < cfg.explained_max_cost
+            out[ys[keep], xs[keep]] = k
+        return out
 
     def _was_moving(self, prev: RgbdView, mask: np.ndarray) -> bool:
         """Whether ``prev``'s moving segments (`current_segments` of it) cover at least half
