@@ -245,6 +245,8 @@ class SegmentMotionTracker:
             if not self._moves(prev, cur, part, motions[k]) or (
                     len(ys) >= cfg.min_pixels and self._moves(prev, cur, sample, motions[k])):
                 labels[part] = 0
+        # only the published segments grow: the next frame's fits start from these (grown
+        # ones took development seed 6's moving points from 79.3 to 75.3 APD3D)
         self._last_labels = (cur.gray, labels)
         return SegmentMotions(self._grown(prev, cur, labels, motions),
                               np.asarray(motions, np.float32))
