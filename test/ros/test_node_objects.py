@@ -75,11 +75,12 @@ def test_moving_objects_follow_ground_truth(ros_context, start_process, clip) ->
     scores = scorer.result()
     print('moving objects over DDS:', {k: round(v, 3) for k, v in scores.items()})
     # issue 15's bars where they are met; measured levels (deterministic: the node sees every
-    # frame) where not yet. Mask IoU measured 0.846; both objects found, with their velocity
-    # within 20 %. The fast object keeps one id on 96 % of its frames; the slow one (0.16 m/s,
-    # 0.3 px a frame) on 82 %: its silhouette first shows motion at frame 5 of 30 and it is
-    # reported from its third followed frame. (Until session 17 the dynamic mask held a
-    # crescent of it, a quarter of its pixels, and it was never found.)
+    # frame) where not yet. Mask IoU measured 0.865; both objects found, with their velocity
+    # within 20 %; no false object (18 % of the frames until session 17's outline check). The
+    # fast object keeps one id on 96 % of its frames; the slow one (0.16 m/s, 0.3 px a frame)
+    # on 82 %: its silhouette first shows motion at frame 5 of 30 and it is reported from its
+    # third followed frame. (Until session 17 the dynamic mask held a crescent of it, a
+    # quarter of its pixels, and it was never found.)
     stability = scorer.id_stabilities()
     speed = {k: np.linalg.norm(clip.scene.objects[k - 1].velocity) for k in stability}
     fast, slow = max(speed, key=speed.get), min(speed, key=speed.get)
@@ -88,9 +89,9 @@ def test_moving_objects_follow_ground_truth(ros_context, start_process, clip) ->
     assert scores['flow_static_median_m_s'] < 0.01
     assert scores['object_velocity_rel_median_worst'] <= 0.2
     assert stability[fast] >= 0.9 and stability[slow] >= 0.8
-    assert scores['mask_iou'] >= 0.8
+    assert scores['mask_iou'] >= 0.82
     assert scores['objects_matched_share'] >= 0.85
-    assert scores['frames_with_false_object'] <= 0.25
+    assert scores['frames_with_false_object'] <= 0.05
 
     # markers: a box, a velocity arrow and an id per object, after a DELETEALL (a topic of
     # their own: they may come after the frame's other outputs)

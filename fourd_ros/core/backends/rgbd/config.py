@@ -138,6 +138,11 @@ class SegmentMotionConfig:
             ``grow_max_factor`` times its pixels and at most ``grow_max_share`` of the image
             (an object seen whole against its background, not a floor or wall it touches),
             by the pixels its motion explains within ``explained_max_cost``; 0 turns it off.
+        min_occluding_outline: a segment of the current frame is published only when at
+            least this share of its outline (the pixels around it, image border left out)
+            lies behind it by a depth jump or has no depth: an object stands out of its
+            surroundings, a patch of a static surface next to a moving object does not (0
+            turns the check off).
         refine_candidates: how many of the best-scoring candidates are refined by alignment.
         history: motions kept per followed segment for its constant-velocity prior.
         prior_min_history: motions a segment needs before its prior applies.
@@ -168,6 +173,7 @@ class SegmentMotionConfig:
     explained_max_cost: float = 0.25
     grow_max_factor: float = 6.0
     grow_max_share: float = 0.2
+    min_occluding_outline: float = 0.05
     hidden_cost: float = 0.5
     leftover_min_share: float = 0.005
     history: int = 8

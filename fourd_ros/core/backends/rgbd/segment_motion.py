@@ -197,7 +197,8 @@ class SegmentMotionTracker:
            surface just covered or uncovered by an object fits a wrong motion by chance), or
            when it also explains the static background better: that is the camera's pose
            error, not an object.
-        4. Each segment left grows over the rest of its object's surface (`_grown`).
+        4. Each segment left grows over the rest of its object's surface (`_grown`), and is
+           published only when it stands out of its surroundings in depth (`_outlined`).
         """
         cfg = self.config
         labels = self._moved_forward(prev, cur, segments, dynamic)
@@ -245,37 +246,36 @@ class SegmentMotionTracker:
             if not self._moves(prev, cur, part, motions[k]) or (
                     len(ys) >= cfg.min_pixels and self._moves(prev, cur, sample, motions[k])):
                 labels[part] = 0
-        # only the published segments grow: the next frame's fits start from these (grown
-        # ones took development seed 6's moving points from 79.3 to 75.3 APD3D)
+        # only the published segments grow and are checked against their outline: the next
+        # frame's fits start from these (grown ones took development seed 6's moving points
+        # from 79.3 to 75.3 APD3D)
         self._last_labels = (cur.gray, labels)
-        return SegmentMotions(self._grown(prev, cur, labels, motions),
-                              np.asarray(motions, np.float32))
+        if labels.any():
+            surfaces = _surfaces(cur.depth)
+            labels = self._outlined(cur, self._grown(prev, cur, labels, motions, surfaces),
+                                    surfaces)
+        return SegmentMotions(labels, np.asarray(motions, np.float32))
 
     def _grown(self, prev: RgbdView, cur: RgbdView, labels: np.ndarray,
-               motions: list[np.ndarray]) -> np.ndarray:
-        """``labels`` with each segment grown over the depth-continuous surface (no depth jump
-        inside) that most of it lies on, by the pixels its motion explains (cost below
+               motions: list[np.ndarray], surfaces: np.ndarray) -> np.ndarray:
+        """``labels`` with each segment grown over the surface (``surfaces``: `_surfaces` of
+        ``cur``) that most of it lies on, by the pixels its motion explains (cost below
         ``explained_max_cost``), when that surface is small enough to be one object seen whole
         against its background (``grow_max_factor``, ``grow_max_share``). A slow object shows
         its motion only at its silhouette, where it covers or uncovers the background: the
         dynamic mask held a crescent of the DDS test's slow sphere, a quarter of its pixels,
         too little for it to be matched as an object (docs/measurements.md)."""
         cfg = self.config
-        if cfg.grow_max_factor <= 0 or not labels.any():
+        if cfg.grow_max_factor <= 0:
             return labels
-        surface = ~depth_edges(cur.depth) & np.isfinite(cur.depth)
-        _, surfaces = cv2.connectedComponents(surface.astype(np.uint8), connectivity=4)
         sizes = np.bincount(surfaces.ravel())
         out = labels.copy()
         for k in range(1, len(motions)):
             part = labels == k
-            on = surfaces[part]
-            on = on[on > 0]
-            if not on.size or not np.isfinite(motions[k]).all():
-                continue
-            s = int(np.bincount(on).argmax())
-            if sizes[s] > min(cfg.grow_max_factor * np.count_nonzero(part),
-                              cfg.grow_max_share * labels.size):
+            s = _main_surface(surfaces, part)
+            if not s or not np.isfinite(motions[k]).all() or sizes[s] > min(
+                    cfg.grow_max_factor * np.count_nonzero(part),
+                    cfg.grow_max_share * labels.size):
                 continue
             todo = (surfaces == s) & (out == 0)
             if not todo.any():
@@ -283,6 +283,28 @@ class SegmentMotionTracker:
             ys, xs, _, moved, _ = self._compare(prev, cur, todo, motions[k])
             keep = moved < cfg.explained_max_cost
             out[ys[keep], xs[keep]] = k
+        return out
+
+    def _outlined(self, cur: RgbdView, labels: np.ndarray, surfaces: np.ndarray
+                  ) -> np.ndarray:
+        """``labels`` without the segments that do not stand out of their surroundings in
+        depth: neither the segment's outline nor that of the surface most of it lies on
+        (``surfaces``; a segment may cover one face of an object) lies behind it on at least
+        ``min_occluding_outline`` of its pixels (`_occluding_share`). A moving object
+        occludes what is behind it along much of its outline; the false segments of the DDS
+        test's clip, patches of the room beside the fast object that a wrong motion happened
+        to explain, did nowhere (docs/measurements.md)."""
+        floor = self.config.min_occluding_outline
+        if floor <= 0:
+            return labels
+        out = labels.copy()
+        for k in np.unique(labels[labels > 0]):
+            part = labels == k
+            if _occluding_share(cur.depth, part) >= floor:
+                continue
+            s = _main_surface(surfaces, part)
+            if not s or _occluding_share(cur.depth, surfaces == s) < floor:
+                out[part] = 0
         return out
 
     def _was_moving(self, prev: RgbdView, mask: np.ndarray) -> bool:
@@ -424,3 +446,37 @@ class SegmentMotionTracker:
             if min(gaps) <= self.config.track_gate_m:
                 return self._followed[int(np.argmin(gaps))]
         return FollowedSegment(centroid)
+
+
+def _surfaces(depth: np.ndarray) -> np.ndarray:
+    """H x W int32 labels of the depth-continuous surfaces of a depth map (metres, NaN =
+    none): parts without a depth jump inside (`depth_edges`), 4-connected; 0 = edge or no
+    depth."""
+    surface = ~depth_edges(depth) & np.isfinite(depth)
+    return cv2.connectedComponents(surface.astype(np.uint8), connectivity=4)[1]
+
+
+def _main_surface(surfaces: np.ndarray, part: np.ndarray) -> int:
+    """The surface label that most pixels of ``part`` lie on (0 when none)."""
+    on = surfaces[part]
+    on = on[on > 0]
+    return int(np.bincount(on).argmax()) if on.size else 0
+
+
+def _occluding_share(depth: np.ndarray, part: np.ndarray) -> float:
+    """Share of the pixels around ``part`` (its 8-neighbours outside it, the image border left
+    out) that lie behind it by a depth jump (as `depth_edges` counts one: 5 % of the depth,
+    at least 5 cm) or have no depth; 1 when it has no such pixels."""
+    kernel = np.ones((3, 3), np.uint8)
+    ring = cv2.dilate(part.astype(np.uint8), kernel).astype(bool) & ~part
+    ring[[0, -1], :] = False
+    ring[:, [0, -1]] = False
+    if not ring.any():
+        return 1.0
+    # the nearest depth of the part next to each outline pixel
+    nearest = cv2.erode(np.where(part & np.isfinite(depth), depth, np.float32(np.inf))
+                        .astype(np.float32), kernel)[ring]
+    z = depth[ring]
+    with np.errstate(invalid='ignore'):
+        behind = ~np.isfinite(z) | (z - nearest > np.maximum(0.05, 0.05 * nearest))
+    return float(behind.mean())
