@@ -355,13 +355,19 @@ def _oriented_box(points: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarra
     return mean + axes @ ((lo + hi) / 2.0), axes, hi - lo
 
 
+def depth_jump(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Whether depths ``a`` and ``b`` (metres) differ by a jump: by more than 5 % of the
+    nearer, at least 5 cm (two surfaces, not one)."""
+    return np.abs(a - b) > np.maximum(0.05, 0.05 * np.minimum(a, b))
+
+
 def depth_edges(depth: np.ndarray) -> np.ndarray:
-    """H x W bool: pixels next to a depth jump (> 5 %, at least 5 cm; NaN = no depth)."""
+    """H x W bool: pixels next to a `depth_jump` (NaN = no depth)."""
     z = np.nan_to_num(depth, nan=0.0)
     edges = np.zeros(z.shape, bool)
     for a, b, first, second in ((z[:-1], z[1:], edges[:-1], edges[1:]),
                                 (z[:, :-1], z[:, 1:], edges[:, :-1], edges[:, 1:])):
-        jump = np.abs(a - b) > np.maximum(0.05, 0.05 * np.minimum(a, b))
+        jump = depth_jump(a, b)
         first |= jump
         second |= jump
     return edges

@@ -36,7 +36,7 @@ from fourd_ros.core.backends.rgbd.config import SegmentMotionConfig
 from fourd_ros.core.backends.rgbd.latent import RgbdView, SegmentMotions
 from fourd_ros.core.backends.rgbd.motion_scoring import MotionScorer, fit_rigid_to_flow
 from fourd_ros.core.backends.rgbd.segmentation import main_parts
-from fourd_ros.core.engine.objects import depth_edges, label_moving_segments
+from fourd_ros.core.engine.objects import depth_edges, depth_jump, label_moving_segments
 from fourd_ros.core.geometry import (invert_pose, make_pose, pixel_grid, project,
                                      transform_points)
 
@@ -465,8 +465,8 @@ def _main_surface(surfaces: np.ndarray, part: np.ndarray) -> int:
 
 def _occluding_share(depth: np.ndarray, part: np.ndarray) -> float:
     """Share of the pixels around ``part`` (its 8-neighbours outside it, the image border left
-    out) that lie behind it by a depth jump (as `depth_edges` counts one: 5 % of the depth,
-    at least 5 cm) or have no depth; 1 when it has no such pixels."""
+    out) that lie behind it by a `depth_jump` or have no depth; 1 when it has no such
+    pixels."""
     kernel = np.ones((3, 3), np.uint8)
     ring = cv2.dilate(part.astype(np.uint8), kernel).astype(bool) & ~part
     ring[[0, -1], :] = False
@@ -478,5 +478,5 @@ def _occluding_share(depth: np.ndarray, part: np.ndarray) -> float:
                         .astype(np.float32), kernel)[ring]
     z = depth[ring]
     with np.errstate(invalid='ignore'):
-        behind = ~np.isfinite(z) | (z - nearest > np.maximum(0.05, 0.05 * nearest))
+        behind = ~np.isfinite(z) | ((z > nearest) & depth_jump(nearest, z))
     return float(behind.mean())
