@@ -22,6 +22,7 @@ from std_msgs.msg import Header  # noqa: E402
 from std_srvs.srv import Trigger  # noqa: E402
 
 from fourd_ros.ros import conversions as conv  # noqa: E402
+from fourd_ros.ros.node import SERVICE_QOS  # noqa: E402
 from test_node import call, camera_args, node_args  # noqa: E402
 from test_node_faults import FakeCamera, diagnostics_values  # noqa: E402
 
@@ -151,8 +152,11 @@ def test_queries_racing_a_reset_and_an_eviction(ros_context, start_process) -> N
     cam = FakeCamera(node)
     clouds: list[PointCloud2] = []
     node.create_subscription(PointCloud2, '/fourd/points', clouds.append, 10)
-    query = node.create_client(QueryMotion, '/fourd/query_motion')
-    reset = node.create_client(Trigger, '/fourd/reset')
+    # 18 queries and a reset are in flight at once: a client's default response queue (10
+    # deep) drops the answers that arrive before it takes them (the README's advice to
+    # planners), which made this test fail when the test process was slow
+    query = node.create_client(QueryMotion, '/fourd/query_motion', qos_profile=SERVICE_QOS)
+    reset = node.create_client(Trigger, '/fourd/reset', qos_profile=SERVICE_QOS)
     assert spin_until(node, cam.connected, timeout=30.0)
     assert spin_until(node, query.service_is_ready, timeout=30.0)
 
