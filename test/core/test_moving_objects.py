@@ -11,8 +11,8 @@ from scipy.spatial.transform import Rotation
 from fourd_ros.core.backends.rgbd import RgbdBackend
 from fourd_ros.core.data.synthetic import SceneConfig, generate_clip
 from fourd_ros.core.engine.engine import EngineConfig, StreamingEngine
-from fourd_ros.core.engine.objects import (ObjectConfig, ObjectTracker, label_moving_segments,
-                                           rigid_scene_flow)
+from fourd_ros.core.engine.objects import (ObjectConfig, ObjectTracker, depth_edges,
+                                           label_moving_segments, rigid_scene_flow)
 from fourd_ros.core.eval.moving_objects import MovingObjectScorer, PublishedObject
 from fourd_ros.core.geometry import make_pose, transform_points
 from shared_data import SEVEN_SCENES, needs_7scenes
@@ -151,7 +151,7 @@ def _disc_in_front_of_a_wall():
     gray = (127 + 60 * np.sin(u / 3.0) * np.cos(v / 4.0)).astype(np.uint8)
     view = RgbdView(gray, depth, np.eye(4), unproject_depth(depth, K).astype(np.float32),
                     np.zeros((H, W), bool))
-    return SegmentMotionTracker(K, W, H), view, disc, _surfaces(depth), u, v
+    return SegmentMotionTracker(K, W, H), view, disc, _surfaces(depth, depth_edges(depth)), u, v
 
 
 def test_a_segment_grows_over_its_object_but_not_over_a_wall() -> None:

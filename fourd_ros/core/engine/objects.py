@@ -374,12 +374,16 @@ def depth_edges(depth: np.ndarray) -> np.ndarray:
 
 
 def label_moving_segments(dynamic_mask: np.ndarray, depth: np.ndarray, min_pixels: int,
-                          max_segments: int = 255) -> np.ndarray:
+                          max_segments: int = 255, edges: np.ndarray | None = None
+                          ) -> np.ndarray:
     """H x W uint16 segments of a dynamic mask: its connected parts split at depth jumps
     (objects that touch in the image but not in depth are separate), the `max_segments`
     largest of at least `min_pixels` pixels, numbered from 1 by size; 0 = none. For backends
-    without a segmentation of their own."""
-    ok = dynamic_mask & ~depth_edges(depth) & np.isfinite(depth) & (depth > 0)
+    without a segmentation of their own. ``edges``: `depth_edges` of ``depth`` when the
+    caller has it already."""
+    if edges is None:
+        edges = depth_edges(depth)
+    ok = dynamic_mask & ~edges & np.isfinite(depth) & (depth > 0)
     count, labels, stats, _ = cv2.connectedComponentsWithStats(ok.astype(np.uint8),
                                                                connectivity=8)
     area = stats[1:, cv2.CC_STAT_AREA]

@@ -98,6 +98,8 @@ class SegmentMotionTracker:
         self._followed: list[FollowedSegment] = []
         # the last `current_segments` call's frame (its grey image) and moving segments
         self._last_labels: tuple[np.ndarray, np.ndarray] | None = None
+        # (depth map, its depth edges): the current frame's serve again as the previous one's
+        self._edges: tuple[np.ndarray, np.ndarray] | None = None
         # the current frame's intensities and pyramid serve again as the previous frame's
         self._kept: tuple[RgbdView, np.ndarray, list] | None = None
         # the last estimate's two frames and their shading-free intensities
@@ -117,7 +119,7 @@ class SegmentMotionTracker:
         if prev.dynamic.any():  # most frames of a static scene: no per-frame work at all
             # pixels at depth jumps mix two surfaces: they fit no motion, and without them
             # objects that touch in the image but not in depth become separate segments
-            edges = depth_edges(prev.depth)
+            edges = self._depth_edges(prev.depth)
             _, labels, stats, _ = cv2.connectedComponentsWithStats(
                 (prev.dynamic & ~edges & np.isfinite(prev.depth)).astype(np.uint8),
                 connectivity=8)
@@ -206,7 +208,8 @@ class SegmentMotionTracker:
         fringe = cv2.dilate((labels > 0).astype(np.uint8), np.ones((7, 7), np.uint8)) > 0
         leftover = label_moving_segments(
             dynamic & (labels == 0), cur.depth,
-            max(cfg.min_pixels, int(cfg.leftover_min_share * dynamic.size)), cfg.max_segments)
+            max(cfg.min_pixels, int(cfg.leftover_min_share * dynamic.size)), cfg.max_segments,
+            self._depth_edges(cur.depth))
         parts = [(k, part) for k, part in ((k, leftover == k)
                                            for k in range(1, int(leftover.max(initial=0)) + 1))
                  if np.count_nonzero(part & fringe) <= 0.5 * np.count_nonzero(part)]
@@ -251,7 +254,7 @@ class SegmentMotionTracker:
         # from 79.3 to 75.3 APD3D)
         self._last_labels = (cur.gray, labels)
         if labels.any():
-            surfaces = _surfaces(cur.depth)
+            surfaces = _surfaces(cur.depth, self._depth_edges(cur.depth))
             labels = self._outlined(cur, self._grown(prev, cur, labels, motions, surfaces),
                                     surfaces)
         return SegmentMotions(labels, np.asarray(motions, np.float32))
@@ -306,6 +309,13 @@ class SegmentMotionTracker:
             if not s or _occluding_share(cur.depth, surfaces == s) < floor:
                 out[part] = 0
         return out
+
+    def _depth_edges(self, depth: np.ndarray) -> np.ndarray:
+        """`depth_edges` of a depth map, computed once per frame: each frame's depth is
+        asked for by `current_segments` (twice) and by the next frame's `estimate`."""
+        if self._edges is None or self._edges[0] is not depth:
+            self._edges = (depth, depth_edges(depth))
+        return self._edges[1]
 
     def _was_moving(self, prev: RgbdView, mask: np.ndarray) -> bool:
         """Whether ``prev``'s moving segments (`current_segments` of it) cover at least half
@@ -448,11 +458,11 @@ class SegmentMotionTracker:
         return FollowedSegment(centroid)
 
 
-def _surfaces(depth: np.ndarray) -> np.ndarray:
+def _surfaces(depth: np.ndarray, edges: np.ndarray) -> np.ndarray:
     """H x W int32 labels of the depth-continuous surfaces of a depth map (metres, NaN =
-    none): parts without a depth jump inside (`depth_edges`), 4-connected; 0 = edge or no
-    depth."""
-    surface = ~depth_edges(depth) & np.isfinite(depth)
+    none) with its ``edges`` (`depth_edges`): parts without a depth jump inside,
+    4-connected; 0 = edge or no depth."""
+    surface = ~edges & np.isfinite(depth)
     return cv2.connectedComponents(surface.astype(np.uint8), connectivity=4)[1]
 
 
