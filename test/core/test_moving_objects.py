@@ -8,12 +8,13 @@ import numpy as np
 import pytest
 from scipy.spatial.transform import Rotation
 
+from fourd_ros.core.backends.factory import make_backend
 from fourd_ros.core.backends.rgbd import RgbdBackend
 from fourd_ros.core.data.synthetic import SceneConfig, generate_clip
 from fourd_ros.core.engine.engine import EngineConfig, StreamingEngine
 from fourd_ros.core.engine.objects import (ObjectConfig, ObjectTracker, depth_edges,
                                            label_moving_segments, rigid_scene_flow)
-from fourd_ros.core.eval.moving_objects import MovingObjectScorer, PublishedObject
+from fourd_ros.core.eval.moving_objects import score_objects
 from fourd_ros.core.geometry import make_pose, transform_points
 from shared_data import SEVEN_SCENES, needs_7scenes
 
@@ -203,14 +204,7 @@ MEASURED = {0: (0.811, 0.104, 0.944, 0.0), 2: (0.935, 0.080, 1.0, 0.0),
 def test_rgbd_objects_against_ground_truth(seed: int) -> None:
     clip = generate_clip(SceneConfig(frames=48, width=256, height=192, seed=seed, fps=30.0,
                                      num_objects=(3, 5)))
-    engine = StreamingEngine(RgbdBackend(), EngineConfig(width=0))
-    scorer = MovingObjectScorer(clip)
-    for i in range(len(clip)):
-        result = engine.process(clip.frame(i))
-        snap = engine.object_snapshot()
-        scorer.add(i, snap.id_mask(), result.scene_flow,
-                   [PublishedObject(o.id, o.centroid, o.velocity) for o in snap.objects])
-    s = scorer.result()
+    s = score_objects(StreamingEngine(RgbdBackend(), EngineConfig(width=0)), clip).result()
     print(f'seed {seed}: ' + ', '.join(f'{k} {v:.3f}' for k, v in s.items()))
     iou, velocity, consistency, false_frames = MEASURED[seed]
     # issue 15's scene-flow bars hold on every clip
@@ -219,6 +213,28 @@ def test_rgbd_objects_against_ground_truth(seed: int) -> None:
     assert s['mask_iou'] >= iou - 0.05
     assert s['object_velocity_rel_median_worst'] <= velocity + 0.05
     assert s['id_consistency_worst'] >= consistency - 0.1
+    assert s['frames_with_false_object'] <= false_frames + 0.1
+
+
+# the learned backend's objects, as measured (docs/measurements.md, "Moving objects"; not yet
+# at issue 15's bars): mask IoU and frames with a false object on the DDS test's scene (seed 2,
+# 160x120) and development seed 5. Floors: IoU - 0.05, false frames + 0.1.
+LEARNED_MEASURED = {(2, 160, 120, 30): (0.503, 0.107), (5, 256, 192, 48): (0.563, 0.087)}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize('clip_key', sorted(LEARNED_MEASURED))
+def test_learned_objects_against_ground_truth(clip_key: tuple[int, int, int, int]) -> None:
+    seed, width, height, frames = clip_key
+    objects = {} if frames == 30 else {'num_objects': (3, 5)}
+    clip = generate_clip(SceneConfig(frames=frames, width=width, height=height, seed=seed,
+                                     fps=30.0, **objects))
+    engine = StreamingEngine(make_backend('learned', device='cpu'), EngineConfig(width=0))
+    s = score_objects(engine, clip).result()
+    print(f'learned, seed {seed} {width}x{height}: '
+          + ', '.join(f'{k} {v:.3f}' for k, v in s.items()))
+    iou, false_frames = LEARNED_MEASURED[clip_key]
+    assert s['mask_iou'] >= iou - 0.05
     assert s['frames_with_false_object'] <= false_frames + 0.1
 
 
