@@ -29,6 +29,13 @@ ROWS = (
     ('baseline_zero_motion_apd3d', 'zero-motion APD3D % (baseline: source positions)'),
     ('baseline_zero_motion_apd3d_dynamic', 'zero-motion APD3D % on moving points (baseline)'),
     ('baseline_zero_motion_epe_m', 'm zero-motion 3D EPE (baseline)'),
+    ('objects_mask_iou', 'moving objects: motion mask IoU (synthetic clips)'),
+    ('objects_flow_moving_rel_median', 'moving points: |v - v*| / |v*|, median'),
+    ('objects_flow_static_median_m_s', 'static points: speed, median (m/s if metric)'),
+    ('objects_objects_matched_share', "share of true objects' frames with an object"),
+    ('objects_object_velocity_rel_median_worst', 'worst object: velocity error / speed'),
+    ('objects_id_stability_worst', 'worst object: share of its frames with its id'),
+    ('objects_frames_with_false_object', 'share of frames with a false object'),
     ('latency_ms_p50', 'ms per frame (engine.process)'),
     ('metric', 'metres if yes (no scale alignment)'),
 )
@@ -72,7 +79,8 @@ def run(args: argparse.Namespace) -> int:
     m = report.metrics
     print_table(f'fourd eval: {args.backend} on {args.input} ({m["layout"]}, '
                 f'processing {m["processing_size"]})',
-                [(k, m.get(k, float('nan')), unit) for k, unit in ROWS])
+                [(k, m.get(k, float('nan')), unit) for k, unit in ROWS
+                 if not k.startswith('objects_') or k in m])  # objects: synthetic only
     if args.json:
         print(f'metrics: {write_json(args.json, report.to_json_dict())}')
     if args.plots:

@@ -53,6 +53,11 @@ def test_eval_oracle_synthetic_is_perfect(clip_dir: Path, tmp_path: Path) -> Non
     assert m['apd3d'] == pytest.approx(100.0)
     assert m['apd3d_dynamic'] == pytest.approx(100.0)
     assert m['track_epe_m'] < 1e-5 and m['track_median_err_m'] < 1e-5
+    # moving objects from the oracle's true motion mask and motion (not a perfect score: its
+    # segments leave out depth edges, its scene flow is a one-frame difference and objects are
+    # reported from their 3rd frame); static points do not move
+    assert m['objects_mask_iou'] > 0.7 and m['objects_flow_static_median_m_s'] == 0.0
+    assert m['objects_frames_with_false_object'] == 0.0
     for name in ('trajectory', 'depth_samples', 'track_queries', 'track_trails'):
         assert (plots / f'{name}.png').stat().st_size > 10_000
 
@@ -69,6 +74,7 @@ def test_eval_oracle_seven_scenes(tmp_path: Path) -> None:
     assert m['track_epe_m'] < 1e-5
     # static scene: no dynamic points
     assert m['apd3d_dynamic'] is None and m['track_points_dynamic'] == 0
+    assert not any(k.startswith('objects_') for k in m)  # scored on synthetic clips only
     # integer-pixel queries next to depth holes come back INVALID (bilinear NaN propagation)
     assert m['apd3d'] > 98.0
 

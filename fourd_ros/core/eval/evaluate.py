@@ -15,6 +15,9 @@ Metrics follow design.md section 5 (definitions in ``fourd_ros.core.eval.metrics
   synthetic clips (visible points only, dynamic split from ``dynamic_mask``); for real RGB-D with
   GT poses (static scenes such as 7-Scenes) the point stays put in the world and is visible when
   it projects into frame j with GT depth there within ``visibility_tol_m`` of its depth.
+- moving objects (synthetic clips only): the motion mask, scene flow and objects the engine
+  publishes, scored per frame by ``moving_objects.MovingObjectScorer`` (``OBJECT_KEYS``, as
+  ``objects_<key>``; outputs up to scale are median-scaled per frame).
 
 Baselines, measured in the same run on the same pixels / points (``BASELINE_KEYS``):
 
@@ -49,6 +52,7 @@ from fourd_ros.core.data.readers import open_sequence, timed
 from fourd_ros.core.engine.cache import CachePolicy
 from fourd_ros.core.engine.engine import EngineConfig, StreamingEngine
 from fourd_ros.core.eval import metrics as M
+from fourd_ros.core.eval.moving_objects import add_engine_frame, MovingObjectScorer
 from fourd_ros.core.geometry import (inside_image, invert_pose, project, transform_points,
                                      unproject_pixels)
 from fourd_ros.core.jsonsafe import json_safe
@@ -56,6 +60,11 @@ from fourd_ros.core.types import Frame
 
 METRIC_KEYS = ('depth_absrel', 'depth_delta125', 'ate_m', 'ate_sim3_m', 'rpe_trans_m',
                'rpe_rot_deg', 'track_epe_m', 'apd3d', 'apd3d_dynamic', 'track_median_err_m')
+# moving objects on synthetic clips (`moving_objects.MovingObjectScorer`, issue 15), as
+# ``objects_<key>`` in the metrics
+OBJECT_KEYS = ('mask_iou', 'flow_moving_rel_median', 'flow_static_median_m_s',
+               'objects_matched_share', 'object_velocity_rel_median_worst',
+               'id_stability_worst', 'frames_with_false_object')
 BASELINE_KEYS = ('baseline_const_depth_absrel', 'baseline_const_depth_delta125',
                  'baseline_zero_motion_apd3d', 'baseline_zero_motion_apd3d_dynamic',
                  'baseline_zero_motion_epe_m')
@@ -116,7 +125,8 @@ class EvalReport:
 
     Attributes:
         metrics: ``backend``, ``metric``, ``frames``, ``fps``, the ``METRIC_KEYS`` and the
-            ``BASELINE_KEYS`` (NaN when the sequence lacks the GT a metric needs), plus counts
+            ``BASELINE_KEYS`` (NaN when the sequence lacks the GT a metric needs), on synthetic
+            clips ``objects_<key>`` for the ``OBJECT_KEYS``, plus counts
             and timings.
         stamps: F stamps (s) of frames with a GT pose.
         poses_est: F x 4 x 4 estimated camera-to-world poses (world = first camera).
@@ -260,6 +270,7 @@ def evaluate(backend_name: str, source: str | Path, *, width: int = 320,
         cfg.cache = CachePolicy(budget_mb=float(cache_mb))
     engine = StreamingEngine(backend, cfg)
     clip = getattr(reader, 'clip', None)
+    objects = MovingObjectScorer(clip) if clip is not None else None
     n = reader.length
     sources = _pick(n, track_pairs, track_gap)
     depth_pick = sorted(i for i in range(0, n or 0, max(1, depth_every)))
@@ -319,6 +330,8 @@ def evaluate(backend_name: str, source: str | Path, *, width: int = 320,
             if src is not None and frame.K is not None and T_gt_w is not None:
                 _score_pair(engine, src, i, frame, result.T_wc, T_gt_w, T_first_inv, clip,
                             visibility_tol_m, tr, report, plot_samples, names[i])
+            if objects is not None:
+                add_engine_frame(objects, i, result, engine.object_snapshot())
             snap = engine.track_snapshot()
             trail_hist.append({int(k): (float(p[0]), float(p[1]))
                                for k, p in zip(snap.ids, snap.pixels)})
@@ -343,6 +356,9 @@ def evaluate(backend_name: str, source: str | Path, *, width: int = 320,
     metrics['baseline_const_depth_delta125'] = c['delta125']
     metrics.update(_camera_metrics(poses, engine.metric, report))
     metrics.update(_track_metrics(tr, engine.metric))
+    if objects is not None:
+        metrics.update({f'objects_{k}': v for k, v in objects.result().items()
+                        if k in OBJECT_KEYS})
     lat = np.asarray(latencies) * 1e3 if latencies else np.array([NAN])
     proc = engine.processing_size or (0, 0)
     metrics.update({

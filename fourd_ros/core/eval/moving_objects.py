@@ -22,9 +22,10 @@ first camera, which is the clip's world) at the clip's resolution.
   false object is a published one
   whose pixels are mostly static (share of published objects, and share of frames with one).
 
-`score_objects` plays a clip through a `StreamingEngine` and scores what it publishes; for a
-backend whose output is up to scale (monocular), each frame's velocities and centroids are
-first brought to metres by the ratio of the true to the predicted median depth of that frame.
+`add_engine_frame` scores one frame of a `StreamingEngine` (`score_objects` plays a whole clip;
+`fourd eval` scores synthetic clips alongside depth and tracking); for a backend whose output is
+up to scale (monocular), each frame's velocities and centroids are first brought to metres by
+the ratio of the true to the predicted median depth of that frame.
 """
 
 from __future__ import annotations
@@ -37,6 +38,8 @@ import numpy as np
 
 from fourd_ros.core.data.synthetic import SyntheticClip
 from fourd_ros.core.engine.engine import StreamingEngine
+from fourd_ros.core.engine.objects import ObjectSnapshot
+from fourd_ros.core.types import FrameResult
 
 
 @dataclass
@@ -173,27 +176,33 @@ def _stability(ids: list[int]) -> float:
     return counts.most_common(1)[0][1] / len(ids) if counts else 0.0
 
 
-def score_objects(engine: StreamingEngine, clip: SyntheticClip) -> MovingObjectScorer:
-    """Play every frame of ``clip`` through ``engine`` (fresh, stamps as in the clip) and
-    score its motion mask, scene flow and objects; returns the filled scorer.
+def add_engine_frame(scorer: MovingObjectScorer, i: int, result: FrameResult,
+                     snapshot: ObjectSnapshot) -> None:
+    """Score clip frame ``i`` from an engine's `FrameResult` and its `ObjectSnapshot`.
 
     Outputs at another processing size are brought to the clip's pixels (nearest). Outputs up
-    to scale (``FrameResult.metric`` False) are scaled per frame by median(true depth) /
-    median(predicted depth), the usual median alignment of monocular depth."""
+    to scale (``FrameResult.metric`` False) are scaled by median(true depth) / median(predicted
+    depth) of the frame, the usual median alignment of monocular depth."""
+    ids, flow = snapshot.id_mask(), result.scene_flow
+    h, w = scorer.clip.depth[i].shape
+    if ids.shape != (h, w):
+        ids = cv2.resize(ids, (w, h), interpolation=cv2.INTER_NEAREST)
+        flow = cv2.resize(flow, (w, h), interpolation=cv2.INTER_NEAREST)
+    scale = 1.0
+    if not result.metric:
+        pred = result.depth[np.isfinite(result.depth) & (result.depth > 0)]
+        scale = float(np.median(scorer.clip.depth[i]) / np.median(pred)) if pred.size else 1.0
+    scorer.add(i, ids, flow * np.float32(scale),
+               [PublishedObject(o.id, o.centroid * scale, o.velocity * scale)
+                for o in snapshot.objects])
+
+
+def score_objects(engine: StreamingEngine, clip: SyntheticClip) -> MovingObjectScorer:
+    """Play every frame of ``clip`` through ``engine`` (fresh, stamps as in the clip) and
+    score its motion mask, scene flow and objects (`add_engine_frame`); returns the filled
+    scorer."""
     scorer = MovingObjectScorer(clip)
     for i in range(len(clip)):
         result = engine.process(clip.frame(i))
-        snap = engine.object_snapshot()
-        ids, flow = snap.id_mask(), result.scene_flow
-        h, w = clip.depth[i].shape
-        if ids.shape != (h, w):
-            ids = cv2.resize(ids, (w, h), interpolation=cv2.INTER_NEAREST)
-            flow = cv2.resize(flow, (w, h), interpolation=cv2.INTER_NEAREST)
-        scale = 1.0
-        if not result.metric:
-            pred = result.depth[np.isfinite(result.depth) & (result.depth > 0)]
-            scale = float(np.median(clip.depth[i]) / np.median(pred)) if pred.size else 1.0
-        scorer.add(i, ids, flow * np.float32(scale),
-                   [PublishedObject(o.id, o.centroid * scale, o.velocity * scale)
-                    for o in snap.objects])
+        add_engine_frame(scorer, i, result, engine.object_snapshot())
     return scorer
