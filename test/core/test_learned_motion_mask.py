@@ -47,3 +47,26 @@ def test_a_mask_over_most_of_the_frame_does_not_stop_the_seeding(clip) -> None:
     # without the cap no landmark is seeded after the first frame: they only die out
     assert all(b <= a for a, b in zip(starved, starved[1:]))
     assert kept[-1] > starved[-1]
+
+
+def test_scene_flow_is_the_displacement_across_the_view_ray_that_the_flow_shows() -> None:
+    from fourd_ros.core.backends.learned import lateral_displacement
+    from fourd_ros.core.flow import rigid_flow
+    from fourd_ros.core.geometry import make_pose, transform_points, unproject_depth
+    h, w = 48, 64
+    K = np.array([[60.0, 0, 31.5], [0, 60.0, 23.5], [0, 0, 1]])
+    depth = np.full((h, w), 2.0, np.float32)
+    depth[:, :20] = np.nan  # no depth: no displacement
+    T_ref_cur = make_pose(np.eye(3), [0.05, -0.02, 0.1])  # this camera in the reference one
+    # a static scene: the flow is the camera's alone, nothing moves
+    points_world = transform_points(T_ref_cur, unproject_depth(depth, K)).astype(np.float32)
+    static = rigid_flow(points_world, np.eye(4), K)
+    assert np.abs(lateral_displacement(depth, K, T_ref_cur, static)).max() < 1e-5
+    # a point seen 3 px to the right and 2 px up in the reference frame moved by 3 x z / f and
+    # -2 x z / f there, at its depth in that frame (2.1); along the ray it is taken not to move
+    moved = static.copy()
+    moved[30, 40] += [3.0, -2.0]
+    d = lateral_displacement(depth, K, T_ref_cur, moved)
+    assert np.allclose(d[30, 40], [3.0 * 2.1 / 60, -2.0 * 2.1 / 60, 0.0], atol=1e-5)
+    d[30, 40] = 0.0
+    assert np.abs(d).max() < 1e-5

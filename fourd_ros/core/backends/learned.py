@@ -12,7 +12,8 @@ Per frame (`process`):
    scale) and a smooth correction towards them (`landmark_depth`);
 4. dynamic mask from the decoded motion to an earlier cached frame (|dP| > reported_rel x z;
    no landmark is seeded where |dP| > dynamic_rel x z),
-   its connected parts as the moving segments, and the scene flow -dP / (time between them).
+   its connected parts as the moving segments, and the scene flow: the displacement across
+   the view ray that the optical flow to that frame shows, over the time between them.
 
 Outputs are up to an unknown scale (``metric = False``). Cached latent per frame: the model's
 `FrameLatent` (tokens, keys/values per layer, 1/8 features, half-resolution grey) on the
@@ -38,8 +39,8 @@ from fourd_ros.core.backends.mono_pose import LandmarkTracker, MonoPoseConfig, P
 from fourd_ros.core.engine.backend import BackendError, CacheEntry, MotionEstimate
 from fourd_ros.core.engine.objects import label_moving_segments
 from fourd_ros.core.flow import CachedFlows, FlowLink
-from fourd_ros.core.geometry import (invert_pose, project, sample_bilinear, sample_depth,
-                                     transform_points, unproject_depth)
+from fourd_ros.core.geometry import (invert_pose, pixel_grid, project, sample_bilinear,
+                                     sample_depth, transform_points, unproject_depth)
 from fourd_ros.core.model.checkpoint import load_model
 from fourd_ros.core.model.s4rc import FrameLatent, S4RC, SourceViews
 from fourd_ros.core.model.scene_flow import motion_geometry, MotionGeometry, PRIOR_DIS
@@ -119,6 +120,25 @@ def _relative_confidence(aleatoric: np.ndarray) -> np.ndarray:
     7-Scenes and the stream had no tracks."""
     lo, hi = np.percentile(aleatoric, [5.0, 95.0])
     return np.clip((aleatoric - lo) / max(float(hi - lo), 1e-6), 0.0, 1.0).astype(np.float32)
+
+
+def lateral_displacement(depth: np.ndarray, K: np.ndarray, T_ref_cur: np.ndarray,
+                         flow: np.ndarray) -> np.ndarray:
+    """H x W x 3 float32 displacement (reference camera axes, depth units) of each pixel's
+    point from now to the reference frame, across the reference view ray only: the point
+    carried into the reference camera as if static (``T_ref_cur``, 4x4) is moved, at its own
+    depth there, to where the optical flow ``flow`` (H x W x 2, current -> reference pixels)
+    sees it. ``depth`` is H x W (NaN / 0 = none: zero displacement), ``K`` the intrinsics of
+    both frames."""
+    h, w = depth.shape
+    u, v = pixel_grid(h, w)
+    z = np.where(depth > 0, depth, np.nan).astype(np.float32)
+    X = np.stack([(u - K[0, 2]) / K[0, 0] * z, (v - K[1, 2]) / K[1, 1] * z, z], axis=-1)
+    static = transform_points(T_ref_cur, X)
+    zr = static[..., 2]
+    seen = np.stack([(u + flow[..., 0] - K[0, 2]) / K[0, 0] * zr,
+                     (v + flow[..., 1] - K[1, 2]) / K[1, 1] * zr, zr], axis=-1)
+    return np.nan_to_num(seen - static).astype(np.float32)
 
 
 def _to_gray(rgb: np.ndarray) -> np.ndarray:
@@ -418,8 +438,10 @@ class LearnedBackend:
                         gray: np.ndarray, depth: np.ndarray, scale: float, T_wc: np.ndarray,
                         K: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Per pixel, the decoded displacement dP to the cached frame 3 back as a share of the
-        pixel's depth (H x W), and the velocity it gives (H x W x 3 world, map units/s: -dP
-        over the time between the frames); zeros without a cached frame."""
+        pixel's depth (H x W), and the velocity (H x W x 3 world, map units/s): the
+        displacement across the view ray that the scene-flow prior's optical flow shows
+        (`lateral_displacement`), over the time between the frames (-dP / time for models
+        without the prior); zeros without a cached frame."""
         h, w = depth.shape
         if not context:
             return np.zeros((h, w), np.float32), np.zeros((h, w, 3), np.float32)
@@ -431,6 +453,14 @@ class LearnedBackend:
                              )[0].permute(1, 2, 0).cpu().numpy() * np.float32(scale)
         with np.errstate(divide='ignore', invalid='ignore'):
             moved = np.nan_to_num(np.linalg.norm(disp, axis=-1) / depth, nan=0.0)
+        if geometry is not None:
+            # across the view ray only: dP's component along it is the difference of two
+            # monocular depths and made the scene flow 2.5-6 times the true speed (median),
+            # the lateral one from the flow 0.6-1.0 (docs/history.md, session 18)
+            disp_ref = lateral_displacement(depth, K, invert_pose(ref.T_wc) @ T_wc,
+                                            geometry.flow[0].permute(1, 2, 0).cpu().numpy())
+            return moved.astype(np.float32), disp_ref @ (
+                ref.T_wc[:3, :3].T / (ref.stamp - stamp)).astype(np.float32)
         # dP is the displacement from now back to the reference frame, in this camera's axes
         velocity = disp @ (T_wc[:3, :3].T / (ref.stamp - stamp)).astype(np.float32)
         return moved.astype(np.float32), velocity
