@@ -130,11 +130,8 @@ def lateral_displacement(depth: np.ndarray, K: np.ndarray, T_ref_cur: np.ndarray
     depth there, to where the optical flow ``flow`` (H x W x 2, current -> reference pixels)
     sees it. ``depth`` is H x W (NaN / 0 = none: zero displacement), ``K`` the intrinsics of
     both frames."""
-    h, w = depth.shape
-    u, v = pixel_grid(h, w)
-    z = np.where(depth > 0, depth, np.nan).astype(np.float32)
-    X = np.stack([(u - K[0, 2]) / K[0, 0] * z, (v - K[1, 2]) / K[1, 1] * z, z], axis=-1)
-    static = transform_points(T_ref_cur, X)
+    u, v = pixel_grid(*depth.shape)
+    static = transform_points(T_ref_cur, unproject_depth(depth, K))
     zr = static[..., 2]
     seen = np.stack([(u + flow[..., 0] - K[0, 2]) / K[0, 0] * zr,
                      (v + flow[..., 1] - K[1, 2]) / K[1, 1] * zr, zr], axis=-1)
