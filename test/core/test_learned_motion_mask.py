@@ -70,3 +70,9 @@ def test_scene_flow_is_the_displacement_across_the_view_ray_that_the_flow_shows(
     assert np.allclose(d[30, 40], [3.0 * 2.1 / 60, -2.0 * 2.1 / 60, 0.0], atol=1e-5)
     d[30, 40] = 0.0
     assert np.abs(d).max() < 1e-5
+    # only the pixels asked for are computed (the published moving ones), the rest are zero
+    where = np.zeros((h, w), bool)
+    where[30, 40] = where[5, 5] = True
+    d = lateral_displacement(depth, K, T_ref_cur, moved + 1.0, where)
+    assert np.allclose(d[30, 40], [4.0 * 2.1 / 60, -1.0 * 2.1 / 60, 0.0], atol=1e-5)
+    assert np.count_nonzero(d.any(axis=-1)) == 1  # (5, 5) has no depth

@@ -39,8 +39,8 @@ from fourd_ros.core.backends.mono_pose import LandmarkTracker, MonoPoseConfig, P
 from fourd_ros.core.engine.backend import BackendError, CacheEntry, MotionEstimate
 from fourd_ros.core.engine.objects import label_moving_segments
 from fourd_ros.core.flow import CachedFlows, FlowLink
-from fourd_ros.core.geometry import (invert_pose, pixel_grid, project, sample_bilinear,
-                                     sample_depth, transform_points, unproject_depth)
+from fourd_ros.core.geometry import (invert_pose, project, sample_bilinear, sample_depth,
+                                     transform_points, unproject_depth)
 from fourd_ros.core.model.checkpoint import load_model
 from fourd_ros.core.model.s4rc import FrameLatent, S4RC, SourceViews
 from fourd_ros.core.model.scene_flow import motion_geometry, MotionGeometry, PRIOR_DIS
@@ -123,19 +123,27 @@ def _relative_confidence(aleatoric: np.ndarray) -> np.ndarray:
 
 
 def lateral_displacement(depth: np.ndarray, K: np.ndarray, T_ref_cur: np.ndarray,
-                         flow: np.ndarray) -> np.ndarray:
+                         flow: np.ndarray, where: np.ndarray | None = None) -> np.ndarray:
     """H x W x 3 float32 displacement (reference camera axes, depth units) of each pixel's
     point from now to the reference frame, across the reference view ray only: the point
     carried into the reference camera as if static (``T_ref_cur``, 4x4) is moved, at its own
     depth there, to where the optical flow ``flow`` (H x W x 2, current -> reference pixels)
     sees it. ``depth`` is H x W (NaN / 0 = none: zero displacement), ``K`` the intrinsics of
-    both frames."""
-    u, v = pixel_grid(*depth.shape)
-    static = transform_points(T_ref_cur, unproject_depth(depth, K))
-    zr = static[..., 2]
-    seen = np.stack([(u + flow[..., 0] - K[0, 2]) / K[0, 0] * zr,
-                     (v + flow[..., 1] - K[1, 2]) / K[1, 1] * zr, zr], axis=-1)
-    return np.nan_to_num(seen - static).astype(np.float32)
+    both frames; only the pixels of ``where`` (H x W bool, None = all) are computed, the
+    others are zero."""
+    out = np.zeros((*depth.shape, 3), np.float32)
+    v, u = np.nonzero(np.ones(depth.shape, bool) if where is None else where)
+    z = depth[v, u]
+    ok = z > 0
+    v, u, z = v[ok], u[ok], z[ok].astype(np.float32)
+    X = np.stack([(u - K[0, 2]) / K[0, 0] * z, (v - K[1, 2]) / K[1, 1] * z, z], axis=-1)
+    static = transform_points(T_ref_cur, X.astype(np.float32))
+    zr = static[:, 2]
+    f = flow[v, u]
+    seen = np.stack([(u + f[:, 0] - K[0, 2]) / K[0, 0] * zr,
+                     (v + f[:, 1] - K[1, 2]) / K[1, 1] * zr, zr], axis=-1)
+    out[v, u] = seen - static
+    return out
 
 
 def _to_gray(rgb: np.ndarray) -> np.ndarray:
@@ -455,7 +463,8 @@ class LearnedBackend:
             # monocular depths and made the scene flow 2.5-6 times the true speed (median),
             # the lateral one from the flow 0.6-1.0 (docs/history.md, session 18)
             disp_ref = lateral_displacement(depth, K, invert_pose(ref.T_wc) @ T_wc,
-                                            geometry.flow[0].permute(1, 2, 0).cpu().numpy())
+                                            geometry.flow[0].permute(1, 2, 0).cpu().numpy(),
+                                            where=moved > self.config.reported_rel)
             return moved.astype(np.float32), disp_ref @ (
                 ref.T_wc[:3, :3].T / (ref.stamp - stamp)).astype(np.float32)
         # dP is the displacement from now back to the reference frame, in this camera's axes
