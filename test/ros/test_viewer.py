@@ -5,6 +5,7 @@ are kept in out/viewer/ (viewer.png is the README's)."""
 
 from __future__ import annotations
 
+import shutil
 import threading
 import time
 import urllib.request
@@ -33,7 +34,12 @@ WIDTH, HEIGHT, FOV_DEG = 960, 640, 50.0
 # there is the colour error of a drawing in the wrong place
 SHIFTS = np.round([r * np.array([np.cos(a), np.sin(a)]) for r in (100, 200)
                    for a in np.radians(np.arange(0, 360, 45))]).astype(int)
-MAGENTA_MIN = np.array([200, 0, 200])  # moving tracks' heads are drawn in (255, 0, 255)
+# moving tracks are drawn in magenta: heads (255, 0, 255), trails (255, 150, 255); where they
+# overlap, software WebGL blends them (one CI run drew its heads as (253, 97-106, 253)). Static
+# tracks are blue, the path orange, and none of the clip's pixels has red and blue >= 200 with
+# green <= 170 (0 of 576,000)
+MOVING_TRACK_GREEN_MAX = 170
+STATIC_TRACK_RGB = np.array([40, 110, 220])  # viewer.TRAIL_COLOR
 VIEW_LAG_S = 1.5  # camera image -> node -> viewer (5 Hz redraws) -> browser, generously
 
 
@@ -111,33 +117,63 @@ def test_viewer_page_shows_clouds_and_the_moving_object(ros_context, start_proce
         return int((np.linalg.norm(v, axis=1) > 0.1).sum())
 
     assert spin_until(node, lambda: len(tracks) > 15 and moving_tracks() >= 3, timeout=90.0)
-    with spinning(node):
-        shot = screenshot(url, OUT / 'viewer.png', WIDTH, HEIGHT, settle_s=6.0)
-        captured = time.monotonic()
+    # each screenshot is checked whole; a scene seen at an unlucky moment (the camera plays the
+    # clip forwards and backwards: near a turn the moving tracks slow down, and the objects may
+    # stand before a background of their own colours) gets up to two more screenshots, later
+    # in the clip
+    for attempt in range(3):
+        with spinning(node):
+            shot = screenshot(url, OUT / 'viewer.png', WIDTH, HEIGHT, settle_s=6.0)
+            captured = time.monotonic()
+        failures = _failures(np.asarray(PILImage.open(shot).convert('RGB'), np.int32), empty,
+                             clip, poses, captured, eye, target)
+        print(f'screenshot {attempt + 1}: ' + ('; '.join(failures) or 'all checks pass'))
+        if not failures:
+            break
+        shutil.copy(shot, OUT / f'viewer-failed-{attempt + 1}.png')  # kept for a look
+    node.destroy_node()
+    assert not failures, failures
+
+
+def _failures(img: np.ndarray, empty: np.ndarray, clip, poses: list, captured: float,
+              eye: np.ndarray, target: np.ndarray) -> list[str]:
+    """What a screenshot ``img`` (H x W x 3) taken at ``captured`` (monotonic s) fails to show,
+    against the page before any data (``empty``) and the ground truth of the clip frames the
+    camera sent just before (``poses``: (receipt time, ground-truth PoseStamped))."""
+    failures = []
     # the clip frames the camera sent shortly before the capture (it plays the clip forwards
     # and backwards, so these are found by their ground-truth poses, not counted back)
     recent = [clip_index(clip, conv.pose_to_matrix(msg.pose)) for t, msg in poses
               if captured - VIEW_LAG_S <= t <= captured]
-    node.destroy_node()
-    assert recent, 'no ground-truth pose arrived while the screenshot was taken'
+    if not recent:
+        return ['no ground-truth pose arrived while the screenshot was taken']
     frame = recent[-1]
-    img = np.asarray(PILImage.open(shot).convert('RGB'), np.int32)
     # the 3D view (left of the control panel) is drawn: clouds where the empty scene had none
     scene = slice(0, int(WIDTH * 0.6))
     changed = np.abs(img[:, scene] - empty[:, scene]).sum(axis=2) > 60
-    assert changed.mean() > 0.15, f'only {changed.mean():.1%} of the view changed'
-    assert len(np.unique(img[:, scene].reshape(-1, 3)[changed.reshape(-1)], axis=0)) > 200
+    if changed.mean() <= 0.15:
+        failures.append(f'only {changed.mean():.1%} of the view changed')
+    if len(np.unique(img[:, scene].reshape(-1, 3)[changed.reshape(-1)], axis=0)) <= 200:
+        failures.append('the view has 200 colours or fewer')
     # moving tracked points are drawn (magenta; their trails are paler)
-    magenta = (img >= MAGENTA_MIN).all(axis=2) & (img[..., 1] <= 80)
-    assert magenta.sum() >= 10, 'no moving track drawn'
+    magenta = ((img[..., 0] >= 200) & (img[..., 2] >= 200)
+               & (img[..., 1] <= MOVING_TRACK_GREEN_MAX))
+    if magenta.sum() < 10:
+        failures.append('no moving track drawn')
     # the moving objects are where their ground-truth projection says, in their own colours:
     # the object's pixels of the camera image (exact depth and pose), projected into the
     # browser's view, land on drawn points of the object's colour. The view lags the camera
     # by the processing time, so the best of the frames sent just before the capture counts.
 
+    # the tracks are drawn over the clouds (a moving object carries many moving tracks): their
+    # pixels show the tracks' colours, not the object's, and are left out of the comparison
+    overlay = magenta | (np.abs(img - STATIC_TRACK_RGB).sum(axis=2) < 60)
+
     def colour_error(px: np.ndarray, true: np.ndarray) -> float:
-        """Median colour difference of drawn and true colours where `px` is on the page."""
+        """Median colour difference of drawn and true colours where `px` is on the page and
+        not under a track."""
         ok = (px[:, 0] >= 0) & (px[:, 0] < WIDTH) & (px[:, 1] >= 0) & (px[:, 1] < HEIGHT)
+        ok[ok] = ~overlay[px[ok, 1], px[ok, 0]]
         if ok.sum() < 50:
             return np.inf
         return float(np.median(np.abs(img[px[ok, 1], px[ok, 0]] - true[ok]).sum(axis=1)))
@@ -159,6 +195,8 @@ def test_viewer_page_shows_clouds_and_the_moving_object(ros_context, start_proce
     print(f'moving objects: colour error {best:.0f} (shifted {shifted:.0f}, empty page '
           f'{white:.0f})')
     # measured over 12 runs: error / empty page 0.11-0.25, error / shifted 0.39-0.63
-    assert best < 0.3 * white and best < 0.8 * shifted, (
-        f'the moving objects are not drawn where they are: colour error {best:.0f}, moved '
-        f'100-200 px off {shifted:.0f}, against the empty page {white:.0f}')
+    if not (best < 0.3 * white and best < 0.8 * shifted):
+        failures.append(f'the moving objects are not drawn where they are: colour error '
+                        f'{best:.0f}, moved 100-200 px off {shifted:.0f}, against the empty '
+                        f'page {white:.0f}')
+    return failures
