@@ -25,6 +25,7 @@ from geometry_msgs.msg import PoseStamped  # noqa: E402
 from browser import free_port, screenshot  # noqa: E402
 from fourd_ros.core.geometry import transform_points, unproject_depth  # noqa: E402
 from fourd_ros.ros import conversions as conv  # noqa: E402
+from fourd_ros.ros.viewer import TRAIL_COLOR  # noqa: E402
 from test_node import REPO, camera_args, clip_index, node_args  # noqa: E402
 
 pytestmark = pytest.mark.ros
@@ -39,7 +40,7 @@ SHIFTS = np.round([r * np.array([np.cos(a), np.sin(a)]) for r in (100, 200)
 # tracks are blue, the path orange, and none of the clip's pixels has red and blue >= 200 with
 # green <= 170 (0 of 576,000)
 MOVING_TRACK_GREEN_MAX = 170
-STATIC_TRACK_RGB = np.array([40, 110, 220])  # viewer.TRAIL_COLOR
+STATIC_TRACK_RGB = np.array(TRAIL_COLOR)  # static tracks' colour in the view
 VIEW_LAG_S = 1.5  # camera image -> node -> viewer (5 Hz redraws) -> browser, generously
 
 

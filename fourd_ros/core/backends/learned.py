@@ -40,7 +40,8 @@ from fourd_ros.core.engine.backend import BackendError, CacheEntry, MotionEstima
 from fourd_ros.core.engine.objects import label_moving_segments
 from fourd_ros.core.flow import CachedFlows, FlowLink
 from fourd_ros.core.geometry import (invert_pose, project, sample_bilinear, sample_depth,
-                                     transform_points, unproject_depth)
+                                     transform_points, unproject_depth,
+                                     unproject_pixels)
 from fourd_ros.core.model.checkpoint import load_model
 from fourd_ros.core.model.s4rc import FrameLatent, S4RC, SourceViews
 from fourd_ros.core.model.scene_flow import motion_geometry, MotionGeometry, PRIOR_DIS
@@ -135,13 +136,10 @@ def lateral_displacement(depth: np.ndarray, K: np.ndarray, T_ref_cur: np.ndarray
     v, u = np.nonzero(np.ones(depth.shape, bool) if where is None else where)
     z = depth[v, u]
     ok = z > 0
-    v, u, z = v[ok], u[ok], z[ok].astype(np.float32)
-    X = np.stack([(u - K[0, 2]) / K[0, 0] * z, (v - K[1, 2]) / K[1, 1] * z, z], axis=-1)
-    static = transform_points(T_ref_cur, X.astype(np.float32))
-    zr = static[:, 2]
-    f = flow[v, u]
-    seen = np.stack([(u + f[:, 0] - K[0, 2]) / K[0, 0] * zr,
-                     (v + f[:, 1] - K[1, 2]) / K[1, 1] * zr, zr], axis=-1)
+    v, u = v[ok], u[ok]
+    pixels = np.stack([u, v], axis=-1).astype(np.float32)
+    static = transform_points(T_ref_cur, unproject_pixels(pixels, z[ok], K).astype(np.float32))
+    seen = unproject_pixels(pixels + flow[v, u], static[:, 2], K)
     out[v, u] = seen - static
     return out
 
