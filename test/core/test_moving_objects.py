@@ -189,14 +189,16 @@ def test_only_segments_that_stand_out_in_depth_are_published() -> None:
 # worst object's id consistency, share of frames with a false object. Development seeds 0, 2,
 # 5, 11 were tuned on; held-out seeds 100 and 102-105 never were. Floors: IoU - 0.05, velocity
 # error + 0.05, consistency - 0.1, false frames + 0.1 (deterministic: reruns give the same).
-# Each reference is the best build's: session 17's segment growth and outline check (figures
-# here) left the velocity error of seeds 5 and 100 at 0.106 and 0.173, their references stay
-# 0.104 and 0.126.
-MEASURED = {0: (0.811, 0.104, 0.944, 0.0), 2: (0.935, 0.080, 1.0, 0.0),
-            5: (0.866, 0.104, 1.0, 0.0), 11: (0.901, 0.053, 1.0, 0.0),
-            100: (0.936, 0.126, 1.0, 0.0), 102: (0.908, 0.070, 1.0, 0.0),
-            103: (0.945, 0.062, 1.0, 0.0), 104: (0.877, 0.215, 1.0, 0.0),
-            105: (0.882, 0.014, 1.0, 0.0)}
+# Each reference is the best build's: session 19's comparison with the frame 3 back (figures
+# here) left the velocity error of seeds 0, 5, 100 and 102 at 0.119, 0.096, 0.163 and 0.074,
+# and the false frames of seed 5 at 0.022; seed 0's id consistency fell from 0.944 to 0.850
+# because the object that leaves the view and comes back (with a new id: objects are not
+# re-identified) is now matched on 3 frames after its return instead of 1.
+MEASURED = {0: (0.830, 0.104, 0.850, 0.0), 2: (0.936, 0.080, 1.0, 0.0),
+            5: (0.899, 0.096, 1.0, 0.0), 11: (0.903, 0.053, 1.0, 0.0),
+            100: (0.937, 0.126, 1.0, 0.0), 102: (0.910, 0.070, 1.0, 0.0),
+            103: (0.945, 0.062, 1.0, 0.0), 104: (0.894, 0.134, 1.0, 0.0),
+            105: (0.883, 0.014, 1.0, 0.0)}
 
 
 @pytest.mark.slow
@@ -207,9 +209,10 @@ def test_rgbd_objects_against_ground_truth(seed: int) -> None:
     s = score_objects(StreamingEngine(RgbdBackend(), EngineConfig(width=0)), clip).result()
     print(f'seed {seed}: ' + ', '.join(f'{k} {v:.3f}' for k, v in s.items()))
     iou, velocity, consistency, false_frames = MEASURED[seed]
-    # issue 15's scene-flow bars hold on every clip
+    # issue 15's scene-flow and object-velocity bars hold on every clip
     assert s['flow_moving_rel_median'] <= 0.2
     assert s['flow_static_median_m_s'] < 0.01
+    assert s['object_velocity_rel_median_worst'] <= 0.2
     assert s['mask_iou'] >= iou - 0.05
     assert s['object_velocity_rel_median_worst'] <= velocity + 0.05
     assert s['id_consistency_worst'] >= consistency - 0.1
@@ -252,8 +255,8 @@ def test_static_room_has_few_objects() -> None:
         frames += 1
         with_objects += bool(engine.object_snapshot().objects)
     print(f'7-Scenes: {with_objects} of {frames} frames with an object')
-    # measured 12 of 400 (20 before session 16, 7 before session 17's segment growth; issue
-    # 15 asks for at most 5 %): the dynamic mask drops parts that staying still explains, and
-    # a static surface that depth noise or a pose error makes look like moving jitters in
-    # place and is not reported
+    # measured 11 of 400 (12 before session 19, 20 before session 16, 7 before session 17's
+    # segment growth; issue 15 asks for at most 5 %): the dynamic mask drops parts that
+    # staying still explains, and a static surface that depth noise or a pose error makes
+    # look like moving jitters in place and is not reported
     assert with_objects <= 0.05 * frames

@@ -61,7 +61,7 @@ class RgbdBackend:
         self._prev_flagged: np.ndarray | None = None
         self._prev_stamp = 0.0
         self._poses: list[np.ndarray] = []
-        self._segmenter = MotionSegmenter(self.config.segmentation_gap, self.config.dynamic_rel,
+        self._segmenter = MotionSegmenter(self.config.segmentation_gaps, self.config.dynamic_rel,
                                           self.config.dynamic_abs, self.config.still_photo_max,
                                           self.config.still_min_unexplained)
         self._queries.clear()

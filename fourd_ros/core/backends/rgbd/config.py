@@ -218,7 +218,10 @@ class RgbdConfig:
             through cached frames.
         lk_window, lk_max_px: Lucas-Kanade window (pixels) and largest accepted correction
             (pixels) when refining chained moving points.
-        segmentation_gap: frames back that motion segmentation also compares with.
+        segmentation_gaps: frames back that the dynamic mask compares each frame with: the
+            previous one, the oldest (slow objects move too little in one frame to stand out
+            of the depth noise) and one between (objects that entered the view since the
+            oldest one).
         rigid_*: rigid motion of moving segments: smallest segment (pixels), points sampled
             per segment, RANSAC iterations, smallest inlier share, inlier distance
             max(rigid_tol_abs, rigid_tol_rel * depth) in metres, and the most hops in a row
@@ -254,7 +257,7 @@ class RgbdConfig:
     guess_confidence: float = 0.05
     photo_max: float = 30.0
     max_hop: int = 15
-    segmentation_gap: int = 5
+    segmentation_gaps: tuple[int, ...] = (1, 3, 6)
     rigid_min_pixels: int = 30
     rigid_max_points: int = 400
     rigid_ransac_iters: int = 64

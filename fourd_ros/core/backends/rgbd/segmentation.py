@@ -21,12 +21,12 @@ from fourd_ros.core.geometry import (invert_pose, pixel_grid, project, sample_bi
 
 
 class MotionSegmenter:
-    """Dynamic masks frame after frame: each new frame's world points are compared with the
-    previous frame's and with those of the oldest frame of a short history (``gap`` frames,
-    flows composed).
+    """Dynamic masks frame after frame: each new frame's world points are compared with those
+    of a few earlier frames (flows composed).
 
     Args:
-        gap: frames back that the mask also compares with.
+        gaps: frames back that the mask compares with (1 = the previous frame); fewer at the
+            start of a stream.
         dynamic_rel, dynamic_abs: a point moves when its world displacement exceeds
             max(dynamic_rel * depth, dynamic_abs) (metres).
         still_photo_max, still_min_unexplained: a moving part is dropped when staying still
@@ -34,14 +34,15 @@ class MotionSegmenter:
             grey level within ``still_photo_max``); 0 keeps every part.
     """
 
-    def __init__(self, gap: int, dynamic_rel: float, dynamic_abs: float,
+    def __init__(self, gaps: tuple[int, ...], dynamic_rel: float, dynamic_abs: float,
                  still_photo_max: float = 10.0, still_min_unexplained: float = 0.0) -> None:
         self.dynamic_rel = dynamic_rel
         self.dynamic_abs = dynamic_abs
         self.still_photo_max = still_photo_max
         self.still_min_unexplained = still_min_unexplained
         # recent frames' world points and flows to their successor
-        self._history: deque[dict[str, np.ndarray | None]] = deque(maxlen=gap + 1)
+        self.gaps = tuple(gaps)
+        self._history: deque[dict[str, np.ndarray | None]] = deque(maxlen=max(self.gaps))
 
     def clear(self) -> None:
         """Forget the history (tracking was lost: world motion since then is unknown)."""
@@ -60,18 +61,19 @@ class MotionSegmenter:
         depth (metres, NaN = none), camera-to-world pose and intrinsics; and the mask with the
         parts that staying still explains kept (what the camera tracking stays off).
 
-        Displacements are measured against the previous frame and against the oldest frame of
-        the history (flows composed): slow objects move too little in one frame to stand out of
-        the depth noise. A moving part that staying still explains almost wholly is dropped
-        (`_drop_still_parts`): the flow slid on a textureless static surface (7-Scenes: most
-        of the falsely moving pixels), while a moving object, even a textureless one, shows
-        its motion at least at its edges. Needs a pushed frame.
+        Displacements are measured against the frames ``gaps`` back (flows composed): slow
+        objects move too little in one frame to stand out of the depth noise, and the parts of
+        an object that entered the view were not seen by the oldest frame. A moving part that
+        staying still explains almost wholly is dropped (`_drop_still_parts`): the flow slid
+        on a textureless static surface (7-Scenes: most of the falsely moving pixels), while a
+        moving object, even a textureless one, shows its motion at least at its edges. Needs
+        a pushed frame.
         """
         self._history[-1]['flow'] = flow
         frames = list(self._history)
         dynamic = np.zeros(cur_world.shape[:2], bool)
         flagged = np.zeros(cur_world.shape[:2], bool)
-        for old in {len(frames) - 1, 0}:
+        for old in sorted({max(0, len(frames) - gap) for gap in self.gaps}):
             flows = [f['flow'] for f in frames[old:]]
             composed = flows[0] if len(flows) == 1 else compose_flows(flows)
             moved = self._moved_prev_pixels(frames[old]['points_world'], cur_world, composed)
