@@ -41,7 +41,7 @@ from fourd_ros.core.engine.objects import label_moving_segments
 from fourd_ros.core.flow import CachedFlows, FlowLink
 from fourd_ros.core.geometry import (invert_pose, project, sample_bilinear, sample_depth,
                                      transform_points, unproject_depth,
-                                     unproject_pixels)
+                                     unproject_pixels, vector_norm)
 from fourd_ros.core.model.checkpoint import load_model
 from fourd_ros.core.model.s4rc import FrameLatent, S4RC, SourceViews
 from fourd_ros.core.model.scene_flow import motion_geometry, MotionGeometry, PRIOR_DIS
@@ -455,7 +455,7 @@ class LearnedBackend:
         disp = F.interpolate(dP, size=(h, w), mode='bilinear', align_corners=False
                              )[0].permute(1, 2, 0).cpu().numpy() * np.float32(scale)
         with np.errstate(divide='ignore', invalid='ignore'):
-            moved = np.nan_to_num(np.linalg.norm(disp, axis=-1) / depth, nan=0.0)
+            moved = np.nan_to_num(vector_norm(disp) / depth, nan=0.0)
         if geometry is not None:
             # across the view ray only: dP's component along it is the difference of two
             # monocular depths and made the scene flow 2.5-6 times the true speed (median),

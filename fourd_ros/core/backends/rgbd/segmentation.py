@@ -15,9 +15,8 @@ import numpy as np
 from scipy import ndimage
 
 from fourd_ros.core.backends.rgbd.flow import splat_mask
-from fourd_ros.core.flow import compose_flows
 from fourd_ros.core.geometry import (invert_pose, pixel_grid, project, sample_bilinear,
-                                     sample_depth, transform_points)
+                                     sample_depth, transform_points, vector_norm)
 
 
 class MotionSegmenter:
@@ -40,7 +39,7 @@ class MotionSegmenter:
         self.dynamic_abs = dynamic_abs
         self.still_photo_max = still_photo_max
         self.still_min_unexplained = still_min_unexplained
-        # recent frames' world points and flows to their successor
+        # recent frames' world points, grey images and where their pixels are now
         self.gaps = tuple(gaps)
         self._history: deque[dict[str, np.ndarray | None]] = deque(maxlen=max(self.gaps))
 
@@ -51,7 +50,21 @@ class MotionSegmenter:
     def push(self, points_world: np.ndarray, gray: np.ndarray) -> None:
         """Add a processed frame's H x W x 3 world points and H x W uint8 grey image (after
         `dynamic_mask` of that frame)."""
-        self._history.append({'points_world': points_world, 'gray': gray, 'flow': None})
+        self._history.append({'points_world': points_world, 'gray': gray, 'reach': None})
+
+    def _follow(self, flow: np.ndarray) -> None:
+        """Carry every history frame's pixels into the current frame along ``flow`` (from the
+        last pushed frame to it): each keeps where its pixels are now (``reach``: x and y maps,
+        H x W float32), so a frame k back costs one remap per frame, not k."""
+        u, v = pixel_grid(*flow.shape[:2])
+        for entry in self._history:
+            if entry['reach'] is None:  # the last pushed frame
+                entry['reach'] = (u + flow[..., 0], v + flow[..., 1])
+                continue
+            x, y = entry['reach']
+            step = cv2.remap(flow, x, y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+            x += step[..., 0]
+            y += step[..., 1]
 
     def dynamic_mask(self, cur_world: np.ndarray, flow: np.ndarray, cur_gray: np.ndarray,
                      cur_depth: np.ndarray, T_wc: np.ndarray, K: np.ndarray
@@ -69,14 +82,15 @@ class MotionSegmenter:
         moving object, even a textureless one, shows its motion at least at its edges. Needs
         a pushed frame.
         """
-        self._history[-1]['flow'] = flow
+        self._follow(flow)
         frames = list(self._history)
         dynamic = np.zeros(cur_world.shape[:2], bool)
         flagged = np.zeros(cur_world.shape[:2], bool)
+        u, v = pixel_grid(*flow.shape[:2])
         for old in sorted({max(0, len(frames) - gap) for gap in self.gaps}):
-            flows = [f['flow'] for f in frames[old:]]
-            composed = flows[0] if len(flows) == 1 else compose_flows(flows)
-            moved = self._moved_prev_pixels(frames[old]['points_world'], cur_world, composed)
+            x, y = frames[old]['reach']
+            composed = np.stack([x - u, y - v], axis=-1)
+            moved = self._moved_prev_pixels(frames[old]['points_world'], cur_world, x, y)
             kept = moved
             if self.still_min_unexplained > 0:
                 kept = self._drop_still_parts(
@@ -126,15 +140,12 @@ class MotionSegmenter:
         return out
 
     def _moved_prev_pixels(self, prev_world: np.ndarray, cur_world: np.ndarray,
-                           flow: np.ndarray) -> np.ndarray:
-        """Which earlier-frame pixels moved in the world (mask in that frame's coordinates)."""
-        h, w = flow.shape[:2]
-        u, v = pixel_grid(h, w)
-        map_u = u + flow[..., 0]
-        map_v = v + flow[..., 1]
-        warped = cv2.remap(cur_world, map_u, map_v, cv2.INTER_NEAREST,
+                           x: np.ndarray, y: np.ndarray) -> np.ndarray:
+        """Which earlier-frame pixels moved in the world (mask in that frame's coordinates);
+        ``x``, ``y``: where its pixels are in the current frame (H x W float32)."""
+        warped = cv2.remap(cur_world, x, y, cv2.INTER_NEAREST,
                            borderMode=cv2.BORDER_CONSTANT, borderValue=(np.nan,) * 3)
-        disp = np.linalg.norm(warped - prev_world, axis=-1)
+        disp = vector_norm(warped - prev_world)
         thresh = np.maximum(self.dynamic_rel * np.abs(prev_world[..., 2]),
                             self.dynamic_abs)
         # distance from the camera, not world z, sets the noise level; prev_world z is close
