@@ -4,7 +4,8 @@ import numpy as np
 
 from fourd_ros.core.geometry import (R_BODY_FROM_OPTICAL, default_intrinsics, invert_pose,
                                      make_pose, project, ray_midpoints, sample_bilinear,
-                                     scale_intrinsics, transform_points, unproject_depth)
+                                     scale_intrinsics, transform_points, unproject_depth,
+                                     vector_norm)
 
 
 def test_optical_to_body_rotation_follows_rep103() -> None:
@@ -46,6 +47,17 @@ def test_sample_bilinear_keeps_invalid_invalid() -> None:
     assert np.isnan(out[1])  # the hole has weight
     assert out[2] == np.mean([0, 1, 4, 5])
     assert np.isnan(out[3])
+
+
+def test_vector_norm_is_the_euclidean_length_over_the_last_axis() -> None:
+    rng = np.random.default_rng(0)
+    for shape in ((6, 5, 3), (7, 2)):
+        v = rng.normal(size=shape).astype(np.float32)
+        v.reshape(-1, shape[-1])[1, 0] = np.nan
+        out = vector_norm(v)
+        assert out.shape == shape[:-1] and out.dtype == np.float32
+        assert np.allclose(out, np.linalg.norm(v, axis=-1), equal_nan=True)
+        assert np.isnan(out.reshape(-1)[1])
 
 
 def test_scale_intrinsics_pixel_centres() -> None:
