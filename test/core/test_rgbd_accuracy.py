@@ -34,12 +34,21 @@ MEASURED = {0: (85.1, 0.59), 1: (96.2, 0.41), 2: (98.3, 0.23), 3: (99.5, 0.30), 
 # visibility at the target (visible, hidden, out of view; docs/measurements.md): a static point
 # stays where its source frame put it, a moving one follows its object. References as above
 # (the best build's); floors: 90 % (static) and 80 % (moving) of these
-MEASURED_EVERY = {0: (99.5, 76.4), 1: (99.4, 94.2), 2: (97.8, 96.0), 3: (99.1, 99.5),
-                  4: (99.3, 88.5), 5: (97.3, 93.8), 6: (98.1, 83.7), 7: (99.3, 89.8),
-                  8: (98.9, 96.8), 9: (98.3, 96.1), 10: (98.5, 95.3), 11: (97.6, 90.2),
-                  12: (96.1, 91.1), 13: (99.5, 96.3), 14: (97.0, 93.6), 15: (95.2, 72.6),
-                  100: (98.8, 85.0), 101: (98.0, 95.5), 102: (97.1, 80.7), 103: (99.2, 96.5),
-                  104: (97.6, 93.4), 105: (98.4, 92.3)}
+MEASURED_EVERY = {0: (99.7, 76.4), 1: (99.5, 94.2), 2: (98.4, 96.0), 3: (99.2, 99.5),
+                  4: (99.7, 88.5), 5: (98.1, 93.8), 6: (98.8, 83.7), 7: (99.3, 89.8),
+                  8: (98.9, 96.8), 9: (98.3, 96.1), 10: (98.6, 95.3), 11: (98.1, 90.2),
+                  12: (96.1, 91.2), 13: (99.6, 96.3), 14: (97.3, 93.6), 15: (95.2, 72.6),
+                  100: (99.1, 85.0), 101: (98.3, 95.5), 102: (97.7, 80.7), 103: (99.6, 96.5),
+                  104: (97.9, 93.4), 105: (99.1, 92.3)}
+
+# APD3D of the static points that something nearer hides at the target (the same runs, session
+# 21): they stay where they were, also beside a moving object whose dynamic mask held them at
+# the source (before session 21: 73.8-97.2, the flow followed the object over them); floors
+# 90 % of these
+MEASURED_STATIC_HIDDEN = {0: 99.4, 1: 96.4, 2: 95.7, 3: 90.3, 4: 98.7, 5: 97.4, 6: 96.4, 7: 96.0,
+                          8: 97.2, 9: 87.1, 10: 91.9, 11: 90.6, 12: 96.5, 13: 94.7, 14: 92.1,
+                          15: 84.9, 100: 95.7, 101: 97.5, 102: 96.1, 103: 97.5, 104: 89.2,
+                          105: 91.4}
 
 
 @pytest.mark.slow
@@ -56,6 +65,8 @@ def test_moving_objects_apd3d(tmp_path: Path, seed: int) -> None:
           f"{metrics['apd3d_static_every']:.1f}, moving {metrics['apd3d_dynamic_every']:.1f}")
     assert metrics['apd3d_static_every'] >= 0.9 * static_every
     assert metrics['apd3d_dynamic_every'] >= 0.8 * dynamic_every
+    print(f"  static points hidden at the target: {metrics['apd3d_static_hidden']:.1f}")
+    assert metrics['apd3d_static_hidden'] >= 0.9 * MEASURED_STATIC_HIDDEN[seed]
     # the query confidence tells good answers from bad ones: answers at >= 0.5 score higher
     # (measured 13.8-85.5 points higher on every seed, development and held out)
     print(f"  confidence >= 0.5: {metrics['apd3d_confidence_high']:.1f}, below: "

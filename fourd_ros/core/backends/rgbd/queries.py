@@ -130,6 +130,12 @@ class QueryDecoder:
             flow_world[use] = rigid[use]
             p[use], _ = project(transform_points(invert_pose(target.T_wc), rigid[use]),
                                 target.K)
+        # a point of the source's dynamic mask that no moving segment places (the mask's fringe:
+        # the background beside an object) and that staying still puts clearly behind what the
+        # target sees: the flow followed the object passing over it, as for the static points
+        # above (attached to a segment too, such points cost the segment's own hidden points)
+        fringe = moving & moving_src & ~use & (z_seen < (1.0 - cfg.occluder_rel) * z_static)
+        moving &= ~fringe
         # brightness constancy catches moving points that became hidden (the flow then follows
         # the occluder, whose appearance differs); cheaper than a backward flow per frame
         photo_err = np.abs(sample_bilinear(gray_t, p) - gray_s)
