@@ -34,21 +34,23 @@ MEASURED = {0: (85.1, 0.59), 1: (96.2, 0.41), 2: (98.3, 0.23), 3: (99.5, 0.30), 
 # visibility at the target (visible, hidden, out of view; docs/measurements.md): a static point
 # stays where its source frame put it, a moving one follows its object. References as above
 # (the best build's); floors: 90 % (static) and 80 % (moving) of these
-MEASURED_EVERY = {0: (99.7, 76.4), 1: (99.5, 94.2), 2: (98.4, 96.0), 3: (99.2, 99.5),
-                  4: (99.7, 88.5), 5: (98.1, 93.8), 6: (98.8, 83.7), 7: (99.3, 89.8),
-                  8: (98.9, 96.8), 9: (98.3, 96.1), 10: (98.6, 95.3), 11: (98.1, 90.2),
-                  12: (96.1, 91.2), 13: (99.6, 96.3), 14: (97.3, 93.6), 15: (95.2, 72.6),
-                  100: (99.1, 85.0), 101: (98.3, 95.5), 102: (97.7, 80.7), 103: (99.6, 96.5),
+MEASURED_EVERY = {0: (99.7, 76.4), 1: (99.6, 94.2), 2: (98.6, 96.0), 3: (99.2, 99.5),
+                  4: (99.7, 88.5), 5: (98.2, 93.8), 6: (98.8, 83.7), 7: (99.3, 89.8),
+                  8: (98.9, 96.8), 9: (98.3, 96.1), 10: (98.6, 95.3), 11: (98.2, 90.2),
+                  12: (98.2, 91.2), 13: (99.6, 96.3), 14: (97.6, 93.6), 15: (95.2, 72.6),
+                  100: (99.2, 85.0), 101: (98.3, 95.5), 102: (97.9, 80.7), 103: (99.6, 96.5),
                   104: (97.9, 93.4), 105: (99.1, 92.3)}
 
-# APD3D of the static points that something nearer hides at the target (the same runs, session
-# 21): they stay where they were, also beside a moving object whose dynamic mask held them at
-# the source (before session 21: 73.8-97.2, the flow followed the object over them); floors
-# 90 % of these
-MEASURED_STATIC_HIDDEN = {0: 99.4, 1: 96.4, 2: 95.7, 3: 90.3, 4: 98.7, 5: 97.4, 6: 96.4, 7: 96.0,
-                          8: 97.2, 9: 87.1, 10: 91.9, 11: 90.6, 12: 96.5, 13: 94.7, 14: 92.1,
-                          15: 84.9, 100: 95.7, 101: 97.5, 102: 96.1, 103: 97.5, 104: 89.2,
-                          105: 91.4}
+# APD3D of the static points the target does not show, hidden behind something nearer / out of
+# view (the same runs, session 21): they stay where they were, also beside a moving object
+# whose dynamic mask held them at the source, and where the flow slid along the image border
+# (before session 21: hidden 73.8-97.2, out of view 89.5-100); floors 90 % / 95 % of these
+MEASURED_STATIC_UNSEEN = {0: (99.4, 100.0), 1: (96.4, 100.0), 2: (95.7, 99.6), 3: (90.3, 100.0),
+                          4: (98.7, 99.3), 5: (97.4, 98.1), 6: (96.4, 99.0), 7: (96.0, 100.0),
+                          8: (97.2, 100.0), 9: (87.1, 98.7), 10: (91.9, 99.5), 11: (90.6, 99.3),
+                          12: (96.5, 96.2), 13: (94.7, 100.0), 14: (92.1, 99.3), 15: (84.9, 94.7),
+                          100: (95.7, 99.8), 101: (97.5, 97.8), 102: (96.1, 95.2),
+                          103: (97.5, 100.0), 104: (89.2, 99.8), 105: (91.4, 100.0)}
 
 
 @pytest.mark.slow
@@ -65,8 +67,11 @@ def test_moving_objects_apd3d(tmp_path: Path, seed: int) -> None:
           f"{metrics['apd3d_static_every']:.1f}, moving {metrics['apd3d_dynamic_every']:.1f}")
     assert metrics['apd3d_static_every'] >= 0.9 * static_every
     assert metrics['apd3d_dynamic_every'] >= 0.8 * dynamic_every
-    print(f"  static points hidden at the target: {metrics['apd3d_static_hidden']:.1f}")
-    assert metrics['apd3d_static_hidden'] >= 0.9 * MEASURED_STATIC_HIDDEN[seed]
+    hidden, out_of_view = MEASURED_STATIC_UNSEEN[seed]
+    print(f"  static points hidden at the target {metrics['apd3d_static_hidden']:.1f}, out of "
+          f"view {metrics['apd3d_static_out_of_view']:.1f}")
+    assert metrics['apd3d_static_hidden'] >= 0.9 * hidden
+    assert metrics['apd3d_static_out_of_view'] >= 0.95 * out_of_view
     # the query confidence tells good answers from bad ones: answers at >= 0.5 score higher
     # (measured 13.8-85.5 points higher on every seed, development and held out)
     print(f"  confidence >= 0.5: {metrics['apd3d_confidence_high']:.1f}, below: "

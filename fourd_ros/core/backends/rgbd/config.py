@@ -214,6 +214,9 @@ class RgbdConfig:
             point with neither (visible points: exp(-grey-level difference / photo_max)).
         photo_max: grey-level difference (0-255) between a moving point's source and target
             pixels above which it counts as occluded.
+        flow_border_px: a query point that its source frame did not see move, whose static
+            place is out of the target's view and whose flow ends within this many pixels of
+            the border (half the DIS patch: the patch left the image), stayed still.
         max_hop: largest frame-index gap decoded with one optical flow; longer gaps chain
             through cached frames.
         lk_window, lk_max_px: Lucas-Kanade window (pixels) and largest accepted correction
@@ -256,6 +259,7 @@ class RgbdConfig:
     unseen_rigid_confidence: float = 0.5
     guess_confidence: float = 0.05
     photo_max: float = 30.0
+    flow_border_px: float = 4.0
     max_hop: int = 15
     segmentation_gaps: tuple[int, ...] = (1, 3, 6)
     rigid_min_pixels: int = 30

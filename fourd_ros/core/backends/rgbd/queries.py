@@ -115,6 +115,13 @@ class QueryDecoder:
         stays = (~moving_src & (np.abs(z_seen - z_static) <= tol)
                  & (photo_static <= cfg.static_photo_max) & ~(photo_flow < photo_static))
         moving &= ~stays
+        # a point the source did not see move whose static place is out of the target's view,
+        # while its flow ends within half a DIS patch of the border: the flow slid along the
+        # border as its patch left the image (a mover that stays in view ends further in)
+        static_in = inside_image(p_static, w, h) & (z_static > 0)
+        edge = np.minimum(np.minimum(p[:, 0], w - 1 - p[:, 0]),
+                          np.minimum(p[:, 1], h - 1 - p[:, 1]))
+        moving &= ~(~moving_src & ~static_in & ~(edge >= cfg.flow_border_px))
         if len(hops) > 2 or chain is not None:
             # chained flows drift by a fraction of a pixel per frame on moving objects; a small
             # Lucas-Kanade step from the source patch straight to the target removes the drift
@@ -142,7 +149,6 @@ class QueryDecoder:
         positions = np.where(moving[:, None], flow_world, src_world).astype(np.float32)
         pix_out = np.where(moving[:, None], p, p_static).astype(np.float32)
         # static points: visibility from their predicted projection and the target depth
-        static_in = inside_image(p_static, w, h) & (z_static > 0)
         st = ~moving
         status[st & ~static_in] = PointStatus.OUT_OF_VIEW
         status[st & static_in & hidden] = PointStatus.OCCLUDED
