@@ -103,7 +103,8 @@ class QueryDecoder:
         z_seen = sample_depth(target.latent.depth, p_static)
         tol = np.maximum(cfg.occlusion_rel * z_static, cfg.occlusion_abs)
         hidden = z_seen < z_static - tol
-        moving &= ~(~moving_src & (z_seen < (1.0 - cfg.occluder_rel) * z_static))
+        occluded = z_seen < (1.0 - cfg.occluder_rel) * z_static
+        moving &= ~(~moving_src & occluded)
         # a static point whose flow drifted off (dragged by a neighbouring object, or by an
         # occluder that has passed again): where the source did not see it move and staying
         # still agrees with the target, in depth and in appearance, at least as well as the flow
@@ -112,9 +113,9 @@ class QueryDecoder:
         gray_s = sample_bilinear(source.latent.gray.astype(np.float32), pixels)
         photo_static = np.abs(sample_bilinear(gray_t, p_static.astype(np.float32)) - gray_s)
         photo_flow = np.abs(sample_bilinear(gray_t, p.astype(np.float32)) - gray_s)
-        stays = (~moving_src & (np.abs(z_seen - z_static) <= tol)
-                 & (photo_static <= cfg.static_photo_max) & ~(photo_flow < photo_static))
-        moving &= ~stays
+        stays = ((np.abs(z_seen - z_static) <= tol) & (photo_static <= cfg.static_photo_max)
+                 & ~(photo_flow < photo_static))
+        moving &= ~(~moving_src & stays)
         # a point the source did not see move whose static place is out of the target's view,
         # while its flow ends within half a DIS patch of the border: the flow slid along the
         # border as its patch left the image (a mover that stays in view ends further in)
@@ -139,9 +140,10 @@ class QueryDecoder:
                                 target.K)
         # a point of the source's dynamic mask that no moving segment places (the mask's fringe:
         # the background beside an object) and that staying still puts clearly behind what the
-        # target sees: the flow followed the object passing over it, as for the static points
-        # above (attached to a segment too, such points cost the segment's own hidden points)
-        fringe = moving & moving_src & ~use & (z_seen < (1.0 - cfg.occluder_rel) * z_static)
+        # target sees, or that the target shows where staying still puts it: as for the static
+        # points above (attached to a segment too, such points cost the segment's own hidden
+        # points)
+        fringe = moving & moving_src & ~use & (occluded | stays)
         moving &= ~fringe
         # brightness constancy catches moving points that became hidden (the flow then follows
         # the occluder, whose appearance differs); cheaper than a backward flow per frame
