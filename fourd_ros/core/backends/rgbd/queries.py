@@ -59,8 +59,51 @@ class QueryDecoder:
         """World positions at ``target``'s time of the points seen at ``pixels`` (N x 2, u v)
         of ``source``, their target pixels, confidences and statuses; ``via`` are the cached
         frames between the two (see the module docstring)."""
-        cfg = self.config
         pixels = np.asarray(pixels, np.float32).reshape(-1, 2)
+        chain = consecutive(source, target, via or []) if source is not target else None
+        if (chain is not None and source.latent.flow_from_prev is None
+                and chain[1].latent.follows(source)
+                and chain[1].latent.flow_from_prev is not None):
+            return self._from_next_frame(chain, pixels)
+        return self._motion(source, target, pixels, via)
+
+    def _from_next_frame(self, chain: list[CacheEntry], pixels: np.ndarray) -> MotionEstimate:
+        """Answers for a source frame processed with no frame before it (stream start,
+        tracking lost): its dynamic mask is empty because nothing could be seen moving yet, so
+        the points are also followed to the next cached frame by its stored flow and answered
+        from there, where motion is known. Points that both answers say moved take the next
+        frame's answer; the others (static by either, or taken out of view by that flow) keep
+        the direct one (docs/measurements.md, "Every queried point")."""
+        source, following, target = chain[0], chain[1], chain[-1]
+        direct = self._motion(source, target, pixels, chain[1:-1])
+        h, w = following.dynamic_mask.shape
+        p1 = pixels + sample_bilinear(following.latent.flow_from_prev.astype(np.float32),
+                                      pixels)
+        src_world = sample_bilinear(source.points_world, pixels)
+        seen = np.flatnonzero(inside_image(p1, w, h) & np.isfinite(src_world[:, 2])
+                              & np.isfinite(sample_bilinear(following.points_world, p1)[:, 2]))
+        if not len(seen):
+            return direct
+        est = self._motion(following, target, p1[seen], chain[2:-1])
+        # where both say the point moved, the next frame's answer (its segments place moving
+        # points the target does not show); where either says it stayed, the direct answer
+        # (the source's own depth; the next frame's first dynamic mask is the noisiest)
+        moved = (~np.all(est.positions == sample_bilinear(following.points_world, p1[seen]),
+                         axis=1)
+                 & ~np.all(direct.positions[seen] == src_world[seen], axis=1))
+        take = seen[moved]
+        positions, out_pixels = direct.positions.copy(), direct.pixels.copy()
+        confidence, status = direct.confidence.copy(), direct.status.copy()
+        positions[take] = est.positions[moved]
+        out_pixels[take] = est.pixels[moved]
+        confidence[take] = est.confidence[moved]
+        status[take] = est.status[moved]
+        return MotionEstimate(positions, out_pixels, confidence, status)
+
+    def _motion(self, source: CacheEntry, target: CacheEntry, pixels: np.ndarray,
+                via: list[CacheEntry] | None) -> MotionEstimate:
+        """`motion` answered from ``source``'s own dynamic mask and segments."""
+        cfg = self.config
         n = len(pixels)
         h, w = source.dynamic_mask.shape
         status = np.full(n, PointStatus.VALID, np.uint8)
