@@ -80,16 +80,17 @@ class QueryDecoder:
         p1 = pixels + sample_bilinear(following.latent.flow_from_prev.astype(np.float32),
                                       pixels)
         src_world = sample_bilinear(source.points_world, pixels)
+        next_world = sample_bilinear(following.points_world, p1)
         seen = np.flatnonzero(inside_image(p1, w, h) & np.isfinite(src_world[:, 2])
-                              & np.isfinite(sample_bilinear(following.points_world, p1)[:, 2]))
+                              & np.isfinite(next_world[:, 2]))
         if not len(seen):
             return direct
         est = self._motion(following, target, p1[seen], chain[2:-1])
-        # where both say the point moved, the next frame's answer (its segments place moving
-        # points the target does not show); where either says it stayed, the direct answer
-        # (the source's own depth; the next frame's first dynamic mask is the noisiest)
-        moved = (~np.all(est.positions == sample_bilinear(following.points_world, p1[seen]),
-                         axis=1)
+        # where both say the point moved (a static answer is the frame's own point), the next
+        # frame's answer (its segments place moving points the target does not show); where
+        # either says it stayed, the direct answer (the source's own depth; the next frame's
+        # first dynamic mask is the noisiest)
+        moved = (~np.all(est.positions == next_world[seen], axis=1)
                  & ~np.all(direct.positions[seen] == src_world[seen], axis=1))
         take = seen[moved]
         positions, out_pixels = direct.positions.copy(), direct.pixels.copy()
@@ -139,33 +140,32 @@ class QueryDecoder:
         disp = np.linalg.norm(flow_world - src_world, axis=1)
         thresh = np.maximum(cfg.dynamic_rel * np.abs(z_static), cfg.dynamic_abs)
         moving = np.where(np.isfinite(disp), disp > thresh, moving_src)
-        # a static point that a nearer surface hides at the target: the chained flow is dragged
-        # along by the occluder passing over it (measured: 10-30 px off where staying still
-        # projects it), so the flow says "moved". Where the source did not see the point move
-        # and staying still puts it clearly behind what the target sees, it stayed still
+        # where the source did not see a point move, the target can still show that it stayed
+        # still although its flow says it moved:
+        # - occluded: a nearer surface hides its static place; the chained flow was dragged
+        #   along by the occluder passing over it (measured: 10-30 px off where staying still
+        #   projects it);
+        # - stays: the target shows it at its static place, in depth and in appearance, at
+        #   least as well as where the flow took it (dragged by a neighbouring object, or by an
+        #   occluder that has passed again);
+        # - slid: its static place is out of view while the flow ends within half a DIS patch
+        #   of the border: the patch left the image and the flow slid along the border (a mover
+        #   that stays in view ends further in)
         z_seen = sample_depth(target.latent.depth, p_static)
         tol = np.maximum(cfg.occlusion_rel * z_static, cfg.occlusion_abs)
         hidden = z_seen < z_static - tol
         occluded = z_seen < (1.0 - cfg.occluder_rel) * z_static
-        moving &= ~(~moving_src & occluded)
-        # a static point whose flow drifted off (dragged by a neighbouring object, or by an
-        # occluder that has passed again): where the source did not see it move and staying
-        # still agrees with the target, in depth and in appearance, at least as well as the flow
-        # does, it stayed still
         gray_t = target.latent.gray.astype(np.float32)
         gray_s = sample_bilinear(source.latent.gray.astype(np.float32), pixels)
         photo_static = np.abs(sample_bilinear(gray_t, p_static.astype(np.float32)) - gray_s)
         photo_flow = np.abs(sample_bilinear(gray_t, p.astype(np.float32)) - gray_s)
         stays = ((np.abs(z_seen - z_static) <= tol) & (photo_static <= cfg.static_photo_max)
                  & ~(photo_flow < photo_static))
-        moving &= ~(~moving_src & stays)
-        # a point the source did not see move whose static place is out of the target's view,
-        # while its flow ends within half a DIS patch of the border: the flow slid along the
-        # border as its patch left the image (a mover that stays in view ends further in)
         static_in = inside_image(p_static, w, h) & (z_static > 0)
         edge = np.minimum(np.minimum(p[:, 0], w - 1 - p[:, 0]),
                           np.minimum(p[:, 1], h - 1 - p[:, 1]))
-        moving &= ~(~moving_src & ~static_in & ~(edge >= cfg.flow_border_px))
+        slid = ~static_in & ~(edge >= cfg.flow_border_px)
+        moving &= ~(~moving_src & (occluded | stays | slid))
         if len(hops) > 2 or chain is not None:
             # chained flows drift by a fraction of a pixel per frame on moving objects; a small
             # Lucas-Kanade step from the source patch straight to the target removes the drift
