@@ -52,6 +52,7 @@ class RgbdBackend:
         self.reset()
 
     def reset(self) -> None:
+        self._close_odometry()
         self._odometry: RgbdOdometry | None = None
         self._segments: SegmentMotionTracker | None = None
         self._prev: RgbdView | None = None
@@ -68,7 +69,14 @@ class RgbdBackend:
 
     # ------------------------------------------------------------------ per frame
     def close(self) -> None:
-        """Nothing to release: the state is host arrays, dropped with the backend."""
+        """Stop the camera tracker's worker thread; the rest is host arrays, dropped with the
+        backend."""
+        self._close_odometry()
+
+    def _close_odometry(self) -> None:
+        if getattr(self, '_odometry', None) is not None:
+            self._odometry.close()
+            self._odometry = None
 
     def processing_size(self, width: int, height: int, requested_width: int
                         ) -> tuple[int, int]:
@@ -85,6 +93,7 @@ class RgbdBackend:
         depth[~((depth >= cfg.min_depth) & (depth <= cfg.max_depth))] = np.nan
         if self._odometry is None or self._odometry.K.shape != (3, 3) \
                 or not np.allclose(self._odometry.K, frame.K):
+            self._close_odometry()
             self._odometry = RgbdOdometry(frame.K, w, h, cfg.odometry)
             self._segments = SegmentMotionTracker(frame.K, w, h, cfg.segments)
             self._prev = None
