@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 import cv2
 import numpy as np
 
-from fourd_ros.core.geometry import invert_pose, pixel_grid, project, transform_points
+from fourd_ros.core.geometry import finite_rows, invert_pose, pixel_grid, project, transform_points
 
 if TYPE_CHECKING:
     from fourd_ros.core.engine.backend import CacheEntry
@@ -36,7 +36,7 @@ def rigid_flow(points_world: np.ndarray, T_wc: np.ndarray, K: np.ndarray) -> np.
     uv, z = project(transform_points(invert_pose(T_wc), points_world), K)
     u, v = pixel_grid(h, w)
     flow = (uv - np.stack([u, v], axis=-1)).astype(np.float32)
-    flow[~(np.isfinite(flow).all(axis=-1) & (z > 0))] = 0.0
+    flow[~(finite_rows(flow) & (z > 0))] = 0.0
     return flow
 
 

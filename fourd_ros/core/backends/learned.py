@@ -39,8 +39,8 @@ from fourd_ros.core.backends.mono_pose import LandmarkTracker, MonoPoseConfig, P
 from fourd_ros.core.engine.backend import BackendError, CacheEntry, MotionEstimate
 from fourd_ros.core.engine.objects import label_moving_segments
 from fourd_ros.core.flow import CachedFlows, FlowLink
-from fourd_ros.core.geometry import (invert_pose, project, sample_bilinear, sample_depth,
-                                     transform_points, unproject_depth,
+from fourd_ros.core.geometry import (finite_rows, invert_pose, project, sample_bilinear,
+                                     sample_depth, transform_points, unproject_depth,
                                      unproject_pixels, vector_norm)
 from fourd_ros.core.model.checkpoint import load_model
 from fourd_ros.core.model.s4rc import FrameLatent, S4RC, SourceViews
@@ -354,7 +354,7 @@ class LearnedBackend:
         px, zt = project(cam, target.K)
         th, tw = target.dynamic_mask.shape
         status = np.full(n, PointStatus.VALID, np.uint8)
-        bad = ~np.isfinite(positions).all(axis=1)
+        bad = ~finite_rows(positions)
         outside = ~bad & ~((px[:, 0] >= -0.5) & (px[:, 0] <= tw - 0.5) & (px[:, 1] >= -0.5)
                            & (px[:, 1] <= th - 0.5) & (zt > 0))
         seen = sample_depth(target.latent.depth, px)

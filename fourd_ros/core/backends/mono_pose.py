@@ -23,7 +23,8 @@ from dataclasses import dataclass, field
 import cv2
 import numpy as np
 
-from fourd_ros.core.geometry import invert_pose, make_pose, ray_midpoints, sample_bilinear
+from fourd_ros.core.geometry import (finite_rows, invert_pose, make_pose, ray_midpoints,
+                                     sample_bilinear)
 
 
 @dataclass(frozen=True)
@@ -178,7 +179,7 @@ class LandmarkTracker:
             if corners is not None:
                 px = corners.reshape(-1, 2).astype(np.float32)
                 X = sample_bilinear(points_world, px).astype(np.float64)
-                ok = np.isfinite(X).all(axis=1)
+                ok = finite_rows(X)
                 px, X = px[ok], X[ok]
                 self.pixels = np.concatenate([self.pixels, px])
                 self.points = np.concatenate([self.points, X])

@@ -19,8 +19,8 @@ import numpy as np
 
 from fourd_ros.core.engine.backend import CacheEntry, MotionEstimate, scaled_size
 from fourd_ros.core.engine.objects import label_moving_segments
-from fourd_ros.core.geometry import (invert_pose, project, sample_bilinear, transform_points,
-                                     unproject_depth)
+from fourd_ros.core.geometry import (finite_rows, invert_pose, project, sample_bilinear,
+                                     transform_points, unproject_depth)
 from fourd_ros.core.types import Frame, FrameResult, PointStatus
 
 MotionGT = Callable[[int, int], tuple[np.ndarray, np.ndarray]]
@@ -138,7 +138,7 @@ class OracleBackend:
         before = transform_points(self._T_first_inv, P_gt)
         velocity = (points_world - before) / (frame.stamp - previous)
         flow[dynamic] = velocity[dynamic]
-        flow[~np.isfinite(points_world).all(axis=-1)] = np.nan
+        flow[~finite_rows(points_world)] = np.nan
         return flow
 
     # ------------------------------------------------------------------ motion
@@ -162,7 +162,7 @@ class OracleBackend:
             visible = None
         cam = transform_points(invert_pose(target.T_wc), positions.astype(np.float64))
         px, z = project(cam, target.K)
-        inside = (np.isfinite(px).all(axis=1) & (z > 0) & (px[:, 0] >= -0.5)
+        inside = (finite_rows(px) & (z > 0) & (px[:, 0] >= -0.5)
                   & (px[:, 0] < w - 0.5) & (px[:, 1] >= -0.5) & (px[:, 1] < h - 0.5))
         if visible is None:
             depth_t = target.latent.depth
@@ -174,7 +174,7 @@ class OracleBackend:
         status = np.full(n, PointStatus.VALID, np.uint8)
         status[~visible] = PointStatus.OCCLUDED
         status[~visible & ~inside] = PointStatus.OUT_OF_VIEW
-        invalid = ~np.isfinite(positions).all(axis=1) | ~np.isfinite(src_world).all(axis=1)
+        invalid = ~finite_rows(positions) | ~finite_rows(src_world)
         status[invalid] = PointStatus.INVALID
         positions[invalid] = np.nan
         conf = np.where(invalid, 0.0, 1.0).astype(np.float32)

@@ -30,7 +30,7 @@ import numpy as np
 from scipy.spatial.transform import Rotation
 
 from fourd_ros.core.data.textures import make_texture, sample_texture
-from fourd_ros.core.geometry import invert_pose
+from fourd_ros.core.geometry import finite_rows, invert_pose
 from fourd_ros.core.jsonsafe import json_safe
 from fourd_ros.core.types import Frame
 
@@ -603,7 +603,7 @@ class SyntheticClip:
         """
         P = self._move(i, self.T_wo[j])
         uv, z = self.project(j, P)
-        ok = np.isfinite(uv).all(axis=-1) & (z > _T_MIN)
+        ok = finite_rows(uv) & (z > _T_MIN)
         ui = np.full(z.shape, -1, np.int64)
         vi = np.full(z.shape, -1, np.int64)
         ui[ok] = np.rint(uv[ok, 0]).astype(np.int64)

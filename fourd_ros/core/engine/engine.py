@@ -30,8 +30,8 @@ from fourd_ros.core.engine.cache import CachePolicy, LatentCache
 from fourd_ros.core.engine.objects import (ObjectConfig, ObjectSnapshot, ObjectTracker,
                                            object_ids_of)
 from fourd_ros.core.engine.tracks import TrackConfig, TrackManager, TrackSnapshot
-from fourd_ros.core.geometry import (default_intrinsics, invert_pose, make_pose, project,
-                                     sample_bilinear, scale_intrinsics, transform_points,
+from fourd_ros.core.geometry import (default_intrinsics, finite_rows, invert_pose, make_pose,
+                                     project, sample_bilinear, scale_intrinsics, transform_points,
                                      umeyama)
 from fourd_ros.core.types import (Frame, FrameResult, ObjectMotionResult, PointStatus,
                                   QueryResult)
@@ -272,12 +272,12 @@ class StreamingEngine:
         proc_px = np.stack([(pixels[:, 0] + 0.5) * sx - 0.5, (pixels[:, 1] + 0.5) * sy - 0.5],
                            axis=1).astype(np.float32)
         h, w = source.dynamic_mask.shape
-        inside = (np.isfinite(proc_px).all(axis=1) & (proc_px[:, 0] >= -0.5)
+        inside = (finite_rows(proc_px) & (proc_px[:, 0] >= -0.5)
                   & (proc_px[:, 0] <= w - 0.5) & (proc_px[:, 1] >= -0.5)
                   & (proc_px[:, 1] <= h - 0.5))
         src_pos = np.full((n, 3), np.nan, np.float32)
         src_pos[inside] = sample_bilinear(source.points_world, proc_px[inside])
-        ok = inside & np.isfinite(src_pos).all(axis=1)
+        ok = inside & finite_rows(src_pos)
         return self._finish(result, source, target, via, proc_px, src_pos, ok)
 
     def query_points(self, source_stamp: float, points_world: np.ndarray,
@@ -298,7 +298,7 @@ class StreamingEngine:
         cam = transform_points(invert_pose(source.T_wc), points_world.astype(np.float64))
         px, z = project(cam, source.K)
         h, w = source.dynamic_mask.shape
-        ok = (np.isfinite(px).all(axis=1) & (z > 0) & (px[:, 0] >= -0.5) & (px[:, 0] <= w - 0.5)
+        ok = (finite_rows(px) & (z > 0) & (px[:, 0] >= -0.5) & (px[:, 0] <= w - 0.5)
               & (px[:, 1] >= -0.5) & (px[:, 1] <= h - 0.5))
         src_pos = np.where(ok[:, None], points_world, np.nan).astype(np.float32)
         return self._finish(result, source, target, via, px.astype(np.float32), src_pos, ok)
@@ -335,8 +335,8 @@ class StreamingEngine:
             return answer
         before = source.points_world[vs, us].astype(np.float64)
         after = est.positions.astype(np.float64)
-        known = ((est.status != PointStatus.INVALID) & np.isfinite(before).all(axis=1)
-                 & np.isfinite(after).all(axis=1))
+        known = ((est.status != PointStatus.INVALID) & finite_rows(before)
+                 & finite_rows(after))
         if known.sum() < 3:
             answer.message = f'no point of object {object_id} could be followed to the target'
             return answer

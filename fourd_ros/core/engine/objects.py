@@ -38,7 +38,7 @@ import numpy as np
 from scipy.optimize import linear_sum_assignment
 from scipy.spatial.transform import Rotation
 
-from fourd_ros.core.geometry import invert_pose, make_pose, transform_points, umeyama
+from fourd_ros.core.geometry import finite_rows, invert_pose, make_pose, transform_points, umeyama
 
 
 @dataclass
@@ -306,7 +306,7 @@ class ObjectTracker:
         points = points_world[mask].astype(np.float64)
         flow = scene_flow[mask].astype(np.float64)
         conf = confidence[mask]
-        ok = np.isfinite(points).all(axis=1)
+        ok = finite_rows(points)
         if ok.sum() < max(cfg.min_points, cfg.min_share * mask.size):
             return None
         points, flow, conf = points[ok], flow[ok], conf[ok]
@@ -318,7 +318,7 @@ class ObjectTracker:
         motion = np.eye(4)
         velocity = angular = np.full(3, np.nan)
         agree = 0.0
-        known = np.isfinite(flow).all(axis=1)
+        known = finite_rows(flow)
         if dt is not None and dt > 0 and known.sum() >= 3:
             before = points[known] - flow[known] * dt
             _, R, t = umeyama(before, points[known], with_scale=False)
@@ -408,5 +408,5 @@ def rigid_scene_flow(points_world: np.ndarray, segments: np.ndarray, motions: np
             continue
         X = points_world[m].astype(np.float64)
         flow[m] = (X - transform_points(invert_pose(M), X)) / dt
-    flow[~np.isfinite(points_world).all(axis=-1)] = np.nan
+    flow[~finite_rows(points_world)] = np.nan
     return flow

@@ -53,8 +53,8 @@ from fourd_ros.core.engine.cache import CachePolicy
 from fourd_ros.core.engine.engine import EngineConfig, StreamingEngine
 from fourd_ros.core.eval import metrics as M
 from fourd_ros.core.eval.moving_objects import add_engine_frame, MovingObjectScorer
-from fourd_ros.core.geometry import (inside_image, invert_pose, project, transform_points,
-                                     unproject_pixels)
+from fourd_ros.core.geometry import (finite_rows, inside_image, invert_pose, project,
+                                     transform_points, unproject_pixels)
 from fourd_ros.core.jsonsafe import json_safe
 from fourd_ros.core.types import Frame
 
@@ -450,7 +450,7 @@ def _score_pair(engine: StreamingEngine, src: _PendingSource, j: int, frame: Fra
     cam_gt = transform_points(invert_pose(T_gt_j), world_gt)
     gt_px, z = project(cam_gt, K)
     if vis is None:
-        inside = np.isfinite(gt_px).all(axis=1) & (z > 0) & inside_image(gt_px, w, h)
+        inside = finite_rows(gt_px) & (z > 0) & inside_image(gt_px, w, h)
         uj = np.clip(np.rint(np.nan_to_num(gt_px[:, 0])), 0, w - 1).astype(int)
         vj = np.clip(np.rint(np.nan_to_num(gt_px[:, 1])), 0, h - 1).astype(int)
         dj = frame.depth[vj, uj].astype(np.float64)
@@ -464,7 +464,7 @@ def _score_pair(engine: StreamingEngine, src: _PendingSource, j: int, frame: Fra
     tr['z'].append(z)
     tr['vis'].append(vis)
     tr['conf'].append(q.confidence.astype(np.float64))
-    tr['inview'].append(np.isfinite(gt_px).all(axis=1) & (z > 0) & inside_image(gt_px, w, h))
+    tr['inview'].append(finite_rows(gt_px) & (z > 0) & inside_image(gt_px, w, h))
     tr['dyn'].append(dyn)
     tr['focal'].append(float(K[0, 0]))
     if len(report.track_samples) < plot_samples:
@@ -520,7 +520,7 @@ def _track_metrics(tr: dict, metric: bool) -> dict[str, float]:
     vis = np.concatenate(tr['vis'])
     dyn = np.concatenate(tr['dyn'])
     focal = float(np.median(tr['focal']))
-    evaluated = vis & np.isfinite(gt).all(axis=1) & np.isfinite(z) & (z > 0)
+    evaluated = vis & finite_rows(gt) & np.isfinite(z) & (z > 0)
     out['track_pairs'] = len(tr['pred'])
     out['track_points'] = int(evaluated.sum())
     out['track_points_dynamic'] = int((evaluated & dyn).sum())
@@ -528,7 +528,7 @@ def _track_metrics(tr: dict, metric: bool) -> dict[str, float]:
         return out
     m = M.tracking_metrics(pred, gt, z, focal, visible=vis, dynamic=dyn,
                            scale_align=not metric)
-    both = evaluated & np.isfinite(pred).all(axis=1)
+    both = evaluated & finite_rows(pred)
     err = np.linalg.norm(m['scale'] * pred[both] - gt[both], axis=1)
     out.update({'track_epe_m': m['epe'], 'apd3d': m['apd3d'],
                 'apd3d_dynamic': m['apd3d_dynamic'],
@@ -552,7 +552,7 @@ def _apd3d_of_groups(pred: np.ndarray, gt: np.ndarray, z: np.ndarray, focal: flo
                      groups: dict[str, np.ndarray]) -> dict[str, float]:
     """``apd3d_<name>`` and ``track_points_<name>`` of each group (N bool) of the queried
     points, on already scaled predictions (points without GT are left out)."""
-    ok = np.isfinite(gt).all(axis=1) & np.isfinite(z) & (z > 0)
+    ok = finite_rows(gt) & np.isfinite(z) & (z > 0)
     out: dict[str, float] = {}
     for name, where in groups.items():
         pick = ok & where

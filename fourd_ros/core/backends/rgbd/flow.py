@@ -11,7 +11,7 @@ import cv2
 import numpy as np
 
 from fourd_ros.core.backends.rgbd.latent import RgbdView, SegmentMotions
-from fourd_ros.core.geometry import (invert_pose, project, sample_depth,
+from fourd_ros.core.geometry import (finite_rows, invert_pose, project, sample_depth,
                                      transform_points)
 
 
@@ -44,7 +44,7 @@ def rigid_flow_outliers(points_world: np.ndarray, flow: np.ndarray, depth: np.nd
     h, w = flow.shape[:2]
     ys, xs = np.mgrid[step // 2:h:step, step // 2:w:step].reshape(2, -1)
     X = points_world[ys, xs].astype(np.float64)
-    ok = np.isfinite(X).all(axis=1)
+    ok = finite_rows(X)
     out = np.zeros((h, w), bool)
     if ok.sum() < 12:
         return out

@@ -22,9 +22,9 @@ import numpy as np
 from fourd_ros.core.backends.rgbd.aligner import PyramidLevel, RgbdAligner
 from fourd_ros.core.backends.rgbd.config import SegmentMotionConfig
 from fourd_ros.core.backends.rgbd.latent import RgbdView
-from fourd_ros.core.geometry import (invert_pose, project, ransac_rigid, rotation_angle_deg,
-                                     sample_bilinear, sample_depth, transform_points,
-                                     unproject_pixels)
+from fourd_ros.core.geometry import (finite_rows, invert_pose, project, ransac_rigid,
+                                     rotation_angle_deg, sample_bilinear, sample_depth,
+                                     transform_points, unproject_pixels)
 
 
 @dataclass
@@ -177,7 +177,7 @@ class MotionScorer:
         cfg = self.config
         uv, z = project(transform_points(invert_pose(cur.T_wc) @ M, points), self.K)
         h, w = cur.depth.shape
-        inside = (np.isfinite(uv).all(axis=1) & (z > 0) & (uv[:, 0] >= 0) & (uv[:, 1] >= 0)
+        inside = (finite_rows(uv) & (z > 0) & (uv[:, 0] >= 0) & (uv[:, 1] >= 0)
                   & (uv[:, 0] <= w - 1) & (uv[:, 1] <= h - 1))
         uv = np.where(inside[:, None], uv, 0.0).astype(np.float32)
         d = sample_bilinear(cur.depth, uv)
@@ -220,7 +220,7 @@ def fit_rigid_to_flow(points: np.ndarray, pixels_next: np.ndarray, depth_next: n
     depth). None when fewer than ``min_points`` land on depth or the fit fails."""
     z = sample_depth(depth_next, pixels_next.astype(np.float32))
     moved = transform_points(T_wc_next, unproject_pixels(pixels_next, z, K))
-    ok = np.isfinite(moved).all(axis=1)
+    ok = finite_rows(moved)
     if ok.sum() < min_points:
         return None
     tol = np.maximum(tol_abs, tol_rel * z[ok])

@@ -24,7 +24,7 @@ from fourd_ros.core.backends.rgbd.motion_scoring import MotionScorer, fit_rigid_
 from fourd_ros.core.backends.rgbd.segmentation import attach_to_segments
 from fourd_ros.core.engine.backend import CacheEntry, MotionEstimate
 from fourd_ros.core.flow import CachedFlows, consecutive, DisFlow
-from fourd_ros.core.geometry import (inside_image, invert_pose, make_pose, project,
+from fourd_ros.core.geometry import (finite_rows, inside_image, invert_pose, make_pose, project,
                                      sample_bilinear, sample_depth, transform_points,
                                      unproject_pixels)
 from fourd_ros.core.types import PointStatus
@@ -177,7 +177,7 @@ class QueryDecoder:
             # per-point estimates (outlier flows cannot drag single points away), and places
             # the segment's points that are hidden or out of view at the target as well
             rigid = self._rigid_object_positions(chain, pixels, src_world)
-            use = moving & np.isfinite(rigid).all(axis=1)
+            use = moving & finite_rows(rigid)
             flow_world[use] = rigid[use]
             p[use], _ = project(transform_points(invert_pose(target.T_wc), rigid[use]),
                                 target.K)
@@ -208,7 +208,7 @@ class QueryDecoder:
         # motion has no measured position at the target: its source position, low confidence
         unknown = mv & (out | no_depth) & ~use
         positions[unknown] = src_world[unknown]
-        invalid = ~np.isfinite(src_world).all(axis=1)
+        invalid = ~finite_rows(src_world)
         status[invalid] = PointStatus.INVALID
         positions[invalid] = np.nan
         # how sure each answer is: a visible point by how well the target's appearance agrees;
@@ -233,7 +233,7 @@ class QueryDecoder:
                        p: np.ndarray, z_t: np.ndarray, flow_world: np.ndarray,
                        moving: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Refine moving points' target pixels with LK (source patch -> target image)."""
-        sel = np.flatnonzero(moving & np.isfinite(p).all(axis=1))
+        sel = np.flatnonzero(moving & finite_rows(p))
         if not len(sel):
             return p, z_t, flow_world
         cfg = self.config
@@ -317,7 +317,7 @@ class QueryDecoder:
         rng = np.random.default_rng(seg)  # the same answer whatever else is queried
         ys, xs = np.nonzero(labels == seg)
         P = source.points_world[ys, xs].astype(np.float64)
-        P = P[np.isfinite(P).all(axis=1)]
+        P = P[finite_rows(P)]
         if len(P) < cfg.rigid_min_pixels:
             return None
         if len(P) > cfg.rigid_max_points:

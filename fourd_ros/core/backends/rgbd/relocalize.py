@@ -23,7 +23,7 @@ import cv2
 import numpy as np
 
 from fourd_ros.core.flow import DisFlow
-from fourd_ros.core.geometry import invert_pose, make_pose, unproject_pixels
+from fourd_ros.core.geometry import finite_rows, invert_pose, make_pose, unproject_pixels
 
 
 @dataclass
@@ -134,7 +134,7 @@ def _pnp(uv_ref: np.ndarray, uv_cur: np.ndarray, ref_depth: np.ndarray, K: np.nd
     iu = np.clip(np.rint(uv_ref[:, 0]).astype(int), 0, w - 1)
     iv = np.clip(np.rint(uv_ref[:, 1]).astype(int), 0, h - 1)
     X = unproject_pixels(uv_ref, ref_depth[iv, iu], K).astype(np.float64)
-    has_depth = np.isfinite(X).all(axis=1) & (X[:, 2] > 0)
+    has_depth = finite_rows(X) & (X[:, 2] > 0)
     X, uv = X[has_depth], uv_cur[has_depth].astype(np.float64)
     if len(X) < cfg.min_inliers:
         return None

@@ -37,7 +37,7 @@ from fourd_ros.core.backends.rgbd.latent import RgbdView, SegmentMotions
 from fourd_ros.core.backends.rgbd.motion_scoring import MotionScorer, fit_rigid_to_flow
 from fourd_ros.core.backends.rgbd.segmentation import main_parts
 from fourd_ros.core.engine.objects import depth_edges, depth_jump, label_moving_segments
-from fourd_ros.core.geometry import (invert_pose, make_pose, pixel_grid, project,
+from fourd_ros.core.geometry import (finite_rows, invert_pose, make_pose, pixel_grid, project,
                                      transform_points)
 
 
@@ -429,7 +429,7 @@ class SegmentMotionTracker:
             uv, z = project(transform_points(T_cw @ segments.motions[k].astype(np.float64),
                                              prev.points_world[ys, xs].astype(np.float64)),
                             self.K)
-            ok = np.isfinite(uv).all(axis=1) & (z > 0)
+            ok = finite_rows(uv) & (z > 0)
             ui, vi, z = np.rint(uv[ok, 0]).astype(int), np.rint(uv[ok, 1]).astype(int), z[ok]
             inside = (ui >= 0) & (ui < w) & (vi >= 0) & (vi < h)
             ui, vi, z = ui[inside], vi[inside], z[inside]
