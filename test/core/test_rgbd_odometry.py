@@ -177,3 +177,17 @@ def test_seven_scenes_first_100_frames() -> None:
     ate_m = ate(np.array(T_est), np.array(T_gt), align='se3')['ate_m']
     print(f'odometry 7-Scenes 100 frames: ATE {ate_m * 1e2:.3f} cm')
     assert ate_m < 0.010  # measured 0.81 cm
+
+
+def test_the_model_update_off_the_frame_path_gives_the_same_poses() -> None:
+    """The keyframe model is fused (or a new keyframe made) on a worker thread while the
+    caller goes on; the next frame waits for it, so every result is the one of the inline
+    update, to the bit, through fusion and keyframe changes."""
+    clip = generate_clip(SceneConfig(frames=24, width=160, height=120, seed=DYNAMIC_SEED))
+    runs = [_run(clip, use_mask=False, config=OdometryConfig(update_in_background=background))
+            for background in (True, False)]
+    (T_background, background), (T_inline, inline) = runs
+    assert sum(r.is_keyframe for r in inline) >= 2  # both kinds of update were exercised
+    assert np.array_equal(T_background, T_inline)
+    assert [(r.ok, r.num_inliers, r.rmse_m, r.is_keyframe, r.relocalized) for r in background] \
+        == [(r.ok, r.num_inliers, r.rmse_m, r.is_keyframe, r.relocalized) for r in inline]

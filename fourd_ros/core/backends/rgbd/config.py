@@ -44,6 +44,9 @@ class OdometryConfig:
         max_step_m, max_step_deg: tracking fails when one frame moves more than this.
         fuse: fuse tracked frames into the keyframe depth model (frame-to-model tracking).
         fuse_step: pixel stride of the current-frame points fused into the model.
+        update_in_background: update the keyframe model (fusion, a new keyframe) on a worker
+            thread while the caller goes on with the frame (False: before ``track`` returns;
+            the poses are the same either way).
         fuse_gate_m: max depth disagreement (at 1 m, grows with z^2) of a fused measurement.
         max_weight: cap of the per-pixel model weight (in frames).
         carry_weight: cap of the weight of the old model carried into a new keyframe (0 = none).
@@ -83,6 +86,7 @@ class OdometryConfig:
     max_step_deg: float = 30.0
     fuse: bool = True
     fuse_step: int = 1
+    update_in_background: bool = True
     fuse_gate_m: float = 0.02
     max_weight: float = 30.0
     carry_weight: float = 10.0

@@ -42,6 +42,7 @@ wrong velocity runs away frame after frame), and the model restarts from that fr
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -125,6 +126,14 @@ class RgbdOdometry:
         if self._pending is not None:
             pending, self._pending = self._pending, None
             pending.result()
+
+    def _update_model(self, update: Callable[..., None], *args) -> None:
+        """Run a keyframe-model update (`_fuse_current`, `_set_keyframe`) on the worker thread,
+        or now when ``config.update_in_background`` is off."""
+        if self.config.update_in_background:
+            self._pending = self._worker.submit(update, *args)
+        else:
+            update(*args)
 
     def close(self) -> None:
         """Finish the pending model update and stop the worker thread."""
@@ -319,8 +328,7 @@ class RgbdOdometry:
         if self._kf is None:
             if not enough:
                 return OdometryResult(self._T_wc.copy(), False, 0, float('nan'), False)
-            self._pending = self._worker.submit(self._set_keyframe, cur, d, self._T_wc.copy(),
-                                                gray)
+            self._update_model(self._set_keyframe, cur, d, self._T_wc.copy(), gray)
             self._T_wc_prev = self._T_wc.copy()
             return OdometryResult(self._T_wc.copy(), True, n_valid, 0.0, True)
 
@@ -367,8 +375,8 @@ class RgbdOdometry:
                     or n_good < cfg.kf_min_overlap * n_pts):
                 if not ok:
                     self._kf = None  # lost: restart the model from this frame
-                self._pending = self._worker.submit(self._set_keyframe, cur, d, T_new, gray)
+                self._update_model(self._set_keyframe, cur, d, T_new, gray)
                 is_kf = True
             elif cfg.fuse:
-                self._pending = self._worker.submit(self._fuse_current, cur, T_kc)
+                self._update_model(self._fuse_current, cur, T_kc)
         return OdometryResult(T_new.copy(), ok, int(n_inl), float(rmse), is_kf, relocalized)
