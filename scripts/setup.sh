@@ -59,7 +59,7 @@ if ! done_already requirements "$req_hash"; then
   "$VENV/bin/python" -m pip install -q --disable-pip-version-check \
     -r "$ROOT/requirements.txt" 2>&1 | grep -v "^WARNING: Location" || true
   # pip's exit status is hidden by the filter above: check the import explicitly
-  "$VENV/bin/python" -c 'import torch, rclpy, open3d, cv2, scipy, rosbags, evo' || false
+  "$VENV/bin/python" -c 'import torch, rclpy, open3d, cv2, scipy, rosbags, evo, numba, threadpoolctl' || false
   mark_done requirements "$req_hash"
 fi
 

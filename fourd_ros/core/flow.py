@@ -15,9 +15,10 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import cv2
+import numba
 import numpy as np
 
-from fourd_ros.core.geometry import finite_rows, invert_pose, pixel_grid, project, transform_points
+from fourd_ros.core.geometry import invert_pose, pixel_grid
 
 if TYPE_CHECKING:
     from fourd_ros.core.engine.backend import CacheEntry
@@ -32,11 +33,31 @@ DIS_PRESETS = {
 def rigid_flow(points_world: np.ndarray, T_wc: np.ndarray, K: np.ndarray) -> np.ndarray:
     """H x W x 2 flow (pixels) that a static scene would show in a camera at T_wc (0 where the
     points are invalid or behind the camera)."""
-    h, w = points_world.shape[:2]
-    uv, z = project(transform_points(invert_pose(T_wc), points_world), K)
-    u, v = pixel_grid(h, w)
-    flow = (uv - np.stack([u, v], axis=-1)).astype(np.float32)
-    flow[~(finite_rows(flow) & (z > 0))] = 0.0
+    T_cw = invert_pose(T_wc)
+    return _rigid_flow(np.ascontiguousarray(points_world, np.float32),
+                       T_cw[:3, :3].astype(np.float32), T_cw[:3, 3].astype(np.float32),
+                       np.asarray(K, np.float64))
+
+
+@numba.njit(cache=True, nogil=True)
+def _rigid_flow(points_world: np.ndarray, R: np.ndarray, t: np.ndarray, K: np.ndarray
+                ) -> np.ndarray:
+    """`rigid_flow` in one pass: each world point (float32) into the camera (``R``, ``t``:
+    world to camera, float32), projected in float64."""
+    h, w = points_world.shape[0], points_world.shape[1]
+    flow = np.zeros((h, w, 2), np.float32)
+    for v in range(h):
+        for u in range(w):
+            x, y, z = points_world[v, u, 0], points_world[v, u, 1], points_world[v, u, 2]
+            zc = R[2, 0] * x + R[2, 1] * y + R[2, 2] * z + t[2]
+            if not zc > 0:
+                continue
+            xc = R[0, 0] * x + R[0, 1] * y + R[0, 2] * z + t[0]
+            yc = R[1, 0] * x + R[1, 1] * y + R[1, 2] * z + t[1]
+            fu = np.float32(K[0, 0] * xc / zc + K[0, 2] - u)
+            fv = np.float32(K[1, 1] * yc / zc + K[1, 2] - v)
+            if np.isfinite(fu) and np.isfinite(fv):
+                flow[v, u, 0], flow[v, u, 1] = fu, fv
     return flow
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import functools
 
+import numba
 import numpy as np
 
 # Rotation taking vectors from an OpenCV optical frame (x right, y down, z forward) to a REP-103
@@ -140,8 +141,60 @@ def sample_bilinear(image: np.ndarray, pixels: np.ndarray) -> np.ndarray:
     Positions are clamped to the image. A NaN neighbour with a non-zero weight makes the sample
     NaN, so invalid samples stay invalid instead of being blended with valid ones (a neighbour
     with zero weight, e.g. at an exact pixel centre, does not count); non-finite positions give
-    NaN.
+    NaN. Float images are sampled in one compiled pass (`_bilinear_float`), others with numpy.
     """
+    if image.dtype in (np.float32, np.float64) and pixels.dtype in (np.float32, np.float64) \
+            and pixels.ndim == 2 and image.ndim in (2, 3):
+        flat = np.ascontiguousarray(image).reshape(image.shape[0], image.shape[1], -1)
+        out = np.empty((len(pixels), flat.shape[2]), np.result_type(image.dtype, np.float32))
+        _bilinear_float(flat, np.ascontiguousarray(pixels), out)
+        return out[:, 0] if image.ndim == 2 else out
+    return _bilinear_numpy(image, pixels)
+
+
+@numba.njit(cache=True, nogil=True)
+def _bilinear_float(image: np.ndarray, pixels: np.ndarray, out: np.ndarray) -> None:
+    """`sample_bilinear` of an H x W x C float image into ``out`` (N x C)."""
+    for i in range(pixels.shape[0]):
+        bilinear_at(image, pixels[i, 0], pixels[i, 1], out[i])
+
+
+@numba.njit(cache=True, nogil=True, inline='always')
+def bilinear_at(image: np.ndarray, pu: float, pv: float, out: np.ndarray) -> None:
+    """`sample_bilinear` of an H x W x C float image at one position (u, v) into ``out`` (C),
+    for compiled callers: the arithmetic of `_bilinear_numpy` (float32 weights, the four terms
+    summed in the same order)."""
+    h, w, c = image.shape
+    if not (np.isfinite(pu) and np.isfinite(pv)):
+        out[:] = np.nan
+        return
+    one, zero = np.float32(1.0), np.float32(0.0)
+    u = min(max(pu, 0), w - 1)
+    v = min(max(pv, 0), h - 1)
+    u0 = min(int(np.floor(u)), w - 2 if w > 1 else 0)
+    v0 = min(int(np.floor(v)), h - 2 if h > 1 else 0)
+    u1 = u0 + 1 if w > 1 else u0
+    v1 = v0 + 1 if h > 1 else v0
+    du = np.float32(u - u0)
+    dv = np.float32(v - v0)
+    w00, w01 = (one - du) * (one - dv), du * (one - dv)
+    w10, w11 = (one - du) * dv, du * dv
+    for k in range(c):
+        a, b = image[v0, u0, k], image[v0, u1, k]
+        d, e = image[v1, u0, k], image[v1, u1, k]
+        # a NaN neighbour spoils the sample where it has weight, else counts as 0
+        if ((not np.isfinite(a) and w00 > 0) or (not np.isfinite(b) and w01 > 0)
+                or (not np.isfinite(d) and w10 > 0) or (not np.isfinite(e) and w11 > 0)):
+            out[:] = np.nan
+            return
+        out[k] = ((w00 * a if np.isfinite(a) else w00 * zero)
+                  + (w01 * b if np.isfinite(b) else w01 * zero)
+                  + (w10 * d if np.isfinite(d) else w10 * zero)
+                  + (w11 * e if np.isfinite(e) else w11 * zero))
+
+
+def _bilinear_numpy(image: np.ndarray, pixels: np.ndarray) -> np.ndarray:
+    """`sample_bilinear` with numpy operations (any dtype)."""
     h, w = image.shape[:2]
     finite = finite_rows(pixels)
     u = np.clip(np.where(finite, pixels[:, 0], 0), 0, w - 1)

@@ -15,7 +15,8 @@ moving objects) are frozen out, and each point is weighted by ``(sigma(1 m) / si
 (near Kinect-type depth is far more accurate than its noise alone says). A constant-velocity
 motion prior and a weak photometric term (reference intensity and gradient, bilinear) are
 added to the normal equations; both only matter where the geometry leaves a motion
-unconstrained (a plane, a corridor).
+unconstrained (a plane, a corridor). The per-point passes (association, residuals, normal
+equations, a level's normals and samples) are compiled loops in ``kernels.py``.
 """
 
 from __future__ import annotations
@@ -27,6 +28,9 @@ import cv2
 import numpy as np
 
 from fourd_ros.core.backends.rgbd.config import OdometryConfig
+from fourd_ros.core.backends.rgbd.kernels import (depth_normals, icp_residuals, photo_residuals,
+                                                  sample_level, so3_exp, so3_log,
+                                                  twist_normal_equations)
 from fourd_ros.core.geometry import invert_pose, scale_intrinsics
 
 
@@ -36,8 +40,9 @@ class PyramidLevel:
 
     ``depth`` and ``normals`` (3 x H x W) describe the geometry. As the tracked frame a level
     carries ``pts``/``nrm`` (3 x M sampled points and normals) and ``inten`` (M intensities); as
-    the reference it carries ``ref`` (6 x (H*W + 1) vertices and normals, the last column a dummy
-    invalid entry) and ``photo`` (3 x (H*W + W + 2) intensity and x/y gradients, zero padded).
+    the reference it carries ``ref`` ((H*W + 1) x 6 vertices and normals, the last row a dummy
+    invalid entry) and ``photo`` ((H*W + W + 2) x 3 intensity and x/y gradients, zero padded):
+    point-major, so that one point's entries share a cache line.
     """
 
     K: np.ndarray
@@ -57,14 +62,17 @@ class PyramidLevel:
 def _exp_se3(xi: np.ndarray) -> np.ndarray:
     """4x4 transform of a twist (rotation vector, translation), applied on the left."""
     T = np.eye(4)
-    T[:3, :3] = cv2.Rodrigues(np.asarray(xi[:3], np.float64).reshape(3, 1))[0]
+    T[:3, :3] = so3_exp(np.asarray(xi[:3], np.float64))
     T[:3, 3] = xi[3:]
     return T
 
 
 def _log_se3(T: np.ndarray) -> np.ndarray:
     """(rotation vector, translation) of a small 4x4 transform (inverse of ``_exp_se3``)."""
-    return np.concatenate([cv2.Rodrigues(T[:3, :3])[0].ravel(), T[:3, 3]])
+    w = so3_log(np.ascontiguousarray(T[:3, :3], np.float64))
+    if not np.all(np.isfinite(w)):  # near 180 degrees
+        w = cv2.Rodrigues(T[:3, :3])[0].ravel()
+    return np.concatenate([w, T[:3, 3]])
 
 
 def orthonormalize(T: np.ndarray) -> np.ndarray:
@@ -81,6 +89,7 @@ def _kinect_sigma(z: np.ndarray) -> np.ndarray:
     return np.float32(0.0012) + np.float32(0.0019) * (z - np.float32(0.4)) ** 2
 
 
+_NO_IMAGE = np.zeros((0, 0), np.float32)  # `sample_level` without intensities
 _SIGMA_1M = float(_kinect_sigma(np.float32(1.0)))
 _MAX_MEDIAN_SAMPLES = 4096
 
@@ -108,19 +117,6 @@ def _downsample_depth(depth: np.ndarray, max_jump: float) -> np.ndarray:
                     np.minimum(np.where(d > 0, d, big), np.where(e > 0, e, big)))
     ok = (cnt > 0) & (hi - lo < max_jump * mean)
     return np.where(ok, mean, 0.0).astype(np.float32)
-
-
-def _twist_jacobian(q: np.ndarray, gx: np.ndarray, gy: np.ndarray,
-                    gz: np.ndarray) -> np.ndarray:
-    """6 x N rows d(g . p)/d(rotation, translation) at points q (3 x N): [q x g; g]."""
-    J = np.empty((6, gx.size), np.float32)
-    J[0] = q[1] * gz - q[2] * gy
-    J[1] = q[2] * gx - q[0] * gz
-    J[2] = q[0] * gy - q[1] * gx
-    J[3] = gx
-    J[4] = gy
-    J[5] = gz
-    return J
 
 
 class RgbdAligner:
@@ -183,22 +179,8 @@ class RgbdAligner:
         ``(fx z_u, fy z_v, -(z + fx z_u rx + fy z_v ry))`` (sign chosen to face the camera).
         """
         K_l, rx, ry, _, _ = self._geo[li]
-        fx, fy = np.float32(K_l[0, 0]), np.float32(K_l[1, 1])
-        valid = z > 0
-        zu = np.zeros_like(z)
-        zv = np.zeros_like(z)
-        zu[:, 1:-1] = (z[:, 2:] - z[:, :-2]) * np.float32(0.5)
-        zv[1:-1] = (z[2:] - z[:-2]) * np.float32(0.5)
-        ok = np.zeros_like(valid)
-        ok[1:-1, 1:-1] = (valid[1:-1, 2:] & valid[1:-1, :-2] & valid[2:, 1:-1] & valid[:-2, 1:-1]
-                          & valid[1:-1, 1:-1])
-        # reject depth discontinuities
-        ok &= (np.abs(zu) < np.float32(0.05) * z) & (np.abs(zv) < np.float32(0.05) * z)
-        gx = fx * zu
-        gy = fy * zv
-        nz = -(z + gx * rx + gy * ry)
-        inv = np.where(ok, 1.0 / np.sqrt(gx * gx + gy * gy + nz * nz + 1e-30), 0.0)
-        return np.stack([gx * inv, gy * inv, nz * inv]).astype(np.float32)
+        return depth_normals(np.ascontiguousarray(z, np.float32), rx, ry,
+                             np.float32(K_l[0, 0]), np.float32(K_l[1, 1]))
 
     def pyramid(self, depth: np.ndarray, gray: np.ndarray | None, *, smooth: bool,
                 levels: int | None = None) -> list[PyramidLevel]:
@@ -226,29 +208,21 @@ class RgbdAligner:
     def sample(self, levels: list[PyramidLevel]) -> None:
         """Sampled points/normals (3 x M) of each level, for tracking this frame."""
         for li, lv in enumerate(levels):
-            s = self.config.sample_step[li]
             _, rx, ry, _, _ = self._geo[li]
-            z = lv.depth[::s, ::s]
-            n = lv.normals[:, ::s, ::s]
-            sel = n[2] != 0
-            zs = z[sel]
-            lv.pts = np.stack([rx[::s, ::s][sel] * zs, ry[::s, ::s][sel] * zs, zs])
-            lv.nrm = np.ascontiguousarray(n[:, sel])
-            grid = (np.arange(0, lv.height, s)[:, None] * lv.width
-                    + np.arange(0, lv.width, s)[None, :])
-            lv.pix = grid[sel]
-            if lv.gray is not None:
-                lv.inten = lv.gray[::s, ::s][sel]
+            gray = _NO_IMAGE if lv.gray is None else np.ascontiguousarray(lv.gray, np.float32)
+            lv.pts, lv.nrm, lv.pix, inten = sample_level(lv.depth, lv.normals, rx, ry, gray,
+                                                         self.config.sample_step[li])
+            lv.inten = None if lv.gray is None else inten
 
     def make_reference_geometry(self, lv: PyramidLevel, li: int) -> None:
         """Dense vertex + normal table of a level, for tracking against this frame."""
         _, rx, ry, w, h = self._geo[li]
-        ref = np.zeros((6, h * w + 1), np.float32)
+        ref = np.zeros((h * w + 1, 6), np.float32)
         z = np.where(lv.normals[2] != 0, lv.depth, np.float32(0.0))
-        ref[0, :-1] = (rx * z).ravel()
-        ref[1, :-1] = (ry * z).ravel()
-        ref[2, :-1] = z.ravel()
-        ref[3:, :-1] = lv.normals.reshape(3, -1)
+        ref[:-1, 0] = (rx * z).ravel()
+        ref[:-1, 1] = (ry * z).ravel()
+        ref[:-1, 2] = z.ravel()
+        ref[:-1, 3:] = lv.normals.reshape(3, -1).T
         lv.ref = ref
 
     @staticmethod
@@ -257,10 +231,10 @@ class RgbdAligner:
         if lv.gray is None:
             return
         h, w = lv.height, lv.width
-        photo = np.zeros((3, h * w + w + 2), np.float32)
-        photo[0, :h * w] = lv.gray.ravel()
-        photo[1, :h * w] = cv2.Sobel(lv.gray, cv2.CV_32F, 1, 0, ksize=3).ravel() / 8.0
-        photo[2, :h * w] = cv2.Sobel(lv.gray, cv2.CV_32F, 0, 1, ksize=3).ravel() / 8.0
+        photo = np.zeros((h * w + w + 2, 3), np.float32)
+        photo[:h * w, 0] = lv.gray.ravel()
+        photo[:h * w, 1] = cv2.Sobel(lv.gray, cv2.CV_32F, 1, 0, ksize=3).ravel() / 8.0
+        photo[:h * w, 2] = cv2.Sobel(lv.gray, cv2.CV_32F, 0, 1, ksize=3).ravel() / 8.0
         lv.photo = photo
 
     # ------------------------------------------------------------------------------------------
@@ -268,41 +242,20 @@ class RgbdAligner:
 
     def _photo_system(self, lr: PyramidLevel, inten: np.ndarray, q: np.ndarray,
                       good: np.ndarray, stride: int) -> tuple[np.ndarray, np.ndarray] | None:
-        """Normal equations of the photometric residuals ``I_ref(pi(q)) - I_cur``."""
+        """Normal equations of the photometric residuals ``I_ref(pi(q)) - I_cur`` of every
+        ``stride``-th point (``kernels.photo_residuals``); None with fewer than 6."""
         cfg = self.config
-        w_img, h_img = lr.width, lr.height
         fx, fy = np.float32(lr.K[0, 0]), np.float32(lr.K[1, 1])
-        cx, cy = np.float32(lr.K[0, 2]), np.float32(lr.K[1, 2])
-        sel = np.flatnonzero(good)
-        q = q[:, sel]
-        iz = 1.0 / q[2]
-        xs = fx * q[0] * iz + cx
-        ys = fy * q[1] * iz + cy
-        ok = (xs >= 0) & (xs < w_img - 1) & (ys >= 0) & (ys < h_img - 1)
-        if np.count_nonzero(ok) < 6:
+        kept, res, grad = photo_residuals(q, good, inten, stride, fx, fy,
+                                          np.float32(lr.K[0, 2]), np.float32(lr.K[1, 2]),
+                                          lr.width, lr.height, lr.photo)
+        if res.size < 6:
             return None
-        keep = np.flatnonzero(ok)
-        q, iz, xs, ys = q[:, keep], iz[keep], xs[keep], ys[keep]
-        x0 = xs.astype(np.int64)
-        y0 = ys.astype(np.int64)
-        ax = (xs - x0).astype(np.float32)
-        ay = (ys - y0).astype(np.float32)
-        i00 = y0 * w_img + x0
-        tab = lr.photo
-        top = np.take(tab, i00, axis=1) * (1 - ax) + np.take(tab, i00 + 1, axis=1) * ax
-        bot = (np.take(tab, i00 + w_img, axis=1) * (1 - ax)
-               + np.take(tab, i00 + w_img + 1, axis=1) * ax)
-        s = top * (1 - ay) + bot * ay
-        r = s[0] - inten[sel[keep]]
-        ar = np.abs(r)
+        ar = np.abs(res)
         c = np.float32(1.5 * _robust_scale(ar, 1.0))
         w = np.minimum(np.float32(1.0), c / np.maximum(ar, np.float32(1e-6)))
-        gx = s[1] * fx * iz
-        gy = s[2] * fy * iz
-        gz = -(gx * q[0] + gy * q[1]) * iz
-        J = _twist_jacobian(q, gx, gy, gz)
-        Jw = J * (w * np.float32(stride * cfg.photo_weight / cfg.photo_sigma ** 2))
-        return (Jw @ J.T).astype(np.float64), (Jw @ r).astype(np.float64)
+        return twist_normal_equations(
+            kept, grad, w * np.float32(stride * cfg.photo_weight / cfg.photo_sigma ** 2), res)
 
     def align(self, ref: list[PyramidLevel], cur: list[PyramidLevel], T: np.ndarray
               ) -> tuple[np.ndarray, int, int, int, float]:
@@ -332,37 +285,20 @@ class RgbdAligner:
             fx, fy = np.float32(lr.K[0, 0]), np.float32(lr.K[1, 1])
             cx, cy = np.float32(lr.K[0, 2] + 0.5), np.float32(lr.K[1, 2] + 0.5)
             w_img, h_img = lr.width, lr.height
-            dummy = w_img * h_img
             gate2 = np.float32(cfg.dist_gate_m[li] ** 2)
             inv_sig = np.float32(_SIGMA_1M) / _kinect_sigma(P[2])
             w_noise = inv_sig ** np.float32(cfg.noise_power[li])
             w_noise *= np.float32(geo_scale / max(float(w_noise.mean()), 1e-12))
-            keep = None
+            keep = np.ones(n_pts, bool)
             for it in range(cfg.iterations[li]):
                 R = T[:3, :3].astype(np.float32)
-                q = R @ P + T[:3, 3:4].astype(np.float32)
-                with np.errstate(divide='ignore', invalid='ignore', over='ignore'):
-                    iz = 1.0 / q[2]
-                    uf = fx * q[0] * iz + cx
-                    vf = fy * q[1] * iz + cy
-                    inb = (q[2] > 0) & (uf >= 0) & (uf < w_img) & (vf >= 0) & (vf < h_img)
-                    idx = np.where(inb, vf.astype(np.int64) * w_img + uf.astype(np.int64), dummy)
-                g = np.take(lr.ref, idx, axis=1)
-                dx = q[0] - g[0]
-                dy = q[1] - g[1]
-                dz = q[2] - g[2]
-                nx, ny, nz = g[3], g[4], g[5]
-                r = dx * nx + dy * ny + dz * nz
-                nc = R @ Pn
-                good = ((g[2] > 0) & (dx * dx + dy * dy + dz * dz < gate2)
-                        & (nc[0] * nx + nc[1] * ny + nc[2] * nz > cos_gate))
-                ar = np.abs(r)
-                e = ar * inv_sig  # residual normalised to the noise at 1 m
+                q, nrm, r, e, good = icp_residuals(P, Pn, R, T[:3, 3].astype(np.float32), fx,
+                                                   fy, cx, cy, w_img, h_img, lr.ref, gate2,
+                                                   cos_gate, inv_sig, keep)
                 if li == 0 and it == 0 and cfg.reject_k > 0 and np.count_nonzero(good) > 6:
                     # freeze the outliers of the coarse solution (e.g. moving objects) before
                     # the finest level, whose weights may favour some points strongly
                     keep = e <= np.float32(cfg.reject_k * _robust_scale(e[good], min_scale))
-                if keep is not None:
                     good &= keep
                 n_good_l = int(np.count_nonzero(good))
                 if n_good_l < 6:
@@ -370,13 +306,9 @@ class RgbdAligner:
                 scale = _robust_scale(e[good], min_scale)
                 t = e / np.float32(cfg.robust_k * scale)
                 w = np.where(good, w_noise / (1.0 + t * t), np.float32(0.0))
-                A = _twist_jacobian(q, nx, ny, nz)
-                Aw = A * w
-                H = (Aw @ A.T).astype(np.float64)
-                b = (Aw @ r).astype(np.float64)
+                H, b = twist_normal_equations(q, nrm, w, r)
                 if use_photo:
-                    ps = cfg.photo_stride
-                    ph = self._photo_system(lr, lc.inten[::ps], q[:, ::ps], good[::ps], ps)
+                    ph = self._photo_system(lr, lc.inten, q, good, cfg.photo_stride)
                     if ph is not None:
                         H += ph[0]
                         b += ph[1]

@@ -14,6 +14,7 @@ The package, one job per module:
 - ``motion_scoring.py`` (stateless) and ``segment_motion.py`` (the frame-to-frame tracker):
   rigid motion of each moving segment;
 - ``queries.py``: motion queries between cached frames;
+- ``kernels.py``: the compiled (numba) inner loops of alignment, motion scoring and masks;
 - ``latent.py``: what is cached per frame (`RgbdLatent`);
 - ``backend.py``: this module, the per-frame path that ties them together.
 """

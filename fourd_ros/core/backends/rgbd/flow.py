@@ -10,6 +10,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
+from fourd_ros.core.backends.rgbd.kernels import splat
 from fourd_ros.core.backends.rgbd.latent import RgbdView, SegmentMotions
 from fourd_ros.core.geometry import (finite_rows, invert_pose, project, sample_depth,
                                      transform_points)
@@ -17,17 +18,8 @@ from fourd_ros.core.geometry import (finite_rows, invert_pose, project, sample_d
 
 def splat_mask(mask: np.ndarray, flow: np.ndarray) -> np.ndarray:
     """Move a boolean mask along a forward flow field (nearest pixel), then close small holes."""
-    h, w = mask.shape
-    out = np.zeros((h, w), np.uint8)
-    v, u = np.nonzero(mask)
-    if len(v):
-        tu = np.round(u + flow[v, u, 0]).astype(np.int64)
-        tv = np.round(v + flow[v, u, 1]).astype(np.int64)
-        ok = (tu >= 0) & (tu < w) & (tv >= 0) & (tv < h)
-        out[tv[ok], tu[ok]] = 1
-        kernel = np.ones((3, 3), np.uint8)
-        out = cv2.morphologyEx(out, cv2.MORPH_CLOSE, kernel)
-    return out.astype(bool)
+    out = splat(np.ascontiguousarray(mask, bool), np.ascontiguousarray(flow, np.float32))
+    return cv2.morphologyEx(out, cv2.MORPH_CLOSE, np.ones((3, 3), np.uint8)).astype(bool)
 
 
 def rigid_flow_outliers(points_world: np.ndarray, flow: np.ndarray, depth: np.ndarray,

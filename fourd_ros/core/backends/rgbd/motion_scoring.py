@@ -21,10 +21,10 @@ import numpy as np
 
 from fourd_ros.core.backends.rgbd.aligner import PyramidLevel, RgbdAligner
 from fourd_ros.core.backends.rgbd.config import SegmentMotionConfig
+from fourd_ros.core.backends.rgbd.kernels import motion_costs
 from fourd_ros.core.backends.rgbd.latent import RgbdView
-from fourd_ros.core.geometry import (finite_rows, invert_pose, project, ransac_rigid,
-                                     rotation_angle_deg, sample_bilinear, sample_depth,
-                                     transform_points, unproject_pixels)
+from fourd_ros.core.geometry import (finite_rows, invert_pose, ransac_rigid, rotation_angle_deg,
+                                     sample_depth, transform_points, unproject_pixels)
 
 
 @dataclass
@@ -175,27 +175,11 @@ class MotionScorer:
         """`_costs` against any frame ``cur`` with shading-free intensities ``cur_detail``;
         ``with_seen`` also returns whether each moved point is in view and not hidden."""
         cfg = self.config
-        uv, z = project(transform_points(invert_pose(cur.T_wc) @ M, points), self.K)
-        h, w = cur.depth.shape
-        inside = (finite_rows(uv) & (z > 0) & (uv[:, 0] >= 0) & (uv[:, 1] >= 0)
-                  & (uv[:, 0] <= w - 1) & (uv[:, 1] <= h - 1))
-        uv = np.where(inside[:, None], uv, 0.0).astype(np.float32)
-        d = sample_bilinear(cur.depth, uv)
-        g = sample_bilinear(cur_detail, uv)
-        # truncated linear costs: unlike inlier counts they still rank motions that are all
-        # within the tolerances, which is where sub-pixel accuracy is decided
-        with np.errstate(invalid='ignore'):
-            tol = np.maximum(cfg.agree_abs, cfg.agree_rel * z)
-            depth_cost = np.abs(d - z) / tol
-            photo_cost = np.abs(g - intensity) / cfg.agree_photo
-            # something nearer now stands in front of the point
-            hidden = d < z - 3.0 * tol
-        cost = 0.5 * (np.minimum(np.nan_to_num(depth_cost, nan=1.0), 1.0)
-                      + np.minimum(np.nan_to_num(photo_cost, nan=1.0), 1.0))
-        # points that leave the view or become hidden neither support nor refute a motion
-        # (counting them as misfits would favour motions that keep an exiting object in view)
-        seen = inside & ~hidden
-        cost = np.where(seen, cost, cfg.hidden_cost)
+        cost, seen = motion_costs(
+            np.ascontiguousarray(points, np.float64), invert_pose(cur.T_wc) @ M, self.K,
+            _with_channel(cur.depth), _with_channel(cur_detail),
+            np.ascontiguousarray(intensity, np.float32), cfg.agree_abs, cfg.agree_rel,
+            np.float32(cfg.agree_photo), cfg.hidden_cost)
         return (cost, seen) if with_seen else cost
 
     def flow_candidate(self, pair: FramePair, mask: np.ndarray, flow: np.ndarray,
@@ -225,3 +209,8 @@ def fit_rigid_to_flow(points: np.ndarray, pixels_next: np.ndarray, depth_next: n
         return None
     tol = np.maximum(tol_abs, tol_rel * z[ok])
     return ransac_rigid(points[ok], moved[ok], tol, rng, iterations, min_inlier_ratio)
+
+
+def _with_channel(image: np.ndarray) -> np.ndarray:
+    """An H x W float32 image as H x W x 1 (the layout `kernels.motion_costs` samples)."""
+    return np.ascontiguousarray(image, np.float32).reshape(*image.shape[:2], 1)

@@ -15,8 +15,9 @@ import numpy as np
 from scipy import ndimage
 
 from fourd_ros.core.backends.rgbd.flow import splat_mask
+from fourd_ros.core.backends.rgbd.kernels import moved_points
 from fourd_ros.core.geometry import (invert_pose, pixel_grid, project, sample_bilinear,
-                                     sample_depth, transform_points, vector_norm)
+                                     sample_depth, transform_points)
 
 
 class MotionSegmenter:
@@ -143,14 +144,10 @@ class MotionSegmenter:
                            x: np.ndarray, y: np.ndarray) -> np.ndarray:
         """Which earlier-frame pixels moved in the world (mask in that frame's coordinates);
         ``x``, ``y``: where its pixels are in the current frame (H x W float32)."""
-        warped = cv2.remap(cur_world, x, y, cv2.INTER_NEAREST,
-                           borderMode=cv2.BORDER_CONSTANT, borderValue=(np.nan,) * 3)
-        disp = vector_norm(warped - prev_world)
-        thresh = np.maximum(self.dynamic_rel * np.abs(prev_world[..., 2]),
-                            self.dynamic_abs)
         # distance from the camera, not world z, sets the noise level; prev_world z is close
         # enough at the scale of this threshold for the first camera's neighbourhood
-        return np.nan_to_num(disp, nan=0.0) > thresh
+        return moved_points(prev_world, cur_world, x, y, np.float32(self.dynamic_rel),
+                            np.float32(self.dynamic_abs))
 
 
 def _opened(mask: np.ndarray) -> np.ndarray:

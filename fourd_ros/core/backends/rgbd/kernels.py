@@ -1,0 +1,367 @@
+"""Compiled inner loops of the rgbd backend's alignment (numba): pyramid levels and one
+Gauss-Newton step of ``aligner.RgbdAligner.align``.
+
+Each step visits every tracked point a few times: project it into the reference, look up the
+reference vertex and normal, gate the association, weight the residual and add its Jacobian to
+the 6 x 6 normal equations. As numpy operations that was some 40 passes over arrays of a few
+hundred to 20,000 points, and for a masked object's few hundred points the interpreter's
+overhead between them dominated. Each function here is one pass; the robust scale (a median)
+between two passes stays in numpy. A pyramid level's normals and sampled points likewise.
+
+Conventions as in ``aligner.py``: depth maps H x W float32 in metres (0 = none), points and
+normals 3 x M float32 in a camera, ``R``, ``t`` (float32) take the tracked frame's points into
+the reference camera, pixel coordinates of the nearest-pixel association with the ``+ 0.5``
+already in ``cx``, ``cy``. Normal equations are summed in float64.
+"""
+
+from __future__ import annotations
+
+import numba
+import numpy as np
+
+from fourd_ros.core.geometry import bilinear_at
+
+
+@numba.njit(cache=True, nogil=True)
+def icp_residuals(P: np.ndarray, Pn: np.ndarray, R: np.ndarray, t: np.ndarray, fx: float,
+                  fy: float, cx: float, cy: float, width: int, height: int, ref: np.ndarray,
+                  gate2: float, cos_gate: float, inv_sig: np.ndarray, keep: np.ndarray
+                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Projective association of the points ``P`` (normals ``Pn``) moved by ``R``, ``t`` with
+    the reference table ``ref`` ((H*W + 1) x 6: vertex, normal; zeros = none).
+
+    Returns the moved points ``q`` (3 x M), the associated reference normals (3 x M), the
+    point-to-plane residuals ``r`` (M, metres), ``e = |r| * inv_sig`` (the residual at the
+    noise level of 1 m) and ``good``: associated within the distance ``gate2`` (squared) and
+    the normal-angle gate, and set in ``keep``.
+    """
+    m = P.shape[1]
+    q = np.empty((3, m), np.float32)
+    nrm = np.zeros((3, m), np.float32)
+    r = np.zeros(m, np.float32)
+    e = np.zeros(m, np.float32)
+    good = np.zeros(m, np.bool_)
+    for i in range(m):
+        x = R[0, 0] * P[0, i] + R[0, 1] * P[1, i] + R[0, 2] * P[2, i] + t[0]
+        y = R[1, 0] * P[0, i] + R[1, 1] * P[1, i] + R[1, 2] * P[2, i] + t[1]
+        z = R[2, 0] * P[0, i] + R[2, 1] * P[1, i] + R[2, 2] * P[2, i] + t[2]
+        q[0, i], q[1, i], q[2, i] = x, y, z
+        if not z > 0:
+            continue
+        iz = np.float32(1.0) / z
+        u = fx * x * iz + cx
+        v = fy * y * iz + cy
+        if not (u >= 0 and u < width and v >= 0 and v < height):
+            continue
+        k = int(v) * width + int(u)
+        gz = ref[k, 2]
+        if not gz > 0:
+            continue
+        dx, dy, dz = x - ref[k, 0], y - ref[k, 1], z - gz
+        nx, ny, nz = ref[k, 3], ref[k, 4], ref[k, 5]
+        nrm[0, i], nrm[1, i], nrm[2, i] = nx, ny, nz
+        res = dx * nx + dy * ny + dz * nz
+        r[i] = res
+        e[i] = abs(res) * inv_sig[i]
+        ncx = R[0, 0] * Pn[0, i] + R[0, 1] * Pn[1, i] + R[0, 2] * Pn[2, i]
+        ncy = R[1, 0] * Pn[0, i] + R[1, 1] * Pn[1, i] + R[1, 2] * Pn[2, i]
+        ncz = R[2, 0] * Pn[0, i] + R[2, 1] * Pn[1, i] + R[2, 2] * Pn[2, i]
+        good[i] = (keep[i] and dx * dx + dy * dy + dz * dz < gate2
+                   and ncx * nx + ncy * ny + ncz * nz > cos_gate)
+    return q, nrm, r, e, good
+
+
+@numba.njit(cache=True, nogil=True)
+def twist_normal_equations(q: np.ndarray, g: np.ndarray, weight: np.ndarray,
+                           residual: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Normal equations ``H = sum w a a^T`` (6 x 6) and ``b = sum w a r`` (6) of the rows
+    ``a = [q x g; g]`` of points ``q`` (3 x K) with gradients ``g`` (3 x K: the normal of a
+    point-to-plane residual, the image gradient of a photometric one), weights and
+    residuals (K); points of weight 0 are skipped. Summed in order in float64 scalars that stay
+    in registers (an array accumulator was 1.6 times slower; reassociated, vectorised sums 3
+    times faster, but they moved a development seed's camera by enough to cost a test 0.1 cm
+    at 128x96)."""
+    h00, h01, h02, h03, h04, h05 = 0.0, 0.0, 0.0, 0.0, 0.0, 0.0
+    h11, h12, h13, h14, h15 = 0.0, 0.0, 0.0, 0.0, 0.0
+    h22, h23, h24, h25, h33 = 0.0, 0.0, 0.0, 0.0, 0.0
+    h34, h35, h44, h45, h55 = 0.0, 0.0, 0.0, 0.0, 0.0
+    b0, b1, b2, b3, b4, b5 = 0.0, 0.0, 0.0, 0.0, 0.0, 0.0
+    for i in range(q.shape[1]):
+        w = float(weight[i])
+        if w == 0.0:
+            continue
+        q0, q1, q2 = float(q[0, i]), float(q[1, i]), float(q[2, i])
+        a3, a4, a5 = float(g[0, i]), float(g[1, i]), float(g[2, i])
+        a0, a1, a2 = q1 * a5 - q2 * a4, q2 * a3 - q0 * a5, q0 * a4 - q1 * a3
+        r = float(residual[i])
+        wa = w * a0
+        b0 += wa * r
+        h00 += wa * a0
+        h01 += wa * a1
+        h02 += wa * a2
+        h03 += wa * a3
+        h04 += wa * a4
+        h05 += wa * a5
+        wa = w * a1
+        b1 += wa * r
+        h11 += wa * a1
+        h12 += wa * a2
+        h13 += wa * a3
+        h14 += wa * a4
+        h15 += wa * a5
+        wa = w * a2
+        b2 += wa * r
+        h22 += wa * a2
+        h23 += wa * a3
+        h24 += wa * a4
+        h25 += wa * a5
+        wa = w * a3
+        b3 += wa * r
+        h33 += wa * a3
+        h34 += wa * a4
+        h35 += wa * a5
+        wa = w * a4
+        b4 += wa * r
+        h44 += wa * a4
+        h45 += wa * a5
+        wa = w * a5
+        b5 += wa * r
+        h55 += wa * a5
+    H = np.empty((6, 6))
+    H[0, 0] = h00
+    H[0, 1] = H[1, 0] = h01
+    H[0, 2] = H[2, 0] = h02
+    H[0, 3] = H[3, 0] = h03
+    H[0, 4] = H[4, 0] = h04
+    H[0, 5] = H[5, 0] = h05
+    H[1, 1] = h11
+    H[1, 2] = H[2, 1] = h12
+    H[1, 3] = H[3, 1] = h13
+    H[1, 4] = H[4, 1] = h14
+    H[1, 5] = H[5, 1] = h15
+    H[2, 2] = h22
+    H[2, 3] = H[3, 2] = h23
+    H[2, 4] = H[4, 2] = h24
+    H[2, 5] = H[5, 2] = h25
+    H[3, 3] = h33
+    H[3, 4] = H[4, 3] = h34
+    H[3, 5] = H[5, 3] = h35
+    H[4, 4] = h44
+    H[4, 5] = H[5, 4] = h45
+    H[5, 5] = h55
+    return H, np.array([b0, b1, b2, b3, b4, b5])
+
+
+@numba.njit(cache=True, nogil=True)
+def photo_residuals(q: np.ndarray, good: np.ndarray, inten: np.ndarray, stride: int,
+                    fx: float, fy: float, cx: float, cy: float, width: int, height: int,
+                    photo: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Photometric residuals ``I_ref(pi(q)) - I_cur`` of every ``stride``-th point that is
+    ``good`` and projects inside the reference with a full bilinear neighbourhood; ``photo``
+    is the reference's (H*W + W + 2) x 3 intensity and x / y gradient table.
+
+    Returns the kept points (3 x K), their residuals (K) and the residuals' gradients with
+    respect to the point (3 x K: the bilinear image gradient through the projection)."""
+    m = q.shape[1]
+    kept = np.empty((3, m), np.float32)
+    res = np.empty(m, np.float32)
+    grad = np.empty((3, m), np.float32)
+    n = 0
+    for i in range(0, m, stride):
+        if not good[i]:
+            continue
+        x, y, z = q[0, i], q[1, i], q[2, i]
+        iz = np.float32(1.0) / z
+        xs = fx * x * iz + cx
+        ys = fy * y * iz + cy
+        if not (xs >= 0 and xs < width - 1 and ys >= 0 and ys < height - 1):
+            continue
+        x0, y0 = int(xs), int(ys)
+        ax, ay = xs - np.float32(x0), ys - np.float32(y0)
+        i00 = y0 * width + x0
+        s = np.empty(3, np.float32)
+        for c in range(3):
+            top = photo[i00, c] * (1 - ax) + photo[i00 + 1, c] * ax
+            bot = photo[i00 + width, c] * (1 - ax) + photo[i00 + width + 1, c] * ax
+            s[c] = top * (1 - ay) + bot * ay
+        kept[0, n], kept[1, n], kept[2, n] = x, y, z
+        res[n] = s[0] - inten[i]
+        gx = s[1] * fx * iz
+        gy = s[2] * fy * iz
+        grad[0, n], grad[1, n], grad[2, n] = gx, gy, -(gx * x + gy * y) * iz
+        n += 1
+    return kept[:, :n], res[:n], grad[:, :n]
+
+
+@numba.njit(cache=True, nogil=True)
+def so3_exp(w: np.ndarray) -> np.ndarray:
+    """3x3 rotation of a rotation vector (Rodrigues' formula)."""
+    theta = np.sqrt(w[0] * w[0] + w[1] * w[1] + w[2] * w[2])
+    K = np.array([[0.0, -w[2], w[1]], [w[2], 0.0, -w[0]], [-w[1], w[0], 0.0]])
+    if theta < 1e-12:
+        return np.eye(3) + K
+    return (np.eye(3) + (np.sin(theta) / theta) * K
+            + ((1.0 - np.cos(theta)) / (theta * theta)) * (K @ K))
+
+
+@numba.njit(cache=True, nogil=True)
+def so3_log(R: np.ndarray) -> np.ndarray:
+    """Rotation vector of a 3x3 rotation by less than about 170 degrees (NaN beyond: the
+    formula loses accuracy near 180)."""
+    c = min(1.0, max(-1.0, 0.5 * (R[0, 0] + R[1, 1] + R[2, 2] - 1.0)))
+    theta = np.arccos(c)
+    v = np.array([R[2, 1] - R[1, 2], R[0, 2] - R[2, 0], R[1, 0] - R[0, 1]])
+    if theta > 3.0:
+        return np.full(3, np.nan)
+    if theta < 1e-8:
+        return 0.5 * v
+    return (theta / (2.0 * np.sin(theta))) * v
+
+
+@numba.njit(cache=True, nogil=True)
+def depth_normals(z: np.ndarray, rx: np.ndarray, ry: np.ndarray, fx: float, fy: float
+                  ) -> np.ndarray:
+    """3 x H x W camera-facing unit normals of a depth map from its central differences
+    (``aligner.RgbdAligner._normals``); zeros at the border, next to a hole and across a depth
+    jump of 5 % a pixel. ``rx``, ``ry``: the pixel rays' x / z and y / z."""
+    h, w = z.shape
+    out = np.zeros((3, h, w), np.float32)
+    half, jump = np.float32(0.5), np.float32(0.05)
+    for v in range(1, h - 1):
+        for u in range(1, w - 1):
+            zc = z[v, u]
+            if not (zc > 0 and z[v, u + 1] > 0 and z[v, u - 1] > 0 and z[v + 1, u] > 0
+                    and z[v - 1, u] > 0):
+                continue
+            zu = (z[v, u + 1] - z[v, u - 1]) * half
+            zv = (z[v + 1, u] - z[v - 1, u]) * half
+            if not (abs(zu) < jump * zc and abs(zv) < jump * zc):
+                continue
+            gx = fx * zu
+            gy = fy * zv
+            nz = -(zc + gx * rx[v, u] + gy * ry[v, u])
+            inv = np.float32(1.0) / np.sqrt(gx * gx + gy * gy + nz * nz + np.float32(1e-30))
+            out[0, v, u] = gx * inv
+            out[1, v, u] = gy * inv
+            out[2, v, u] = nz * inv
+    return out
+
+
+@numba.njit(cache=True, nogil=True)
+def sample_level(depth: np.ndarray, normals: np.ndarray, rx: np.ndarray, ry: np.ndarray,
+                 gray: np.ndarray, step: int
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The points with a normal on every ``step``-th row and column, row by row: 3 x M points,
+    3 x M normals, their flat pixel indices (M) and intensities (M; empty when ``gray`` is)."""
+    h, w = depth.shape
+    m = 0
+    for v in range(0, h, step):
+        for u in range(0, w, step):
+            if normals[2, v, u] != 0:
+                m += 1
+    pts = np.empty((3, m), np.float32)
+    nrm = np.empty((3, m), np.float32)
+    pix = np.empty(m, np.int64)
+    inten = np.empty(m if gray.size else 0, np.float32)
+    i = 0
+    for v in range(0, h, step):
+        for u in range(0, w, step):
+            if normals[2, v, u] == 0:
+                continue
+            zc = depth[v, u]
+            pts[0, i], pts[1, i], pts[2, i] = rx[v, u] * zc, ry[v, u] * zc, zc
+            nrm[0, i], nrm[1, i], nrm[2, i] = normals[0, v, u], normals[1, v, u], normals[2, v, u]
+            pix[i] = v * w + u
+            if gray.size:
+                inten[i] = gray[v, u]
+            i += 1
+    return pts, nrm, pix, inten
+
+
+@numba.njit(cache=True, nogil=True)
+def moved_points(prev_world: np.ndarray, cur_world: np.ndarray, x: np.ndarray, y: np.ndarray,
+                 rel: np.float32, floor: np.float32) -> np.ndarray:
+    """H x W bool on an earlier frame's grid: its world point (``prev_world``, H x W x 3) is
+    farther than max(rel * |z|, floor) from the current frame's point (``cur_world``) at the
+    nearest pixel to where it is now (``x``, ``y``: H x W, rounded half to even as OpenCV's
+    nearest-neighbour remap does); False where either has no point or it left the view."""
+    h, w = x.shape
+    hc, wc = cur_world.shape[0], cur_world.shape[1]
+    out = np.zeros((h, w), np.bool_)
+    for v in range(h):
+        for u in range(w):
+            xs, ys = x[v, u], y[v, u]
+            if not (np.isfinite(xs) and np.isfinite(ys)):
+                continue
+            xi, yi = int(np.rint(xs)), int(np.rint(ys))
+            if xi < 0 or xi >= wc or yi < 0 or yi >= hc:
+                continue
+            dx = cur_world[yi, xi, 0] - prev_world[v, u, 0]
+            dy = cur_world[yi, xi, 1] - prev_world[v, u, 1]
+            dz = cur_world[yi, xi, 2] - prev_world[v, u, 2]
+            squared = dx * dx
+            squared += dy * dy
+            squared += dz * dz
+            out[v, u] = np.sqrt(squared) > max(rel * abs(prev_world[v, u, 2]), floor)
+    return out
+
+
+@numba.njit(cache=True, nogil=True)
+def motion_costs(points: np.ndarray, T_cw: np.ndarray, K: np.ndarray, depth: np.ndarray,
+                 detail: np.ndarray, intensity: np.ndarray, agree_abs: float,
+                 agree_rel: float, agree_photo: np.float32, hidden_cost: float
+                 ) -> tuple[np.ndarray, np.ndarray]:
+    """Per-point cost in [0, 1] of world points (N x 3, float64) seen by a camera ``T_cw``
+    (world to camera, 4x4; intrinsics ``K``) in a frame with ``depth`` and shading-free
+    intensities ``detail`` (H x W x 1 float32): half a truncated depth cost (the difference
+    over max(agree_abs, agree_rel * z)) and half a truncated photometric cost against the
+    points' own ``intensity`` (over ``agree_photo``); ``hidden_cost`` where a point is out of
+    view or something nearer hides it. Returns the costs and whether each point is seen
+    (`motion_scoring.MotionScorer.costs_in`)."""
+    h, w = depth.shape[0], depth.shape[1]
+    n = points.shape[0]
+    cost = np.empty(n)
+    seen = np.zeros(n, np.bool_)
+    d_at = np.empty(1, np.float32)
+    g_at = np.empty(1, np.float32)
+    one = np.float32(1.0)
+    for i in range(n):
+        x, y, z = points[i, 0], points[i, 1], points[i, 2]
+        xc = T_cw[0, 0] * x + T_cw[0, 1] * y + T_cw[0, 2] * z + T_cw[0, 3]
+        yc = T_cw[1, 0] * x + T_cw[1, 1] * y + T_cw[1, 2] * z + T_cw[1, 3]
+        zc = T_cw[2, 0] * x + T_cw[2, 1] * y + T_cw[2, 2] * z + T_cw[2, 3]
+        u = K[0, 0] * xc / zc + K[0, 2]
+        v = K[1, 1] * yc / zc + K[1, 2]
+        if not (np.isfinite(u) and np.isfinite(v) and zc > 0 and u >= 0 and v >= 0
+                and u <= w - 1 and v <= h - 1):
+            cost[i] = hidden_cost
+            continue
+        bilinear_at(depth, np.float32(u), np.float32(v), d_at)
+        bilinear_at(detail, np.float32(u), np.float32(v), g_at)
+        tol = max(agree_abs, agree_rel * zc)
+        if d_at[0] < zc - 3.0 * tol:  # something nearer stands in front of the point
+            cost[i] = hidden_cost
+            continue
+        depth_cost = abs(d_at[0] - zc) / tol
+        photo_cost = abs(g_at[0] - intensity[i]) / agree_photo
+        cost[i] = 0.5 * ((min(depth_cost, 1.0) if np.isfinite(depth_cost) else 1.0)
+                         + (min(photo_cost, one) if np.isfinite(photo_cost) else one))
+        seen[i] = True
+    return cost, seen
+
+
+@numba.njit(cache=True, nogil=True)
+def splat(mask: np.ndarray, flow: np.ndarray) -> np.ndarray:
+    """H x W uint8: 1 at the pixel nearest to where ``flow`` (H x W x 2) takes each pixel of
+    ``mask`` (rounded half to even), inside the image."""
+    h, w = mask.shape
+    out = np.zeros((h, w), np.uint8)
+    for v in range(h):
+        for u in range(w):
+            if not mask[v, u]:
+                continue
+            tu = np.rint(u + np.float64(flow[v, u, 0]))
+            tv = np.rint(v + np.float64(flow[v, u, 1]))
+            if tu >= 0 and tu < w and tv >= 0 and tv < h:
+                out[int(tv), int(tu)] = 1
+    return out
