@@ -104,12 +104,21 @@ def unproject_depth(depth: np.ndarray, K: np.ndarray) -> np.ndarray:
 
     Invalid depth (<= 0 or NaN) gives NaN points.
     """
+    return _unproject_depth(np.ascontiguousarray(depth), np.asarray(K, np.float64))
+
+
+@numba.njit(cache=True, nogil=True)
+def _unproject_depth(depth: np.ndarray, K: np.ndarray) -> np.ndarray:
+    """`unproject_depth` in one pass (float64 points, as numpy computed them)."""
     h, w = depth.shape
-    u, v = pixel_grid(h, w)
-    z = np.where(depth > 0, depth, np.nan).astype(np.float32)
-    x = (u - K[0, 2]) / K[0, 0] * z
-    y = (v - K[1, 2]) / K[1, 1] * z
-    return np.stack([x, y, z], axis=-1)
+    out = np.empty((h, w, 3))
+    for v in range(h):
+        for u in range(w):
+            z = np.float64(np.float32(depth[v, u])) if depth[v, u] > 0 else np.nan
+            out[v, u, 0] = (u - K[0, 2]) / K[0, 0] * z
+            out[v, u, 1] = (v - K[1, 2]) / K[1, 1] * z
+            out[v, u, 2] = z
+    return out
 
 
 def unproject_pixels(pixels: np.ndarray, depth: np.ndarray, K: np.ndarray) -> np.ndarray:

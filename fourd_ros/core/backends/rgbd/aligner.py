@@ -28,9 +28,9 @@ import cv2
 import numpy as np
 
 from fourd_ros.core.backends.rgbd.config import OdometryConfig
-from fourd_ros.core.backends.rgbd.kernels import (depth_normals, icp_residuals, photo_residuals,
-                                                  sample_level, so3_exp, so3_log,
-                                                  twist_normal_equations)
+from fourd_ros.core.backends.rgbd.kernels import (depth_normals, halve_depth, icp_residuals,
+                                                  photo_residuals, reference_table, sample_level,
+                                                  so3_exp, so3_log, twist_normal_equations)
 from fourd_ros.core.geometry import invert_pose, scale_intrinsics
 
 
@@ -102,21 +102,6 @@ def _robust_scale(a: np.ndarray, floor: float) -> float:
         a = a[::a.size // _MAX_MEDIAN_SAMPLES + 1]
     k = a.size // 2
     return max(1.4826 * float(np.partition(a, k)[k]), floor)
-
-
-def _downsample_depth(depth: np.ndarray, max_jump: float) -> np.ndarray:
-    """Halve a depth map by averaging valid 2x2 blocks; blocks over an edge become invalid."""
-    h, w = depth.shape[0] // 2 * 2, depth.shape[1] // 2 * 2
-    b = depth[:h, :w].reshape(h // 2, 2, w // 2, 2)
-    a, c, d, e = b[:, 0, :, 0], b[:, 0, :, 1], b[:, 1, :, 0], b[:, 1, :, 1]
-    cnt = ((a > 0).astype(np.float32) + (c > 0) + (d > 0) + (e > 0))
-    mean = (a + c + d + e) / np.maximum(cnt, 1.0)
-    hi = np.maximum(np.maximum(a, c), np.maximum(d, e))
-    big = np.float32(1e9)
-    lo = np.minimum(np.minimum(np.where(a > 0, a, big), np.where(c > 0, c, big)),
-                    np.minimum(np.where(d > 0, d, big), np.where(e > 0, e, big)))
-    ok = (cnt > 0) & (hi - lo < max_jump * mean)
-    return np.where(ok, mean, 0.0).astype(np.float32)
 
 
 class RgbdAligner:
@@ -199,7 +184,7 @@ class RgbdAligner:
         for li in range(cfg.levels if levels is None else levels):
             K_l, _, _, w, h = self._geo[li]
             if li > 0:
-                d = _downsample_depth(d, 0.05)
+                d = halve_depth(d, np.float32(0.05))
                 if g is not None:
                     g = cv2.resize(g, (w, h), interpolation=cv2.INTER_AREA)
             out.append(PyramidLevel(K_l, w, h, d, self._normals(d, li), gray=g))
@@ -216,14 +201,8 @@ class RgbdAligner:
 
     def make_reference_geometry(self, lv: PyramidLevel, li: int) -> None:
         """Dense vertex + normal table of a level, for tracking against this frame."""
-        _, rx, ry, w, h = self._geo[li]
-        ref = np.zeros((h * w + 1, 6), np.float32)
-        z = np.where(lv.normals[2] != 0, lv.depth, np.float32(0.0))
-        ref[:-1, 0] = (rx * z).ravel()
-        ref[:-1, 1] = (ry * z).ravel()
-        ref[:-1, 2] = z.ravel()
-        ref[:-1, 3:] = lv.normals.reshape(3, -1).T
-        lv.ref = ref
+        _, rx, ry, _, _ = self._geo[li]
+        lv.ref = reference_table(lv.depth, lv.normals, rx, ry)
 
     @staticmethod
     def _make_photo(lv: PyramidLevel) -> None:

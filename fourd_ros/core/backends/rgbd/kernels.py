@@ -365,3 +365,44 @@ def splat(mask: np.ndarray, flow: np.ndarray) -> np.ndarray:
             if tu >= 0 and tu < w and tv >= 0 and tv < h:
                 out[int(tv), int(tu)] = 1
     return out
+
+
+@numba.njit(cache=True, nogil=True)
+def halve_depth(depth: np.ndarray, max_jump: np.float32) -> np.ndarray:
+    """A depth map (0 = none) at half size: the mean of each 2 x 2 block's valid depths, 0 for
+    a block without any or whose depths spread more than ``max_jump`` of the mean (an edge)."""
+    h, w = depth.shape[0] // 2, depth.shape[1] // 2
+    out = np.zeros((h, w), np.float32)
+    big = np.float32(1e9)
+    for v in range(h):
+        for u in range(w):
+            a, c = depth[2 * v, 2 * u], depth[2 * v, 2 * u + 1]
+            d, e = depth[2 * v + 1, 2 * u], depth[2 * v + 1, 2 * u + 1]
+            cnt = np.float32((a > 0) + (c > 0) + (d > 0) + (e > 0))
+            if cnt == 0:
+                continue
+            mean = (a + c + d + e) / cnt
+            hi = max(max(a, c), max(d, e))
+            lo = min(min(a if a > 0 else big, c if c > 0 else big),
+                     min(d if d > 0 else big, e if e > 0 else big))
+            if hi - lo < max_jump * mean:
+                out[v, u] = mean
+    return out
+
+
+@numba.njit(cache=True, nogil=True)
+def reference_table(depth: np.ndarray, normals: np.ndarray, rx: np.ndarray, ry: np.ndarray
+                    ) -> np.ndarray:
+    """(H*W + 1) x 6 vertex and normal table of a level (zeros where it has no normal, and a
+    last all-zero row for associations that miss the image)."""
+    h, w = depth.shape
+    ref = np.zeros((h * w + 1, 6), np.float32)
+    for v in range(h):
+        for u in range(w):
+            if normals[2, v, u] == 0:
+                continue
+            k = v * w + u
+            z = depth[v, u]
+            ref[k, 0], ref[k, 1], ref[k, 2] = rx[v, u] * z, ry[v, u] * z, z
+            ref[k, 3], ref[k, 4], ref[k, 5] = normals[0, v, u], normals[1, v, u], normals[2, v, u]
+    return ref
