@@ -10,7 +10,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from fourd_ros.core.backends.rgbd.kernels import splat
+from fourd_ros.core.backends.rgbd.kernels import splat, splat_reach
 from fourd_ros.core.backends.rgbd.latent import RgbdView, SegmentMotions
 from fourd_ros.core.geometry import (finite_rows, invert_pose, project, sample_depth,
                                      transform_points)
@@ -18,8 +18,17 @@ from fourd_ros.core.geometry import (finite_rows, invert_pose, project, sample_d
 
 def splat_mask(mask: np.ndarray, flow: np.ndarray) -> np.ndarray:
     """Move a boolean mask along a forward flow field (nearest pixel), then close small holes."""
-    out = splat(np.ascontiguousarray(mask, bool), np.ascontiguousarray(flow, np.float32))
-    return cv2.morphologyEx(out, cv2.MORPH_CLOSE, np.ones((3, 3), np.uint8)).astype(bool)
+    return _closed(splat(np.ascontiguousarray(mask, bool), np.ascontiguousarray(flow, np.float32)))
+
+
+def splat_mask_at(mask: np.ndarray, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """`splat_mask` by where the mask's pixels are now (``x``, ``y``: H x W positions)."""
+    return _closed(splat_reach(np.ascontiguousarray(mask, bool), x, y))
+
+
+def _closed(mask: np.ndarray) -> np.ndarray:
+    """A uint8 mask after a 3x3 morphological closing (small holes filled), as bool."""
+    return cv2.morphologyEx(mask, cv2.MORPH_CLOSE, np.ones((3, 3), np.uint8)).astype(bool)
 
 
 def rigid_flow_outliers(points_world: np.ndarray, flow: np.ndarray, depth: np.ndarray,

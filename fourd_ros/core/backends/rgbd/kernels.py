@@ -22,6 +22,12 @@ import numpy as np
 from fourd_ros.core.geometry import bilinear_at
 
 
+def with_channel(image: np.ndarray) -> np.ndarray:
+    """An H x W image as H x W x 1 float32 (the layout the kernels sample with
+    `geometry.bilinear_at`)."""
+    return np.ascontiguousarray(image, np.float32).reshape(*image.shape[:2], 1)
+
+
 @numba.njit(cache=True, nogil=True)
 def icp_residuals(P: np.ndarray, Pn: np.ndarray, R: np.ndarray, t: np.ndarray, fx: float,
                   fy: float, cx: float, cy: float, width: int, height: int, ref: np.ndarray,
@@ -406,3 +412,54 @@ def reference_table(depth: np.ndarray, normals: np.ndarray, rx: np.ndarray, ry: 
             ref[k, 0], ref[k, 1], ref[k, 2] = rx[v, u] * z, ry[v, u] * z, z
             ref[k, 3], ref[k, 4], ref[k, 5] = normals[0, v, u], normals[1, v, u], normals[2, v, u]
     return ref
+
+
+@numba.njit(cache=True, nogil=True)
+def splat_reach(mask: np.ndarray, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """`splat` of ``mask`` by where its pixels are now (``x``, ``y``: H x W float32 positions,
+    not offsets), with the rounding of `splat` of the offsets ``x - u``, ``y - v``."""
+    h, w = mask.shape
+    out = np.zeros((h, w), np.uint8)
+    for v in range(h):
+        for u in range(w):
+            if not mask[v, u]:
+                continue
+            tu = np.rint(u + np.float64(x[v, u] - np.float32(u)))
+            tv = np.rint(v + np.float64(y[v, u] - np.float32(v)))
+            if tu >= 0 and tu < w and tv >= 0 and tv < h:
+                out[int(tv), int(tu)] = 1
+    return out
+
+
+@numba.njit(cache=True, nogil=True)
+def still_explained(candidates: np.ndarray, prev_world: np.ndarray, prev_gray: np.ndarray,
+                    T_cw: np.ndarray, K: np.ndarray, depth: np.ndarray, gray: np.ndarray,
+                    rel: float, floor: float, photo_max: float) -> np.ndarray:
+    """H x W bool on an earlier frame's grid: the ``candidates`` pixels whose world point
+    (``prev_world``), kept in place, projects into the current camera (``T_cw``: world to
+    camera, intrinsics ``K``) inside the image onto ``depth`` (H x W x 1 float32, bilinear)
+    within max(rel * z, floor) of its own depth and onto a ``gray`` level (H x W x 1 float32)
+    within ``photo_max`` of its own (``prev_gray``)."""
+    h, w = depth.shape[0], depth.shape[1]
+    out = np.zeros(candidates.shape, np.bool_)
+    z_at = np.empty(1, np.float32)
+    g_at = np.empty(1, np.float32)
+    for v in range(candidates.shape[0]):
+        for u in range(candidates.shape[1]):
+            if not candidates[v, u]:
+                continue
+            x = np.float64(prev_world[v, u, 0])
+            y = np.float64(prev_world[v, u, 1])
+            z = np.float64(prev_world[v, u, 2])
+            xc = T_cw[0, 0] * x + T_cw[0, 1] * y + T_cw[0, 2] * z + T_cw[0, 3]
+            yc = T_cw[1, 0] * x + T_cw[1, 1] * y + T_cw[1, 2] * z + T_cw[1, 3]
+            zc = T_cw[2, 0] * x + T_cw[2, 1] * y + T_cw[2, 2] * z + T_cw[2, 3]
+            pu = np.float32(K[0, 0] * xc / zc + K[0, 2])
+            pv = np.float32(K[1, 1] * yc / zc + K[1, 2])
+            if not (pu >= -0.5 and pu < w - 0.5 and pv >= -0.5 and pv < h - 0.5):
+                continue
+            bilinear_at(depth, pu, pv, z_at)
+            bilinear_at(gray, pu, pv, g_at)
+            out[v, u] = (abs(z_at[0] - zc) <= max(rel * zc, floor)
+                         and abs(g_at[0] - np.float32(prev_gray[v, u])) <= photo_max)
+    return out

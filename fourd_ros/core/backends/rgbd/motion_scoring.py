@@ -21,7 +21,7 @@ import numpy as np
 
 from fourd_ros.core.backends.rgbd.aligner import PyramidLevel, RgbdAligner
 from fourd_ros.core.backends.rgbd.config import SegmentMotionConfig
-from fourd_ros.core.backends.rgbd.kernels import motion_costs
+from fourd_ros.core.backends.rgbd.kernels import motion_costs, with_channel
 from fourd_ros.core.backends.rgbd.latent import RgbdView
 from fourd_ros.core.geometry import (finite_rows, invert_pose, ransac_rigid, rotation_angle_deg,
                                      sample_depth, transform_points, unproject_pixels)
@@ -177,7 +177,7 @@ class MotionScorer:
         cfg = self.config
         cost, seen = motion_costs(
             np.ascontiguousarray(points, np.float64), invert_pose(cur.T_wc) @ M, self.K,
-            _with_channel(cur.depth), _with_channel(cur_detail),
+            with_channel(cur.depth), with_channel(cur_detail),
             np.ascontiguousarray(intensity, np.float32), cfg.agree_abs, cfg.agree_rel,
             np.float32(cfg.agree_photo), cfg.hidden_cost)
         return (cost, seen) if with_seen else cost
@@ -209,8 +209,3 @@ def fit_rigid_to_flow(points: np.ndarray, pixels_next: np.ndarray, depth_next: n
         return None
     tol = np.maximum(tol_abs, tol_rel * z[ok])
     return ransac_rigid(points[ok], moved[ok], tol, rng, iterations, min_inlier_ratio)
-
-
-def _with_channel(image: np.ndarray) -> np.ndarray:
-    """An H x W float32 image as H x W x 1 (the layout `kernels.motion_costs` samples)."""
-    return np.ascontiguousarray(image, np.float32).reshape(*image.shape[:2], 1)

@@ -14,10 +14,9 @@ import cv2
 import numpy as np
 from scipy import ndimage
 
-from fourd_ros.core.backends.rgbd.flow import splat_mask
-from fourd_ros.core.backends.rgbd.kernels import moved_points
-from fourd_ros.core.geometry import (invert_pose, pixel_grid, project, sample_bilinear,
-                                     sample_depth, transform_points)
+from fourd_ros.core.backends.rgbd.flow import splat_mask_at
+from fourd_ros.core.backends.rgbd.kernels import moved_points, still_explained, with_channel
+from fourd_ros.core.geometry import invert_pose, pixel_grid
 
 
 class MotionSegmenter:
@@ -87,10 +86,8 @@ class MotionSegmenter:
         frames = list(self._history)
         dynamic = np.zeros(cur_world.shape[:2], bool)
         flagged = np.zeros(cur_world.shape[:2], bool)
-        u, v = pixel_grid(*flow.shape[:2])
         for old in sorted({max(0, len(frames) - gap) for gap in self.gaps}):
             x, y = frames[old]['reach']
-            composed = np.stack([x - u, y - v], axis=-1)
             moved = self._moved_prev_pixels(frames[old]['points_world'], cur_world, x, y)
             kept = moved
             if self.still_min_unexplained > 0:
@@ -98,10 +95,10 @@ class MotionSegmenter:
                     moved, self._still_explains(frames[old], moved, cur_gray, cur_depth, T_wc,
                                                 K))
             # isolated "moving" pixels are depth noise or mixed pixels at depth edges
-            moved_here = splat_mask(_opened(moved), composed)
+            moved_here = splat_mask_at(_opened(moved), x, y)
             flagged |= moved_here
             # most frames drop no part: the same mask, opened and moved once
-            dynamic |= moved_here if kept is moved else splat_mask(_opened(kept), composed)
+            dynamic |= moved_here if kept is moved else splat_mask_at(_opened(kept), x, y)
         return dynamic, flagged
 
     def _drop_still_parts(self, moved: np.ndarray, still: np.ndarray) -> np.ndarray:
@@ -125,20 +122,12 @@ class MotionSegmenter:
         staying still explains. Kept in place, such a point projects into the current camera
         (pose ``T_wc``, intrinsics ``K``) onto depth that agrees with it (within the moving
         threshold) and a grey level within ``still_photo_max`` of its own."""
-        out = np.zeros(candidates.shape, bool)
-        ys, xs = np.nonzero(candidates)
-        if not len(ys):
-            return out
-        uv, z = project(transform_points(invert_pose(T_wc),
-                                         old['points_world'][ys, xs].astype(np.float64)), K)
-        uv = uv.astype(np.float32)
-        z_seen = sample_depth(cur_depth, uv)
-        grey = sample_bilinear(cur_gray.astype(np.float32), uv)
-        with np.errstate(invalid='ignore'):
-            out[ys, xs] = ((np.abs(z_seen - z) <= np.maximum(self.dynamic_rel * z,
-                                                             self.dynamic_abs))
-                           & (np.abs(grey - old['gray'][ys, xs]) <= self.still_photo_max))
-        return out
+        if not candidates.any():
+            return np.zeros(candidates.shape, bool)
+        return still_explained(candidates, old['points_world'], old['gray'], invert_pose(T_wc),
+                               np.asarray(K, np.float64), with_channel(cur_depth),
+                               with_channel(cur_gray), self.dynamic_rel, self.dynamic_abs,
+                               self.still_photo_max)
 
     def _moved_prev_pixels(self, prev_world: np.ndarray, cur_world: np.ndarray,
                            x: np.ndarray, y: np.ndarray) -> np.ndarray:
