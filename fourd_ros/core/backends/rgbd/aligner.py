@@ -28,9 +28,10 @@ import cv2
 import numpy as np
 
 from fourd_ros.core.backends.rgbd.config import OdometryConfig
-from fourd_ros.core.backends.rgbd.kernels import (depth_normals, halve_depth, icp_residuals,
-                                                  photo_residuals, reference_table, sample_level,
-                                                  so3_exp, so3_log, twist_normal_equations)
+from fourd_ros.core.backends.rgbd.kernels import (cauchy_weights, depth_normals, halve_depth,
+                                                  huber_weights, icp_residuals, photo_residuals,
+                                                  reference_table, sample_level, so3_exp, so3_log,
+                                                  twist_normal_equations)
 from fourd_ros.core.geometry import invert_pose, scale_intrinsics
 
 
@@ -230,11 +231,9 @@ class RgbdAligner:
                                           lr.width, lr.height, lr.photo)
         if res.size < 6:
             return None
-        ar = np.abs(res)
-        c = np.float32(1.5 * _robust_scale(ar, 1.0))
-        w = np.minimum(np.float32(1.0), c / np.maximum(ar, np.float32(1e-6)))
-        return twist_normal_equations(
-            kept, grad, w * np.float32(stride * cfg.photo_weight / cfg.photo_sigma ** 2), res)
+        c = np.float32(1.5 * _robust_scale(np.abs(res), 1.0))
+        return twist_normal_equations(kept, grad, huber_weights(
+            res, c, np.float32(stride * cfg.photo_weight / cfg.photo_sigma ** 2)), res)
 
     def align(self, ref: list[PyramidLevel], cur: list[PyramidLevel], T: np.ndarray
               ) -> tuple[np.ndarray, int, int, int, float]:
@@ -248,6 +247,7 @@ class RgbdAligner:
         geo_scale = np.float32(1.0 / cfg.geo_sigma_m ** 2)
         min_scale = cfg.min_sigma_m  # e below is already a residual in metres at 1 m
         n_inl, n_good, n_pts, rmse = 0, 0, 0, float('inf')
+        last = None
         T_prior_inv = invert_pose(T)
         prior = np.array([cfg.prior_sigma_deg] * 3 + [cfg.prior_sigma_m] * 3)
         use_prior = bool(np.all(prior > 0))
@@ -283,9 +283,8 @@ class RgbdAligner:
                 if n_good_l < 6:
                     break
                 scale = _robust_scale(e[good], min_scale)
-                t = e / np.float32(cfg.robust_k * scale)
-                w = np.where(good, w_noise / (1.0 + t * t), np.float32(0.0))
-                H, b = twist_normal_equations(q, nrm, w, r)
+                H, b = twist_normal_equations(
+                    q, nrm, cauchy_weights(e, good, w_noise, np.float32(cfg.robust_k * scale)), r)
                 if use_photo:
                     ph = self._photo_system(lr, lc.inten, q, good, cfg.photo_stride)
                     if ph is not None:
@@ -302,12 +301,16 @@ class RgbdAligner:
                 if not np.all(np.isfinite(xi)):
                     break
                 T = _exp_se3(xi) @ T
-                inl = good & (e <= np.float32(3 * scale))
-                n_inl = int(np.count_nonzero(inl))
+                # the inliers of the last step taken are the ones reported
+                last = (r, e, good, scale)
                 n_good = n_good_l
-                rmse = float(np.sqrt(np.mean(r[inl] ** 2))) if n_inl else float('inf')
                 if np.abs(xi).max() < cfg.convergence_eps:
                     break
+        if last is not None:
+            r, e, good, scale = last
+            inl = good & (e <= np.float32(3 * scale))
+            n_inl = int(np.count_nonzero(inl))
+            rmse = float(np.sqrt(np.mean(r[inl] ** 2))) if n_inl else float('inf')
         return T, n_inl, n_good, n_pts, rmse
 
     def make_reference(self, levels: list[PyramidLevel]) -> None:

@@ -463,3 +463,27 @@ def still_explained(candidates: np.ndarray, prev_world: np.ndarray, prev_gray: n
             out[v, u] = (abs(z_at[0] - zc) <= max(rel * zc, floor)
                          and abs(g_at[0] - np.float32(prev_gray[v, u])) <= photo_max)
     return out
+
+
+@numba.njit(cache=True, nogil=True)
+def cauchy_weights(e: np.ndarray, good: np.ndarray, w_noise: np.ndarray, c: np.float32
+                   ) -> np.ndarray:
+    """Cauchy weights ``w_noise / (1 + (e / c)^2)`` of the ``good`` residuals, 0 elsewhere
+    (float32, as numpy computed them)."""
+    w = np.zeros(e.size, np.float32)
+    one = np.float32(1.0)
+    for i in range(e.size):
+        if good[i]:
+            t = e[i] / c
+            w[i] = w_noise[i] / (one + t * t)
+    return w
+
+
+@numba.njit(cache=True, nogil=True)
+def huber_weights(res: np.ndarray, c: np.float32, scale: np.float32) -> np.ndarray:
+    """Huber-like weights ``min(1, c / |r|)`` (|r| at least 1e-6) times ``scale`` (float32)."""
+    w = np.empty(res.size, np.float32)
+    one, tiny = np.float32(1.0), np.float32(1e-6)
+    for i in range(res.size):
+        w[i] = min(one, c / max(abs(res[i]), tiny)) * scale
+    return w
