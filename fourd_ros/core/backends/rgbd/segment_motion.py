@@ -238,10 +238,11 @@ class SegmentMotionTracker:
         labels = main_parts(labels)
         # a motion that explains the static background better than staying still is the
         # camera's pose error showing on a surface, not an object
-        background = ~dynamic & (labels == 0) & np.isfinite(cur.depth)
-        ys, xs = self.scorer.pixels(background, rng)
-        sample = np.zeros_like(background)
-        sample[ys, xs] = True
+        if labels.any():  # (the sample draws from `rng` last: skipping it changes nothing)
+            background = ~dynamic & (labels == 0) & np.isfinite(cur.depth)
+            ys, xs = self.scorer.pixels(background, rng)
+            sample = np.zeros_like(background)
+            sample[ys, xs] = True
         for k in range(1, len(motions)):
             part = labels == k
             if not part.any():

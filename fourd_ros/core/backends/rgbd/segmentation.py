@@ -104,6 +104,8 @@ class MotionSegmenter:
     def _drop_still_parts(self, moved: np.ndarray, still: np.ndarray) -> np.ndarray:
         """``moved`` without its connected parts that staying still explains almost wholly
         (``still``): less than ``still_min_unexplained`` of their pixels show motion."""
+        if not still.any():  # nothing explained: every part stays
+            return moved
         count, parts = cv2.connectedComponents(moved.astype(np.uint8), connectivity=8)
         if count <= 1:
             return moved
