@@ -28,10 +28,8 @@ import cv2
 import numpy as np
 
 from fourd_ros.core.backends.rgbd.config import OdometryConfig
-from fourd_ros.core.backends.rgbd.kernels import (cauchy_weights, depth_normals, halve_depth,
-                                                  huber_weights, icp_residuals, photo_residuals,
-                                                  reference_table, sample_level, so3_exp, so3_log,
-                                                  twist_normal_equations)
+from fourd_ros.core.backends.rgbd.kernels import (depth_normals, gauss_newton_level, halve_depth,
+                                                  reference_table, sample_level)
 from fourd_ros.core.geometry import invert_pose, scale_intrinsics
 
 
@@ -60,22 +58,6 @@ class PyramidLevel:
     photo: np.ndarray | None = None
 
 
-def _exp_se3(xi: np.ndarray) -> np.ndarray:
-    """4x4 transform of a twist (rotation vector, translation), applied on the left."""
-    T = np.eye(4)
-    T[:3, :3] = so3_exp(np.asarray(xi[:3], np.float64))
-    T[:3, 3] = xi[3:]
-    return T
-
-
-def _log_se3(T: np.ndarray) -> np.ndarray:
-    """(rotation vector, translation) of a small 4x4 transform (inverse of ``_exp_se3``)."""
-    w = so3_log(np.ascontiguousarray(T[:3, :3], np.float64))
-    if not np.all(np.isfinite(w)):  # near 180 degrees
-        w = cv2.Rodrigues(T[:3, :3])[0].ravel()
-    return np.concatenate([w, T[:3, 3]])
-
-
 def orthonormalize(T: np.ndarray) -> np.ndarray:
     """Project the rotation block of a 4x4 pose back onto SO(3) (stops round-off growth)."""
     U, _, Vt = np.linalg.svd(T[:3, :3])
@@ -91,18 +73,11 @@ def _kinect_sigma(z: np.ndarray) -> np.ndarray:
 
 
 _NO_IMAGE = np.zeros((0, 0), np.float32)  # `sample_level` without intensities
+# `kernels.gauss_newton_level` without a photometric term / motion prior
+_NO_TABLE = np.zeros((0, 3), np.float32)
+_NO_INTENSITY = np.zeros(0, np.float32)
+_NO_PRIOR = np.zeros((0, 0))
 _SIGMA_1M = float(_kinect_sigma(np.float32(1.0)))
-_MAX_MEDIAN_SAMPLES = 4096
-
-
-def _robust_scale(a: np.ndarray, floor: float) -> float:
-    """1.4826 * median of the absolute residuals ``a`` (subsampled for speed), at least floor."""
-    if a.size == 0:
-        return floor
-    if a.size > _MAX_MEDIAN_SAMPLES:
-        a = a[::a.size // _MAX_MEDIAN_SAMPLES + 1]
-    k = a.size // 2
-    return max(1.4826 * float(np.partition(a, k)[k]), floor)
 
 
 class RgbdAligner:
@@ -220,21 +195,6 @@ class RgbdAligner:
     # ------------------------------------------------------------------------------------------
     # Gauss-Newton
 
-    def _photo_system(self, lr: PyramidLevel, inten: np.ndarray, q: np.ndarray,
-                      good: np.ndarray, stride: int) -> tuple[np.ndarray, np.ndarray] | None:
-        """Normal equations of the photometric residuals ``I_ref(pi(q)) - I_cur`` of every
-        ``stride``-th point (``kernels.photo_residuals``); None with fewer than 6."""
-        cfg = self.config
-        fx, fy = np.float32(lr.K[0, 0]), np.float32(lr.K[1, 1])
-        kept, res, grad = photo_residuals(q, good, inten, stride, fx, fy,
-                                          np.float32(lr.K[0, 2]), np.float32(lr.K[1, 2]),
-                                          lr.width, lr.height, lr.photo)
-        if res.size < 6:
-            return None
-        c = np.float32(1.5 * _robust_scale(np.abs(res), 1.0))
-        return twist_normal_equations(kept, grad, huber_weights(
-            res, c, np.float32(stride * cfg.photo_weight / cfg.photo_sigma ** 2)), res)
-
     def align(self, ref: list[PyramidLevel], cur: list[PyramidLevel], T: np.ndarray
               ) -> tuple[np.ndarray, int, int, int, float]:
         """Estimate T_ref_cur by coarse-to-fine ICP from the initial guess ``T``.
@@ -251,6 +211,7 @@ class RgbdAligner:
         T_prior_inv = invert_pose(T)
         prior = np.array([cfg.prior_sigma_deg] * 3 + [cfg.prior_sigma_m] * 3)
         use_prior = bool(np.all(prior > 0))
+        Lam = _NO_PRIOR
         if use_prior:
             prior = np.radians(prior[:3]).tolist() + prior[3:].tolist()
             Lam = np.diag(1.0 / np.square(prior))
@@ -268,44 +229,18 @@ class RgbdAligner:
             inv_sig = np.float32(_SIGMA_1M) / _kinect_sigma(P[2])
             w_noise = inv_sig ** np.float32(cfg.noise_power[li])
             w_noise *= np.float32(geo_scale / max(float(w_noise.mean()), 1e-12))
-            keep = np.ones(n_pts, bool)
-            for it in range(cfg.iterations[li]):
-                R = T[:3, :3].astype(np.float32)
-                q, nrm, r, e, good = icp_residuals(P, Pn, R, T[:3, 3].astype(np.float32), fx,
-                                                   fy, cx, cy, w_img, h_img, lr.ref, gate2,
-                                                   cos_gate, inv_sig, keep)
-                if li == 0 and it == 0 and cfg.reject_k > 0 and np.count_nonzero(good) > 6:
-                    # freeze the outliers of the coarse solution (e.g. moving objects) before
-                    # the finest level, whose weights may favour some points strongly
-                    keep = e <= np.float32(cfg.reject_k * _robust_scale(e[good], min_scale))
-                    good &= keep
-                n_good_l = int(np.count_nonzero(good))
-                if n_good_l < 6:
-                    break
-                scale = _robust_scale(e[good], min_scale)
-                H, b = twist_normal_equations(
-                    q, nrm, cauchy_weights(e, good, w_noise, np.float32(cfg.robust_k * scale)), r)
-                if use_photo:
-                    ph = self._photo_system(lr, lc.inten, q, good, cfg.photo_stride)
-                    if ph is not None:
-                        H += ph[0]
-                        b += ph[1]
-                if use_prior:
-                    # constant-velocity motion prior: r = log(T T_pred^-1) + xi
-                    H += Lam
-                    b += Lam @ _log_se3(T @ T_prior_inv)
-                try:
-                    xi = -np.linalg.solve(H + 1e-6 * np.eye(6), b)
-                except np.linalg.LinAlgError:
-                    break
-                if not np.all(np.isfinite(xi)):
-                    break
-                T = _exp_se3(xi) @ T
+            photo = lr.photo if use_photo else _NO_TABLE
+            T, r, e, good, scale, n_good_l = gauss_newton_level(
+                T, P, Pn, lr.ref, fx, fy, cx, cy, w_img, h_img, gate2, cos_gate, inv_sig,
+                w_noise, cfg.iterations[li], cfg.reject_k if li == 0 else 0.0, min_scale,
+                cfg.robust_k, photo, lc.inten if use_photo else _NO_INTENSITY,
+                cfg.photo_stride, np.float32(lr.K[0, 2]), np.float32(lr.K[1, 2]),
+                np.float32(cfg.photo_stride * cfg.photo_weight / cfg.photo_sigma ** 2),
+                Lam, T_prior_inv, cfg.convergence_eps)
+            if n_good_l >= 0:
                 # the inliers of the last step taken are the ones reported
                 last = (r, e, good, scale)
                 n_good = n_good_l
-                if np.abs(xi).max() < cfg.convergence_eps:
-                    break
         if last is not None:
             r, e, good, scale = last
             inl = good & (e <= np.float32(3 * scale))

@@ -212,16 +212,55 @@ def so3_exp(w: np.ndarray) -> np.ndarray:
 
 @numba.njit(cache=True, nogil=True)
 def so3_log(R: np.ndarray) -> np.ndarray:
-    """Rotation vector of a 3x3 rotation by less than about 170 degrees (NaN beyond: the
-    formula loses accuracy near 180)."""
+    """Rotation vector of a 3x3 rotation (the axis from the symmetric part near 180 degrees,
+    where the antisymmetric part vanishes)."""
     c = min(1.0, max(-1.0, 0.5 * (R[0, 0] + R[1, 1] + R[2, 2] - 1.0)))
     theta = np.arccos(c)
     v = np.array([R[2, 1] - R[1, 2], R[0, 2] - R[2, 0], R[1, 0] - R[0, 1]])
-    if theta > 3.0:
-        return np.full(3, np.nan)
     if theta < 1e-8:
         return 0.5 * v
-    return (theta / (2.0 * np.sin(theta))) * v
+    if theta <= 3.0:
+        return (theta / (2.0 * np.sin(theta))) * v
+    # R + R^T = 2 cos(theta) I + 2 (1 - cos(theta)) n n^T: n from its largest diagonal entry
+    i = int(np.argmax(np.array([R[0, 0], R[1, 1], R[2, 2]])))
+    n = np.empty(3)
+    for j in range(3):
+        n[j] = 0.5 * (R[j, i] + R[i, j]) - (c if i == j else 0.0)
+    n /= np.sqrt(n[i])
+    n /= np.sqrt(n[0] * n[0] + n[1] * n[1] + n[2] * n[2])
+    if n[0] * v[0] + n[1] * v[1] + n[2] * v[2] < 0:  # v = 2 sin(theta) n
+        n = -n
+    return theta * n
+
+
+@numba.njit(cache=True, nogil=True)
+def se3_exp(xi: np.ndarray) -> np.ndarray:
+    """4x4 transform of a twist (rotation vector, translation), applied on the left."""
+    T = np.eye(4)
+    T[:3, :3] = so3_exp(xi[:3])
+    T[:3, 3] = xi[3:]
+    return T
+
+
+@numba.njit(cache=True, nogil=True)
+def se3_log(T: np.ndarray) -> np.ndarray:
+    """(rotation vector, translation) of a 4x4 transform (inverse of `se3_exp`)."""
+    out = np.empty(6)
+    out[:3] = so3_log(np.ascontiguousarray(T[:3, :3]))
+    out[3:] = T[:3, 3]
+    return out
+
+
+@numba.njit(cache=True, nogil=True)
+def robust_scale(a: np.ndarray, floor: float) -> float:
+    """1.4826 * median of the absolute residuals ``a`` (every k-th of more than 4096), at
+    least ``floor``."""
+    if a.size == 0:
+        return floor
+    if a.size > 4096:
+        a = a[::a.size // 4096 + 1]
+    k = a.size // 2
+    return max(1.4826 * float(np.partition(a, k)[k]), floor)
 
 
 @numba.njit(cache=True, nogil=True)
@@ -487,3 +526,73 @@ def huber_weights(res: np.ndarray, c: np.float32, scale: np.float32) -> np.ndarr
     for i in range(res.size):
         w[i] = min(one, c / max(abs(res[i]), tiny)) * scale
     return w
+
+
+@numba.njit(cache=True, nogil=True)
+def gauss_newton_level(T: np.ndarray, P: np.ndarray, Pn: np.ndarray, ref: np.ndarray,
+                       fx: np.float32, fy: np.float32, cx: np.float32, cy: np.float32,
+                       width: int, height: int, gate2: np.float32, cos_gate: np.float32,
+                       inv_sig: np.ndarray, w_noise: np.ndarray, iterations: int,
+                       reject_k: float, min_scale: float, robust_k: float, photo: np.ndarray,
+                       inten: np.ndarray, photo_stride: int, photo_cx: np.float32,
+                       photo_cy: np.float32, photo_scale: np.float32, prior: np.ndarray,
+                       T_prior_inv: np.ndarray, convergence_eps: float
+                       ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, float, int]:
+    """The Gauss-Newton steps of one pyramid level of ``aligner.RgbdAligner.align`` from
+    ``T`` (4x4 float64, tracked camera to reference): point-to-plane residuals with Cauchy
+    weights, outliers of the coarse solution frozen when ``reject_k`` > 0 (the finest
+    level), the photometric term when ``photo`` and ``inten`` are not empty, the motion prior
+    ``prior`` (6 x 6 information; empty: none) towards the inverse of ``T_prior_inv``.
+
+    Returns T, then the residuals, normalised residuals, gated associations and robust scale
+    of the last step taken, and the number of gated associations then (-1: no step taken;
+    the residual arrays are then empty)."""
+    n_pts = P.shape[1]
+    keep = np.ones(n_pts, np.bool_)
+    last_r = np.empty(0, np.float32)
+    last_e = np.empty(0, np.float32)
+    last_good = np.empty(0, np.bool_)
+    last_scale = 0.0
+    n_good = -1
+    use_photo = photo.size > 0 and inten.size > 0
+    damping = 1e-6 * np.eye(6)
+    for it in range(iterations):
+        R = T[:3, :3].astype(np.float32)
+        t = T[:3, 3].astype(np.float32)
+        q, nrm, r, e, good = icp_residuals(P, Pn, R, t, fx, fy, cx, cy, width, height, ref,
+                                           gate2, cos_gate, inv_sig, keep)
+        if reject_k > 0 and it == 0 and np.count_nonzero(good) > 6:
+            # freeze the outliers of the coarse solution (e.g. moving objects) before the
+            # finest level, whose weights may favour some points strongly
+            keep = e <= np.float32(reject_k * robust_scale(e[good], min_scale))
+            good &= keep
+        n_good_it = np.count_nonzero(good)
+        if n_good_it < 6:
+            break
+        scale = robust_scale(e[good], min_scale)
+        H, b = twist_normal_equations(q, nrm, cauchy_weights(e, good, w_noise,
+                                                             np.float32(robust_k * scale)), r)
+        if use_photo:
+            kept, res, grad = photo_residuals(q, good, inten, photo_stride, fx, fy, photo_cx,
+                                              photo_cy, width, height, photo)
+            if res.size >= 6:
+                c = np.float32(1.5 * robust_scale(np.abs(res), 1.0))
+                Hp, bp = twist_normal_equations(kept, grad, huber_weights(res, c, photo_scale),
+                                                res)
+                H += Hp
+                b += bp
+        if prior.size > 0:
+            # constant-velocity motion prior: r = log(T T_pred^-1) + xi
+            H += prior
+            b += prior @ se3_log(T @ T_prior_inv)
+        try:
+            xi = -np.linalg.solve(H + damping, b)
+        except Exception:  # singular: no step
+            break
+        if not np.all(np.isfinite(xi)):
+            break
+        T = se3_exp(xi) @ T
+        last_r, last_e, last_good, last_scale, n_good = r, e, good, scale, n_good_it
+        if np.abs(xi).max() < convergence_eps:
+            break
+    return T, last_r, last_e, last_good, last_scale, n_good
