@@ -53,7 +53,7 @@ class RgbdBackend:
         self.reset()
 
     def reset(self) -> None:
-        self._close_odometry()
+        self._close_trackers()
         self._odometry: RgbdOdometry | None = None
         self._segments: SegmentMotionTracker | None = None
         self._prev: RgbdView | None = None
@@ -70,14 +70,15 @@ class RgbdBackend:
 
     # ------------------------------------------------------------------ per frame
     def close(self) -> None:
-        """Stop the camera tracker's worker thread; the rest is host arrays, dropped with the
+        """Stop the trackers' worker threads; the rest is host arrays, dropped with the
         backend."""
-        self._close_odometry()
+        self._close_trackers()
 
-    def _close_odometry(self) -> None:
-        if getattr(self, '_odometry', None) is not None:
-            self._odometry.close()
-            self._odometry = None
+    def _close_trackers(self) -> None:
+        for name in ('_odometry', '_segments'):
+            if getattr(self, name, None) is not None:
+                getattr(self, name).close()
+                setattr(self, name, None)
 
     def processing_size(self, width: int, height: int, requested_width: int
                         ) -> tuple[int, int]:
@@ -94,11 +95,13 @@ class RgbdBackend:
         depth[~((depth >= cfg.min_depth) & (depth <= cfg.max_depth))] = np.nan
         if self._odometry is None or self._odometry.K.shape != (3, 3) \
                 or not np.allclose(self._odometry.K, frame.K):
-            self._close_odometry()
+            self._close_trackers()
             self._odometry = RgbdOdometry(frame.K, w, h, cfg.odometry)
             self._segments = SegmentMotionTracker(frame.K, w, h, cfg.segments)
             self._prev = None
             self._segmenter.clear()
+        if cfg.segment_motion:
+            self._segments.prefetch(gray, depth)
         flow = None
         static_hint = None
         if self._prev is not None:

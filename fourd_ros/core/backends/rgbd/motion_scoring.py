@@ -78,11 +78,24 @@ class MotionScorer:
         return g - cv2.GaussianBlur(g, (0, 0), self.config.shading_sigma_px)
 
     def pair(self, prev: RgbdView, cur: RgbdView, prev_detail: np.ndarray | None = None,
-             prev_levels: list[PyramidLevel] | None = None) -> FramePair:
-        """The two frames of one estimate (``prev``'s intensities and pyramid when already
-        built)."""
-        return FramePair(prev, cur, self.detail(prev.gray) if prev_detail is None
-                         else prev_detail, self.detail(cur.gray), self.aligner, prev_levels)
+             prev_levels: list[PyramidLevel] | None = None,
+             cur_prepared: tuple[np.ndarray, list[PyramidLevel]] | None = None) -> FramePair:
+        """The two frames of one estimate (``prev``'s intensities and pyramid, ``cur``'s
+        `prepared` ones, when already built)."""
+        pair = FramePair(prev, cur, self.detail(prev.gray) if prev_detail is None
+                         else prev_detail,
+                         self.detail(cur.gray) if cur_prepared is None else cur_prepared[0],
+                         self.aligner, prev_levels)
+        if cur_prepared is not None:
+            pair.__dict__['cur_levels'] = cur_prepared[1]  # the cached property, filled
+        return pair
+
+    def prepared(self, gray: np.ndarray, depth: np.ndarray
+                 ) -> tuple[np.ndarray, list[PyramidLevel]]:
+        """A frame's shading-free intensities and its pyramid for alignment (what `pair`
+        builds for it)."""
+        detail = self.detail(gray)
+        return detail, self.aligner.prepare(detail, depth)
 
     def refine(self, prev: RgbdView, cur: RgbdView, mask: np.ndarray,
                motions: list[np.ndarray]) -> np.ndarray:

@@ -26,6 +26,7 @@ Motions are world-frame rigid transforms ``M`` with ``X_world(t) = M @ X_world(t
 """
 from __future__ import annotations
 
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import cv2
@@ -91,9 +92,31 @@ class SegmentMotionTracker:
         self.K = np.asarray(K, np.float64)
         self.size = (width, height)
         self.scorer = MotionScorer(self.K, width, height, self.config)
+        self._worker = ThreadPoolExecutor(1, thread_name_prefix='rgbd-segment-pyramid')
         self.reset()
 
+    def prefetch(self, gray: np.ndarray, depth: np.ndarray) -> None:
+        """Start building a frame's intensities and pyramid (`MotionScorer.prepared`) on the
+        worker thread, for the `estimate` calls that take it as the current and then as the
+        previous frame: most frames of a moving scene need them, and their other core is
+        free while the caller computes the frame's flow and camera pose. ``gray`` and
+        ``depth`` are the arrays of that frame's `RgbdView` (not modified afterwards)."""
+        job = self._worker.submit(self.scorer.prepared, gray, depth)
+        self._ready = [*self._ready[-1:], (gray, depth, job)]
+
+    def _prefetched(self, view: RgbdView) -> Future | None:
+        """The `prefetch` job of a frame, if it was started."""
+        for gray, depth, job in self._ready:
+            if gray is view.gray and depth is view.depth:
+                return job
+        return None
+
+    def close(self) -> None:
+        """Stop the worker thread (after its pending job)."""
+        self._worker.shutdown()
+
     def reset(self) -> None:
+        self._ready: list[tuple[np.ndarray, np.ndarray, Future]] = []
         self._last: list[np.ndarray] = []
         self._followed: list[FollowedSegment] = []
         # the last `current_segments` call's frame (its grey image) and moving segments
@@ -131,11 +154,16 @@ class SegmentMotionTracker:
         if not order:
             self._last, self._kept, self._followed = [], None, []
             return SegmentMotions(out_labels, motions)
-        kept = self._kept
-        if kept is not None and kept[0].gray is prev.gray and kept[0].depth is prev.depth:
-            pair = self.scorer.pair(prev, cur, kept[1], kept[2])
+        kept, prev_ready, cur_ready = self._kept, self._prefetched(prev), self._prefetched(cur)
+        if prev_ready is not None:
+            pair = self.scorer.pair(prev, cur, *prev_ready.result(), cur_prepared=(
+                None if cur_ready is None else cur_ready.result()))
+        elif kept is not None and kept[0].gray is prev.gray and kept[0].depth is prev.depth:
+            pair = self.scorer.pair(prev, cur, kept[1], kept[2], cur_prepared=(
+                None if cur_ready is None else cur_ready.result()))
         else:
-            pair = self.scorer.pair(prev, cur)
+            pair = self.scorer.pair(prev, cur, cur_prepared=(
+                None if cur_ready is None else cur_ready.result()))
         rng = np.random.default_rng(0)
         followed: list[FollowedSegment] = []
         for new_label, seg in enumerate(order, start=1):
@@ -395,8 +423,11 @@ class SegmentMotionTracker:
         if self._details is not None and self._details[0].gray is prev.gray \
                 and self._details[2].gray is cur.gray:
             return self._details[1], self._details[3]
-        self._details = (prev, self.scorer.detail(prev.gray), cur,
-                         self.scorer.detail(cur.gray))
+        prev_ready, cur_ready = self._prefetched(prev), self._prefetched(cur)
+        self._details = (prev, self.scorer.detail(prev.gray) if prev_ready is None
+                         else prev_ready.result()[0], cur,
+                         self.scorer.detail(cur.gray) if cur_ready is None
+                         else cur_ready.result()[0])
         return self._details[1], self._details[3]
 
     @staticmethod
