@@ -53,7 +53,7 @@ class RgbdBackend:
         self.reset()
 
     def reset(self) -> None:
-        self._close_trackers()
+        self._close('_odometry', '_segments', '_segmenter')
         self._odometry: RgbdOdometry | None = None
         self._segments: SegmentMotionTracker | None = None
         self._prev: RgbdView | None = None
@@ -63,19 +63,18 @@ class RgbdBackend:
         self._prev_flagged: np.ndarray | None = None
         self._prev_stamp = 0.0
         self._poses: list[np.ndarray] = []
-        self._segmenter = MotionSegmenter(self.config.segmentation_gaps, self.config.dynamic_rel,
-                                          self.config.dynamic_abs, self.config.still_photo_max,
-                                          self.config.still_min_unexplained)
+        self._segmenter: MotionSegmenter | None = None
         self._queries.clear()
 
     # ------------------------------------------------------------------ per frame
     def close(self) -> None:
         """Stop the trackers' worker threads; the rest is host arrays, dropped with the
         backend."""
-        self._close_trackers()
+        self._close('_odometry', '_segments', '_segmenter')
 
-    def _close_trackers(self) -> None:
-        for name in ('_odometry', '_segments'):
+    def _close(self, *names: str) -> None:
+        """Close the named parts (each stops its worker thread) and drop them."""
+        for name in names:
             if getattr(self, name, None) is not None:
                 getattr(self, name).close()
                 setattr(self, name, None)
@@ -93,9 +92,13 @@ class RgbdBackend:
         gray = cv2.cvtColor(frame.rgb, cv2.COLOR_RGB2GRAY)
         depth = frame.depth.astype(np.float32, copy=True)
         depth[~((depth >= cfg.min_depth) & (depth <= cfg.max_depth))] = np.nan
+        if self._segmenter is None:  # (after `reset` or `close`: the parts hold threads)
+            self._segmenter = MotionSegmenter(cfg.segmentation_gaps, cfg.dynamic_rel,
+                                              cfg.dynamic_abs, cfg.still_photo_max,
+                                              cfg.still_min_unexplained)
         if self._odometry is None or self._odometry.K.shape != (3, 3) \
                 or not np.allclose(self._odometry.K, frame.K):
-            self._close_trackers()
+            self._close('_odometry', '_segments')
             self._odometry = RgbdOdometry(frame.K, w, h, cfg.odometry)
             self._segments = SegmentMotionTracker(frame.K, w, h, cfg.segments)
             self._prev = None

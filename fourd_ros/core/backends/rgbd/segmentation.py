@@ -9,6 +9,7 @@ processing resolution.
 from __future__ import annotations
 
 from collections import deque
+from concurrent.futures import ThreadPoolExecutor
 
 import cv2
 import numpy as np
@@ -21,7 +22,8 @@ from fourd_ros.core.geometry import invert_pose, pixel_grid
 
 class MotionSegmenter:
     """Dynamic masks frame after frame: each new frame's world points are compared with those
-    of a few earlier frames (flows composed).
+    of a few earlier frames (flows composed), all but one comparison on a worker thread
+    (`close` stops it).
 
     Args:
         gaps: frames back that the mask compares with (1 = the previous frame); fewer at the
@@ -42,6 +44,11 @@ class MotionSegmenter:
         # recent frames' world points, grey images and where their pixels are now
         self.gaps = tuple(gaps)
         self._history: deque[dict[str, np.ndarray | None]] = deque(maxlen=max(self.gaps))
+        self._worker = ThreadPoolExecutor(1, thread_name_prefix='rgbd-dynamic-mask')
+
+    def close(self) -> None:
+        """Stop the worker thread."""
+        self._worker.shutdown()
 
     def clear(self) -> None:
         """Forget the history (tracking was lost: world motion since then is unknown)."""
@@ -84,21 +91,32 @@ class MotionSegmenter:
         """
         self._follow(flow)
         frames = list(self._history)
-        dynamic = np.zeros(cur_world.shape[:2], bool)
-        flagged = np.zeros(cur_world.shape[:2], bool)
-        for old in sorted({max(0, len(frames) - gap) for gap in self.gaps}):
-            x, y = frames[old]['reach']
-            moved = self._moved_prev_pixels(frames[old]['points_world'], cur_world, x, y)
+
+        def compare(old: dict[str, np.ndarray | None]) -> tuple[np.ndarray, np.ndarray]:
+            """This frame's pixels that moved since the earlier frame ``old``, and those of
+            them that staying still does not explain."""
+            x, y = old['reach']
+            moved = self._moved_prev_pixels(old['points_world'], cur_world, x, y)
             kept = moved
             if self.still_min_unexplained > 0:
                 kept = self._drop_still_parts(
-                    moved, self._still_explains(frames[old], moved, cur_gray, cur_depth, T_wc,
-                                                K))
+                    moved, self._still_explains(old, moved, cur_gray, cur_depth, T_wc, K))
             # isolated "moving" pixels are depth noise or mixed pixels at depth edges
             moved_here = splat_mask_at(_opened(moved), x, y)
-            flagged |= moved_here
             # most frames drop no part: the same mask, opened and moved once
-            dynamic |= moved_here if kept is moved else splat_mask_at(_opened(kept), x, y)
+            return moved_here, (moved_here if kept is moved
+                                else splat_mask_at(_opened(kept), x, y))
+
+        olds = [frames[k] for k in sorted({max(0, len(frames) - gap) for gap in self.gaps})]
+        # the comparisons are independent and mostly compiled loops and OpenCV calls that
+        # release the GIL: all but the last on the worker thread
+        jobs = [self._worker.submit(compare, old) for old in olds[:-1]]
+        results = [compare(olds[-1])] + [job.result() for job in jobs]
+        dynamic = np.zeros(cur_world.shape[:2], bool)
+        flagged = np.zeros(cur_world.shape[:2], bool)
+        for moved_here, kept_here in results:
+            flagged |= moved_here
+            dynamic |= kept_here
         return dynamic, flagged
 
     def _drop_still_parts(self, moved: np.ndarray, still: np.ndarray) -> np.ndarray:
