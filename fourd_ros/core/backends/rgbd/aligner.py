@@ -16,7 +16,7 @@ moving objects) are frozen out, and each point is weighted by ``(sigma(1 m) / si
 motion prior and a weak photometric term (reference intensity and gradient, bilinear) are
 added to the normal equations; both only matter where the geometry leaves a motion
 unconstrained (a plane, a corridor). The per-point passes (association, residuals, normal
-equations, a level's normals and samples) are compiled loops in ``kernels.py``.
+equations, a level's normals and samples) are compiled loops in ``align_kernels.py``.
 """
 
 from __future__ import annotations
@@ -28,8 +28,9 @@ import cv2
 import numpy as np
 
 from fourd_ros.core.backends.rgbd.config import OdometryConfig
-from fourd_ros.core.backends.rgbd.kernels import (depth_normals, gauss_newton_level, halve_depth,
-                                                  reference_table, sample_level)
+from fourd_ros.core.backends.rgbd.align_kernels import (depth_normals, gauss_newton_level,
+                                                        halve_depth, reference_table,
+                                                        sample_level)
 from fourd_ros.core.geometry import invert_pose, scale_intrinsics
 
 
@@ -73,7 +74,7 @@ def _kinect_sigma(z: np.ndarray) -> np.ndarray:
 
 
 _NO_IMAGE = np.zeros((0, 0), np.float32)  # `sample_level` without intensities
-# `kernels.gauss_newton_level` without a photometric term / motion prior
+# `align_kernels.gauss_newton_level` without a photometric term / motion prior
 _NO_TABLE = np.zeros((0, 3), np.float32)
 _NO_INTENSITY = np.zeros(0, np.float32)
 _NO_PRIOR = np.zeros((0, 0))

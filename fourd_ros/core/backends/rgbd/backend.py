@@ -14,7 +14,8 @@ The package, one job per module:
 - ``motion_scoring.py`` (stateless) and ``segment_motion.py`` (the frame-to-frame tracker):
   rigid motion of each moving segment;
 - ``queries.py``: motion queries between cached frames;
-- ``kernels.py``: the compiled (numba) inner loops of alignment, motion scoring and masks;
+- ``align_kernels.py``, ``mask_kernels.py``: compiled (numba) inner loops of the alignment
+  and of the per-pixel motion masks and motion costs;
 - ``latent.py``: what is cached per frame (`RgbdLatent`);
 - ``backend.py``: this module, the per-frame path that ties them together.
 """

@@ -10,7 +10,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from fourd_ros.core.backends.rgbd.kernels import splat, splat_reach
+from fourd_ros.core.backends.rgbd.mask_kernels import splat, splat_reach
 from fourd_ros.core.backends.rgbd.latent import RgbdView, SegmentMotions
 from fourd_ros.core.geometry import (finite_rows, invert_pose, project, sample_depth,
                                      transform_points)

@@ -21,7 +21,7 @@ import numpy as np
 
 from fourd_ros.core.backends.rgbd.aligner import PyramidLevel, RgbdAligner
 from fourd_ros.core.backends.rgbd.config import SegmentMotionConfig
-from fourd_ros.core.backends.rgbd.kernels import motion_costs, with_channel
+from fourd_ros.core.backends.rgbd.mask_kernels import motion_costs, with_channel
 from fourd_ros.core.backends.rgbd.latent import RgbdView
 from fourd_ros.core.geometry import (finite_rows, invert_pose, ransac_rigid, rotation_angle_deg,
                                      sample_depth, transform_points, unproject_pixels)

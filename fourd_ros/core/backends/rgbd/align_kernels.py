@@ -1,12 +1,11 @@
-"""Compiled inner loops of the rgbd backend's alignment (numba): pyramid levels and one
-Gauss-Newton step of ``aligner.RgbdAligner.align``.
+"""Compiled inner loops (numba) of the rgbd backend's alignment (``aligner.RgbdAligner``):
+the Gauss-Newton steps of one pyramid level and a level's normals, samples and tables.
 
 Each step visits every tracked point a few times: project it into the reference, look up the
 reference vertex and normal, gate the association, weight the residual and add its Jacobian to
 the 6 x 6 normal equations. As numpy operations that was some 40 passes over arrays of a few
 hundred to 20,000 points, and for a masked object's few hundred points the interpreter's
-overhead between them dominated. Each function here is one pass; the robust scale (a median)
-between two passes stays in numpy. A pyramid level's normals and sampled points likewise.
+overhead between them dominated. Here one call runs a level's steps.
 
 Conventions as in ``aligner.py``: depth maps H x W float32 in metres (0 = none), points and
 normals 3 x M float32 in a camera, ``R``, ``t`` (float32) take the tracked frame's points into
@@ -18,14 +17,6 @@ from __future__ import annotations
 
 import numba
 import numpy as np
-
-from fourd_ros.core.geometry import bilinear_at
-
-
-def with_channel(image: np.ndarray) -> np.ndarray:
-    """An H x W image as H x W x 1 float32 (the layout the kernels sample with
-    `geometry.bilinear_at`)."""
-    return np.ascontiguousarray(image, np.float32).reshape(*image.shape[:2], 1)
 
 
 @numba.njit(cache=True, nogil=True)
@@ -200,6 +191,42 @@ def photo_residuals(q: np.ndarray, good: np.ndarray, inten: np.ndarray, stride: 
 
 
 @numba.njit(cache=True, nogil=True)
+def cauchy_weights(e: np.ndarray, good: np.ndarray, w_noise: np.ndarray, c: np.float32
+                   ) -> np.ndarray:
+    """Cauchy weights ``w_noise / (1 + (e / c)^2)`` of the ``good`` residuals, 0 elsewhere
+    (float32, as numpy computed them)."""
+    w = np.zeros(e.size, np.float32)
+    one = np.float32(1.0)
+    for i in range(e.size):
+        if good[i]:
+            t = e[i] / c
+            w[i] = w_noise[i] / (one + t * t)
+    return w
+
+
+@numba.njit(cache=True, nogil=True)
+def huber_weights(res: np.ndarray, c: np.float32, scale: np.float32) -> np.ndarray:
+    """Huber-like weights ``min(1, c / |r|)`` (|r| at least 1e-6) times ``scale`` (float32)."""
+    w = np.empty(res.size, np.float32)
+    one, tiny = np.float32(1.0), np.float32(1e-6)
+    for i in range(res.size):
+        w[i] = min(one, c / max(abs(res[i]), tiny)) * scale
+    return w
+
+
+@numba.njit(cache=True, nogil=True)
+def robust_scale(a: np.ndarray, floor: float) -> float:
+    """1.4826 * median of the absolute residuals ``a`` (every k-th of more than 4096), at
+    least ``floor``."""
+    if a.size == 0:
+        return floor
+    if a.size > 4096:
+        a = a[::a.size // 4096 + 1]
+    k = a.size // 2
+    return max(1.4826 * float(np.partition(a, k)[k]), floor)
+
+
+@numba.njit(cache=True, nogil=True)
 def so3_exp(w: np.ndarray) -> np.ndarray:
     """3x3 rotation of a rotation vector (Rodrigues' formula)."""
     theta = np.sqrt(w[0] * w[0] + w[1] * w[1] + w[2] * w[2])
@@ -249,283 +276,6 @@ def se3_log(T: np.ndarray) -> np.ndarray:
     out[:3] = so3_log(np.ascontiguousarray(T[:3, :3]))
     out[3:] = T[:3, 3]
     return out
-
-
-@numba.njit(cache=True, nogil=True)
-def robust_scale(a: np.ndarray, floor: float) -> float:
-    """1.4826 * median of the absolute residuals ``a`` (every k-th of more than 4096), at
-    least ``floor``."""
-    if a.size == 0:
-        return floor
-    if a.size > 4096:
-        a = a[::a.size // 4096 + 1]
-    k = a.size // 2
-    return max(1.4826 * float(np.partition(a, k)[k]), floor)
-
-
-@numba.njit(cache=True, nogil=True)
-def depth_normals(z: np.ndarray, rx: np.ndarray, ry: np.ndarray, fx: float, fy: float
-                  ) -> np.ndarray:
-    """3 x H x W camera-facing unit normals of a depth map from its central differences
-    (``aligner.RgbdAligner._normals``); zeros at the border, next to a hole and across a depth
-    jump of 5 % a pixel. ``rx``, ``ry``: the pixel rays' x / z and y / z."""
-    h, w = z.shape
-    out = np.zeros((3, h, w), np.float32)
-    half, jump = np.float32(0.5), np.float32(0.05)
-    for v in range(1, h - 1):
-        for u in range(1, w - 1):
-            zc = z[v, u]
-            if not (zc > 0 and z[v, u + 1] > 0 and z[v, u - 1] > 0 and z[v + 1, u] > 0
-                    and z[v - 1, u] > 0):
-                continue
-            zu = (z[v, u + 1] - z[v, u - 1]) * half
-            zv = (z[v + 1, u] - z[v - 1, u]) * half
-            if not (abs(zu) < jump * zc and abs(zv) < jump * zc):
-                continue
-            gx = fx * zu
-            gy = fy * zv
-            nz = -(zc + gx * rx[v, u] + gy * ry[v, u])
-            inv = np.float32(1.0) / np.sqrt(gx * gx + gy * gy + nz * nz + np.float32(1e-30))
-            out[0, v, u] = gx * inv
-            out[1, v, u] = gy * inv
-            out[2, v, u] = nz * inv
-    return out
-
-
-@numba.njit(cache=True, nogil=True)
-def sample_level(depth: np.ndarray, normals: np.ndarray, rx: np.ndarray, ry: np.ndarray,
-                 gray: np.ndarray, step: int
-                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """The points with a normal on every ``step``-th row and column, row by row: 3 x M points,
-    3 x M normals, their flat pixel indices (M) and intensities (M; empty when ``gray`` is)."""
-    h, w = depth.shape
-    m = 0
-    for v in range(0, h, step):
-        for u in range(0, w, step):
-            if normals[2, v, u] != 0:
-                m += 1
-    pts = np.empty((3, m), np.float32)
-    nrm = np.empty((3, m), np.float32)
-    pix = np.empty(m, np.int64)
-    inten = np.empty(m if gray.size else 0, np.float32)
-    i = 0
-    for v in range(0, h, step):
-        for u in range(0, w, step):
-            if normals[2, v, u] == 0:
-                continue
-            zc = depth[v, u]
-            pts[0, i], pts[1, i], pts[2, i] = rx[v, u] * zc, ry[v, u] * zc, zc
-            nrm[0, i], nrm[1, i], nrm[2, i] = normals[0, v, u], normals[1, v, u], normals[2, v, u]
-            pix[i] = v * w + u
-            if gray.size:
-                inten[i] = gray[v, u]
-            i += 1
-    return pts, nrm, pix, inten
-
-
-@numba.njit(cache=True, nogil=True)
-def moved_points(prev_world: np.ndarray, cur_world: np.ndarray, x: np.ndarray, y: np.ndarray,
-                 rel: np.float32, floor: np.float32) -> np.ndarray:
-    """H x W bool on an earlier frame's grid: its world point (``prev_world``, H x W x 3) is
-    farther than max(rel * |z|, floor) from the current frame's point (``cur_world``) at the
-    nearest pixel to where it is now (``x``, ``y``: H x W, rounded half to even as OpenCV's
-    nearest-neighbour remap does); False where either has no point or it left the view."""
-    h, w = x.shape
-    hc, wc = cur_world.shape[0], cur_world.shape[1]
-    out = np.zeros((h, w), np.bool_)
-    for v in range(h):
-        for u in range(w):
-            xs, ys = x[v, u], y[v, u]
-            if not (np.isfinite(xs) and np.isfinite(ys)):
-                continue
-            xi, yi = int(np.rint(xs)), int(np.rint(ys))
-            if xi < 0 or xi >= wc or yi < 0 or yi >= hc:
-                continue
-            dx = cur_world[yi, xi, 0] - prev_world[v, u, 0]
-            dy = cur_world[yi, xi, 1] - prev_world[v, u, 1]
-            dz = cur_world[yi, xi, 2] - prev_world[v, u, 2]
-            squared = dx * dx
-            squared += dy * dy
-            squared += dz * dz
-            out[v, u] = np.sqrt(squared) > max(rel * abs(prev_world[v, u, 2]), floor)
-    return out
-
-
-@numba.njit(cache=True, nogil=True)
-def motion_costs(points: np.ndarray, T_cw: np.ndarray, K: np.ndarray, depth: np.ndarray,
-                 detail: np.ndarray, intensity: np.ndarray, agree_abs: float,
-                 agree_rel: float, agree_photo: np.float32, hidden_cost: float
-                 ) -> tuple[np.ndarray, np.ndarray]:
-    """Per-point cost in [0, 1] of world points (N x 3, float64) seen by a camera ``T_cw``
-    (world to camera, 4x4; intrinsics ``K``) in a frame with ``depth`` and shading-free
-    intensities ``detail`` (H x W x 1 float32): half a truncated depth cost (the difference
-    over max(agree_abs, agree_rel * z)) and half a truncated photometric cost against the
-    points' own ``intensity`` (over ``agree_photo``); ``hidden_cost`` where a point is out of
-    view or something nearer hides it. Returns the costs and whether each point is seen
-    (`motion_scoring.MotionScorer.costs_in`)."""
-    h, w = depth.shape[0], depth.shape[1]
-    n = points.shape[0]
-    cost = np.empty(n)
-    seen = np.zeros(n, np.bool_)
-    d_at = np.empty(1, np.float32)
-    g_at = np.empty(1, np.float32)
-    one = np.float32(1.0)
-    for i in range(n):
-        x, y, z = points[i, 0], points[i, 1], points[i, 2]
-        xc = T_cw[0, 0] * x + T_cw[0, 1] * y + T_cw[0, 2] * z + T_cw[0, 3]
-        yc = T_cw[1, 0] * x + T_cw[1, 1] * y + T_cw[1, 2] * z + T_cw[1, 3]
-        zc = T_cw[2, 0] * x + T_cw[2, 1] * y + T_cw[2, 2] * z + T_cw[2, 3]
-        u = K[0, 0] * xc / zc + K[0, 2]
-        v = K[1, 1] * yc / zc + K[1, 2]
-        if not (np.isfinite(u) and np.isfinite(v) and zc > 0 and u >= 0 and v >= 0
-                and u <= w - 1 and v <= h - 1):
-            cost[i] = hidden_cost
-            continue
-        bilinear_at(depth, np.float32(u), np.float32(v), d_at)
-        bilinear_at(detail, np.float32(u), np.float32(v), g_at)
-        tol = max(agree_abs, agree_rel * zc)
-        if d_at[0] < zc - 3.0 * tol:  # something nearer stands in front of the point
-            cost[i] = hidden_cost
-            continue
-        depth_cost = abs(d_at[0] - zc) / tol
-        photo_cost = abs(g_at[0] - intensity[i]) / agree_photo
-        cost[i] = 0.5 * ((min(depth_cost, 1.0) if np.isfinite(depth_cost) else 1.0)
-                         + (min(photo_cost, one) if np.isfinite(photo_cost) else one))
-        seen[i] = True
-    return cost, seen
-
-
-@numba.njit(cache=True, nogil=True)
-def splat(mask: np.ndarray, flow: np.ndarray) -> np.ndarray:
-    """H x W uint8: 1 at the pixel nearest to where ``flow`` (H x W x 2) takes each pixel of
-    ``mask`` (rounded half to even), inside the image."""
-    h, w = mask.shape
-    out = np.zeros((h, w), np.uint8)
-    for v in range(h):
-        for u in range(w):
-            if not mask[v, u]:
-                continue
-            tu = np.rint(u + np.float64(flow[v, u, 0]))
-            tv = np.rint(v + np.float64(flow[v, u, 1]))
-            if tu >= 0 and tu < w and tv >= 0 and tv < h:
-                out[int(tv), int(tu)] = 1
-    return out
-
-
-@numba.njit(cache=True, nogil=True)
-def halve_depth(depth: np.ndarray, max_jump: np.float32) -> np.ndarray:
-    """A depth map (0 = none) at half size: the mean of each 2 x 2 block's valid depths, 0 for
-    a block without any or whose depths spread more than ``max_jump`` of the mean (an edge)."""
-    h, w = depth.shape[0] // 2, depth.shape[1] // 2
-    out = np.zeros((h, w), np.float32)
-    big = np.float32(1e9)
-    for v in range(h):
-        for u in range(w):
-            a, c = depth[2 * v, 2 * u], depth[2 * v, 2 * u + 1]
-            d, e = depth[2 * v + 1, 2 * u], depth[2 * v + 1, 2 * u + 1]
-            cnt = np.float32((a > 0) + (c > 0) + (d > 0) + (e > 0))
-            if cnt == 0:
-                continue
-            mean = (a + c + d + e) / cnt
-            hi = max(max(a, c), max(d, e))
-            lo = min(min(a if a > 0 else big, c if c > 0 else big),
-                     min(d if d > 0 else big, e if e > 0 else big))
-            if hi - lo < max_jump * mean:
-                out[v, u] = mean
-    return out
-
-
-@numba.njit(cache=True, nogil=True)
-def reference_table(depth: np.ndarray, normals: np.ndarray, rx: np.ndarray, ry: np.ndarray
-                    ) -> np.ndarray:
-    """(H*W + 1) x 6 vertex and normal table of a level (zeros where it has no normal, and a
-    last all-zero row for associations that miss the image)."""
-    h, w = depth.shape
-    ref = np.zeros((h * w + 1, 6), np.float32)
-    for v in range(h):
-        for u in range(w):
-            if normals[2, v, u] == 0:
-                continue
-            k = v * w + u
-            z = depth[v, u]
-            ref[k, 0], ref[k, 1], ref[k, 2] = rx[v, u] * z, ry[v, u] * z, z
-            ref[k, 3], ref[k, 4], ref[k, 5] = normals[0, v, u], normals[1, v, u], normals[2, v, u]
-    return ref
-
-
-@numba.njit(cache=True, nogil=True)
-def splat_reach(mask: np.ndarray, x: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """`splat` of ``mask`` by where its pixels are now (``x``, ``y``: H x W float32 positions,
-    not offsets), with the rounding of `splat` of the offsets ``x - u``, ``y - v``."""
-    h, w = mask.shape
-    out = np.zeros((h, w), np.uint8)
-    for v in range(h):
-        for u in range(w):
-            if not mask[v, u]:
-                continue
-            tu = np.rint(u + np.float64(x[v, u] - np.float32(u)))
-            tv = np.rint(v + np.float64(y[v, u] - np.float32(v)))
-            if tu >= 0 and tu < w and tv >= 0 and tv < h:
-                out[int(tv), int(tu)] = 1
-    return out
-
-
-@numba.njit(cache=True, nogil=True)
-def still_explained(candidates: np.ndarray, prev_world: np.ndarray, prev_gray: np.ndarray,
-                    T_cw: np.ndarray, K: np.ndarray, depth: np.ndarray, gray: np.ndarray,
-                    rel: float, floor: float, photo_max: float) -> np.ndarray:
-    """H x W bool on an earlier frame's grid: the ``candidates`` pixels whose world point
-    (``prev_world``), kept in place, projects into the current camera (``T_cw``: world to
-    camera, intrinsics ``K``) inside the image onto ``depth`` (H x W x 1 float32, bilinear)
-    within max(rel * z, floor) of its own depth and onto a ``gray`` level (H x W x 1 float32)
-    within ``photo_max`` of its own (``prev_gray``)."""
-    h, w = depth.shape[0], depth.shape[1]
-    out = np.zeros(candidates.shape, np.bool_)
-    z_at = np.empty(1, np.float32)
-    g_at = np.empty(1, np.float32)
-    for v in range(candidates.shape[0]):
-        for u in range(candidates.shape[1]):
-            if not candidates[v, u]:
-                continue
-            x = np.float64(prev_world[v, u, 0])
-            y = np.float64(prev_world[v, u, 1])
-            z = np.float64(prev_world[v, u, 2])
-            xc = T_cw[0, 0] * x + T_cw[0, 1] * y + T_cw[0, 2] * z + T_cw[0, 3]
-            yc = T_cw[1, 0] * x + T_cw[1, 1] * y + T_cw[1, 2] * z + T_cw[1, 3]
-            zc = T_cw[2, 0] * x + T_cw[2, 1] * y + T_cw[2, 2] * z + T_cw[2, 3]
-            pu = np.float32(K[0, 0] * xc / zc + K[0, 2])
-            pv = np.float32(K[1, 1] * yc / zc + K[1, 2])
-            if not (pu >= -0.5 and pu < w - 0.5 and pv >= -0.5 and pv < h - 0.5):
-                continue
-            bilinear_at(depth, pu, pv, z_at)
-            bilinear_at(gray, pu, pv, g_at)
-            out[v, u] = (abs(z_at[0] - zc) <= max(rel * zc, floor)
-                         and abs(g_at[0] - np.float32(prev_gray[v, u])) <= photo_max)
-    return out
-
-
-@numba.njit(cache=True, nogil=True)
-def cauchy_weights(e: np.ndarray, good: np.ndarray, w_noise: np.ndarray, c: np.float32
-                   ) -> np.ndarray:
-    """Cauchy weights ``w_noise / (1 + (e / c)^2)`` of the ``good`` residuals, 0 elsewhere
-    (float32, as numpy computed them)."""
-    w = np.zeros(e.size, np.float32)
-    one = np.float32(1.0)
-    for i in range(e.size):
-        if good[i]:
-            t = e[i] / c
-            w[i] = w_noise[i] / (one + t * t)
-    return w
-
-
-@numba.njit(cache=True, nogil=True)
-def huber_weights(res: np.ndarray, c: np.float32, scale: np.float32) -> np.ndarray:
-    """Huber-like weights ``min(1, c / |r|)`` (|r| at least 1e-6) times ``scale`` (float32)."""
-    w = np.empty(res.size, np.float32)
-    one, tiny = np.float32(1.0), np.float32(1e-6)
-    for i in range(res.size):
-        w[i] = min(one, c / max(abs(res[i]), tiny)) * scale
-    return w
 
 
 @numba.njit(cache=True, nogil=True)
@@ -596,3 +346,104 @@ def gauss_newton_level(T: np.ndarray, P: np.ndarray, Pn: np.ndarray, ref: np.nda
         if np.abs(xi).max() < convergence_eps:
             break
     return T, last_r, last_e, last_good, last_scale, n_good
+
+
+@numba.njit(cache=True, nogil=True)
+def depth_normals(z: np.ndarray, rx: np.ndarray, ry: np.ndarray, fx: float, fy: float
+                  ) -> np.ndarray:
+    """3 x H x W camera-facing unit normals of a depth map from its central differences
+    (``aligner.RgbdAligner._normals``); zeros at the border, next to a hole and across a depth
+    jump of 5 % a pixel. ``rx``, ``ry``: the pixel rays' x / z and y / z."""
+    h, w = z.shape
+    out = np.zeros((3, h, w), np.float32)
+    half, jump = np.float32(0.5), np.float32(0.05)
+    for v in range(1, h - 1):
+        for u in range(1, w - 1):
+            zc = z[v, u]
+            if not (zc > 0 and z[v, u + 1] > 0 and z[v, u - 1] > 0 and z[v + 1, u] > 0
+                    and z[v - 1, u] > 0):
+                continue
+            zu = (z[v, u + 1] - z[v, u - 1]) * half
+            zv = (z[v + 1, u] - z[v - 1, u]) * half
+            if not (abs(zu) < jump * zc and abs(zv) < jump * zc):
+                continue
+            gx = fx * zu
+            gy = fy * zv
+            nz = -(zc + gx * rx[v, u] + gy * ry[v, u])
+            inv = np.float32(1.0) / np.sqrt(gx * gx + gy * gy + nz * nz + np.float32(1e-30))
+            out[0, v, u] = gx * inv
+            out[1, v, u] = gy * inv
+            out[2, v, u] = nz * inv
+    return out
+
+
+@numba.njit(cache=True, nogil=True)
+def sample_level(depth: np.ndarray, normals: np.ndarray, rx: np.ndarray, ry: np.ndarray,
+                 gray: np.ndarray, step: int
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The points with a normal on every ``step``-th row and column, row by row: 3 x M points,
+    3 x M normals, their flat pixel indices (M) and intensities (M; empty when ``gray`` is)."""
+    h, w = depth.shape
+    m = 0
+    for v in range(0, h, step):
+        for u in range(0, w, step):
+            if normals[2, v, u] != 0:
+                m += 1
+    pts = np.empty((3, m), np.float32)
+    nrm = np.empty((3, m), np.float32)
+    pix = np.empty(m, np.int64)
+    inten = np.empty(m if gray.size else 0, np.float32)
+    i = 0
+    for v in range(0, h, step):
+        for u in range(0, w, step):
+            if normals[2, v, u] == 0:
+                continue
+            zc = depth[v, u]
+            pts[0, i], pts[1, i], pts[2, i] = rx[v, u] * zc, ry[v, u] * zc, zc
+            nrm[0, i], nrm[1, i], nrm[2, i] = normals[0, v, u], normals[1, v, u], normals[2, v, u]
+            pix[i] = v * w + u
+            if gray.size:
+                inten[i] = gray[v, u]
+            i += 1
+    return pts, nrm, pix, inten
+
+
+@numba.njit(cache=True, nogil=True)
+def halve_depth(depth: np.ndarray, max_jump: np.float32) -> np.ndarray:
+    """A depth map (0 = none) at half size: the mean of each 2 x 2 block's valid depths, 0 for
+    a block without any or whose depths spread more than ``max_jump`` of the mean (an edge)."""
+    h, w = depth.shape[0] // 2, depth.shape[1] // 2
+    out = np.zeros((h, w), np.float32)
+    big = np.float32(1e9)
+    for v in range(h):
+        for u in range(w):
+            a, c = depth[2 * v, 2 * u], depth[2 * v, 2 * u + 1]
+            d, e = depth[2 * v + 1, 2 * u], depth[2 * v + 1, 2 * u + 1]
+            cnt = np.float32((a > 0) + (c > 0) + (d > 0) + (e > 0))
+            if cnt == 0:
+                continue
+            mean = (a + c + d + e) / cnt
+            hi = max(max(a, c), max(d, e))
+            lo = min(min(a if a > 0 else big, c if c > 0 else big),
+                     min(d if d > 0 else big, e if e > 0 else big))
+            if hi - lo < max_jump * mean:
+                out[v, u] = mean
+    return out
+
+
+@numba.njit(cache=True, nogil=True)
+def reference_table(depth: np.ndarray, normals: np.ndarray, rx: np.ndarray, ry: np.ndarray
+                    ) -> np.ndarray:
+    """(H*W + 1) x 6 vertex and normal table of a level (zeros where it has no normal, and a
+    last all-zero row for associations that miss the image)."""
+    h, w = depth.shape
+    ref = np.zeros((h * w + 1, 6), np.float32)
+    for v in range(h):
+        for u in range(w):
+            if normals[2, v, u] == 0:
+                continue
+            k = v * w + u
+            z = depth[v, u]
+            ref[k, 0], ref[k, 1], ref[k, 2] = rx[v, u] * z, ry[v, u] * z, z
+            ref[k, 3], ref[k, 4], ref[k, 5] = normals[0, v, u], normals[1, v, u], normals[2, v, u]
+    return ref
