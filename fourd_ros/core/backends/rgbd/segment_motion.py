@@ -154,16 +154,16 @@ class SegmentMotionTracker:
         if not order:
             self._last, self._kept, self._followed = [], None, []
             return SegmentMotions(out_labels, motions)
+        # the two frames' intensities and pyramids: prefetched, kept from the last estimate,
+        # or built here
         kept, prev_ready, cur_ready = self._kept, self._prefetched(prev), self._prefetched(cur)
+        prev_detail = prev_levels = None
         if prev_ready is not None:
-            pair = self.scorer.pair(prev, cur, *prev_ready.result(), cur_prepared=(
-                None if cur_ready is None else cur_ready.result()))
+            prev_detail, prev_levels = prev_ready.result()
         elif kept is not None and kept[0].gray is prev.gray and kept[0].depth is prev.depth:
-            pair = self.scorer.pair(prev, cur, kept[1], kept[2], cur_prepared=(
-                None if cur_ready is None else cur_ready.result()))
-        else:
-            pair = self.scorer.pair(prev, cur, cur_prepared=(
-                None if cur_ready is None else cur_ready.result()))
+            prev_detail, prev_levels = kept[1], kept[2]
+        pair = self.scorer.pair(prev, cur, prev_detail, prev_levels,
+                                None if cur_ready is None else cur_ready.result())
         rng = np.random.default_rng(0)
         followed: list[FollowedSegment] = []
         for new_label, seg in enumerate(order, start=1):
