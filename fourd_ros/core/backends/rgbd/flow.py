@@ -10,7 +10,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from fourd_ros.core.backends.rgbd.mask_kernels import splat, splat_reach
+from fourd_ros.core.backends.rgbd.mask_kernels import splat
 from fourd_ros.core.backends.rgbd.latent import RgbdView, SegmentMotions
 from fourd_ros.core.geometry import (finite_rows, invert_pose, project, sample_depth,
                                      transform_points)
@@ -18,12 +18,13 @@ from fourd_ros.core.geometry import (finite_rows, invert_pose, project, sample_d
 
 def splat_mask(mask: np.ndarray, flow: np.ndarray) -> np.ndarray:
     """Move a boolean mask along a forward flow field (nearest pixel), then close small holes."""
-    return _closed(splat(np.ascontiguousarray(mask, bool), np.ascontiguousarray(flow, np.float32)))
+    flow = np.asarray(flow, np.float32)
+    return _closed(splat(np.ascontiguousarray(mask, bool), flow[..., 0], flow[..., 1], False))
 
 
 def splat_mask_at(mask: np.ndarray, x: np.ndarray, y: np.ndarray) -> np.ndarray:
     """`splat_mask` by where the mask's pixels are now (``x``, ``y``: H x W positions)."""
-    return _closed(splat_reach(np.ascontiguousarray(mask, bool), x, y))
+    return _closed(splat(np.ascontiguousarray(mask, bool), x, y, True))
 
 
 def _closed(mask: np.ndarray) -> np.ndarray:

@@ -129,34 +129,22 @@ def still_explained(candidates: np.ndarray, prev_world: np.ndarray, prev_gray: n
 
 
 @numba.njit(cache=True, nogil=True)
-def splat(mask: np.ndarray, flow: np.ndarray) -> np.ndarray:
-    """H x W uint8: 1 at the pixel nearest to where ``flow`` (H x W x 2) takes each pixel of
-    ``mask`` (rounded half to even), inside the image."""
+def splat(mask: np.ndarray, x: np.ndarray, y: np.ndarray, positions: bool) -> np.ndarray:
+    """H x W uint8: 1 at the pixel nearest to where each pixel of ``mask`` is now, inside the
+    image: at ``(x, y)`` (H x W each) when ``positions``, else moved by the offsets ``(x, y)``
+    (a flow). Positions are rounded (half to even) as the offsets ``x - u``, ``y - v`` would
+    be (float32), so that both give the same mask."""
     h, w = mask.shape
     out = np.zeros((h, w), np.uint8)
     for v in range(h):
         for u in range(w):
             if not mask[v, u]:
                 continue
-            tu = np.rint(u + np.float64(flow[v, u, 0]))
-            tv = np.rint(v + np.float64(flow[v, u, 1]))
-            if tu >= 0 and tu < w and tv >= 0 and tv < h:
-                out[int(tv), int(tu)] = 1
-    return out
-
-
-@numba.njit(cache=True, nogil=True)
-def splat_reach(mask: np.ndarray, x: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """`splat` of ``mask`` by where its pixels are now (``x``, ``y``: H x W float32 positions,
-    not offsets), with the rounding of `splat` of the offsets ``x - u``, ``y - v``."""
-    h, w = mask.shape
-    out = np.zeros((h, w), np.uint8)
-    for v in range(h):
-        for u in range(w):
-            if not mask[v, u]:
-                continue
-            tu = np.rint(u + np.float64(x[v, u] - np.float32(u)))
-            tv = np.rint(v + np.float64(y[v, u] - np.float32(v)))
+            du, dv = x[v, u], y[v, u]
+            if positions:
+                du, dv = du - np.float32(u), dv - np.float32(v)
+            tu = np.rint(u + np.float64(du))
+            tv = np.rint(v + np.float64(dv))
             if tu >= 0 and tu < w and tv >= 0 and tv < h:
                 out[int(tv), int(tu)] = 1
     return out
