@@ -102,5 +102,18 @@ if ! done_already package "$pkg_hash" || [ ! -x "$VENV/bin/fourd" ]; then
   mark_done package "$pkg_hash"
 fi
 
+step "compile the rgbd backend's loops (numba, cached in __pycache__)"
+# a few frames of a moving scene, so that the first frames of `make demo` or a node do not wait
+# for the compiler (several seconds); about 2 s once the cache holds them
+"$VENV/bin/python" - <<'PY'
+from fourd_ros.core.backends.rgbd import RgbdBackend
+from fourd_ros.core.data.synthetic import SceneConfig, generate_clip
+
+backend = RgbdBackend()
+for frame in generate_clip(SceneConfig(frames=8, width=160, height=120, seed=2)):
+    backend.process(frame)
+backend.close()
+PY
+
 current_step="done"
 echo "==> [setup] ready: $VENV"
