@@ -49,10 +49,6 @@ class FramePair:
     def cur_levels(self) -> list[PyramidLevel]:
         return self.aligner.prepare(self.cur_detail, self.cur.depth)
 
-    def built_cur_levels(self) -> list[PyramidLevel] | None:
-        """The current frame's pyramid if it was built (to reuse as the next previous one)."""
-        return self.__dict__.get('cur_levels')
-
 
 class MotionScorer:
     """Scores and refines rigid motions of segments between two frames of one camera; stateless

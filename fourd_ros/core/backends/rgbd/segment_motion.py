@@ -123,8 +123,6 @@ class SegmentMotionTracker:
         self._last_labels: tuple[np.ndarray, np.ndarray] | None = None
         # (depth map, its depth edges): the current frame's serve again as the previous one's
         self._edges: tuple[np.ndarray, np.ndarray] | None = None
-        # the current frame's intensities and pyramid serve again as the previous frame's
-        self._kept: tuple[RgbdView, np.ndarray, list] | None = None
         # the last estimate's two frames and their shading-free intensities
         self._details: tuple[RgbdView, np.ndarray, RgbdView, np.ndarray] | None = None
         # (previous grey, current grey, cost and seen maps of staying still): `_still`
@@ -152,16 +150,11 @@ class SegmentMotionTracker:
         motions = np.full((len(order) + 1, 4, 4), np.nan, np.float32)
         found: list[np.ndarray] = []
         if not order:
-            self._last, self._kept, self._followed = [], None, []
+            self._last, self._followed = [], []
             return SegmentMotions(out_labels, motions)
-        # the two frames' intensities and pyramids: prefetched, kept from the last estimate,
-        # or built here
-        kept, prev_ready, cur_ready = self._kept, self._prefetched(prev), self._prefetched(cur)
-        prev_detail = prev_levels = None
-        if prev_ready is not None:
-            prev_detail, prev_levels = prev_ready.result()
-        elif kept is not None and kept[0].gray is prev.gray and kept[0].depth is prev.depth:
-            prev_detail, prev_levels = kept[1], kept[2]
+        # the two frames' intensities and pyramids: prefetched (`prefetch`), else built here
+        prev_ready, cur_ready = self._prefetched(prev), self._prefetched(cur)
+        prev_detail, prev_levels = (None, None) if prev_ready is None else prev_ready.result()
         pair = self.scorer.pair(prev, cur, prev_detail, prev_levels,
                                 None if cur_ready is None else cur_ready.result())
         rng = np.random.default_rng(0)
@@ -204,7 +197,6 @@ class SegmentMotionTracker:
                 followed.append(track.moved(motion, centroid, points.mean(axis=0),
                                             cfg.history))
         self._last, self._followed = found, followed
-        self._kept = (cur, pair.cur_detail, pair.built_cur_levels())
         self._details = (prev, pair.prev_detail, cur, pair.cur_detail)
         return SegmentMotions(out_labels, motions)
 

@@ -91,6 +91,10 @@ class MotionSegmenter:
         """
         self._follow(flow)
         frames = list(self._history)
+        # the current frame as the staying-still check samples it, built once for every
+        # comparison
+        cur_seen = (with_channel(cur_depth), with_channel(cur_gray), invert_pose(T_wc),
+                    np.asarray(K, np.float64))
 
         def compare(old: dict[str, np.ndarray | None]) -> tuple[np.ndarray, np.ndarray]:
             """This frame's pixels that moved since the earlier frame ``old``, and those of
@@ -100,7 +104,7 @@ class MotionSegmenter:
             kept = moved
             if self.still_min_unexplained > 0:
                 kept = self._drop_still_parts(
-                    moved, self._still_explains(old, moved, cur_gray, cur_depth, T_wc, K))
+                    moved, self._still_explains(old, moved, *cur_seen))
             # isolated "moving" pixels are depth noise or mixed pixels at depth edges
             moved_here = splat_mask_at(_opened(moved), x, y)
             # most frames drop no part: the same mask, opened and moved once
@@ -136,17 +140,17 @@ class MotionSegmenter:
         return keep[parts]
 
     def _still_explains(self, old: dict[str, np.ndarray | None], candidates: np.ndarray,
-                        cur_gray: np.ndarray, cur_depth: np.ndarray, T_wc: np.ndarray,
+                        cur_depth: np.ndarray, cur_gray: np.ndarray, T_cw: np.ndarray,
                         K: np.ndarray) -> np.ndarray:
         """H x W bool, on the earlier frame ``old``'s grid: the ``candidates`` pixels that
         staying still explains. Kept in place, such a point projects into the current camera
-        (pose ``T_wc``, intrinsics ``K``) onto depth that agrees with it (within the moving
-        threshold) and a grey level within ``still_photo_max`` of its own."""
+        (world to camera ``T_cw``, intrinsics ``K``) onto depth that agrees with it (within
+        the moving threshold) and a grey level within ``still_photo_max`` of its own; the
+        current depth and grey image as `mask_kernels.with_channel` gives them."""
         if not candidates.any():
             return np.zeros(candidates.shape, bool)
-        return still_explained(candidates, old['points_world'], old['gray'], invert_pose(T_wc),
-                               np.asarray(K, np.float64), with_channel(cur_depth),
-                               with_channel(cur_gray), self.dynamic_rel, self.dynamic_abs,
+        return still_explained(candidates, old['points_world'], old['gray'], T_cw, K,
+                               cur_depth, cur_gray, self.dynamic_rel, self.dynamic_abs,
                                self.still_photo_max)
 
     def _moved_prev_pixels(self, prev_world: np.ndarray, cur_world: np.ndarray,
