@@ -6,6 +6,7 @@ import cv2
 import numpy as np
 import pytest
 
+from fourd_ros.core.backends.rgbd.align_kernels import fuse_depth
 from fourd_ros.core.backends.rgbd.config import OdometryConfig
 from fourd_ros.core.backends.rgbd.odometry import OdometryResult, RgbdOdometry
 from fourd_ros.core.data.synthetic import generate_clip, SceneConfig, SyntheticClip
@@ -191,3 +192,34 @@ def test_the_model_update_off_the_frame_path_gives_the_same_poses() -> None:
     assert np.array_equal(T_background, T_inline)
     assert [(r.ok, r.num_inliers, r.rmse_m, r.is_keyframe, r.relocalized) for r in background] \
         == [(r.ok, r.num_inliers, r.rmse_m, r.is_keyframe, r.relocalized) for r in inline]
+
+
+def test_fusing_points_into_the_model_depth() -> None:
+    """`align_kernels.fuse_depth`: a point that agrees with the map is averaged in by weight, one
+    that disagrees (a moving object in front) is dropped, an empty pixel is filled only when
+    asked, and weights stop at the cap."""
+    h, w, f = 4, 6, 100.0
+    v, u = np.mgrid[0:h, 0:w].astype(np.float32)
+    rx, ry = (u - w / 2) / f, (v - h / 2) / f
+    depth = np.full((h, w), 2.0, np.float32)
+    depth[0, 0] = 0.0
+    weight = np.where(depth > 0, 3.0, 0.0).astype(np.float32)
+
+    def point(row: int, col: int, z: float) -> np.ndarray:
+        return np.array([rx[row, col] * z, ry[row, col] * z, z], np.float32)
+
+    pts = np.stack([point(1, 1, 2.004), point(2, 3, 1.0), point(0, 0, 2.5)], axis=1)
+    nrm = np.tile(np.array([[0.0], [0.0], [-1.0]], np.float32), (1, 3))   # facing the camera
+    args = (rx, ry, np.float32(f), np.float32(f), np.float32(w / 2 + 0.5),
+            np.float32(h / 2 + 0.5), np.float32(0.02), np.float32(4.0))
+    for fill in (False, True):
+        new, new_weight = fuse_depth(depth, weight, pts, nrm, np.ones(1, np.float32), fill,
+                                     *args)
+        assert new[1, 1] == pytest.approx((3 * 2.0 + 2.004) / 4)
+        assert new_weight[1, 1] == 4.0
+        assert new[2, 3] == 2.0 and new_weight[2, 3] == 3.0   # 1 m in front of 2 m: dropped
+        assert new[0, 0] == (pytest.approx(2.5) if fill else 0.0)
+    twice = np.concatenate([pts[:, :1]] * 2, axis=1)
+    _, capped = fuse_depth(depth, weight, twice, nrm[:, :2], np.ones(1, np.float32), False,
+                           *args)
+    assert capped[1, 1] == 4.0   # 3 + 2, capped at 4

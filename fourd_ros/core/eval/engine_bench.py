@@ -19,7 +19,8 @@ for any stream length without rendering it all. Reported (design.md section 5, s
   no outputs written): ``real_fps`` including reading, and ``real_ate_m`` when the sequence has
   ground-truth poses; with ``open3d`` also Open3D's frame-to-frame hybrid RGB-D odometry on
   the same frames at the same size (rgbd backend), ``open3d_fps`` / ``open3d_ate_m`` and
-  ``real_over_open3d_fps`` (a ratio, since absolute times vary between machines);
+  ``real_over_open3d_fps`` (a ratio, since absolute times vary between machines; the two take
+  turns over blocks of 40 frames, so a drift in the machine's speed weighs on both alike);
 - ``backend='learned'``: cache bytes per device, and, measured in the same run, an *unbounded*
   variant (every past frame cached and attended to, as StreamVGGT / STream3R "causal" do) over
   ``unbounded_frames`` frames: its latency over its first and last 100 frames and its cache
@@ -40,7 +41,7 @@ from fourd_ros.core.engine.cache import CachePolicy
 from fourd_ros.core.engine.engine import EngineConfig, latent_nbytes_by_device, StreamingEngine
 from fourd_ros.core.eval.evaluate import progress_bar
 from fourd_ros.core.eval.metrics import ate
-from fourd_ros.core.eval.open3d_odometry import open3d_rgbd_odometry
+from fourd_ros.core.eval.open3d_odometry import Open3dOdometry
 from fourd_ros.core.eval.soak import (peak_rss_mb, plot_soak, resident_mb, soak_failure,
                                       soak_title)
 from fourd_ros.core.types import Frame
@@ -323,27 +324,44 @@ def _query_timings(engine: StreamingEngine, stamps: np.ndarray, w: int,
     return out
 
 
-def _real_timings(bench: EngineBench) -> dict[str, float]:
+def _real_timings(bench: EngineBench, block: int = 40) -> dict[str, float]:
     """Time `fourd run`-style streaming of a real sequence from disk (no outputs written); with
-    ground-truth poses its ATE; with ``--open3d`` Open3D's RGB-D odometry on the same frames."""
+    ground-truth poses its ATE; with ``--open3d`` Open3D's RGB-D odometry on the same frames.
+
+    The two take turns over blocks of ``block`` frames (ours on a block, then Open3D on it),
+    so a change in the machine's speed during the run (shared cores) weighs on both alike and
+    leaves their ratio alone."""
     reader = open_sequence(bench.real, max_frames=bench.real_frames or None)
     engine = _engine(bench, 320, 0)
+    reference = Open3dOdometry(320) if bench.open3d else None
     read, proc, gt = [], [], []
-    t_start = time.perf_counter()
-    bar = progress_bar(reader.length, 'bench real', True)
-    try:
-        for frame, t_read in timed(reader):
+    pending: list[Frame] = []
+
+    def run_block() -> None:
+        for frame in pending:
             t1 = time.perf_counter()
             engine.process(frame)
             proc.append(time.perf_counter() - t1)
+            bar.update(1)
+        if reference is not None:
+            for frame in pending:
+                reference.step(frame)
+        pending.clear()
+
+    bar = progress_bar(reader.length, 'bench real', True)
+    try:
+        for frame, t_read in timed(reader):
             read.append(t_read)
             gt.append(frame.T_wc_gt)
-            bar.update(1)
+            pending.append(frame)
+            if len(pending) == block:
+                run_block()
+        run_block()
     finally:
         bar.close()
-    wall = time.perf_counter() - t_start
     n = len(proc)
-    out = {'real_frames': n, 'real_fps': n / wall if wall > 0 else float('nan'),
+    busy = float(np.sum(read) + np.sum(proc))
+    out = {'real_frames': n, 'real_fps': n / busy if busy > 0 else float('nan'),
            'real_read_ms_p50': float(np.median(read) * 1e3) if n else float('nan'),
            'real_latency_ms_p50': float(np.median(proc) * 1e3) if n else float('nan'),
            'real_latency_ms_p95': float(np.percentile(proc, 95) * 1e3) if n else float('nan')}
@@ -352,9 +370,8 @@ def _real_timings(bench: EngineBench) -> dict[str, float]:
     if has_gt:
         out['real_ate_m'] = ate(np.array([T for _, T in engine.trajectory()]), np.array(gt),
                                 align=align)['ate_m']
-    if bench.open3d:
-        o3d_run = open3d_rgbd_odometry(open_sequence(bench.real,
-                                                     max_frames=bench.real_frames or None))
+    if reference is not None:
+        o3d_run = reference.run()
         # frames/s without reading, to compare like with like: ours from engine.process
         ours_fps = n / float(np.sum(proc)) if n else float('nan')
         out.update(real_process_fps=ours_fps, open3d_fps=o3d_run.fps,

@@ -25,49 +25,69 @@ class Open3dOdometryRun:
     failures: int
 
 
-def open3d_rgbd_odometry(frames: Iterable[Frame], width: int = 320,
-                         depth_max_m: float = 4.0) -> Open3dOdometryRun:
-    """Chain Open3D's hybrid RGB-D odometry over `frames` (with depth and K) at `width` pixels
-    (the same processing size as our backend). A pair it cannot align keeps the last motion.
-    Time counts resizing and odometry, not reading."""
-    import open3d as o3d
+class Open3dOdometry:
+    """Open3D's hybrid RGB-D odometry, one frame at a time (frames with depth and K), at
+    ``width`` pixels (the same processing size as our backend; never upsampled). A pair it
+    cannot align keeps the last motion. `step` times resizing and odometry, not reading, so
+    a bench can interleave it with our backend over the same frames."""
 
-    odo = o3d.pipelines.odometry
-    option = odo.OdometryOption()
-    jacobian = odo.RGBDOdometryJacobianFromHybridTerm()
-    poses = [np.eye(4)]
-    prev = None
-    intrinsic = None
-    failures = 0
-    elapsed = 0.0
-    n = 0
-    for frame in frames:
+    def __init__(self, width: int = 320, depth_max_m: float = 4.0) -> None:
+        import open3d as o3d
+
+        self._o3d = o3d
+        self.width, self.depth_max_m = width, depth_max_m
+        self._option = o3d.pipelines.odometry.OdometryOption()
+        self._jacobian = o3d.pipelines.odometry.RGBDOdometryJacobianFromHybridTerm()
+        self._intrinsic = None
+        self._prev = None
+        self.poses: list[np.ndarray] = []
+        self.failures = 0
+        self.elapsed = 0.0
+
+    def step(self, frame: Frame) -> None:
+        """Track one more frame (its pose appended to ``poses``)."""
         if frame.depth is None or frame.K is None:
-            raise ValueError('open3d_rgbd_odometry needs frames with depth and intrinsics')
+            raise ValueError('Open3D RGB-D odometry needs frames with depth and intrinsics')
+        o3d = self._o3d
         t0 = time.perf_counter()
         h, w = frame.rgb.shape[:2]
-        s = min(width, w) / w  # never upsampled, like the engine
-        size = (width, int(round(h * s)))
+        s = min(self.width, w) / w
+        size = (self.width, int(round(h * s)))
         rgb = cv2.resize(frame.rgb, size, interpolation=cv2.INTER_AREA)
         depth = cv2.resize(np.nan_to_num(frame.depth).astype(np.float32), size,
                            interpolation=cv2.INTER_NEAREST)
-        if intrinsic is None:
+        if self._intrinsic is None:
             K = scale_intrinsics(frame.K, size[0] / w, size[1] / h)
-            intrinsic = o3d.camera.PinholeCameraIntrinsic(size[0], size[1], K[0, 0], K[1, 1],
-                                                          K[0, 2], K[1, 2])
+            self._intrinsic = o3d.camera.PinholeCameraIntrinsic(size[0], size[1], K[0, 0],
+                                                                K[1, 1], K[0, 2], K[1, 2])
         rgbd = o3d.geometry.RGBDImage.create_from_color_and_depth(
             o3d.geometry.Image(np.ascontiguousarray(rgb)), o3d.geometry.Image(depth),
-            depth_scale=1.0, depth_trunc=depth_max_m, convert_rgb_to_intensity=True)
-        if prev is not None:
-            ok, T_prev_cur, _ = odo.compute_rgbd_odometry(rgbd, prev, intrinsic, np.eye(4),
-                                                          jacobian, option)
+            depth_scale=1.0, depth_trunc=self.depth_max_m, convert_rgb_to_intensity=True)
+        if self._prev is None:
+            self.poses.append(np.eye(4))
+        else:
+            ok, T_prev_cur, _ = o3d.pipelines.odometry.compute_rgbd_odometry(
+                rgbd, self._prev, self._intrinsic, np.eye(4), self._jacobian, self._option)
             if not ok:
-                failures += 1
-                T_prev_cur = (np.linalg.inv(poses[-2]) @ poses[-1]) if len(poses) > 1 \
-                    else np.eye(4)
-            poses.append(poses[-1] @ T_prev_cur)
-        prev = rgbd
-        elapsed += time.perf_counter() - t0
-        n += 1
-    return Open3dOdometryRun(np.asarray(poses[:n]), n / elapsed if elapsed > 0 else float('nan'),
-                             failures)
+                self.failures += 1
+                T_prev_cur = (np.linalg.inv(self.poses[-2]) @ self.poses[-1]
+                              if len(self.poses) > 1 else np.eye(4))
+            self.poses.append(self.poses[-1] @ T_prev_cur)
+        self._prev = rgbd
+        self.elapsed += time.perf_counter() - t0
+
+    def run(self) -> Open3dOdometryRun:
+        """The poses so far, frames/s and failures."""
+        n = len(self.poses)
+        return Open3dOdometryRun(np.asarray(self.poses).reshape(n, 4, 4),
+                                 n / self.elapsed if self.elapsed > 0 else float('nan'),
+                                 self.failures)
+
+
+def open3d_rgbd_odometry(frames: Iterable[Frame], width: int = 320,
+                         depth_max_m: float = 4.0) -> Open3dOdometryRun:
+    """Chain Open3D's hybrid RGB-D odometry over `frames` (see `Open3dOdometry`)."""
+    odometry = Open3dOdometry(width, depth_max_m)
+    for frame in frames:
+        odometry.step(frame)
+    return odometry.run()

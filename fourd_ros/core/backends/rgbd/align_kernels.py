@@ -447,3 +447,55 @@ def reference_table(depth: np.ndarray, normals: np.ndarray, rx: np.ndarray, ry: 
             ref[k, 0], ref[k, 1], ref[k, 2] = rx[v, u] * z, ry[v, u] * z, z
             ref[k, 3], ref[k, 4], ref[k, 5] = normals[0, v, u], normals[1, v, u], normals[2, v, u]
     return ref
+
+
+@numba.njit(cache=True, nogil=True)
+def fuse_depth(depth: np.ndarray, weight: np.ndarray, pts: np.ndarray, nrm: np.ndarray,
+               point_weight: np.ndarray, fill: bool, rx: np.ndarray, ry: np.ndarray,
+               fx: np.float32, fy: np.float32, cx: np.float32, cy: np.float32,
+               gate_m: np.float32, max_weight: np.float32) -> tuple[np.ndarray, np.ndarray]:
+    """Fuse 3 x M points ``pts`` (normals ``nrm``, in this camera) into a level-0 depth map
+    (H x W, 0 = none) and its per-pixel weights (in frames, capped at ``max_weight``).
+
+    Each point goes to the pixel it projects to, its depth along that pixel's ray taken from
+    its tangent plane (its own z at grazing angles). It is dropped when it disagrees with the
+    map by ``gate_m`` at 1 m (growing with z^2), unless the pixel is empty and ``fill`` is set.
+    A pixel's new depth is the weighted mean of the map and its points (``point_weight``: one
+    per point, or one for all). Sums in float64 in point order, as ``np.bincount``.
+    """
+    h, w = depth.shape
+    acc_w = np.zeros(h * w, np.float64)
+    acc_z = np.zeros(h * w, np.float64)
+    one, grazing = np.float32(1.0), np.float32(0.3)
+    for i in range(pts.shape[1]):
+        z = pts[2, i]
+        if not z > 0:
+            continue
+        iz = one / z
+        uf = fx * pts[0, i] * iz + cx
+        vf = fy * pts[1, i] * iz + cy
+        if not (uf >= 0 and uf < w and vf >= 0 and vf < h):
+            continue
+        v, u = np.int64(vf), np.int64(uf)
+        den = nrm[0, i] * rx[v, u] + nrm[1, i] * ry[v, u] + nrm[2, i]
+        zr = z
+        if abs(den) > grazing:
+            zr = (nrm[0, i] * pts[0, i] + nrm[1, i] * pts[1, i] + nrm[2, i] * z) / den
+        dt = depth[v, u]
+        scale = max(dt, one)
+        ok = abs(zr - dt) < gate_m * (scale * scale) or (fill and dt == 0)
+        if not (ok and zr > 0):
+            continue
+        ws = point_weight[i] if point_weight.size > 1 else point_weight[0]
+        acc_w[v * w + u] += np.float64(ws)
+        acc_z[v * w + u] += np.float64(ws * zr)
+    new = np.empty((h, w), np.float32)
+    tot = np.empty((h, w), np.float32)
+    for v in range(h):
+        for u in range(w):
+            aw = np.float32(acc_w[v * w + u])
+            t = weight[v, u] + aw
+            new[v, u] = ((weight[v, u] * depth[v, u] + np.float32(acc_z[v * w + u])) / t
+                         if aw > 0 else depth[v, u])
+            tot[v, u] = min(t, max_weight)
+    return new, tot

@@ -72,9 +72,9 @@ def rigid_flow_outliers(points_world: np.ndarray, flow: np.ndarray, depth: np.nd
 def rigid_flow_of_segments(segments: SegmentMotions, prev: RgbdView, T_wc_cur: np.ndarray,
                            K: np.ndarray, flow: np.ndarray) -> np.ndarray:
     """``flow`` (prev -> cur, pixels) with the pixels of segments that have a motion replaced
-    by the flow that motion induces (exact for rigid objects, unlike DIS on fast textured ones).
-    """
-    out = flow.copy()
+    by the flow that motion induces (exact for rigid objects, unlike DIS on fast textured ones);
+    ``flow`` itself (not a copy) when no segment has a motion."""
+    out = flow
     T_cw = invert_pose(T_wc_cur)
     for k in range(1, len(segments.motions)):
         M = segments.motions[k].astype(np.float64)
@@ -83,5 +83,6 @@ def rigid_flow_of_segments(segments: SegmentMotions, prev: RgbdView, T_wc_cur: n
         ys, xs = np.nonzero((segments.labels == k) & np.isfinite(prev.depth))
         uv, _ = project(transform_points(T_cw @ M, prev.points_world[ys, xs].astype(np.float64)),
                         K)
+        out = flow.copy() if out is flow else out
         out[ys, xs] = uv - np.stack([xs, ys], axis=1)
     return out

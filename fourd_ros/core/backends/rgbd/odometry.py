@@ -49,6 +49,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from fourd_ros.core.backends.rgbd.align_kernels import fuse_depth
 from fourd_ros.core.backends.rgbd.aligner import PyramidLevel, RgbdAligner, orthonormalize
 from fourd_ros.core.backends.rgbd.config import OdometryConfig
 from fourd_ros.core.backends.rgbd.relocalize import relocalize
@@ -155,50 +156,17 @@ class RgbdOdometry:
 
     def _fuse(self, depth: np.ndarray, weight: np.ndarray, pts: np.ndarray, nrm: np.ndarray,
               wsrc: np.ndarray | float, fill: bool) -> tuple[np.ndarray, np.ndarray]:
-        """Fuse 3 x M points (with normals, in this camera) into a level-0 depth map.
-
-        Each point is assigned to the pixel it projects to and its depth along that pixel's ray
-        is taken from its tangent plane. Measurements that disagree with the map are dropped;
-        empty pixels are filled when ``fill`` is set.
-        """
+        """Fuse 3 x M points (with normals, in this camera) into a level-0 depth map and its
+        weights (`align_kernels.fuse_depth`): measurements that disagree with the map are
+        dropped; empty pixels are filled when ``fill`` is set."""
         cfg = self.config
-        K_l, rx, ry, w_img, h_img = self.aligner.level_geometry(0)
-        fx, fy = np.float32(K_l[0, 0]), np.float32(K_l[1, 1])
-        cx, cy = np.float32(K_l[0, 2] + 0.5), np.float32(K_l[1, 2] + 0.5)
-        with np.errstate(divide='ignore', invalid='ignore'):
-            iz = 1.0 / pts[2]
-            uf = fx * pts[0] * iz + cx
-            vf = fy * pts[1] * iz + cy
-            inb = (pts[2] > 0) & (uf >= 0) & (uf < w_img) & (vf >= 0) & (vf < h_img)
-        sel = np.flatnonzero(inb)
-        idx = vf[sel].astype(np.int64) * w_img + uf[sel].astype(np.int64)
-        p = pts[:, sel]
-        n = nrm[:, sel]
-        den = n[0] * rx.ravel()[idx] + n[1] * ry.ravel()[idx] + n[2]
-        with np.errstate(divide='ignore', invalid='ignore'):
-            zr = (n[0] * p[0] + n[1] * p[1] + n[2] * p[2]) / den
-        zr = np.where(np.abs(den) > 0.3, zr, p[2])
-        dflat = depth.ravel()
-        dt = dflat[idx]
-        gate = np.float32(cfg.fuse_gate_m) * np.maximum(dt, np.float32(1.0)) ** 2
-        ok = np.abs(zr - dt) < gate
-        if fill:
-            ok |= dt == 0
-        ok &= zr > 0
-        idx = idx[ok]
-        if isinstance(wsrc, np.ndarray):
-            ws = wsrc[sel][ok]
-        else:
-            ws = np.full(idx.size, wsrc, np.float32)
-        hw = w_img * h_img
-        acc_w = np.bincount(idx, weights=ws, minlength=hw).astype(np.float32)
-        acc_z = np.bincount(idx, weights=ws * zr[ok], minlength=hw).astype(np.float32)
-        wflat = weight.ravel()
-        tot = wflat + acc_w
-        with np.errstate(divide='ignore', invalid='ignore'):
-            new = np.where(acc_w > 0, (wflat * dflat + acc_z) / tot, dflat)
-        return (new.reshape(h_img, w_img).astype(np.float32),
-                np.minimum(tot, np.float32(cfg.max_weight)).reshape(h_img, w_img))
+        K_l, rx, ry, _, _ = self.aligner.level_geometry(0)
+        f32 = np.float32
+        return fuse_depth(np.ascontiguousarray(depth, f32), np.ascontiguousarray(weight, f32),
+                          np.ascontiguousarray(pts, f32), np.ascontiguousarray(nrm, f32),
+                          np.atleast_1d(np.asarray(wsrc, f32)), fill, rx, ry,
+                          f32(K_l[0, 0]), f32(K_l[1, 1]), f32(K_l[0, 2] + 0.5),
+                          f32(K_l[1, 2] + 0.5), f32(cfg.fuse_gate_m), f32(cfg.max_weight))
 
     def _set_keyframe(self, levels: list[PyramidLevel], depth: np.ndarray, T_wc: np.ndarray,
                       gray: np.ndarray | None) -> None:
