@@ -53,32 +53,3 @@ def test_an_object_entering_the_view_is_flagged_while_it_enters() -> None:
     # frame 10: 20 px of the object in view, 14 of them seen 3 frames back, 8 six back
     assert covered[cfg.segmentation_gaps] > 0.6
     assert covered[(1, 6)] < 0.5
-
-
-def test_the_history_followed_ahead_gives_the_same_masks() -> None:
-    """`follow_ahead` carries the history along the flow on the worker thread; the mask that
-    uses it is the mask computed without it, and a different flow array than the one followed
-    ahead (the caller changed the flow meanwhile) is followed again, not taken from the
-    worker."""
-    cfg = RgbdConfig()
-    K = np.array([[F, 0.0, W / 2], [0.0, F, H / 2], [0.0, 0.0, 1.0]])
-    runs = []
-    for mode in ('inline', 'ahead', 'ahead on another flow'):
-        segmenter = MotionSegmenter(cfg.segmentation_gaps, cfg.dynamic_rel, cfg.dynamic_abs,
-                                    cfg.still_photo_max, cfg.still_min_unexplained)
-        points, _, gray, _ = _frame(0)
-        segmenter.push(points, gray)
-        masks = []
-        for t in range(1, 11):
-            points, depth, gray, _ = _frame(t)
-            flow = _flow(t)
-            if mode != 'inline':
-                # the wrong flow for 'ahead on another flow': nothing moves
-                segmenter.follow_ahead(flow if mode == 'ahead' else np.zeros_like(flow))
-            masks.append(segmenter.dynamic_mask(points, flow, gray, depth, np.eye(4), K))
-            segmenter.push(points, gray)
-        segmenter.close()
-        runs.append(np.array(masks))
-    assert runs[0].any()
-    np.testing.assert_array_equal(runs[1], runs[0])
-    np.testing.assert_array_equal(runs[2], runs[0])

@@ -112,9 +112,6 @@ class RgbdBackend:
             # the pose is not known yet: predict it with constant velocity for the flow prior
             flow = self._dis.from_static(self._prev.gray, gray, self._prev.points_world,
                                          self._predict_pose(), frame.K)
-            # the dynamic mask's history follows this flow on a worker while the camera is
-            # tracked (used unless the pose or the segments' motions change the flow)
-            self._segmenter.follow_ahead(flow)
             # objects the segmentation has not caught yet (at stream start it has no history;
             # later, slow or partly textureless ones) would drag the camera: keep the flow's
             # outliers to the dominant rigid motion (PnP RANSAC) out of this frame's odometry too

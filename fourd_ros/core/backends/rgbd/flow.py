@@ -64,17 +64,17 @@ def rigid_flow_outliers(points_world: np.ndarray, flow: np.ndarray, depth: np.nd
     with np.errstate(invalid='ignore'):
         far = np.abs(z_seen - z_pred) > np.maximum(depth_rel * z_pred, depth_abs)
     bad = (np.linalg.norm(reproj.reshape(-1, 2) - uv, axis=1) > max_error_px) | far
-    blocks = np.zeros(((h + step - 1) // step, (w + step - 1) // step), np.uint8)
-    blocks[ys[bad] // step, xs[bad] // step] = 1
-    return np.kron(blocks, np.ones((step, step), np.uint8))[:h, :w].astype(bool)
+    blocks = np.zeros(((h + step - 1) // step, (w + step - 1) // step), bool)
+    blocks[ys[bad] // step, xs[bad] // step] = True
+    return np.repeat(np.repeat(blocks, step, axis=0), step, axis=1)[:h, :w]
 
 
 def rigid_flow_of_segments(segments: SegmentMotions, prev: RgbdView, T_wc_cur: np.ndarray,
                            K: np.ndarray, flow: np.ndarray) -> np.ndarray:
     """``flow`` (prev -> cur, pixels) with the pixels of segments that have a motion replaced
-    by the flow that motion induces (exact for rigid objects, unlike DIS on fast textured ones);
-    ``flow`` itself (not a copy) when no segment has a motion."""
-    out = flow
+    by the flow that motion induces (exact for rigid objects, unlike DIS on fast textured ones).
+    """
+    out = flow.copy()
     T_cw = invert_pose(T_wc_cur)
     for k in range(1, len(segments.motions)):
         M = segments.motions[k].astype(np.float64)
@@ -83,6 +83,5 @@ def rigid_flow_of_segments(segments: SegmentMotions, prev: RgbdView, T_wc_cur: n
         ys, xs = np.nonzero((segments.labels == k) & np.isfinite(prev.depth))
         uv, _ = project(transform_points(T_cw @ M, prev.points_world[ys, xs].astype(np.float64)),
                         K)
-        out = flow.copy() if out is flow else out
         out[ys, xs] = uv - np.stack([xs, ys], axis=1)
     return out

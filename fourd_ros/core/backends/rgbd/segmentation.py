@@ -9,7 +9,7 @@ processing resolution.
 from __future__ import annotations
 
 from collections import deque
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 
 import cv2
 import numpy as np
@@ -45,8 +45,6 @@ class MotionSegmenter:
         self.gaps = tuple(gaps)
         self._history: deque[dict[str, np.ndarray | None]] = deque(maxlen=max(self.gaps))
         self._worker = ThreadPoolExecutor(1, thread_name_prefix='rgbd-dynamic-mask')
-        # (flow, job): the history carried along a flow ahead of `dynamic_mask`
-        self._ahead: tuple[np.ndarray, Future] | None = None
 
     def close(self) -> None:
         """Stop the worker thread."""
@@ -54,46 +52,26 @@ class MotionSegmenter:
 
     def clear(self) -> None:
         """Forget the history (tracking was lost: world motion since then is unknown)."""
-        self._drop_ahead()
         self._history.clear()
 
     def push(self, points_world: np.ndarray, gray: np.ndarray) -> None:
         """Add a processed frame's H x W x 3 world points and H x W uint8 grey image (after
         `dynamic_mask` of that frame)."""
-        self._drop_ahead()
         self._history.append({'points_world': points_world, 'gray': gray, 'reach': None})
 
-    def follow_ahead(self, flow: np.ndarray) -> None:
-        """Start carrying the history along ``flow`` (from the last pushed frame to the
-        current one) on the worker thread, while the caller tracks the camera; the next
-        `dynamic_mask` uses it when given the same array (not modified meanwhile), else
-        carries the history itself."""
-        self._drop_ahead()
-        self._ahead = (flow, self._worker.submit(self._followed, flow, list(self._history)))
-
-    def _drop_ahead(self) -> None:
-        """Wait for a `follow_ahead` job and forget it (its history may be about to change)."""
-        if self._ahead is not None:
-            self._ahead[1].result()
-            self._ahead = None
-
-    @staticmethod
-    def _followed(flow: np.ndarray, history: list[dict[str, np.ndarray | None]]
-                  ) -> list[tuple[np.ndarray, np.ndarray]]:
-        """Where each of the ``history`` frames' pixels are after ``flow`` (from the last pushed
-        frame to the current one): x and y maps, H x W float32, one per frame, in order. Each
-        frame keeps where its pixels are now (``reach``), so a frame k back costs one remap
-        per frame, not k."""
+    def _follow(self, flow: np.ndarray) -> None:
+        """Carry every history frame's pixels into the current frame along ``flow`` (from the
+        last pushed frame to it): each keeps where its pixels are now (``reach``: x and y maps,
+        H x W float32), so a frame k back costs one remap per frame, not k."""
         u, v = pixel_grid(*flow.shape[:2])
-        out = []
-        for entry in history:
+        for entry in self._history:
             if entry['reach'] is None:  # the last pushed frame
-                out.append((u + flow[..., 0], v + flow[..., 1]))
+                entry['reach'] = (u + flow[..., 0], v + flow[..., 1])
                 continue
             x, y = entry['reach']
             step = cv2.remap(flow, x, y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-            out.append((x + step[..., 0], y + step[..., 1]))
-        return out
+            x += step[..., 0]
+            y += step[..., 1]
 
     def dynamic_mask(self, cur_world: np.ndarray, flow: np.ndarray, cur_gray: np.ndarray,
                      cur_depth: np.ndarray, T_wc: np.ndarray, K: np.ndarray
@@ -111,11 +89,8 @@ class MotionSegmenter:
         moving object, even a textureless one, shows its motion at least at its edges. Needs
         a pushed frame.
         """
+        self._follow(flow)
         frames = list(self._history)
-        ahead, self._ahead = self._ahead, None
-        reach = ahead[1].result() if ahead is not None and ahead[0] is flow else None
-        for entry, where in zip(frames, reach or self._followed(flow, frames)):
-            entry['reach'] = where
         # the current frame as the staying-still check samples it, built once for every
         # comparison
         cur_seen = (with_channel(cur_depth), with_channel(cur_gray), invert_pose(T_wc),
