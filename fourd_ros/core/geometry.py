@@ -84,7 +84,7 @@ def _transform_float64(points: np.ndarray, T: np.ndarray) -> np.ndarray:
 def finite_rows(values: np.ndarray) -> np.ndarray:
     """True where every component over the last axis of ``values`` (..., C) is finite.
 
-    The same as ``finite_rows(values)``, whose generic reduction over a short last
+    The same as ``np.isfinite(values).all(axis=-1)``, whose generic reduction over a short last
     axis is about 15 times slower on an H x W x 3 point map (1.3 vs 0.07 ms at 320x240).
     """
     out = np.isfinite(values[..., 0])
