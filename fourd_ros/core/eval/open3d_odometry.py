@@ -6,7 +6,6 @@ ATE next to a well-known implementation measured in the same run."""
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable
 from dataclasses import dataclass
 
 import cv2
@@ -51,8 +50,8 @@ class Open3dOdometry:
         o3d = self._o3d
         t0 = time.perf_counter()
         h, w = frame.rgb.shape[:2]
-        s = min(self.width, w) / w
-        size = (self.width, int(round(h * s)))
+        s = min(self.width, w) / w  # never upsampled, like the engine
+        size = (int(round(w * s)), int(round(h * s)))
         rgb = cv2.resize(frame.rgb, size, interpolation=cv2.INTER_AREA)
         depth = cv2.resize(np.nan_to_num(frame.depth).astype(np.float32), size,
                            interpolation=cv2.INTER_NEAREST)
@@ -82,12 +81,3 @@ class Open3dOdometry:
         return Open3dOdometryRun(np.asarray(self.poses).reshape(n, 4, 4),
                                  n / self.elapsed if self.elapsed > 0 else float('nan'),
                                  self.failures)
-
-
-def open3d_rgbd_odometry(frames: Iterable[Frame], width: int = 320,
-                         depth_max_m: float = 4.0) -> Open3dOdometryRun:
-    """Chain Open3D's hybrid RGB-D odometry over `frames` (see `Open3dOdometry`)."""
-    odometry = Open3dOdometry(width, depth_max_m)
-    for frame in frames:
-        odometry.step(frame)
-    return odometry.run()
