@@ -12,7 +12,8 @@ import pytest
 from fourd_ros.core.backends.learned import LearnedBackend
 from fourd_ros.core.data.synthetic import SceneConfig, generate_clip
 from fourd_ros.core.engine.engine import EngineConfig, StreamingEngine
-from fourd_ros.core.flow import CachedFlows, compose_flows, DisFlow, FlowLink
+from fourd_ros.core.flow import (CachedFlows, compose_flows, DisFlow, FlowLink, full_flow,
+                                 half_flow)
 from fourd_ros.core.geometry import invert_pose, project, transform_points
 from fourd_ros.core.types import PointStatus
 
@@ -105,3 +106,15 @@ def test_learned_query_10_frames_back_finds_the_moving_objects(dds_clip) -> None
           f'{ok.sum()} VALID')
     # measured 3.7 px with the composed flows; one DIS pass across the gap: 49 px
     assert np.median(err) < 8.0
+
+
+def test_flows_stored_in_half_precision() -> None:
+    """`half_flow` / `full_flow` (OpenCV's conversion) give numpy's float16 and float32 values,
+    rounding included."""
+    flow = np.random.default_rng(1).normal(0.0, 40.0, (12, 16, 2)).astype(np.float32)
+    half = half_flow(flow)
+    assert half.dtype == np.float16 and half.shape == flow.shape
+    np.testing.assert_array_equal(half, flow.astype(np.float16))
+    back = full_flow(half)
+    assert back.dtype == np.float32
+    np.testing.assert_array_equal(back, half.astype(np.float32))

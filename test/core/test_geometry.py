@@ -3,9 +3,9 @@
 import numpy as np
 
 from fourd_ros.core.geometry import (R_BODY_FROM_OPTICAL, default_intrinsics, invert_pose,
-                                     make_pose, project, ray_midpoints, sample_bilinear,
-                                     scale_intrinsics, transform_points, unproject_depth,
-                                     vector_norm)
+                                     make_pose, mask_pixels, nan_to_zero, project,
+                                     ray_midpoints, sample_bilinear, scale_intrinsics,
+                                     transform_points, unproject_depth, vector_norm)
 
 
 def test_optical_to_body_rotation_follows_rep103() -> None:
@@ -74,3 +74,19 @@ def test_midpoint_of_two_rays_is_the_point_they_see() -> None:
     mid, front = ray_midpoints(c0, d0 / np.linalg.norm(d0, axis=1, keepdims=True),
                                c1, d1 / np.linalg.norm(d1, axis=1, keepdims=True))
     assert np.allclose(mid, X) and front.all()
+
+
+def test_compiled_helpers_match_numpy() -> None:
+    """`mask_pixels` and `nan_to_zero` give exactly numpy's `nonzero` and `nan_to_num`
+    (order, dtype, infinities), also for an empty mask."""
+    rng = np.random.default_rng(0)
+    for mask in (rng.random((24, 32)) > 0.7, np.zeros((5, 4), bool)):
+        for ours, numpy_ in zip(mask_pixels(mask), np.nonzero(mask)):
+            np.testing.assert_array_equal(ours, numpy_)
+            assert ours.dtype == numpy_.dtype
+    for dtype in (np.float32, np.float64):
+        values = rng.normal(size=(6, 7)).astype(dtype)
+        values[0, :3] = [np.nan, np.inf, -np.inf]
+        out = nan_to_zero(values)
+        np.testing.assert_array_equal(out, np.nan_to_num(values, nan=0.0))
+        assert out.dtype == dtype and np.isnan(values[0, 0])   # the input is left alone

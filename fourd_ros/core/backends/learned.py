@@ -38,7 +38,7 @@ from fourd_ros.core.backends.landmark_depth import (fit_to_landmarks, LandmarkDe
 from fourd_ros.core.backends.mono_pose import LandmarkTracker, MonoPoseConfig, PoseEstimate
 from fourd_ros.core.engine.backend import BackendError, CacheEntry, MotionEstimate
 from fourd_ros.core.engine.objects import label_moving_segments
-from fourd_ros.core.flow import CachedFlows, FlowLink
+from fourd_ros.core.flow import CachedFlows, FlowLink, half_flow
 from fourd_ros.core.geometry import (finite_rows, invert_pose, project, sample_bilinear,
                                      sample_depth, transform_points, unproject_depth,
                                      unproject_pixels, vector_norm)
@@ -275,8 +275,8 @@ class LearnedBackend:
         # across a 10-frame gap missed fast objects by 25-60 px on the DDS test's clip)
         flow_from_prev = None
         if prev is not None and self.model.config.motion_prior:
-            flow_from_prev = PRIOR_DIS.from_static(prev.latent.gray, gray, prev.points_world,
-                                                   T_wc, K).astype(np.float16)
+            flow_from_prev = half_flow(PRIOR_DIS.from_static(prev.latent.gray, gray,
+                                                             prev.points_world, T_wc, K))
         moving = moved > cfg.dynamic_rel
         if moving.mean() > cfg.max_moving_share:
             # a mask over most of the image is the pose's error, not the scene's motion; had it

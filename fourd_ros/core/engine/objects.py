@@ -34,11 +34,13 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import cv2
+import numba
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 from scipy.spatial.transform import Rotation
 
-from fourd_ros.core.geometry import finite_rows, invert_pose, make_pose, transform_points, umeyama
+from fourd_ros.core.geometry import (finite_rows, invert_pose, make_pose, nan_to_zero,
+                                     transform_points, umeyama)
 
 
 @dataclass
@@ -363,7 +365,7 @@ def depth_jump(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 def depth_edges(depth: np.ndarray) -> np.ndarray:
     """H x W bool: pixels next to a `depth_jump` (NaN = no depth)."""
-    z = np.nan_to_num(depth, nan=0.0)
+    z = nan_to_zero(depth)
     edges = np.zeros(z.shape, bool)
     for a, b, first, second in ((z[:-1], z[1:], edges[:-1], edges[1:]),
                                 (z[:, :-1], z[:, 1:], edges[:, :-1], edges[:, 1:])):
@@ -399,8 +401,8 @@ def rigid_scene_flow(points_world: np.ndarray, segments: np.ndarray, motions: np
     ``motions[k]`` (4x4, world, since ``dt`` seconds ago; NaN = unknown): on each segment the
     velocity of that motion at each point, 0 on static pixels, NaN on moving pixels with no
     known motion and where there is no geometry."""
-    flow = np.zeros(points_world.shape, np.float32)
-    flow[dynamic_mask | (segments > 0)] = np.nan
+    flow = _unknown_on_moving(np.ascontiguousarray(dynamic_mask, bool),
+                              np.ascontiguousarray(segments))
     for k in range(1, len(motions)):
         M = motions[k]
         m = segments == k
@@ -408,5 +410,27 @@ def rigid_scene_flow(points_world: np.ndarray, segments: np.ndarray, motions: np
             continue
         X = points_world[m].astype(np.float64)
         flow[m] = (X - transform_points(invert_pose(M), X)) / dt
-    flow[~finite_rows(points_world)] = np.nan
+    _unknown_without_geometry(flow, np.ascontiguousarray(points_world))
     return flow
+
+
+@numba.njit(cache=True, nogil=True)
+def _unknown_on_moving(dynamic_mask: np.ndarray, segments: np.ndarray) -> np.ndarray:
+    """H x W x 3 float32 velocities: 0, NaN on moving pixels (the mask or a segment)."""
+    h, w = dynamic_mask.shape
+    flow = np.zeros((h, w, 3), np.float32)
+    for v in range(h):
+        for u in range(w):
+            if dynamic_mask[v, u] or segments[v, u] > 0:
+                flow[v, u, 0] = flow[v, u, 1] = flow[v, u, 2] = np.nan
+    return flow
+
+
+@numba.njit(cache=True, nogil=True)
+def _unknown_without_geometry(flow: np.ndarray, points: np.ndarray) -> None:
+    """NaN velocities where a point is not finite (H x W x 3 each, in place)."""
+    for v in range(points.shape[0]):
+        for u in range(points.shape[1]):
+            if not (np.isfinite(points[v, u, 0]) and np.isfinite(points[v, u, 1])
+                    and np.isfinite(points[v, u, 2])):
+                flow[v, u, 0] = flow[v, u, 1] = flow[v, u, 2] = np.nan

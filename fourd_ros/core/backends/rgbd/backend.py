@@ -23,6 +23,7 @@ The package, one job per module:
 from __future__ import annotations
 
 import cv2
+import numba
 import numpy as np
 
 from fourd_ros.core.backends.rgbd.config import RgbdConfig
@@ -35,8 +36,8 @@ from fourd_ros.core.backends.rgbd.segment_motion import SegmentMotionTracker
 from fourd_ros.core.backends.rgbd.segmentation import MotionSegmenter
 from fourd_ros.core.engine.backend import CacheEntry, MotionEstimate, scaled_size
 from fourd_ros.core.engine.objects import rigid_scene_flow
-from fourd_ros.core.flow import DisFlow
-from fourd_ros.core.geometry import invert_pose, transform_points, unproject_depth
+from fourd_ros.core.flow import DisFlow, half_flow
+from fourd_ros.core.geometry import invert_pose, nan_to_zero, transform_points, unproject_depth
 from fourd_ros.core.types import Frame, FrameResult
 
 
@@ -132,7 +133,8 @@ class RgbdBackend:
         self._poses = [self._poses[-1] if self._poses else T_wc, T_wc]
         points_cam = unproject_depth(depth, frame.K)
         points_world = transform_points(T_wc, points_cam).astype(np.float32)
-        confidence = _depth_confidence(depth)
+        depth_or_zero = nan_to_zero(depth)
+        confidence = _depth_confidence(depth_or_zero)
         dynamic = flagged = np.zeros((h, w), bool)
         segments = None
         current = np.zeros((h, w), np.uint16)
@@ -152,7 +154,7 @@ class RgbdBackend:
         self._segmenter.push(points_world, gray)
         dt = frame.stamp - self._prev_stamp if self._prev is not None else 1.0
         result = FrameResult(
-            stamp=frame.stamp, colors=frame.rgb, depth=np.nan_to_num(depth, nan=0.0),
+            stamp=frame.stamp, colors=frame.rgb, depth=depth_or_zero,
             points_cam=points_cam, points_world=points_world, confidence=confidence,
             K=frame.K.copy(), T_wc=T_wc, dynamic_mask=dynamic, segments=current,
             scene_flow=rigid_scene_flow(points_world, current, motions, dt, dynamic),
@@ -164,7 +166,7 @@ class RgbdBackend:
         self._prev_flagged = flagged
         self._prev_stamp = frame.stamp
         latent = RgbdLatent(gray, depth, segments, prev_index=frame.index - 1,
-                            flow_from_prev=None if flow is None else flow.astype(np.float16))
+                            flow_from_prev=None if flow is None else half_flow(flow))
         return result, latent
 
     def _predict_pose(self) -> np.ndarray:
@@ -180,13 +182,24 @@ class RgbdBackend:
         return self._queries.motion(source, target, pixels, via)
 
 
-def _depth_confidence(depth: np.ndarray) -> np.ndarray:
-    """Confidence in [0, 1]: 0 without depth, low at depth discontinuities (mixed pixels)."""
-    z = np.nan_to_num(depth, nan=0.0)
-    gx = np.abs(cv2.Sobel(z, cv2.CV_32F, 1, 0, ksize=3))
-    gy = np.abs(cv2.Sobel(z, cv2.CV_32F, 0, 1, ksize=3))
-    with np.errstate(divide='ignore', invalid='ignore'):
-        rel = (gx + gy) / np.maximum(z, 1e-3) / 8.0
-    conf = np.exp(-rel / 0.05).astype(np.float32)
-    conf[z <= 0] = 0.0
-    return conf
+def _depth_confidence(z: np.ndarray) -> np.ndarray:
+    """Confidence in [0, 1] of depth ``z`` (metres, 0 = none): 0 without depth, low at depth
+    discontinuities (mixed pixels)."""
+    gx = cv2.Sobel(z, cv2.CV_32F, 1, 0, ksize=3)
+    gy = cv2.Sobel(z, cv2.CV_32F, 0, 1, ksize=3)
+    return np.exp(_confidence_exponent(z, gx, gy))
+
+
+@numba.njit(cache=True, nogil=True)
+def _confidence_exponent(z: np.ndarray, gx: np.ndarray, gy: np.ndarray) -> np.ndarray:
+    """-(|gx| + |gy|) / max(z, 1 mm) / 8 / 0.05 (float32; -inf where z <= 0: confidence 0)."""
+    out = np.empty(z.shape, np.float32)
+    floor, eighth, width = np.float32(1e-3), np.float32(8.0), np.float32(0.05)
+    for v in range(z.shape[0]):
+        for u in range(z.shape[1]):
+            if z[v, u] <= 0:
+                out[v, u] = -np.inf
+                continue
+            rel = (abs(gx[v, u]) + abs(gy[v, u])) / max(z[v, u], floor) / eighth
+            out[v, u] = -rel / width
+    return out

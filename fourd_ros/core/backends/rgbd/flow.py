@@ -12,8 +12,8 @@ import numpy as np
 
 from fourd_ros.core.backends.rgbd.mask_kernels import splat
 from fourd_ros.core.backends.rgbd.latent import RgbdView, SegmentMotions
-from fourd_ros.core.geometry import (finite_rows, invert_pose, project, sample_depth,
-                                     transform_points)
+from fourd_ros.core.geometry import (finite_rows, invert_pose, mask_pixels, project,
+                                     sample_depth, transform_points)
 
 
 def splat_mask(mask: np.ndarray, flow: np.ndarray) -> np.ndarray:
@@ -80,7 +80,7 @@ def rigid_flow_of_segments(segments: SegmentMotions, prev: RgbdView, T_wc_cur: n
         M = segments.motions[k].astype(np.float64)
         if not np.isfinite(M).all():
             continue
-        ys, xs = np.nonzero((segments.labels == k) & np.isfinite(prev.depth))
+        ys, xs = mask_pixels((segments.labels == k) & np.isfinite(prev.depth))
         uv, _ = project(transform_points(T_cw @ M, prev.points_world[ys, xs].astype(np.float64)),
                         K)
         out[ys, xs] = uv - np.stack([xs, ys], axis=1)

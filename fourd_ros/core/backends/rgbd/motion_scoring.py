@@ -23,8 +23,9 @@ from fourd_ros.core.backends.rgbd.aligner import PyramidLevel, RgbdAligner
 from fourd_ros.core.backends.rgbd.config import SegmentMotionConfig
 from fourd_ros.core.backends.rgbd.mask_kernels import motion_costs, with_channel
 from fourd_ros.core.backends.rgbd.latent import RgbdView
-from fourd_ros.core.geometry import (finite_rows, invert_pose, ransac_rigid, rotation_angle_deg,
-                                     sample_depth, transform_points, unproject_pixels)
+from fourd_ros.core.geometry import (finite_rows, invert_pose, mask_pixels, ransac_rigid,
+                                     rotation_angle_deg, sample_depth, transform_points,
+                                     unproject_pixels)
 
 
 @dataclass
@@ -143,7 +144,7 @@ class MotionScorer:
     def pixels(self, mask: np.ndarray, rng: np.random.Generator
                ) -> tuple[np.ndarray, np.ndarray]:
         """Rows and columns of at most ``max_points`` pixels of the mask, drawn at random."""
-        ys, xs = np.nonzero(mask)
+        ys, xs = mask_pixels(mask)
         if len(ys) > self.config.max_points:
             pick = rng.choice(len(ys), self.config.max_points, replace=False)
             ys, xs = ys[pick], xs[pick]
@@ -157,7 +158,7 @@ class MotionScorer:
 
     def explained(self, pair: FramePair, mask: np.ndarray, motion: np.ndarray) -> np.ndarray:
         """The pixels of ``mask`` that ``motion`` explains well, and better than no motion."""
-        ys, xs = np.nonzero(mask)
+        ys, xs = mask_pixels(mask)
         points = pair.prev.points_world[ys, xs].astype(np.float64)
         intensity = pair.prev_detail[ys, xs]
         moved = self.costs(pair, motion, points, intensity)

@@ -23,10 +23,10 @@ from fourd_ros.core.backends.rgbd.latent import RgbdView
 from fourd_ros.core.backends.rgbd.motion_scoring import MotionScorer, fit_rigid_to_flow
 from fourd_ros.core.backends.rgbd.segmentation import attach_to_segments
 from fourd_ros.core.engine.backend import CacheEntry, MotionEstimate
-from fourd_ros.core.flow import CachedFlows, consecutive, DisFlow
-from fourd_ros.core.geometry import (finite_rows, inside_image, invert_pose, make_pose, project,
-                                     sample_bilinear, sample_depth, transform_points,
-                                     unproject_pixels)
+from fourd_ros.core.flow import CachedFlows, consecutive, DisFlow, full_flow
+from fourd_ros.core.geometry import (finite_rows, inside_image, invert_pose, make_pose,
+                                     mask_pixels, project, sample_bilinear, sample_depth,
+                                     transform_points, unproject_pixels)
 from fourd_ros.core.types import PointStatus
 
 
@@ -77,7 +77,7 @@ class QueryDecoder:
         source, following, target = chain[0], chain[1], chain[-1]
         direct = self._motion(source, target, pixels, chain[1:-1])
         h, w = following.dynamic_mask.shape
-        p1 = pixels + sample_bilinear(following.latent.flow_from_prev.astype(np.float32),
+        p1 = pixels + sample_bilinear(full_flow(following.latent.flow_from_prev),
                                       pixels)
         src_world = sample_bilinear(source.points_world, pixels)
         next_world = sample_bilinear(following.points_world, p1)
@@ -315,7 +315,7 @@ class QueryDecoder:
         cfg = self.config
         source = chain[0]
         rng = np.random.default_rng(seg)  # the same answer whatever else is queried
-        ys, xs = np.nonzero(labels == seg)
+        ys, xs = mask_pixels(labels == seg)
         P = source.points_world[ys, xs].astype(np.float64)
         P = P[finite_rows(P)]
         if len(P) < cfg.rigid_min_pixels:

@@ -38,8 +38,8 @@ from fourd_ros.core.backends.rgbd.latent import RgbdView, SegmentMotions
 from fourd_ros.core.backends.rgbd.motion_scoring import MotionScorer, fit_rigid_to_flow
 from fourd_ros.core.backends.rgbd.segmentation import main_parts
 from fourd_ros.core.engine.objects import depth_edges, depth_jump, label_moving_segments
-from fourd_ros.core.geometry import (finite_rows, invert_pose, make_pose, pixel_grid, project,
-                                     transform_points)
+from fourd_ros.core.geometry import (finite_rows, invert_pose, make_pose, mask_pixels,
+                                     pixel_grid, project, transform_points)
 
 
 @dataclass
@@ -379,7 +379,7 @@ class SegmentMotionTracker:
         of ``mask`` of ``cur`` (at most ``limit``, spread evenly) against ``prev``, and whether
         staying still sees them."""
         prev_detail, cur_detail = self._frame_details(prev, cur)
-        ys, xs = np.nonzero(mask)
+        ys, xs = mask_pixels(mask)
         if limit is not None and len(ys) > limit:
             pick = np.linspace(0, len(ys) - 1, limit).astype(int)
             ys, xs = ys[pick], xs[pick]
@@ -449,7 +449,7 @@ class SegmentMotionTracker:
         for k in range(1, len(segments.motions)):
             if not np.isfinite(segments.motions[k]).all():
                 continue
-            ys, xs = np.nonzero(segments.labels == k)
+            ys, xs = mask_pixels(segments.labels == k)
             uv, z = project(transform_points(T_cw @ segments.motions[k].astype(np.float64),
                                              prev.points_world[ys, xs].astype(np.float64)),
                             self.K)
