@@ -16,8 +16,9 @@ import numpy as np
 from scipy import ndimage
 
 from fourd_ros.core.backends.rgbd.flow import splat_mask_at
-from fourd_ros.core.backends.rgbd.mask_kernels import moved_points, still_explained, with_channel
-from fourd_ros.core.geometry import invert_pose, pixel_grid
+from fourd_ros.core.backends.rgbd.mask_kernels import (advance, flow_targets, moved_points,
+                                                       still_explained, with_channel)
+from fourd_ros.core.geometry import invert_pose
 
 
 class MotionSegmenter:
@@ -63,15 +64,14 @@ class MotionSegmenter:
         """Carry every history frame's pixels into the current frame along ``flow`` (from the
         last pushed frame to it): each keeps where its pixels are now (``reach``: x and y maps,
         H x W float32), so a frame k back costs one remap per frame, not k."""
-        u, v = pixel_grid(*flow.shape[:2])
+        flow = np.ascontiguousarray(flow, np.float32)
         for entry in self._history:
             if entry['reach'] is None:  # the last pushed frame
-                entry['reach'] = (u + flow[..., 0], v + flow[..., 1])
+                entry['reach'] = flow_targets(flow)
                 continue
             x, y = entry['reach']
-            step = cv2.remap(flow, x, y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-            x += step[..., 0]
-            y += step[..., 1]
+            advance(x, y, cv2.remap(flow, x, y, cv2.INTER_LINEAR,
+                                    borderMode=cv2.BORDER_REPLICATE))
 
     def dynamic_mask(self, cur_world: np.ndarray, flow: np.ndarray, cur_gray: np.ndarray,
                      cur_depth: np.ndarray, T_wc: np.ndarray, K: np.ndarray
