@@ -105,10 +105,32 @@ def compose_flows(flows: list[np.ndarray]) -> np.ndarray:
     u, v = pixel_grid(h, w)
     pu, pv = u.copy(), v.copy()
     for f in flows:
-        step = cv2.remap(f, pu, pv, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-        pu += step[..., 0]
-        pv += step[..., 1]
+        advance(pu, pv, cv2.remap(f, pu, pv, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE))
     return np.stack([pu - u, pv - v], axis=-1)
+
+
+@numba.njit(cache=True, nogil=True)
+def flow_targets(flow: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Where each pixel (column u, row v) lands along an H x W x 2 flow: x = u + flow_x,
+    y = v + flow_y (H x W float32 each)."""
+    h, w = flow.shape[:2]
+    x = np.empty((h, w), np.float32)
+    y = np.empty((h, w), np.float32)
+    for v in range(h):
+        for u in range(w):
+            x[v, u] = np.float32(u) + flow[v, u, 0]
+            y[v, u] = np.float32(v) + flow[v, u, 1]
+    return x, y
+
+
+@numba.njit(cache=True, nogil=True)
+def advance(x: np.ndarray, y: np.ndarray, step: np.ndarray) -> None:
+    """Move positions ``x``, ``y`` (H x W float32, in place) by ``step`` (H x W x 2, the flow
+    sampled there)."""
+    for v in range(x.shape[0]):
+        for u in range(x.shape[1]):
+            x[v, u] += step[v, u, 0]
+            y[v, u] += step[v, u, 1]
 
 
 def half_flow(flow: np.ndarray) -> np.ndarray:

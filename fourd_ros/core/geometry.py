@@ -142,8 +142,7 @@ def nan_to_zero(values: np.ndarray) -> np.ndarray:
     """A float array with NaN replaced by 0 (and +-inf by the largest finite values):
     ``np.nan_to_num(values, nan=0.0)`` in one compiled pass, about 8 times faster."""
     values = np.ascontiguousarray(values)
-    big = np.finfo(values.dtype).max
-    return _nan_to_zero(values.ravel(), values.dtype.type(big)).reshape(values.shape)
+    return _nan_to_zero(values.ravel(), np.finfo(values.dtype).max).reshape(values.shape)
 
 
 @numba.njit(cache=True, nogil=True)

@@ -372,16 +372,17 @@ def depth_edges(depth: np.ndarray) -> np.ndarray:
 
 @numba.njit(cache=True, nogil=True)
 def _depth_edges(z: np.ndarray, five_percent: float) -> np.ndarray:
+    """`depth_edges` of a zero-filled depth map; ``five_percent``: 0.05 in its float type
+    (the 5 cm floor and the 5 % share)."""
     h, w = z.shape
     edges = np.zeros((h, w), np.bool_)
-    floor, share = five_percent, five_percent   # 5 cm, 5 % (in the depth's float type)
     for v in range(h):
         for u in range(w):
             for dv, du in ((1, 0), (0, 1)):
                 if v + dv >= h or u + du >= w:
                     continue
                 a, b = z[v, u], z[v + dv, u + du]
-                if abs(a - b) > max(floor, share * min(a, b)):
+                if abs(a - b) > max(five_percent, five_percent * min(a, b)):
                     edges[v, u] = edges[v + dv, u + du] = True
     return edges
 

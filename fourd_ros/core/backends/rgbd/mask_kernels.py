@@ -148,27 +148,3 @@ def splat(mask: np.ndarray, x: np.ndarray, y: np.ndarray, positions: bool) -> np
             if tu >= 0 and tu < w and tv >= 0 and tv < h:
                 out[int(tv), int(tu)] = 1
     return out
-
-
-@numba.njit(cache=True, nogil=True)
-def flow_targets(flow: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Where each pixel (column u, row v) lands along an H x W x 2 flow: x = u + flow_x,
-    y = v + flow_y (H x W float32 each)."""
-    h, w = flow.shape[:2]
-    x = np.empty((h, w), np.float32)
-    y = np.empty((h, w), np.float32)
-    for v in range(h):
-        for u in range(w):
-            x[v, u] = np.float32(u) + flow[v, u, 0]
-            y[v, u] = np.float32(v) + flow[v, u, 1]
-    return x, y
-
-
-@numba.njit(cache=True, nogil=True)
-def advance(x: np.ndarray, y: np.ndarray, step: np.ndarray) -> None:
-    """Move positions ``x``, ``y`` (H x W float32, in place) by ``step`` (H x W x 2, the flow
-    sampled there)."""
-    for v in range(x.shape[0]):
-        for u in range(x.shape[1]):
-            x[v, u] += step[v, u, 0]
-            y[v, u] += step[v, u, 1]

@@ -16,8 +16,8 @@ import numpy as np
 from scipy import ndimage
 
 from fourd_ros.core.backends.rgbd.flow import splat_mask_at
-from fourd_ros.core.backends.rgbd.mask_kernels import (advance, flow_targets, moved_points,
-                                                       still_explained, with_channel)
+from fourd_ros.core.backends.rgbd.mask_kernels import moved_points, still_explained, with_channel
+from fourd_ros.core.flow import advance, flow_targets
 from fourd_ros.core.geometry import invert_pose
 
 
