@@ -1,15 +1,29 @@
-"""Accumulated, voxel-downsampled map cloud (Open3D), bounded in size."""
+"""Accumulated, voxel-downsampled map cloud (Open3D), bounded in size, with the points that a
+later view sees through carved away."""
 
 from __future__ import annotations
 
+import cv2
 import numpy as np
 import open3d as o3d
 
-from fourd_ros.core.geometry import transform_points
+from fourd_ros.core.geometry import invert_pose, nan_to_zero, transform_points
+
+# a map point is seen through when every depth of the 3 x 3 pixels it projects to lies beyond
+# it by this fraction of its depth plus one voxel: depth noise, pose error and the pixel
+# grid at depth edges stay below that
+SEE_THROUGH_MARGIN = 0.05
 
 
 class MapAccumulator:
-    """Adds static, confident points of each frame; voxel-downsamples; caps the total."""
+    """Adds static, confident points of each frame; voxel-downsamples; caps the total.
+
+    A point that the motion mask missed on a moving object would stay in the map where the
+    object once was (a ghost). So at each update the map is checked against the latest view
+    (`observe`): points that view sees through, with the measured surface clearly behind
+    them, are removed, as in occupancy mapping's free-space carving. A static surface is never
+    seen through, so only ghosts (and points of a scene that changed) go.
+    """
 
     def __init__(self, voxel_size: float, max_points: int, pixel_stride: int = 4) -> None:
         self.voxel_size = voxel_size
@@ -22,6 +36,13 @@ class MapAccumulator:
         self.colors = np.zeros((0, 3), np.uint8)
         self._pending_p: list[np.ndarray] = []
         self._pending_c: list[np.ndarray] = []
+        self._view: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
+
+    def observe(self, depth: np.ndarray, K: np.ndarray, T_map_cam: np.ndarray) -> None:
+        """Keep the latest view for carving at the next `update`: H x W depth along the optical
+        axis (map units; 0 or NaN = unknown), its 3x3 intrinsics and the 4x4 pose of its
+        optical frame in the map frame."""
+        self._view = (depth, K, T_map_cam)
 
     def add(self, points: np.ndarray, colors: np.ndarray, keep: np.ndarray,
             T_map_points: np.ndarray) -> None:
@@ -38,7 +59,12 @@ class MapAccumulator:
         self._pending_c.append(c[k])
 
     def update(self) -> None:
-        """Merge queued points and voxel-downsample (one point per voxel, colours averaged)."""
+        """Carve the map with the latest view, merge queued points and voxel-downsample (one
+        point per voxel, colours averaged)."""
+        if self._view is not None and len(self.points):
+            keep = ~seen_through(self.points, *self._view, margin=self.voxel_size)
+            self.points, self.colors = self.points[keep], self.colors[keep]
+            self._view = None
         if not self._pending_p:
             return
         p = np.concatenate([self.points, *self._pending_p])
@@ -58,3 +84,27 @@ class MapAccumulator:
                                                   replace=False)
             self.points = self.points[idx]
             self.colors = self.colors[idx]
+
+
+def seen_through(points_map: np.ndarray, depth: np.ndarray, K: np.ndarray, T_map_cam: np.ndarray,
+                 margin: float = 0.0) -> np.ndarray:
+    """Which of the N x 3 map points a view sees through (N bool): each projects inside the
+    H x W `depth` image (optical frame `T_map_cam`, intrinsics `K`), in front of the camera,
+    and every valid depth of its 3 x 3 pixels lies beyond it by more than SEE_THROUGH_MARGIN
+    of its depth plus `margin` (map units). Unknown depth (0 or NaN) nearby keeps the point."""
+    height, width = depth.shape
+    # the smallest depth around each pixel; an unknown one (0) keeps the points projected there
+    nearest = cv2.erode(nan_to_zero(depth).astype(np.float32), np.ones((3, 3), np.uint8),
+                        borderType=cv2.BORDER_REPLICATE)
+    cam = transform_points(invert_pose(T_map_cam), points_map)
+    z = cam[:, 2]
+    front = z > 1e-6
+    u = np.full(len(z), -1, np.int64)
+    v = np.full(len(z), -1, np.int64)
+    u[front] = np.floor(K[0, 0] * cam[front, 0] / z[front] + K[0, 2] + 0.5)
+    v[front] = np.floor(K[1, 1] * cam[front, 1] / z[front] + K[1, 2] + 0.5)
+    inside = front & (u >= 0) & (u < width) & (v >= 0) & (v < height)
+    out = np.zeros(len(z), bool)
+    seen = nearest[v[inside], u[inside]]
+    out[inside] = (seen > 0) & (seen > z[inside] * (1.0 + SEE_THROUGH_MARGIN) + margin)
+    return out

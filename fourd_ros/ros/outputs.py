@@ -40,8 +40,8 @@ TOPICS = (
     ('~/objects', 'fourd_ros_msgs/MovingObjects', 'moving objects: persistent id, box, '
      'velocity, motion since the last frame; map frame'),
     ('~/object_markers', 'visualization_msgs/MarkerArray', 'object boxes, velocity arrows, ids'),
-    ('~/map_points', 'sensor_msgs/PointCloud2', 'accumulated static cloud, map frame, reliable '
-     '+ transient local'),
+    ('~/map_points', 'sensor_msgs/PointCloud2', 'accumulated static cloud (points a later '
+     'view sees through removed), map frame, reliable + transient local'),
     ('/tf', 'tf2_msgs/TFMessage', 'map -> odom (identity) -> base_frame'),
     ('/tf_static', 'tf2_msgs/TFMessage', 'base_frame -> camera optical frame'),
     ('~/path', 'nav_msgs/Path', 'camera path in the odom frame'),
@@ -140,6 +140,7 @@ class Outputs:
         if p['publish_map_points']:
             keep = (result.confidence > 0.5) & ~result.dynamic_mask
             self.map.add(result.points_world, result.colors, keep, self.frames.T_odom_world)
+            self.map.observe(result.depth, result.K, self.frames.T_odom_world @ result.T_wc)
             if self._frames_published % p['map_every_n_frames'] == 1 \
                     or p['map_every_n_frames'] == 1:
                 self.map.update()

@@ -1,0 +1,55 @@
+"""The accumulated map cloud: points a later view sees through (a moving object's ghost) are
+carved away; seen surfaces, occluded points and points out of view stay."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from fourd_ros.core.geometry import make_pose
+from fourd_ros.ros.map_cloud import MapAccumulator, seen_through
+
+K = np.array([[100.0, 0.0, 40.0], [0.0, 100.0, 30.0], [0.0, 0.0, 1.0]])
+H, W = 60, 80
+
+
+def wall_view(distance: float = 2.0, unknown: bool = True) -> np.ndarray:
+    """Depth of a wall `distance` in front of the camera, with two patches of unknown depth."""
+    depth = np.full((H, W), distance, np.float32)
+    if unknown:
+        depth[:10, :10] = 0.0
+        depth[-10:, -10:] = np.nan
+    return depth
+
+
+def test_seen_through_only_what_the_view_sees_beyond() -> None:
+    T_map_cam = make_pose(np.eye(3), np.array([1.0, -2.0, 0.5]))
+    cam = np.array([[0.0, 0.0, 1.0],     # in front of the wall: a ghost
+                    [0.0, 0.0, 1.98],    # on the wall (depth noise)
+                    [0.0, 0.0, 3.0],     # behind the wall: occluded, unknown
+                    [5.0, 0.0, 1.0],     # outside the image
+                    [0.0, 0.0, -1.0],    # behind the camera
+                    [-0.35, -0.28, 1.0],  # in front of the unknown-depth patch (0)
+                    [0.35, 0.28, 1.0]])  # in front of the unknown-depth patch (NaN)
+    points = cam + T_map_cam[:3, 3]
+    got = seen_through(points, wall_view(), K, T_map_cam, margin=0.05)
+    assert got.tolist() == [True, False, False, False, False, False, False]
+
+
+def test_a_ghost_is_carved_and_the_wall_kept() -> None:
+    acc = MapAccumulator(voxel_size=0.05, max_points=10000, pixel_stride=1)
+    u, v = np.meshgrid(np.arange(W), np.arange(H))
+    wall = np.stack([(u - K[0, 2]) / K[0, 0] * 2.0, (v - K[1, 2]) / K[1, 1] * 2.0,
+                     np.full(u.shape, 2.0)], axis=-1)
+    ghost = wall * 0.5  # a moving object at 1 m the motion mask missed
+    rgb = np.zeros((H, W, 3), np.uint8)
+    keep = np.ones((H, W), bool)
+    acc.add(wall, rgb, keep, np.eye(4))
+    acc.add(ghost, rgb + 255, keep, np.eye(4))
+    acc.update()
+    assert (acc.points[:, 2] < 1.5).sum() > 100 and (acc.points[:, 2] > 1.5).sum() > 100
+    # the object has gone: the next view sees the wall behind where it was
+    acc.observe(wall_view(unknown=False), K, np.eye(4))
+    acc.update()
+    assert (acc.points[:, 2] < 1.5).sum() == 0
+    assert (acc.colors == 255).sum() == 0
+    assert (acc.points[:, 2] > 1.5).sum() > 100
