@@ -26,10 +26,8 @@ from fourd_ros.core.data.readers import open_sequence
 from fourd_ros.core.data.synthetic import SceneConfig, generate_clip
 from fourd_ros.core.engine.engine import EngineConfig, StreamingEngine
 from fourd_ros.core.geometry import invert_pose, transform_points, umeyama, unproject_depth
-from fourd_ros.ros.map_cloud import MapAccumulator
+from fourd_ros.core.map_cloud import MAX_POINTS, UPDATE_EVERY, VOXEL_SIZE, MapAccumulator
 
-VOXEL = 0.05  # the node's default map_voxel_size
-EVERY = 5  # the node's default map_every_n_frames
 FAR = 0.1  # metres from the static surface: a ghost
 
 
@@ -37,17 +35,15 @@ class TwoMaps:
     """The node's map cloud fed twice from the same frames: plain and carved."""
 
     def __init__(self) -> None:
-        self.plain = MapAccumulator(VOXEL, 300000)
-        self.carved = MapAccumulator(VOXEL, 300000)
+        self.plain = MapAccumulator(VOXEL_SIZE, MAX_POINTS, carve=False)
+        self.carved = MapAccumulator(VOXEL_SIZE, MAX_POINTS)
         self.frames = 0
 
     def add(self, result) -> None:
-        keep = (result.confidence > 0.5) & ~result.dynamic_mask
         for acc in (self.plain, self.carved):
-            acc.add(result.points_world, result.colors, keep, np.eye(4))
-        self.carved.observe(result.depth, result.K, result.T_wc)
+            acc.add_frame(result, np.eye(4))
         self.frames += 1
-        if self.frames % EVERY == 1:
+        if self.frames % UPDATE_EVERY == 1:
             self.update()
 
     def update(self) -> None:

@@ -17,6 +17,9 @@ Outputs in ``--out``:
   world = first camera, OpenCV axes.
 - ``depth/<frame>.npy``: float32 depth in metres at processing resolution (0 = invalid), every
   ``--depth-every`` frames.
+- ``map.ply``: the accumulated static cloud (the node's ``~/map_points``): confident points
+  outside the motion mask, voxel-downsampled (``--map-voxel-size``), points a later view sees
+  through removed; world = first camera, OpenCV axes, metres (model units if not metric).
 - ``summary.json``: frames, fps (whole loop: reading from disk, processing, writing), per-frame
   processing latency, peak RSS, cache size, metric flag and more.
 """
@@ -33,6 +36,7 @@ import numpy as np
 from scipy.spatial.transform import Rotation
 
 from fourd_ros.cli.common import add_model_arguments, positive_int, print_table, write_json
+from fourd_ros.core import map_cloud
 from fourd_ros.core.data.readers import open_sequence
 from fourd_ros.core.engine.cache import CachePolicy
 from fourd_ros.core.engine.engine import EngineConfig, StreamingEngine
@@ -61,6 +65,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help='processing width in pixels, 0 = input resolution (320)')
     p.add_argument('--depth-every', type=positive_int, default=10, metavar='K',
                    help='write depth/<frame>.npy every K frames, 0 = never (10)')
+    p.add_argument('--map-voxel-size', type=float, default=map_cloud.VOXEL_SIZE, metavar='M',
+                   help='voxel size of map.ply, metres (model units if not metric); 0 = no '
+                        f'map ({map_cloud.VOXEL_SIZE})')
     p.add_argument('--max-frames', type=positive_int, default=0, metavar='N',
                    help='stop after N frames, 0 = all (0)')
     p.add_argument('--cache-mb', type=float, default=None, metavar='MB',
@@ -90,6 +97,10 @@ def run(args: argparse.Namespace) -> int:
     out.mkdir(parents=True, exist_ok=True)
     if args.depth_every:
         (out / 'depth').mkdir(exist_ok=True)
+    if args.map_voxel_size < 0:
+        raise ValueError('--map-voxel-size must be >= 0')
+    world_map = map_cloud.MapAccumulator(args.map_voxel_size, map_cloud.MAX_POINTS) \
+        if args.map_voxel_size > 0 else None
 
     stamps: list[float] = []
     snaps: list[tuple[np.ndarray, ...]] = []
@@ -126,6 +137,10 @@ def run(args: argparse.Namespace) -> int:
                     name = _safe_name(frame.name or f'{i:06d}')
                     np.save(out / 'depth' / f'{name}.npy', result.depth.astype(np.float32))
                     depth_files += 1
+                if world_map is not None:
+                    world_map.add_frame(result, np.eye(4))
+                    if i % map_cloud.UPDATE_EVERY == map_cloud.UPDATE_EVERY - 1:
+                        world_map.update()
                 cache_peak = max(cache_peak, engine.cache.megabytes)
                 bar.update(1)
     finally:
@@ -133,6 +148,9 @@ def run(args: argparse.Namespace) -> int:
     wall = time.perf_counter() - t_start
     frames = len(stamps)
     _write_tracks(out / 'tracks.npz', stamps, snaps, engine.processing_size)
+    if world_map is not None:
+        world_map.update()
+        world_map.save(out / 'map.ply')
     lat = np.asarray(latencies or [np.nan]) * 1e3
     proc = engine.processing_size or (0, 0)
     summary = {
@@ -148,6 +166,7 @@ def run(args: argparse.Namespace) -> int:
         if snaps else 0,
         'objects_total': len(object_ids), 'frames_with_objects': frames_with_objects,
         'depth_files': depth_files,
+        'map_points': len(world_map.points) if world_map is not None else 0,
     }
     write_json(out / 'summary.json', summary)
     print_table(f'fourd run: {args.backend} on {args.input} -> {out}', [

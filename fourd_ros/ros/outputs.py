@@ -26,7 +26,7 @@ from fourd_ros.core.engine.objects import ObjectSnapshot
 from fourd_ros.core.engine.tracks import TrackSnapshot
 from fourd_ros.core.types import FrameResult
 from fourd_ros.ros import conversions as conv
-from fourd_ros.ros.map_cloud import MapAccumulator
+from fourd_ros.core.map_cloud import MapAccumulator
 
 LATCHED = QoSProfile(depth=1, durability=DurabilityPolicy.TRANSIENT_LOCAL,
                      reliability=ReliabilityPolicy.RELIABLE)
@@ -138,9 +138,7 @@ class Outputs:
             0.0 if prev is None else t_sec - prev[0], p['odom_frame'], p['base_frame'], stamp))
         self._prev_odom = (t_sec, T_odom_base)
         if p['publish_map_points']:
-            keep = (result.confidence > 0.5) & ~result.dynamic_mask
-            self.map.add(result.points_world, result.colors, keep, self.frames.T_odom_world)
-            self.map.observe(result.depth, result.K, self.frames.T_odom_world @ result.T_wc)
+            self.map.add_frame(result, self.frames.T_odom_world)
             if self._frames_published % p['map_every_n_frames'] == 1 \
                     or p['map_every_n_frames'] == 1:
                 self.map.update()

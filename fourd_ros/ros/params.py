@@ -8,6 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from fourd_ros.core import map_cloud
 from rcl_interfaces.msg import (FloatingPointRange, IntegerRange, ParameterDescriptor,
                                 ParameterType)
 
@@ -97,12 +98,12 @@ PARAMS: tuple[Param, ...] = (
     Param('publish_tracks', True, 'publish ~/tracks and ~/track_markers', read_only=False),
     Param('publish_objects', True, 'publish ~/motion_mask, ~/objects and ~/object_markers',
           read_only=False),
-    Param('map_voxel_size', 0.05, 'voxel size of ~/map_points, metres (or scene units)',
-          float_range=(0.001, 10.0)),
-    Param('map_every_n_frames', 5, 'publish ~/map_points every n processed frames',
-          int_range=(1, 1000)),
-    Param('map_max_points', 300000, 'cap on ~/map_points size (oldest voxels dropped)',
-          int_range=(1000, 10000000)),
+    Param('map_voxel_size', map_cloud.VOXEL_SIZE,
+          'voxel size of ~/map_points, metres (or scene units)', float_range=(0.001, 10.0)),
+    Param('map_every_n_frames', map_cloud.UPDATE_EVERY,
+          'publish ~/map_points every n processed frames', int_range=(1, 1000)),
+    Param('map_max_points', map_cloud.MAX_POINTS,
+          'cap on ~/map_points size (oldest voxels dropped)', int_range=(1000, 10000000)),
     Param('path_max_size', 1024, 'poses kept in ~/path', int_range=(1, 1000000)),
     Param('trail_length', 10, 'positions per track trail in ~/track_markers',
           int_range=(2, 1000)),

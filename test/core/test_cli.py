@@ -10,6 +10,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+import open3d as o3d
 import pytest
 from scipy.spatial.transform import Rotation
 
@@ -119,6 +120,12 @@ def test_run_rgbd_writes_outputs(clip_dir: Path, tmp_path: Path) -> None:
     assert [p.stem for p in depth_files] == ['000000', '000005', '000010']
     d = np.load(depth_files[0])
     assert d.dtype == np.float32 and d.shape == (72, 96)
+    # the static map: coloured points in front of the first camera, within the depth's range
+    cloud = o3d.io.read_point_cloud(str(out / 'map.ply'))
+    points = np.asarray(cloud.points)
+    assert len(points) == summary['map_points'] > 100 and cloud.has_colors()
+    assert np.isfinite(points).all() and (points[:, 2] > 0).mean() > 0.9
+    assert np.percentile(np.linalg.norm(points, axis=1), 99) < 2 * np.nanmax(d)
 
 
 def test_bench_small(tmp_path: Path) -> None:

@@ -1,18 +1,25 @@
-"""Accumulated, voxel-downsampled map cloud (Open3D), bounded in size, with the points that a
+"""Accumulated, voxel-downsampled map cloud, bounded in size, with the points that a
 later view sees through carved away."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import cv2
 import numpy as np
-import open3d as o3d
 
 from fourd_ros.core.geometry import invert_pose, nan_to_zero, transform_points
+from fourd_ros.core.types import FrameResult
 
 # a map point is seen through when every depth of the 3 x 3 pixels it projects to lies beyond
 # it by this fraction of its depth plus one voxel: depth noise, pose error and the pixel
 # grid at depth edges stay below that
 SEE_THROUGH_MARGIN = 0.05
+MIN_CONFIDENCE = 0.5  # a frame's points enter the map above this confidence
+# defaults of the node's map_* parameters and of `fourd run`'s map.ply
+VOXEL_SIZE = 0.05  # metres (scene units for a monocular backend)
+MAX_POINTS = 300000
+UPDATE_EVERY = 5  # frames between merges (and carving)
 
 
 class MapAccumulator:
@@ -25,10 +32,12 @@ class MapAccumulator:
     seen through, so only ghosts (and points of a scene that changed) go.
     """
 
-    def __init__(self, voxel_size: float, max_points: int, pixel_stride: int = 4) -> None:
+    def __init__(self, voxel_size: float, max_points: int, pixel_stride: int = 4,
+                 carve: bool = True) -> None:
         self.voxel_size = voxel_size
         self.max_points = max_points
         self.pixel_stride = pixel_stride
+        self.carve = carve  # False: keep every point (for comparison)
         self.reset()
 
     def reset(self) -> None:
@@ -43,6 +52,31 @@ class MapAccumulator:
         axis (map units; 0 or NaN = unknown), its 3x3 intrinsics and the 4x4 pose of its
         optical frame in the map frame."""
         self._view = (depth, K, T_map_cam)
+
+    def add_frame(self, result: FrameResult, T_map_world: np.ndarray) -> None:
+        """Queue a processed frame's static, confident points and keep its view for carving;
+        `T_map_world` (4x4) takes the core's world frame to the map frame."""
+        keep = (result.confidence > MIN_CONFIDENCE) & ~result.dynamic_mask
+        self.add(result.points_world, result.colors, keep, T_map_world)
+        self.observe(result.depth, result.K, T_map_world @ result.T_wc)
+
+    def save(self, path: str | Path) -> None:
+        """Write the map as a binary PLY cloud: float32 x, y, z and uint8 red, green, blue
+        (what Open3D, PCL, CloudCompare and MeshLab read)."""
+        vertex = np.empty(len(self.points), [('x', '<f4'), ('y', '<f4'), ('z', '<f4'),
+                                             ('red', 'u1'), ('green', 'u1'), ('blue', 'u1')])
+        for k, name in enumerate('xyz'):
+            vertex[name] = self.points[:, k]
+        for k, name in enumerate(('red', 'green', 'blue')):
+            vertex[name] = self.colors[:, k]
+        header = ('ply\nformat binary_little_endian 1.0\n'
+                  f'element vertex {len(vertex)}\n'
+                  'property float x\nproperty float y\nproperty float z\n'
+                  'property uchar red\nproperty uchar green\nproperty uchar blue\n'
+                  'end_header\n')
+        with open(path, 'wb') as f:
+            f.write(header.encode('ascii'))
+            f.write(vertex.tobytes())
 
     def add(self, points: np.ndarray, colors: np.ndarray, keep: np.ndarray,
             T_map_points: np.ndarray) -> None:
@@ -61,7 +95,7 @@ class MapAccumulator:
     def update(self) -> None:
         """Carve the map with the latest view, merge queued points and voxel-downsample (one
         point per voxel, colours averaged)."""
-        if self._view is not None and len(self.points):
+        if self.carve and self._view is not None and len(self.points):
             keep = ~seen_through(self.points, *self._view, margin=self.voxel_size)
             self.points, self.colors = self.points[keep], self.colors[keep]
             self._view = None
@@ -73,17 +107,31 @@ class MapAccumulator:
         self._pending_c.clear()
         if not len(p):
             return
-        cloud = o3d.geometry.PointCloud(o3d.utility.Vector3dVector(p.astype(np.float64)))
-        cloud.colors = o3d.utility.Vector3dVector(c.astype(np.float64) / 255.0)
-        down = cloud.voxel_down_sample(self.voxel_size)
-        self.points = np.asarray(down.points, dtype=np.float32)
-        self.colors = np.clip(np.asarray(down.colors) * 255.0 + 0.5, 0, 255).astype(np.uint8)
+        self.points, self.colors = voxel_downsample(p, c, self.voxel_size)
         if len(self.points) > self.max_points:
             # voxel order is arbitrary; a random subset keeps the map's coverage
             idx = np.random.default_rng(0).choice(len(self.points), self.max_points,
                                                   replace=False)
             self.points = self.points[idx]
             self.colors = self.colors[idx]
+
+
+def voxel_downsample(points: np.ndarray, colors: np.ndarray, voxel_size: float
+                     ) -> tuple[np.ndarray, np.ndarray]:
+    """One point per occupied voxel (cubes of `voxel_size` on a grid through the origin): the
+    mean of its N x 3 points (float32) and of their uint8 colours, as Open3D's
+    voxel_down_sample computes them (done here in numpy: importing Open3D costs the node
+    180 MiB of memory)."""
+    keys = np.floor(points / voxel_size).astype(np.int64)
+    # one int64 per voxel: 21 bits per axis, +-2^20 voxels (52 km at 5 cm) from the origin
+    keys = np.clip(keys + (1 << 20), 0, (1 << 21) - 1)
+    packed = (keys[:, 0] << 42) | (keys[:, 1] << 21) | keys[:, 2]
+    _, voxel, count = np.unique(packed, return_inverse=True, return_counts=True)
+    mean_points = np.stack([np.bincount(voxel, points[:, k].astype(np.float64)) / count
+                            for k in range(3)], axis=1).astype(np.float32)
+    mean_colors = np.stack([np.bincount(voxel, colors[:, k].astype(np.float64)) / count
+                            for k in range(3)], axis=1)
+    return mean_points, np.clip(mean_colors + 0.5, 0, 255).astype(np.uint8)
 
 
 def seen_through(points_map: np.ndarray, depth: np.ndarray, K: np.ndarray, T_map_cam: np.ndarray,

@@ -4,9 +4,10 @@ carved away; seen surfaces, occluded points and points out of view stay."""
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from fourd_ros.core.geometry import make_pose
-from fourd_ros.ros.map_cloud import MapAccumulator, seen_through
+from fourd_ros.core.map_cloud import MapAccumulator, seen_through, voxel_downsample
 
 K = np.array([[100.0, 0.0, 40.0], [0.0, 100.0, 30.0], [0.0, 0.0, 1.0]])
 H, W = 60, 80
@@ -53,3 +54,30 @@ def test_a_ghost_is_carved_and_the_wall_kept() -> None:
     assert (acc.points[:, 2] < 1.5).sum() == 0
     assert (acc.colors == 255).sum() == 0
     assert (acc.points[:, 2] > 1.5).sum() > 100
+
+
+def test_voxel_downsample_averages_each_voxel() -> None:
+    points = np.array([[0.01, 0.01, 0.01], [0.03, 0.04, 0.02],  # one voxel
+                       [0.06, 0.01, 0.01],                      # the next along x
+                       [-0.01, 0.01, 0.01],                     # across the origin
+                       [1000.0, -2000.0, 3000.0]])              # far away
+    colors = np.array([[0, 0, 0], [255, 100, 51], [7, 8, 9], [1, 2, 3], [4, 5, 6]], np.uint8)
+    p, c = voxel_downsample(points, colors, 0.05)
+    assert len(p) == 4 and p.dtype == np.float32 and c.dtype == np.uint8
+    first = np.flatnonzero(np.isclose(p[:, 0], 0.02))
+    assert len(first) == 1
+    assert np.allclose(p[first[0]], [0.02, 0.025, 0.015])
+    assert c[first[0]].tolist() == [128, 50, 26]  # rounded means
+    for alone in points[2:]:  # each in a voxel of its own
+        assert np.isclose(p, alone, rtol=1e-6, atol=1e-6).all(axis=1).sum() == 1
+
+
+def test_saved_map_reads_back_in_open3d(tmp_path) -> None:
+    o3d = pytest.importorskip('open3d')
+    acc = MapAccumulator(voxel_size=0.05, max_points=1000)
+    acc.points = np.array([[0.0, 1.0, 2.0], [3.0, -4.0, 5.5]], np.float32)
+    acc.colors = np.array([[255, 0, 10], [1, 2, 3]], np.uint8)
+    acc.save(tmp_path / 'map.ply')
+    cloud = o3d.io.read_point_cloud(str(tmp_path / 'map.ply'))
+    assert np.allclose(np.asarray(cloud.points), acc.points)
+    assert np.allclose(np.asarray(cloud.colors) * 255, acc.colors, atol=0.5)
