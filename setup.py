@@ -8,7 +8,7 @@ PACKAGE = 'fourd_ros'
 
 setup(
     name=PACKAGE,
-    version='0.2.0',
+    version='0.3.0',
     packages=find_packages(include=[PACKAGE, PACKAGE + '.*']),
     package_data={PACKAGE: ['checkpoints/*.pt']},
     data_files=[

@@ -61,22 +61,8 @@ class MapAccumulator:
         self.observe(result.depth, result.K, T_map_world @ result.T_wc)
 
     def save(self, path: str | Path) -> None:
-        """Write the map as a binary PLY cloud: float32 x, y, z and uint8 red, green, blue
-        (what Open3D, PCL, CloudCompare and MeshLab read)."""
-        vertex = np.empty(len(self.points), [('x', '<f4'), ('y', '<f4'), ('z', '<f4'),
-                                             ('red', 'u1'), ('green', 'u1'), ('blue', 'u1')])
-        for k, name in enumerate('xyz'):
-            vertex[name] = self.points[:, k]
-        for k, name in enumerate(('red', 'green', 'blue')):
-            vertex[name] = self.colors[:, k]
-        header = ('ply\nformat binary_little_endian 1.0\n'
-                  f'element vertex {len(vertex)}\n'
-                  'property float x\nproperty float y\nproperty float z\n'
-                  'property uchar red\nproperty uchar green\nproperty uchar blue\n'
-                  'end_header\n')
-        with open(path, 'wb') as f:
-            f.write(header.encode('ascii'))
-            f.write(vertex.tobytes())
+        """Write the map as a PLY cloud (`write_ply`)."""
+        write_ply(path, self.points, self.colors)
 
     def add(self, points: np.ndarray, colors: np.ndarray, keep: np.ndarray,
             T_map_points: np.ndarray) -> None:
@@ -114,6 +100,25 @@ class MapAccumulator:
                                                   replace=False)
             self.points = self.points[idx]
             self.colors = self.colors[idx]
+
+
+def write_ply(path: str | Path, points: np.ndarray, colors: np.ndarray) -> None:
+    """Write N x 3 points and N x 3 uint8 colours as a binary PLY cloud: float32 x, y, z and
+    uint8 red, green, blue (what Open3D, PCL, CloudCompare and MeshLab read)."""
+    vertex = np.empty(len(points), [('x', '<f4'), ('y', '<f4'), ('z', '<f4'),
+                                    ('red', 'u1'), ('green', 'u1'), ('blue', 'u1')])
+    for k, name in enumerate('xyz'):
+        vertex[name] = points[:, k]
+    for k, name in enumerate(('red', 'green', 'blue')):
+        vertex[name] = colors[:, k]
+    header = ('ply\nformat binary_little_endian 1.0\n'
+              f'element vertex {len(vertex)}\n'
+              'property float x\nproperty float y\nproperty float z\n'
+              'property uchar red\nproperty uchar green\nproperty uchar blue\n'
+              'end_header\n')
+    with open(path, 'wb') as f:
+        f.write(header.encode('ascii'))
+        f.write(vertex.tobytes())
 
 
 def voxel_downsample(points: np.ndarray, colors: np.ndarray, voxel_size: float

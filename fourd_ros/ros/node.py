@@ -3,7 +3,8 @@
 Inputs (relative names, remapped the ROS 2 way: ``-r image:=/cam/image_raw``):
   image (sensor_msgs/Image), camera_info (CameraInfo, optional), depth (registered Image; the
   rgbd backend's input, subscribed only by it).
-Outputs: see `fourd_ros.ros.outputs.TOPICS`; services ~/query_motion, ~/get_trajectory, ~/reset.
+Outputs: see `fourd_ros.ros.outputs.TOPICS`; services ~/query_motion, ~/get_object_motion,
+~/get_trajectory, ~/save_map, ~/reset.
 Input decoding and synchronisation live in `fourd_ros.ros.inputs`, publishing in
 `fourd_ros.ros.outputs`; this module wires them to the engine.
 
@@ -23,13 +24,14 @@ import sys
 import threading
 import time
 from collections import deque
+from pathlib import Path
 
 import numpy as np
 from rclpy.node import Node
 from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 
 from diagnostic_msgs.msg import DiagnosticStatus
-from fourd_ros_msgs.srv import GetObjectMotion, GetTrajectory, QueryMotion
+from fourd_ros_msgs.srv import GetObjectMotion, GetTrajectory, QueryMotion, SaveMap
 from sensor_msgs.msg import CameraInfo, Image
 from std_srvs.srv import Trigger
 from tf2_msgs.msg import TFMessage
@@ -41,6 +43,7 @@ from fourd_ros.core.engine.engine import (EngineConfig, InputError, QueryError,
                                           StreamingEngine)
 from fourd_ros.core.engine.tracks import TrackConfig
 from fourd_ros.core.geometry import invert_pose, transform_points
+from fourd_ros.core.map_cloud import write_ply
 from fourd_ros.core.types import Frame
 from fourd_ros.ros import conversions as conv
 from fourd_ros.ros.inputs import (Calibration, DepthSync, InputLossMonitor, SUPPORTED_DEPTH,
@@ -146,6 +149,7 @@ class FourdNode(Node):
                             qos_profile=SERVICE_QOS)
         self.create_service(GetTrajectory, '~/get_trajectory', self._on_get_trajectory,
                             qos_profile=SERVICE_QOS)
+        self.create_service(SaveMap, '~/save_map', self._on_save_map, qos_profile=SERVICE_QOS)
         self.create_service(Trigger, '~/reset', self._on_reset, qos_profile=SERVICE_QOS)
         self.create_timer(self.p['diagnostics_period'], self._publish_diagnostics)
 
@@ -407,6 +411,33 @@ class FourdNode(Node):
         response.message = f'{len(poses)} poses'
         return response
 
+    def _on_save_map(self, request: SaveMap.Request, response: SaveMap.Response):
+        path = Path(request.path).expanduser()
+        response.success = False
+        if path.suffix.lower() != '.ply':
+            response.message = f'the path must end in .ply: {request.path!r}'
+        elif not path.parent.is_dir():
+            response.message = f'the folder {path.parent} does not exist'
+        elif not self.p['publish_map_points']:
+            response.message = 'the map is off (publish_map_points is false)'
+        else:
+            with self._frame_lock:  # between frames: the map is not being added to
+                self.out.map.update()
+                points, colors = self.out.map.points.copy(), self.out.map.colors.copy()
+            if not len(points):
+                response.message = 'the map is still empty'
+                return response
+            try:
+                write_ply(path, points, colors)
+            except OSError as exc:
+                response.message = f'could not write {path}: {exc}'
+                return response
+            response.success = True
+            response.num_points = len(points)
+            response.message = (f'{len(points)} points written to {path.resolve()} '
+                                f"(frame {self.p['map_frame']})")
+        return response
+
     def _on_reset(self, request: Trigger.Request, response: Trigger.Response):
         with self._frame_lock:  # after the frame being processed, before the next
             self.engine.reset()
@@ -450,6 +481,8 @@ def usage() -> str:
               '  ~/get_object_motion fourd_ros_msgs/GetObjectMotion rigid motion of a moving '
               'object between two stamps',
               '  ~/get_trajectory  fourd_ros_msgs/GetTrajectory camera path between two stamps',
+              '  ~/save_map        fourd_ros_msgs/SaveMap       write the static map to a '
+              'PLY file',
               '  ~/reset           std_srvs/Trigger             start a new stream', '',
               'parameters (-p NAME:=VALUE or --params-file config/fourd.yaml; default in '
               'brackets):']

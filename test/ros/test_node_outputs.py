@@ -1,11 +1,12 @@
 """fourd_node's outputs and services, value by value, over real DDS: TF values, ~/path, ~/odom,
-the latched map for late subscribers (and its reset), marker DELETEALL on reset, the
+the latched map for late subscribers (and its reset), ~/save_map, marker DELETEALL on reset, the
 diagnostics keys, 16UC1 depth, an uncalibrated camera, and ~/reset while frames are processed.
 """
 
 from __future__ import annotations
 
 import numpy as np
+import open3d as o3d
 import pytest
 
 from conftest import spin_until
@@ -13,6 +14,7 @@ from conftest import spin_until
 rclpy = pytest.importorskip('rclpy')
 
 from diagnostic_msgs.msg import DiagnosticArray  # noqa: E402
+from fourd_ros_msgs.srv import SaveMap  # noqa: E402
 from nav_msgs.msg import Odometry, Path  # noqa: E402
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy  # noqa: E402
 from sensor_msgs.msg import PointCloud2  # noqa: E402
@@ -22,7 +24,7 @@ from visualization_msgs.msg import Marker, MarkerArray  # noqa: E402
 
 from fourd_ros.core.geometry import invert_pose  # noqa: E402
 from fourd_ros.ros import conversions as conv  # noqa: E402
-from test_node import node_args  # noqa: E402
+from test_node import call, node_args  # noqa: E402
 from test_node_faults import FakeCamera, diagnostics_values  # noqa: E402
 
 pytestmark = pytest.mark.ros
@@ -47,7 +49,7 @@ def late_map(context, timeout: float = 10.0) -> PointCloud2:
     return got[-1]
 
 
-def test_outputs_and_services_value_by_value(ros_context, start_process) -> None:
+def test_outputs_and_services_value_by_value(ros_context, start_process, tmp_path) -> None:
     start_process(*node_args('image_qos:=reliable', 'queue_size:=10', 'diagnostics_period:=0.2',
                              'map_every_n_frames:=1', 'markers_every_n_frames:=1'), name='node')
     node = rclpy.create_node('outputs_test', context=ros_context)
@@ -122,7 +124,25 @@ def test_outputs_and_services_value_by_value(ros_context, start_process) -> None
     assert set(diagnostics_values(msgs['/diagnostics'])) == DIAGNOSTIC_KEYS
 
     # a subscriber joining late gets the map (transient local)
-    assert late_map(ros_context).width > 100
+    latched = late_map(ros_context)
+    assert latched.width > 100
+
+    # ~/save_map writes that map (no frame since: the same points and colours) as a PLY file;
+    # a path that is not .ply, or in a missing folder, is refused with a reason
+    save = node.create_client(SaveMap, '/fourd/save_map')
+    saved = call(node, save, SaveMap.Request(path=str(tmp_path / 'map.ply')))
+    assert saved.success, saved.message
+    assert saved.num_points == latched.width and str(tmp_path / 'map.ply') in saved.message
+    ply = o3d.io.read_point_cloud(str(tmp_path / 'map.ply'))
+    published = conv.cloud_to_array(latched).reshape(-1)
+    assert np.allclose(np.asarray(ply.points),
+                       np.stack([published[k] for k in 'xyz'], axis=1), atol=1e-6)
+    rgb = published['rgb'].view(np.uint32)
+    assert np.allclose(np.asarray(ply.colors) * 255, np.stack(
+        [(rgb >> 16) & 255, (rgb >> 8) & 255, rgb & 255], axis=1), atol=0.5)
+    for bad, reason in ((tmp_path / 'map.txt', '.ply'), (tmp_path / 'no' / 'map.ply', 'folder')):
+        refused = call(node, save, SaveMap.Request(path=str(bad)))
+        assert not refused.success and reason in refused.message and not bad.exists()
 
     # ~/reset while frames are being processed: every call answered, the outputs restart (an
     # empty map latched for late joiners, markers deleted), the node keeps processing
@@ -145,6 +165,8 @@ def test_outputs_and_services_value_by_value(ros_context, start_process) -> None
     response = reset.call_async(Trigger.Request())
     assert spin_until(node, response.done, timeout=10.0) and response.result().success
     assert late_map(ros_context).width == 0
+    empty = call(node, save, SaveMap.Request(path=str(tmp_path / 'empty.ply')))
+    assert not empty.success and 'empty' in empty.message
     assert spin_until(node, lambda: any(
         m.markers and m.markers[0].action == Marker.DELETEALL
         for m in msgs.get('/fourd/track_markers', [])), timeout=5.0)
