@@ -41,6 +41,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument('--look-at', type=_vector, default=None, metavar='X,Y,Z',
                    help='point the initial view looks at (with --view-from)')
     p.add_argument('--fov', type=float, default=60.0, help='vertical field of view, deg (60)')
+    p.add_argument('--hide', action='append', default=[], metavar='LAYER',
+                   help='a layer hidden at start (map, cloud, tracks, trajectory; repeat for '
+                        'more); the page has a checkbox for each')
     p.add_argument('--duration', type=float, default=0.0, metavar='S',
                    help='stop after S seconds (0 = until Ctrl-C)')
     p.set_defaults(func=run)
@@ -54,6 +57,6 @@ def run(args: argparse.Namespace) -> int:
     config = ViewerConfig(namespace=args.namespace, map_frame=args.map_frame,
                           max_points=args.max_points, point_size=args.point_size,
                           moving_speed=args.moving_speed, view_from=args.view_from,
-                          look_at=args.look_at, fov_deg=args.fov)
+                          look_at=args.look_at, fov_deg=args.fov, hidden=tuple(args.hide))
     serve(config, args.host, args.port, args.duration)
     return 0

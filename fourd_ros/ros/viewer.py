@@ -7,7 +7,8 @@ the wheel: no CDN, works offline) on a page served on 127.0.0.1:
 - the map cloud (static points) and the current cloud, placed in the map frame through TF;
 - the camera trajectory and the current camera frustum;
 - tracked points with their trails, moving ones (speed above ``moving_speed``) in magenta;
-- the node's diagnostics as a table.
+- the node's diagnostics as a table;
+- a checkbox per layer (map, cloud, tracks, trajectory) to show or hide it.
 
 Clouds are decimated (``max_points``) and redrawn at most ``max_rate_hz`` to stay light on a
 2-core machine. Frames: the map frame of the node (z up, REP-103); units are the node's.
@@ -40,6 +41,10 @@ MOVING_TRAIL_COLOR = (255, 150, 255)  # and its trail
 TRAIL_COLOR = (40, 110, 220)        # static tracks
 PATH_COLOR = (230, 120, 0)
 TRAIL_LENGTH = 10  # positions per drawn track trail
+# the layers a browser can show or hide (checkboxes on the page, `hidden` at start) and the
+# scene nodes each one draws
+LAYERS = {'map': ('/map',), 'cloud': ('/current', '/camera'),
+          'tracks': ('/tracks/heads', '/tracks/trails'), 'trajectory': ('/trajectory',)}
 
 
 @dataclass(frozen=True)
@@ -58,6 +63,8 @@ class ViewerConfig:
         view_from, look_at: initial viewpoint of browsers in the map frame (None = behind and
             above the first camera pose).
         fov_deg: vertical field of view of the browser's camera, degrees.
+        hidden: layers (`LAYERS`: map, cloud, tracks, trajectory) hidden at start; each has a
+            checkbox on the page.
     """
 
     namespace: str = ''
@@ -70,6 +77,12 @@ class ViewerConfig:
     view_from: tuple[float, float, float] | None = None
     look_at: tuple[float, float, float] | None = None
     fov_deg: float = 60.0
+    hidden: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        unknown = set(self.hidden) - set(LAYERS)
+        if unknown:
+            raise ValueError(f'unknown layers {sorted(unknown)}; layers: {", ".join(LAYERS)}')
 
     @property
     def node(self) -> str:
@@ -147,6 +160,13 @@ class FourdViewer(Node):
         # floating controls: the 3D canvas fills the page (its projection is the page's)
         server.gui.configure_theme(control_layout='floating', control_width='small',
                                    show_share_button=False)
+        # what is drawn of each scene node (a redraw replaces the handle) and whether it shows
+        self._handles: dict[str, object] = {}
+        self._visible = {name: layer not in config.hidden
+                         for layer, names in LAYERS.items() for name in names}
+        for layer, names in LAYERS.items():
+            box = server.gui.add_checkbox(layer, initial_value=layer not in config.hidden)
+            box.on_update(lambda event, names=names: self._show(names, event.target.value))
         self._status = server.gui.add_markdown(f'**fourd view** of `{node}`: waiting for the '
                                                'node...')
         server.scene.set_up_direction('+z')
@@ -170,11 +190,22 @@ class FourdViewer(Node):
         forward = T[:3, 2]  # optical z
         return T[:3, 3] - 1.5 * forward + np.array([0, 0, 1.0]), T[:3, 3] + 2.0 * forward
 
+    def _show(self, names: tuple[str, ...], visible: bool) -> None:
+        for name in names:
+            self._visible[name] = visible
+            if name in self._handles:
+                self._handles[name].visible = visible
+
+    def _draw(self, add, name: str, **kwargs) -> None:
+        """Draw (or redraw) scene node `name` with viser's `add` method, shown or hidden as its
+        layer's checkbox says."""
+        self._handles[name] = add(name, visible=self._visible[name], **kwargs)
+
     # ------------------------------------------------------------------ messages
     def _on_map(self, msg: PointCloud2) -> None:
         points, colors = _decimate(*_cloud_arrays(msg), self.config.max_points)
-        self.server.scene.add_point_cloud('/map', points=points, colors=colors,
-                                          point_size=self.config.point_size)
+        self._draw(self.server.scene.add_point_cloud, '/map', points=points, colors=colors,
+                   point_size=self.config.point_size)
 
     def _on_points(self, msg: PointCloud2) -> None:
         now = time.monotonic()
@@ -193,11 +224,11 @@ class FourdViewer(Node):
         points, colors = _decimate(*_cloud_arrays(msg), self.config.max_points // 2)
         points = points @ T[:3, :3].T.astype(np.float32) + T[:3, 3].astype(np.float32)
         scene = self.server.scene
-        scene.add_point_cloud('/current', points=points, colors=colors,
-                              point_size=self.config.point_size)
+        self._draw(scene.add_point_cloud, '/current', points=points, colors=colors,
+                   point_size=self.config.point_size)
         wxyz = Rotation.from_matrix(T[:3, :3]).as_quat(scalar_first=True)
-        scene.add_camera_frustum('/camera', fov=np.radians(60.0), aspect=4 / 3, scale=0.1,
-                                 color=PATH_COLOR, wxyz=wxyz, position=T[:3, 3])
+        self._draw(scene.add_camera_frustum, '/camera', fov=np.radians(60.0), aspect=4 / 3,
+                   scale=0.1, color=PATH_COLOR, wxyz=wxyz, position=T[:3, 3])
 
     def _on_path(self, msg: Path) -> None:
         T = self.tf.lookup(self._map_frame(), msg.header.frame_id)
@@ -206,9 +237,9 @@ class FourdViewer(Node):
         p = np.array([[q.pose.position.x, q.pose.position.y, q.pose.position.z]
                       for q in msg.poses])
         p = p @ T[:3, :3].T + T[:3, 3]
-        self.server.scene.add_line_segments(
-            '/trajectory', points=np.stack([p[:-1], p[1:]], axis=1).astype(np.float32),
-            colors=PATH_COLOR, thickness=3.0, thickness_units='screen')
+        self._draw(self.server.scene.add_line_segments, '/trajectory',
+                   points=np.stack([p[:-1], p[1:]], axis=1).astype(np.float32),
+                   colors=PATH_COLOR, thickness=3.0, thickness_units='screen')
 
     def _on_tracks(self, msg: TrackedPoints) -> None:
         t = conv.stamp_to_sec(msg.header.stamp)
@@ -237,13 +268,15 @@ class FourdViewer(Node):
                 seg_colors += [MOVING_TRAIL_COLOR if moving else TRAIL_COLOR] * (len(xyz) - 1)
         scene = self.server.scene
         if heads:
-            scene.add_point_cloud('/tracks/heads', points=np.asarray(heads, np.float32),
-                                  colors=np.asarray(head_colors, np.uint8),
-                                  point_size=1.5 * self.config.point_size)
+            self._draw(scene.add_point_cloud, '/tracks/heads',
+                       points=np.asarray(heads, np.float32),
+                       colors=np.asarray(head_colors, np.uint8),
+                       point_size=1.5 * self.config.point_size)
         if segments:
             colors = np.repeat(np.asarray(seg_colors, np.uint8)[:, None], 2, axis=1)
-            scene.add_line_segments('/tracks/trails', points=np.concatenate(segments),
-                                    colors=colors, thickness=2.0, thickness_units='screen')
+            self._draw(scene.add_line_segments, '/tracks/trails',
+                       points=np.concatenate(segments), colors=colors, thickness=2.0,
+                       thickness_units='screen')
 
     def _on_diagnostics(self, msg: DiagnosticArray) -> None:
         mine = [s for s in msg.status if s.name.startswith(f'{self.config.node}:')]
