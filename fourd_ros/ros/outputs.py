@@ -24,9 +24,9 @@ from visualization_msgs.msg import MarkerArray
 
 from fourd_ros.core.engine.objects import ObjectSnapshot
 from fourd_ros.core.engine.tracks import TrackSnapshot
+from fourd_ros.core.map_cloud import MapAccumulator
 from fourd_ros.core.types import FrameResult
 from fourd_ros.ros import conversions as conv
-from fourd_ros.core.map_cloud import MapAccumulator
 
 LATCHED = QoSProfile(depth=1, durability=DurabilityPolicy.TRANSIENT_LOCAL,
                      reliability=ReliabilityPolicy.RELIABLE)

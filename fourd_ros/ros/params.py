@@ -8,9 +8,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from fourd_ros.core import map_cloud
 from rcl_interfaces.msg import (FloatingPointRange, IntegerRange, ParameterDescriptor,
                                 ParameterType)
+
+from fourd_ros.core import map_cloud
 
 
 @dataclass(frozen=True)
@@ -103,7 +104,8 @@ PARAMS: tuple[Param, ...] = (
     Param('map_every_n_frames', map_cloud.UPDATE_EVERY,
           'publish ~/map_points every n processed frames', int_range=(1, 1000)),
     Param('map_max_points', map_cloud.MAX_POINTS,
-          'cap on ~/map_points size (oldest voxels dropped)', int_range=(1000, 10000000)),
+          'cap on ~/map_points size (a random subset of the voxels kept beyond it)',
+          int_range=(1000, 10000000)),
     Param('path_max_size', 1024, 'poses kept in ~/path', int_range=(1, 1000000)),
     Param('trail_length', 10, 'positions per track trail in ~/track_markers',
           int_range=(2, 1000)),
