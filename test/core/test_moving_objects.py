@@ -260,3 +260,54 @@ def test_static_room_has_few_objects() -> None:
     # staying still explains, and a static surface that depth noise or a pose error makes
     # look like moving jitters in place and is not reported
     assert with_objects <= 0.05 * frames
+
+
+def test_an_object_that_comes_back_gets_its_id_again() -> None:
+    """An object followed long enough to be sure of it (reported over a whole path window) that
+    leaves the view and comes back near where it was, within `reid_s`, keeps its id; one of
+    another size there, or one coming back later, gets a new id."""
+    config = ObjectConfig(min_points=20, min_share=0.0)
+    empty = np.zeros((H, W), np.uint16)
+    ones = np.ones((H, W), np.float32)
+
+    def follow(tracker: ObjectTracker, start: int, frames: int) -> list:
+        snaps = []
+        for i in range(start, start + frames):
+            points, segments = _scene(np.array([0.02 * i, 0.0, 0.0]))
+            segments[segments == 2] = 0
+            flow = np.zeros((H, W, 3), np.float32)
+            flow[segments == 1] = (0.2, 0.0, 0.0)
+            snaps.append(tracker.step(i * 0.1, points, segments, flow, ones))
+        return snaps
+
+    def away(tracker: ObjectTracker, start: int, frames: int) -> None:
+        points = _scene(np.zeros(3))[0]
+        for i in range(start, start + frames):
+            tracker.step(i * 0.1, points, empty, np.zeros((H, W, 3), np.float32), ones)
+
+    tracker = ObjectTracker(config)
+    first = follow(tracker, 0, 10)
+    assert [o.id for o in first[-1].objects] == [1]
+    away(tracker, 10, 8)  # gone for longer than max_missed (5 frames): no longer followed
+    back = follow(tracker, 18, 2)
+    assert [o.id for o in back[0].objects] == [1]  # reported again at once, under its id
+    # the same, but it comes back after reid_s
+    tracker = ObjectTracker(ObjectConfig(min_points=20, min_share=0.0, reid_s=0.5))
+    follow(tracker, 0, 10)
+    away(tracker, 10, 8)
+    assert {int(i) for i in np.unique(follow(tracker, 18, 1)[0].id_mask())} == {0, 2}
+    # an object followed only briefly is not re-identified
+    tracker = ObjectTracker(config)
+    follow(tracker, 0, 4)
+    away(tracker, 4, 8)
+    assert {int(i) for i in np.unique(follow(tracker, 12, 1)[0].id_mask())} == {0, 2}
+    # something three times the size where it left is another object
+    tracker = ObjectTracker(config)
+    follow(tracker, 0, 10)
+    away(tracker, 10, 8)
+    points, segments = _scene(np.array([0.36, 0.0, 0.0]))
+    segments[segments == 2] = 0
+    segments[5:55, 5:60] = np.where(segments[5:55, 5:60] == 0, 1, 1)
+    points[segments == 1, 2] = 2.0
+    snap = tracker.step(1.8, points, segments, np.zeros((H, W, 3), np.float32), ones)
+    assert {int(i) for i in np.unique(snap.id_mask())} == {0, 2}

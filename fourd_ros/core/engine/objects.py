@@ -17,9 +17,11 @@ backend:
    its last centroid when nearer: it may have stopped; gated by distance). A segment left
    unmatched next to one matched to an object, moving alike, is another part of that object
    (the segmentation split it): the parts are measured together. Any other unmatched segment
-   starts a new object. An object without a segment is kept for ``max_missed`` frames (an
-   object the segmentation misses for a frame keeps its id). Ids start at 1 and are never
-   reused within a stream;
+   starts a new object, unless an object that was sure (reported over a whole path window)
+   was lost near it within ``reid_s`` and had about its size: then that object is back (it
+   left the view, or was hidden) and keeps its id. An object without a segment is kept for
+   ``max_missed`` frames (an object the segmentation misses for a frame keeps its id). Ids
+   start at 1 and are never given to another object within a stream;
 4. every followed segment carries its object's id (`ObjectSnapshot.segment_ids`: the motion
    mask), but an object is reported (`ObjectSnapshot.objects`) only from its ``min_age``-th
    frame on and while its centroid travels (``min_straightness``): a static surface that depth
@@ -70,6 +72,11 @@ class ObjectConfig:
         inlier_speed: a point's velocity agrees with its object's rigid motion when they differ
             by less than max(inlier_speed, inlier_rel x the object's speed) (units/s).
         inlier_rel: see ``inlier_speed``.
+        reid_s: an object reported over a whole ``path_window`` and then lost is remembered
+            this long (seconds): a new segment near where it was last seen (within ``gate``
+            plus ``reid_size`` times its largest extent), of about its size (half to 1.5
+            times that extent), is that object back under its id.
+        reid_size: see ``reid_s``.
     """
 
     min_points: int = 64
@@ -84,6 +91,8 @@ class ObjectConfig:
     keep_straightness: float = 0.3
     inlier_speed: float = 0.02
     inlier_rel: float = 0.2
+    reid_s: float = 3.0
+    reid_size: float = 1.0
 
 
 @dataclass
@@ -162,6 +171,7 @@ class _Followed:
     age: int = 1
     missed: int = 0
     reported: int = 0  # frames reported in a row, up to the last one
+    confirmed: bool = False  # reported on a whole path window once
     path: list[np.ndarray] = field(default_factory=list)  # recent centroids, oldest first
 
     def straightness(self) -> float:
@@ -183,7 +193,26 @@ class ObjectTracker:
     def reset(self) -> None:
         self._next_id = 1
         self._followed: list[_Followed] = []
+        self._lost: list[_Followed] = []
         self._last_stamp: float | None = None
+
+    def _reidentify(self, stamp: float, obj: MovingObject) -> _Followed | None:
+        """The lost object a new segment's `obj` is (the nearest that fits, `ObjectConfig.reid_s`)
+        or None; objects lost longer than ``reid_s`` ago are forgotten."""
+        cfg = self.config
+        self._lost = [f for f in self._lost if stamp - f.stamp <= cfg.reid_s]
+        size = float(obj.box_size.max())
+        best, best_d = None, np.inf
+        for f in self._lost:
+            d = float(np.linalg.norm(obj.centroid - f.centroid))
+            if d <= cfg.gate + cfg.reid_size * f.size and f.size / 2 <= size <= 1.5 * f.size \
+                    and d < best_d:
+                best, best_d = f, d
+        if best is not None:
+            self._lost.remove(best)
+            best.path = [best.centroid]
+            best.missed = 0
+        return best
 
     def _reportable(self, followed: _Followed) -> bool:
         """Whether a followed object is reported this frame (`ObjectConfig`: age, then
@@ -212,8 +241,10 @@ class ObjectTracker:
         for labels, obj, followed in self._parts_of_objects(
                 stamp, measured, segments, points_world, scene_flow, confidence, dt):
             if followed is None:
-                followed = _Followed(self._next_id, stamp, obj.centroid, np.zeros(3), 0.0, 0)
-                self._next_id += 1
+                followed = self._reidentify(stamp, obj)
+                if followed is None:
+                    followed = _Followed(self._next_id, stamp, obj.centroid, np.zeros(3), 0.0, 0)
+                    self._next_id += 1
                 self._followed.append(followed)
             followed.stamp, followed.centroid, followed.missed = stamp, obj.centroid, 0
             if np.isfinite(obj.velocity).all():
@@ -227,8 +258,11 @@ class ObjectTracker:
             if self._reportable(followed):
                 objects.append(obj)
                 followed.reported += 1
+                followed.confirmed |= followed.reported >= self.config.path_window
             else:
                 followed.reported = 0
+        self._lost += [f for f in self._followed
+                       if f.missed > self.config.max_missed and f.confirmed]
         self._followed = [f for f in self._followed if f.missed <= self.config.max_missed]
         return ObjectSnapshot(stamp, dt or 0.0, sorted(objects, key=lambda o: o.id),
                               segments.astype(np.uint16, copy=False), segment_ids)
