@@ -8,7 +8,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from fourd_ros.core.geometry import invert_pose, nan_to_zero, transform_points
+from fourd_ros.core.geometry import (in_image, invert_pose, nan_to_zero, project,
+                                     transform_points)
 from fourd_ros.core.types import FrameResult
 
 # a map point is seen through when every depth of the 3 x 3 pixels it projects to lies beyond
@@ -149,15 +150,10 @@ def seen_through(points_map: np.ndarray, depth: np.ndarray, K: np.ndarray, T_map
     # the smallest depth around each pixel; an unknown one (0) keeps the points projected there
     nearest = cv2.erode(nan_to_zero(depth).astype(np.float32), np.ones((3, 3), np.uint8),
                         borderType=cv2.BORDER_REPLICATE)
-    cam = transform_points(invert_pose(T_map_cam), points_map)
-    z = cam[:, 2]
-    front = z > 1e-6
-    u = np.full(len(z), -1, np.int64)
-    v = np.full(len(z), -1, np.int64)
-    u[front] = np.floor(K[0, 0] * cam[front, 0] / z[front] + K[0, 2] + 0.5)
-    v[front] = np.floor(K[1, 1] * cam[front, 1] / z[front] + K[1, 2] + 0.5)
-    inside = front & (u >= 0) & (u < width) & (v >= 0) & (v < height)
+    uv, z = project(transform_points(invert_pose(T_map_cam), points_map), K)
+    inside = (z > 1e-6) & in_image(uv, height, width)  # NaN pixels are outside
+    px = np.floor(uv[inside] + 0.5).astype(np.int64)  # the nearest pixel
+    seen = nearest[px[:, 1], px[:, 0]]
     out = np.zeros(len(z), bool)
-    seen = nearest[v[inside], u[inside]]
     out[inside] = (seen > 0) & (seen > z[inside] * (1.0 + SEE_THROUGH_MARGIN) + margin)
     return out
