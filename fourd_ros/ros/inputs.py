@@ -3,7 +3,8 @@
 - `decode_image` / `decode_depth`: checked conversion of sensor_msgs/Image to arrays;
 - `DepthSync`: registered depth matched to each image by stamp (nearest within a slop), the way
   image_pipeline's and isaac_ros_visual_slam's synchronisers sit apart from their nodes;
-- `Calibration`: the latest CameraInfo, scaled to the image actually received;
+- `Calibration`: the latest CameraInfo as a camera model: intrinsics scaled to the image actually
+  received, raw images of a lens with distortion undistorted (`core.data.camera_model`);
 - `InputLossMonitor`: frames lost in transport, seen from the cameras' own stamps.
 
 Thread-safe where the node calls from two threads (subscription callbacks and the worker).
@@ -19,9 +20,9 @@ from typing import Any
 
 import numpy as np
 
+from fourd_ros.core.data.camera_model import CalibrationError, CameraModel
 from fourd_ros.core.data.ros_image import image_msg_to_depth, image_msg_to_rgb
 from fourd_ros.core.engine.engine import InputError
-from fourd_ros.core.geometry import scale_intrinsics
 from fourd_ros.ros.conversions import stamp_to_sec
 
 SUPPORTED_IMAGE = ('rgb8', 'bgr8', 'rgba8', 'bgra8', 'mono8')
@@ -101,30 +102,39 @@ class DepthSync:
 
 
 class Calibration:
-    """The camera's intrinsics from its latest CameraInfo (uncalibrated, K[0] == 0: none).
+    """The camera model of the latest CameraInfo (`CameraModel`; uncalibrated, K[0] == 0: none)
+    and the pinhole frames it makes of the images received.
 
     The first images often come just before the first CameraInfo: processed uncalibrated they
     would start a stream that the calibrated frames then reset. `wait_first` lets an image wait
     for it briefly, and only during the first seconds, so a camera without CameraInfo runs
-    uncalibrated after that.
+    uncalibrated after that. ``rectified``: the images are already rectified (``image_rect``;
+    intrinsics from ``P``), else raw (``image_raw``; undistorted here when CameraInfo has
+    distortion coefficients).
     """
 
-    def __init__(self, wait_s: float = 0.3, patience_s: float = 2.0) -> None:
+    def __init__(self, wait_s: float = 0.3, patience_s: float = 2.0,
+                 rectified: bool = False) -> None:
         self.wait_s = wait_s
         self.patience_s = patience_s
-        self._K: np.ndarray | None = None
-        self._size: tuple[int, int] | None = None
+        self.rectified = rectified
+        # (model, why not usable): replaced whole, so the worker reads a consistent pair
+        self._state: tuple[CameraModel | None, str] = (None, '')
         self._ready = threading.Event()
         self._wait_start = 0.0
+        self._last_msg: tuple | None = None
 
     def update(self, msg: Any) -> None:
-        """From a sensor_msgs/CameraInfo."""
-        K = np.array(msg.k, dtype=np.float64).reshape(3, 3)
-        if K[0, 0] == 0.0 or not np.all(np.isfinite(K)) or msg.width == 0 or msg.height == 0:
-            self._K, self._size = None, None  # uncalibrated (REP 104: K[0] == 0)
-        else:
-            self._K, self._size = K, (int(msg.width), int(msg.height))
-        self._ready.set()  # after K: the worker reads K as soon as this is set
+        """From a sensor_msgs/CameraInfo (a repeat of the last one changes nothing)."""
+        key = (tuple(msg.k), tuple(msg.p), tuple(msg.d), msg.distortion_model, msg.width,
+               msg.height)
+        if key != self._last_msg:
+            self._last_msg = key
+            try:
+                self._state = (CameraModel.from_camera_info(msg, self.rectified), '')
+            except CalibrationError as exc:
+                self._state = (None, f'camera_info: {exc}')
+        self._ready.set()  # after the model: the worker reads it as soon as this is set
 
     def wait_first(self) -> None:
         """Block up to `wait_s` for the first CameraInfo, during the first `patience_s`."""
@@ -135,12 +145,28 @@ class Calibration:
         if now - self._wait_start < self.patience_s:
             self._ready.wait(self.wait_s)
 
-    def K_for(self, width: int, height: int) -> np.ndarray | None:
-        """3x3 intrinsics (pixels) for an image of this size, or None when uncalibrated."""
-        K, size = self._K, self._size
-        if K is None or size is None:
-            return None
-        return scale_intrinsics(K, width / size[0], height / size[1])
+    def pinhole(self, rgb: np.ndarray, depth: np.ndarray | None = None
+                ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
+        """(image, depth, K) of a received image as a pinhole camera (`CameraModel.pinhole`:
+        K scaled to its size, undistorted when raw with distortion); K None when uncalibrated.
+
+        Raises:
+            InputError: the CameraInfo cannot be used (an unsupported distortion model, ...).
+        """
+        model, error = self._state
+        if error:
+            raise InputError(error)
+        if model is None:
+            return rgb, depth, None
+        return model.pinhole(rgb, depth)
+
+    def pinhole_pixels(self, pixels: np.ndarray, width: int, height: int) -> np.ndarray:
+        """N x 2 pixels of a received width x height image where `pinhole` puts them (query
+        pixels are given in the image as the camera sent it)."""
+        model, _ = self._state
+        if model is None:
+            return np.asarray(pixels, dtype=np.float64).reshape(-1, 2)
+        return model.pinhole_pixels(pixels, width, height)
 
 
 class StampGaps:

@@ -101,7 +101,8 @@ class FourdNode(Node):
         # with publish_camera_tf false the extrinsics come from /tf_static: wait for them
         self._extrinsics_ready = bool(self.p['publish_camera_tf'])
         self._camera_frame = self.p['camera_frame']
-        self.calibration = Calibration(CAMERA_INFO_WAIT_S, CAMERA_INFO_PATIENCE_S)
+        self.calibration = Calibration(CAMERA_INFO_WAIT_S, CAMERA_INFO_PATIENCE_S,
+                                       rectified=self.p['image_rectified'])
         self.depth_sync = DepthSync(self.p['depth_sync_slop'])
         self.input_loss = InputLossMonitor(self.p['depth_sync_slop'])
         self._queue: deque[Image] = deque(maxlen=self.p['queue_size'])
@@ -109,6 +110,7 @@ class FourdNode(Node):
         # held while a frame is processed and published, and by ~/reset: a reset never
         # interleaves with a frame's outputs
         self._frame_lock = threading.Lock()
+        self._input_size: tuple[int, int] | None = None  # (width, height) of the last image
         self._running = True
         self._stats = {'received': 0, 'processed': 0, 'dropped_queue': 0, 'rejected': 0,
                        'resets': 0, 'last_error': '', 'tracking_lost': 0, 'relocalized': 0,
@@ -226,7 +228,9 @@ class FourdNode(Node):
             depth = decode_depth(depth_msg, (h, w))
         if not self._camera_frame:
             self._camera_frame = msg.header.frame_id or DEFAULT_CAMERA_FRAME
-        return Frame(stamp=stamp, rgb=rgb, depth=depth, K=self.calibration.K_for(w, h))
+        rgb, depth, K = self.calibration.pinhole(rgb, depth)
+        self._input_size = (w, h)
+        return Frame(stamp=stamp, rgb=rgb, depth=depth, K=K)
 
     def _process(self, msg: Image) -> None:
         t0 = time.monotonic()
@@ -330,7 +334,10 @@ class FourdNode(Node):
             pts = (conv.points_to_array(request.points) if request.points
                    else conv.unpack_points(request.points_packed))
             if request.query_type == QueryMotion.Request.QUERY_PIXEL:
-                result = self.engine.query_pixels(source_stamp, pts[:, :2], target_stamp)
+                # pixels of the image as the camera sent it: where undistortion put them
+                pixels = (self.calibration.pinhole_pixels(pts[:, :2], *self._input_size)
+                          if self._input_size else pts[:, :2])
+                result = self.engine.query_pixels(source_stamp, pixels, target_stamp)
             elif request.query_type == QueryMotion.Request.QUERY_POINT:
                 T_in = self._world_to_frame(request.source_frame,
                                             self.engine.cached_pose(source_stamp))

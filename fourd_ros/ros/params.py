@@ -79,6 +79,11 @@ PARAMS: tuple[Param, ...] = (
           '(1 = latest first: a new frame replaces the waiting one, so the next frame processed '
           'is always the newest; larger queues process every frame of a burst, later)',
           int_range=(1, 100)),
+    Param('image_rectified', False, 'false: the image is raw (image_raw): when camera_info has '
+          'distortion coefficients (plumb_bob, rational_polynomial, equidistant) the image and '
+          'depth are undistorted before processing, and query pixels are given in the raw '
+          'image; true: the image is already rectified (image_rect of image_proc): intrinsics '
+          "from camera_info's P, distortion ignored"),
     Param('depth_sync_slop', 0.02, 'largest image/depth stamp difference, seconds',
           float_range=(0.0, 1.0)),
     # frames and TF (REP-105)

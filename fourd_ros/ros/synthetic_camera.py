@@ -20,6 +20,7 @@ from geometry_msgs.msg import PoseStamped
 from sensor_msgs.msg import CameraInfo, Image
 from std_msgs.msg import Header
 
+from fourd_ros.core.data.camera_model import Distortion, Undistorter, distort_image
 from fourd_ros.core.data.synthetic import SceneConfig, generate_clip
 from fourd_ros.ros import conversions as conv
 from fourd_ros.ros.params import Param, params_usage
@@ -38,6 +39,9 @@ CAMERA_PARAMS: tuple[Param, ...] = (
     Param('world_frame', 'map', 'frame of the GT pose', read_only=False),
     Param('max_frames', 0, 'stop after n frames (0 = never)', read_only=False),
     Param('publish_depth', True, 'publish the depth image (false = a monocular camera)'),
+    Param('distortion_k1', 0.0, 'radial lens distortion k1 of the images (plumb_bob; < 0: '
+          'barrel); camera_info carries it, with P of the undistorted image',
+          float_range=(-0.5, 0.5)),
 )
 
 
@@ -65,6 +69,15 @@ class SyntheticCamera(Node):
         self.get_logger().info(f'rendering {cfg.frames} frames of scene {cfg.seed} '
                                f'at {cfg.width}x{cfg.height}...')
         self.clip = generate_clip(cfg)
+        self.lens = Distortion('plumb_bob', (g('distortion_k1').value, 0.0, 0.0, 0.0, 0.0))
+        # what a camera with this lens sees (the ground truth stays the pinhole clip's)
+        self.rgb, self.depth = self.clip.rgb, self.clip.depth
+        self.P = self.clip.K
+        if not self.lens.is_pinhole:
+            self.rgb = np.stack([distort_image(im, self.clip.K, self.lens) for im in self.rgb])
+            self.depth = np.stack([distort_image(d.astype(np.float32), self.clip.K, self.lens,
+                                                 depth=True) for d in self.depth])
+            self.P = Undistorter(self.clip.K, self.lens, (cfg.width, cfg.height)).K
         n = len(self.clip)
         self.order = list(range(n)) + list(range(n - 2, 0, -1)) if n > 1 else [0]
         ns = g('camera_ns').value.rstrip('/')
@@ -89,17 +102,17 @@ class SyntheticCamera(Node):
         header = Header(stamp=stamp, frame_id=self.frame_id)
         clip = self.clip
         h, w = clip.depth.shape[1:]
-        rgb = clip.rgb[i]
-        self.pub_image.publish(_image(header, rgb, 'rgb8', w * 3))
+        self.pub_image.publish(_image(header, self.rgb[i], 'rgb8', w * 3))
         if self.pub_depth is not None:
-            self.pub_depth.publish(_image(header, clip.depth[i].astype(np.float32), '32FC1',
+            self.pub_depth.publish(_image(header, self.depth[i].astype(np.float32), '32FC1',
                                           w * 4))
-        info = CameraInfo(header=header, width=w, height=h, distortion_model='plumb_bob')
-        K = clip.K
-        info.k = [float(x) for x in K.ravel()]
-        info.d = [0.0] * 5
+        info = CameraInfo(header=header, width=w, height=h,
+                          distortion_model=self.lens.model)
+        info.k = [float(x) for x in clip.K.ravel()]
+        info.d = [float(x) for x in self.lens.coeffs]
         info.r = [1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0]
-        info.p = [K[0, 0], 0.0, K[0, 2], 0.0, 0.0, K[1, 1], K[1, 2], 0.0, 0.0, 0.0, 1.0, 0.0]
+        P = self.P
+        info.p = [P[0, 0], 0.0, P[0, 2], 0.0, 0.0, P[1, 1], P[1, 2], 0.0, 0.0, 0.0, 1.0, 0.0]
         self.pub_info.publish(info)
         T_map_cam = conv.T_LINK_FROM_OPTICAL @ clip.T_wc[i]
         self.pub_pose.publish(conv.make_pose_stamped(

@@ -317,7 +317,8 @@ def test_corrupt_video(tmp_path: Path) -> None:
 # --- rosbag2 ----------------------------------------------------------------------------------
 
 def _write_bag(path: Path, n: int = 4, storage: str = 'sqlite3',
-               depth_shape: tuple[int, int] = (48, 64)) -> None:
+               depth_shape: tuple[int, int] = (48, 64), d: tuple[float, ...] = (0.0,) * 5,
+               p: tuple[float, ...] = (0.0,) * 12) -> None:
     from rosbags.rosbag2 import StoragePlugin, Writer
     from rosbags.typesys import Stores, get_typestore
 
@@ -345,8 +346,8 @@ def _write_bag(path: Path, n: int = 4, storage: str = 'sqlite3',
             img = Image(header=header(t, 'cam'), height=48, width=64, encoding='bgr8',
                         is_bigendian=0, step=64 * 3, data=bgr.reshape(-1))
             info = CameraInfo(header=header(t, 'cam'), height=48, width=64,
-                              distortion_model='plumb_bob', d=np.zeros(5), k=k,
-                              r=np.eye(3).reshape(-1), p=np.zeros(12), binning_x=0,
+                              distortion_model='plumb_bob', d=np.array(d), k=k,
+                              r=np.eye(3).reshape(-1), p=np.array(p), binning_x=0,
                               binning_y=0,
                               roi=Roi(x_offset=0, y_offset=0, height=0, width=0,
                                       do_rectify=False))
@@ -388,6 +389,20 @@ def test_rosbag2(tmp_path: Path, storage: str) -> None:
     assert [f.name for f in frames] == ['000001', '000003']
     assert frames[0].depth is None
     np.testing.assert_array_equal(frames[1].rgb, _color(3))
+
+
+def test_rosbag2_raw_camera_with_distortion(tmp_path: Path) -> None:
+    """Raw images of a lens with distortion come out undistorted with the pinhole K they now
+    have (depth too); taken as rectified, K is CameraInfo's P and the images are as stored."""
+    bag = tmp_path / 'bag'
+    P = (50.0, 0.0, 32.0, 0.0, 0.0, 50.0, 24.0, 0.0, 0.0, 0.0, 1.0, 0.0)
+    _write_bag(bag, n=2, d=(-0.3, 0.05, 0.0, 0.0, 0.0), p=P)
+    frame = next(iter(open_sequence(bag, depth_topic='/camera/depth/image_raw')))
+    assert frame.K[0, 0] < 60.0  # the undistorted view is wider than the raw focal says
+    np.testing.assert_allclose(np.nanmedian(frame.depth), 1.0, rtol=1e-6)
+    rect = next(iter(open_sequence(bag, image_rectified=True)))
+    np.testing.assert_array_equal(rect.rgb, _color(0))
+    np.testing.assert_allclose(rect.K, np.reshape(P, (3, 4))[:, :3])
 
 
 def test_rosbag2_errors(tmp_path: Path) -> None:

@@ -72,16 +72,46 @@ def test_depth_sync_takes_the_nearest_stamp_within_the_slop() -> None:
 
 def test_calibration_scales_to_the_received_image() -> None:
     cal = Calibration(wait_s=0.0)
-    assert cal.K_for(320, 240) is None
-    info = CameraInfo(width=640, height=480)
+    image = np.zeros((240, 320, 3), np.uint8)
+    assert cal.pinhole(image)[2] is None
+    info = CameraInfo(width=640, height=480, distortion_model='plumb_bob')
     info.k = [500.0, 0.0, 319.5, 0.0, 500.0, 239.5, 0.0, 0.0, 1.0]
     cal.update(info)
-    K = cal.K_for(320, 240)
+    out, _, K = cal.pinhole(image)
+    assert out is image
     assert np.isclose(K[0, 0], 250.0) and np.isclose(K[1, 1], 250.0)
     assert np.isclose(K[0, 2], 159.5) and np.isclose(K[1, 2], 119.5)
     info.k = [0.0] * 9  # uncalibrated camera (REP 104: K[0] == 0)
     cal.update(info)
-    assert cal.K_for(640, 480) is None
+    assert cal.pinhole(image)[2] is None
+
+
+def test_calibration_undistorts_raw_images_or_takes_rectified_ones_as_they_are() -> None:
+    info = CameraInfo(width=320, height=240, distortion_model='plumb_bob')
+    info.k = [250.0, 0.0, 159.5, 0.0, 250.0, 119.5, 0.0, 0.0, 1.0]
+    info.d = [-0.3, 0.1, 0.0, 0.0, 0.0]
+    info.p = [200.0, 0.0, 159.5, 0.0, 0.0, 200.0, 119.5, 0.0, 0.0, 0.0, 1.0, 0.0]
+    image = np.tile(np.arange(320, dtype=np.uint8)[None, :, None], (240, 1, 3))
+    depth = np.full((240, 320), 2.0, np.float32)
+    raw = Calibration(wait_s=0.0)
+    raw.update(info)
+    out, out_depth, K = raw.pinhole(image, depth)
+    assert not np.array_equal(out, image) and K[0, 0] < 250.0  # undistorted, wider view
+    assert np.nanmedian(out_depth) == 2.0
+    # a raw pixel near the corner moves outwards in the undistorted image
+    corner = raw.pinhole_pixels(np.array([[10.0, 10.0]]), 320, 240)
+    assert corner[0, 0] < 10.0 and corner[0, 1] < 10.0
+    rect = Calibration(wait_s=0.0, rectified=True)
+    rect.update(info)
+    out, _, K = rect.pinhole(image)
+    assert out is image and np.isclose(K[0, 0], 200.0)  # P's intrinsics
+    assert np.array_equal(rect.pinhole_pixels(np.array([[10.0, 10.0]]), 320, 240), [[10, 10]])
+    # a distortion model that cannot be undistorted: every frame says why (the node goes on)
+    info.distortion_model = 'double_sphere'
+    info.d = [0.1, 0.2, 0.0, 0.0, 0.0, 0.0]
+    raw.update(info)
+    with pytest.raises(InputError, match="camera_info: distortion model 'double_sphere'"):
+        raw.pinhole(image)
 
 
 def test_stamp_gaps_count_missing_frames() -> None:

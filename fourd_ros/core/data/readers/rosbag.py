@@ -9,6 +9,7 @@ from typing import Any, Iterator
 import numpy as np
 
 from fourd_ros.core.data import ros_image
+from fourd_ros.core.data.camera_model import CalibrationError, CameraModel
 from fourd_ros.core.data.readers.base import (
     _check_depth_size,
     _selection,
@@ -33,8 +34,13 @@ class RosbagReader(SequenceReader):
             depth message with the nearest header stamp within ``max_dt`` s (default 0.02), or
             ``depth = None`` when there is none.
         camera_info_topic: optional CameraInfo topic; default: ``<image namespace>/camera_info``
-            if the bag has it. The latest CameraInfo received gives K (all-zero K = unknown).
-        K: intrinsics override (takes precedence over camera_info).
+            if the bag has it. The latest CameraInfo received gives the camera model
+            (`core.data.camera_model`; all-zero K = unknown): a raw image with distortion
+            coefficients is undistorted (depth too) and K is the undistorted image's.
+        image_rectified: the images are already rectified (intrinsics from CameraInfo's P,
+            distortion ignored); default: when the image topic's last name has 'rect' in it
+            (image_proc's ``image_rect``, ``image_rect_color``).
+        K: intrinsics override (takes precedence over camera_info; no undistortion).
 
     Stamps come from the image ``header.stamp`` (the bag receive time if the header is zero).
     ``start`` / ``stride`` / ``max_frames`` count image messages. Names are the image message
@@ -45,7 +51,8 @@ class RosbagReader(SequenceReader):
 
     def __init__(self, path: str | Path, image_topic: str | None = None,
                  depth_topic: str | None = None, camera_info_topic: str | None = None,
-                 max_dt: float = 0.02, **common: Any) -> None:
+                 max_dt: float = 0.02, image_rectified: bool | None = None,
+                 **common: Any) -> None:
         path = Path(path)
         if path.is_file() and (path.parent / 'metadata.yaml').is_file():
             path = path.parent
@@ -73,6 +80,8 @@ class RosbagReader(SequenceReader):
         self.depth_topic = depth_topic
         self.camera_info_topic = camera_info_topic
         self._compressed = topics[image_topic] == _COMPRESSED_TYPE
+        base = image_topic.removesuffix('/compressed').rsplit('/', 1)[-1]
+        self.image_rectified = ('rect' in base) if image_rectified is None else image_rectified
         self.has_depth = depth_topic is not None
 
     def _reader(self) -> Any:
@@ -121,7 +130,7 @@ class RosbagReader(SequenceReader):
         reader = self._reader()
         pending: deque[tuple[int, float, np.ndarray]] = deque()
         depths: deque[tuple[float, np.ndarray]] = deque()
-        state = {'K': self.K_override, 'out': 0}
+        state: dict[str, Any] = {'camera': None, 'out': 0}
         wanted = {self.image_topic, self.depth_topic, self.camera_info_topic} - {None}
         sel = _selection(self._counts.get(self.image_topic, 0), self.start, self.stride,
                          self.max_frames)
@@ -141,8 +150,11 @@ class RosbagReader(SequenceReader):
                 msg = self._deserialize(reader, raw, conn.msgtype, topic)
                 if topic == self.camera_info_topic:
                     if self.K_override is None:
-                        k = np.asarray(msg.k, dtype=np.float64).reshape(3, 3)
-                        state['K'] = k if k[0, 0] > 0 and k[1, 1] > 0 else None
+                        try:
+                            state['camera'] = CameraModel.from_camera_info(
+                                msg, rectified=self.image_rectified)
+                        except CalibrationError as err:
+                            raise DatasetError(f'{topic} in bag {self.path}: {err}') from None
                     continue
                 try:
                     if topic == self.depth_topic:
@@ -182,15 +194,17 @@ class RosbagReader(SequenceReader):
                 if best is not None and abs(best[0] - stamp) <= self.max_dt:
                     depth = best[1]
                     _check_depth_size(depth, rgb, f'on {self.depth_topic} in bag {self.path}')
-            if (state['K'] is None and self.camera_info_topic is not None and not final
-                    and len(pending) <= 64):
+            camera = state['camera']
+            if (camera is None and self.K_override is None and self.camera_info_topic is not None
+                    and not final and len(pending) <= 64):
                 return
             pending.popleft()
             while depths and depths[0][0] < stamp - self.max_dt:
                 depths.popleft()
-            K = state['K']
-            yield Frame(stamp=stamp, rgb=rgb, depth=depth,
-                        K=None if K is None else K.copy(), name=f'{src:06d}',
+            K = None if self.K_override is None else self.K_override.copy()
+            if camera is not None:
+                rgb, depth, K = camera.pinhole(rgb, depth)
+            yield Frame(stamp=stamp, rgb=rgb, depth=depth, K=K, name=f'{src:06d}',
                         index=state['out'])
             state['out'] += 1
         if not pending and depths:
