@@ -1,6 +1,7 @@
 """Input side of fourd_node, ROS-light: messages in, core frames out (no rclpy node here).
 
-- `decode_image` / `decode_depth`: checked conversion of sensor_msgs/Image to arrays;
+- `decode_image` / `decode_depth`: checked conversion of sensor_msgs/Image (or image_transport's
+  compressed / compressedDepth CompressedImage) to arrays;
 - `DepthSync`: registered depth matched to each image by stamp (nearest within a slop), the way
   image_pipeline's and isaac_ros_visual_slam's synchronisers sit apart from their nodes;
 - `Calibration`: the latest CameraInfo as a camera model: intrinsics scaled to the image actually
@@ -18,10 +19,13 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Any
 
+import cv2
 import numpy as np
 
 from fourd_ros.core.data.camera_model import CalibrationError, CameraModel
-from fourd_ros.core.data.ros_image import image_msg_to_depth, image_msg_to_rgb
+from fourd_ros.core.data.ros_image import (compressed_depth_msg_to_depth,
+                                           compressed_msg_to_rgb, image_msg_to_depth,
+                                           image_msg_to_rgb)
 from fourd_ros.core.engine.engine import InputError
 from fourd_ros.ros.conversions import stamp_to_sec
 
@@ -30,7 +34,13 @@ SUPPORTED_DEPTH = ('16UC1', '32FC1')
 
 
 def decode_image(msg: Any) -> np.ndarray:
-    """H x W x 3 uint8 RGB of a sensor_msgs/Image; `InputError` says what is wrong with it."""
+    """H x W x 3 uint8 RGB of a sensor_msgs/Image or CompressedImage (image_transport's
+    ``compressed``: JPEG or PNG); `InputError` says what is wrong with it."""
+    if hasattr(msg, 'format'):
+        try:
+            return compressed_msg_to_rgb(msg)
+        except (ValueError, cv2.error) as exc:
+            raise InputError(f'{exc} ({len(msg.data)} bytes)') from None
     enc = msg.encoding.lower()
     if enc not in SUPPORTED_IMAGE:
         raise InputError(f"unsupported image encoding '{msg.encoding}' (supported: "
@@ -45,8 +55,18 @@ def decode_image(msg: Any) -> np.ndarray:
 
 
 def decode_depth(msg: Any, shape: tuple[int, int]) -> np.ndarray:
-    """H x W float32 depth in metres (0 = no measurement) of a registered depth image whose
-    size must be `shape` (the colour image's H, W)."""
+    """H x W float32 depth in metres (0 = no measurement) of a registered depth image (Image,
+    or CompressedImage of image_transport's ``compressedDepth``) whose size must be `shape`
+    (the colour image's H, W)."""
+    if hasattr(msg, 'format'):
+        try:
+            depth = compressed_depth_msg_to_depth(msg)
+        except (ValueError, cv2.error) as exc:
+            raise InputError(str(exc)) from None
+        if depth.shape != tuple(shape):
+            raise InputError(f'depth {depth.shape[1]}x{depth.shape[0]} does not match image '
+                             f'{shape[1]}x{shape[0]}')
+        return np.where(np.isfinite(depth), depth, 0.0).astype(np.float32)
     if msg.encoding not in SUPPORTED_DEPTH:
         raise InputError(f"unsupported depth encoding '{msg.encoding}' (supported: "
                          f"{', '.join(SUPPORTED_DEPTH)})")

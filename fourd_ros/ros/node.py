@@ -32,7 +32,7 @@ from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 
 from diagnostic_msgs.msg import DiagnosticStatus
 from fourd_ros_msgs.srv import GetObjectMotion, GetTrajectory, QueryMotion, SaveMap
-from sensor_msgs.msg import CameraInfo, Image
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 from std_srvs.srv import Trigger
 from tf2_msgs.msg import TFMessage
 
@@ -105,7 +105,7 @@ class FourdNode(Node):
                                        rectified=self.p['image_rectified'])
         self.depth_sync = DepthSync(self.p['depth_sync_slop'])
         self.input_loss = InputLossMonitor(self.p['depth_sync_slop'])
-        self._queue: deque[Image] = deque(maxlen=self.p['queue_size'])
+        self._queue: deque[Image | CompressedImage] = deque(maxlen=self.p['queue_size'])
         self._cv = threading.Condition()
         # held while a frame is processed and published, and by ~/reset: a reset never
         # interleaves with a frame's outputs
@@ -122,10 +122,13 @@ class FourdNode(Node):
         self._setup_io()
         self._worker = threading.Thread(target=self._work, name='fourd_inference', daemon=True)
         self._worker.start()
-        inputs = ['image', 'camera_info'] + (['depth'] if self.uses_depth else [])
+        inputs = {'image': self._input('image', self.p['image_transport'])[1],
+                  'camera_info': 'camera_info'}
+        if self.uses_depth:
+            inputs['depth'] = self._depth_topic
         self.get_logger().info(
             f'fourd ready: backend={backend_name} (metric={self.engine.metric}), inputs: '
-            + ', '.join(f"{n}='{self.resolve_topic_name(n)}'" for n in inputs))
+            + ', '.join(f"{n}='{self.resolve_topic_name(t)}'" for n, t in inputs.items()))
         if depth_remapped and not self.uses_depth:
             self.get_logger().warning(
                 f"backend {backend_name} does not read depth: '{self.resolve_topic_name('depth')}'"
@@ -139,10 +142,12 @@ class FourdNode(Node):
     def _setup_io(self) -> None:
         sensor_qos = (qos_profile_sensor_data if self.p['image_qos'] == 'sensor_data'
                       else QoSProfile(depth=30, reliability=ReliabilityPolicy.RELIABLE))
-        self.create_subscription(Image, 'image', self._on_image, sensor_qos)
+        self.create_subscription(*self._input('image', self.p['image_transport']),
+                                 self._on_image, sensor_qos)
         self.create_subscription(CameraInfo, 'camera_info', self.calibration.update, sensor_qos)
+        depth_type, self._depth_topic = self._input('depth', self.p['depth_image_transport'])
         if self.uses_depth:
-            self.create_subscription(Image, 'depth', self._on_depth, sensor_qos)
+            self.create_subscription(depth_type, self._depth_topic, self._on_depth, sensor_qos)
         if not self.p['publish_camera_tf']:
             self.create_subscription(TFMessage, '/tf_static', self._on_tf_static, LATCHED)
         self.create_service(QueryMotion, '~/query_motion', self._on_query,
@@ -155,6 +160,14 @@ class FourdNode(Node):
         self.create_service(Trigger, '~/reset', self._on_reset, qos_profile=SERVICE_QOS)
         self.create_timer(self.p['diagnostics_period'], self._publish_diagnostics)
 
+    def _input(self, name: str, transport: str) -> tuple[type, str]:
+        """(message type, topic) of an image input: the relative name itself for raw images,
+        else image_transport's sub-topic of its remapped name (``<image>/compressed``, as the
+        camera's image_transport publisher names it)."""
+        if transport == 'raw':
+            return Image, name
+        return CompressedImage, f'{self.resolve_topic_name(name)}/{transport}'
+
     def _on_set_parameters(self, params):
         from rcl_interfaces.msg import SetParametersResult
         for param in params:
@@ -162,7 +175,7 @@ class FourdNode(Node):
         return SetParametersResult(successful=True)
 
     # ------------------------------------------------------------------ callbacks (cheap)
-    def _on_image(self, msg: Image) -> None:
+    def _on_image(self, msg: Image | CompressedImage) -> None:
         self.input_loss.add_image(conv.stamp_to_sec(msg.header.stamp))
         with self._cv:
             self._stats['received'] += 1
@@ -171,7 +184,7 @@ class FourdNode(Node):
             self._queue.append(msg)  # deque(maxlen) drops the oldest
             self._cv.notify()
 
-    def _on_depth(self, msg: Image) -> None:
+    def _on_depth(self, msg: Image | CompressedImage) -> None:
         self.input_loss.add_depth(conv.stamp_to_sec(msg.header.stamp))
         self.depth_sync.add(msg)
 
@@ -210,7 +223,7 @@ class FourdNode(Node):
         self._stats['rejecting'] = True
         self.get_logger().error(f'frame rejected: {why}', throttle_duration_sec=5.0)
 
-    def _decode(self, msg: Image) -> Frame:
+    def _decode(self, msg: Image | CompressedImage) -> Frame:
         if not self._extrinsics_ready:
             raise InputError(f"waiting for {self.p['base_frame']} -> "
                              f'{self._camera_frame or DEFAULT_CAMERA_FRAME} on /tf_static '
@@ -223,7 +236,8 @@ class FourdNode(Node):
         if self.uses_depth:
             depth_msg = self.depth_sync.match(stamp)
             if depth_msg is None:
-                raise InputError(f"no depth image on '{self.resolve_topic_name('depth')}' within "
+                topic = self.resolve_topic_name(self._depth_topic)
+                raise InputError(f"no depth image on '{topic}' within "
                                  f"{self.p['depth_sync_slop']} s of image stamp {stamp:.3f}")
             depth = decode_depth(depth_msg, (h, w))
         if not self._camera_frame:
@@ -232,7 +246,7 @@ class FourdNode(Node):
         self._input_size = (w, h)
         return Frame(stamp=stamp, rgb=rgb, depth=depth, K=K)
 
-    def _process(self, msg: Image) -> None:
+    def _process(self, msg: Image | CompressedImage) -> None:
         t0 = time.monotonic()
         frame = self._decode(msg)
         result = self.engine.process(frame)

@@ -79,6 +79,12 @@ PARAMS: tuple[Param, ...] = (
           '(1 = latest first: a new frame replaces the waiting one, so the next frame processed '
           'is always the newest; larger queues process every frame of a burst, later)',
           int_range=(1, 100)),
+    Param('image_transport', 'raw', "how the image comes (image_transport's names): raw = "
+          "sensor_msgs/Image on 'image'; compressed = CompressedImage (JPEG/PNG) on "
+          "'<image>/compressed'", choices=('raw', 'compressed')),
+    Param('depth_image_transport', 'raw', "how the depth comes: raw = Image on 'depth'; "
+          "compressedDepth = CompressedImage on '<depth>/compressedDepth' (PNG, 16UC1 or 32FC1)",
+          choices=('raw', 'compressedDepth')),
     Param('image_rectified', False, 'false: the image is raw (image_raw): when camera_info has '
           'distortion coefficients (plumb_bob, rational_polynomial, equidistant) the image and '
           'depth are undistorted before processing, and query pixels are given in the raw '

@@ -13,14 +13,16 @@ from __future__ import annotations
 
 import sys
 
+import cv2
 import numpy as np
 from rclpy.node import Node
 
 from geometry_msgs.msg import PoseStamped
-from sensor_msgs.msg import CameraInfo, Image
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 from std_msgs.msg import Header
 
 from fourd_ros.core.data.camera_model import Distortion, Undistorter, distort_image
+from fourd_ros.core.data.ros_image import encode_compressed_depth
 from fourd_ros.core.data.synthetic import SceneConfig, generate_clip
 from fourd_ros.ros import conversions as conv
 from fourd_ros.ros.params import Param, params_usage
@@ -39,6 +41,10 @@ CAMERA_PARAMS: tuple[Param, ...] = (
     Param('world_frame', 'map', 'frame of the GT pose', read_only=False),
     Param('max_frames', 0, 'stop after n frames (0 = never)', read_only=False),
     Param('publish_depth', True, 'publish the depth image (false = a monocular camera)'),
+    Param('image_transport', 'raw', 'compressed: publish image_raw/compressed (JPEG, quality 95) '
+          'and depth/compressedDepth (PNG) instead of the raw images, named and encoded as '
+          'image_transport plugins do (a camera behind a narrow link)',
+          choices=('raw', 'compressed')),
     Param('distortion_k1', 0.0, 'radial lens distortion k1 of the images (plumb_bob; < 0: '
           'barrel); camera_info carries it, with P of the undistorted image',
           float_range=(-0.5, 0.5)),
@@ -82,10 +88,18 @@ class SyntheticCamera(Node):
         self.order = list(range(n)) + list(range(n - 2, 0, -1)) if n > 1 else [0]
         ns = g('camera_ns').value.rstrip('/')
         self.frame_id = g('frame_id').value
-        self.pub_image = self.create_publisher(Image, f'{ns}/image_raw', 10)
+        self.compressed = g('image_transport').value == 'compressed'
+        if self.compressed:
+            self.pub_image = self.create_publisher(CompressedImage,
+                                                   f'{ns}/image_raw/compressed', 10)
+        else:
+            self.pub_image = self.create_publisher(Image, f'{ns}/image_raw', 10)
         self.pub_info = self.create_publisher(CameraInfo, f'{ns}/camera_info', 10)
-        self.pub_depth = (self.create_publisher(Image, f'{ns}/depth', 10)
-                          if g('publish_depth').value else None)
+        self.pub_depth = None
+        if g('publish_depth').value:
+            self.pub_depth = self.create_publisher(
+                *((CompressedImage, f'{ns}/depth/compressedDepth') if self.compressed
+                  else (Image, f'{ns}/depth')), 10)
         self.pub_pose = self.create_publisher(PoseStamped, f'{ns}/ground_truth/pose', 10)
         self.count = 0
         self.timer = self.create_timer(1.0 / g('rate').value, self._tick)
@@ -102,8 +116,17 @@ class SyntheticCamera(Node):
         header = Header(stamp=stamp, frame_id=self.frame_id)
         clip = self.clip
         h, w = clip.depth.shape[1:]
-        self.pub_image.publish(_image(header, self.rgb[i], 'rgb8', w * 3))
-        if self.pub_depth is not None:
+        if self.compressed:
+            _, jpeg = cv2.imencode('.jpg', self.rgb[i][..., ::-1],
+                                   [cv2.IMWRITE_JPEG_QUALITY, 95])
+            self.pub_image.publish(CompressedImage(
+                header=header, format='rgb8; jpeg compressed bgr8', data=jpeg.tobytes()))
+        else:
+            self.pub_image.publish(_image(header, self.rgb[i], 'rgb8', w * 3))
+        if self.pub_depth is not None and self.compressed:
+            fmt, data = encode_compressed_depth(self.depth[i])
+            self.pub_depth.publish(CompressedImage(header=header, format=fmt, data=data))
+        elif self.pub_depth is not None:
             self.pub_depth.publish(_image(header, self.depth[i].astype(np.float32), '32FC1',
                                           w * 4))
         info = CameraInfo(header=header, width=w, height=h,

@@ -3,16 +3,19 @@ loss, on messages built in the test (no DDS needed: these are the node's algorit
 
 from __future__ import annotations
 
+import struct
 import threading
 import time
 
+import cv2
 import numpy as np
 import pytest
 
 pytest.importorskip('sensor_msgs.msg')
 
-from sensor_msgs.msg import CameraInfo, Image  # noqa: E402
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image  # noqa: E402
 
+from fourd_ros.core.data.ros_image import encode_compressed_depth  # noqa: E402
 from fourd_ros.core.engine.engine import InputError  # noqa: E402
 from fourd_ros.ros.conversions import sec_to_stamp  # noqa: E402
 from fourd_ros.ros.inputs import (Calibration, DepthSync, InputLossMonitor,  # noqa: E402
@@ -52,6 +55,36 @@ def test_decode_depth_units_and_size() -> None:
         decode_depth(image(m, '32FC1'), (3, 2))
     with pytest.raises(InputError, match='unsupported depth encoding'):
         decode_depth(image(mm.astype(np.uint8), 'mono8'), (2, 2))
+
+
+def test_decode_compressed_transports() -> None:
+    """image_transport's compressed (JPEG/PNG) and compressedDepth (PNG) payloads."""
+    rgb = np.zeros((48, 64, 3), np.uint8)
+    rgb[..., 0], rgb[:, :32, 1] = 200, 90
+    _, png = cv2.imencode('.png', rgb[..., ::-1])
+    msg = CompressedImage(format='rgb8; png compressed bgr8', data=png.tobytes())
+    np.testing.assert_array_equal(decode_image(msg), rgb)
+    depth = np.linspace(0.5, 4.0, 48 * 64, dtype=np.float32).reshape(48, 64)
+    depth[0, :5] = np.nan
+    fmt, data = encode_compressed_depth(depth)
+    out = decode_depth(CompressedImage(format=fmt, data=data), (48, 64))
+    assert np.all(out[0, :5] == 0)  # no depth
+    np.testing.assert_allclose(out[1:], depth[1:], rtol=1e-3)
+    # 16UC1: the header, then a PNG of millimetres
+    mm = (np.nan_to_num(depth) * 1000).astype(np.uint16)
+    _, png16 = cv2.imencode('.png', mm)
+    msg = CompressedImage(format='16UC1; compressedDepth png',
+                          data=struct.pack('<iff', 0, 0.0, 0.0) + png16.tobytes())
+    np.testing.assert_allclose(decode_depth(msg, (48, 64)), mm / 1000.0, rtol=1e-6)
+    # what cannot be decoded gets a clear error (the node goes on with the next frame)
+    with pytest.raises(InputError, match='cannot decode compressed image'):
+        decode_image(CompressedImage(format='jpeg', data=b'not a jpeg'))
+    with pytest.raises(InputError, match='RVL is not supported'):
+        decode_depth(CompressedImage(format='32FC1; compressedDepth rvl', data=data), (48, 64))
+    with pytest.raises(InputError, match='does not match image 32x24'):
+        decode_depth(CompressedImage(format=fmt, data=data), (24, 32))
+    with pytest.raises(InputError, match='has no image'):
+        decode_depth(CompressedImage(format=fmt, data=data[:12]), (48, 64))
 
 
 def test_depth_sync_takes_the_nearest_stamp_within_the_slop() -> None:

@@ -236,6 +236,32 @@ def test_a_raw_camera_with_lens_distortion(ros_context, start_process, clip) -> 
     node.destroy_node()
 
 
+def test_compressed_image_transport(ros_context, start_process, clip) -> None:
+    """A camera that publishes only image_transport's compressed topics (JPEG colour,
+    compressedDepth PNG depth): the node reads them and stays on the ground truth."""
+    start_process(*camera_args(10.0, 'image_transport:=compressed'), name='camera')
+    start_process(*node_args('image_transport:=compressed',
+                             'depth_image_transport:=compressedDepth'), name='node')
+    node = rclpy.create_node('observer', context=ros_context)
+    rec = Recorder(node)
+    rec.listen(PointCloud2, '/fourd/points')
+    rec.listen(TFMessage, '/tf', 100)
+    rec.listen(PoseStamped, '/camera/ground_truth/pose', 100)
+    assert spin_until(node, lambda: rec.count('/fourd/points') >= 25 and len(
+        rec.poses_with_ground_truth('camera_link')) >= 20, timeout=90.0), \
+        f'too few clouds: {rec.count("/fourd/points")}'
+    ate, T_align, _ = camera_path_error(rec)
+    v, u = np.mgrid[10:CAMERA['height']:12, 10:CAMERA['width']:12]
+    grid = np.stack([u.ravel(), v.ravel()], 1)
+    valid, err = pixel_query_error(node, rec, clip, T_align, grid, grid)
+    print(f'compressed transport: camera ATE {ate * 1e3:.2f} mm, VALID {valid:.0%} of the '
+          f'visible query points, median query error {err * 1e3:.1f} mm')
+    assert ate < 0.005, f'camera path {ate * 1e3:.2f} mm RMSE from the ground truth'
+    assert valid > 0.85
+    assert err < 0.004, f'median query error {err * 1e3:.1f} mm'
+    node.destroy_node()
+
+
 def test_evicted_stamp_answers_out_of_window(ros_context, start_process) -> None:
     start_process(*camera_args(), name='camera')
     start_process(*node_args('cache_recent_frames:=3', 'cache_max_keyframes:=0'), name='node')

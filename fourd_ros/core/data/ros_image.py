@@ -2,11 +2,20 @@
 
 Works with any object that has the message fields (rosbags messages, rclpy messages).
 Depth follows REP 118: ``16UC1`` / ``mono16`` in millimetres, ``32FC1`` in metres.
+
+Compressed images are those of image_transport's plugins: ``compressed`` (a JPEG or PNG of the
+colour image, format e.g. ``"rgb8; jpeg compressed bgr8"``) and ``compressedDepth``
+(compressed_depth_image_transport: a 12-byte header (int32 format, float32 depthQuantA,
+depthQuantB, little-endian) then a PNG of the 16-bit depth in mm for ``16UC1``, or of the
+quantised inverse depth ``q = A / z + B`` for ``32FC1``, 0 = no depth; format e.g.
+``"32FC1; compressedDepth png"``).
 """
 
 from __future__ import annotations
 
 from typing import Any
+
+import struct
 
 import cv2
 import numpy as np
@@ -87,3 +96,55 @@ def compressed_msg_to_rgb(msg: Any) -> np.ndarray:
     if bgr is None:
         raise ValueError(f'cannot decode compressed image (format {msg.format!r})')
     return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+
+
+# compressed_depth_image_transport's ConfigHeader: int32 format, float32 depthParam[2]
+_DEPTH_HEADER = struct.Struct('<iff')
+
+
+def compressed_depth_msg_to_depth(msg: Any) -> np.ndarray:
+    """H x W float32 depth in metres (NaN or 0 = none) from a ``compressedDepth`` message.
+
+    Raises:
+        ValueError: an unsupported format (RVL, not 16UC1 / 32FC1) or data that do not decode.
+    """
+    fmt = str(msg.format)
+    encoding, _, compression = fmt.partition(';')
+    encoding = encoding.strip().lower()
+    if 'compresseddepth' not in compression.lower() and compression.strip():
+        raise ValueError(f'not a compressedDepth image (format {fmt!r})')
+    if 'rvl' in compression.lower():
+        raise ValueError(f'compressedDepth RVL is not supported (format {fmt!r}); publish '
+                         "png (the plugin's default format)")
+    if encoding not in ('16uc1', 'mono16', '32fc1'):
+        raise ValueError(f'compressedDepth of encoding {encoding!r} (supported: 16UC1, 32FC1)')
+    buf = _as_bytes(msg.data)
+    if buf.size <= _DEPTH_HEADER.size:
+        raise ValueError(f'compressedDepth message of {buf.size} bytes has no image')
+    _, quant_a, quant_b = _DEPTH_HEADER.unpack(buf[:_DEPTH_HEADER.size].tobytes())
+    raw = cv2.imdecode(buf[_DEPTH_HEADER.size:], cv2.IMREAD_UNCHANGED)
+    if raw is None or raw.dtype != np.uint16 or raw.ndim != 2:
+        raise ValueError(f'cannot decode compressedDepth image (format {fmt!r})')
+    if encoding == '32fc1':
+        q = raw.astype(np.float32)
+        with np.errstate(divide='ignore'):
+            return np.where(raw > 0, np.float32(quant_a) / (q - np.float32(quant_b)),
+                            np.float32(np.nan)).astype(np.float32)
+    return raw.astype(np.float32) / np.float32(1000.0)
+
+
+def encode_compressed_depth(depth: np.ndarray, depth_max: float = 10.0,
+                            depth_quantization: float = 100.0) -> tuple[str, bytes]:
+    """(format, data) of a ``32FC1; compressedDepth png`` message of an H x W float32 depth
+    in metres, as compressed_depth_image_transport makes it (its defaults: depth_max 10 m,
+    depth_quantization 100): for simulated cameras and tests."""
+    quant_a = np.float32(depth_quantization * (depth_quantization + 1.0))
+    quant_b = np.float32(1.0 - quant_a / np.float32(depth_max))
+    z = depth.astype(np.float32)
+    with np.errstate(divide='ignore', invalid='ignore'):
+        q = np.where(np.isfinite(z) & (z > 0) & (z < depth_max), quant_a / z + quant_b, 0.0)
+    ok, png = cv2.imencode('.png', q.astype(np.uint16))
+    if not ok:
+        raise ValueError('PNG encoding of the depth failed')
+    return ('32FC1; compressedDepth png',
+            _DEPTH_HEADER.pack(0, float(quant_a), float(quant_b)) + png.tobytes())
