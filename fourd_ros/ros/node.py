@@ -54,11 +54,14 @@ from fourd_ros.ros.spin import run_node
 
 DEFAULT_CAMERA_FRAME = 'camera_optical_frame'
 INPUTS = (
-    ('image', 'sensor_msgs/Image', f"camera image ({', '.join(SUPPORTED_IMAGE)})"),
+    ('image', 'sensor_msgs/Image', f"camera image ({', '.join(SUPPORTED_IMAGE)}; raw, or "
+     'rectified with image_rectified:=true; image_transport:=compressed reads the '
+     'CompressedImage on <image>/compressed instead)'),
     ('camera_info', 'sensor_msgs/CameraInfo', 'its calibration (optional: without it the '
      'intrinsics are guessed and outputs are up to that guess)'),
     ('depth', 'sensor_msgs/Image', f"registered depth ({', '.join(SUPPORTED_DEPTH)}: mm or m); "
-     'remapping it selects backend rgbd under backend:=auto'),
+     'remapping it selects backend rgbd under backend:=auto; '
+     'depth_image_transport:=compressedDepth reads <depth>/compressedDepth instead'),
 )
 
 
