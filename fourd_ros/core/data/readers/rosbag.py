@@ -30,7 +30,8 @@ class RosbagReader(SequenceReader):
         image_topic: colour image topic (``sensor_msgs/msg/Image`` rgb8/bgr8/rgba8/bgra8/mono8
             or ``CompressedImage``); default: the first Image topic whose name does not contain
             'depth', else the first Image, else the first CompressedImage topic.
-        depth_topic: optional registered depth topic (16UC1 mm or 32FC1 m). Each image gets the
+        depth_topic: optional registered depth topic (Image 16UC1 mm or 32FC1 m, or
+            image_transport's ``compressedDepth`` CompressedImage). Each image gets the
             depth message with the nearest header stamp within ``max_dt`` s (default 0.02), or
             ``depth = None`` when there is none.
         camera_info_topic: optional CameraInfo topic; default: ``<image namespace>/camera_info``
@@ -62,7 +63,8 @@ class RosbagReader(SequenceReader):
         if image_topic is None:
             images = [t for t, typ in topics.items() if typ == _IMAGE_TYPE and t != depth_topic]
             plain = [t for t in images if 'depth' not in t.lower()]
-            compressed = [t for t, typ in topics.items() if typ == _COMPRESSED_TYPE]
+            compressed = [t for t, typ in topics.items() if typ == _COMPRESSED_TYPE
+                          and t != depth_topic and 'depth' not in t.lower()]
             candidates = plain or images or compressed
             if not candidates:
                 raise DatasetError(f'no sensor_msgs/msg/Image topic in bag {path} '
@@ -70,7 +72,7 @@ class RosbagReader(SequenceReader):
             image_topic = candidates[0]
         self._check_topic(topics, image_topic, (_IMAGE_TYPE, _COMPRESSED_TYPE), 'image')
         if depth_topic is not None:
-            self._check_topic(topics, depth_topic, (_IMAGE_TYPE,), 'depth')
+            self._check_topic(topics, depth_topic, (_IMAGE_TYPE, _COMPRESSED_TYPE), 'depth')
         if camera_info_topic is None:
             sibling = image_topic.rsplit('/', 1)[0] + '/camera_info'
             camera_info_topic = sibling if topics.get(sibling) == _INFO_TYPE else None
@@ -80,6 +82,8 @@ class RosbagReader(SequenceReader):
         self.depth_topic = depth_topic
         self.camera_info_topic = camera_info_topic
         self._compressed = topics[image_topic] == _COMPRESSED_TYPE
+        self._compressed_depth = depth_topic is not None and \
+            topics[depth_topic] == _COMPRESSED_TYPE
         base = image_topic.removesuffix('/compressed').rsplit('/', 1)[-1]
         self.image_rectified = ('rect' in base) if image_rectified is None else image_rectified
         self.has_depth = depth_topic is not None
@@ -159,6 +163,8 @@ class RosbagReader(SequenceReader):
                 try:
                     if topic == self.depth_topic:
                         depths.append((self._stamp(msg, bag_ns),
+                                       ros_image.compressed_depth_msg_to_depth(msg)
+                                       if self._compressed_depth else
                                        ros_image.image_msg_to_depth(msg)))
                     elif self._compressed:
                         pending.append((img_idx, self._stamp(msg, bag_ns),
