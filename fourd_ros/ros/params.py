@@ -83,7 +83,8 @@ PARAMS: tuple[Param, ...] = (
           "sensor_msgs/Image on 'image'; compressed = CompressedImage (JPEG/PNG) on "
           "'<image>/compressed'", choices=('raw', 'compressed')),
     Param('depth_image_transport', 'raw', "how the depth comes: raw = Image on 'depth'; "
-          "compressedDepth = CompressedImage on '<depth>/compressedDepth' (PNG, 16UC1 or 32FC1)",
+          "compressedDepth = CompressedImage on '<depth>/compressedDepth' (PNG or RVL, 16UC1 or "
+          '32FC1)',
           choices=('raw', 'compressedDepth')),
     Param('image_rectified', False, 'false: the image is raw (image_raw): when camera_info has '
           'distortion coefficients (plumb_bob, rational_polynomial, equidistant) the image and '

@@ -58,7 +58,7 @@ def test_decode_depth_units_and_size() -> None:
 
 
 def test_decode_compressed_transports() -> None:
-    """image_transport's compressed (JPEG/PNG) and compressedDepth (PNG) payloads."""
+    """image_transport's compressed (JPEG/PNG) and compressedDepth (PNG, RVL) payloads."""
     rgb = np.zeros((48, 64, 3), np.uint8)
     rgb[..., 0], rgb[:, :32, 1] = 200, 90
     _, png = cv2.imencode('.png', rgb[..., ::-1])
@@ -79,8 +79,16 @@ def test_decode_compressed_transports() -> None:
     # what cannot be decoded gets a clear error (the node goes on with the next frame)
     with pytest.raises(InputError, match='cannot decode compressed image'):
         decode_image(CompressedImage(format='jpeg', data=b'not a jpeg'))
-    with pytest.raises(InputError, match='RVL is not supported'):
-        decode_depth(CompressedImage(format='32FC1; compressedDepth rvl', data=data), (48, 64))
+    # RVL-coded (its words as compressed_depth_image_transport packs them: zeros 2, nonzeros
+    # 1, delta 5 -> nibbles 2, 1, 0xA, 1 from the top of one little-endian word)
+    word = struct.pack('<iffII', 0, 0.0, 0.0, 3, 1) + struct.pack('<I', 0x21A10000)
+    out = decode_depth(CompressedImage(format='16UC1; compressedDepth rvl', data=word), (1, 3))
+    np.testing.assert_allclose(out, [[0.0, 0.0, 0.005]])
+    fmt_rvl, data_rvl = encode_compressed_depth(depth, 'rvl')
+    out = decode_depth(CompressedImage(format=fmt_rvl, data=data_rvl), (48, 64))
+    np.testing.assert_allclose(out[1:], depth[1:], rtol=1e-3)
+    with pytest.raises(InputError, match='RVL data end before 64x48 pixels'):
+        decode_depth(CompressedImage(format=fmt_rvl, data=data_rvl[:2000]), (48, 64))
     with pytest.raises(InputError, match='does not match image 32x24'):
         decode_depth(CompressedImage(format=fmt, data=data), (24, 32))
     with pytest.raises(InputError, match='has no image'):

@@ -6,9 +6,11 @@ Depth follows REP 118: ``16UC1`` / ``mono16`` in millimetres, ``32FC1`` in metre
 Compressed images are those of image_transport's plugins: ``compressed`` (a JPEG or PNG of the
 colour image, format e.g. ``"rgb8; jpeg compressed bgr8"``) and ``compressedDepth``
 (compressed_depth_image_transport: a 12-byte header (int32 format, float32 depthQuantA,
-depthQuantB, little-endian) then a PNG of the 16-bit depth in mm for ``16UC1``, or of the
-quantised inverse depth ``q = A / z + B`` for ``32FC1``, 0 = no depth; format e.g.
-``"32FC1; compressedDepth png"``).
+depthQuantB, little-endian) then the 16-bit depth in mm for ``16UC1``, or the quantised inverse
+depth ``q = A / z + B`` for ``32FC1`` (0 = no depth), as a PNG or RVL-coded (Wilson 2017:
+uint32 width and height, then runs of zeros and zig-zag deltas of non-zeros in 3-bit
+variable-length nibbles, packed 8 to a little-endian 32-bit word from its top); format e.g.
+``"32FC1; compressedDepth png"``, ``"16UC1; compressedDepth rvl"``).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from typing import Any
 import struct
 
 import cv2
+import numba
 import numpy as np
 
 # encoding -> (numpy dtype, channels)
@@ -106,23 +109,22 @@ def compressed_depth_msg_to_depth(msg: Any) -> np.ndarray:
     """H x W float32 depth in metres (NaN or 0 = none) from a ``compressedDepth`` message.
 
     Raises:
-        ValueError: an unsupported format (RVL, not 16UC1 / 32FC1) or data that do not decode.
+        ValueError: an unsupported format (not 16UC1 / 32FC1) or data that do not decode.
     """
     fmt = str(msg.format)
     encoding, _, compression = fmt.partition(';')
-    encoding = encoding.strip().lower()
-    if 'compresseddepth' not in compression.lower() and compression.strip():
+    encoding, compression = encoding.strip().lower(), compression.strip().lower()
+    if compression and 'compresseddepth' not in compression:
         raise ValueError(f'not a compressedDepth image (format {fmt!r})')
-    if 'rvl' in compression.lower():
-        raise ValueError(f'compressedDepth RVL is not supported (format {fmt!r}); publish '
-                         "png (the plugin's default format)")
     if encoding not in ('16uc1', 'mono16', '32fc1'):
         raise ValueError(f'compressedDepth of encoding {encoding!r} (supported: 16UC1, 32FC1)')
     buf = _as_bytes(msg.data)
     if buf.size <= _DEPTH_HEADER.size:
         raise ValueError(f'compressedDepth message of {buf.size} bytes has no image')
     _, quant_a, quant_b = _DEPTH_HEADER.unpack(buf[:_DEPTH_HEADER.size].tobytes())
-    raw = cv2.imdecode(buf[_DEPTH_HEADER.size:], cv2.IMREAD_UNCHANGED)
+    payload = buf[_DEPTH_HEADER.size:]
+    raw = _rvl_decode(payload, fmt) if compression.endswith('rvl') else \
+        cv2.imdecode(payload, cv2.IMREAD_UNCHANGED)
     if raw is None or raw.dtype != np.uint16 or raw.ndim != 2:
         raise ValueError(f'cannot decode compressedDepth image (format {fmt!r})')
     if encoding == '32fc1':
@@ -133,9 +135,10 @@ def compressed_depth_msg_to_depth(msg: Any) -> np.ndarray:
     return raw.astype(np.float32) / np.float32(1000.0)
 
 
-def encode_compressed_depth(depth: np.ndarray, depth_max: float = 10.0,
-                            depth_quantization: float = 100.0) -> tuple[str, bytes]:
-    """(format, data) of a ``32FC1; compressedDepth png`` message of an H x W float32 depth
+def encode_compressed_depth(depth: np.ndarray, compression: str = 'png',
+                            depth_max: float = 10.0, depth_quantization: float = 100.0
+                            ) -> tuple[str, bytes]:
+    """(format, data) of a ``32FC1; compressedDepth png|rvl`` message of an H x W float32 depth
     in metres, as compressed_depth_image_transport makes it (its defaults: depth_max 10 m,
     depth_quantization 100): for simulated cameras and tests."""
     quant_a = np.float32(depth_quantization * (depth_quantization + 1.0))
@@ -143,8 +146,117 @@ def encode_compressed_depth(depth: np.ndarray, depth_max: float = 10.0,
     z = depth.astype(np.float32)
     with np.errstate(divide='ignore', invalid='ignore'):
         q = np.where(np.isfinite(z) & (z > 0) & (z < depth_max), quant_a / z + quant_b, 0.0)
-    ok, png = cv2.imencode('.png', q.astype(np.uint16))
-    if not ok:
-        raise ValueError('PNG encoding of the depth failed')
-    return ('32FC1; compressedDepth png',
-            _DEPTH_HEADER.pack(0, float(quant_a), float(quant_b)) + png.tobytes())
+    q = q.astype(np.uint16)
+    if compression == 'rvl':
+        h, w = q.shape
+        payload = struct.pack('<II', w, h) + _rvl_words(q.ravel()).astype('<u4').tobytes()
+    else:
+        ok, png = cv2.imencode('.png', q)
+        if not ok:
+            raise ValueError('PNG encoding of the depth failed')
+        payload = png.tobytes()
+    return (f'32FC1; compressedDepth {compression}',
+            _DEPTH_HEADER.pack(0, float(quant_a), float(quant_b)) + payload)
+
+
+def _rvl_decode(payload: np.ndarray, fmt: str) -> np.ndarray:
+    """H x W uint16 of an RVL payload (uint32 width, height, then the coded words)."""
+    if payload.size < 8:
+        raise ValueError(f'compressedDepth RVL payload of {payload.size} bytes (format {fmt!r})')
+    w, h = struct.unpack('<II', payload[:8].tobytes())
+    words = np.frombuffer(payload[8:8 + (payload.size - 8) // 4 * 4].tobytes(), '<u4')
+    # the best case codes 4 pixels a byte: more pixels than that is a corrupt header
+    if w == 0 or h == 0 or w * h > 8 * max(words.size * 4, 1):
+        raise ValueError(f'compressedDepth RVL image of {w}x{h} in {payload.size} bytes '
+                         f'(format {fmt!r})')
+    out = _rvl_decode_words(words.astype(np.uint32), w * h)
+    if out is None:
+        raise ValueError(f'compressedDepth RVL data end before {w}x{h} pixels (format {fmt!r})')
+    return out.reshape(h, w)
+
+
+@numba.njit(cache=True, nogil=True)
+def _rvl_decode_words(words: np.ndarray, n: int):  # -> np.ndarray | None
+    """n uint16 values of RVL words, or None when the words run out first."""
+    out = np.zeros(n, np.uint16)
+    state = np.zeros(3, np.int64)  # next word, nibbles left in the current one, the word
+    i, previous = 0, 0
+    while i < n:
+        zeros = _vle(words, state)
+        nonzeros = _vle(words, state)
+        if zeros < 0 or nonzeros < 0 or i + zeros + nonzeros > n:
+            return None
+        i += zeros
+        for _ in range(nonzeros):
+            positive = _vle(words, state)
+            if positive < 0:
+                return None
+            previous = (previous + ((positive >> 1) ^ -(positive & 1))) & 0xFFFF
+            out[i] = previous
+            i += 1
+    return out
+
+
+@numba.njit(cache=True, nogil=True)
+def _vle(words: np.ndarray, state: np.ndarray) -> int:
+    """The next variable-length value (3-bit groups, lowest first; -1 past the end)."""
+    value, shift = 0, 0
+    while True:
+        if state[1] == 0:
+            if state[0] >= len(words) or shift > 30:
+                return -1
+            state[2] = words[state[0]]
+            state[0] += 1
+            state[1] = 8
+        nibble = (state[2] >> 28) & 0xF
+        state[2] = (state[2] << 4) & 0xFFFFFFFF
+        state[1] -= 1
+        value |= (nibble & 0x7) << shift
+        shift += 3
+        if not nibble & 0x8:
+            return value
+
+
+@numba.njit(cache=True, nogil=True)
+def _rvl_words(values: np.ndarray) -> np.ndarray:
+    """RVL words of uint16 values (the encoder, for simulated cameras and tests)."""
+    out = np.zeros(len(values) * 2 + 4, np.uint32)
+    state = np.zeros(3, np.int64)  # words written, nibbles in the current one, the word
+    previous, i, n = 0, 0, len(values)
+    while i < n:
+        zeros = 0
+        while i < n and values[i] == 0:
+            zeros += 1
+            i += 1
+        _put_vle(out, state, zeros)
+        nonzeros = 0
+        while i + nonzeros < n and values[i + nonzeros] != 0:
+            nonzeros += 1
+        _put_vle(out, state, nonzeros)
+        for _ in range(nonzeros):
+            delta = int(values[i]) - previous
+            _put_vle(out, state, (delta << 1) ^ (delta >> 31))
+            previous = int(values[i])
+            i += 1
+    if state[1]:
+        out[state[0]] = (state[2] << (4 * (8 - state[1]))) & 0xFFFFFFFF
+        state[0] += 1
+    return out[:state[0]]
+
+
+@numba.njit(cache=True, nogil=True)
+def _put_vle(out: np.ndarray, state: np.ndarray, value: int) -> None:
+    while True:
+        nibble = value & 0x7
+        value >>= 3
+        if value:
+            nibble |= 0x8
+        state[2] = ((state[2] << 4) | nibble) & 0xFFFFFFFF
+        state[1] += 1
+        if state[1] == 8:
+            out[state[0]] = state[2]
+            state[0] += 1
+            state[1] = 0
+            state[2] = 0
+        if not value:
+            return
