@@ -12,6 +12,9 @@ Arguments (name, default, meaning):
     depth                 /camera/depth        registered depth topic ('' = monocular)
     config                <share>/config/fourd.yaml  parameter file
     backend               auto                 auto | learned | rgbd
+    image_transport       raw                  raw | compressed (reads <image>/compressed)
+    depth_image_transport raw                  raw | compressedDepth (<depth>/compressedDepth)
+    image_rectified       false                true: the image is image_proc's image_rect
     namespace             ''                   namespace of the node (one per camera)
     use_synthetic_camera  false                also start fourd_synthetic_camera
     fastdds_profile       <share>/config/fastdds.xml  Fast DDS transport profile ('' = none)
@@ -46,11 +49,18 @@ ARGUMENTS = {
     'depth': ('/camera/depth', "registered depth topic ('' = monocular)"),
     'config': (str(SHARE / 'config' / 'fourd.yaml'), 'parameter file'),
     'backend': ('auto', 'auto | learned | rgbd'),
+    'image_transport': ('raw', 'raw | compressed (reads <image>/compressed)'),
+    'depth_image_transport': ('raw', 'raw | compressedDepth (reads <depth>/compressedDepth)'),
+    'image_rectified': ('false', "true: the image is already rectified (image_proc's "
+                        'image_rect; intrinsics from P)'),
     'namespace': ('', 'namespace of the node (one per camera)'),
     'use_synthetic_camera': ('false', 'also start fourd_synthetic_camera'),
     'fastdds_profile': (str(SHARE / 'config' / 'fastdds.xml'),
                         "Fast DDS transport profile ('' = none)"),
 }
+
+# launch arguments passed to fourd_node as parameters of the same name
+NODE_PARAMETERS = ('backend', 'image_transport', 'depth_image_transport', 'image_rectified')
 
 
 def remappings(args: dict[str, str]) -> list[tuple[str, str]]:
@@ -60,7 +70,9 @@ def remappings(args: dict[str, str]) -> list[tuple[str, str]]:
 
 def node_ros_args(args: dict[str, str], with_remaps: bool = True) -> list[str]:
     """--ros-args for fourd_node from launch arguments (shared by both launch paths)."""
-    out = ['--ros-args', '--params-file', args['config'], '-p', f"backend:={args['backend']}"]
+    out = ['--ros-args', '--params-file', args['config']]
+    for name in NODE_PARAMETERS:
+        out += ['-p', f'{name}:={args[name]}']
     if with_remaps:
         for name, topic in remappings(args):
             out += ['-r', f'{name}:={topic}']
