@@ -104,15 +104,26 @@ fi
 
 step "compile the rgbd backend's loops (numba, cached in __pycache__)"
 # a few frames of a moving scene, so that the first frames of `make demo` or a node do not wait
-# for the compiler (several seconds); about 2 s once the cache holds them
+# for the compiler (several seconds); about 2 s once the cache holds them. Also the input side's
+# loops: depth undistortion and RVL-coded compressedDepth
 "$VENV/bin/python" - <<'PY'
+from types import SimpleNamespace
+
+import numpy as np
+
 from fourd_ros.core.backends.rgbd import RgbdBackend
+from fourd_ros.core.data.camera_model import remap_depth
+from fourd_ros.core.data.ros_image import compressed_depth_msg_to_depth, encode_compressed_depth
 from fourd_ros.core.data.synthetic import SceneConfig, generate_clip
 
 backend = RgbdBackend()
 for frame in generate_clip(SceneConfig(frames=8, width=160, height=120, seed=2)):
     backend.process(frame)
 backend.close()
+depth = np.ones((4, 4), np.float32)
+remap_depth(depth, *np.meshgrid(np.arange(4, dtype=np.float32), np.arange(4, dtype=np.float32)))
+fmt, data = encode_compressed_depth(depth, 'rvl')
+compressed_depth_msg_to_depth(SimpleNamespace(format=fmt, data=data))
 PY
 
 current_step="done"

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import cv2
+import numba
 import numpy as np
 
 from fourd_ros.core.geometry import scale_intrinsics
@@ -125,25 +126,40 @@ def remap_depth(depth: np.ndarray, map_x: np.ndarray, map_y: np.ndarray,
     ``max_step`` of each other), else the nearest pixel's depth, so that no point lands between
     a near and a far surface. (Nearest everywhere turns smooth surfaces into steps that bent
     the rgbd camera path: 11.7 instead of 5.3 mm on a zoomed synthetic clip, docs/history.md.)
-    NaN outside the image."""
-    d = depth.astype(np.float32, copy=True)
-    d[~(d > 0)] = np.nan
-    nan = float('nan')
-    linear = cv2.remap(d, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT,
-                       borderValue=nan)
-    nearest = cv2.remap(d, map_x, map_y, cv2.INTER_NEAREST, borderMode=cv2.BORDER_CONSTANT,
-                        borderValue=nan)
-    # the extremes of each 2 x 2 block (anchored at its top-left pixel), read at the block a
-    # sample falls in; a NaN in the block makes `linear` NaN, which falls back to nearest
-    kernel = np.ones((2, 2), np.uint8)
-    filled = np.nan_to_num(d, nan=0.0)
-    lo = cv2.erode(filled, kernel, anchor=(0, 0), borderType=cv2.BORDER_REPLICATE)
-    hi = cv2.dilate(filled, kernel, anchor=(0, 0), borderType=cv2.BORDER_REPLICATE)
-    fx, fy = np.floor(map_x), np.floor(map_y)
-    lo = cv2.remap(lo, fx, fy, cv2.INTER_NEAREST, borderMode=cv2.BORDER_REPLICATE)
-    hi = cv2.remap(hi, fx, fy, cv2.INTER_NEAREST, borderMode=cv2.BORDER_REPLICATE)
-    smooth = np.isfinite(linear) & (hi <= lo * (1.0 + max_step))
-    return np.where(smooth, linear, nearest).astype(np.float32)
+    NaN outside the image and where the nearest pixel has no depth."""
+    return _remap_depth(np.ascontiguousarray(depth, dtype=np.float32),
+                        np.ascontiguousarray(map_x, dtype=np.float32),
+                        np.ascontiguousarray(map_y, dtype=np.float32), np.float32(max_step))
+
+
+@numba.njit(cache=True, nogil=True)
+def _remap_depth(depth: np.ndarray, map_x: np.ndarray, map_y: np.ndarray,
+                 max_step: np.float32) -> np.ndarray:
+    """`remap_depth` in one compiled pass (pixel centres at integer coordinates)."""
+    h, w = depth.shape
+    out = np.full(map_x.shape, np.nan, np.float32)
+    for r in range(map_x.shape[0]):
+        for c in range(map_x.shape[1]):
+            x, y = map_x[r, c], map_y[r, c]
+            if not (x > -0.5 and y > -0.5 and x < w - 0.5 and y < h - 0.5):
+                continue
+            x0 = min(max(int(np.floor(x)), 0), w - 2) if w > 1 else 0
+            y0 = min(max(int(np.floor(y)), 0), h - 2) if h > 1 else 0
+            x1, y1 = min(x0 + 1, w - 1), min(y0 + 1, h - 1)
+            a, b = depth[y0, x0], depth[y0, x1]
+            d, e = depth[y1, x0], depth[y1, x1]
+            lo = min(min(a, b), min(d, e))
+            hi = max(max(a, b), max(d, e))
+            if lo > 0 and hi <= lo * (1 + max_step):  # one surface (NaN fails both tests)
+                fx = min(max(x - x0, 0.0), 1.0)
+                fy = min(max(y - y0, 0.0), 1.0)
+                out[r, c] = ((a * (1 - fx) + b * fx) * (1 - fy)
+                             + (d * (1 - fx) + e * fx) * fy)
+            else:
+                z = depth[int(np.floor(y + 0.5)), int(np.floor(x + 0.5))]
+                if z > 0:
+                    out[r, c] = z
+    return out
 
 
 def distort_image(image: np.ndarray, K: np.ndarray, distortion: Distortion,
