@@ -180,6 +180,19 @@ class Calibration:
             return rgb, depth, None
         return model.pinhole(rgb, depth)
 
+    def describe(self) -> str:
+        """What the node does with the camera's images (the ``camera_model`` diagnostic)."""
+        model, error = self._state
+        if error:
+            return error
+        if model is None:
+            return 'uncalibrated' if self._ready.is_set() else 'no camera_info yet'
+        if self.rectified:
+            return 'rectified (intrinsics from P)'
+        if model.distortion.is_pinhole:
+            return 'pinhole (no distortion)'
+        return f'{model.distortion.model}, undistorted'
+
     def pinhole_pixels(self, pixels: np.ndarray, width: int, height: int) -> np.ndarray:
         """N x 2 pixels of a received width x height image where `pinhole` puts them (query
         pixels are given in the image as the camera sent it)."""

@@ -305,6 +305,7 @@ class FourdNode(Node):
             self.get_logger().warning(loss.warning, throttle_duration_sec=10.0)
         values = {
             'backend': self.backend_name, 'metric': str(self.engine.metric).lower(),
+            'camera_model': self.calibration.describe(),
             'fps': f'{fps:.2f}', 'processing_ms_p50': f'{np.median(proc) * 1e3:.1f}',
             'frame_ms_p50': f'{np.median(frame) * 1e3:.1f}',
             'latency_ms_p50': f'{np.median(lat) * 1e3:.1f}',

@@ -124,7 +124,7 @@ def test_calibration_scales_to_the_received_image() -> None:
     assert np.isclose(K[0, 2], 159.5) and np.isclose(K[1, 2], 119.5)
     info.k = [0.0] * 9  # uncalibrated camera (REP 104: K[0] == 0)
     cal.update(info)
-    assert cal.pinhole(image)[2] is None
+    assert cal.pinhole(image)[2] is None and cal.describe() == 'uncalibrated'
 
 
 def test_calibration_undistorts_raw_images_or_takes_rectified_ones_as_they_are() -> None:
@@ -140,6 +140,7 @@ def test_calibration_undistorts_raw_images_or_takes_rectified_ones_as_they_are()
     assert not np.array_equal(out, image) and K[0, 0] < 250.0  # undistorted, wider view
     assert np.nanmedian(out_depth) == 2.0
     # a raw pixel near the corner moves outwards in the undistorted image
+    assert raw.describe() == 'plumb_bob, undistorted'
     corner = raw.pinhole_pixels(np.array([[10.0, 10.0]]), 320, 240)
     assert corner[0, 0] < 10.0 and corner[0, 1] < 10.0
     rect = Calibration(wait_s=0.0, rectified=True)
@@ -153,6 +154,7 @@ def test_calibration_undistorts_raw_images_or_takes_rectified_ones_as_they_are()
     raw.update(info)
     with pytest.raises(InputError, match="camera_info: distortion model 'double_sphere'"):
         raw.pinhole(image)
+    assert raw.describe().startswith("camera_info: distortion model 'double_sphere'")
 
 
 def test_stamp_gaps_count_missing_frames() -> None:

@@ -12,6 +12,7 @@ from scipy.spatial.transform import Rotation
 rclpy = pytest.importorskip('rclpy')
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy  # noqa: E402
 
+from diagnostic_msgs.msg import DiagnosticArray  # noqa: E402
 from fourd_ros_msgs.msg import TrackedPoints  # noqa: E402
 from fourd_ros_msgs.srv import GetTrajectory, QueryMotion  # noqa: E402
 from geometry_msgs.msg import Point, PoseStamped  # noqa: E402
@@ -202,19 +203,25 @@ def test_outputs_follow_ground_truth(ros_context, start_process, clip) -> None:
     node.destroy_node()
 
 
-def follows_ground_truth(ros_context, clip, label: str, pixels: np.ndarray | None = None,
+def follows_ground_truth(ros_context, clip, label: str, camera_model: str,
+                         pixels: np.ndarray | None = None,
                          truth: np.ndarray | None = None) -> None:
-    """Records the running node's clouds and poses, then asserts its camera path and a PIXEL
-    query (`pixels`, showing the clip's pinhole pixels `truth`; default: a grid of pinhole
-    pixels) are within the pinhole camera's floors (5 mm path, 4 mm median answer)."""
+    """Records the running node's clouds and poses, then asserts its `camera_model` diagnostic,
+    and that its camera path and a PIXEL query (`pixels`, showing the clip's pinhole pixels
+    `truth`; default: a grid of pinhole pixels) are within the pinhole camera's floors (5 mm
+    path, 4 mm median answer)."""
     node = rclpy.create_node('observer', context=ros_context)
     rec = Recorder(node)
     rec.listen(PointCloud2, '/fourd/points')
     rec.listen(TFMessage, '/tf', 100)
     rec.listen(PoseStamped, '/camera/ground_truth/pose', 100)
+    rec.listen(DiagnosticArray, '/diagnostics')
     assert spin_until(node, lambda: rec.count('/fourd/points') >= 25 and len(
         rec.poses_with_ground_truth('camera_link')) >= 20, timeout=90.0), \
         f'too few clouds: {rec.count("/fourd/points")}'
+    assert spin_until(node, lambda: rec.count('/diagnostics') > 0, timeout=10.0)
+    diagnostics = {kv.key: kv.value for kv in rec.msgs['/diagnostics'][-1].status[0].values}
+    assert diagnostics['camera_model'] == camera_model, diagnostics
     ate, T_align, _ = camera_path_error(rec)
     if truth is None:
         v, u = np.mgrid[10:CAMERA['height']:12, 10:CAMERA['width']:12]
@@ -244,8 +251,8 @@ def test_a_raw_camera_with_lens_distortion(ros_context, start_process, clip) -> 
     rays = np.c_[truth, np.ones(len(truth))] @ np.linalg.inv(clip.K).T
     lens = Distortion('plumb_bob', (k1, 0.0, 0.0, 0.0, 0.0))
     raw = cv2.projectPoints(rays, np.zeros(3), np.zeros(3), clip.K, lens.array())[0]
-    follows_ground_truth(ros_context, clip, f'distorted camera (k1 {k1})', raw.reshape(-1, 2),
-                         truth)
+    follows_ground_truth(ros_context, clip, f'distorted camera (k1 {k1})',
+                         'plumb_bob, undistorted', raw.reshape(-1, 2), truth)
 
 
 def test_compressed_image_transport(ros_context, start_process, clip) -> None:
@@ -255,7 +262,7 @@ def test_compressed_image_transport(ros_context, start_process, clip) -> None:
     start_process(*camera_args(10.0, 'image_transport:=compressed'), name='camera')
     start_process(*node_args('image_transport:=compressed',
                              'depth_image_transport:=compressedDepth'), name='node')
-    follows_ground_truth(ros_context, clip, 'compressed transport')
+    follows_ground_truth(ros_context, clip, 'compressed transport', 'pinhole (no distortion)')
 
 
 def test_evicted_stamp_answers_out_of_window(ros_context, start_process) -> None:

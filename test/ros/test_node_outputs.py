@@ -31,8 +31,8 @@ pytestmark = pytest.mark.ros
 LATCHED = QoSProfile(depth=1, durability=DurabilityPolicy.TRANSIENT_LOCAL,
                      reliability=ReliabilityPolicy.RELIABLE)
 DIAGNOSTIC_KEYS = {
-    'backend', 'metric', 'fps', 'processing_ms_p50', 'frame_ms_p50', 'latency_ms_p50',
-    'latency_ms_p95',
+    'backend', 'metric', 'camera_model', 'fps', 'processing_ms_p50', 'frame_ms_p50',
+    'latency_ms_p50', 'latency_ms_p95',
     'frames_received', 'frames_processed', 'dropped_frames', 'rejected_frames', 'last_rejection',
     'input_images_missing', 'input_depth_received', 'input_depth_missing',
     'input_depth_unmatched', 'tracking_lost_frames', 'tracking_relocalized_frames',
