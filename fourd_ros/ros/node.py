@@ -29,6 +29,7 @@ from pathlib import Path
 import numpy as np
 from rclpy.node import Node
 from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
+from rclpy.qos_overriding_options import QoSOverridingOptions
 
 from diagnostic_msgs.msg import DiagnosticStatus
 from fourd_ros_msgs.srv import GetObjectMotion, GetTrajectory, QueryMotion, SaveMap
@@ -143,14 +144,26 @@ class FourdNode(Node):
         return self.resolve_topic_name(name) != self.resolve_topic_name(name, only_expand=True)
 
     def _setup_io(self) -> None:
-        sensor_qos = (qos_profile_sensor_data if self.p['image_qos'] == 'sensor_data'
-                      else QoSProfile(depth=30, reliability=ReliabilityPolicy.RELIABLE))
+        def sensor_qos() -> QoSProfile:
+            # a new profile per subscription: rclpy writes QoS overrides into the profile it is
+            # given (qos_profile_sensor_data itself, for every later user in the process)
+            q = qos_profile_sensor_data
+            if self.p['image_qos'] == 'sensor_data':
+                return QoSProfile(history=q.history, depth=q.depth, reliability=q.reliability,
+                                  durability=q.durability)
+            return QoSProfile(depth=30, reliability=ReliabilityPolicy.RELIABLE)
+
+        # each input's QoS can be overridden per topic, the ROS 2 way (parameters
+        # qos_overrides.<topic>.subscription.<reliability|history|depth>, read at start)
+        overrides = QoSOverridingOptions.with_default_policies()
         self.create_subscription(*self._input('image', self.p['image_transport']),
-                                 self._on_image, sensor_qos)
-        self.create_subscription(CameraInfo, 'camera_info', self.calibration.update, sensor_qos)
+                                 self._on_image, sensor_qos(), qos_overriding_options=overrides)
+        self.create_subscription(CameraInfo, 'camera_info', self.calibration.update,
+                                 sensor_qos(), qos_overriding_options=overrides)
         depth_type, self._depth_topic = self._input('depth', self.p['depth_image_transport'])
         if self.uses_depth:
-            self.create_subscription(depth_type, self._depth_topic, self._on_depth, sensor_qos)
+            self.create_subscription(depth_type, self._depth_topic, self._on_depth,
+                                     sensor_qos(), qos_overriding_options=overrides)
         if not self.p['publish_camera_tf']:
             self.create_subscription(TFMessage, '/tf_static', self._on_tf_static, LATCHED)
         self.create_service(QueryMotion, '~/query_motion', self._on_query,

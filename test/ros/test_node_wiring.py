@@ -80,6 +80,27 @@ def test_node_wired_by_remaps_only(ros_context, start_process) -> None:
     node.destroy_node()
 
 
+def test_input_qos_overridden_per_topic(ros_context, start_process) -> None:
+    """qos_overrides.<topic>.subscription.reliability, as a ROS user sets it (image_pipeline's
+    tests do): the image subscription becomes reliable, camera_info keeps the sensor-data QoS."""
+    from rclpy.qos import ReliabilityPolicy
+    start_process('-m', 'fourd_ros.ros.node', '--ros-args', '-r', 'image:=/camera/image_raw',
+                  '-r', 'camera_info:=/camera/camera_info', '-r', 'depth:=/camera/depth',
+                  '-p', 'backend:=rgbd',
+                  '-p', 'qos_overrides./camera/image_raw.subscription.reliability:=reliable',
+                  name='node')
+    node = rclpy.create_node('qos_user', context=ros_context)
+
+    def reliability(topic: str):
+        infos = [i for i in node.get_subscriptions_info_by_topic(topic) if i.node_name == 'fourd']
+        return infos[0].qos_profile.reliability if infos else None
+
+    assert spin_until(node, lambda: reliability('/camera/image_raw') is not None, timeout=30.0)
+    assert reliability('/camera/image_raw') == ReliabilityPolicy.RELIABLE
+    assert reliability('/camera/camera_info') == ReliabilityPolicy.BEST_EFFORT
+    node.destroy_node()
+
+
 def test_input_loss_reported_in_diagnostics(ros_context, start_process) -> None:
     """Images lost between the camera and the node (one in four never sent, their depth is)
     show as missing frames and unmatched depth in /diagnostics, with a warning naming the
