@@ -126,8 +126,7 @@ class FourdNode(Node):
         self._setup_io()
         self._worker = threading.Thread(target=self._work, name='fourd_inference', daemon=True)
         self._worker.start()
-        inputs = {'image': self._input('image', self.p['image_transport'])[1],
-                  'camera_info': 'camera_info'}
+        inputs = {'image': self._image_topic, 'camera_info': 'camera_info'}
         if self.uses_depth:
             inputs['depth'] = self._depth_topic
         self.get_logger().info(
@@ -156,8 +155,9 @@ class FourdNode(Node):
         # each input's QoS can be overridden per topic, the ROS 2 way (parameters
         # qos_overrides.<topic>.subscription.<reliability|history|depth>, read at start)
         overrides = QoSOverridingOptions.with_default_policies()
-        self.create_subscription(*self._input('image', self.p['image_transport']),
-                                 self._on_image, sensor_qos(), qos_overriding_options=overrides)
+        image_type, self._image_topic = self._input('image', self.p['image_transport'])
+        self.create_subscription(image_type, self._image_topic, self._on_image, sensor_qos(),
+                                 qos_overriding_options=overrides)
         self.create_subscription(CameraInfo, 'camera_info', self.calibration.update,
                                  sensor_qos(), qos_overriding_options=overrides)
         depth_type, self._depth_topic = self._input('depth', self.p['depth_image_transport'])

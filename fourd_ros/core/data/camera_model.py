@@ -102,12 +102,7 @@ class Undistorter:
         pts = np.asarray(raw, dtype=np.float64).reshape(-1, 1, 2)
         if len(pts) == 0:
             return np.zeros((0, 2))
-        D = self._distortion.array()
-        if self._distortion.fisheye:
-            out = cv2.fisheye.undistortPoints(pts, self._K_raw, D, P=self.K)
-        else:
-            out = _undistort_points(pts, self._K_raw, D, self.K)
-        return out.reshape(-1, 2)
+        return _undistort_points(pts, self._K_raw, self._distortion, self.K).reshape(-1, 2)
 
     def rgb(self, image: np.ndarray) -> np.ndarray:
         """H x W x C image (any dtype) undistorted, bilinear."""
@@ -171,21 +166,21 @@ def distort_image(image: np.ndarray, K: np.ndarray, distortion: Distortion,
     u, v = np.meshgrid(np.arange(w, dtype=np.float64), np.arange(h, dtype=np.float64))
     pixels = np.stack([u, v], -1).reshape(-1, 1, 2)
     K = np.asarray(K, dtype=np.float64)
-    if distortion.fisheye:
-        ideal = cv2.fisheye.undistortPoints(pixels, K, distortion.array(), P=K)
-    else:
-        ideal = _undistort_points(pixels, K, distortion.array(), K)
-    ideal = ideal.reshape(h, w, 2).astype(np.float32)
+    ideal = _undistort_points(pixels, K, distortion, K).reshape(h, w, 2).astype(np.float32)
     if depth:
         return remap_depth(image, ideal[..., 0], ideal[..., 1])
     return cv2.remap(image, ideal[..., 0], ideal[..., 1], cv2.INTER_LINEAR,
                      borderMode=cv2.BORDER_CONSTANT, borderValue=0)
 
 
-def _undistort_points(pixels: np.ndarray, K: np.ndarray, D: np.ndarray, P: np.ndarray
-                      ) -> np.ndarray:
-    """cv2.undistortPoints solved to convergence (its default 5 iterations leave strong
-    distortion a few hundredths of a pixel off)."""
+def _undistort_points(pixels: np.ndarray, K: np.ndarray, distortion: Distortion,
+                      P: np.ndarray) -> np.ndarray:
+    """N x 1 x 2 pixels of the camera (K, distortion) where the pinhole camera P sees them:
+    OpenCV's undistortPoints (fisheye's for equidistant), solved to convergence (the default 5
+    iterations leave strong distortion a few hundredths of a pixel off)."""
+    D = distortion.array()
+    if distortion.fisheye:
+        return cv2.fisheye.undistortPoints(pixels, K, D, P=P)
     criteria = (cv2.TERM_CRITERIA_COUNT | cv2.TERM_CRITERIA_EPS, 100, 1e-10)
     return cv2.undistortPointsIter(pixels, K, D, None, P, criteria)
 
