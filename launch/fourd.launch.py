@@ -15,6 +15,7 @@ Arguments (name, default, meaning):
     image_transport       raw                  raw | compressed (reads <image>/compressed)
     depth_image_transport raw                  raw | compressedDepth (<depth>/compressedDepth)
     image_rectified       false                true: the image is image_proc's image_rect
+    use_sim_time          false                true: the /clock of `ros2 bag play --clock`
     namespace             ''                   namespace of the node (one per camera)
     use_synthetic_camera  false                also start fourd_synthetic_camera
     fastdds_profile       <share>/config/fastdds.xml  Fast DDS transport profile ('' = none)
@@ -53,6 +54,8 @@ ARGUMENTS = {
     'depth_image_transport': ('raw', 'raw | compressedDepth (reads <depth>/compressedDepth)'),
     'image_rectified': ('false', "true: the image is already rectified (image_proc's "
                         'image_rect; intrinsics from P)'),
+    'use_sim_time': ('false', 'true: time from /clock (a bag played with ros2 bag play '
+                     '--clock)'),
     'namespace': ('', 'namespace of the node (one per camera)'),
     'use_synthetic_camera': ('false', 'also start fourd_synthetic_camera'),
     'fastdds_profile': (str(SHARE / 'config' / 'fastdds.xml'),
@@ -60,7 +63,8 @@ ARGUMENTS = {
 }
 
 # launch arguments passed to fourd_node as parameters of the same name
-NODE_PARAMETERS = ('backend', 'image_transport', 'depth_image_transport', 'image_rectified')
+NODE_PARAMETERS = ('backend', 'image_transport', 'depth_image_transport', 'image_rectified',
+                   'use_sim_time')
 
 
 def remappings(args: dict[str, str]) -> list[tuple[str, str]]:

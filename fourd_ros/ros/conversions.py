@@ -25,6 +25,7 @@ from std_msgs.msg import ColorRGBA, Header
 from visualization_msgs.msg import Marker, MarkerArray
 
 from fourd_ros.core.engine.objects import MovingObject as MovingObjectCore
+from fourd_ros.core.frame_tree import FrameTree
 from fourd_ros.core.geometry import R_BODY_FROM_OPTICAL, invert_pose, make_pose, transform_points
 
 
@@ -108,6 +109,18 @@ class FrameTransforms:
 
     def odom_to_world_points(self, points: np.ndarray) -> np.ndarray:
         return transform_points(invert_pose(self.T_odom_world), points)
+
+
+def add_transforms(tree: FrameTree, msg: Any) -> list[str]:
+    """Each transform of a tf2_msgs/TFMessage into `tree`; the problems (a frame given as its
+    own parent), one line each, for the caller to report."""
+    problems = []
+    for t in msg.transforms:
+        try:
+            tree.set(t.header.frame_id, t.child_frame_id, transform_to_matrix(t.transform))
+        except ValueError as exc:
+            problems.append(str(exc))
+    return problems
 
 
 # ---------------------------------------------------------------------------- clouds
@@ -210,17 +223,31 @@ def make_path(poses: list[tuple[Time, np.ndarray]], frame_id: str, stamp: Time) 
                 poses=[make_pose_stamped(T, frame_id, s) for s, T in poses])
 
 
+# Odometry variance (m^2, rad^2) of what is not known: a twist before the second frame, a pose
+# held while tracking is lost (a fusing filter then ignores it; rtabmap's odometry does alike)
+UNKNOWN_VARIANCE = 1e6
+
+
 def make_odometry(T: np.ndarray, T_prev: np.ndarray | None, dt: float, odom_frame: str,
-                  base_frame: str, stamp: Time) -> Odometry:
-    """nav_msgs/Odometry: pose in odom, twist in the base frame by finite differences."""
+                  base_frame: str, stamp: Time, position_variance: float = 0.0,
+                  orientation_variance: float = 0.0) -> Odometry:
+    """nav_msgs/Odometry: pose in odom, twist in the base frame by finite differences.
+
+    The covariances are diagonal: the pose's the given variances (m^2 for x y z, rad^2 for the
+    rotation about x y z), the twist's the same over dt^2 (a difference of two poses), or
+    `UNKNOWN_VARIANCE` without a previous pose."""
     msg = Odometry(header=Header(stamp=stamp, frame_id=odom_frame), child_frame_id=base_frame)
     msg.pose.pose = matrix_to_pose(T)
+    pose_var = np.repeat([position_variance, orientation_variance], 3)
+    msg.pose.covariance = np.diag(pose_var).ravel().tolist()
+    msg.twist.covariance = np.diag(np.full(6, UNKNOWN_VARIANCE)).ravel().tolist()
     if T_prev is not None and dt > 0:
         delta = invert_pose(T_prev) @ T  # motion in the previous base frame
         v = delta[:3, 3] / dt
         w = Rotation.from_matrix(delta[:3, :3]).as_rotvec() / dt
         msg.twist.twist.linear = Vector3(x=float(v[0]), y=float(v[1]), z=float(v[2]))
         msg.twist.twist.angular = Vector3(x=float(w[0]), y=float(w[1]), z=float(w[2]))
+        msg.twist.covariance = np.diag(pose_var / dt ** 2).ravel().tolist()
     return msg
 
 

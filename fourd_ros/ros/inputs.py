@@ -27,6 +27,7 @@ from fourd_ros.core.data.ros_image import (compressed_depth_msg_to_depth,
                                            compressed_msg_to_rgb, image_msg_to_depth,
                                            image_msg_to_rgb)
 from fourd_ros.core.engine.engine import InputError
+from fourd_ros.core.frame_tree import normalise_frame
 from fourd_ros.ros.conversions import stamp_to_sec
 
 SUPPORTED_IMAGE = ('rgb8', 'bgr8', 'rgba8', 'bgra8', 'mono8')
@@ -52,6 +53,14 @@ def decode_image(msg: Any) -> np.ndarray:
         raise InputError(f'inconsistent image: step {msg.step}, width {msg.width}, '
                          f'{len(msg.data)} bytes for {msg.height} rows')
     return np.ascontiguousarray(image_msg_to_rgb(msg))
+
+
+def check_same_frame(what: str, frame_id: str, image_frame: str, why: str) -> None:
+    """Raise InputError when an input names another optical frame than the image's (both
+    set; drivers that leave frame_id empty are trusted)."""
+    a, b = normalise_frame(frame_id), normalise_frame(image_frame)
+    if a and b and a != b:
+        raise InputError(f"{what} frame_id '{a}' is not the image's '{b}': {why}")
 
 
 def decode_depth(msg: Any, shape: tuple[int, int]) -> np.ndarray:
@@ -143,9 +152,11 @@ class Calibration:
         self._ready = threading.Event()
         self._wait_start = 0.0
         self._last_msg: tuple | None = None
+        self.frame_id = ''  # of the latest CameraInfo
 
     def update(self, msg: Any) -> None:
         """From a sensor_msgs/CameraInfo (a repeat of the last one changes nothing)."""
+        self.frame_id = msg.header.frame_id
         key = (tuple(msg.k), tuple(msg.p), tuple(msg.d), msg.distortion_model, msg.width,
                msg.height)
         if key != self._last_msg:

@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 from rclpy.node import Node
-from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
+from rclpy.qos import QoSProfile, qos_profile_sensor_data
 from rclpy.qos_overriding_options import QoSOverridingOptions
 
 from diagnostic_msgs.msg import DiagnosticStatus
@@ -41,16 +41,19 @@ from fourd_ros.core.backends.factory import make_backend, resolve_backend
 from fourd_ros.core.engine.backend import BackendError
 from fourd_ros.core.engine.cache import CachePolicy
 from fourd_ros.core.engine.engine import (EngineConfig, InputError, QueryError,
-                                          StreamingEngine)
+                                          StreamingEngine, latent_nbytes_by_device)
 from fourd_ros.core.engine.tracks import TrackConfig
+from fourd_ros.core.frame_tree import FrameTree, normalise_frame
 from fourd_ros.core.geometry import invert_pose, transform_points
 from fourd_ros.core.map_cloud import write_ply
 from fourd_ros.core.types import Frame
 from fourd_ros.ros import conversions as conv
 from fourd_ros.ros.inputs import (Calibration, DepthSync, InputLossMonitor, SUPPORTED_DEPTH,
-                                  SUPPORTED_IMAGE, decode_depth, decode_image)
-from fourd_ros.ros.outputs import LATCHED, TOPICS, Outputs
-from fourd_ros.ros.params import PARAMS, params_usage
+                                  SUPPORTED_IMAGE, check_same_frame, decode_depth,
+                                  decode_image)
+from fourd_ros.ros.outputs import TOPICS, Outputs
+from fourd_ros.ros.qos import fresh, SERVICE_QOS, TF_STATIC_QOS
+from fourd_ros.ros.params import PARAMS, PARAMS_BY_NAME, params_usage
 from fourd_ros.ros.spin import run_node
 
 DEFAULT_CAMERA_FRAME = 'camera_optical_frame'
@@ -66,11 +69,6 @@ INPUTS = (
 )
 
 
-# services keep up to 1000 waiting requests (ROS's default keeps 10: a planner that sends more at
-# once loses the rest, unanswered)
-SERVICE_QOS = QoSProfile(depth=1000, reliability=ReliabilityPolicy.RELIABLE)
-
-
 class ConfigError(ValueError):
     """An inconsistent node configuration, found at start."""
 
@@ -83,6 +81,9 @@ class FourdNode(Node):
         for p in PARAMS:
             self.declare_parameter(p.name, p.default, p.descriptor())
         self.p = {p.name: self.get_parameter(p.name).value for p in PARAMS}
+        problems = [why for why in (p.check(self.p[p.name]) for p in PARAMS) if why]
+        if problems:
+            raise ConfigError('; '.join(problems))
         self.add_on_set_parameters_callback(self._on_set_parameters)
         depth_remapped = self._remapped('depth')
         backend_name = resolve_backend(self.p['backend'], depth_remapped)
@@ -102,9 +103,12 @@ class FourdNode(Node):
             tracks=TrackConfig(max_tracks=self.p['max_tracks']),
             max_query_points=self.p['max_query_points']))
         self.uses_depth = backend_name == 'rgbd'
-        # with publish_camera_tf false the extrinsics come from /tf_static: wait for them
+        # /tf_static's frames (a URDF, camera drivers): the extrinsics when publish_camera_tf
+        # is false (looked up once per stream), and the frames queries may be asked in
+        self._static_tf = FrameTree()
+        self._tf_lock = threading.Lock()
         self._extrinsics_ready = bool(self.p['publish_camera_tf'])
-        self._camera_frame = self.p['camera_frame']
+        self._camera_frame = normalise_frame(self.p['camera_frame'])
         self.calibration = Calibration(CAMERA_INFO_WAIT_S, CAMERA_INFO_PATIENCE_S,
                                        rectified=self.p['image_rectified'])
         self.depth_sync = DepthSync(self.p['depth_sync_slop'])
@@ -120,6 +124,7 @@ class FourdNode(Node):
                        'resets': 0, 'last_error': '', 'tracking_lost': 0, 'relocalized': 0,
                        'last_tracking_ok': True, 'rejecting': False}
         self._latency: deque[float] = deque(maxlen=100)
+        self._arrivals: deque[float] = deque(maxlen=100)  # monotonic times images came
         self._proc_times: deque[float] = deque(maxlen=100)   # decode + engine, s
         self._frame_times: deque[float] = deque(maxlen=100)  # + publishing the outputs, s
         self.out = Outputs(self, self.p, conv.FrameTransforms(conv.T_LINK_FROM_OPTICAL.copy()))
@@ -144,13 +149,11 @@ class FourdNode(Node):
 
     def _setup_io(self) -> None:
         def sensor_qos() -> QoSProfile:
-            # a new profile per subscription: rclpy writes QoS overrides into the profile it is
-            # given (qos_profile_sensor_data itself, for every later user in the process)
-            q = qos_profile_sensor_data
+            # a new profile per subscription (`qos.fresh`): qos_profile_sensor_data itself
+            # would carry one topic's overrides to every later user in the process
             if self.p['image_qos'] == 'sensor_data':
-                return QoSProfile(history=q.history, depth=q.depth, reliability=q.reliability,
-                                  durability=q.durability)
-            return QoSProfile(depth=30, reliability=ReliabilityPolicy.RELIABLE)
+                return fresh(qos_profile_sensor_data)
+            return fresh(30)
 
         # each input's QoS can be overridden per topic, the ROS 2 way (parameters
         # qos_overrides.<topic>.subscription.<reliability|history|depth>, read at start)
@@ -164,8 +167,7 @@ class FourdNode(Node):
         if self.uses_depth:
             self.create_subscription(depth_type, self._depth_topic, self._on_depth,
                                      sensor_qos(), qos_overriding_options=overrides)
-        if not self.p['publish_camera_tf']:
-            self.create_subscription(TFMessage, '/tf_static', self._on_tf_static, LATCHED)
+        self.create_subscription(TFMessage, '/tf_static', self._on_tf_static, TF_STATIC_QOS)
         self.create_service(QueryMotion, '~/query_motion', self._on_query,
                             qos_profile=SERVICE_QOS)
         self.create_service(GetObjectMotion, '~/get_object_motion', self._on_get_object_motion,
@@ -187,12 +189,18 @@ class FourdNode(Node):
     def _on_set_parameters(self, params):
         from rcl_interfaces.msg import SetParametersResult
         for param in params:
+            known = PARAMS_BY_NAME.get(param.name)
+            why = known.check(param.value) if known else ''
+            if why:
+                return SetParametersResult(successful=False, reason=why)
+        for param in params:
             self.p[param.name] = param.value
         return SetParametersResult(successful=True)
 
     # ------------------------------------------------------------------ callbacks (cheap)
     def _on_image(self, msg: Image | CompressedImage) -> None:
         self.input_loss.add_image(conv.stamp_to_sec(msg.header.stamp))
+        self._arrivals.append(time.monotonic())
         with self._cv:
             self._stats['received'] += 1
             if len(self._queue) == self._queue.maxlen:
@@ -205,11 +213,28 @@ class FourdNode(Node):
         self.depth_sync.add(msg)
 
     def _on_tf_static(self, msg: TFMessage) -> None:
-        base, cam = self.p['base_frame'], self._camera_frame or DEFAULT_CAMERA_FRAME
-        for t in msg.transforms:
-            if t.header.frame_id == base and t.child_frame_id == cam:
-                self.out.frames = conv.FrameTransforms(conv.transform_to_matrix(t.transform))
-                self._extrinsics_ready = True
+        with self._tf_lock:
+            problems = conv.add_transforms(self._static_tf, msg)
+        for why in problems:
+            self.get_logger().warning(f'/tf_static: {why}', throttle_duration_sec=10.0)
+
+    def _static_transform(self, target: str, source: str) -> np.ndarray | None:
+        """4x4 pose of frame `source` in frame `target` through /tf_static's chains."""
+        with self._tf_lock:
+            return self._static_tf.lookup(target, source)
+
+    def _look_up_extrinsics(self, camera_frame: str) -> None:
+        """base_frame -> camera frame from /tf_static, once per stream (publish_camera_tf
+        false: a URDF or the camera driver owns that chain)."""
+        base = self.p['base_frame']
+        T = self._static_transform(base, camera_frame)
+        if T is None:
+            with self._tf_lock:
+                known = ', '.join(self._static_tf.frames) or 'none yet'
+            raise InputError(f'waiting for the transform {base} -> {camera_frame} on '
+                             f'/tf_static (publish_camera_tf is false; frames there: {known})')
+        self.out.frames = conv.FrameTransforms(T)
+        self._extrinsics_ready = True
 
     # ------------------------------------------------------------------ worker
     def _work(self) -> None:
@@ -240,10 +265,11 @@ class FourdNode(Node):
         self.get_logger().error(f'frame rejected: {why}', throttle_duration_sec=5.0)
 
     def _decode(self, msg: Image | CompressedImage) -> Frame:
+        image_frame = normalise_frame(msg.header.frame_id)
+        if not self._camera_frame:
+            self._camera_frame = image_frame or DEFAULT_CAMERA_FRAME
         if not self._extrinsics_ready:
-            raise InputError(f"waiting for {self.p['base_frame']} -> "
-                             f'{self._camera_frame or DEFAULT_CAMERA_FRAME} on /tf_static '
-                             '(publish_camera_tf is false)')
+            self._look_up_extrinsics(self._camera_frame)
         rgb = decode_image(msg)
         stamp = conv.stamp_to_sec(msg.header.stamp)
         h, w = rgb.shape[:2]
@@ -255,9 +281,12 @@ class FourdNode(Node):
                 topic = self.resolve_topic_name(self._depth_topic)
                 raise InputError(f"no depth image on '{topic}' within "
                                  f"{self.p['depth_sync_slop']} s of image stamp {stamp:.3f}")
+            check_same_frame('depth', depth_msg.header.frame_id, image_frame,
+                             'the depth must be registered to the image (e.g. '
+                             'aligned_depth_to_color)')
             depth = decode_depth(depth_msg, (h, w))
-        if not self._camera_frame:
-            self._camera_frame = msg.header.frame_id or DEFAULT_CAMERA_FRAME
+        check_same_frame('camera_info', self.calibration.frame_id, image_frame,
+                         "the calibration is another camera's")
         rgb, depth, K = self.calibration.pinhole(rgb, depth)
         self._input_size = (w, h)
         return Frame(stamp=stamp, rgb=rgb, depth=depth, K=K)
@@ -296,6 +325,16 @@ class FourdNode(Node):
         times = self._frame_times
         return 1.0 / max(float(np.mean(times)), 1e-3) if times else default
 
+    def _input_rate(self) -> tuple[float, float]:
+        """(images received per second over the last 100, seconds since the last one; NaN
+        before two / one images)."""
+        arrivals = list(self._arrivals)
+        now = time.monotonic()
+        since = now - arrivals[-1] if arrivals else float('nan')
+        if len(arrivals) < 2 or arrivals[-1] <= arrivals[0]:
+            return float('nan'), since
+        return (len(arrivals) - 1) / (arrivals[-1] - arrivals[0]), since
+
     def _publish_diagnostics(self) -> None:
         lat = np.array(self._latency) if self._latency else np.zeros(1)
         proc = np.array(self._proc_times) if self._proc_times else np.zeros(1)
@@ -304,10 +343,17 @@ class FourdNode(Node):
         s = self._stats
         loss = self.input_loss.report(os.environ.get('FASTDDS_DEFAULT_PROFILES_FILE')
                                       or 'config/fastdds.xml of fourd_ros')
+        input_fps, since_image = self._input_rate()
+        # stale: no image for 5 of the camera's frame intervals, and at least 2 s
+        stale_after = max(2.0, 5.0 / input_fps) if input_fps > 0 else 2.0
         level = DiagnosticStatus.OK
         message = 'running'
         if s['processed'] == 0:
             level, message = DiagnosticStatus.WARN, 'waiting for images'
+        elif since_image > stale_after:
+            level, message = DiagnosticStatus.WARN, (
+                f"no image for {since_image:.1f} s on '"
+                f"{self.resolve_topic_name(self._image_topic)}'")
         elif not s['last_tracking_ok']:
             level, message = DiagnosticStatus.WARN, 'camera tracking lost'
         elif s['rejecting']:  # until a frame is processed again
@@ -319,6 +365,7 @@ class FourdNode(Node):
         values = {
             'backend': self.backend_name, 'metric': str(self.engine.metric).lower(),
             'camera_model': self.calibration.describe(),
+            'input_fps': f'{input_fps:.2f}', 'seconds_since_image': f'{since_image:.2f}',
             'fps': f'{fps:.2f}', 'processing_ms_p50': f'{np.median(proc) * 1e3:.1f}',
             'frame_ms_p50': f'{np.median(frame) * 1e3:.1f}',
             'latency_ms_p50': f'{np.median(lat) * 1e3:.1f}',
@@ -334,26 +381,54 @@ class FourdNode(Node):
             'tracking_relocalized_frames': str(s['relocalized']),
             'stream_resets': str(s['resets']), 'cache_frames': str(len(self.engine.cache)),
             'cache_mb': f'{self.engine.cache.megabytes:.1f}',
+            'cache_mb_by_device': self._cache_by_device(),
             'cache_budget_mb': f"{self.p['cache_budget_mb']:.0f}",
         }
         self.out.publish_diagnostics(f'{self.get_fully_qualified_name()}: fourd',
                                      self._camera_frame or 'camera', level, message, values,
                                      self.get_clock().now().to_msg())
 
+    def _cache_by_device(self) -> str:
+        """The cache's MiB on each device ('cpu: 12.0, cuda:0: 80.5': storage of the cached
+        entries, each shared storage once)."""
+        total = latent_nbytes_by_device(self.engine.cache.entries())
+        return ', '.join(f'{d}: {n / 2**20:.1f}' for d, n in sorted(total.items())) or 'empty'
+
     # ------------------------------------------------------------------ services
-    def _world_to_frame(self, frame_id: str, T_wc: np.ndarray | None):
-        """4x4 taking world points to `frame_id`, or None if the frame is unknown."""
+    def _world_to_frame(self, frame_id: str, T_wc: np.ndarray | None) -> np.ndarray:
+        """4x4 taking the core's world points to `frame_id` at the camera pose `T_wc` (camera-
+        to-world of the stamp asked about; None when not cached): '' or the output frame
+        (map, or odom without map -> odom), odom, the base frame, the camera frame, or any
+        /tf_static frame connected to the base frame (e.g. a URDF's).
+
+        Raises:
+            QueryError: a frame that cannot be resolved, with why.
+        """
         p = self.p
-        cam = self._camera_frame or DEFAULT_CAMERA_FRAME
-        if frame_id in ('', p['map_frame'], p['odom_frame']):
+        frame = normalise_frame(frame_id)
+        if frame in ('', self.out.world_frame, p['odom_frame']):
             return self.out.frames.T_odom_world
-        if frame_id == cam and T_wc is not None:
-            return invert_pose(T_wc)
-        return None
+        if frame == p['map_frame']:
+            raise QueryError(f"map -> odom is not this node's (publish_map_to_odom_tf is "
+                             f"false): ask in '{p['odom_frame']}' and transform with tf2")
+        T_frame_base = (np.eye(4) if frame == p['base_frame'] else
+                        invert_pose(self.out.frames.T_base_cam)
+                        if frame == (self._camera_frame or DEFAULT_CAMERA_FRAME) else
+                        self._static_transform(frame, p['base_frame']))
+        if T_frame_base is None:
+            raise QueryError(
+                f"unknown frame '{frame_id}': use '', {self.out.world_frame}, "
+                f"{p['odom_frame']}, {p['base_frame']}, the camera frame or a /tf_static "
+                f"frame connected to {p['base_frame']}")
+        if T_wc is None:
+            raise QueryError(f"no camera pose for the stamp asked: '{frame_id}' moves with "
+                             'the camera')
+        T_odom_base = self.out.frames.odom_from_base(T_wc)
+        return T_frame_base @ invert_pose(T_odom_base) @ self.out.frames.T_odom_world
 
     def _on_query(self, request: QueryMotion.Request, response: QueryMotion.Response):
         n = len(request.points) or len(request.points_packed) // 3
-        response.header.frame_id = request.target_frame or self.p['map_frame']
+        response.header.frame_id = request.target_frame or self.out.world_frame
         if n > self.p['max_query_points']:
             response.success = False
             response.message = (f'{n} points exceed max_query_points='
@@ -370,11 +445,11 @@ class FourdNode(Node):
                           if self._input_size else pts[:, :2])
                 result = self.engine.query_pixels(source_stamp, pixels, target_stamp)
             elif request.query_type == QueryMotion.Request.QUERY_POINT:
-                T_in = self._world_to_frame(request.source_frame,
-                                            self.engine.cached_pose(source_stamp))
-                if T_in is None:
-                    raise QueryError(f"unknown source_frame '{request.source_frame}' (use "
-                                     f"'', map, odom or the camera frame)")
+                try:
+                    T_in = self._world_to_frame(request.source_frame,
+                                                self.engine.cached_pose(source_stamp))
+                except QueryError as exc:
+                    raise QueryError(f'source_frame: {exc}') from None
                 result = self.engine.query_points(
                     source_stamp, transform_points(invert_pose(T_in), pts), target_stamp)
             else:
@@ -383,11 +458,12 @@ class FourdNode(Node):
             response.success = False
             response.message = str(exc)
             return response
-        T_out = self._world_to_frame(request.target_frame,
-                                     self.engine.cached_pose(result.target_stamp))
-        if T_out is None:
+        try:
+            T_out = self._world_to_frame(request.target_frame,
+                                         self.engine.cached_pose(result.target_stamp))
+        except QueryError as exc:
             response.success = False
-            response.message = f"unknown target_frame '{request.target_frame}'"
+            response.message = f'target_frame: {exc}'
             return response
         pos = transform_points(T_out, result.positions.astype(np.float64))
         src = transform_points(T_out, result.source_positions.astype(np.float64))
@@ -411,13 +487,15 @@ class FourdNode(Node):
         answer = self.engine.object_motion(
             request.object_id, conv.stamp_to_sec(request.source_stamp),
             conv.stamp_or_latest(request.target_stamp))
-        response.header.frame_id = request.frame_id or self.p['map_frame']
+        response.header.frame_id = request.frame_id or self.out.world_frame
         if np.isfinite(answer.target_stamp):
             response.header.stamp = conv.sec_to_stamp(answer.target_stamp)
-        T = self._world_to_frame(request.frame_id, self.engine.cached_pose(answer.target_stamp))
-        if T is None:
+        try:
+            T = self._world_to_frame(request.frame_id,
+                                     self.engine.cached_pose(answer.target_stamp))
+        except QueryError as exc:
             response.success = False
-            response.message = f"unknown frame_id '{request.frame_id}'"
+            response.message = f'frame_id: {exc}'
             return response
         response.success = answer.ok
         response.message = answer.message or f'{answer.num_points} points followed'
@@ -473,13 +551,15 @@ class FourdNode(Node):
             response.success = True
             response.num_points = len(points)
             response.message = (f'{len(points)} points written to {path.resolve()} '
-                                f"(frame {self.p['map_frame']})")
+                                f'(frame {self.out.world_frame})')
         return response
 
     def _on_reset(self, request: Trigger.Request, response: Trigger.Response):
         with self._frame_lock:  # after the frame being processed, before the next
             self.engine.reset()
             self.depth_sync.clear()
+            # a new stream looks the extrinsics up again (a URDF may have changed)
+            self._extrinsics_ready = bool(self.p['publish_camera_tf'])
             self.out.clear(self.get_clock().now().to_msg())
             self._stats['resets'] += 1
         response.success = True

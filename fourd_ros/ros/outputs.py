@@ -11,7 +11,8 @@ from typing import Any
 
 import numpy as np
 from rclpy.node import Node
-from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
+from rclpy.qos import QoSProfile
+from rclpy.qos_overriding_options import QoSOverridingOptions
 
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from geometry_msgs.msg import Point
@@ -24,12 +25,12 @@ from visualization_msgs.msg import MarkerArray
 
 from fourd_ros.core.engine.objects import ObjectSnapshot
 from fourd_ros.core.engine.tracks import TrackSnapshot
+from fourd_ros.core.geometry import invert_pose
 from fourd_ros.core.map_cloud import MapAccumulator
 from fourd_ros.core.types import FrameResult
 from fourd_ros.ros import conversions as conv
+from fourd_ros.ros.qos import fresh, LATCHED
 
-LATCHED = QoSProfile(depth=1, durability=DurabilityPolicy.TRANSIENT_LOCAL,
-                     reliability=ReliabilityPolicy.RELIABLE)
 
 # (topic, type, description) of everything the node publishes, for --help and the README
 TOPICS = (
@@ -38,15 +39,19 @@ TOPICS = (
     ('~/motion_mask', 'sensor_msgs/Image', 'mono16 object id of each pixel (0 = static) at the '
      'processing resolution, stamped and framed like the image'),
     ('~/objects', 'fourd_ros_msgs/MovingObjects', 'moving objects: persistent id, box, '
-     'velocity, motion since the last frame; map frame'),
+     'velocity, motion since the last frame; map frame (odom without map -> odom)'),
     ('~/object_markers', 'visualization_msgs/MarkerArray', 'object boxes, velocity arrows, ids'),
     ('~/map_points', 'sensor_msgs/PointCloud2', 'accumulated static cloud (points a later '
-     'view sees through removed), map frame, reliable + transient local'),
-    ('/tf', 'tf2_msgs/TFMessage', 'map -> odom (identity) -> base_frame'),
+     'view sees through removed), map frame (odom without map -> odom), reliable + '
+     'transient local'),
+    ('/tf', 'tf2_msgs/TFMessage', 'map -> odom (identity) -> base_frame (each optional; '
+     'base_frame -> odom with invert_odom_to_base_tf)'),
     ('/tf_static', 'tf2_msgs/TFMessage', 'base_frame -> camera optical frame'),
     ('~/path', 'nav_msgs/Path', 'camera path in the odom frame'),
-    ('~/odom', 'nav_msgs/Odometry', 'base_frame pose and twist in the odom frame'),
-    ('~/tracks', 'fourd_ros_msgs/TrackedPoints', 'persistent tracked points, map frame'),
+    ('~/odom', 'nav_msgs/Odometry', 'base_frame pose and twist in the odom frame, with '
+     'covariance (1e6 while tracking is lost)'),
+    ('~/tracks', 'fourd_ros_msgs/TrackedPoints', 'persistent tracked points, map frame (odom '
+     'without map -> odom)'),
     ('~/track_markers', 'visualization_msgs/MarkerArray', 'track trails'),
     ('/diagnostics', 'diagnostic_msgs/DiagnosticArray', 'rates, latency, cache, input loss'),
 )
@@ -65,23 +70,38 @@ class Outputs:
     def __init__(self, node: Node, params: dict[str, Any], frames: conv.FrameTransforms) -> None:
         self.p = params
         self.frames = frames
-        self.pub_points = node.create_publisher(PointCloud2, '~/points', 5)
-        self.pub_map = node.create_publisher(PointCloud2, '~/map_points', LATCHED)
+
+        def publisher(msg_type: type, topic: str, qos: QoSProfile | int):
+            # the node's own topics: QoS overridable per topic (qos_overrides.<topic>.
+            # publisher.*); /tf, /tf_static and /diagnostics keep what their listeners expect
+            return node.create_publisher(msg_type, topic, fresh(qos),
+                                         qos_overriding_options=QoSOverridingOptions
+                                         .with_default_policies())
+
+        self.pub_points = publisher(PointCloud2, '~/points', 5)
+        self.pub_map = publisher(PointCloud2, '~/map_points', LATCHED)
         self.pub_tf = node.create_publisher(TFMessage, '/tf', 100)
-        self.pub_tf_static = node.create_publisher(TFMessage, '/tf_static', LATCHED)
-        self.pub_path = node.create_publisher(Path, '~/path', 5)
-        self.pub_odom = node.create_publisher(Odometry, '~/odom', 10)
-        self.pub_tracks = node.create_publisher(TrackedPoints, '~/tracks', 10)
-        self.pub_markers = node.create_publisher(MarkerArray, '~/track_markers', 5)
-        self.pub_mask = node.create_publisher(Image, '~/motion_mask', 5)
-        self.pub_objects = node.create_publisher(MovingObjects, '~/objects', 10)
-        self.pub_object_markers = node.create_publisher(MarkerArray, '~/object_markers', 5)
+        self.pub_tf_static = node.create_publisher(TFMessage, '/tf_static', fresh(LATCHED))
+        self.pub_path = publisher(Path, '~/path', 5)
+        self.pub_odom = publisher(Odometry, '~/odom', 10)
+        self.pub_tracks = publisher(TrackedPoints, '~/tracks', 10)
+        self.pub_markers = publisher(MarkerArray, '~/track_markers', 5)
+        self.pub_mask = publisher(Image, '~/motion_mask', 5)
+        self.pub_objects = publisher(MovingObjects, '~/objects', 10)
+        self.pub_object_markers = publisher(MarkerArray, '~/object_markers', 5)
         self.pub_diag = node.create_publisher(DiagnosticArray, '/diagnostics', 10)
         self.map = MapAccumulator(params['map_voxel_size'], params['map_max_points'])
         self._path: deque = deque(maxlen=params['path_max_size'])
         self._trails: dict[int, deque[Point]] = {}
         self._prev_odom: tuple[float, np.ndarray] | None = None
         self._frames_published = 0
+
+    @property
+    def world_frame(self) -> str:
+        """Frame of the map cloud, tracks, objects and query answers: map_frame while this node
+        publishes map -> odom (the identity), else odom_frame (map -> odom is another node's,
+        and these are odometry-frame coordinates)."""
+        return self.p['map_frame'] if self.p['publish_map_to_odom_tf'] else self.p['odom_frame']
 
     def clear(self, stamp: Any) -> None:
         """A new stream: forget path, trails and map; delete the markers and latch an empty
@@ -91,11 +111,11 @@ class Outputs:
         self._prev_odom = None
         self._frames_published = 0
         self.map.reset()
-        self.pub_markers.publish(conv.delete_all_markers(self.p['map_frame'], stamp))
-        self.pub_object_markers.publish(conv.delete_all_markers(self.p['map_frame'], stamp))
+        self.pub_markers.publish(conv.delete_all_markers(self.world_frame, stamp))
+        self.pub_object_markers.publish(conv.delete_all_markers(self.world_frame, stamp))
         self.pub_map.publish(conv.points_to_cloud(
             np.zeros((0, 3), np.float32), np.zeros((0, 3), np.uint8), np.zeros(0, np.float32),
-            Header(stamp=stamp, frame_id=self.p['map_frame'])))
+            Header(stamp=stamp, frame_id=self.world_frame)))
 
     def publish(self, stamp: Any, result: FrameResult, camera_frame: str,
                 tracks: TrackSnapshot | None, objects: ObjectSnapshot, fps: float) -> None:
@@ -107,35 +127,47 @@ class Outputs:
         if not self._path:  # first frame of a stream: (re)latch base -> camera on /tf_static
             self._publish_static_tf(stamp, camera_frame)
         if p['publish_tf']:
-            tfs = [conv.matrix_to_transform(T_odom_base, p['odom_frame'], p['base_frame'],
+            tfs = [conv.matrix_to_transform(invert_pose(T_odom_base), p['base_frame'],
+                                            p['odom_frame'], stamp)
+                   if p['invert_odom_to_base_tf'] else
+                   conv.matrix_to_transform(T_odom_base, p['odom_frame'], p['base_frame'],
                                             stamp)]
             if p['publish_map_to_odom_tf']:
                 tfs.append(conv.matrix_to_transform(np.eye(4), p['map_frame'], p['odom_frame'],
                                                     stamp))
             self.pub_tf.publish(TFMessage(transforms=tfs))
+        # per-frame messages are built only for someone (image_pipeline's nodes do alike): a
+        # robot that reads only TF and odometry does not pay for clouds and markers; the
+        # latched map is kept and sent whoever listens (a late subscriber gets it)
         ids = objects.id_mask()
-        if p['publish_points']:
+        if p['publish_points'] and _listened(self.pub_points):
             # scene flow is motion in the world, expressed in the cloud's (camera) axes
             self.pub_points.publish(conv.points_to_cloud(
                 result.points_cam, result.colors, result.confidence,
                 Header(stamp=stamp, frame_id=camera_frame), ids.astype(np.uint32),
                 result.scene_flow @ result.T_wc[:3, :3].astype(np.float32)))
-        if p['publish_objects']:
+        if p['publish_objects'] and _listened(self.pub_mask):
             self.pub_mask.publish(conv.motion_mask_image(
                 ids, Header(stamp=stamp, frame_id=camera_frame)))
+        if p['publish_objects'] and _listened(self.pub_objects, self.pub_object_markers):
             msg = conv.objects_to_msg(objects.objects, self.frames.T_odom_world,
-                                      Header(stamp=stamp, frame_id=p['map_frame']),
+                                      Header(stamp=stamp, frame_id=self.world_frame),
                                       objects.dt)
             self.pub_objects.publish(msg)
             self.pub_object_markers.publish(conv.object_markers(msg))
         # keep PoseStamped messages, not matrices: the path is re-sent every frame
         self._path.append(conv.make_pose_stamped(T_odom_base, p['odom_frame'], stamp))
-        self.pub_path.publish(Path(header=Header(stamp=stamp, frame_id=p['odom_frame']),
-                                   poses=list(self._path)))
+        if _listened(self.pub_path):
+            self.pub_path.publish(Path(header=Header(stamp=stamp, frame_id=p['odom_frame']),
+                                       poses=list(self._path)))
         prev = self._prev_odom
+        # lost tracking holds the last pose: a fusing filter must not trust it
+        lost = not result.extras.get('tracking_ok', True)
         self.pub_odom.publish(conv.make_odometry(
             T_odom_base, None if prev is None else prev[1],
-            0.0 if prev is None else t_sec - prev[0], p['odom_frame'], p['base_frame'], stamp))
+            0.0 if prev is None else t_sec - prev[0], p['odom_frame'], p['base_frame'], stamp,
+            conv.UNKNOWN_VARIANCE if lost else p['odom_position_variance'],
+            conv.UNKNOWN_VARIANCE if lost else p['odom_orientation_variance']))
         self._prev_odom = (t_sec, T_odom_base)
         if p['publish_map_points']:
             self.map.add_frame(result, self.frames.T_odom_world)
@@ -144,8 +176,9 @@ class Outputs:
                 self.map.update()
                 self.pub_map.publish(conv.points_to_cloud(
                     self.map.points, self.map.colors, np.ones(len(self.map.points), np.float32),
-                    Header(stamp=stamp, frame_id=p['map_frame'])))
-        if p['publish_tracks'] and tracks is not None:
+                    Header(stamp=stamp, frame_id=self.world_frame)))
+        if p['publish_tracks'] and tracks is not None and _listened(self.pub_tracks,
+                                                                    self.pub_markers):
             self._publish_tracks(stamp, tracks, fps)
 
     def publish_diagnostics(self, name: str, hardware_id: str, level: int, message: str,
@@ -166,7 +199,7 @@ class Outputs:
     def _publish_tracks(self, stamp: Any, snap: TrackSnapshot, fps: float) -> None:
         pos = self.frames.world_to_odom_points(snap.positions.astype(np.float64))
         vel = snap.velocities.astype(np.float64) @ self.frames.T_odom_world[:3, :3].T
-        msg = TrackedPoints(header=Header(stamp=stamp, frame_id=self.p['map_frame']))
+        msg = TrackedPoints(header=Header(stamp=stamp, frame_id=self.world_frame))
         msg.ids = [int(i) for i in snap.ids]
         msg.positions = conv.to_points(pos)
         msg.velocities = conv.to_vectors(vel)
@@ -189,5 +222,10 @@ class Outputs:
         if self._frames_published % every:
             return
         self.pub_markers.publish(conv.track_markers(
-            self._trails, self.p['map_frame'], stamp,
+            self._trails, self.world_frame, stamp,
             lifetime_s=2.0 * every / max(fps, 1.0)))
+
+
+def _listened(*publishers) -> bool:
+    """Whether any of the publishers has a subscriber."""
+    return any(pub.get_subscription_count() for pub in publishers)

@@ -41,6 +41,14 @@ class Param:
                                                          to_value=self.float_range[1])]
         return d
 
+    def check(self, value: Any) -> str:
+        """Why `value` is not allowed ('' when it is): the choices, which ROS's descriptors
+        cannot state (ranges and types rclpy checks itself)."""
+        if self.choices and value not in self.choices:
+            return (f'parameter {self.name}: {value!r} is not one of '
+                    f"{', '.join(self.choices)}")
+        return ''
+
 
 def params_usage(params: tuple[Param, ...]) -> list[str]:
     """Lines of a node's --help describing its parameters."""
@@ -94,15 +102,28 @@ PARAMS: tuple[Param, ...] = (
     Param('depth_sync_slop', 0.02, 'largest image/depth stamp difference, seconds',
           float_range=(0.0, 1.0)),
     # frames and TF (REP-105)
-    Param('map_frame', 'map', 'fixed frame of map clouds, tracks and query answers'),
+    Param('map_frame', 'map', 'fixed frame of map clouds, tracks, objects and query answers '
+          'while this node publishes map -> odom; with publish_map_to_odom_tf false they are '
+          "in odom_frame (map -> odom is then another node's, e.g. a SLAM's)"),
     Param('odom_frame', 'odom', 'odometry frame (= base_frame at the first image)'),
-    Param('base_frame', 'camera_link', 'robot/body frame whose pose is published'),
+    Param('base_frame', 'camera_link', 'robot/body frame whose pose is published (base_link on '
+          'a robot; camera_link on a handheld camera)'),
     Param('camera_frame', '', 'camera optical frame ("" = the image header frame_id)'),
     Param('publish_tf', True, 'publish odom -> base_frame on /tf', read_only=False),
+    Param('invert_odom_to_base_tf', False, 'publish base_frame -> odom (the inverse) instead, '
+          'for the one-parent rule when another odometry source owns odom -> base_frame',
+          read_only=False),
     Param('publish_map_to_odom_tf', True, 'publish an identity map -> odom (turn off when '
           'another node owns map -> odom)', read_only=False),
     Param('publish_camera_tf', True, 'publish base_frame -> camera optical frame as the '
-          'REP-103 optical rotation on /tf_static; false = read it from /tf_static (URDF)'),
+          'REP-103 optical rotation on /tf_static; false = look it up on /tf_static (a URDF, '
+          'a camera driver: chains such as base_link -> camera_link -> '
+          'camera_color_optical_frame)'),
+    Param('odom_position_variance', 1e-4, 'variance of the published position, m^2 (the '
+          "Odometry pose covariance; the twist's is it over the frame interval squared); "
+          'lost tracking publishes 1e6', float_range=(0.0, 1e6), read_only=False),
+    Param('odom_orientation_variance', 1e-4, 'variance of the published orientation, rad^2 '
+          '(as odom_position_variance)', float_range=(0.0, 1e6), read_only=False),
     # outputs
     Param('publish_points', True, 'publish the organized per-frame cloud ~/points',
           read_only=False),
@@ -114,7 +135,8 @@ PARAMS: tuple[Param, ...] = (
     Param('map_voxel_size', map_cloud.VOXEL_SIZE,
           'voxel size of ~/map_points, metres (or scene units)', float_range=(0.001, 10.0)),
     Param('map_every_n_frames', map_cloud.UPDATE_EVERY,
-          'publish ~/map_points every n processed frames', int_range=(1, 1000)),
+          'publish ~/map_points every n processed frames', int_range=(1, 1000),
+          read_only=False),
     Param('map_max_points', map_cloud.MAX_POINTS,
           'cap on ~/map_points size (a random subset of the voxels kept beyond it)',
           int_range=(1000, 10000000)),
@@ -122,7 +144,9 @@ PARAMS: tuple[Param, ...] = (
     Param('trail_length', 10, 'positions per track trail in ~/track_markers',
           int_range=(2, 1000)),
     Param('markers_every_n_frames', 3, 'publish ~/track_markers every n processed frames',
-          int_range=(1, 1000)),
+          int_range=(1, 1000), read_only=False),
     Param('diagnostics_period', 1.0, 'seconds between /diagnostics messages',
           float_range=(0.1, 60.0)),
 )
+
+PARAMS_BY_NAME: dict[str, Param] = {p.name: p for p in PARAMS}

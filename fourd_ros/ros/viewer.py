@@ -33,8 +33,9 @@ from nav_msgs.msg import Path
 from sensor_msgs.msg import PointCloud2
 from tf2_msgs.msg import TFMessage
 
+from fourd_ros.core.frame_tree import FrameTree
 from fourd_ros.ros import conversions as conv
-from fourd_ros.ros.outputs import LATCHED
+from fourd_ros.ros.qos import LATCHED, TF_STATIC_QOS
 
 MOVING_COLOR = (255, 0, 255)        # a moving track's current position
 MOVING_TRAIL_COLOR = (255, 150, 255)  # and its trail
@@ -90,35 +91,6 @@ class ViewerConfig:
         return f"/{ns + '/' if ns else ''}{self.node_name}"
 
 
-class TransformTree:
-    """Latest transforms of /tf and /tf_static (no time interpolation: a view, not a lookup
-    for computation)."""
-
-    def __init__(self) -> None:
-        self._parent: dict[str, tuple[str, np.ndarray]] = {}
-
-    def add(self, msg: TFMessage) -> None:
-        for t in msg.transforms:
-            self._parent[t.child_frame_id] = (t.header.frame_id,
-                                              conv.transform_to_matrix(t.transform))
-
-    def lookup(self, target: str, source: str) -> np.ndarray | None:
-        """4x4 taking points of frame `source` to frame `target` (None when not connected)."""
-        def chain(frame: str) -> dict[str, np.ndarray]:
-            """Each ancestor of `frame` -> 4x4 taking points of `frame` to it."""
-            out, T = {frame: np.eye(4)}, np.eye(4)
-            while frame in self._parent and len(out) < 64:
-                frame, T_parent_child = self._parent[frame]
-                T = T_parent_child @ T
-                out[frame] = T
-            return out
-        up, down = chain(source), chain(target)
-        common = next((f for f in up if f in down), None)
-        if common is None:
-            return None
-        return np.linalg.inv(down[common]) @ up[common]
-
-
 def _decimate(points: np.ndarray, colors: np.ndarray, limit: int
               ) -> tuple[np.ndarray, np.ndarray]:
     if len(points) <= limit:
@@ -144,7 +116,7 @@ class FourdViewer(Node):
         super().__init__('fourd_viewer', **kwargs)
         self.server = server
         self.config = config
-        self.tf = TransformTree()
+        self.tf = FrameTree()  # latest /tf and /tf_static (a view: no time interpolation)
         self._last_cloud = 0.0
         self._trails: dict[int, deque] = {}
         self._first_camera: np.ndarray | None = None
@@ -154,8 +126,8 @@ class FourdViewer(Node):
         self.create_subscription(PointCloud2, f'{node}/points', self._on_points, cloud_qos)
         self.create_subscription(Path, f'{node}/path', self._on_path, 5)
         self.create_subscription(TrackedPoints, f'{node}/tracks', self._on_tracks, 5)
-        self.create_subscription(TFMessage, '/tf', self.tf.add, 100)
-        self.create_subscription(TFMessage, '/tf_static', self.tf.add, LATCHED)
+        self.create_subscription(TFMessage, '/tf', self._on_tf, 100)
+        self.create_subscription(TFMessage, '/tf_static', self._on_tf, TF_STATIC_QOS)
         self.create_subscription(DiagnosticArray, '/diagnostics', self._on_diagnostics, 10)
         # floating controls: the 3D canvas fills the page (its projection is the page's)
         server.gui.configure_theme(control_layout='floating', control_width='small',
@@ -173,6 +145,9 @@ class FourdViewer(Node):
         server.on_client_connect(self._on_client)
 
     # ------------------------------------------------------------------ browsers
+    def _on_tf(self, msg: TFMessage) -> None:
+        conv.add_transforms(self.tf, msg)
+
     def _on_client(self, client) -> None:
         view = self._viewpoint()
         client.camera.fov = np.radians(self.config.fov_deg)

@@ -15,6 +15,8 @@ from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy  # noqa: E
 from diagnostic_msgs.msg import DiagnosticArray  # noqa: E402
 from fourd_ros_msgs.msg import TrackedPoints  # noqa: E402
 from fourd_ros_msgs.srv import GetTrajectory, QueryMotion  # noqa: E402
+from rcl_interfaces.srv import SetParameters  # noqa: E402
+from rclpy.parameter import Parameter  # noqa: E402
 from geometry_msgs.msg import Point, PoseStamped  # noqa: E402
 from sensor_msgs.msg import PointCloud2  # noqa: E402
 from tf2_msgs.msg import TFMessage  # noqa: E402
@@ -288,24 +290,34 @@ def test_evicted_stamp_answers_out_of_window(ros_context, start_process) -> None
 
 
 def test_camera_extrinsics_from_tf_static(ros_context, start_process) -> None:
-    """base_frame != camera frame: the node reads base -> camera from /tf_static (URDF)."""
+    """base_frame != camera frame: the node looks base -> camera up on /tf_static through a
+    chain of two broadcasters (a URDF's base_link -> camera_link and a camera driver's
+    camera_link -> camera_color_optical_frame, the image's frame_id), answers queries in those
+    frames, and follows the one-parent rule when told at run time."""
     # a camera mounted 0.2 m forward and 0.5 m up on the robot, looking forward (optical axes)
-    B = conv.T_LINK_FROM_OPTICAL.copy()
-    B[:3, 3] = [0.2, 0.0, 0.5]
-    q = Rotation.from_matrix(B[:3, :3]).as_quat()
-    start_process(str(PEERS / 'tf_static_publisher.py'), 'base_link', 'camera_optical_frame',
-                  *(str(v) for v in (*B[:3, 3], *q)), name='urdf')
-    start_process(*camera_args(), name='camera')
+    A = np.eye(4)
+    A[:3, 3] = [0.2, 0.0, 0.5]
+    C = conv.T_LINK_FROM_OPTICAL.copy()
+    B = A @ C
+    q = Rotation.from_matrix(C[:3, :3]).as_quat()
+    start_process(str(PEERS / 'tf_static_publisher.py'), 'base_link', 'camera_link',
+                  *(str(v) for v in (*A[:3, 3], 0, 0, 0, 1)), name='urdf')
+    start_process(str(PEERS / 'tf_static_publisher.py'), 'camera_link',
+                  'camera_color_optical_frame', *(str(v) for v in (0, 0, 0, *q)),
+                  name='driver')
+    start_process(*camera_args(10.0, 'frame_id:=camera_color_optical_frame'), name='camera')
     start_process(*node_args('publish_camera_tf:=false', 'base_frame:=base_link'), name='node')
     node = rclpy.create_node('observer', context=ros_context)
     rec = Recorder(node)
     rec.listen(TFMessage, '/tf', 100)
     rec.listen(PoseStamped, '/camera/ground_truth/pose', 100)
+    rec.listen(PointCloud2, '/fourd/points', 10)
+    rec.listen(TrackedPoints, '/fourd/tracks', 10)
     assert spin_until(node, lambda: len(rec.poses_with_ground_truth('base_link')) >= 15,
                       timeout=90.0)
     for msg in rec.msgs['/tf']:
         for t in msg.transforms:
-            assert t.child_frame_id != 'camera_optical_frame'  # the URDF owns that edge
+            assert t.child_frame_id not in ('camera_link', 'camera_color_optical_frame')
     pairs = rec.poses_with_ground_truth('base_link')
     cams = [T @ B for T, _ in pairs]
     ref = [T for _, T in pairs]
@@ -321,4 +333,42 @@ def test_camera_extrinsics_from_tf_static(ros_context, start_process) -> None:
     print(f'camera path through the TF extrinsics: {rmse * 1e3:.2f} mm RMSE')
     # measured 0.6-1.4 mm in 6 runs; the same scene as the test above (up to 2.8 mm there)
     assert rmse < 0.004
+    # a point of the latest image, asked in the optical frame and answered in the frames of
+    # /tf_static's chain at the same stamp: the extrinsics applied
+    cloud = rec.msgs['/fourd/points'][-1]
+    assert cloud.header.frame_id == 'camera_color_optical_frame'
+    xyz = conv.cloud_to_array(cloud)[cloud.height // 2, cloud.width // 2]
+    p = np.array([xyz['x'], xyz['y'], xyz['z']], np.float64)
+    query = node.create_client(QueryMotion, '/fourd/query_motion')
+    for frame, T in (('camera_link', C), ('base_link', B)):
+        request = QueryMotion.Request(query_type=QueryMotion.Request.QUERY_POINT,
+                                      source_stamp=cloud.header.stamp,
+                                      target_stamp=cloud.header.stamp,
+                                      source_frame='camera_color_optical_frame',
+                                      target_frame=frame, points=[Point(x=p[0], y=p[1],
+                                                                        z=p[2])])
+        response = call(node, query, request)
+        assert response.success, response.message
+        got = response.positions[0]
+        assert np.allclose([got.x, got.y, got.z], transform_points(T, p[None])[0], atol=1e-3)
+    # another node takes over odom -> base_link and map -> odom (parameters set at run time)
+    params = node.create_client(SetParameters, '/fourd/set_parameters')
+    answer = call(node, params, SetParameters.Request(parameters=[
+        Parameter('invert_odom_to_base_tf', value=True).to_parameter_msg(),
+        Parameter('publish_map_to_odom_tf', value=False).to_parameter_msg()]))
+    assert all(r.successful for r in answer.results)
+    answer = call(node, params, SetParameters.Request(parameters=[
+        Parameter('image_transport', value='jpeg').to_parameter_msg()]))
+    assert not answer.results[0].successful  # read-only: needs a restart
+    rec.msgs['/tf'].clear()
+    rec.msgs['/fourd/tracks'].clear()
+    assert spin_until(node, lambda: rec.count('/tf') >= 3 and rec.count('/fourd/tracks') >= 2,
+                      timeout=20.0)
+    edges = {(t.header.frame_id, t.child_frame_id) for m in rec.msgs['/tf'][1:]
+             for t in m.transforms}
+    assert edges == {('base_link', 'odom')}, edges
+    assert rec.msgs['/fourd/tracks'][-1].header.frame_id == 'odom'
+    request.target_frame = 'map'
+    response = call(node, query, request)
+    assert not response.success and "map -> odom is not this node's" in response.message
     node.destroy_node()

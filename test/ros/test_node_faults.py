@@ -45,10 +45,12 @@ class FakeCamera:
     def send(self, i: int, stamp: float, rgb=None, depth=None, encoding: str = 'rgb8',
              step: int | None = None, depth_encoding: str = '32FC1',
              send_image: bool = True, send_depth: bool = True,
-             K: np.ndarray | None = None) -> None:
+             K: np.ndarray | None = None, depth_frame: str = 'camera_optical_frame',
+             info_frame: str = 'camera_optical_frame') -> None:
         """Frame `i` of the clip (or the given arrays) stamped `stamp` (s); `send_image` /
         `send_depth` False leave out the image / the depth (lost in transport, or a stopped
-        stream); `K` replaces the CameraInfo's intrinsics (zeros = an uncalibrated camera)."""
+        stream); `K` replaces the CameraInfo's intrinsics (zeros = an uncalibrated camera);
+        `depth_frame` / `info_frame` are the depth's and the CameraInfo's frame_id."""
         header = Header(stamp=conv.sec_to_stamp(stamp), frame_id='camera_optical_frame')
         rgb = self.clip.rgb[i % len(self.clip)] if rgb is None else rgb
         depth = self.clip.depth[i % len(self.clip)] if depth is None else depth
@@ -56,10 +58,12 @@ class FakeCamera:
         img = Image(header=header, height=h, width=w, encoding=encoding, is_bigendian=0,
                     step=step if step is not None else rgb.strides[0] if rgb.size else 0)
         img.data = np.ascontiguousarray(rgb).tobytes()
-        d = Image(header=header, height=depth.shape[0], width=depth.shape[1],
+        d = Image(header=Header(stamp=header.stamp, frame_id=depth_frame),
+                  height=depth.shape[0], width=depth.shape[1],
                   encoding=depth_encoding, is_bigendian=0, step=depth.strides[0])
         d.data = np.ascontiguousarray(depth).tobytes()
-        info = CameraInfo(header=header, width=w, height=h)
+        info = CameraInfo(header=Header(stamp=header.stamp, frame_id=info_frame), width=w,
+                          height=h)
         info.k = [float(x) for x in (self.clip.K if K is None else K).ravel()]
         self.info.publish(info)
         if send_depth:
@@ -158,9 +162,24 @@ def test_node_survives_bad_input(ros_context, start_process) -> None:
     assert response.status[0] == QueryMotion.Response.VALID
     got = response.positions[0]
     assert np.allclose([got.x, got.y, got.z], [p['x'], p['y'], p['z']], atol=1e-3)
+    # the same point in the base frame (camera_link: the REP-103 optical rotation)
+    point.target_frame = 'camera_link'
+    response = call(node, query, point)
+    assert response.success and response.header.frame_id == 'camera_link'
+    got = response.positions[0]
+    want = conv.T_LINK_FROM_OPTICAL[:3, :3] @ [p['x'], p['y'], p['z']]
+    assert np.allclose([got.x, got.y, got.z], want, atol=1e-3)
     point.source_frame = 'no_such_frame'
     response = call(node, query, point)
     assert not response.success and 'no_such_frame' in response.message
+    # depth or calibration of another optical frame (an unregistered depth): rejected, named
+    send_and_wait(8, t + 2.0, expect_cloud=False, depth_frame='camera_depth_optical_frame')
+    assert spin_until(node, lambda: 'registered to the image' in diagnostics_values(diags)[
+        'last_rejection'], timeout=5.0)
+    send_and_wait(8, t + 2.1, expect_cloud=False, info_frame='other_camera_optical_frame')
+    assert spin_until(node, lambda: "another camera's" in diagnostics_values(diags)[
+        'last_rejection'], timeout=5.0)
+    send_and_wait(9, t + 2.2)
     # reset service
     reset = call(node, node.create_client(Trigger, '/fourd/reset'), Trigger.Request())
     assert reset.success

@@ -36,7 +36,8 @@ DIAGNOSTIC_KEYS = {
     'frames_received', 'frames_processed', 'dropped_frames', 'rejected_frames', 'last_rejection',
     'input_images_missing', 'input_depth_received', 'input_depth_missing',
     'input_depth_unmatched', 'tracking_lost_frames', 'tracking_relocalized_frames',
-    'stream_resets', 'cache_frames', 'cache_mb', 'cache_budget_mb'}
+    'stream_resets', 'cache_frames', 'cache_mb', 'cache_budget_mb', 'input_fps',
+    'seconds_since_image', 'cache_mb_by_device'}
 
 
 def late_map(context, timeout: float = 10.0) -> PointCloud2:
@@ -100,6 +101,11 @@ def test_outputs_and_services_value_by_value(ros_context, start_process, tmp_pat
     assert (odom.header.frame_id, odom.child_frame_id) == ('odom', 'camera_link')
     assert np.allclose(conv.pose_to_matrix(odom.pose.pose),
                        conv.pose_to_matrix(path.poses[-1].pose), atol=1e-6)
+    # covariances for a fusing filter: the parameters' variances, the twist's over dt^2
+    dt = conv.stamp_to_sec(path.poses[-1].header.stamp) - conv.stamp_to_sec(
+        path.poses[-2].header.stamp)
+    assert np.allclose(np.reshape(odom.pose.covariance, (6, 6)), np.eye(6) * 1e-4)
+    assert np.allclose(np.reshape(odom.twist.covariance, (6, 6)), np.eye(6) * 1e-4 / dt**2)
     # TF values: map -> odom identity; odom -> camera_link = ~/odom; camera_link -> optical on
     # /tf_static = the REP-103 optical rotation; all stamped with the image
     tf = {(t.header.frame_id, t.child_frame_id): t for m in msgs['/tf'] for t in m.transforms}

@@ -25,7 +25,7 @@ BIN = Path(sys.executable).parent
 
 @pytest.mark.parametrize('args, message', [
     (['-p', 'backend:=rgbd'], 'backend rgbd needs a registered depth input'),
-    (['-p', 'backend:=nope'], "unknown backend 'nope'"),
+    (['-p', 'backend:=nope'], "parameter backend: 'nope' is not one of auto, learned, rgbd"),
     (['-p', 'backend:=learned', '-p', 'checkpoint:=/no/such/model.pt'],
      '/no/such/model.pt: file not found'),
     (['-p', 'processing_width:=wide'], "parameter 'processing_width'"),
@@ -82,22 +82,30 @@ def test_node_wired_by_remaps_only(ros_context, start_process) -> None:
 
 def test_input_qos_overridden_per_topic(ros_context, start_process) -> None:
     """qos_overrides.<topic>.subscription.reliability, as a ROS user sets it (image_pipeline's
-    tests do): the image subscription becomes reliable, camera_info keeps the sensor-data QoS."""
+    tests do): the image subscription becomes reliable, camera_info keeps the sensor-data QoS;
+    an output's publisher alike (~/points best effort, ~/odom still reliable)."""
     from rclpy.qos import ReliabilityPolicy
     start_process('-m', 'fourd_ros.ros.node', '--ros-args', '-r', 'image:=/camera/image_raw',
                   '-r', 'camera_info:=/camera/camera_info', '-r', 'depth:=/camera/depth',
                   '-p', 'backend:=rgbd',
                   '-p', 'qos_overrides./camera/image_raw.subscription.reliability:=reliable',
+                  '-p', 'qos_overrides./fourd/points.publisher.reliability:=best_effort',
                   name='node')
     node = rclpy.create_node('qos_user', context=ros_context)
 
-    def reliability(topic: str):
-        infos = [i for i in node.get_subscriptions_info_by_topic(topic) if i.node_name == 'fourd']
+    def reliability(topic: str, side: str = 'subscriptions'):
+        """The fourd node's reliability on `topic` ('subscriptions' or 'publishers')."""
+        infos = [i for i in getattr(node, f'get_{side}_info_by_topic')(topic)
+                 if i.node_name == 'fourd']
         return infos[0].qos_profile.reliability if infos else None
 
     assert spin_until(node, lambda: reliability('/camera/image_raw') is not None, timeout=30.0)
     assert reliability('/camera/image_raw') == ReliabilityPolicy.RELIABLE
     assert reliability('/camera/camera_info') == ReliabilityPolicy.BEST_EFFORT
+    assert spin_until(node, lambda: reliability('/fourd/odom', 'publishers') is not None,
+                      timeout=10.0)
+    assert reliability('/fourd/points', 'publishers') == ReliabilityPolicy.BEST_EFFORT
+    assert reliability('/fourd/odom', 'publishers') == ReliabilityPolicy.RELIABLE
     node.destroy_node()
 
 
@@ -146,4 +154,10 @@ def test_input_loss_reported_in_diagnostics(ros_context, start_process) -> None:
     assert values['input_depth_missing'] == '0'
     assert status.level == DiagnosticStatus.WARN
     assert 'input loss' in status.message and 'FASTDDS_DEFAULT_PROFILES_FILE' in status.message
+    assert float(values['input_fps']) > 1.0, values
+    # the camera stops: after 5 of its frame intervals (at least 2 s) the status says so
+    assert spin_until(node, lambda: 'no image for' in diags[-1].status[0].message, timeout=8.0)
+    status = diags[-1].status[0]
+    assert status.level == DiagnosticStatus.WARN and '/camera/image_raw' in status.message
+    assert float(diagnostics_values(diags)['seconds_since_image']) >= 2.0
     node.destroy_node()
