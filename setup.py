@@ -28,6 +28,7 @@ setup(
         'console_scripts': [
             'fourd = fourd_ros.cli.main:main',
             'fourd_node = fourd_ros.ros.node:main',
+            'fourd_lifecycle_node = fourd_ros.ros.lifecycle_node:main',
             'fourd_synthetic_camera = fourd_ros.ros.synthetic_camera:main',
         ],
     },

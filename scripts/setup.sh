@@ -93,7 +93,7 @@ step "check interface imports"
 "$VENV/bin/python" -c 'import rclpy, tf2_msgs.msg, fourd_ros_msgs.msg, fourd_ros_msgs.srv'
 
 # ---------------------------------------------------------------- the package itself
-step "install fourd_ros (editable, console scripts fourd and fourd_node)"
+step "install fourd_ros (editable, console scripts fourd, fourd_node, fourd_lifecycle_node)"
 pkg_hash=$(hash_of "$ROOT/setup.py" "$ROOT/setup.cfg" "$ROOT/package.xml")
 if ! done_already package "$pkg_hash" || [ ! -x "$VENV/bin/fourd" ]; then
   "$VENV/bin/python" -m pip install -q --disable-pip-version-check --no-deps --no-build-isolation \

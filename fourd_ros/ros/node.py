@@ -73,18 +73,45 @@ class ConfigError(ValueError):
     """An inconsistent node configuration, found at start."""
 
 
-class FourdNode(Node):
-    """The fourd node (see module docstring)."""
+class FourdBehaviour:
+    """What the fourd node does, mixed into an rclpy node class: the plain node (`FourdNode`,
+    configured and active from the start) and the managed one
+    (`fourd_ros.ros.lifecycle_node.FourdLifecycleNode`: configure loads the model and creates
+    the outputs and services, activate subscribes to the camera, deactivate stops taking
+    images, cleanup frees the model).
+    """
 
-    def __init__(self, **kwargs) -> None:
-        super().__init__('fourd', **kwargs)
+    def _declare_parameters(self, managed: bool = False) -> None:
+        """Declare the parameters; `managed`: those the table marks read-only (read at
+        configure) may be set while the node is unconfigured."""
+        self._managed = managed
         for p in PARAMS:
-            self.declare_parameter(p.name, p.default, p.descriptor())
+            self.declare_parameter(p.name, p.default,
+                                   p.descriptor(read_only=False if managed else None))
+        # the one dict of values (Outputs reads it too): refreshed at configure, then kept up
+        # to date by the set-parameters callback
         self.p = {p.name: self.get_parameter(p.name).value for p in PARAMS}
+        self.add_on_set_parameters_callback(self._on_set_parameters)
+        self.engine: StreamingEngine | None = None
+        self._inputs: list = []     # camera subscriptions of an active node
+        self._handles: list = []    # services, timer, /tf_static of a configured node
+        self._worker: threading.Thread | None = None
+        self._running = False
+        self._active = False
+
+    # ------------------------------------------------------------------ lifecycle
+    def _configure(self) -> None:
+        """Read the parameters, load the backend (its model), create the outputs, services,
+        /tf_static listener and diagnostics.
+
+        Raises:
+            ConfigError: an inconsistent configuration (or the backend's own error, e.g. a
+                bad checkpoint), with one line that says why.
+        """
+        self.p.update({p.name: self.get_parameter(p.name).value for p in PARAMS})
         problems = [why for why in (p.check(self.p[p.name]) for p in PARAMS) if why]
         if problems:
             raise ConfigError('; '.join(problems))
-        self.add_on_set_parameters_callback(self._on_set_parameters)
         depth_remapped = self._remapped('depth')
         backend_name = resolve_backend(self.p['backend'], depth_remapped)
         if backend_name == 'rgbd' and not depth_remapped:
@@ -119,7 +146,6 @@ class FourdNode(Node):
         # interleaves with a frame's outputs
         self._frame_lock = threading.Lock()
         self._input_size: tuple[int, int] | None = None  # (width, height) of the last image
-        self._running = True
         self._stats = {'received': 0, 'processed': 0, 'dropped_queue': 0, 'rejected': 0,
                        'resets': 0, 'last_error': '', 'tracking_lost': 0, 'relocalized': 0,
                        'last_tracking_ok': True, 'rejecting': False}
@@ -128,26 +154,29 @@ class FourdNode(Node):
         self._proc_times: deque[float] = deque(maxlen=100)   # decode + engine, s
         self._frame_times: deque[float] = deque(maxlen=100)  # + publishing the outputs, s
         self.out = Outputs(self, self.p, conv.FrameTransforms(conv.T_LINK_FROM_OPTICAL.copy()))
-        self._setup_io()
-        self._worker = threading.Thread(target=self._work, name='fourd_inference', daemon=True)
-        self._worker.start()
-        inputs = {'image': self._image_topic, 'camera_info': 'camera_info'}
-        if self.uses_depth:
-            inputs['depth'] = self._depth_topic
-        self.get_logger().info(
-            f'fourd ready: backend={backend_name} (metric={self.engine.metric}), inputs: '
-            + ', '.join(f"{n}='{self.resolve_topic_name(t)}'" for n, t in inputs.items()))
+        self._image_type, self._image_topic = self._input('image', self.p['image_transport'])
+        self._depth_type, self._depth_topic = self._input('depth',
+                                                          self.p['depth_image_transport'])
+        self._handles = [
+            self.create_subscription(TFMessage, '/tf_static', self._on_tf_static,
+                                     TF_STATIC_QOS),
+            self.create_service(QueryMotion, '~/query_motion', self._on_query,
+                                qos_profile=SERVICE_QOS),
+            self.create_service(GetObjectMotion, '~/get_object_motion',
+                                self._on_get_object_motion, qos_profile=SERVICE_QOS),
+            self.create_service(GetTrajectory, '~/get_trajectory', self._on_get_trajectory,
+                                qos_profile=SERVICE_QOS),
+            self.create_service(SaveMap, '~/save_map', self._on_save_map,
+                                qos_profile=SERVICE_QOS),
+            self.create_service(Trigger, '~/reset', self._on_reset, qos_profile=SERVICE_QOS),
+            self.create_timer(self.p['diagnostics_period'], self._publish_diagnostics)]
         if depth_remapped and not self.uses_depth:
             self.get_logger().warning(
                 f"backend {backend_name} does not read depth: '{self.resolve_topic_name('depth')}'"
                 ' is not subscribed')
 
-    # ------------------------------------------------------------------ set-up
-    def _remapped(self, name: str) -> bool:
-        """Whether a remapping rule applies to the relative input name `name`."""
-        return self.resolve_topic_name(name) != self.resolve_topic_name(name, only_expand=True)
-
-    def _setup_io(self) -> None:
+    def _activate(self) -> None:
+        """Subscribe to the camera and start the inference worker."""
         def sensor_qos() -> QoSProfile:
             # a new profile per subscription (`qos.fresh`): qos_profile_sensor_data itself
             # would carry one topic's overrides to every later user in the process
@@ -158,25 +187,70 @@ class FourdNode(Node):
         # each input's QoS can be overridden per topic, the ROS 2 way (parameters
         # qos_overrides.<topic>.subscription.<reliability|history|depth>, read at start)
         overrides = QoSOverridingOptions.with_default_policies()
-        image_type, self._image_topic = self._input('image', self.p['image_transport'])
-        self.create_subscription(image_type, self._image_topic, self._on_image, sensor_qos(),
-                                 qos_overriding_options=overrides)
-        self.create_subscription(CameraInfo, 'camera_info', self.calibration.update,
-                                 sensor_qos(), qos_overriding_options=overrides)
-        depth_type, self._depth_topic = self._input('depth', self.p['depth_image_transport'])
+        self._inputs = [
+            self.create_subscription(self._image_type, self._image_topic, self._on_image,
+                                     sensor_qos(), qos_overriding_options=overrides),
+            self.create_subscription(CameraInfo, 'camera_info', self.calibration.update,
+                                     sensor_qos(), qos_overriding_options=overrides)]
         if self.uses_depth:
-            self.create_subscription(depth_type, self._depth_topic, self._on_depth,
-                                     sensor_qos(), qos_overriding_options=overrides)
-        self.create_subscription(TFMessage, '/tf_static', self._on_tf_static, TF_STATIC_QOS)
-        self.create_service(QueryMotion, '~/query_motion', self._on_query,
-                            qos_profile=SERVICE_QOS)
-        self.create_service(GetObjectMotion, '~/get_object_motion', self._on_get_object_motion,
-                            qos_profile=SERVICE_QOS)
-        self.create_service(GetTrajectory, '~/get_trajectory', self._on_get_trajectory,
-                            qos_profile=SERVICE_QOS)
-        self.create_service(SaveMap, '~/save_map', self._on_save_map, qos_profile=SERVICE_QOS)
-        self.create_service(Trigger, '~/reset', self._on_reset, qos_profile=SERVICE_QOS)
-        self.create_timer(self.p['diagnostics_period'], self._publish_diagnostics)
+            self._inputs.append(self.create_subscription(
+                self._depth_type, self._depth_topic, self._on_depth, sensor_qos(),
+                qos_overriding_options=overrides))
+        self._running = True
+        self._worker = threading.Thread(target=self._work, name='fourd_inference', daemon=True)
+        self._worker.start()
+        self._active = True
+        inputs = {'image': self._image_topic, 'camera_info': 'camera_info'}
+        if self.uses_depth:
+            inputs['depth'] = self._depth_topic
+        self.get_logger().info(
+            f'fourd ready: backend={self.backend_name} (metric={self.engine.metric}), inputs: '
+            + ', '.join(f"{n}='{self.resolve_topic_name(t)}'" for n, t in inputs.items()))
+
+    def _deactivate(self) -> None:
+        """Stop taking images: unsubscribe, let the frame in hand finish, drop the waiting
+        ones. The model, the cache and the services stay."""
+        self._active = False
+        for sub in self._inputs:
+            self.destroy_subscription(sub)
+        self._inputs = []
+        self._stop_worker()
+        if self.engine is not None:
+            with self._cv:
+                self._queue.clear()
+
+    def _cleanup(self) -> None:
+        """Back to unconfigured: outputs, services and the model released."""
+        if self._active:
+            self._deactivate()
+        for handle in self._handles:
+            destroy = (self.destroy_timer if hasattr(handle, 'timer_period_ns') else
+                       self.destroy_service if hasattr(handle, 'srv_type') else
+                       self.destroy_subscription)
+            destroy(handle)
+        self._handles = []
+        if getattr(self, 'out', None) is not None:
+            self.out.destroy(self)
+            self.out = None
+        if getattr(self, 'depth_sync', None) is not None:
+            self.depth_sync.close()
+            self.depth_sync = None
+        if self.engine is not None:
+            self.engine.close()
+            self.engine = None
+
+    def _stop_worker(self) -> None:
+        self._running = False
+        if self._worker is not None:
+            with self._cv:
+                self._cv.notify_all()
+            self._worker.join(timeout=5.0)
+            self._worker = None
+
+    # ------------------------------------------------------------------ set-up
+    def _remapped(self, name: str) -> bool:
+        """Whether a remapping rule applies to the relative input name `name`."""
+        return self.resolve_topic_name(name) != self.resolve_topic_name(name, only_expand=True)
 
     def _input(self, name: str, transport: str) -> tuple[type, str]:
         """(message type, topic) of an image input: the relative name itself for raw images,
@@ -191,6 +265,9 @@ class FourdNode(Node):
         for param in params:
             known = PARAMS_BY_NAME.get(param.name)
             why = known.check(param.value) if known else ''
+            if known and known.read_only and self.engine is not None:
+                why = (f'parameter {param.name} is read at configure: clean the node up '
+                       'first')
             if why:
                 return SetParametersResult(successful=False, reason=why)
         for param in params:
@@ -348,7 +425,9 @@ class FourdNode(Node):
         stale_after = max(2.0, 5.0 / input_fps) if input_fps > 0 else 2.0
         level = DiagnosticStatus.OK
         message = 'running'
-        if s['processed'] == 0:
+        if not self._active:
+            message = 'inactive (managed node): not taking images'
+        elif s['processed'] == 0:
             level, message = DiagnosticStatus.WARN, 'waiting for images'
         elif since_image > stale_after:
             level, message = DiagnosticStatus.WARN, (
@@ -567,17 +646,26 @@ class FourdNode(Node):
         return response
 
     def destroy_node(self) -> None:
-        # also for a node that failed half-way through __init__ (rclpy's shutdown destroys it)
-        self._running = False
-        if hasattr(self, 'depth_sync'):
+        # also for a node that failed half-way through its configuration (rclpy's shutdown
+        # destroys it)
+        self._stop_worker()
+        if getattr(self, 'depth_sync', None) is not None:
             self.depth_sync.close()
-        if hasattr(self, '_worker'):
-            with self._cv:
-                self._cv.notify_all()
-            self._worker.join(timeout=5.0)
-        if hasattr(self, 'engine'):
+        if getattr(self, 'engine', None) is not None:
             self.engine.close()
+            self.engine = None
         super().destroy_node()
+
+
+class FourdNode(FourdBehaviour, Node):
+    """The fourd node (see module docstring): configured and active from the start."""
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__('fourd', **kwargs)
+        self._worker = None  # destroy_node may run after a failure below
+        self._declare_parameters()
+        self._configure()
+        self._activate()
 
 
 CAMERA_INFO_WAIT_S = 0.3  # longest wait of one image for the first CameraInfo

@@ -103,6 +103,13 @@ class Outputs:
         and these are odometry-frame coordinates)."""
         return self.p['map_frame'] if self.p['publish_map_to_odom_tf'] else self.p['odom_frame']
 
+    def destroy(self, node: Node) -> None:
+        """Destroy the publishers (a managed node cleaned up)."""
+        for pub in (self.pub_points, self.pub_map, self.pub_tf, self.pub_tf_static,
+                    self.pub_path, self.pub_odom, self.pub_tracks, self.pub_markers,
+                    self.pub_mask, self.pub_objects, self.pub_object_markers, self.pub_diag):
+            node.destroy_publisher(pub)
+
     def clear(self, stamp: Any) -> None:
         """A new stream: forget path, trails and map; delete the markers and latch an empty
         map so that late subscribers do not get the old one."""

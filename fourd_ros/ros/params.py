@@ -24,7 +24,9 @@ class Param:
     float_range: tuple[float, float] | None = None
     choices: tuple[str, ...] | None = None
 
-    def descriptor(self) -> ParameterDescriptor:
+    def descriptor(self, read_only: bool | None = None) -> ParameterDescriptor:
+        """ROS's descriptor; `read_only` overrides the table's (a managed node takes these
+        parameters while unconfigured and refuses them itself once configured)."""
         kind = {bool: ParameterType.PARAMETER_BOOL, int: ParameterType.PARAMETER_INTEGER,
                 float: ParameterType.PARAMETER_DOUBLE,
                 str: ParameterType.PARAMETER_STRING}[type(self.default)]
@@ -32,7 +34,7 @@ class Param:
         if self.choices:
             text += f" (one of: {', '.join(self.choices)})"
         d = ParameterDescriptor(name=self.name, type=kind, description=text,
-                                read_only=self.read_only)
+                                read_only=self.read_only if read_only is None else read_only)
         if self.int_range:
             d.integer_range = [IntegerRange(from_value=self.int_range[0],
                                             to_value=self.int_range[1], step=1)]

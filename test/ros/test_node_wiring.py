@@ -42,6 +42,7 @@ def test_inconsistent_configuration_exits_with_one_line(ros_env, args, message) 
 @pytest.mark.parametrize('program, expect', [
     ('fourd_node', ['remap with -r NAME:=TOPIC', 'image ', 'camera_info', 'depth ',
                     '~/query_motion', 'processing_width', '~/map_points']),
+    ('fourd_lifecycle_node', ['usage: fourd_lifecycle_node', '~/query_motion']),
     ('fourd_synthetic_camera', ['publish_depth', 'rate']),
     ('fourd', ['run', 'eval', 'bench', 'demo', 'view']),
 ])
