@@ -17,6 +17,7 @@ Arguments (name, default, meaning):
     image_rectified       false                true: the image is image_proc's image_rect
     use_sim_time          false                true: the /clock of `ros2 bag play --clock`
     namespace             ''                   namespace of the node (one per camera)
+    managed               false                true: fourd_lifecycle_node (starts unconfigured)
     use_synthetic_camera  false                also start fourd_synthetic_camera
     fastdds_profile       <share>/config/fastdds.xml  Fast DDS transport profile ('' = none)
 """
@@ -57,6 +58,8 @@ ARGUMENTS = {
     'use_sim_time': ('false', 'true: time from /clock (a bag played with ros2 bag play '
                      '--clock)'),
     'namespace': ('', 'namespace of the node (one per camera)'),
+    'managed': ('false', 'true: the managed fourd_lifecycle_node, which starts unconfigured '
+                'for a lifecycle manager (nav2)'),
     'use_synthetic_camera': ('false', 'also start fourd_synthetic_camera'),
     'fastdds_profile': (str(SHARE / 'config' / 'fastdds.xml'),
                         "Fast DDS transport profile ('' = none)"),
@@ -65,6 +68,10 @@ ARGUMENTS = {
 # launch arguments passed to fourd_node as parameters of the same name
 NODE_PARAMETERS = ('backend', 'image_transport', 'depth_image_transport', 'image_rectified',
                    'use_sim_time')
+
+
+def _true(value: str) -> bool:
+    return value.lower() in ('1', 'true', 'yes')
 
 
 def remappings(args: dict[str, str]) -> list[tuple[str, str]]:
@@ -91,10 +98,15 @@ def generate_launch_description():
     from launch.actions import DeclareLaunchArgument, OpaqueFunction, SetEnvironmentVariable
     from launch.conditions import IfCondition
     from launch.substitutions import LaunchConfiguration
-    from launch_ros.actions import Node
+    from launch_ros.actions import LifecycleNode, Node
 
     def node_action(context):
         values = {k: LaunchConfiguration(k).perform(context) for k in ARGUMENTS}
+        if _true(values['managed']):
+            return [LifecycleNode(package='fourd_ros', executable='fourd_lifecycle_node',
+                                  name='fourd', namespace=values['namespace'], output='screen',
+                                  remappings=remappings(values),
+                                  arguments=node_ros_args(values, with_remaps=False))]
         return [Node(package='fourd_ros', executable='fourd_node', name='fourd',
                      namespace=values['namespace'] or None, output='screen',
                      remappings=remappings(values),
@@ -135,11 +147,12 @@ def main(argv: list[str]) -> int:
     if args['fastdds_profile']:
         env.setdefault('FASTDDS_DEFAULT_PROFILES_FILE', args['fastdds_profile'])
     procs = []
-    if args['use_synthetic_camera'].lower() in ('1', 'true', 'yes'):
+    if _true(args['use_synthetic_camera']):
         procs.append(subprocess.Popen([sys.executable, '-m', 'fourd_ros.ros.synthetic_camera'],
                                       env=env, preexec_fn=_default_sigint))
-    procs.append(subprocess.Popen([sys.executable, '-m', 'fourd_ros.ros.node',
-                                   *node_ros_args(args)], env=env, preexec_fn=_default_sigint))
+    module = 'fourd_ros.ros.lifecycle_node' if _true(args['managed']) else 'fourd_ros.ros.node'
+    procs.append(subprocess.Popen([sys.executable, '-m', module, *node_ros_args(args)],
+                                  env=env, preexec_fn=_default_sigint))
     try:
         while all(p.poll() is None for p in procs):
             try:

@@ -111,13 +111,15 @@ class FrameTransforms:
         return transform_points(invert_pose(self.T_odom_world), points)
 
 
-def add_transforms(tree: FrameTree, msg: Any) -> list[str]:
-    """Each transform of a tf2_msgs/TFMessage into `tree`; the problems (a frame given as its
-    own parent), one line each, for the caller to report."""
+def add_transforms(tree: FrameTree, msg: Any, timed: bool) -> list[str]:
+    """Each transform of a tf2_msgs/TFMessage into `tree`: at its stamp (`timed`: /tf) or
+    fixed (/tf_static); the problems (a frame given as its own parent), one line each, for the
+    caller to report."""
     problems = []
     for t in msg.transforms:
         try:
-            tree.set(t.header.frame_id, t.child_frame_id, transform_to_matrix(t.transform))
+            tree.set(t.header.frame_id, t.child_frame_id, transform_to_matrix(t.transform),
+                     stamp_to_sec(t.header.stamp) if timed else None)
         except ValueError as exc:
             problems.append(str(exc))
     return problems

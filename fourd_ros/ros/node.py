@@ -130,9 +130,10 @@ class FourdBehaviour:
             tracks=TrackConfig(max_tracks=self.p['max_tracks']),
             max_query_points=self.p['max_query_points']))
         self.uses_depth = backend_name == 'rgbd'
-        # /tf_static's frames (a URDF, camera drivers): the extrinsics when publish_camera_tf
-        # is false (looked up once per stream), and the frames queries may be asked in
-        self._static_tf = FrameTree()
+        # TF as other nodes publish it: /tf_static's frames (a URDF, camera drivers) give the
+        # extrinsics when publish_camera_tf is false (looked up once per stream); with /tf's
+        # (a SLAM's map -> odom) they are the frames queries may be asked in
+        self._tf = FrameTree()
         self._tf_lock = threading.Lock()
         self._extrinsics_ready = bool(self.p['publish_camera_tf'])
         self._camera_frame = normalise_frame(self.p['camera_frame'])
@@ -158,8 +159,10 @@ class FourdBehaviour:
         self._depth_type, self._depth_topic = self._input('depth',
                                                           self.p['depth_image_transport'])
         self._handles = [
-            self.create_subscription(TFMessage, '/tf_static', self._on_tf_static,
-                                     TF_STATIC_QOS),
+            self.create_subscription(TFMessage, '/tf_static',
+                                     lambda m: self._on_tf(m, timed=False), TF_STATIC_QOS),
+            self.create_subscription(TFMessage, '/tf', lambda m: self._on_tf(m, timed=True),
+                                     100),
             self.create_service(QueryMotion, '~/query_motion', self._on_query,
                                 qos_profile=SERVICE_QOS),
             self.create_service(GetObjectMotion, '~/get_object_motion',
@@ -289,25 +292,28 @@ class FourdBehaviour:
         self.input_loss.add_depth(conv.stamp_to_sec(msg.header.stamp))
         self.depth_sync.add(msg)
 
-    def _on_tf_static(self, msg: TFMessage) -> None:
+    def _on_tf(self, msg: TFMessage, timed: bool) -> None:
         with self._tf_lock:
-            problems = conv.add_transforms(self._static_tf, msg)
+            problems = conv.add_transforms(self._tf, msg, timed)
         for why in problems:
-            self.get_logger().warning(f'/tf_static: {why}', throttle_duration_sec=10.0)
+            self.get_logger().warning(f"{'/tf' if timed else '/tf_static'}: {why}",
+                                      throttle_duration_sec=10.0)
 
-    def _static_transform(self, target: str, source: str) -> np.ndarray | None:
-        """4x4 pose of frame `source` in frame `target` through /tf_static's chains."""
+    def _transform(self, target: str, source: str, stamp: float | None = None,
+                   timed: bool = True) -> np.ndarray | None:
+        """4x4 pose of frame `source` in frame `target` through TF's chains at `stamp`
+        (`timed` False: /tf_static's only)."""
         with self._tf_lock:
-            return self._static_tf.lookup(target, source)
+            return self._tf.lookup(target, source, stamp, timed)
 
     def _look_up_extrinsics(self, camera_frame: str) -> None:
         """base_frame -> camera frame from /tf_static, once per stream (publish_camera_tf
         false: a URDF or the camera driver owns that chain)."""
         base = self.p['base_frame']
-        T = self._static_transform(base, camera_frame)
+        T = self._transform(base, camera_frame, timed=False)
         if T is None:
             with self._tf_lock:
-                known = ', '.join(self._static_tf.frames) or 'none yet'
+                known = ', '.join(self._tf.frames) or 'none yet'
             raise InputError(f'waiting for the transform {base} -> {camera_frame} on '
                              f'/tf_static (publish_camera_tf is false; frames there: {known})')
         self.out.frames = conv.FrameTransforms(T)
@@ -474,36 +480,41 @@ class FourdBehaviour:
         return ', '.join(f'{d}: {n / 2**20:.1f}' for d, n in sorted(total.items())) or 'empty'
 
     # ------------------------------------------------------------------ services
-    def _world_to_frame(self, frame_id: str, T_wc: np.ndarray | None) -> np.ndarray:
-        """4x4 taking the core's world points to `frame_id` at the camera pose `T_wc` (camera-
-        to-world of the stamp asked about; None when not cached): '' or the output frame
-        (map, or odom without map -> odom), odom, the base frame, the camera frame, or any
-        /tf_static frame connected to the base frame (e.g. a URDF's).
+    def _world_to_frame(self, frame_id: str, T_wc: np.ndarray | None,
+                        stamp: float) -> np.ndarray:
+        """4x4 taking the core's world points to `frame_id` at `stamp` (s), when the camera
+        pose (camera-to-world) was `T_wc` (None when not cached): '' or the output frame (map,
+        or odom without map -> odom), odom, the base frame, the camera frame, /tf_static frames
+        under the base (a URDF's), or any frame TF connects to odom at that stamp (e.g. map
+        when a SLAM owns map -> odom).
 
         Raises:
             QueryError: a frame that cannot be resolved, with why.
         """
         p = self.p
         frame = normalise_frame(frame_id)
+        when = f'at {stamp:.3f}' if np.isfinite(stamp) else 'now'
+        stamp = float(stamp) if np.isfinite(stamp) else None  # None: TF's newest
         if frame in ('', self.out.world_frame, p['odom_frame']):
             return self.out.frames.T_odom_world
-        if frame == p['map_frame']:
-            raise QueryError(f"map -> odom is not this node's (publish_map_to_odom_tf is "
-                             f"false): ask in '{p['odom_frame']}' and transform with tf2")
+        # frames that move with the robot: from the engine's own pose of that stamp
         T_frame_base = (np.eye(4) if frame == p['base_frame'] else
                         invert_pose(self.out.frames.T_base_cam)
                         if frame == (self._camera_frame or DEFAULT_CAMERA_FRAME) else
-                        self._static_transform(frame, p['base_frame']))
-        if T_frame_base is None:
-            raise QueryError(
-                f"unknown frame '{frame_id}': use '', {self.out.world_frame}, "
-                f"{p['odom_frame']}, {p['base_frame']}, the camera frame or a /tf_static "
-                f"frame connected to {p['base_frame']}")
-        if T_wc is None:
-            raise QueryError(f"no camera pose for the stamp asked: '{frame_id}' moves with "
-                             'the camera')
-        T_odom_base = self.out.frames.odom_from_base(T_wc)
-        return T_frame_base @ invert_pose(T_odom_base) @ self.out.frames.T_odom_world
+                        self._transform(frame, p['base_frame'], timed=False))
+        if T_frame_base is not None:
+            if T_wc is None:
+                raise QueryError(f"no camera pose for the stamp asked: '{frame_id}' moves "
+                                 'with the camera')
+            T_odom_base = self.out.frames.odom_from_base(T_wc)
+            return T_frame_base @ invert_pose(T_odom_base) @ self.out.frames.T_odom_world
+        T_frame_odom = self._transform(frame, p['odom_frame'], stamp)
+        if T_frame_odom is not None:
+            return T_frame_odom @ self.out.frames.T_odom_world
+        raise QueryError(
+            f"unknown frame '{frame_id}' {when}: use '', {self.out.world_frame}, "
+            f"{p['odom_frame']}, {p['base_frame']}, the camera frame, a /tf_static frame "
+            f"under {p['base_frame']} or a frame /tf connects to {p['odom_frame']} then")
 
     def _on_query(self, request: QueryMotion.Request, response: QueryMotion.Response):
         n = len(request.points) or len(request.points_packed) // 3
@@ -526,7 +537,8 @@ class FourdBehaviour:
             elif request.query_type == QueryMotion.Request.QUERY_POINT:
                 try:
                     T_in = self._world_to_frame(request.source_frame,
-                                                self.engine.cached_pose(source_stamp))
+                                                self.engine.cached_pose(source_stamp),
+                                                source_stamp)
                 except QueryError as exc:
                     raise QueryError(f'source_frame: {exc}') from None
                 result = self.engine.query_points(
@@ -539,7 +551,8 @@ class FourdBehaviour:
             return response
         try:
             T_out = self._world_to_frame(request.target_frame,
-                                         self.engine.cached_pose(result.target_stamp))
+                                         self.engine.cached_pose(result.target_stamp),
+                                         result.target_stamp)
         except QueryError as exc:
             response.success = False
             response.message = f'target_frame: {exc}'
@@ -571,7 +584,8 @@ class FourdBehaviour:
             response.header.stamp = conv.sec_to_stamp(answer.target_stamp)
         try:
             T = self._world_to_frame(request.frame_id,
-                                     self.engine.cached_pose(answer.target_stamp))
+                                     self.engine.cached_pose(answer.target_stamp),
+                                     answer.target_stamp)
         except QueryError as exc:
             response.success = False
             response.message = f'frame_id: {exc}'

@@ -55,7 +55,8 @@ class ViewerConfig:
     Attributes:
         namespace: namespace of the fourd node ('' = root; the node is ``<namespace>/fourd``).
         node_name: the node's name.
-        map_frame: the node's map frame (the view's fixed frame).
+        map_frame: the view's fixed frame until the node's map cloud or tracks name theirs
+            (its map frame, or odom when another node owns map -> odom).
         max_points: most points drawn per cloud (decimated beyond).
         max_rate_hz: most redraws per second of the current cloud.
         point_size: drawn point size, scene units.
@@ -116,18 +117,23 @@ class FourdViewer(Node):
         super().__init__('fourd_viewer', **kwargs)
         self.server = server
         self.config = config
-        self.tf = FrameTree()  # latest /tf and /tf_static (a view: no time interpolation)
+        self.tf = FrameTree()  # /tf and /tf_static; the view draws with the newest
         self._last_cloud = 0.0
         self._trails: dict[int, deque] = {}
         self._first_camera: np.ndarray | None = None
+        # the node's world frame as its map cloud and tracks say (odom when another node owns
+        # map -> odom), until then the configured map frame
+        self._fixed_frame = ''
         node = config.node
         cloud_qos = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE)
         self.create_subscription(PointCloud2, f'{node}/map_points', self._on_map, LATCHED)
         self.create_subscription(PointCloud2, f'{node}/points', self._on_points, cloud_qos)
         self.create_subscription(Path, f'{node}/path', self._on_path, 5)
         self.create_subscription(TrackedPoints, f'{node}/tracks', self._on_tracks, 5)
-        self.create_subscription(TFMessage, '/tf', self._on_tf, 100)
-        self.create_subscription(TFMessage, '/tf_static', self._on_tf, TF_STATIC_QOS)
+        self.create_subscription(TFMessage, '/tf', lambda m: conv.add_transforms(
+            self.tf, m, timed=True), 100)
+        self.create_subscription(TFMessage, '/tf_static', lambda m: conv.add_transforms(
+            self.tf, m, timed=False), TF_STATIC_QOS)
         self.create_subscription(DiagnosticArray, '/diagnostics', self._on_diagnostics, 10)
         # floating controls: the 3D canvas fills the page (its projection is the page's)
         server.gui.configure_theme(control_layout='floating', control_width='small',
@@ -145,9 +151,6 @@ class FourdViewer(Node):
         server.on_client_connect(self._on_client)
 
     # ------------------------------------------------------------------ browsers
-    def _on_tf(self, msg: TFMessage) -> None:
-        conv.add_transforms(self.tf, msg)
-
     def _on_client(self, client) -> None:
         view = self._viewpoint()
         client.camera.fov = np.radians(self.config.fov_deg)
@@ -178,6 +181,7 @@ class FourdViewer(Node):
 
     # ------------------------------------------------------------------ messages
     def _on_map(self, msg: PointCloud2) -> None:
+        self._fixed_frame = msg.header.frame_id
         points, colors = _decimate(*_cloud_arrays(msg), self.config.max_points)
         self._draw(self.server.scene.add_point_cloud, '/map', points=points, colors=colors,
                    point_size=self.config.point_size)
@@ -217,6 +221,7 @@ class FourdViewer(Node):
                    colors=PATH_COLOR, thickness=3.0, thickness_units='screen')
 
     def _on_tracks(self, msg: TrackedPoints) -> None:
+        self._fixed_frame = msg.header.frame_id
         t = conv.stamp_to_sec(msg.header.stamp)
         live = set()
         for i, p, s in zip(msg.ids, msg.positions, msg.status):
@@ -265,7 +270,7 @@ class FourdViewer(Node):
                                 f'| key | value |\n|---|---|\n{rows}')
 
     def _map_frame(self) -> str:
-        return self.config.map_frame
+        return self._fixed_frame or self.config.map_frame
 
 
 def serve(config: ViewerConfig, host: str = '127.0.0.1', port: int = 8080,

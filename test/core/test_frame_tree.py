@@ -54,3 +54,29 @@ def test_a_loop_does_not_hang() -> None:
     tree.set('b', 'a', np.eye(4))
     assert tree.lookup('a', 'c') is None
     assert np.allclose(tree.lookup('a', 'b'), np.eye(4))
+
+
+def test_timed_edges_are_interpolated_at_a_stamp() -> None:
+    """/tf's edges (a SLAM's map -> odom, odometry's odom -> base_link) at a time between their
+    samples: rotation by slerp, translation linearly; none before the history, the newest a
+    little after it; fixed edges below them compose as before."""
+    tree = FrameTree(history_s=10.0, max_extrapolation_s=0.5)
+    R0, R1 = np.eye(3), Rotation.from_euler('z', 90, degrees=True).as_matrix()
+    tree.set('map', 'odom', make_pose(R0, [0.0, 0.0, 0.0]), stamp=1.0)
+    tree.set('map', 'odom', make_pose(R1, [2.0, 0.0, 0.0]), stamp=2.0)
+    tree.set('odom', 'base_link', np.eye(4), stamp=1.5)
+    tree.set('base_link', 'camera_link', make_pose(np.eye(3), [0.0, 0.0, 1.0]))
+    T = tree.lookup('map', 'odom', stamp=1.5)
+    assert np.allclose(T[:3, 3], [1.0, 0.0, 0.0])
+    assert np.isclose(Rotation.from_matrix(T[:3, :3]).magnitude(), np.radians(45.0))
+    assert np.allclose(tree.lookup('map', 'camera_link', stamp=1.5)[:3, 3], [1.0, 0.0, 1.0])
+    assert tree.lookup('map', 'odom', stamp=0.5) is None           # before the history
+    assert np.allclose(tree.lookup('map', 'odom', stamp=2.3)[:3, 3], [2.0, 0.0, 0.0])
+    assert tree.lookup('map', 'odom', stamp=3.0) is None           # too far after it
+    assert np.allclose(tree.lookup('map', 'odom')[:3, 3], [2.0, 0.0, 0.0])  # newest
+    assert tree.lookup('map', 'camera_link', stamp=1.5, timed=False) is None
+    assert np.allclose(tree.lookup('base_link', 'camera_link', timed=False)[:3, 3], [0, 0, 1])
+    # samples older than the history are forgotten
+    tree.set('map', 'odom', np.eye(4), stamp=20.0)
+    assert tree.lookup('map', 'odom', stamp=2.0) is None
+    assert tree.frames == ['base_link', 'camera_link', 'map', 'odom']

@@ -37,6 +37,31 @@ def test_launch_file_without_launch_ros(ros_env, ros_context, tmp_path) -> None:
     assert rc == 0, log.read_text()[-3000:]
 
 
+def test_launch_file_starts_the_managed_node(ros_env, ros_context, tmp_path) -> None:
+    """managed:=true: fourd_lifecycle_node, unconfigured until a manager configures it."""
+    from lifecycle_msgs.msg import State
+    from lifecycle_msgs.srv import GetState
+    from test_node import call
+    log = tmp_path / 'launch.log'
+    proc = subprocess.Popen([sys.executable, str(REPO / 'launch' / 'fourd.launch.py'),
+                             'managed:=true', 'namespace:=cam'], env=ros_env, cwd=REPO,
+                            stdout=log.open('w'), stderr=subprocess.STDOUT)
+    try:
+        node = rclpy.create_node('manager', context=ros_context)
+        state = call(node, node.create_client(GetState, '/cam/fourd/get_state'),
+                     GetState.Request())
+        assert state.current_state.id == State.PRIMARY_STATE_UNCONFIGURED
+        node.destroy_node()
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            rc = proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            raise
+    assert rc == 0, log.read_text()[-3000:]
+
+
 def test_launch_file_rejects_unknown_arguments(ros_env) -> None:
     result = subprocess.run([sys.executable, str(REPO / 'launch' / 'fourd.launch.py'),
                              'no_such_arg:=1'], env=ros_env, capture_output=True, text=True,

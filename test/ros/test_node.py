@@ -368,7 +368,36 @@ def test_camera_extrinsics_from_tf_static(ros_context, start_process) -> None:
              for t in m.transforms}
     assert edges == {('base_link', 'odom')}, edges
     assert rec.msgs['/fourd/tracks'][-1].header.frame_id == 'odom'
+    # that SLAM publishes map -> odom on /tf: answers asked in map go through it at the stamp
+    # (interpolated between its samples, as tf2 does)
+    cloud = rec.msgs['/fourd/points'][-1]
+    t = conv.stamp_to_sec(cloud.header.stamp)
+    slam = node.create_publisher(TFMessage, '/tf', 10)
+    T_map_odom = np.eye(4)
+    T_map_odom[:3, 3] = [1.0, 2.0, 0.0]
+    for dt, x in ((-0.05, 0.9), (0.05, 1.1)):  # x = 1.0 at the cloud's stamp
+        T = T_map_odom.copy()
+        T[0, 3] = x
+        slam.publish(TFMessage(transforms=[conv.matrix_to_transform(
+            T, 'map', 'odom', conv.sec_to_stamp(t + dt))]))
+    request.source_stamp = request.target_stamp = cloud.header.stamp
+    xyz = conv.cloud_to_array(cloud)[cloud.height // 2, cloud.width // 2]
+    p = np.array([xyz['x'], xyz['y'], xyz['z']], np.float64)
+    request.points = [Point(x=p[0], y=p[1], z=p[2])]
+    request.target_frame = 'odom'
+    in_odom = call(node, query, request).positions[0]
     request.target_frame = 'map'
+    for _ in range(20):  # until the node has the SLAM's samples
+        response = call(node, query, request)
+        if response.success:
+            break
+        spin_until(node, lambda: False, timeout=0.5)
+    assert response.success, response.message
+    got = response.positions[0]
+    assert np.allclose([got.x, got.y, got.z],
+                       transform_points(T_map_odom, np.array([[in_odom.x, in_odom.y,
+                                                               in_odom.z]]))[0], atol=1e-3)
+    request.target_frame = 'no_such_frame'
     response = call(node, query, request)
-    assert not response.success and "map -> odom is not this node's" in response.message
+    assert not response.success and 'no_such_frame' in response.message
     node.destroy_node()
