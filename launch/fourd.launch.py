@@ -18,6 +18,8 @@ Arguments (name, default, meaning):
     use_sim_time          false                true: the /clock of `ros2 bag play --clock`
     namespace             ''                   namespace of the node (one per camera)
     managed               false                true: fourd_lifecycle_node (starts unconfigured)
+    rviz                  false                true: also RViz with config/fourd.rviz (its
+                                               topics moved into the namespace)
     use_synthetic_camera  false                also start fourd_synthetic_camera
     fastdds_profile       <share>/config/fastdds.xml  Fast DDS transport profile ('' = none)
 """
@@ -25,9 +27,11 @@ Arguments (name, default, meaning):
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -61,6 +65,8 @@ ARGUMENTS = {
     'managed': ('false', 'true: the managed fourd_lifecycle_node, which starts unconfigured '
                 'for a lifecycle manager (nav2)'),
     'use_synthetic_camera': ('false', 'also start fourd_synthetic_camera'),
+    'rviz': ('false', "also start rviz2 with config/fourd.rviz (the node's topics in the "
+             'namespace); without rviz2 installed, `fourd view` shows them in a browser'),
     'fastdds_profile': (str(SHARE / 'config' / 'fastdds.xml'),
                         "Fast DDS transport profile ('' = none)"),
 }
@@ -72,6 +78,19 @@ NODE_PARAMETERS = ('backend', 'image_transport', 'depth_image_transport', 'image
 
 def _true(value: str) -> bool:
     return value.lower() in ('1', 'true', 'yes')
+
+
+def rviz_config(namespace: str) -> Path:
+    """config/fourd.rviz with the node's topics in `namespace` (the shipped file names
+    /fourd/...), written to a temporary file; the file itself when there is no namespace."""
+    path = SHARE / 'config' / 'fourd.rviz'
+    ns = namespace.strip('/')
+    if not ns:
+        return path
+    text = path.read_text().replace('Value: /fourd/', f'Value: /{ns}/fourd/')
+    out = Path(tempfile.gettempdir()) / f"fourd_{ns.replace('/', '_')}.rviz"
+    out.write_text(text)
+    return out
 
 
 def remappings(args: dict[str, str]) -> list[tuple[str, str]]:
@@ -102,15 +121,17 @@ def generate_launch_description():
 
     def node_action(context):
         values = {k: LaunchConfiguration(k).perform(context) for k in ARGUMENTS}
+        rviz = [Node(package='rviz2', executable='rviz2', name='rviz2', output='screen',
+                     arguments=['-d', str(rviz_config(values['namespace']))])
+                ] if _true(values['rviz']) else []
+        common = dict(package='fourd_ros', name='fourd', output='screen',
+                      remappings=remappings(values),
+                      arguments=node_ros_args(values, with_remaps=False))
         if _true(values['managed']):
-            return [LifecycleNode(package='fourd_ros', executable='fourd_lifecycle_node',
-                                  name='fourd', namespace=values['namespace'], output='screen',
-                                  remappings=remappings(values),
-                                  arguments=node_ros_args(values, with_remaps=False))]
-        return [Node(package='fourd_ros', executable='fourd_node', name='fourd',
-                     namespace=values['namespace'] or None, output='screen',
-                     remappings=remappings(values),
-                     arguments=node_ros_args(values, with_remaps=False))]
+            return rviz + [LifecycleNode(executable='fourd_lifecycle_node',
+                                         namespace=values['namespace'], **common)]
+        return rviz + [Node(executable='fourd_node', namespace=values['namespace'] or None,
+                            **common)]
 
     actions = [DeclareLaunchArgument(k, default_value=v, description=d)
                for k, (v, d) in ARGUMENTS.items()]
@@ -150,6 +171,14 @@ def main(argv: list[str]) -> int:
     if _true(args['use_synthetic_camera']):
         procs.append(subprocess.Popen([sys.executable, '-m', 'fourd_ros.ros.synthetic_camera'],
                                       env=env, preexec_fn=_default_sigint))
+    if _true(args['rviz']):
+        if shutil.which('rviz2'):
+            procs.append(subprocess.Popen(['rviz2', '-d', str(rviz_config(args['namespace']))],
+                                          env=env, preexec_fn=_default_sigint))
+        else:
+            print('fourd.launch.py: rviz2 is not installed (it comes with a ROS 2 desktop '
+                  'install); the node runs without it, and `fourd view` shows its outputs in a '
+                  'browser', file=sys.stderr, flush=True)
     module = 'fourd_ros.ros.lifecycle_node' if _true(args['managed']) else 'fourd_ros.ros.node'
     procs.append(subprocess.Popen([sys.executable, '-m', module, *node_ros_args(args)],
                                   env=env, preexec_fn=_default_sigint))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import importlib.util
+import shutil
 import signal
 import subprocess
 import sys
@@ -19,8 +21,8 @@ pytestmark = pytest.mark.ros
 def test_launch_file_without_launch_ros(ros_env, ros_context, tmp_path) -> None:
     log = tmp_path / 'launch.log'
     proc = subprocess.Popen([sys.executable, str(REPO / 'launch' / 'fourd.launch.py'),
-                             'use_synthetic_camera:=true'], env=ros_env, cwd=REPO,
-                            stdout=log.open('w'), stderr=subprocess.STDOUT)
+                             'use_synthetic_camera:=true', 'rviz:=true'], env=ros_env,
+                            cwd=REPO, stdout=log.open('w'), stderr=subprocess.STDOUT)
     try:
         node = rclpy.create_node('observer', context=ros_context)
         clouds: list[PointCloud2] = []
@@ -35,6 +37,20 @@ def test_launch_file_without_launch_ros(ros_env, ros_context, tmp_path) -> None:
             proc.kill()
             raise
     assert rc == 0, log.read_text()[-3000:]
+    if shutil.which('rviz2') is None:  # RViz is not on PyPI: the node runs without it
+        assert 'rviz2 is not installed' in log.read_text()
+
+
+def test_rviz_config_follows_the_namespace() -> None:
+    spec = importlib.util.spec_from_file_location('fourd_launch',
+                                                  REPO / 'launch' / 'fourd.launch.py')
+    launch = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(launch)
+    shipped = launch.rviz_config('')
+    assert shipped == REPO / 'config' / 'fourd.rviz'
+    moved = launch.rviz_config('/robot1/front/').read_text()
+    assert 'Value: /robot1/front/fourd/points' in moved and 'Value: /fourd/' not in moved
+    assert moved.count('/robot1/front/fourd/') == shipped.read_text().count('/fourd/')
 
 
 def test_launch_file_starts_the_managed_node(ros_env, ros_context, tmp_path) -> None:
