@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import shutil
 import signal
 import subprocess
 import sys
+from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -18,17 +21,15 @@ from sensor_msgs.msg import PointCloud2  # noqa: E402
 pytestmark = pytest.mark.ros
 
 
-def test_launch_file_without_launch_ros(ros_env, ros_context, tmp_path) -> None:
-    log = tmp_path / 'launch.log'
-    proc = subprocess.Popen([sys.executable, str(REPO / 'launch' / 'fourd.launch.py'),
-                             'use_synthetic_camera:=true', 'rviz:=true'], env=ros_env,
-                            cwd=REPO, stdout=log.open('w'), stderr=subprocess.STDOUT)
+@contextlib.contextmanager
+def launched(ros_env, log: Path, *args: str) -> Iterator[None]:
+    """`python launch/fourd.launch.py ARGS` running; stopped with Ctrl-C (SIGINT) after the
+    block, which must end it with status 0."""
+    proc = subprocess.Popen([sys.executable, str(REPO / 'launch' / 'fourd.launch.py'), *args],
+                            env=ros_env, cwd=REPO, stdout=log.open('w'),
+                            stderr=subprocess.STDOUT)
     try:
-        node = rclpy.create_node('observer', context=ros_context)
-        clouds: list[PointCloud2] = []
-        node.create_subscription(PointCloud2, '/fourd/points', clouds.append, 10)
-        assert spin_until(node, lambda: len(clouds) >= 3, timeout=90.0), log.read_text()[-3000:]
-        node.destroy_node()
+        yield
     finally:
         proc.send_signal(signal.SIGINT)
         try:
@@ -37,6 +38,16 @@ def test_launch_file_without_launch_ros(ros_env, ros_context, tmp_path) -> None:
             proc.kill()
             raise
     assert rc == 0, log.read_text()[-3000:]
+
+
+def test_launch_file_without_launch_ros(ros_env, ros_context, tmp_path) -> None:
+    log = tmp_path / 'launch.log'
+    with launched(ros_env, log, 'use_synthetic_camera:=true', 'rviz:=true'):
+        node = rclpy.create_node('observer', context=ros_context)
+        clouds: list[PointCloud2] = []
+        node.create_subscription(PointCloud2, '/fourd/points', clouds.append, 10)
+        assert spin_until(node, lambda: len(clouds) >= 3, timeout=90.0), log.read_text()[-3000:]
+        node.destroy_node()
     if shutil.which('rviz2') is None:  # RViz is not on PyPI: the node runs without it
         assert 'rviz2 is not installed' in log.read_text()
 
@@ -58,24 +69,12 @@ def test_launch_file_starts_the_managed_node(ros_env, ros_context, tmp_path) -> 
     from lifecycle_msgs.msg import State
     from lifecycle_msgs.srv import GetState
     from test_node import call
-    log = tmp_path / 'launch.log'
-    proc = subprocess.Popen([sys.executable, str(REPO / 'launch' / 'fourd.launch.py'),
-                             'managed:=true', 'namespace:=cam'], env=ros_env, cwd=REPO,
-                            stdout=log.open('w'), stderr=subprocess.STDOUT)
-    try:
+    with launched(ros_env, tmp_path / 'launch.log', 'managed:=true', 'namespace:=cam'):
         node = rclpy.create_node('manager', context=ros_context)
         state = call(node, node.create_client(GetState, '/cam/fourd/get_state'),
                      GetState.Request())
         assert state.current_state.id == State.PRIMARY_STATE_UNCONFIGURED
         node.destroy_node()
-    finally:
-        proc.send_signal(signal.SIGINT)
-        try:
-            rc = proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            raise
-    assert rc == 0, log.read_text()[-3000:]
 
 
 def test_launch_file_rejects_unknown_arguments(ros_env) -> None:
