@@ -152,6 +152,7 @@ class FourdBehaviour:
                        'last_tracking_ok': True, 'rejecting': False}
         self._latency: deque[float] = deque(maxlen=100)
         self._arrivals: deque[float] = deque(maxlen=100)  # monotonic times images came
+        self._depth_count = 0  # depth images received
         self._proc_times: deque[float] = deque(maxlen=100)   # decode + engine, s
         self._frame_times: deque[float] = deque(maxlen=100)  # + publishing the outputs, s
         self.out = Outputs(self, self.p, conv.FrameTransforms(conv.T_LINK_FROM_OPTICAL.copy()))
@@ -289,6 +290,7 @@ class FourdBehaviour:
             self._cv.notify()
 
     def _on_depth(self, msg: Image | CompressedImage) -> None:
+        self._depth_count += 1
         self.input_loss.add_depth(conv.stamp_to_sec(msg.header.stamp))
         self.depth_sync.add(msg)
 
@@ -362,8 +364,13 @@ class FourdBehaviour:
             depth_msg = self.depth_sync.match(stamp)
             if depth_msg is None:
                 topic = self.resolve_topic_name(self._depth_topic)
+                # a monocular camera started with a depth remap (the launch file's default)
+                never = (" (none has come at all: a monocular camera? leave 'depth' "
+                         "unremapped, launch argument depth:='', for backend learned)"
+                         if not self._depth_count else '')
                 raise InputError(f"no depth image on '{topic}' within "
-                                 f"{self.p['depth_sync_slop']} s of image stamp {stamp:.3f}")
+                                 f"{self.p['depth_sync_slop']} s of image stamp {stamp:.3f}"
+                                 + never)
             check_same_frame('depth', depth_msg.header.frame_id, image_frame,
                              'the depth must be registered to the image (e.g. '
                              'aligned_depth_to_color)')
@@ -433,16 +440,16 @@ class FourdBehaviour:
         message = 'running'
         if not self._active:
             message = 'inactive (managed node): not taking images'
-        elif s['processed'] == 0:
-            level, message = DiagnosticStatus.WARN, 'waiting for images'
         elif since_image > stale_after:
             level, message = DiagnosticStatus.WARN, (
                 f"no image for {since_image:.1f} s on '"
                 f"{self.resolve_topic_name(self._image_topic)}'")
+        elif s['rejecting']:  # until a frame is processed again (also before the first one)
+            level, message = DiagnosticStatus.WARN, f"frames rejected: {s['last_error']}"
+        elif s['processed'] == 0:
+            level, message = DiagnosticStatus.WARN, 'waiting for images'
         elif not s['last_tracking_ok']:
             level, message = DiagnosticStatus.WARN, 'camera tracking lost'
-        elif s['rejecting']:  # until a frame is processed again
-            level, message = DiagnosticStatus.WARN, f"frames rejected: {s['last_error']}"
         elif loss.warning:
             level, message = DiagnosticStatus.WARN, loss.warning
         if loss.warning:
@@ -462,6 +469,7 @@ class FourdBehaviour:
             'input_depth_received': str(loss.depth_received),
             'input_depth_missing': str(loss.depth_missing),
             'input_depth_unmatched': str(loss.depth_unmatched),
+            'tracking': 'ok' if s['last_tracking_ok'] else 'lost',
             'tracking_lost_frames': str(s['tracking_lost']),
             'tracking_relocalized_frames': str(s['relocalized']),
             'stream_resets': str(s['resets']), 'cache_frames': str(len(self.engine.cache)),

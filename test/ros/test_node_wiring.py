@@ -81,6 +81,27 @@ def test_node_wired_by_remaps_only(ros_context, start_process) -> None:
     node.destroy_node()
 
 
+def test_a_monocular_camera_wired_as_rgbd_is_told_so(ros_context, start_process) -> None:
+    """A monocular camera with a depth remap (the launch file's default): each frame is
+    rejected with a reason that says no depth came at all and what to do; the node runs."""
+    from test_node import camera_args
+    start_process(*camera_args(10.0, 'publish_depth:=false'), name='camera')
+    start_process('-m', 'fourd_ros.ros.node', '--ros-args', '-r', 'image:=/camera/image_raw',
+                  '-r', 'camera_info:=/camera/camera_info', '-r', 'depth:=/camera/depth',
+                  '-p', 'diagnostics_period:=0.2', name='node')
+    node = rclpy.create_node('monocular_user', context=ros_context)
+    diags: list[DiagnosticArray] = []
+    node.create_subscription(DiagnosticArray, '/diagnostics', diags.append, 10)
+
+    def rejected() -> bool:
+        return bool(diags) and 'none has come at all' in diagnostics_values(diags)[
+            'last_rejection']
+
+    assert spin_until(node, rejected, timeout=30.0)
+    assert "depth:=''" in diags[-1].status[0].message
+    node.destroy_node()
+
+
 def test_input_qos_overridden_per_topic(ros_context, start_process) -> None:
     """qos_overrides.<topic>.subscription.reliability, as a ROS user sets it (image_pipeline's
     tests do): the image subscription becomes reliable, camera_info keeps the sensor-data QoS;
