@@ -21,6 +21,9 @@ from test_node_faults import FakeCamera, diagnostics_values  # noqa: E402
 
 pytestmark = pytest.mark.ros
 BIN = Path(sys.executable).parent
+# fourd_node as a user starts it beside the synthetic camera: its inputs remapped, nothing else
+REMAPPED_NODE = ('-m', 'fourd_ros.ros.node', '--ros-args', '-r', 'image:=/camera/image_raw',
+                 '-r', 'camera_info:=/camera/camera_info', '-r', 'depth:=/camera/depth')
 
 
 @pytest.mark.parametrize('args, message', [
@@ -65,9 +68,7 @@ def test_node_wired_by_remaps_only(ros_context, start_process) -> None:
 
     from test_node import call, camera_args
     start_process(*camera_args(), name='camera')
-    start_process('-m', 'fourd_ros.ros.node', '--ros-args', '-r', 'image:=/camera/image_raw',
-                  '-r', 'camera_info:=/camera/camera_info', '-r', 'depth:=/camera/depth',
-                  '-p', 'backend:=rgbd', name='node')
+    start_process(*REMAPPED_NODE, '-p', 'backend:=rgbd', name='node')
     node = rclpy.create_node('remap_user', context=ros_context)
     clouds: list[PointCloud2] = []
     node.create_subscription(PointCloud2, '/fourd/points', clouds.append, 10)
@@ -86,9 +87,7 @@ def test_a_monocular_camera_wired_as_rgbd_is_told_so(ros_context, start_process)
     rejected with a reason that says no depth came at all and what to do; the node runs."""
     from test_node import camera_args
     start_process(*camera_args(10.0, 'publish_depth:=false'), name='camera')
-    start_process('-m', 'fourd_ros.ros.node', '--ros-args', '-r', 'image:=/camera/image_raw',
-                  '-r', 'camera_info:=/camera/camera_info', '-r', 'depth:=/camera/depth',
-                  '-p', 'diagnostics_period:=0.2', name='node')
+    start_process(*REMAPPED_NODE, '-p', 'diagnostics_period:=0.2', name='node')
     node = rclpy.create_node('monocular_user', context=ros_context)
     diags: list[DiagnosticArray] = []
     node.create_subscription(DiagnosticArray, '/diagnostics', diags.append, 10)
@@ -107,9 +106,7 @@ def test_input_qos_overridden_per_topic(ros_context, start_process) -> None:
     tests do): the image subscription becomes reliable, camera_info keeps the sensor-data QoS;
     an output's publisher alike (~/points best effort, ~/odom still reliable)."""
     from rclpy.qos import ReliabilityPolicy
-    start_process('-m', 'fourd_ros.ros.node', '--ros-args', '-r', 'image:=/camera/image_raw',
-                  '-r', 'camera_info:=/camera/camera_info', '-r', 'depth:=/camera/depth',
-                  '-p', 'backend:=rgbd',
+    start_process(*REMAPPED_NODE, '-p', 'backend:=rgbd',
                   '-p', 'qos_overrides./camera/image_raw.subscription.reliability:=reliable',
                   '-p', 'qos_overrides./fourd/points.publisher.reliability:=best_effort',
                   name='node')
