@@ -30,6 +30,8 @@ import numpy as np
 from rclpy.node import Node
 from rclpy.qos import QoSProfile, qos_profile_sensor_data
 from rclpy.qos_overriding_options import QoSOverridingOptions
+from rclpy.service import Service
+from rclpy.timer import Timer
 
 from diagnostic_msgs.msg import DiagnosticStatus
 from fourd_ros_msgs.srv import GetObjectMotion, GetTrajectory, QueryMotion, SaveMap
@@ -94,7 +96,7 @@ class FourdBehaviour:
         self.add_on_set_parameters_callback(self._on_set_parameters)
         self.engine: StreamingEngine | None = None
         self._inputs: list = []     # camera subscriptions of an active node
-        self._handles: list = []    # services, timer, /tf_static of a configured node
+        self._handles: list = []    # services, timer, TF listeners of a configured node
         self._worker: threading.Thread | None = None
         self._running = False
         self._active = False
@@ -228,10 +230,12 @@ class FourdBehaviour:
         if self._active:
             self._deactivate()
         for handle in self._handles:
-            destroy = (self.destroy_timer if hasattr(handle, 'timer_period_ns') else
-                       self.destroy_service if hasattr(handle, 'srv_type') else
-                       self.destroy_subscription)
-            destroy(handle)
+            if isinstance(handle, Timer):
+                self.destroy_timer(handle)
+            elif isinstance(handle, Service):
+                self.destroy_service(handle)
+            else:
+                self.destroy_subscription(handle)
         self._handles = []
         if getattr(self, 'out', None) is not None:
             self.out.destroy(self)
