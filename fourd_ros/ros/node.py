@@ -523,10 +523,11 @@ class FourdBehaviour:
         T_frame_odom = self._transform(frame, p['odom_frame'], stamp)
         if T_frame_odom is not None:
             return T_frame_odom @ self.out.frames.T_odom_world
+        known = ', '.join(dict.fromkeys(("''", self.out.world_frame, p['odom_frame'],
+                                         p['base_frame'])))
         raise QueryError(
-            f"unknown frame '{frame_id}' {when}: use '', {self.out.world_frame}, "
-            f"{p['odom_frame']}, {p['base_frame']}, the camera frame, a /tf_static frame "
-            f"under {p['base_frame']} or a frame /tf connects to {p['odom_frame']} then")
+            f"unknown frame '{frame_id}' {when}: use {known}, the camera frame, a /tf_static "
+            f"frame under {p['base_frame']} or a frame /tf connects to {p['odom_frame']} then")
 
     def _on_query(self, request: QueryMotion.Request, response: QueryMotion.Response):
         n = len(request.points) or len(request.points_packed) // 3

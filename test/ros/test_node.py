@@ -368,18 +368,25 @@ def test_camera_extrinsics_from_tf_static(ros_context, start_process) -> None:
              for t in m.transforms}
     assert edges == {('base_link', 'odom')}, edges
     assert rec.msgs['/fourd/tracks'][-1].header.frame_id == 'odom'
-    # that SLAM publishes map -> odom on /tf: answers asked in map go through it at the stamp
-    # (interpolated between its samples, as tf2 does)
+    # a SLAM publishes map -> odom on /tf (and the node odom -> base_link again: odom keeps
+    # one parent): answers asked in map go through it at the stamp (interpolated between its
+    # samples, as tf2 does)
+    answer = call(node, params, SetParameters.Request(parameters=[
+        Parameter('invert_odom_to_base_tf', value=False).to_parameter_msg()]))
+    assert answer.results[0].successful
+    rec.msgs['/fourd/points'].clear()
+    assert spin_until(node, lambda: rec.count('/fourd/points') >= 2, timeout=20.0)
     cloud = rec.msgs['/fourd/points'][-1]
     t = conv.stamp_to_sec(cloud.header.stamp)
     slam = node.create_publisher(TFMessage, '/tf', 10)
     T_map_odom = np.eye(4)
     T_map_odom[:3, 3] = [1.0, 2.0, 0.0]
+    samples = []
     for dt, x in ((-0.05, 0.9), (0.05, 1.1)):  # x = 1.0 at the cloud's stamp
         T = T_map_odom.copy()
         T[0, 3] = x
-        slam.publish(TFMessage(transforms=[conv.matrix_to_transform(
-            T, 'map', 'odom', conv.sec_to_stamp(t + dt))]))
+        samples.append(conv.matrix_to_transform(T, 'map', 'odom', conv.sec_to_stamp(t + dt)))
+    assert spin_until(node, lambda: slam.get_subscription_count() > 0, timeout=10.0)
     request.source_stamp = request.target_stamp = cloud.header.stamp
     xyz = conv.cloud_to_array(cloud)[cloud.height // 2, cloud.width // 2]
     p = np.array([xyz['x'], xyz['y'], xyz['z']], np.float64)
@@ -387,7 +394,9 @@ def test_camera_extrinsics_from_tf_static(ros_context, start_process) -> None:
     request.target_frame = 'odom'
     in_odom = call(node, query, request).positions[0]
     request.target_frame = 'map'
-    for _ in range(20):  # until the node has the SLAM's samples
+    for _ in range(20):  # until the node has the SLAM's samples (sent again each time)
+        slam.publish(TFMessage(transforms=samples))
+        spin_until(node, lambda: False, timeout=0.2)
         response = call(node, query, request)
         if response.success:
             break
