@@ -36,6 +36,30 @@ class TrackStatus(IntEnum):
     LOST = 2
 
 
+@dataclass(frozen=True)
+class GroundPlane:
+    """The flat floor a camera moves on (a ground robot's camera): with it a monocular
+    backend can give metres (its height, seen in the floor's image motion, sets the scale).
+
+    Attributes:
+        up: unit 3-vector in the camera optical frame, pointing away from the floor (the
+            robot's z axis, REP-103).
+        height: the camera centre's height above the floor, metres (> 0).
+    """
+
+    up: np.ndarray
+    height: float
+
+    def __post_init__(self) -> None:
+        up = np.asarray(self.up, np.float64).reshape(3)
+        norm = float(np.linalg.norm(up))
+        if not np.isfinite(norm) or norm < 1e-9 or not self.height > 0:
+            raise ValueError(f'a ground plane needs a non-zero up vector and a height > 0 m, '
+                             f'got up {up.tolist()}, height {self.height}')
+        object.__setattr__(self, 'up', up / norm)
+        object.__setattr__(self, 'height', float(self.height))
+
+
 @dataclass
 class Frame:
     """One input frame as read from a camera, a file reader or a ROS topic.
@@ -51,6 +75,8 @@ class Frame:
         index: running index in the sequence, starting at 0.
         intrinsics_known: False when ``K`` is a default the engine filled in for an
             uncalibrated camera (a backend may then estimate the focal length itself).
+        ground: the floor under the camera when it is known (a monocular backend takes
+            metres from it; None = up to scale).
     """
 
     stamp: float
@@ -61,6 +87,7 @@ class Frame:
     name: str = ''
     index: int = 0
     intrinsics_known: bool = True
+    ground: GroundPlane | None = None
 
 
 @dataclass

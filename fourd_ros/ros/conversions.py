@@ -100,6 +100,10 @@ class FrameTransforms:
         """The core's world (first camera optical frame) expressed in odom (= first base pose)."""
         return self.T_base_cam
 
+    def up_in_camera(self) -> np.ndarray:
+        """The base frame's z axis (up, REP-103) in the camera optical frame."""
+        return self.T_base_cam[:3, :3].T @ np.array([0.0, 0.0, 1.0])
+
     def odom_from_base(self, T_wc: np.ndarray) -> np.ndarray:
         """Base pose in odom from the core's camera-to-world pose."""
         return self.T_base_cam @ T_wc @ invert_pose(self.T_base_cam)

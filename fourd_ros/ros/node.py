@@ -48,7 +48,7 @@ from fourd_ros.core.engine.tracks import TrackConfig
 from fourd_ros.core.frame_tree import FrameTree, normalise_frame
 from fourd_ros.core.geometry import invert_pose, transform_points
 from fourd_ros.core.map_cloud import write_ply
-from fourd_ros.core.types import Frame
+from fourd_ros.core.types import Frame, GroundPlane
 from fourd_ros.ros import conversions as conv
 from fourd_ros.ros.inputs import (Calibration, DepthSync, InputLossMonitor, SUPPORTED_DEPTH,
                                   SUPPORTED_IMAGE, check_same_frame, decode_depth,
@@ -383,7 +383,10 @@ class FourdBehaviour:
                          "the calibration is another camera's")
         rgb, depth, K = self.calibration.pinhole(rgb, depth)
         self._input_size = (w, h)
-        return Frame(stamp=stamp, rgb=rgb, depth=depth, K=K)
+        height = self.p['camera_height']
+        # a ground robot's floor: base_frame's z axis, the camera this high above it
+        ground = GroundPlane(self.out.frames.up_in_camera(), height) if height > 0 else None
+        return Frame(stamp=stamp, rgb=rgb, depth=depth, K=K, ground=ground)
 
     def _process(self, msg: Image | CompressedImage) -> None:
         t0 = time.monotonic()

@@ -121,6 +121,10 @@ PARAMS: tuple[Param, ...] = (
           'REP-103 optical rotation on /tf_static; false = look it up on /tf_static (a URDF, '
           'a camera driver: chains such as base_link -> camera_link -> '
           'camera_color_optical_frame)'),
+    Param('camera_height', 0.0, "the camera's height above a flat floor it moves on, metres "
+          "(a ground robot; the floor's normal is base_frame's z axis): the learned backend "
+          'takes metres from the floor, /diagnostics metric turns true; 0 = unknown, '
+          'monocular outputs up to scale', float_range=(0.0, 100.0)),
     Param('odom_position_variance', 1e-4, 'variance of the published position, m^2 (the '
           "Odometry pose covariance; the twist's is it over the frame interval squared); "
           'lost tracking publishes 1e6', float_range=(0.0, 1e6), read_only=False),

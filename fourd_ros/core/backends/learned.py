@@ -35,6 +35,8 @@ import torch.nn.functional as F
 
 from fourd_ros.core.backends.landmark_depth import (fit_to_landmarks, LandmarkDepthConfig,
                                                     LandmarkDepthFit, NO_FIT)
+from fourd_ros.core.backends.ground_scale import (fit_floor, floor_pixels, GroundScale,
+                                                  GroundScaleConfig)
 from fourd_ros.core.backends.mono_pose import LandmarkTracker, MonoPoseConfig, PoseEstimate
 from fourd_ros.core.engine.backend import BackendError, CacheEntry, MotionEstimate
 from fourd_ros.core.engine.objects import label_moving_segments
@@ -45,7 +47,7 @@ from fourd_ros.core.geometry import (finite_rows, invert_pose, project, sample_b
 from fourd_ros.core.model.checkpoint import load_model
 from fourd_ros.core.model.s4rc import FrameLatent, S4RC, SourceViews
 from fourd_ros.core.model.scene_flow import motion_geometry, MotionGeometry, PRIOR_DIS
-from fourd_ros.core.types import Frame, FrameResult, PointStatus
+from fourd_ros.core.types import Frame, FrameResult, GroundPlane, PointStatus
 
 
 @dataclass(frozen=True)
@@ -75,6 +77,10 @@ class LearnedConfig:
         pose: geometric pose settings.
         landmark_depth: how each depth map is brought to the landmarks (scale + smooth
             correction).
+        ground: how a frame's ground plane (`Frame.ground`) makes the map metric.
+        rescale_epoch_log: a scale correction larger than this (log) starts a new "epoch":
+            cost-volume sources and the motion decoder's reference are taken only from the
+            frames since (earlier poses are in the old units).
     """
 
     width: int = 0
@@ -89,6 +95,8 @@ class LearnedConfig:
     min_segment_pixels: int = 64
     pose: MonoPoseConfig = MonoPoseConfig()
     landmark_depth: LandmarkDepthConfig = LandmarkDepthConfig()
+    ground: GroundScaleConfig = GroundScaleConfig()
+    rescale_epoch_log: float = 0.05
 
 
 @dataclass
@@ -156,7 +164,6 @@ class LearnedBackend:
     the frame or query is dropped and the stream goes on."""
 
     name = 'learned'
-    metric = False
 
     def __init__(self, checkpoint: str | None = None, device: str = 'cpu',
                  config: LearnedConfig | None = None, model: S4RC | None = None) -> None:
@@ -170,8 +177,15 @@ class LearnedBackend:
         self._focal_trained = 'focal' in self.meta.get('train', {}).get('loss', {})
         self.config = config or LearnedConfig()
         self._landmarks = LandmarkTracker(self.config.pose)
+        self._ground = GroundScale(self.config.ground)
         self._flows = CachedFlows(PRIOR_DIS)
         self.reset()
+
+    @property
+    def metric(self) -> bool:
+        """True once the frames' ground plane has set the map's scale (metres); up to scale
+        before, and without a ground plane."""
+        return self._ground.metric
 
     # ------------------------------------------------------------------ stream
     def reset(self) -> None:
@@ -180,6 +194,8 @@ class LearnedBackend:
         self._K: np.ndarray | None = None
         self._t0 = 0.0
         self._landmarks.reset()
+        self._ground.reset()
+        self._scale_epoch = -np.inf  # frames before it are in older map units
         self._flows.clear()
 
     def processing_size(self, width: int, height: int, requested_width: int
@@ -243,7 +259,9 @@ class LearnedBackend:
             scale = float(prev.latent.scale_next)
             extras.update(pnp_inliers=est.inliers, tracking_ok=est.ok)
         clock.append(time.perf_counter())
-        sources = self._sources(context, T_wc, scale)
+        # frames whose poses are in this map's units (all but those before a large rescale)
+        posed = [e for e in context if e.stamp >= self._scale_epoch]
+        sources = self._sources(posed, T_wc, scale)
         attend = self._attention_context(context)
         if prev is None:
             self._t0 = frame.stamp
@@ -269,7 +287,7 @@ class LearnedBackend:
             conf = _relative_confidence(out.confidence[0, 0].float().cpu().numpy())
             latent = out.latent
             clock.append(time.perf_counter())
-            moved, velocity = self._decoded_motion(latent, context, frame.stamp, gray, depth,
+            moved, velocity = self._decoded_motion(latent, posed, frame.stamp, gray, depth,
                                                    scale, T_wc, K)
         # the flow from the previous frame, for queries over several frames (one DIS pass
         # across a 10-frame gap missed fast objects by 25-60 px on the DDS test's clip)
@@ -286,6 +304,18 @@ class LearnedBackend:
         dynamic = moved > cfg.reported_rel
         scene_flow = velocity  # float32, this frame's own: zeroed in place off the mask
         scene_flow[~dynamic] = 0.0
+        rescale = 1.0
+        if frame.ground is not None:
+            rescale = self._ground_step(frame.ground, gray, depth, ~moving, T_wc, K, posed)
+            extras['ground_rescale'] = rescale
+        if rescale != 1.0:
+            # the map scaled about this camera: its pose stays, lengths change
+            depth = depth * np.float32(rescale)
+            scale *= rescale
+            scene_flow *= np.float32(rescale)
+            self._landmarks.rescale(T_wc[:3, 3], rescale)
+            if abs(np.log(rescale)) > cfg.rescale_epoch_log:
+                self._scale_epoch = frame.stamp
         clock.append(time.perf_counter())
         points_cam = unproject_depth(depth, K)
         points_world = transform_points(T_wc, points_cam).astype(np.float32)
@@ -299,6 +329,7 @@ class LearnedBackend:
         extras['landmarks'] = len(self._landmarks)
         keyframe = self._is_keyframe(T_wc, float(np.median(depth)))
         self._velocity = (invert_pose(prev.T_wc) @ T_wc) if prev is not None else np.eye(4)
+        self._velocity[:3, 3] *= rescale
         static = ~moving
         scale_next = float(np.median(depth[static] if static.any() else depth))
         clock.append(time.perf_counter())
@@ -315,7 +346,7 @@ class LearnedBackend:
                              K=K, T_wc=T_wc, dynamic_mask=dynamic,
                              segments=label_moving_segments(dynamic, depth,
                                                             cfg.min_segment_pixels),
-                             scene_flow=scene_flow, metric=False, extras=extras)
+                             scene_flow=scene_flow, metric=self.metric, extras=extras)
         return result, LearnedLatent(latent, gray, depth, scale, scale_next,
                                      prev_index=-1 if prev is None else prev.index,
                                      flow_from_prev=flow_from_prev)
@@ -468,6 +499,33 @@ class LearnedBackend:
         # dP is the displacement from now back to the reference frame, in this camera's axes
         velocity = disp @ (T_wc[:3, :3].T / (ref.stamp - stamp)).astype(np.float32)
         return moved.astype(np.float32), velocity
+
+    def _ground_step(self, ground: GroundPlane, gray: np.ndarray, depth: np.ndarray,
+                     usable: np.ndarray, T_wc: np.ndarray, K: np.ndarray,
+                     posed: list[CacheEntry]) -> float:
+        """The factor to scale the map by now (`ground_scale.GroundScale`), from the floor's
+        flow to the newest cached frame at least ``min_baseline`` of the camera's height away
+        (the height as the depth shows it) and the known height in metres. ``usable``:
+        static pixels."""
+        cfg = self.config.ground
+        points = unproject_depth(depth, K)
+        # once metric, the floor is the camera's height below it (in metres = map units)
+        floor = floor_pixels(points, ground.up, usable, cfg.max_tilt_deg,
+                             ground.height if self._ground.metric else None)
+        if floor.sum() < cfg.min_pixels:
+            return self._ground.step(None)
+        height = float(np.median(-(points[floor] @ ground.up)))
+        ref = next((e for e in reversed(posed[-cfg.max_gap:]) if np.linalg.norm(
+            e.T_wc[:3, 3] - T_wc[:3, 3]) >= cfg.min_baseline * height), None)
+        if ref is None:
+            return self._ground.step(None)
+        # plain DIS (not started from the static flow the network's depth predicts, which
+        # would pull the estimate towards that depth's scale)
+        fit = fit_floor(PRIOR_DIS(gray, ref.latent.gray), K, invert_pose(ref.T_wc) @ T_wc,
+                        ground.up, floor, cfg.huber_px)
+        ok = (fit is not None and fit.inverse_height > 0 and fit.rel_error <= cfg.max_rel_error
+              and fit.inlier_share >= cfg.min_inlier_share)
+        return self._ground.step(ground.height * fit.inverse_height if ok else None)
 
     def _is_keyframe(self, T_wc: np.ndarray, median_depth: float) -> bool:
         if self._last_keyframe is None or np.linalg.norm(

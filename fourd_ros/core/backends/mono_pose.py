@@ -189,6 +189,13 @@ class LandmarkTracker:
                 self._angle = np.concatenate([self._angle, np.zeros(len(px))])
         self._gray = gray
 
+    def rescale(self, centre: np.ndarray, factor: float) -> None:
+        """Scale the map by ``factor`` about the world point ``centre`` (the current camera's:
+        its pose stays): the landmarks and the camera centres of their first views."""
+        centre = np.asarray(centre, np.float64)
+        self.points = centre + factor * (self.points - centre)
+        self._origin = centre + factor * (self._origin - centre)
+
     # ------------------------------------------------------------------ internals
     def _keep(self, keep: np.ndarray) -> None:
         self.pixels, self.points = self.pixels[keep], self.points[keep]

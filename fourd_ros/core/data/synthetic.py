@@ -32,9 +32,9 @@ from scipy.spatial.transform import Rotation
 from fourd_ros.core.data.textures import make_texture, sample_texture
 from fourd_ros.core.geometry import finite_rows, invert_pose
 from fourd_ros.core.jsonsafe import json_safe
-from fourd_ros.core.types import Frame
+from fourd_ros.core.types import Frame, GroundPlane
 
-CAMERA_MOTIONS = ('smooth', 'static', 'rotation')
+CAMERA_MOTIONS = ('smooth', 'static', 'rotation', 'ground')
 SHAPES = ('box', 'sphere', 'cylinder')
 # smallest ray parameter accepted as a hit (metres of camera depth)
 _T_MIN = 1e-6
@@ -54,7 +54,10 @@ class SceneConfig:
         seed: random seed; the clip is a deterministic function of the whole config.
         fps: frame rate; frame i has stamp i / fps seconds.
         num_objects: inclusive range of the number of rigid objects.
-        camera_motion: 'smooth' (translation + rotation), 'static' or 'rotation' (pure rotation).
+        camera_motion: 'smooth' (translation + rotation), 'static', 'rotation' (pure
+            rotation) or 'ground' (a ground robot's camera: 'smooth' on a plane at a fixed
+            height above the floor, ``ground_height``, pitched down by ``ground_pitch_deg``,
+            no roll, turning about the vertical only).
         hfov_deg: horizontal field of view range in degrees.
         room_size: width/depth range of the room in metres.
         room_height: height range of the room in metres.
@@ -71,6 +74,8 @@ class SceneConfig:
             extra random numbers, so clips are identical to those without the option.
         ambient: ambient fraction of the lambertian shading (1 = no shading).
         rgb_noise_std: std of additive Gaussian pixel noise in 0..255 units (0 = none).
+        ground_height: range of the camera's height above the floor ('ground' only), metres.
+        ground_pitch_deg: range of its downward pitch ('ground' only), degrees.
     """
 
     frames: int = 24
@@ -94,6 +99,8 @@ class SceneConfig:
     photo_texture_prob: float = 0.0
     ambient: float = 0.55
     rgb_noise_std: float = 0.0
+    ground_height: tuple[float, float] = (0.3, 1.0)
+    ground_pitch_deg: tuple[float, float] = (5.0, 25.0)
 
     def __post_init__(self) -> None:
         if self.camera_motion not in CAMERA_MOTIONS:
@@ -515,9 +522,22 @@ class SyntheticClip:
         return int(self.T_wo.shape[1] - 1)
 
     def frame(self, i: int) -> Frame:
-        """Frame i as a ``fourd_ros.core.types.Frame`` (with GT depth, K and pose)."""
+        """Frame i as a ``fourd_ros.core.types.Frame`` (with GT depth, K and pose, and the
+        floor for a 'ground' camera: what a robot knows of its camera's mounting)."""
         return Frame(stamp=float(self.stamps[i]), rgb=self.rgb[i], depth=self.depth[i],
-                     K=self.K.copy(), T_wc_gt=self.T_wc[i].copy(), name=f'{i:06d}', index=i)
+                     K=self.K.copy(), T_wc_gt=self.T_wc[i].copy(), name=f'{i:06d}', index=i,
+                     ground=self.ground_plane(i))
+
+    def ground_plane(self, i: int) -> GroundPlane | None:
+        """The floor under frame i's camera (up vector in the camera frame, height in metres)
+        for clips of a 'ground' camera with their scene; None otherwise."""
+        if self.scene is None or self.info.get('config', {}).get('camera_motion') != 'ground':
+            return None
+        room = self.scene.room
+        T_rc = invert_pose(room.T_wr) @ self.T_wc[i]
+        # room y points down and the floor is at y = +half height
+        return GroundPlane(up=T_rc[:3, :3].T @ np.array([0.0, -1.0, 0.0]),
+                           height=float(room.half_extents[1] - T_rc[1, 3]))
 
     def _rays_cam(self) -> np.ndarray:
         """H x W x 3 camera-frame rays K^-1 [u, v, 1] through the pixel centres (z = 1)."""
@@ -682,6 +702,11 @@ def _sample_camera(cfg: SceneConfig, rng: np.random.Generator, half: np.ndarray,
     yaw0 = rng.uniform(0, 2 * np.pi)
     pitch0 = np.deg2rad(rng.uniform(-10, 10))
     roll0 = np.deg2rad(rng.uniform(-3, 3))
+    ground = cfg.camera_motion == 'ground'
+    if ground:  # drawn after the other modes' draws: their clips stay as they were
+        p0[1] = half[1] - _u(rng, cfg.ground_height)
+        pitch0 = -np.deg2rad(_u(rng, cfg.ground_pitch_deg))
+        roll0 = 0.0
     F = len(stamps)
     pos = np.tile(p0, (F, 1))
     yaw = np.full(F, yaw0)
@@ -690,13 +715,16 @@ def _sample_camera(cfg: SceneConfig, rng: np.random.Generator, half: np.ndarray,
     if cfg.camera_motion != 'static':
         rate = np.deg2rad(rng.uniform(-1, 1) * cfg.camera_angular_speed_deg)
         yaw = yaw + rate * stamps + _sinusoid(rng, stamps, np.deg2rad(10))[:, 0]
-        pitch = pitch + _sinusoid(rng, stamps, np.deg2rad(5))[:, 0]
-        roll = roll + _sinusoid(rng, stamps, np.deg2rad(2))[:, 0]
-    if cfg.camera_motion == 'smooth':
+        if not ground:
+            pitch = pitch + _sinusoid(rng, stamps, np.deg2rad(5))[:, 0]
+            roll = roll + _sinusoid(rng, stamps, np.deg2rad(2))[:, 0]
+    if cfg.camera_motion in ('smooth', 'ground'):
         heading = rng.uniform(0, 2 * np.pi)
         v = _u(rng, cfg.camera_speed) * np.array(
             [np.cos(heading), rng.uniform(-0.1, 0.1), np.sin(heading)])
         disp = v * stamps[:, None] + _sinusoid(rng, stamps, 0.15, 3)
+        if ground:  # on the floor's plane
+            disp[:, 1] = 0.0
         # shrink the displacement so that the whole path stays inside the margin box
         with np.errstate(divide='ignore', invalid='ignore'):
             room_left = np.where(disp > 0, (lim - p0) / disp, (-lim - p0) / disp)

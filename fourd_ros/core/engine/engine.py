@@ -448,8 +448,9 @@ class StreamingEngine:
             K = scale_intrinsics(K, pw / w, ph / h)
         if depth is not None:
             depth = depth.astype(np.float32, copy=False)
-        return Frame(stamp=frame.stamp, rgb=rgb, depth=depth, K=K, T_wc_gt=frame.T_wc_gt,
-                     name=frame.name, index=self._index, intrinsics_known=known)
+        # every other field (stamp, name, ground truth, ground plane) as it came
+        return dataclasses.replace(frame, rgb=rgb, depth=depth, K=K, index=self._index,
+                                   intrinsics_known=known)
 
 
 def _same_intrinsics(K: np.ndarray | None, ref: np.ndarray | None) -> bool:

@@ -1,0 +1,190 @@
+"""Metres for a monocular camera on a ground robot: the scale from the floor's image motion and
+the camera's known height above it.
+
+A flat floor seen from two camera poses moves in the image by the homography
+``K (R - t n^T / h) K^-1`` (``R``, ``t``: the relative pose, ``n``: the floor's up vector in the
+camera, ``h``: the camera's height above the floor). With ``R`` and ``t`` from the monocular
+pose (map units) and ``n`` from the robot's mounting, the optical flow on the floor pixels gives
+``1 / h`` in map units by linear least squares (one unknown); the known height in metres then
+gives metres per map unit. This is geometry (the classic ground-plane scale recovery of
+monocular driving odometry): the network's depth only picks which pixels are floor, so the
+scale does not inherit the network's depth error (docs/learned-model.md).
+
+`GroundScale` turns the per-frame estimates into corrections of the map: the median of the
+first few sets the map's scale (from then on the output is metric), later ones pull it back
+when the monocular pose's scale drifts, a few per cent a frame at most.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class GroundScaleConfig:
+    """Settings of the floor-based scale.
+
+    Attributes:
+        max_tilt_deg: floor pixels: their surface normal (from the depth) within this angle of
+            the up vector, and below the camera.
+        min_pixels: fewest floor pixels a frame's estimate needs.
+        min_baseline: the reference frame's camera at least this far (share of the height)
+            from the current one: the floor's flow must show the translation.
+        max_gap: the reference is one of the last this many cached frames.
+        huber_px: Huber threshold of the flow residual, pixels.
+        max_rel_error: an estimate whose standard error is more than this share of its value
+            is not used.
+        min_inlier_share: nor one whose floor pixels follow the fitted plane's motion less
+            often than this.
+        window: estimates kept (the median of them is what corrects the map).
+        first_estimates: estimates the first (full) correction waits for; until then the
+            output stays up to scale.
+        gain, max_step: later corrections move the map's scale by ``gain`` x the logarithm of
+            the median estimate, at most ``max_step`` (log) per frame.
+    """
+
+    max_tilt_deg: float = 25.0
+    min_pixels: int = 300
+    min_baseline: float = 0.1
+    max_gap: int = 30
+    huber_px: float = 1.0
+    max_rel_error: float = 0.1
+    min_inlier_share: float = 0.6
+    window: int = 15
+    first_estimates: int = 5
+    gain: float = 0.2
+    max_step: float = 0.02
+
+
+def surface_normals(points_cam: np.ndarray, step: int = 4) -> np.ndarray:
+    """H x W x 3 unit normals of an organised point map (camera frame) from central differences
+    ``step`` pixels apart (the border, and pixels without points, get NaN)."""
+    dx = np.full_like(points_cam, np.nan)
+    dy = np.full_like(points_cam, np.nan)
+    dx[:, step:-step] = points_cam[:, 2 * step:] - points_cam[:, :-2 * step]
+    dy[step:-step] = points_cam[2 * step:] - points_cam[:-2 * step]
+    n = np.cross(dx, dy)
+    with np.errstate(invalid='ignore', divide='ignore'):
+        return n / np.linalg.norm(n, axis=-1, keepdims=True)
+
+
+def floor_pixels(points_cam: np.ndarray, up: np.ndarray, usable: np.ndarray,
+                 max_tilt_deg: float, height: float | None = None,
+                 height_tol: float = 0.25) -> np.ndarray:
+    """H x W bool: ``usable`` pixels whose viewing ray points below the horizon and whose
+    point (camera frame, any scale) lies on a surface facing ``up`` within ``max_tilt_deg``,
+    at a depth below the camera within ``height_tol`` (share) of ``height`` (the floor's
+    expected depth below the camera in the points' units; None: of the median of such
+    pixels, which drops table tops and the foot of walls when most of them are floor)."""
+    normals = surface_normals(points_cam)
+    with np.errstate(invalid='ignore'):
+        facing = np.abs(normals @ up) >= np.cos(np.deg2rad(max_tilt_deg))
+        below = -(points_cam @ up)
+        rays_down = (points_cam @ up) < -0.03 * np.linalg.norm(points_cam, axis=-1)
+        candidates = usable & facing & rays_down & (below > 0)
+        if height is None:
+            if not candidates.any():
+                return candidates
+            height = float(np.median(below[candidates]))
+        return candidates & (np.abs(below - height) <= height_tol * height)
+
+
+@dataclass(frozen=True)
+class FloorFit:
+    """One frame's floor estimate.
+
+    Attributes:
+        inverse_height: 1 / (the camera's height above the floor), per map unit.
+        rel_error: its standard error as a share of it.
+        pixels: floor pixels used.
+        inlier_share: share of the flow components within twice the Huber threshold of
+            the fitted plane's (low: the pixels were not one plane).
+    """
+
+    inverse_height: float
+    rel_error: float
+    pixels: int
+    inlier_share: float
+
+
+def fit_floor(flow: np.ndarray, K: np.ndarray, T_ref_cur: np.ndarray, up: np.ndarray,
+              floor: np.ndarray, huber_px: float = 1.0) -> FloorFit | None:
+    """The floor's inverse height in the current camera from the optical flow to a reference
+    view.
+
+    Args:
+        flow: H x W x 2 flow from the current image to the reference image, pixels.
+        K: 3x3 intrinsics of both.
+        T_ref_cur: 4x4 current camera -> reference camera (map units).
+        up: the floor's up vector in the current camera frame (unit).
+        floor: H x W bool, the floor pixels to fit.
+        huber_px: Huber threshold of the residual, pixels.
+
+    Returns None when there is nothing to fit (no floor pixel, no translation)."""
+    v, u = np.nonzero(floor)
+    if len(u) == 0:
+        return None
+    rays = np.linalg.solve(K, np.stack([u, v, np.ones(len(u))]).astype(np.float64))
+    R, t = T_ref_cur[:3, :3], T_ref_cur[:3, 3]
+    # a floor point X = ray * s with up . X = -h maps to R X + t = s (R ray - t (up . ray) / h)
+    a = K @ R @ rays
+    b = -(K @ t)[:, None] * (up @ rays)[None]
+    x_ref = u + flow[v, u, 0]
+    y_ref = v + flow[v, u, 1]
+    # x_ref = (a_x + w b_x) / (a_z + w b_z), w = 1 / h: linear in w; rows in pixels
+    coeff = np.concatenate([b[0] - x_ref * b[2], b[1] - y_ref * b[2]]) / np.tile(a[2], 2)
+    rhs = np.concatenate([x_ref * a[2] - a[0], y_ref * a[2] - a[1]]) / np.tile(a[2], 2)
+    ok = np.isfinite(coeff) & np.isfinite(rhs)
+    coeff, rhs = coeff[ok], rhs[ok]
+    info = float(coeff @ coeff)
+    if info <= 0.0:
+        return None
+    w = float(coeff @ rhs) / info
+    weight = np.ones_like(coeff)
+    for _ in range(5):  # iteratively reweighted least squares, Huber
+        res = np.abs(coeff * w - rhs)
+        weight = np.where(res <= huber_px, 1.0, huber_px / np.maximum(res, 1e-12))
+        info = float((weight * coeff) @ coeff)
+        w = float((weight * coeff) @ rhs) / info
+    res = coeff * w - rhs
+    sigma2 = float((weight * res) @ res) / max(len(res) - 1, 1)
+    return FloorFit(w, float(np.sqrt(sigma2 / info)) / abs(w) if w != 0 else np.inf,
+                    int(len(u)), float(np.mean(np.abs(res) <= 2.0 * huber_px)))
+
+
+class GroundScale:
+    """Metres per map unit, from floor estimates frame after frame (see the module docstring).
+    `step` returns the factor to multiply the map by now; `metric` says whether the first
+    correction has happened."""
+
+    def __init__(self, config: GroundScaleConfig = GroundScaleConfig()) -> None:
+        self.config = config
+        self.reset()
+
+    def reset(self) -> None:
+        self._log_scale: deque[float] = deque(maxlen=self.config.window)
+        self.metric = False
+
+    def step(self, metres_per_unit: float | None) -> float:
+        """Record this frame's estimate (metres per map unit; None = none) and return the
+        factor the map is to be multiplied by (1.0 = leave it)."""
+        cfg = self.config
+        if metres_per_unit is not None and np.isfinite(metres_per_unit) \
+                and metres_per_unit > 0:
+            self._log_scale.append(float(np.log(metres_per_unit)))
+        if not self._log_scale:
+            return 1.0
+        median = float(np.median(self._log_scale))
+        if not self.metric:
+            if len(self._log_scale) < cfg.first_estimates:
+                return 1.0
+            self.metric = True
+            step = median
+        else:
+            step = float(np.clip(cfg.gain * median, -cfg.max_step, cfg.max_step))
+        # the stored estimates are in the old map units: re-express them in the new ones
+        self._log_scale = deque((x - step for x in self._log_scale), maxlen=cfg.window)
+        return float(np.exp(step))
