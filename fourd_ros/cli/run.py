@@ -22,11 +22,16 @@ Outputs in ``--out``:
   through removed; world = first camera, OpenCV axes, metres (model units if not metric).
 - ``summary.json``: frames, fps (whole loop: reading from disk, processing, writing), per-frame
   processing latency, peak RSS, cache size, metric flag and more.
+
+A ground robot's monocular camera: ``--camera-height`` (and ``--camera-pitch``) give the learned
+backend the floor, and its outputs are metres once it has seen the floor move (``metric`` in
+the summary; docs/learned-model.md).
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import re
 import time
@@ -45,6 +50,7 @@ from fourd_ros.core.engine.tracks import TrackConfig
 from fourd_ros.core.backends.factory import BACKENDS, make_backend
 from fourd_ros.core.eval.evaluate import progress_bar
 from fourd_ros.core.eval.soak import peak_rss_mb
+from fourd_ros.core.types import GroundPlane
 
 BACKEND_HELP = ('rgbd (sensor depth + odometry + optical flow); oracle replays the ground truth '
                 'of the input and is only for testing the pipeline, not a perception backend')
@@ -74,6 +80,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help='latent cache budget, MiB (engine default)')
     p.add_argument('--max-tracks', type=positive_int, default=None, metavar='N',
                    help='cap on live persistent tracks (engine default)')
+    p.add_argument('--camera-height', type=float, default=0.0, metavar='M',
+                   help="a ground robot's camera: its height above the flat floor, metres; "
+                   'the learned backend then outputs metres (0 = unknown: up to scale)')
+    p.add_argument('--camera-pitch', type=float, default=0.0, metavar='DEG',
+                   help='with --camera-height: how far the optical axis points below the '
+                   'horizon, degrees (no roll)')
     p.set_defaults(func=run)
 
 
@@ -93,6 +105,10 @@ def run(args: argparse.Namespace) -> int:
     if args.max_tracks is not None:
         cfg.tracks = TrackConfig(max_tracks=args.max_tracks)
     engine = StreamingEngine(backend, cfg)
+    if args.camera_height < 0:
+        raise ValueError('--camera-height must be >= 0')
+    ground = GroundPlane.pitched(args.camera_height, args.camera_pitch) \
+        if args.camera_height > 0 else None
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     if args.depth_every:
@@ -118,6 +134,8 @@ def run(args: argparse.Namespace) -> int:
             traj.write('# stamp tx ty tz qx qy qz qw (camera-to-world, world = first camera, '
                        'OpenCV axes)\n')
             for i, frame in enumerate(reader):
+                if ground is not None:
+                    frame = dataclasses.replace(frame, ground=ground)
                 t0 = time.perf_counter()
                 result = engine.process(frame)
                 latencies.append(time.perf_counter() - t0)

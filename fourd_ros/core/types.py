@@ -59,6 +59,13 @@ class GroundPlane:
         object.__setattr__(self, 'up', up / norm)
         object.__setattr__(self, 'height', float(self.height))
 
+    @classmethod
+    def pitched(cls, height: float, pitch_down_deg: float = 0.0) -> GroundPlane:
+        """The floor under a camera ``height`` m above it, without roll, its optical axis
+        ``pitch_down_deg`` below the horizon."""
+        pitch = np.deg2rad(pitch_down_deg)
+        return cls(up=np.array([0.0, -np.cos(pitch), -np.sin(pitch)]), height=height)
+
 
 @dataclass
 class Frame:

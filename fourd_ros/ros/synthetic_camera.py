@@ -23,7 +23,7 @@ from std_msgs.msg import Header
 
 from fourd_ros.core.data.camera_model import Distortion, Undistorter, distort_image
 from fourd_ros.core.data.ros_image import encode_compressed_depth
-from fourd_ros.core.data.synthetic import SceneConfig, generate_clip
+from fourd_ros.core.data.synthetic import CAMERA_MOTIONS, SceneConfig, generate_clip
 from fourd_ros.ros import conversions as conv
 from fourd_ros.ros.params import Param, params_usage
 from fourd_ros.ros.spin import run_node
@@ -36,6 +36,9 @@ CAMERA_PARAMS: tuple[Param, ...] = (
     Param('height', 240, 'image height, px'),
     Param('rate', 10.0, 'publishing rate, Hz', read_only=False),
     Param('scene_fps', 30.0, 'frame rate the scene motion is rendered for, Hz'),
+    Param('camera_motion', 'smooth', "the camera's path: smooth (hand-held), static, rotation, "
+          "or ground (a ground robot's camera: planar path at a fixed height, pitched down)",
+          choices=CAMERA_MOTIONS),
     Param('camera_ns', '/camera', 'topic namespace'),
     Param('frame_id', 'camera_optical_frame', 'optical frame of the images'),
     Param('world_frame', 'map', 'frame of the GT pose', read_only=False),
@@ -71,7 +74,7 @@ class SyntheticCamera(Node):
         g = self.get_parameter
         cfg = SceneConfig(frames=g('frames').value, width=g('width').value,
                           height=g('height').value, seed=g('seed').value,
-                          fps=g('scene_fps').value)
+                          fps=g('scene_fps').value, camera_motion=g('camera_motion').value)
         self.get_logger().info(f'rendering {cfg.frames} frames of scene {cfg.seed} '
                                f'at {cfg.width}x{cfg.height}...')
         self.clip = generate_clip(cfg)

@@ -324,3 +324,29 @@ def test_bench_learned_small(tmp_path: Path) -> None:
     assert r['encode_geometry_fps'] > r['fps']
     # the unbounded variant caches every frame; the bounded one stays within its budget
     assert r['unbounded_cache_mb'] > r['cache_mb']
+
+
+def test_run_learned_is_metric_with_a_ground_robots_camera_height(tmp_path: Path) -> None:
+    """`fourd run --camera-height --camera-pitch` on a ground robot's images (a folder: no
+    ground truth comes with them): the learned backend's depth is in metres."""
+    from fourd_ros.core.data.readers import open_sequence
+    clip_dir = tmp_path / 'clip'
+    assert main(['synth', '--seed', '2', '--frames', '40', '--size', '256x192', '--fps', '30',
+                 '--camera', 'ground', '--out', str(clip_dir)]) == 0
+    clip = open_sequence(clip_dir).clip
+    ground = clip.ground_plane(0)  # fixed height and pitch
+    pitch = float(np.degrees(np.arcsin(-ground.up[2])))
+    out = tmp_path / 'run'
+    assert main(['run', '--backend', 'learned', '--device', 'cpu', '--input',
+                 str(_as_image_folder(clip_dir, tmp_path / 'imgs')), '--out', str(out),
+                 '--depth-every', '1', '--camera-height', f'{ground.height:.4f}',
+                 '--camera-pitch', f'{pitch:.3f}']) == 0
+    assert _load(out / 'summary.json')['metric'] is True
+    last = sorted((out / 'depth').glob('*.npy'))[-1]
+    depth = np.load(last)
+    truth = cv2.resize(clip.depth[int(last.stem)], depth.shape[::-1],
+                       interpolation=cv2.INTER_NEAREST)
+    ok = depth > 0
+    ratio = float(np.median(depth[ok] / truth[ok]))
+    print(f'ground robot, fourd run: depth / true depth {ratio:.3f} at frame {last.stem}')
+    assert abs(np.log(ratio)) < 0.25
