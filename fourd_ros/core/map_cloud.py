@@ -42,6 +42,7 @@ class MapAccumulator:
         self.reset()
 
     def reset(self) -> None:
+        self.metric: bool | None = None  # the points' units (None: no frame yet)
         self.points = np.zeros((0, 3), np.float32)
         self.colors = np.zeros((0, 3), np.uint8)
         self._pending_p: list[np.ndarray] = []
@@ -56,7 +57,12 @@ class MapAccumulator:
 
     def add_frame(self, result: FrameResult, T_map_world: np.ndarray) -> None:
         """Queue a processed frame's static, confident points and keep its view for carving;
-        `T_map_world` (4x4) takes the core's world frame to the map frame."""
+        `T_map_world` (4x4) takes the core's world frame to the map frame. A frame in other
+        units than the map's (a monocular stream that has just become metric) starts the map
+        again: one map, one unit."""
+        if self.metric is not None and result.metric != self.metric:
+            self.reset()
+        self.metric = result.metric
         keep = (result.confidence > MIN_CONFIDENCE) & ~result.dynamic_mask
         self.add(result.points_world, result.colors, keep, T_map_world)
         self.observe(result.depth, result.K, T_map_world @ result.T_wc)

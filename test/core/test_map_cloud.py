@@ -81,3 +81,27 @@ def test_saved_map_reads_back_in_open3d(tmp_path) -> None:
     cloud = o3d.io.read_point_cloud(str(tmp_path / 'map.ply'))
     assert np.allclose(np.asarray(cloud.points), acc.points)
     assert np.allclose(np.asarray(cloud.colors) * 255, acc.colors, atol=0.5)
+
+
+def test_the_map_starts_again_when_its_units_change() -> None:
+    """A monocular stream that turns metric (a ground robot's floor) does not mix units."""
+    from fourd_ros.core.geometry import unproject_depth
+    from fourd_ros.core.types import FrameResult
+
+    def frame(metric: bool, distance: float) -> FrameResult:
+        depth = wall_view(distance, unknown=False)
+        points = unproject_depth(depth, K).astype(np.float32)
+        return FrameResult(
+            stamp=0.0, colors=np.zeros((H, W, 3), np.uint8), depth=depth, points_cam=points,
+            points_world=points, confidence=np.ones((H, W), np.float32), K=K, T_wc=np.eye(4),
+            dynamic_mask=np.zeros((H, W), bool), segments=np.zeros((H, W), np.uint16),
+            scene_flow=np.zeros((H, W, 3), np.float32), metric=metric)
+
+    acc = MapAccumulator(voxel_size=0.05, max_points=10000, pixel_stride=2)
+    acc.add_frame(frame(False, 1.0), np.eye(4))
+    acc.add_frame(frame(False, 1.0), np.eye(4))
+    acc.update()
+    assert len(acc.points) and np.allclose(acc.points[:, 2], 1.0, atol=0.05)
+    acc.add_frame(frame(True, 2.5), np.eye(4))  # metres from here on
+    acc.update()
+    assert len(acc.points) and np.allclose(acc.points[:, 2], 2.5, atol=0.05)
