@@ -7,6 +7,7 @@ import gc
 import threading
 import weakref
 
+import cv2
 import numpy as np
 import pytest
 import torch
@@ -42,6 +43,25 @@ def stream(name: str, clip, **engine):
     eng = StreamingEngine(backend, EngineConfig(width=width, **engine))
     results = [eng.process(clip.frame(i)) for i in range(len(clip))]
     return eng, results
+
+
+@pytest.mark.parametrize('name', BACKENDS)
+def test_every_backend_gives_metres_when_the_floor_is_known(name) -> None:
+    """A ground robot's frames carry the floor (`Frame.ground`): a backend that cannot see
+    scale by itself (monocular) takes metres from it, the others are metric anyway; each
+    result says so (`metric`) as the backend does."""
+    ground = generate_clip(SceneConfig(frames=40, width=192, height=144, seed=2, fps=30.0,
+                                       camera_motion='ground'))
+    assert ground.frame(0).ground is not None
+    eng, results = stream(name, ground)
+    metric = [r.metric for r in results]
+    # metric from some frame on, and for good
+    assert metric[-1] and eng.metric and all(metric[metric.index(True):])
+    last = results[-1]
+    truth = cv2.resize(ground.depth[-1], last.depth.shape[::-1],
+                       interpolation=cv2.INTER_NEAREST)
+    ok = last.depth > 0
+    assert abs(np.log(np.median(last.depth[ok] / truth[ok]))) < 0.3
 
 
 @pytest.mark.parametrize('name', BACKENDS)

@@ -13,11 +13,14 @@ Per frame (`process`):
 4. dynamic mask from the decoded motion to an earlier cached frame (|dP| > reported_rel x z;
    no landmark is seeded where |dP| > dynamic_rel x z),
    its connected parts as the moving segments, and the scene flow: the displacement across
-   the view ray that the optical flow to that frame shows, over the time between them.
+   the view ray that the optical flow to that frame shows, over the time between them;
+5. with the floor given (`Frame.ground`, a ground robot), the map scaled to metres from the
+   floor's image motion and the camera's known height (`ground_scale`).
 
-Outputs are up to an unknown scale (``metric = False``). Cached latent per frame: the model's
-`FrameLatent` (tokens, keys/values per layer, 1/8 features, half-resolution grey) on the
-inference device, plus a uint8 grey image, the scale and the depth map on the host.
+Outputs are up to an unknown scale (``metric`` False) unless the floor makes them metres.
+Cached latent per frame: the model's `FrameLatent` (tokens, keys/values per layer, 1/8
+features, half-resolution grey) on the inference device, plus a uint8 grey image, the scale and
+the depth map on the host.
 """
 
 from __future__ import annotations
@@ -306,8 +309,10 @@ class LearnedBackend:
         scene_flow[~dynamic] = 0.0
         rescale = 1.0
         if frame.ground is not None:
+            t_ground = time.perf_counter()
             rescale = self._ground_step(frame.ground, gray, depth, ~moving, T_wc, K, posed)
-            extras['ground_rescale'] = rescale
+            extras.update(ground_rescale=rescale,
+                          time_ground_ms=(time.perf_counter() - t_ground) * 1e3)
         if rescale != 1.0:
             # the map scaled about this camera: its pose stays, lengths change
             depth = depth * np.float32(rescale)
