@@ -350,3 +350,13 @@ def test_run_learned_is_metric_with_a_ground_robots_camera_height(tmp_path: Path
     ratio = float(np.median(depth[ok] / truth[ok]))
     print(f'ground robot, fourd run: depth / true depth {ratio:.3f} at frame {last.stem}')
     assert abs(np.log(ratio)) < 0.25
+    # `fourd eval` on the clip itself (its frames carry the floor): the frames once metric are
+    # scored without alignment
+    assert main(['eval', '--backend', 'learned', '--device', 'cpu', '--input', str(clip_dir),
+                 '--width', '0', '--json', str(tmp_path / 'eval.json')]) == 0
+    m = _load(tmp_path / 'eval.json')
+    print(f"fourd eval: metric from frame {m['metric_from_frame']}, AbsRel once metric "
+          f"{m['depth_absrel_once_metric']:.3f}")
+    # measured: from frame 15, 0.148
+    assert m['metric'] is False and 0 < m['metric_from_frame'] < 30
+    assert m['depth_absrel_once_metric'] < 0.3

@@ -278,9 +278,15 @@ def evaluate(backend_name: str, source: str | Path, *, width: int = 320,
                   np.linspace(0, len(depth_pick) - 1, min(plot_samples, len(depth_pick)))} \
         if depth_pick else set()
 
-    depth_acc = DepthAccumulator(engine.metric)
+    # metric from the first frame on (a monocular stream that turns metric on the way, a
+    # ground robot's, is scored up to scale like any monocular one: one unit over the stream)
+    metric = engine.metric
+    depth_acc = DepthAccumulator(metric)
     # constant-depth baseline: always median-scaled (a constant depth has no metric meaning)
     const_acc = DepthAccumulator(metric=False)
+    # ... and its frames once metric, scored without any alignment
+    late_metric_acc = DepthAccumulator(metric=True)
+    metric_from = -1
     poses: dict[int, tuple[float, np.ndarray, np.ndarray]] = {}   # index -> stamp, est, gt
     est_pose: dict[int, np.ndarray] = {}
     pending: dict[int, _PendingSource] = {}
@@ -305,6 +311,8 @@ def evaluate(backend_name: str, source: str | Path, *, width: int = 320,
             t_io += t_read + t_proc
             latencies.append(t_proc)
             resets += bool(engine.last_step.reset_reason)
+            if result.metric and not metric and metric_from < 0:
+                metric_from = i
             names[i] = frame.name or str(i)
             est_pose[i] = result.T_wc
             T_gt = _valid_pose(frame.T_wc_gt)
@@ -318,6 +326,8 @@ def evaluate(backend_name: str, source: str | Path, *, width: int = 320,
                 gt = _resize_nearest(frame.depth, result.depth.shape)
                 depth_acc.add(result.depth, gt)
                 const_acc.add(constant_depth_like(result.depth), gt)
+                if result.metric and not metric:
+                    late_metric_acc.add(result.depth, gt)
                 if i in depth_plot:
                     report.depth_samples.append(
                         DepthSample(names[i], result.colors.copy(), gt.copy(),
@@ -345,17 +355,20 @@ def evaluate(backend_name: str, source: str | Path, *, width: int = 320,
         snap = engine.track_snapshot()
         report.trail = TrailSample(names[frames - 1], last[1].colors.copy(), list(trail_hist),
                                    {int(k): int(s) for k, s in zip(snap.ids, snap.status)})
-    metrics: dict[str, Any] = {'backend': backend_name, 'metric': engine.metric,
+    metrics: dict[str, Any] = {'backend': backend_name, 'metric': metric,
                                'frames': frames,
                                'fps': frames / t_io if t_io > 0 else NAN}
     d = depth_acc.result()
     metrics['depth_absrel'] = d['absrel']
+    if metric_from >= 0:
+        metrics['metric_from_frame'] = metric_from
+        metrics['depth_absrel_once_metric'] = late_metric_acc.result()['absrel']
     metrics['depth_delta125'] = d['delta125']
     c = const_acc.result()
     metrics['baseline_const_depth_absrel'] = c['absrel']
     metrics['baseline_const_depth_delta125'] = c['delta125']
-    metrics.update(_camera_metrics(poses, engine.metric, report))
-    metrics.update(_track_metrics(tr, engine.metric))
+    metrics.update(_camera_metrics(poses, metric, report))
+    metrics.update(_track_metrics(tr, metric))
     if objects is not None:
         metrics.update({f'objects_{k}': v for k, v in objects.result().items()
                         if k in OBJECT_KEYS})
