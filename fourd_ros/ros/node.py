@@ -416,6 +416,16 @@ class FourdBehaviour:
         self._latency.append(max(0.0, wall - frame.stamp))
 
     # ------------------------------------------------------------------ diagnostics
+    def _scale_source(self) -> str:
+        """Where the outputs' unit comes from, for /diagnostics."""
+        if self.uses_depth:
+            return 'depth sensor (metres)'
+        if self.p['camera_height'] <= 0:
+            return 'unknown (up to scale; set camera_height on a ground robot)'
+        if self.engine.metric:
+            return 'floor, camera_height (metres)'
+        return 'floor, camera_height: waiting for the floor to move in view'
+
     def _fps_estimate(self, default: float = 10.0) -> float:
         """Frames per second the worker manages (its whole time per frame); `default` before
         the first frame."""
@@ -463,6 +473,7 @@ class FourdBehaviour:
             self.get_logger().warning(loss.warning, throttle_duration_sec=10.0)
         values = {
             'backend': self.backend_name, 'metric': str(self.engine.metric).lower(),
+            'scale': self._scale_source(),
             'camera_model': self.calibration.describe(),
             'input_fps': f'{input_fps:.2f}', 'seconds_since_image': f'{since_image:.2f}',
             'fps': f'{fps:.2f}', 'processing_ms_p50': f'{np.median(proc) * 1e3:.1f}',

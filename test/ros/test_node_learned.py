@@ -49,6 +49,7 @@ def test_learned_node_on_a_monocular_camera(ros_context, start_process, clip) ->
     values = {kv.key: kv.value for msg in rec.msgs['/diagnostics'] for s in msg.status
               for kv in s.values}
     assert values.get('backend') == 'learned' and values.get('metric') == 'false', values
+    assert values.get('scale', '').startswith('unknown (up to scale'), values
     cloud = rec.msgs['/fourd/points'][-1]
     arr = conv.cloud_to_array(cloud)
     assert np.isfinite(arr['z']).mean() > 0.9 and np.nanmin(arr['z']) > 0
@@ -162,7 +163,9 @@ def test_learned_node_on_a_ground_robot_is_metric(ros_context, start_process) ->
     def metric_since() -> float | None:
         for msg in rec.msgs.get('/diagnostics', []):
             for status in msg.status:
-                if any(kv.key == 'metric' and kv.value == 'true' for kv in status.values):
+                values = {kv.key: kv.value for kv in status.values}
+                if values.get('metric') == 'true':
+                    assert values['scale'] == 'floor, camera_height (metres)', values
                     return conv.stamp_to_sec(msg.header.stamp)
         return None
 
