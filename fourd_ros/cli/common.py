@@ -47,6 +47,17 @@ def positive_int(text: str) -> int:
     return v
 
 
+def finite_float(text: str) -> float:
+    """A finite number (argparse type)."""
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f'expected a number, got {text!r}')
+    if not math.isfinite(v):
+        raise argparse.ArgumentTypeError(f'expected a finite number, got {text!r}')
+    return v
+
+
 def add_model_arguments(p: argparse.ArgumentParser) -> None:
     """--device and --checkpoint of the learned backend."""
     p.add_argument('--device', default='auto',

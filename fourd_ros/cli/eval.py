@@ -82,7 +82,8 @@ def run(args: argparse.Namespace) -> int:
     print_table(f'fourd eval: {args.backend} on {args.input} ({m["layout"]}, '
                 f'processing {m["processing_size"]})',
                 [(k, m.get(k, float('nan')), unit) for k, unit in ROWS
-                 if not k.startswith('objects_') or k in m])  # objects: synthetic only
+                 # objects: synthetic clips only; metric_from_frame: streams turning metric
+                 if k in m or not k.startswith(('objects_', 'metric_from', 'depth_absrel_once'))])
     if args.json:
         print(f'metrics: {write_json(args.json, report.to_json_dict())}')
     if args.plots:

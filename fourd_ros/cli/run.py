@@ -24,8 +24,9 @@ Outputs in ``--out``:
   processing latency, peak RSS, cache size, metric flag and more.
 
 A ground robot's monocular camera: ``--camera-height`` (and ``--camera-pitch``) give the learned
-backend the floor, and its outputs are metres once it has seen the floor move (``metric`` in
-the summary; docs/learned-model.md).
+backend the floor, and its outputs are metres once it has seen the floor move: from frame
+``metric_from_frame`` of the summary on (the frames before are in model units;
+docs/learned-model.md).
 """
 
 from __future__ import annotations
@@ -40,7 +41,8 @@ from pathlib import Path
 import numpy as np
 from scipy.spatial.transform import Rotation
 
-from fourd_ros.cli.common import add_model_arguments, positive_int, print_table, write_json
+from fourd_ros.cli.common import (add_model_arguments, finite_float, positive_int, print_table,
+                                  write_json)
 from fourd_ros.core import map_cloud
 from fourd_ros.core.data.readers import open_sequence
 from fourd_ros.core.engine.cache import CachePolicy
@@ -80,10 +82,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help='latent cache budget, MiB (engine default)')
     p.add_argument('--max-tracks', type=positive_int, default=None, metavar='N',
                    help='cap on live persistent tracks (engine default)')
-    p.add_argument('--camera-height', type=float, default=0.0, metavar='M',
+    p.add_argument('--camera-height', type=finite_float, default=0.0, metavar='M',
                    help="a ground robot's camera: its height above the flat floor, metres; "
                    'the learned backend then outputs metres (0 = unknown: up to scale)')
-    p.add_argument('--camera-pitch', type=float, default=0.0, metavar='DEG',
+    p.add_argument('--camera-pitch', type=finite_float, default=None, metavar='DEG',
                    help='with --camera-height: how far the optical axis points below the '
                    'horizon, degrees (no roll)')
     p.set_defaults(func=run)
@@ -94,6 +96,10 @@ def _safe_name(name: str) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.camera_height < 0:
+        raise ValueError('--camera-height must be >= 0')
+    if args.camera_pitch is not None and args.camera_height <= 0:
+        raise ValueError('--camera-pitch goes with --camera-height (the floor under the camera)')
     reader = open_sequence(args.input, max_frames=args.max_frames or None)
     backend = make_backend(args.backend, device=args.device, checkpoint=args.checkpoint,
                            sequence=reader)
@@ -105,9 +111,7 @@ def run(args: argparse.Namespace) -> int:
     if args.max_tracks is not None:
         cfg.tracks = TrackConfig(max_tracks=args.max_tracks)
     engine = StreamingEngine(backend, cfg)
-    if args.camera_height < 0:
-        raise ValueError('--camera-height must be >= 0')
-    ground = GroundPlane.pitched(args.camera_height, args.camera_pitch) \
+    ground = GroundPlane.pitched(args.camera_height, args.camera_pitch or 0.0) \
         if args.camera_height > 0 else None
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -126,6 +130,7 @@ def run(args: argparse.Namespace) -> int:
     cache_peak = 0.0
     resets = 0
     depth_files = 0
+    metric_from = -1  # the first frame in metres (-1: none)
     bar = progress_bar(reader.length, f'run {args.backend}', True)
     t_start = time.perf_counter()
     try:
@@ -139,6 +144,8 @@ def run(args: argparse.Namespace) -> int:
                 t0 = time.perf_counter()
                 result = engine.process(frame)
                 latencies.append(time.perf_counter() - t0)
+                if result.metric and metric_from < 0:
+                    metric_from = i
                 resets += bool(engine.last_step.reset_reason)
                 T = result.T_wc
                 q = Rotation.from_matrix(T[:3, :3]).as_quat()
@@ -177,7 +184,8 @@ def run(args: argparse.Namespace) -> int:
         'latency_ms_max': float(np.max(lat)), 'peak_rss_mb': peak_rss_mb(),
         'cache_mb': engine.cache.megabytes, 'cache_mb_peak': cache_peak,
         'cache_frames': len(engine.cache), 'cache_budget_mb': cfg.cache.budget_mb,
-        'metric': engine.metric, 'backend': args.backend, 'input': str(args.input),
+        'metric': engine.metric, 'metric_from_frame': metric_from,
+        'backend': args.backend, 'input': str(args.input),
         'layout': reader.layout, 'input_size': _size(engine.input_size),
         'processing_size': f'{proc[0]}x{proc[1]}', 'stream_resets': resets,
         'tracks_total': int(len(np.unique(np.concatenate([s[0] for s in snaps]))))

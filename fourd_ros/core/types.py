@@ -36,7 +36,7 @@ class TrackStatus(IntEnum):
     LOST = 2
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class GroundPlane:
     """The flat floor a camera moves on (a ground robot's camera): with it a monocular
     backend can give metres (its height, seen in the floor's image motion, sets the scale).

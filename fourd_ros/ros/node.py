@@ -212,6 +212,15 @@ class FourdBehaviour:
         self.get_logger().info(
             f'fourd ready: backend={self.backend_name} (metric={self.engine.metric}), inputs: '
             + ', '.join(f"{n}='{self.resolve_topic_name(t)}'" for n, t in inputs.items()))
+        if self.p['camera_height'] > 0:
+            if self.uses_depth:
+                self.get_logger().info('camera_height is not used: the depth sensor gives '
+                                       'metres')
+            elif self.p['publish_camera_tf']:
+                self.get_logger().warning(
+                    "camera_height with publish_camera_tf: the node's own base_frame -> "
+                    'camera is level: a camera pitched or rolled needs its mounting on '
+                    "/tf_static (publish_camera_tf:=false, e.g. a URDF's)")
 
     def _deactivate(self) -> None:
         """Stop taking images: unsubscribe, let the frame in hand finish, drop the waiting
@@ -422,9 +431,12 @@ class FourdBehaviour:
             return 'depth sensor (metres)'
         if self.p['camera_height'] <= 0:
             return 'unknown (up to scale; set camera_height on a ground robot)'
+        up = self.out.frames.up_in_camera()
+        tilt = (f'camera {np.degrees(np.arcsin(np.clip(-up[2], -1, 1))):.1f} deg below level, '
+                f'roll {np.degrees(np.arctan2(up[0], -up[1])):.1f} deg')
         if self.engine.metric:
-            return 'floor, camera_height (metres)'
-        return 'floor, camera_height: waiting for the floor to move in view'
+            return f'floor, camera_height (metres; {tilt})'
+        return f'floor, camera_height: waiting for the floor to move in view ({tilt})'
 
     def _fps_estimate(self, default: float = 10.0) -> float:
         """Frames per second the worker manages (its whole time per frame); `default` before

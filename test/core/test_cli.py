@@ -254,6 +254,13 @@ def test_bad_option_values(tmp_path: Path, capsys: pytest.CaptureFixture) -> Non
         main(['synth', '--size', '96by72', '--out', str(tmp_path / 'x')])
     assert exc.value.code == 2
     assert 'WIDTHxHEIGHT' in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(['run', '--input', 'x', '--out', str(tmp_path / 'r'), '--camera-height', 'nan'])
+    assert 'finite' in capsys.readouterr().err
+    # a pitch without a height: one clear error (exit 2), before anything is loaded
+    assert main(['run', '--input', 'x', '--out', str(tmp_path / 'r'),
+                 '--camera-pitch', '10']) == 2
+    assert '--camera-pitch goes with --camera-height' in capsys.readouterr().err
 
 
 def test_demo_is_dispatched_lazily(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -341,7 +348,8 @@ def test_run_learned_is_metric_with_a_ground_robots_camera_height(tmp_path: Path
                  str(_as_image_folder(clip_dir, tmp_path / 'imgs')), '--out', str(out),
                  '--depth-every', '1', '--camera-height', f'{ground.height:.4f}',
                  '--camera-pitch', f'{pitch:.3f}']) == 0
-    assert _load(out / 'summary.json')['metric'] is True
+    summary = _load(out / 'summary.json')
+    assert summary['metric'] is True and 0 < summary['metric_from_frame'] < 30
     last = sorted((out / 'depth').glob('*.npy'))[-1]
     depth = np.load(last)
     truth = cv2.resize(clip.depth[int(last.stem)], depth.shape[::-1],

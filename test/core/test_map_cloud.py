@@ -97,7 +97,8 @@ def test_the_map_starts_again_when_its_units_change() -> None:
             dynamic_mask=np.zeros((H, W), bool), segments=np.zeros((H, W), np.uint16),
             scene_flow=np.zeros((H, W, 3), np.float32), metric=metric)
 
-    acc = MapAccumulator(voxel_size=0.05, max_points=10000, pixel_stride=2)
+    # no carving: a later view must not be what removes the earlier points
+    acc = MapAccumulator(voxel_size=0.05, max_points=10000, pixel_stride=2, carve=False)
     acc.add_frame(frame(False, 1.0), np.eye(4))
     acc.add_frame(frame(False, 1.0), np.eye(4))
     acc.update()
@@ -105,3 +106,6 @@ def test_the_map_starts_again_when_its_units_change() -> None:
     acc.add_frame(frame(True, 2.5), np.eye(4))  # metres from here on
     acc.update()
     assert len(acc.points) and np.allclose(acc.points[:, 2], 2.5, atol=0.05)
+    acc.add_frame(frame(True, 1.0), np.eye(4))  # the same units: kept together
+    acc.update()
+    assert {1.0, 2.5} == set(np.round(acc.points[:, 2], 1).tolist())

@@ -165,7 +165,11 @@ def test_learned_node_on_a_ground_robot_is_metric(ros_context, start_process) ->
             for status in msg.status:
                 values = {kv.key: kv.value for kv in status.values}
                 if values.get('metric') == 'true':
-                    assert values['scale'] == 'floor, camera_height (metres)', values
+                    # the camera's pitch, read from the mounting on /tf_static
+                    pitch = np.degrees(np.arcsin(-ground.up[2]))
+                    assert values['scale'].startswith(
+                        f'floor, camera_height (metres; camera {pitch:.1f} deg below level, '
+                        'roll '), values
                     return conv.stamp_to_sec(msg.header.stamp)
         return None
 

@@ -84,7 +84,7 @@ def floor_pixels(points_cam: np.ndarray, up: np.ndarray, usable: np.ndarray,
         facing = np.abs(normals @ up) >= np.cos(np.deg2rad(max_tilt_deg))
         below = -(points_cam @ up)
         rays_down = (points_cam @ up) < -0.03 * np.linalg.norm(points_cam, axis=-1)
-        candidates = usable & facing & rays_down & (below > 0)
+        candidates = usable & facing & rays_down
         if height is None:
             if not candidates.any():
                 return candidates
@@ -134,7 +134,8 @@ def fit_floor(flow: np.ndarray, K: np.ndarray, T_ref_cur: np.ndarray, up: np.nda
     b = -(K @ t)[:, None] * (up @ rays)[None]
     x_ref = u + flow[v, u, 0]
     y_ref = v + flow[v, u, 1]
-    # x_ref = (a_x + w b_x) / (a_z + w b_z), w = 1 / h: linear in w; rows in pixels
+    # x_ref = (a_x + w b_x) / (a_z + w b_z), w = 1 / h: linear in w; rows divided by a_z are
+    # about pixels (exactly where the floor's flow is small against its depth)
     coeff = np.concatenate([b[0] - x_ref * b[2], b[1] - y_ref * b[2]]) / np.tile(a[2], 2)
     rhs = np.concatenate([x_ref * a[2] - a[0], y_ref * a[2] - a[1]]) / np.tile(a[2], 2)
     ok = np.isfinite(coeff) & np.isfinite(rhs)
@@ -165,19 +166,29 @@ class GroundScale:
         self.reset()
 
     def reset(self) -> None:
-        self._log_scale: deque[float] = deque(maxlen=self.config.window)
+        self._frame = 0
+        # (frame, log metres per map unit) of the recent estimates, in today's map units
+        self._log_scale: deque[tuple[int, float]] = deque(maxlen=self.config.window)
         self.metric = False
+
+    @property
+    def frames_since_estimate(self) -> int:
+        """Frames since the last estimate was recorded (a large number before the first)."""
+        return self._frame - self._log_scale[-1][0] if self._log_scale else 1 << 30
 
     def step(self, metres_per_unit: float | None) -> float:
         """Record this frame's estimate (metres per map unit; None = none) and return the
-        factor the map is to be multiplied by (1.0 = leave it)."""
+        factor the map is to be multiplied by (1.0 = leave it). Without an estimate the map
+        keeps its scale; estimates older than two windows of frames are forgotten."""
         cfg = self.config
-        if metres_per_unit is not None and np.isfinite(metres_per_unit) \
-                and metres_per_unit > 0:
-            self._log_scale.append(float(np.log(metres_per_unit)))
-        if not self._log_scale:
+        self._frame += 1
+        while self._log_scale and self._frame - self._log_scale[0][0] > 2 * cfg.window:
+            self._log_scale.popleft()
+        if metres_per_unit is None or not np.isfinite(metres_per_unit) \
+                or metres_per_unit <= 0:
             return 1.0
-        median = float(np.median(self._log_scale))
+        self._log_scale.append((self._frame, float(np.log(metres_per_unit))))
+        median = float(np.median([x for _, x in self._log_scale]))
         if not self.metric:
             if len(self._log_scale) < cfg.first_estimates:
                 return 1.0
@@ -186,5 +197,6 @@ class GroundScale:
         else:
             step = float(np.clip(cfg.gain * median, -cfg.max_step, cfg.max_step))
         # the stored estimates are in the old map units: re-express them in the new ones
-        self._log_scale = deque((x - step for x in self._log_scale), maxlen=cfg.window)
+        self._log_scale = deque(((k, x - step) for k, x in self._log_scale),
+                                maxlen=cfg.window)
         return float(np.exp(step))

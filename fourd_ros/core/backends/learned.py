@@ -307,12 +307,13 @@ class LearnedBackend:
         dynamic = moved > cfg.reported_rel
         scene_flow = velocity  # float32, this frame's own: zeroed in place off the mask
         scene_flow[~dynamic] = 0.0
+        clock.append(time.perf_counter())
         rescale = 1.0
         if frame.ground is not None:
-            t_ground = time.perf_counter()
-            rescale = self._ground_step(frame.ground, gray, depth, ~moving, T_wc, K, posed)
-            extras.update(ground_rescale=rescale,
-                          time_ground_ms=(time.perf_counter() - t_ground) * 1e3)
+            # the pose of a frame whose tracking failed is a guess: no floor estimate from it
+            rescale = self._ground_step(frame.ground, gray, depth, ~moving, T_wc, K, posed) \
+                if est is not None and est.ok else self._ground.step(None)
+            extras['ground_rescale'] = rescale
         if rescale != 1.0:
             # the map scaled about this camera: its pose stays, lengths change
             depth = depth * np.float32(rescale)
@@ -340,12 +341,13 @@ class LearnedBackend:
         clock.append(time.perf_counter())
         # wall time per stage (ms): pose = landmark tracking; encode = the model's encoder,
         # geometry head and the fit to the landmarks; motion = the decoder pass behind the
-        # dynamic mask and scene flow; map = landmark upkeep
+        # dynamic mask and scene flow; ground = the floor's scale (0 without a floor); map =
+        # landmark upkeep
         stage_ms = np.diff(clock) * 1e3
         extras.update(keyframe=keyframe, attended_tokens=out.attended_tokens,
                       sources=len(sources), scale=scale,
                       **{f'time_{name}_ms': float(ms) for name, ms in
-                         zip(('pose', 'encode', 'motion', 'map'), stage_ms)})
+                         zip(('pose', 'encode', 'motion', 'ground', 'map'), stage_ms)})
         result = FrameResult(stamp=frame.stamp, colors=frame.rgb, depth=depth,
                              points_cam=points_cam, points_world=points_world, confidence=conf,
                              K=K, T_wc=T_wc, dynamic_mask=dynamic,
@@ -514,9 +516,12 @@ class LearnedBackend:
         static pixels."""
         cfg = self.config.ground
         points = unproject_depth(depth, K)
-        # once metric, the floor is the camera's height below it (in metres = map units)
+        # once metric, the floor is the camera's height below it (in metres = map units),
+        # which keeps the foot of walls and table tops out; after a long time without an
+        # estimate (the scale may have drifted away from it) the floor is found as at the start
+        known = self._ground.metric and self._ground.frames_since_estimate <= cfg.window
         floor = floor_pixels(points, ground.up, usable, cfg.max_tilt_deg,
-                             ground.height if self._ground.metric else None)
+                             ground.height if known else None)
         if floor.sum() < cfg.min_pixels:
             return self._ground.step(None)
         height = float(np.median(-(points[floor] @ ground.up)))
