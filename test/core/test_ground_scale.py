@@ -98,6 +98,10 @@ def test_ground_scale_waits_for_estimates_then_corrects_in_bounded_steps() -> No
     # bounded step per frame
     steps = [scale.step(1.5) for _ in range(5)]
     assert all(1.0 <= s <= np.exp(0.02) + 1e-9 for s in steps) and steps[-1] > 1.0
+    # no floor in view: the map keeps its scale, and old estimates are forgotten
+    assert all(scale.step(None) == 1.0 for _ in range(2 * cfg.window + 1))
+    assert scale.frames_since_estimate > cfg.window
+    assert scale.step(1.0) == pytest.approx(1.0)  # alone in the window now
     scale.reset()
     assert not scale.metric and scale.step(3.0) == 1.0
 
@@ -119,7 +123,7 @@ def test_learned_backend_is_metric_on_a_ground_robot(clip) -> None:
     def run(with_ground: bool) -> tuple[list[bool], np.ndarray]:
         engine = StreamingEngine(factory.make_backend('learned', device='cpu'),
                                  EngineConfig(width=0))
-        metric, ratio = [], []
+        metric, ratio, ids = [], [], []
         for i in range(len(clip)):
             frame = clip.frame(i)
             if not with_ground:
@@ -127,6 +131,10 @@ def test_learned_backend_is_metric_on_a_ground_robot(clip) -> None:
             result = engine.process(frame)
             assert result.metric == engine.metric
             metric.append(result.metric)
+            ids.append(set(engine.track_snapshot().ids.tolist()))
+            if len(metric) > 1 and metric[-1] != metric[-2]:
+                # the tracks (old units) start again, under new ids
+                assert ids[-1] and min(ids[-1]) > max(set().union(*ids[:-1]))
             ok = result.depth > 0
             ratio.append(np.median(result.depth[ok] / clip.depth[i][ok]))
         return metric, np.array(ratio)

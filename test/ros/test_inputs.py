@@ -190,3 +190,22 @@ def test_input_loss_monitor_warns_with_the_fix() -> None:
         clean.add_depth(0.1 * i)
         clean.add_image(0.1 * i)
     assert clean.report('x').warning == '' and clean.report('x').depth_unmatched == 0
+
+
+def test_the_floors_up_vector_comes_from_the_mounting() -> None:
+    """camera_height's floor: base_frame's z axis in the optical frame, through a URDF-style
+    chain (base_link -> camera_link pitched 15 deg down -> the optical rotation); the same as
+    `GroundPlane.pitched`, which `fourd run --camera-pitch` uses."""
+    from scipy.spatial.transform import Rotation
+
+    from fourd_ros.core.geometry import make_pose
+    from fourd_ros.core.types import GroundPlane
+    from fourd_ros.ros.conversions import FrameTransforms, T_LINK_FROM_OPTICAL
+    level = FrameTransforms(T_LINK_FROM_OPTICAL)
+    assert np.allclose(level.up_in_camera(), [0.0, -1.0, 0.0])
+    pitched = make_pose(Rotation.from_euler('y', 15, degrees=True).as_matrix(),
+                        np.array([0.1, 0.0, 0.4]))
+    up = FrameTransforms(pitched @ T_LINK_FROM_OPTICAL).up_in_camera()
+    s, c = np.sin(np.radians(15)), np.cos(np.radians(15))
+    assert np.allclose(up, [0.0, -c, -s])
+    assert np.allclose(GroundPlane.pitched(0.4, 15.0).up, up)

@@ -120,6 +120,11 @@ class Backend(Protocol):
     Memory: the latent record may hold numpy arrays and torch tensors, nested in dicts, lists or
     dataclasses; the engine counts their storage per device (`latent_nbytes`), and eviction drops
     the engine's last reference to them.
+
+    Units: `metric` says whether the outputs are metres now. A backend up to scale may turn
+    metric during a stream (the learned one given the floor, `Frame.ground`) and turns back at
+    `reset`; each `FrameResult.metric` is the value after that frame. The engine starts the
+    tracks and moving objects again when it changes.
     """
 
     name: str

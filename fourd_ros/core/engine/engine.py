@@ -113,11 +113,14 @@ class StreamingEngine:
         self._input_K: np.ndarray | None = None  # the stream's input intrinsics (None = none)
         self._proc_size: tuple[int, int] | None = None
         self._index = 0
+        self._last_metric: bool | None = None  # the last frame's units (None: no frame yet)
         self.last_step = StepInfo()
 
     # ------------------------------------------------------------------ stream
     @property
     def metric(self) -> bool:
+        """The outputs are metres (a monocular backend may turn metric during a stream: a
+        ground robot's floor)."""
         return bool(self.backend.metric)
 
     @property
@@ -149,6 +152,7 @@ class StreamingEngine:
             self._input_K = None
             self._proc_size = None
             self._index = 0
+            self._last_metric = None
 
     def close(self) -> None:
         """Drop the stream and release the backend (its model and device memory)."""
@@ -210,6 +214,16 @@ class StreamingEngine:
                 f'{self._proc_size[0]}x{self._proc_size[1]}, more than the cache budget of '
                 f'{self.config.cache.budget_mb:g} MiB: raise the budget (cache_budget_mb) or '
                 'lower the processing width (processing_width)')
+        prev_metric = self._last_metric
+        self._last_metric = result.metric
+        units_changed = prev_metric is not None and result.metric != prev_metric
+        if units_changed:
+            # a monocular stream that has just turned metric (a ground robot's floor): the
+            # tracks' and objects' positions and velocities are in the old units; they start
+            # again, with new ids
+            LOG.info('the backend turned metric: tracks and moving objects start again')
+            self.objects.restart()
+            self.tracks.restart()
         objects = self.objects.step(frame.stamp, result.points_world, segments,
                                     result.scene_flow, result.confidence)
         entry.segment_ids = objects.segment_ids
@@ -223,7 +237,7 @@ class StreamingEngine:
         # only this thread changes the cache (under `_stream`), so `prev` and `entry` stay valid;
         # they are consecutive frames, so there is nothing to chain through
         try:
-            snapshot = self.tracks.step(prev, entry,
+            snapshot = self.tracks.step(None if units_changed else prev, entry,
                                         lambda a, b, px: self.backend.motion(a, b, px, []),
                                         result.confidence)
         except BackendError as exc:

@@ -190,6 +190,12 @@ class ObjectTracker:
         self.config = config or ObjectConfig()
         self.reset()
 
+    def restart(self) -> None:
+        """Forget every object but not the ids given (ids are never reused in a stream)."""
+        next_id = self._next_id
+        self.reset()
+        self._next_id = next_id
+
     def reset(self) -> None:
         self._next_id = 1
         self._followed: list[_Followed] = []

@@ -55,6 +55,12 @@ class TrackManager:
         self.config = config
         self.reset()
 
+    def restart(self) -> None:
+        """Forget every track but not the ids given (a new track never takes an old id)."""
+        next_id = self._next_id
+        self.reset()
+        self._next_id = next_id
+
     def reset(self) -> None:
         self._next_id = 1
         self._ids = np.zeros(0, np.uint64)
