@@ -69,11 +69,18 @@ ARGUMENTS = {
              'namespace); without rviz2 installed, `fourd view` shows them in a browser'),
     'fastdds_profile': (str(SHARE / 'config' / 'fastdds.xml'),
                         "Fast DDS transport profile ('' = none)"),
+    'base_frame': ('', "the robot's frame (e.g. base_footprint; '' = the parameter file's)"),
+    'publish_camera_tf': ('', "false: the camera's mounting from /tf_static (a URDF's); '' = "
+                          "the parameter file's"),
+    'camera_height': ('', "a ground robot's camera height above the floor, metres: metric "
+                      "monocular output ('' = the parameter file's)"),
 }
 
 # launch arguments passed to fourd_node as parameters of the same name
 NODE_PARAMETERS = ('backend', 'image_transport', 'depth_image_transport', 'image_rectified',
                    'use_sim_time')
+# ... and those passed only when given (else the parameter file's value stands)
+OPTIONAL_NODE_PARAMETERS = ('base_frame', 'publish_camera_tf', 'camera_height')
 
 
 def _true(value: str) -> bool:
@@ -103,6 +110,9 @@ def node_ros_args(args: dict[str, str], with_remaps: bool = True) -> list[str]:
     out = ['--ros-args', '--params-file', args['config']]
     for name in NODE_PARAMETERS:
         out += ['-p', f'{name}:={args[name]}']
+    for name in OPTIONAL_NODE_PARAMETERS:
+        if args.get(name):
+            out += ['-p', f'{name}:={args[name]}']
     if with_remaps:
         for name, topic in remappings(args):
             out += ['-r', f'{name}:={topic}']

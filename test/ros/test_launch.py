@@ -82,3 +82,21 @@ def test_launch_file_rejects_unknown_arguments(ros_env) -> None:
                              'no_such_arg:=1'], env=ros_env, capture_output=True, text=True,
                             timeout=60)
     assert result.returncode == 2 and 'unknown argument' in result.stderr
+
+
+def test_robot_arguments_reach_the_node_only_when_given() -> None:
+    """base_frame, publish_camera_tf and camera_height (a ground robot's metric monocular
+    camera) are passed when given; otherwise the parameter file's values stand."""
+    spec = importlib.util.spec_from_file_location('fourd_launch',
+                                                  REPO / 'launch' / 'fourd.launch.py')
+    launch = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(launch)
+    defaults = {k: v[0] for k, v in launch.ARGUMENTS.items()}
+    plain = launch.node_ros_args(defaults)
+    assert not any(a.startswith(('base_frame:=', 'publish_camera_tf:=', 'camera_height:='))
+                   for a in plain)
+    robot = launch.node_ros_args(dict(defaults, base_frame='base_footprint',
+                                      publish_camera_tf='false', camera_height='0.42'))
+    for item in ('base_frame:=base_footprint', 'publish_camera_tf:=false',
+                 'camera_height:=0.42'):
+        assert robot[robot.index(item) - 1] == '-p'
