@@ -39,7 +39,8 @@ class GroundScaleConfig:
             is not used.
         min_inlier_share: nor one whose floor pixels follow the fitted plane's motion less
             often than this.
-        window: estimates kept (the median of them is what corrects the map).
+        window: estimates kept (the median of them is what corrects the map; only those of
+            the last ``2 x window`` frames).
         first_estimates: estimates the first (full) correction waits for; until then the
             output stays up to scale.
         gain, max_step: later corrections move the map's scale by ``gain`` x the logarithm of
@@ -83,7 +84,8 @@ def floor_pixels(points_cam: np.ndarray, up: np.ndarray, usable: np.ndarray,
     with np.errstate(invalid='ignore'):
         facing = np.abs(normals @ up) >= np.cos(np.deg2rad(max_tilt_deg))
         below = -(points_cam @ up)
-        rays_down = (points_cam @ up) < -0.03 * np.linalg.norm(points_cam, axis=-1)
+        # the ray at least 1.7 deg under the horizon (the point's own direction, any depth)
+        rays_down = below > 0.03 * np.linalg.norm(points_cam, axis=-1)
         candidates = usable & facing & rays_down
         if height is None:
             if not candidates.any():
