@@ -37,7 +37,7 @@ DIAGNOSTIC_KEYS = {
     'input_images_missing', 'input_depth_received', 'input_depth_missing',
     'input_depth_unmatched', 'tracking_lost_frames', 'tracking_relocalized_frames',
     'stream_resets', 'cache_frames', 'cache_mb', 'cache_budget_mb', 'input_fps',
-    'seconds_since_image', 'cache_mb_by_device', 'tracking'}
+    'seconds_since_image', 'cache_mb_by_device', 'tracking', 'scale'}
 
 
 def late_map(context, timeout: float = 10.0) -> PointCloud2:
@@ -128,6 +128,7 @@ def test_outputs_and_services_value_by_value(ros_context, start_process, tmp_pat
 
     # diagnostics: the documented keys, no more, no fewer
     assert set(diagnostics_values(msgs['/diagnostics'])) == DIAGNOSTIC_KEYS
+    assert diagnostics_values(msgs['/diagnostics'])['scale'] == 'depth sensor (metres)'
 
     # a subscriber joining late gets the map (transient local)
     latched = late_map(ros_context)
