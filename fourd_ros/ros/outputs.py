@@ -49,7 +49,7 @@ TOPICS = (
     ('/tf_static', 'tf2_msgs/TFMessage', 'base_frame -> camera optical frame'),
     ('~/path', 'nav_msgs/Path', 'camera path in the odom frame'),
     ('~/odom', 'nav_msgs/Odometry', 'base_frame pose and twist in the odom frame, with '
-     'covariance (1e6 while tracking is lost)'),
+     "covariance (1e6 while tracking is lost; the position's also while it is up to scale)"),
     ('~/tracks', 'fourd_ros_msgs/TrackedPoints', 'persistent tracked points, map frame (odom '
      'without map -> odom)'),
     ('~/track_markers', 'visualization_msgs/MarkerArray', 'track trails'),
@@ -168,12 +168,15 @@ class Outputs:
             self.pub_path.publish(Path(header=Header(stamp=stamp, frame_id=p['odom_frame']),
                                        poses=list(self._path)))
         prev = self._prev_odom
-        # lost tracking holds the last pose: a fusing filter must not trust it
+        # lost tracking holds the last pose: a fusing filter must not trust it; a position up
+        # to scale (monocular, before or without the floor's metres) is not metres either,
+        # while its orientation is
         lost = not result.extras.get('tracking_ok', True)
         self.pub_odom.publish(conv.make_odometry(
             T_odom_base, None if prev is None else prev[1],
             0.0 if prev is None else t_sec - prev[0], p['odom_frame'], p['base_frame'], stamp,
-            conv.UNKNOWN_VARIANCE if lost else p['odom_position_variance'],
+            conv.UNKNOWN_VARIANCE if lost or not result.metric
+            else p['odom_position_variance'],
             conv.UNKNOWN_VARIANCE if lost else p['odom_orientation_variance']))
         self._prev_odom = (t_sec, T_odom_base)
         if p['publish_map_points']:

@@ -50,6 +50,10 @@ def test_learned_node_on_a_monocular_camera(ros_context, start_process, clip) ->
               for kv in s.values}
     assert values.get('backend') == 'learned' and values.get('metric') == 'false', values
     assert values.get('scale', '').startswith('unknown (up to scale'), values
+    # a fusing filter gets the orientation, not an up-to-scale position as metres
+    odom = rec.msgs['/fourd/odom'][-1]
+    assert np.allclose(np.diag(np.reshape(odom.pose.covariance, (6, 6))),
+                       [1e6, 1e6, 1e6, 1e-4, 1e-4, 1e-4])
     cloud = rec.msgs['/fourd/points'][-1]
     arr = conv.cloud_to_array(cloud)
     assert np.isfinite(arr['z']).mean() > 0.9 and np.nanmin(arr['z']) > 0
@@ -159,6 +163,7 @@ def test_learned_node_on_a_ground_robot_is_metric(ros_context, start_process) ->
     rec.listen(PointCloud2, '/fourd/points', 100)
     rec.listen(DiagnosticArray, '/diagnostics')
     rec.listen(PoseStamped, '/camera/ground_truth/pose', 200)
+    rec.listen(Odometry, '/fourd/odom', 200)
 
     def metric_since() -> float | None:
         for msg in rec.msgs.get('/diagnostics', []):
@@ -195,6 +200,10 @@ def test_learned_node_on_a_ground_robot_is_metric(ros_context, start_process) ->
         ratios.append(float(np.median(z[ok] / true[ok])))
     print('ground robot, learned node: cloud depth / true depth (median per cloud) '
           + ' '.join(f'{r:.2f}' for r in ratios))
+    # the odometry's position is metres once the clouds are: a fusing filter may use it
+    last = rec.msgs['/fourd/odom'][-1]
+    assert conv.stamp_to_sec(last.header.stamp) > metric_since()
+    assert np.allclose(np.diag(np.reshape(last.pose.covariance, (6, 6))), 1e-4)
     # no scale alignment: metres (in-process on this clip at 256x192: within 4 % median)
     assert abs(np.log(np.median(ratios))) < 0.25, ratios
     node.destroy_node()
