@@ -308,22 +308,26 @@ class LearnedBackend:
         scene_flow = velocity  # float32, this frame's own: zeroed in place off the mask
         scene_flow[~dynamic] = 0.0
         clock.append(time.perf_counter())
-        rescale = 1.0
+        rescale, points_cam = 1.0, None
         if frame.ground is not None:
+            points_cam = unproject_depth(depth, K)
             # the pose of a frame whose tracking failed is a guess: no floor estimate from it
-            rescale = self._ground_step(frame.ground, gray, depth, ~moving, T_wc, K, posed) \
+            rescale = self._ground_step(frame.ground, gray, points_cam, ~moving, T_wc, K,
+                                        posed) \
                 if est is not None and est.ok else self._ground.step(None)
             extras['ground_rescale'] = rescale
         if rescale != 1.0:
             # the map scaled about this camera: its pose stays, lengths change
             depth = depth * np.float32(rescale)
+            points_cam = points_cam * np.float32(rescale)
             scale *= rescale
             scene_flow *= np.float32(rescale)
             self._landmarks.rescale(T_wc[:3, 3], rescale)
             if abs(np.log(rescale)) > cfg.rescale_epoch_log:
                 self._scale_epoch = frame.stamp
         clock.append(time.perf_counter())
-        points_cam = unproject_depth(depth, K)
+        if points_cam is None:
+            points_cam = unproject_depth(depth, K)
         points_world = transform_points(T_wc, points_cam).astype(np.float32)
         # landmarks start on the most confident share of the static pixels, and leave
         # low-confidence pixels (keeping them measured worse: 7-Scenes ATE 6.4 vs 3.7 cm,
@@ -507,15 +511,14 @@ class LearnedBackend:
         velocity = disp @ (T_wc[:3, :3].T / (ref.stamp - stamp)).astype(np.float32)
         return moved.astype(np.float32), velocity
 
-    def _ground_step(self, ground: GroundPlane, gray: np.ndarray, depth: np.ndarray,
+    def _ground_step(self, ground: GroundPlane, gray: np.ndarray, points: np.ndarray,
                      usable: np.ndarray, T_wc: np.ndarray, K: np.ndarray,
                      posed: list[CacheEntry]) -> float:
         """The factor to scale the map by now (`ground_scale.GroundScale`), from the floor's
         flow to the newest cached frame at least ``min_baseline`` of the camera's height away
-        (the height as the depth shows it) and the known height in metres. ``usable``:
-        static pixels."""
+        (the height as the frame's points, H x W x 3 camera frame, show it) and the known
+        height in metres. ``usable``: static pixels."""
         cfg = self.config.ground
-        points = unproject_depth(depth, K)
         # once metric, the floor is the camera's height below it (in metres = map units),
         # which keeps the foot of walls and table tops out; after a long time without an
         # estimate (the scale may have drifted away from it) the floor is found as at the start
