@@ -11,17 +11,23 @@ Arguments (name, default, meaning):
     camera_info           /camera/camera_info  input CameraInfo topic ('' = none)
     depth                 /camera/depth        registered depth topic ('' = monocular)
     config                <share>/config/fourd.yaml  parameter file
-    backend               auto                 auto | learned | rgbd
-    image_transport       raw                  raw | compressed (reads <image>/compressed)
-    depth_image_transport raw                  raw | compressedDepth (<depth>/compressedDepth)
-    image_rectified       false                true: the image is image_proc's image_rect
-    use_sim_time          false                true: the /clock of `ros2 bag play --clock`
+    backend               ''                   auto | learned | rgbd
+    image_transport       ''                   raw | compressed (reads <image>/compressed)
+    depth_image_transport ''                   raw | compressedDepth (<depth>/compressedDepth)
+    image_rectified       ''                   true: the image is image_proc's image_rect
+    use_sim_time          ''                   true: the /clock of `ros2 bag play --clock`
+    base_frame            ''                   the robot's frame (e.g. base_footprint)
+    publish_camera_tf     ''                   false: the camera's mounting from /tf_static
+    camera_height         ''                   a ground robot's camera height (m): metres
     namespace             ''                   namespace of the node (one per camera)
     managed               false                true: fourd_lifecycle_node (starts unconfigured)
     rviz                  false                true: also RViz with config/fourd.rviz (its
                                                topics moved into the namespace)
     use_synthetic_camera  false                also start fourd_synthetic_camera
     fastdds_profile       <share>/config/fastdds.xml  Fast DDS transport profile ('' = none)
+
+A node parameter argument left at '' is not passed: the parameter file's value stands (a value
+given on the command line wins over the file's).
 """
 
 from __future__ import annotations
@@ -54,13 +60,15 @@ ARGUMENTS = {
     'camera_info': ('/camera/camera_info', "input CameraInfo topic ('' = none)"),
     'depth': ('/camera/depth', "registered depth topic ('' = monocular)"),
     'config': (str(SHARE / 'config' / 'fourd.yaml'), 'parameter file'),
-    'backend': ('auto', 'auto | learned | rgbd'),
-    'image_transport': ('raw', 'raw | compressed (reads <image>/compressed)'),
-    'depth_image_transport': ('raw', 'raw | compressedDepth (reads <depth>/compressedDepth)'),
-    'image_rectified': ('false', "true: the image is already rectified (image_proc's "
-                        'image_rect; intrinsics from P)'),
-    'use_sim_time': ('false', 'true: time from /clock (a bag played with ros2 bag play '
-                     '--clock)'),
+    'backend': ('', "auto | learned | rgbd ('' = the parameter file's)"),
+    'image_transport': ('', "raw | compressed (reads <image>/compressed; '' = the parameter "
+                        "file's)"),
+    'depth_image_transport': ('', 'raw | compressedDepth (reads <depth>/compressedDepth; '
+                              "'' = the parameter file's)"),
+    'image_rectified': ('', "true: the image is already rectified (image_proc's "
+                        "image_rect; intrinsics from P; '' = the parameter file's)"),
+    'use_sim_time': ('', 'true: time from /clock (a bag played with ros2 bag play '
+                     "--clock; '' = the parameter file's, else false)"),
     'namespace': ('', 'namespace of the node (one per camera)'),
     'managed': ('false', 'true: the managed fourd_lifecycle_node, which starts unconfigured '
                 'for a lifecycle manager (nav2)'),
@@ -76,11 +84,10 @@ ARGUMENTS = {
                       "monocular output ('' = the parameter file's)"),
 }
 
-# launch arguments passed to fourd_node as parameters of the same name
+# launch arguments passed to fourd_node as parameters of the same name, only when given: else
+# the parameter file's value stands (a default here would silently override a user's file)
 NODE_PARAMETERS = ('backend', 'image_transport', 'depth_image_transport', 'image_rectified',
-                   'use_sim_time')
-# ... and those passed only when given (else the parameter file's value stands)
-OPTIONAL_NODE_PARAMETERS = ('base_frame', 'publish_camera_tf', 'camera_height')
+                   'use_sim_time', 'base_frame', 'publish_camera_tf', 'camera_height')
 
 
 def _true(value: str) -> bool:
@@ -109,8 +116,6 @@ def node_ros_args(args: dict[str, str], with_remaps: bool = True) -> list[str]:
     """--ros-args for fourd_node from launch arguments (shared by both launch paths)."""
     out = ['--ros-args', '--params-file', args['config']]
     for name in NODE_PARAMETERS:
-        out += ['-p', f'{name}:={args[name]}']
-    for name in OPTIONAL_NODE_PARAMETERS:
         if args.get(name):
             out += ['-p', f'{name}:={args[name]}']
     if with_remaps:

@@ -84,19 +84,25 @@ def test_launch_file_rejects_unknown_arguments(ros_env) -> None:
     assert result.returncode == 2 and 'unknown argument' in result.stderr
 
 
-def test_robot_arguments_reach_the_node_only_when_given() -> None:
-    """base_frame, publish_camera_tf and camera_height (a ground robot's metric monocular
-    camera) are passed when given; otherwise the parameter file's values stand."""
+def test_node_parameter_arguments_reach_the_node_only_when_given() -> None:
+    """Launch arguments that set node parameters (backend, transports, rectified, sim time,
+    and a ground robot's base_frame / publish_camera_tf / camera_height) are passed when given;
+    otherwise the parameter file's values stand (a launch default overrode a user's file)."""
     spec = importlib.util.spec_from_file_location('fourd_launch',
                                                   REPO / 'launch' / 'fourd.launch.py')
     launch = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(launch)
     defaults = {k: v[0] for k, v in launch.ARGUMENTS.items()}
     plain = launch.node_ros_args(defaults)
-    assert not any(a.startswith(('base_frame:=', 'publish_camera_tf:=', 'camera_height:='))
-                   for a in plain)
-    robot = launch.node_ros_args(dict(defaults, base_frame='base_footprint',
-                                      publish_camera_tf='false', camera_height='0.42'))
-    for item in ('base_frame:=base_footprint', 'publish_camera_tf:=false',
-                 'camera_height:=0.42'):
-        assert robot[robot.index(item) - 1] == '-p'
+    assert plain[plain.index('--params-file') + 1] == defaults['config']
+    assert '-p' not in plain, plain
+    given = {'backend': 'rgbd', 'image_transport': 'compressed',
+             'depth_image_transport': 'compressedDepth', 'image_rectified': 'true',
+             'use_sim_time': 'true', 'base_frame': 'base_footprint',
+             'publish_camera_tf': 'false', 'camera_height': '0.42'}
+    assert set(given) == set(launch.NODE_PARAMETERS)
+    robot = launch.node_ros_args(dict(defaults, **given))
+    for name, value in given.items():
+        assert robot[robot.index(f'{name}:={value}') - 1] == '-p'
+    # given values come after the file: they win over it
+    assert robot.index('--params-file') < robot.index('-p')
