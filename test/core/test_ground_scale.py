@@ -12,7 +12,7 @@ from fourd_ros.core.backends.ground_scale import (fit_floor, floor_pixels, Groun
                                                   GroundScaleConfig)
 from fourd_ros.core.data.synthetic import generate_clip, SceneConfig
 from fourd_ros.core.geometry import invert_pose, unproject_depth
-from fourd_ros.core.types import GroundPlane
+from fourd_ros.core.types import GroundPlane, PointStatus
 
 # a ground robot's camera (fixed height, pitched down, planar path); development seed
 GROUND = SceneConfig(frames=60, width=256, height=192, seed=2, fps=30.0,
@@ -135,6 +135,16 @@ def test_learned_backend_is_metric_on_a_ground_robot(clip) -> None:
             if len(metric) > 1 and metric[-1] != metric[-2]:
                 # the tracks (old units) start again, under new ids
                 assert ids[-1] and min(ids[-1]) > max(set().union(*ids[:-1]))
+                switch = frame.stamp
+            if with_ground and any(metric) and i == metric.index(True) + 2:
+                # a query spanning the switch to metres is refused (the earlier frames keep
+                # their up-to-scale positions); one after it is answered
+                pixels = np.array([[128.0, 150.0], [60.0, 170.0]])
+                across = engine.query_pixels(clip.frame(i - 4).stamp, pixels)
+                assert (across.status == PointStatus.OUT_OF_WINDOW).all(), across.message
+                assert 'switch to metres' in across.message, across.message
+                after = engine.query_pixels(switch, pixels)
+                assert (after.status == PointStatus.VALID).any(), after.message
             ok = result.depth > 0
             ratio.append(np.median(result.depth[ok] / clip.depth[i][ok]))
         return metric, np.array(ratio)

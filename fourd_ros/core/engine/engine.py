@@ -114,6 +114,8 @@ class StreamingEngine:
         self._proc_size: tuple[int, int] | None = None
         self._index = 0
         self._last_metric: bool | None = None  # the last frame's units (None: no frame yet)
+        # stamp of the first frame in the current units (a query cannot span a units change)
+        self._units_since: float | None = None
         self.last_step = StepInfo()
 
     # ------------------------------------------------------------------ stream
@@ -153,6 +155,7 @@ class StreamingEngine:
             self._proc_size = None
             self._index = 0
             self._last_metric = None
+            self._units_since = None
 
     def close(self) -> None:
         """Drop the stream and release the backend (its model and device memory)."""
@@ -233,6 +236,8 @@ class StreamingEngine:
             info.evicted = len(self.cache.add(entry))
             self._trajectory.append((frame.stamp, result.T_wc.copy()))
             self._index += 1
+            if units_changed:
+                self._units_since = frame.stamp
         # outside `_lock`: the tracks decode motion (a model pass for the learned backend);
         # only this thread changes the cache (under `_stream`), so `prev` and `entry` stay valid;
         # they are consecutive frames, so there is nothing to chain through
@@ -391,6 +396,13 @@ class StreamingEngine:
             return None, target, [], f'source stamp {source_stamp:.6f} s {why}'
         if target is None:
             return source, None, [], f'target stamp {target_stamp:.6f} s is not cached'
+        since = self._units_since
+        if since is not None and (source.stamp < since) != (target.stamp < since):
+            # the cached frames before the switch keep their positions in the old units
+            return None, target, [], (
+                f'source stamp {source_stamp:.6f} s and target stamp {target.stamp:.6f} s lie '
+                f'on both sides of the switch to metres at {since:.6f} s (the earlier frames '
+                'are up to scale): query frames from one side')
         return source, target, self.cache.between(source, target), ''
 
     def _finish(self, result: QueryResult, source: CacheEntry, target: CacheEntry,
