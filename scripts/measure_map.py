@@ -108,7 +108,7 @@ def real(backend: str, path: str) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument('--backend', default='rgbd', choices=('rgbd', 'learned'))
+    parser.add_argument('--backend', default='rgbd', choices=factory.STREAM_BACKENDS)
     parser.add_argument('--seeds', type=int, nargs='*',
                         default=[0, 2, 5, 11, 100, 102, 103, 104, 105])
     parser.add_argument('--real', default=None, help='a 7-Scenes folder (with ground truth)')

@@ -26,7 +26,7 @@ COLUMNS = ('mask_iou', 'flow_moving_rel_median', 'objects_matched_share',
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument('--backend', default='rgbd', choices=('rgbd', 'learned'))
+    parser.add_argument('--backend', default='rgbd', choices=factory.STREAM_BACKENDS)
     parser.add_argument('--seeds', type=int, nargs='*',
                         default=[0, 2, 5, 11, 100, 102, 103, 104, 105])
     parser.add_argument('--no-dds-clip', action='store_true',

@@ -15,6 +15,7 @@ import argparse
 
 from fourd_ros.cli.common import (add_model_arguments, positive_int, print_table, size_arg,
                                   write_json)
+from fourd_ros.core.backends.factory import STREAM_BACKENDS
 from fourd_ros.core.eval.engine_bench import benchmark, EngineBench, UNITS
 from fourd_ros.core.eval.soak import soak_failure
 
@@ -26,7 +27,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument('--frames', type=positive_int, default=2000, help='stream length (2000)')
     p.add_argument('--size', type=size_arg, default=(320, 240), metavar='WxH',
                    help='image size = processing size (320x240)')
-    p.add_argument('--backend', choices=('rgbd', 'learned'), default='rgbd',
+    p.add_argument('--backend', choices=STREAM_BACKENDS, default='rgbd',
                    help='backend to time (rgbd)')
     p.add_argument('--cache-mb', type=float, default=None, metavar='MB',
                    help='latent cache budget, MiB (engine default)')

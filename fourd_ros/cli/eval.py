@@ -52,8 +52,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                     'the backend itself returns). The oracle backend replays the ground truth '
                     'itself: it checks the evaluation pipeline (it must score perfectly) and is '
                     'not a perception backend.')
-    p.add_argument('--backend', choices=BACKENDS, required=True,
-                   help='oracle (GT replay, pipeline test only), rgbd or learned')
+    p.add_argument('--backend', choices=('auto', *BACKENDS), required=True,
+                   help='oracle (GT replay, pipeline test only), rgbd, learned or auto (rgbd '
+                        'when the input has depth, else learned)')
     p.add_argument('--input', required=True, help='sequence folder or file with ground truth')
     add_model_arguments(p)
     p.add_argument('--json', metavar='FILE', help='write the metrics as JSON (NaN as null)')
@@ -79,7 +80,7 @@ def run(args: argparse.Namespace) -> int:
                       track_gap=args.track_gap, cache_mb=args.cache_mb, device=args.device,
                       checkpoint=args.checkpoint)
     m = report.metrics
-    print_table(f'fourd eval: {args.backend} on {args.input} ({m["layout"]}, '
+    print_table(f'fourd eval: {m["backend"]} on {args.input} ({m["layout"]}, '
                 f'processing {m["processing_size"]})',
                 [(k, m.get(k, float('nan')), unit) for k, unit in ROWS
                  # objects: synthetic clips only; metric_from_frame: streams turning metric

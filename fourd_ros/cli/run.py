@@ -49,13 +49,15 @@ from fourd_ros.core.engine.cache import CachePolicy
 from fourd_ros.core.engine.engine import EngineConfig, StreamingEngine
 from fourd_ros.core.engine.objects import ObjectSnapshot
 from fourd_ros.core.engine.tracks import TrackConfig
-from fourd_ros.core.backends.factory import BACKENDS, make_backend
+from fourd_ros.core.backends.factory import BACKENDS, make_backend, resolve_backend
 from fourd_ros.core.eval.evaluate import progress_bar
 from fourd_ros.core.eval.soak import peak_rss_mb
 from fourd_ros.core.types import GroundPlane
 
-BACKEND_HELP = ('rgbd (sensor depth + odometry + optical flow); oracle replays the ground truth '
-                'of the input and is only for testing the pipeline, not a perception backend')
+BACKEND_HELP = ('auto (default: rgbd when the input has depth, else learned), rgbd (sensor '
+                'depth + odometry + optical flow), learned (monocular S-4RC model); oracle '
+                'replays the ground truth of the input and is only for testing the pipeline, '
+                'not a perception backend')
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -64,7 +66,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                     'objects, depth',
         description='Stream a sequence (7-Scenes, TUM, image folder, video, rosbag2 or synthetic '
                     'clip) through the streaming engine and write the outputs to --out.')
-    p.add_argument('--backend', choices=BACKENDS, default='rgbd',
+    p.add_argument('--backend', choices=('auto', *BACKENDS), default='auto',
                    help=BACKEND_HELP)
     p.add_argument('--input', required=True, help='sequence folder or file')
     add_model_arguments(p)
@@ -101,6 +103,7 @@ def run(args: argparse.Namespace) -> int:
     if args.camera_pitch is not None and args.camera_height <= 0:
         raise ValueError('--camera-pitch goes with --camera-height (the floor under the camera)')
     reader = open_sequence(args.input, max_frames=args.max_frames or None)
+    args.backend = resolve_backend(args.backend, reader.has_depth)
     backend = make_backend(args.backend, device=args.device, checkpoint=args.checkpoint,
                            sequence=reader)
     cfg = EngineConfig(width=0 if args.backend == 'oracle' else args.width)

@@ -12,6 +12,7 @@ from rcl_interfaces.msg import (FloatingPointRange, IntegerRange, ParameterDescr
                                 ParameterType)
 
 from fourd_ros.core import map_cloud
+from fourd_ros.core.backends.factory import STREAM_CHOICES
 
 
 @dataclass(frozen=True)
@@ -64,7 +65,7 @@ def params_usage(params: tuple[Param, ...]) -> list[str]:
 PARAMS: tuple[Param, ...] = (
     # backend and resources
     Param('backend', 'auto', 'geometry/motion backend; auto = rgbd when the depth input is '
-          'remapped (-r depth:=...), else learned', choices=('auto', 'learned', 'rgbd')),
+          'remapped (-r depth:=...), else learned', choices=STREAM_CHOICES),
     Param('device', 'auto', 'inference device of the learned backend: auto (cuda when '
           'available, else cpu), cpu, cuda or cuda:N'),
     Param('checkpoint', '', 'learned backend checkpoint path ("" = the one shipped)'),

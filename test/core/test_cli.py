@@ -15,6 +15,7 @@ import pytest
 from scipy.spatial.transform import Rotation
 
 from fourd_ros.cli.main import main
+from sequence_files import write_bag
 from shared_data import SEVEN_SCENES, needs_7scenes
 
 SEED_WITH_MOVERS = 2  # 96x72 x 12: two moving objects, visible in frames 0-11
@@ -220,6 +221,8 @@ def _bad_inputs(tmp_path: Path) -> dict[str, Path]:
 def test_good_tiny_folder_runs(tmp_path: Path) -> None:
     folder = _seven_scenes_folder(tmp_path / 'ok')
     assert main(['run', '--input', str(folder), '--out', str(tmp_path / 'out')]) == 0
+    # the default backend, auto: rgbd for an input with depth
+    assert _load(tmp_path / 'out' / 'summary.json')['backend'] == 'rgbd'
 
 
 @pytest.mark.parametrize('case', ['corrupt', 'intrinsics', 'mismatch', 'missing'])
@@ -297,19 +300,48 @@ def _as_video(clip_dir: Path, out: Path) -> Path:
     return out
 
 
-@pytest.mark.parametrize('kind', ['synthetic clip', 'image folder', 'video', pytest.param(
-    '7-Scenes', marks=needs_7scenes)])
+def _as_bag(clip_dir: Path, out: Path) -> Path:
+    """The clip as a monocular camera's rosbag2 (images + CameraInfo, no depth)."""
+    from fourd_ros.core.data.readers import open_sequence
+    frames = list(open_sequence(clip_dir))
+    write_bag(out, [f.rgb for f in frames], frames[0].K)
+    return out
+
+
+def _as_tum(clip_dir: Path, out: Path) -> Path:
+    """The clip as a TUM RGB-D folder without depth (rgb.txt, rgb/, camera-intrinsics.txt)."""
+    from fourd_ros.core.data.readers import open_sequence
+    (out / 'rgb').mkdir(parents=True)
+    lines = ['# color images', '# timestamp filename']
+    for f in open_sequence(clip_dir):
+        name = f'rgb/{f.stamp + 100.0:.6f}.png'
+        cv2.imwrite(str(out / name), cv2.cvtColor(f.rgb, cv2.COLOR_RGB2BGR))
+        lines.append(f'{f.stamp + 100.0:.6f} {name}')
+        K = f.K
+    (out / 'rgb.txt').write_text('\n'.join(lines) + '\n')
+    np.savetxt(out / 'camera-intrinsics.txt', K)
+    return out
+
+
+@pytest.mark.parametrize('kind', ['synthetic clip', 'image folder', 'video', 'bag', 'TUM',
+                                  pytest.param('7-Scenes', marks=needs_7scenes)])
 def test_run_learned_on_each_input_kind(kind: str, clip_dir: Path, tmp_path: Path) -> None:
-    """`fourd run --backend learned` reads what the rgbd backend reads, monocular, up to scale."""
+    """`fourd run --backend learned` reads what the rgbd backend reads, monocular, up to scale;
+    on inputs without depth `--backend auto` (the default) picks it."""
     source = {'synthetic clip': lambda: clip_dir,
               'image folder': lambda: _as_image_folder(clip_dir, tmp_path / 'imgs'),
               'video': lambda: _as_video(clip_dir, tmp_path / 'clip.avi'),
+              'bag': lambda: _as_bag(clip_dir, tmp_path / 'bag'),
+              'TUM': lambda: _as_tum(clip_dir, tmp_path / 'tum'),
               '7-Scenes': lambda: SEVEN_SCENES}[kind]()
+    with_depth = kind in ('synthetic clip', '7-Scenes')
     out = tmp_path / 'run'
-    assert main(['run', '--backend', 'learned', '--device', 'cpu', '--input', str(source),
-                 '--out', str(out), '--max-frames', '12', '--depth-every', '4']) == 0
+    assert main(['run', '--backend', 'learned' if with_depth else 'auto', '--device', 'cpu',
+                 '--input', str(source), '--out', str(out), '--max-frames', '12',
+                 '--depth-every', '4']) == 0
     summary = _load(out / 'summary.json')
     assert summary['frames'] == 12 and summary['metric'] is False
+    assert summary['backend'] == 'learned'
     rows = np.loadtxt(out / 'trajectory.txt', comments='#')
     assert rows.shape == (12, 8) and np.isfinite(rows).all()
     assert len(sorted((out / 'depth').glob('*.npy'))) == 3

@@ -25,6 +25,7 @@ from fourd_ros.core.data.readers import (
     VideoReader,
 )
 from fourd_ros.core.types import Frame
+from sequence_files import write_bag
 from shared_data import SEVEN_SCENES, needs_7scenes
 
 
@@ -320,59 +321,11 @@ def _write_bag(path: Path, n: int = 4, storage: str = 'sqlite3',
                depth_shape: tuple[int, int] = (48, 64), d: tuple[float, ...] = (0.0,) * 5,
                p: tuple[float, ...] = (0.0,) * 12, compressed: bool = False) -> None:
     """A bag of n frames: colour (Image, or image_transport's compressed PNG), CameraInfo
-    and registered depth (Image 16UC1, or compressedDepth 32FC1)."""
-    from rosbags.rosbag2 import StoragePlugin, Writer
-    from rosbags.typesys import Stores, get_typestore
-
-    ts = get_typestore(Stores.ROS2_HUMBLE)
-    Image = ts.types['sensor_msgs/msg/Image']
-    CameraInfo = ts.types['sensor_msgs/msg/CameraInfo']
-    Compressed = ts.types['sensor_msgs/msg/CompressedImage']
-    Header = ts.types['std_msgs/msg/Header']
-    Time = ts.types['builtin_interfaces/msg/Time']
-    Roi = ts.types['sensor_msgs/msg/RegionOfInterest']
-
-    def header(t_ns: int, frame_id: str) -> object:
-        return Header(stamp=Time(sec=t_ns // 10**9, nanosec=t_ns % 10**9), frame_id=frame_id)
-
-    plugin = StoragePlugin.MCAP if storage == 'mcap' else StoragePlugin.SQLITE3
-    with Writer(path, version=9, storage_plugin=plugin) as writer:
-        img_type = Compressed.__msgtype__ if compressed else Image.__msgtype__
-        c_img = writer.add_connection('/camera/color/image_raw' + '/compressed' * compressed,
-                                      img_type, typestore=ts)
-        c_info = writer.add_connection('/camera/color/camera_info', CameraInfo.__msgtype__,
-                                       typestore=ts)
-        c_depth = writer.add_connection(
-            '/camera/depth/image_raw' + '/compressedDepth' * compressed, img_type, typestore=ts)
-        k = np.array([60.0, 0, 32, 0, 61.0, 24, 0, 0, 1])
-        for i in range(n):
-            t = 5 * 10**9 + i * 100_000_000
-            bgr = np.ascontiguousarray(_color(i)[..., ::-1])
-            img = Image(header=header(t, 'cam'), height=48, width=64, encoding='bgr8',
-                        is_bigendian=0, step=64 * 3, data=bgr.reshape(-1))
-            if compressed:
-                img = Compressed(header=header(t, 'cam'), format='bgr8; png compressed bgr8',
-                                 data=cv2.imencode('.png', bgr)[1].reshape(-1))
-            info = CameraInfo(header=header(t, 'cam'), height=48, width=64,
-                              distortion_model='plumb_bob', d=np.array(d), k=k,
-                              r=np.eye(3).reshape(-1), p=np.array(p), binning_x=0,
-                              binning_y=0,
-                              roi=Roi(x_offset=0, y_offset=0, height=0, width=0,
-                                      do_rectify=False))
-            h, w = depth_shape
-            dmm = np.full((h, w), 1000 + 100 * i, np.uint16)
-            depth = Image(header=header(t + 3_000_000, 'cam'), height=h, width=w,
-                          encoding='16UC1', is_bigendian=0, step=w * 2,
-                          data=dmm.view(np.uint8).reshape(-1))
-            if compressed:
-                fmt, data = ros_image.encode_compressed_depth(dmm / np.float32(1000.0))
-                depth = Compressed(header=header(t + 3_000_000, 'cam'), format=fmt,
-                                   data=np.frombuffer(data, np.uint8))
-            # bag receive order: image, then depth, then camera_info
-            writer.write(c_img, t + 1000, ts.serialize_cdr(img, img_type))
-            writer.write(c_depth, t + 5_000_000, ts.serialize_cdr(depth, img_type))
-            writer.write(c_info, t + 6_000_000,
-                         ts.serialize_cdr(info, CameraInfo.__msgtype__))
+    and registered depth (Image 16UC1, or compressedDepth 32FC1) at (1 + 0.1 i) metres."""
+    write_bag(path, [_color(i) for i in range(n)],
+              np.array([[60.0, 0, 32], [0, 61.0, 24], [0, 0, 1]]), storage,
+              [np.full(depth_shape, 1000 + 100 * i, np.uint16) for i in range(n)], d, p,
+              compressed)
 
 
 @pytest.mark.parametrize('storage', ['sqlite3', 'mcap'])

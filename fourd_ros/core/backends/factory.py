@@ -7,7 +7,12 @@ from typing import Any
 
 from fourd_ros.core.engine.backend import Backend
 
-BACKENDS = ('rgbd', 'learned', 'oracle')
+# backends that run on a live stream (the node, `fourd bench`, the demo)
+STREAM_BACKENDS = ('learned', 'rgbd')
+# ... and the oracle, which replays a dataset's ground truth (evaluation plumbing only)
+BACKENDS = (*STREAM_BACKENDS, 'oracle')
+# what a user may ask for: a backend, or 'auto' (`resolve_backend`)
+STREAM_CHOICES = ('auto', *STREAM_BACKENDS)
 
 
 def resolve_device(device: str) -> str:

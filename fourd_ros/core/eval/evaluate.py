@@ -245,7 +245,7 @@ def evaluate(backend_name: str, source: str | Path, *, width: int = 320,
 
     Args:
         backend_name: 'oracle' (GT replay, tests the pipeline; always at native resolution),
-            'rgbd' or 'learned'.
+            'rgbd', 'learned' or 'auto' (rgbd when the sequence has depth, else learned).
         source: sequence path (any layout ``open_sequence`` reads).
         width: processing width in pixels (0 = input resolution); ignored for 'oracle'.
         max_frames: stop after this many frames (None/0 = all).
@@ -263,6 +263,7 @@ def evaluate(backend_name: str, source: str | Path, *, width: int = 320,
         DatasetError, InputError, ValueError: bad input data or options.
     """
     reader = open_sequence(source, max_frames=max_frames or None)
+    backend_name = factory.resolve_backend(backend_name, reader.has_depth)
     backend = factory.make_backend(backend_name, device=device, checkpoint=checkpoint,
                                    sequence=reader)
     cfg = EngineConfig(width=0 if backend_name == 'oracle' else int(width))

@@ -48,6 +48,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from fourd_ros.core.backends.factory import STREAM_BACKENDS
 from fourd_ros.ros.demo.runner import Demo
 
 __all__ = ['add_arguments', 'Demo', 'main']
@@ -63,7 +64,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument('--rate', type=float, default=10.0, metavar='HZ',
                         help='synthetic camera frame rate, Hz (10)')
     parser.add_argument('--seed', type=int, default=2, help='synthetic scene seed (2)')
-    parser.add_argument('--backend', choices=('rgbd', 'learned'), default='rgbd',
+    parser.add_argument('--backend', choices=STREAM_BACKENDS, default='rgbd',
                         help='rgbd: RGB-D camera + depth backend; learned: monocular camera '
                              '(no depth published) + the learned S-4RC backend (rgbd)')
     parser.add_argument('--domain-id', type=int, default=None, metavar='N',
