@@ -4,12 +4,12 @@ With ROS 2 installed (launch_ros available):
     ros2 launch fourd_ros fourd.launch.py image:=/camera/color/image_raw \
         camera_info:=/camera/color/camera_info depth:=/camera/aligned_depth_to_color/image_raw
 Without launch_ros (the pip-installed runtime), the same file starts the same processes:
-    python launch/fourd.launch.py use_synthetic_camera:=true
+    python launch/fourd.launch.py use_synthetic_camera:=true depth:=/camera/depth
 
 Arguments (name, default, meaning):
     image                 /camera/image_raw    input sensor_msgs/Image topic
     camera_info           /camera/camera_info  input CameraInfo topic ('' = none)
-    depth                 /camera/depth        registered depth topic ('' = monocular)
+    depth                 ''                   registered depth topic ('' = monocular)
     config                <share>/config/fourd.yaml  parameter file
     backend               ''                   auto | learned | rgbd
     image_transport       ''                   raw | compressed (reads <image>/compressed)
@@ -58,7 +58,8 @@ SHARE = _share_dir()
 ARGUMENTS = {
     'image': ('/camera/image_raw', 'input sensor_msgs/Image topic'),
     'camera_info': ('/camera/camera_info', "input CameraInfo topic ('' = none)"),
-    'depth': ('/camera/depth', "registered depth topic ('' = monocular)"),
+    'depth': ('', "registered depth topic ('' = a monocular camera; with backend auto a "
+              'given depth topic selects rgbd)'),
     'config': (str(SHARE / 'config' / 'fourd.yaml'), 'parameter file'),
     'backend': ('', "auto | learned | rgbd ('' = the parameter file's)"),
     'image_transport': ('', "raw | compressed (reads <image>/compressed; '' = the parameter "

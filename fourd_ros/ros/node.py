@@ -377,9 +377,9 @@ class FourdBehaviour:
             depth_msg = self.depth_sync.match(stamp)
             if depth_msg is None:
                 topic = self.resolve_topic_name(self._depth_topic)
-                # a monocular camera started with a depth remap (the launch file's default)
+                # a monocular camera started with a depth remap
                 never = (" (none has come at all: a monocular camera? leave 'depth' "
-                         "unremapped, launch argument depth:='', for backend learned)"
+                         "unremapped (the launch file's default) for backend learned)"
                          if not self._depth_count else '')
                 raise InputError(f"no depth image on '{topic}' within "
                                  f"{self.p['depth_sync_slop']} s of image stamp {stamp:.3f}"

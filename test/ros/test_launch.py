@@ -42,7 +42,8 @@ def launched(ros_env, log: Path, *args: str) -> Iterator[None]:
 
 def test_launch_file_without_launch_ros(ros_env, ros_context, tmp_path) -> None:
     log = tmp_path / 'launch.log'
-    with launched(ros_env, log, 'use_synthetic_camera:=true', 'rviz:=true'):
+    with launched(ros_env, log, 'use_synthetic_camera:=true', 'depth:=/camera/depth',
+                  'rviz:=true'):
         node = rclpy.create_node('observer', context=ros_context)
         clouds: list[PointCloud2] = []
         node.create_subscription(PointCloud2, '/fourd/points', clouds.append, 10)
@@ -95,6 +96,8 @@ def test_node_parameter_arguments_reach_the_node_only_when_given() -> None:
     defaults = {k: v[0] for k, v in launch.ARGUMENTS.items()}
     plain = launch.node_ros_args(defaults)
     assert plain[plain.index('--params-file') + 1] == defaults['config']
+    # by default a monocular camera: no depth remap (with backend auto: learned)
+    assert not any(a.startswith('depth:=') for a in plain)
     assert '-p' not in plain, plain
     given = {'backend': 'rgbd', 'image_transport': 'compressed',
              'depth_image_transport': 'compressedDepth', 'image_rectified': 'true',

@@ -97,7 +97,7 @@ def test_a_monocular_camera_wired_as_rgbd_is_told_so(ros_context, start_process)
             'last_rejection']
 
     assert spin_until(node, rejected, timeout=30.0)
-    assert "depth:=''" in diags[-1].status[0].message
+    assert "leave 'depth' unremapped" in diags[-1].status[0].message
     node.destroy_node()
 
 
