@@ -92,6 +92,7 @@ class Outputs:
         self.pub_diag = node.create_publisher(DiagnosticArray, '/diagnostics', 10)
         self.map = MapAccumulator(params['map_voxel_size'], params['map_max_points'])
         self._path: deque = deque(maxlen=params['path_max_size'])
+        self._metric: bool | None = None  # the units of the path (None: no frame yet)
         self._trails: dict[int, deque[Point]] = {}
         self._prev_odom: tuple[float, np.ndarray] | None = None
         self._frames_published = 0
@@ -116,6 +117,7 @@ class Outputs:
         self._path.clear()
         self._trails.clear()
         self._prev_odom = None
+        self._metric = None
         self._frames_published = 0
         self.map.reset()
         self.pub_markers.publish(conv.delete_all_markers(self.world_frame, stamp))
@@ -131,6 +133,13 @@ class Outputs:
         self._frames_published += 1
         T_odom_base = self.frames.odom_from_base(result.T_wc)
         t_sec = conv.stamp_to_sec(stamp)
+        if self._metric is not None and result.metric != self._metric:
+            # the stream turned metric: the path, trails and velocity so far are in the old
+            # units (the map starts again by itself, `MapAccumulator`)
+            self._path.clear()
+            self._trails.clear()
+            self._prev_odom = None
+        self._metric = result.metric
         if not self._path:  # first frame of a stream: (re)latch base -> camera on /tf_static
             self._publish_static_tf(stamp, camera_frame)
         if p['publish_tf']:

@@ -145,6 +145,9 @@ def test_learned_backend_is_metric_on_a_ground_robot(clip) -> None:
                 assert 'switch to metres' in across.message, across.message
                 after = engine.query_pixels(switch, pixels)
                 assert (after.status == PointStatus.VALID).any(), after.message
+                # the camera path starts again in metres
+                assert [s for s, _ in engine.trajectory()] == [
+                    clip.frame(k).stamp for k in range(i - 2, i + 1)]
             ok = result.depth > 0
             ratio.append(np.median(result.depth[ok] / clip.depth[i][ok]))
         return metric, np.array(ratio)

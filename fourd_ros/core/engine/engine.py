@@ -234,10 +234,12 @@ class StreamingEngine:
             self._objects = objects
             prev = self.cache.latest()
             info.evicted = len(self.cache.add(entry))
+            if units_changed:
+                # the path so far is in the old units: it starts again (like the map cloud)
+                self._units_since = frame.stamp
+                self._trajectory.clear()
             self._trajectory.append((frame.stamp, result.T_wc.copy()))
             self._index += 1
-            if units_changed:
-                self._units_since = frame.stamp
         # outside `_lock`: the tracks decode motion (a model pass for the learned backend);
         # only this thread changes the cache (under `_stream`), so `prev` and `entry` stay valid;
         # they are consecutive frames, so there is nothing to chain through
@@ -269,7 +271,8 @@ class StreamingEngine:
 
     def trajectory(self, start: float | None = None,
                    end: float | None = None) -> list[tuple[float, np.ndarray]]:
-        """(stamp, T_wc) of processed frames with start <= stamp <= end (None = open)."""
+        """(stamp, T_wc) of processed frames with start <= stamp <= end (None = open), in the
+        current units: when a monocular stream turns metric the path starts again."""
         with self._lock:
             return [(s, T) for s, T in self._trajectory
                     if (start is None or s >= start) and (end is None or s <= end)]
@@ -389,6 +392,14 @@ class StreamingEngine:
             return None, None, [], 'no frame processed yet'
         target = latest if target_stamp is None else self.cache.get(target_stamp)
         source = self.cache.get(source_stamp)
+        since = self._units_since
+        if since is not None and target is not None \
+                and (source_stamp < since) != (target.stamp < since):
+            # the frames before the switch keep their positions in the old units
+            return None, target, [], (
+                f'source stamp {source_stamp:.6f} s and target stamp {target.stamp:.6f} s lie '
+                f'on both sides of the switch to metres at {since:.6f} s (the earlier frames '
+                'are up to scale): query frames from one side')
         first = self._trajectory[0][0] if self._trajectory else latest.stamp
         if source is None:
             seen = first <= source_stamp <= latest.stamp
@@ -396,13 +407,6 @@ class StreamingEngine:
             return None, target, [], f'source stamp {source_stamp:.6f} s {why}'
         if target is None:
             return source, None, [], f'target stamp {target_stamp:.6f} s is not cached'
-        since = self._units_since
-        if since is not None and (source.stamp < since) != (target.stamp < since):
-            # the cached frames before the switch keep their positions in the old units
-            return None, target, [], (
-                f'source stamp {source_stamp:.6f} s and target stamp {target.stamp:.6f} s lie '
-                f'on both sides of the switch to metres at {since:.6f} s (the earlier frames '
-                'are up to scale): query frames from one side')
         return source, target, self.cache.between(source, target), ''
 
     def _finish(self, result: QueryResult, source: CacheEntry, target: CacheEntry,
