@@ -98,7 +98,9 @@ class FourdBehaviour:
         self._inputs: list = []     # camera subscriptions of an active node
         self._handles: list = []    # services, timer, TF listeners of a configured node
         self._worker: threading.Thread | None = None
-        self._running = False
+        # set to stop the current inference worker (each worker has its own: one that is still
+        # finishing a long frame after a deactivate must not run on beside the next one)
+        self._stop = threading.Event()
         self._active = False
 
     # ------------------------------------------------------------------ lifecycle
@@ -202,8 +204,9 @@ class FourdBehaviour:
             self._inputs.append(self.create_subscription(
                 self._depth_type, self._depth_topic, self._on_depth, sensor_qos(),
                 qos_overriding_options=overrides))
-        self._running = True
-        self._worker = threading.Thread(target=self._work, name='fourd_inference', daemon=True)
+        self._stop = threading.Event()
+        self._worker = threading.Thread(target=self._work, args=(self._stop,),
+                                        name='fourd_inference', daemon=True)
         self._worker.start()
         self._active = True
         inputs = {'image': self._image_topic, 'camera_info': 'camera_info'}
@@ -257,11 +260,16 @@ class FourdBehaviour:
             self.engine = None
 
     def _stop_worker(self) -> None:
-        self._running = False
+        self._stop.set()
         if self._worker is not None:
             with self._cv:
                 self._cv.notify_all()
             self._worker.join(timeout=5.0)
+            if self._worker.is_alive():
+                # it ends after its frame (its own stop event is set); the frame lock keeps it
+                # from running beside a worker started by the next activation
+                self.get_logger().warning('the frame in hand is still being processed; it '
+                                          'finishes in the background')
             self._worker = None
 
     # ------------------------------------------------------------------ set-up
@@ -335,12 +343,13 @@ class FourdBehaviour:
         self._extrinsics_ready = True
 
     # ------------------------------------------------------------------ worker
-    def _work(self) -> None:
-        while self._running:
+    def _work(self, stop: threading.Event) -> None:
+        """The inference worker: processes queued images until `stop` is set."""
+        while not stop.is_set():
             with self._cv:
-                while self._running and not self._queue:
+                while not stop.is_set() and not self._queue:
                     self._cv.wait(timeout=0.5)
-                if not self._running:
+                if stop.is_set():
                     return
                 msg = self._queue.popleft()
             if not self.context.ok():
