@@ -69,8 +69,9 @@ PARAMS: tuple[Param, ...] = (
     Param('device', 'auto', 'inference device of the learned backend: auto (cuda when '
           'available, else cpu), cpu, cuda or cuda:N'),
     Param('checkpoint', '', 'learned backend checkpoint path ("" = the one shipped)'),
-    Param('processing_width', 320, 'processing width in pixels (height keeps the aspect '
-          'ratio); 0 = input resolution', int_range=(0, 4096)),
+    Param('processing_width', 320, 'processing width of the rgbd backend in pixels (height '
+          'keeps the aspect ratio); 0 = input resolution; the learned backend works at its '
+          "model's width (256), or the input's when smaller", int_range=(0, 4096)),
     Param('cache_budget_mb', 256.0, 'memory budget of the latent cache, MiB',
           float_range=(8.0, 65536.0)),
     Param('cache_recent_frames', 30, 'most recent frames always kept in the cache',

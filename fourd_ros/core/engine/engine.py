@@ -215,8 +215,8 @@ class StreamingEngine:
             raise InputError(
                 f'one frame needs {entry.nbytes / 2**20:.1f} MiB of cache at '
                 f'{self._proc_size[0]}x{self._proc_size[1]}, more than the cache budget of '
-                f'{self.config.cache.budget_mb:g} MiB: raise the budget (cache_budget_mb) or '
-                'lower the processing width (processing_width)')
+                f'{self.config.cache.budget_mb:g} MiB: raise the budget (cache_budget_mb) or, '
+                'for the rgbd backend, lower the processing width (processing_width)')
         prev_metric = self._last_metric
         self._last_metric = result.metric
         units_changed = prev_metric is not None and result.metric != prev_metric
