@@ -12,16 +12,17 @@ from test_node import call, camera_args, CAMERA, clip_index, Recorder
 
 rclpy = pytest.importorskip('rclpy')
 from diagnostic_msgs.msg import DiagnosticArray  # noqa: E402
-from fourd_ros_msgs.msg import TrackedPoints  # noqa: E402
+from fourd_ros_msgs.msg import MovingObjects, TrackedPoints  # noqa: E402
 from fourd_ros_msgs.srv import GetTrajectory, QueryMotion  # noqa: E402
 from geometry_msgs.msg import Point, PoseStamped  # noqa: E402
 from nav_msgs.msg import Odometry, Path  # noqa: E402
-from sensor_msgs.msg import PointCloud2  # noqa: E402
+from sensor_msgs.msg import Image, PointCloud2  # noqa: E402
 from tf2_msgs.msg import TFMessage  # noqa: E402
 from visualization_msgs.msg import MarkerArray  # noqa: E402
 
 from fourd_ros.core.geometry import invert_pose, transform_points  # noqa: E402
 from fourd_ros.ros import conversions as conv  # noqa: E402
+from fourd_ros.ros.qos import LATCHED  # noqa: E402
 
 pytestmark = pytest.mark.ros
 
@@ -37,12 +38,18 @@ def test_learned_node_on_a_monocular_camera(ros_context, start_process, clip) ->
     for msg_type, topic in ((PointCloud2, '/fourd/points'), (TrackedPoints, '/fourd/tracks'),
                             (Path, '/fourd/path'), (Odometry, '/fourd/odom'),
                             (MarkerArray, '/fourd/track_markers'),
+                            (Image, '/fourd/motion_mask'), (MovingObjects, '/fourd/objects'),
+                            (MarkerArray, '/fourd/object_markers'),
                             (DiagnosticArray, '/diagnostics')):
         rec.listen(msg_type, topic)
     rec.listen(TFMessage, '/tf', 100)
+    rec.listen(TFMessage, '/tf_static', LATCHED)
+    rec.listen(PointCloud2, '/fourd/map_points', LATCHED)
     rec.listen(PoseStamped, '/camera/ground_truth/pose', 100)
+    # every output of the node (README's interface list)
     topics = ('/fourd/points', '/fourd/tracks', '/fourd/path', '/fourd/odom',
-              '/fourd/track_markers', '/diagnostics', '/tf')
+              '/fourd/track_markers', '/fourd/motion_mask', '/fourd/objects',
+              '/fourd/object_markers', '/fourd/map_points', '/diagnostics', '/tf', '/tf_static')
     assert spin_until(node, lambda: rec.count('/fourd/points') >= 16 and all(
         rec.count(t) > 0 for t in topics), timeout=120.0), \
         {t: rec.count(t) for t in topics}
