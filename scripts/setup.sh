@@ -92,6 +92,17 @@ build_interface "$ROOT/msg" fourd_ros_msgs
 step "check interface imports"
 "$VENV/bin/python" -c 'import rclpy, tf2_msgs.msg, fourd_ros_msgs.msg, fourd_ros_msgs.srv'
 
+step "install sensor_msgs_py (ROS 2's PointCloud2 helpers; not on PyPI: third_party/)"
+smp_hash=$(hash_of "$ROOT"/third_party/sensor_msgs_py/setup.py \
+  "$ROOT"/third_party/sensor_msgs_py/sensor_msgs_py/*.py)
+if ! done_already sensor_msgs_py "$smp_hash" \
+    || ! "$VENV/bin/python" -c 'import sensor_msgs_py.point_cloud2' 2>/dev/null; then
+  "$VENV/bin/python" -m pip install -q --disable-pip-version-check --no-deps --no-build-isolation \
+    "$ROOT/third_party/sensor_msgs_py" 2>&1 | grep -v "^WARNING: Location" || true
+  "$VENV/bin/python" -c 'import sensor_msgs_py.point_cloud2' || false
+  mark_done sensor_msgs_py "$smp_hash"
+fi
+
 # ---------------------------------------------------------------- the package itself
 step "install fourd_ros (editable, console scripts fourd, fourd_node, fourd_lifecycle_node)"
 pkg_hash=$(hash_of "$ROOT/setup.py" "$ROOT/setup.cfg" "$ROOT/package.xml")

@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 from scipy.spatial.transform import Rotation
+from sensor_msgs_py import point_cloud2
 
 from builtin_interfaces.msg import Time
 from geometry_msgs.msg import Point, Pose, PoseStamped, Quaternion, TransformStamped, Vector3
@@ -193,13 +194,10 @@ def points_to_cloud(points: np.ndarray, colors: np.ndarray, confidence: np.ndarr
 
 
 def cloud_to_array(msg: PointCloud2) -> np.ndarray:
-    """Structured array (height x width) of a cloud, one field per PointField (by name, type
-    and offset, as sensor_msgs_py's read_points reads it)."""
-    dtype = np.dtype({'names': [f.name for f in msg.fields],
-                      'formats': [_NUMPY_TYPES[f.datatype] for f in msg.fields],
-                      'offsets': [f.offset for f in msg.fields], 'itemsize': msg.point_step})
-    arr = np.frombuffer(bytes(msg.data), dtype)
-    return arr.reshape(msg.height, msg.width)
+    """Structured array (height x width) of a cloud, one field per PointField, as ROS 2's own
+    reader (`sensor_msgs_py.point_cloud2.read_points`) reads it. Its `reshape_organized_cloud`
+    swaps width and height (ros2/common_interfaces), so the reshape is done here."""
+    return point_cloud2.read_points(msg).reshape(msg.height, msg.width)
 
 
 def wrap_object_ids(ids: np.ndarray) -> np.ndarray:

@@ -13,7 +13,6 @@ from typing import Any
 import numpy as np
 
 from fourd_ros.ros.demo.console import Display, status_line
-from fourd_ros.ros.demo.messages import cloud_fields
 from fourd_ros.ros.demo.monitor import make_monitor, POINTS_RECORD_EVERY
 from fourd_ros.ros.demo.processes import (
     camera_argv,
@@ -304,8 +303,7 @@ class Demo:
         from fourd_ros.ros.conversions import cloud_to_array
         data = SnapshotData(map_voxel=map_voxel_size(config_dir() / 'fourd.yaml'))
         if mon.last_map is not None:
-            cloud = cloud_fields(mon.deserialize('/fourd/map_points', mon.last_map),
-                                 ('x', 'y', 'z', 'rgb')).reshape(-1)
+            cloud = cloud_to_array(mon.deserialize('/fourd/map_points', mon.last_map)).reshape(-1)
             data.map_xyz = np.stack([cloud['x'], cloud['y'], cloud['z']], axis=1)
             data.map_rgb = unpack_rgb(cloud['rgb'])
         traj = None
@@ -329,10 +327,10 @@ class Demo:
                     np.array([o.centroid.x, o.centroid.y, o.centroid.z]),
                     np.array([o.velocity.x, o.velocity.y, o.velocity.z])))
         if source is not None:
-            rgb = cloud_fields(source, ('rgb',))['rgb']
-            data.image = unpack_rgb(rgb)
-            if 'segment' in {f.name for f in source.fields}:
-                data.image_objects = cloud_to_array(source)['segment']
+            cloud = cloud_to_array(source)
+            data.image = unpack_rgb(cloud['rgb'])
+            if 'segment' in cloud.dtype.names:
+                data.image_objects = cloud['segment']
             if self.query_ctx and self.query_resp is not None:
                 back = self.query_ctx['frames_back']
                 data.image_title = (f'camera image {back} frames before the latest, with the '
