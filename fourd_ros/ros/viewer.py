@@ -1,14 +1,17 @@
 """`fourd view`: a live 3D view of a running fourd node in the browser, for users without RViz.
 
-Subscribes to the node's outputs (``<namespace>/fourd/{map_points,points,path,tracks}``,
-``/tf``, ``/tf_static``, ``/diagnostics``) and draws them with viser (its web client ships in
-the wheel: no CDN, works offline) on a page served on 127.0.0.1:
+Subscribes to the node's outputs
+(``<namespace>/fourd/{map_points,points,path,tracks,objects}``, ``/tf``, ``/tf_static``,
+``/diagnostics``) and draws them with viser (its web client ships in the wheel: no CDN, works
+offline) on a page served on 127.0.0.1:
 
 - the map cloud (static points) and the current cloud, placed in the map frame through TF;
 - the camera trajectory and the current camera frustum;
 - tracked points with their trails, moving ones (speed above ``moving_speed``) in magenta;
+- the moving objects: their boxes and velocity arrows (one second of motion) in yellow, each
+  labelled with its id and speed;
 - the node's diagnostics as a table;
-- a checkbox per layer (map, cloud, tracks, trajectory) to show or hide it.
+- a checkbox per layer (map, cloud, tracks, trajectory, objects) to show or hide it.
 
 Clouds are decimated (``max_points``) and redrawn at most ``max_rate_hz`` to stay light on a
 2-core machine. Frames: the map frame of the node (z up, REP-103); units are the node's.
@@ -28,11 +31,12 @@ from rclpy.qos import QoSProfile, ReliabilityPolicy
 from scipy.spatial.transform import Rotation
 
 from diagnostic_msgs.msg import DiagnosticArray
-from fourd_ros_msgs.msg import TrackedPoints
+from fourd_ros_msgs.msg import MovingObjects, TrackedPoints
 from nav_msgs.msg import Path
 from sensor_msgs.msg import PointCloud2
 from tf2_msgs.msg import TFMessage
 
+from fourd_ros.core.eval.snapshot import box_corners
 from fourd_ros.core.frame_tree import FrameTree
 from fourd_ros.ros import conversions as conv
 from fourd_ros.ros.qos import LATCHED, TF_STATIC_QOS
@@ -41,11 +45,16 @@ MOVING_COLOR = (255, 0, 255)        # a moving track's current position
 MOVING_TRAIL_COLOR = (255, 150, 255)  # and its trail
 TRAIL_COLOR = (40, 110, 220)        # static tracks
 PATH_COLOR = (230, 120, 0)
+OBJECT_COLOR = (255, 220, 0)  # moving objects' boxes and velocity arrows
 TRAIL_LENGTH = 10  # positions per drawn track trail
 # the layers a browser can show or hide (checkboxes on the page, `hidden` at start) and the
-# scene nodes each one draws
+# scene nodes each one draws (a name also covers the nodes under it: '/objects/labels/7')
 LAYERS = {'map': ('/map',), 'cloud': ('/current', '/camera'),
-          'tracks': ('/tracks/heads', '/tracks/trails'), 'trajectory': ('/trajectory',)}
+          'tracks': ('/tracks/heads', '/tracks/trails'), 'trajectory': ('/trajectory',),
+          'objects': ('/objects/boxes', '/objects/labels')}
+# the 12 edges of a box as `box_corners` orders its corners (index bits: x, y, z sign)
+BOX_EDGES = np.array([(a, b) for a in range(8) for b in range(a + 1, 8)
+                      if bin(a ^ b).count('1') == 1])
 
 
 @dataclass(frozen=True)
@@ -65,8 +74,8 @@ class ViewerConfig:
         view_from, look_at: initial viewpoint of browsers in the map frame (None = behind and
             above the first camera pose).
         fov_deg: vertical field of view of the browser's camera, degrees.
-        hidden: layers (`LAYERS`: map, cloud, tracks, trajectory) hidden at start; each has a
-            checkbox on the page.
+        hidden: layers (`LAYERS`: map, cloud, tracks, trajectory, objects) hidden at start;
+            each has a checkbox on the page.
     """
 
     namespace: str = ''
@@ -130,6 +139,7 @@ class FourdViewer(Node):
         self.create_subscription(PointCloud2, f'{node}/points', self._on_points, cloud_qos)
         self.create_subscription(Path, f'{node}/path', self._on_path, 5)
         self.create_subscription(TrackedPoints, f'{node}/tracks', self._on_tracks, 5)
+        self.create_subscription(MovingObjects, f'{node}/objects', self._on_objects, 5)
         self.create_subscription(TFMessage, '/tf', lambda m: conv.add_transforms(
             self.tf, m, timed=True), 100)
         self.create_subscription(TFMessage, '/tf_static', lambda m: conv.add_transforms(
@@ -171,13 +181,26 @@ class FourdViewer(Node):
     def _show(self, names: tuple[str, ...], visible: bool) -> None:
         for name in names:
             self._visible[name] = visible
-            if name in self._handles:
-                self._handles[name].visible = visible
+        for name, handle in self._handles.items():
+            handle.visible = self._layer_visible(name)
+
+    def _layer_visible(self, name: str) -> bool:
+        """Whether scene node `name` shows: its own layer name's checkbox, or that of the name
+        it lies under."""
+        while name not in self._visible:
+            name = name.rsplit('/', 1)[0]
+        return self._visible[name]
 
     def _draw(self, add, name: str, **kwargs) -> None:
         """Draw (or redraw) scene node `name` with viser's `add` method, shown or hidden as its
         layer's checkbox says."""
-        self._handles[name] = add(name, visible=self._visible[name], **kwargs)
+        self._handles[name] = add(name, visible=self._layer_visible(name), **kwargs)
+
+    def _remove(self, name: str) -> None:
+        """Take scene node `name` off the page (if drawn)."""
+        handle = self._handles.pop(name, None)
+        if handle is not None:
+            handle.remove()
 
     # ------------------------------------------------------------------ messages
     def _on_map(self, msg: PointCloud2) -> None:
@@ -257,6 +280,38 @@ class FourdViewer(Node):
             self._draw(scene.add_line_segments, '/tracks/trails',
                        points=np.concatenate(segments), colors=colors, thickness=2.0,
                        thickness_units='screen')
+
+    def _on_objects(self, msg: MovingObjects) -> None:
+        T = self.tf.lookup(self._map_frame(), msg.header.frame_id)
+        if T is None:
+            return
+        segments, labels = [], {}
+        for obj in msg.objects:
+            B = conv.pose_to_matrix(obj.box_pose)
+            size = np.array([obj.box_size.x, obj.box_size.y, obj.box_size.z])
+            corners = box_corners(B[:3, 3], B[:3, :3], size) @ T[:3, :3].T + T[:3, 3]
+            segments.append(corners[BOX_EDGES])
+            centroid = T[:3, :3] @ [obj.centroid.x, obj.centroid.y, obj.centroid.z] + T[:3, 3]
+            velocity = T[:3, :3] @ [obj.velocity.x, obj.velocity.y, obj.velocity.z]
+            speed = float(np.linalg.norm(velocity))
+            if np.isfinite(speed):
+                segments.append(np.stack([centroid, centroid + velocity])[None])
+            top = corners[:, 2].max()
+            labels[int(obj.id)] = (f'{obj.id}  {speed:.2f}/s',
+                                   np.array([centroid[0], centroid[1], top]))
+        scene = self.server.scene
+        if segments:
+            self._draw(scene.add_line_segments, '/objects/boxes',
+                       points=np.concatenate(segments).astype(np.float32), colors=OBJECT_COLOR,
+                       thickness=3.0, thickness_units='screen')
+        else:
+            self._remove('/objects/boxes')
+        for name in [n for n in self._handles if n.startswith('/objects/labels/')]:
+            if int(name.rsplit('/', 1)[1]) not in labels:
+                self._remove(name)
+        for object_id, (text, position) in labels.items():
+            self._draw(scene.add_label, f'/objects/labels/{object_id}', text=text,
+                       position=position, anchor='bottom-center')
 
     def _on_diagnostics(self, msg: DiagnosticArray) -> None:
         mine = [s for s in msg.status if s.name.startswith(f'{self.config.node}:')]

@@ -1,7 +1,7 @@
 """`fourd view` in a real browser: headless Chromium opens the page beside the synthetic camera
 and the node (real processes over DDS); a rendered frame shows the clouds, moving tracks, and
 the moving objects in their colours where their ground-truth projection says. The screenshots
-are kept in out/viewer/ (viewer.png is the README's)."""
+are kept in out/viewer/ (viewer.png is the README's). The moving objects' boxes are drawn."""
 
 from __future__ import annotations
 
@@ -174,6 +174,11 @@ def _failures(img: np.ndarray, empty: np.ndarray, clip, poses: list,
                & (img[..., 1] <= MOVING_TRACK_GREEN_MAX))
     if magenta.sum() < 10:
         failures.append('no moving track drawn')
+    # the moving objects' boxes and velocity arrows (yellow: none of the clip's pixels has red
+    # and green >= 200 with blue <= 80), near where the objects are
+    boxes = ((img[..., 0] >= 200) & (img[..., 1] >= 180) & (img[..., 2] <= 90))
+    if boxes.sum() < 20:
+        failures.append('no moving object box drawn')
     # the moving objects are where their ground-truth projection says, in their own colours:
     # the object's pixels of the camera image (exact depth and pose), projected into the
     # browser's view, land on drawn points of the object's colour. The view lags the camera
@@ -181,7 +186,7 @@ def _failures(img: np.ndarray, empty: np.ndarray, clip, poses: list,
 
     # the tracks are drawn over the clouds (a moving object carries many moving tracks): their
     # pixels show the tracks' colours, not the object's, and are left out of the comparison
-    overlay = magenta | (np.abs(img - STATIC_TRACK_RGB).sum(axis=2) < 60)
+    overlay = magenta | boxes | (np.abs(img - STATIC_TRACK_RGB).sum(axis=2) < 60)
 
     def colour_error(px: np.ndarray, true: np.ndarray) -> float:
         """Median colour difference of drawn and true colours where `px` is on the page and
