@@ -29,6 +29,12 @@ ROWS = (
     ('baseline_zero_motion_apd3d', 'zero-motion APD3D % (baseline: source positions)'),
     ('baseline_zero_motion_apd3d_dynamic', 'zero-motion APD3D % on moving points (baseline)'),
     ('baseline_zero_motion_epe_m', 'm zero-motion 3D EPE (baseline)'),
+    ('baseline_rgbd_ate_sim3_m', 'rgbd backend on the same input: m ATE, Sim(3)'),
+    ('baseline_rgbd_rpe_trans_m', 'rgbd: m RPE, consecutive frames'),
+    ('baseline_rgbd_track_epe_m', 'rgbd: m 3D EPE'),
+    ('baseline_rgbd_apd3d', 'rgbd: APD3D %'),
+    ('baseline_rgbd_apd3d_dynamic', 'rgbd: APD3D % on moving points'),
+    ('baseline_rgbd_fps', 'rgbd: frames/s'),
     ('objects_mask_iou', 'moving objects: motion mask IoU (synthetic clips)'),
     ('objects_flow_moving_rel_median', 'moving points: |v - v*| / |v*|, median'),
     ('objects_flow_static_median_m_s', 'static points: speed, median (m/s if metric)'),
@@ -41,6 +47,10 @@ ROWS = (
     ('metric_from_frame', 'a monocular stream in metres from this frame on (the floor)'),
     ('depth_absrel_once_metric', 'AbsRel of those frames, no alignment'),
 )
+
+
+# the rgbd backend's figures reported beside the learned backend's where the input has depth
+RGBD_BASELINE_KEYS = ('ate_sim3_m', 'rpe_trans_m', 'track_epe_m', 'apd3d', 'apd3d_dynamic', 'fps')
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -69,22 +79,32 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help='frame gap of the tracking pairs (i, i+G) (10)')
     p.add_argument('--cache-mb', type=float, default=None, metavar='MB',
                    help='latent cache budget, MiB (engine default)')
+    p.add_argument('--no-rgbd-baseline', action='store_true',
+                   help='learned backend on an input with depth: skip the rgbd backend run '
+                        'whose figures are reported beside it (baseline_rgbd_*)')
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     if args.track_gap < 1:
         raise ValueError('--track-gap must be >= 1')
-    report = evaluate(args.backend, args.input, width=args.width,
-                      max_frames=args.max_frames or None, depth_every=max(1, args.depth_every),
-                      track_gap=args.track_gap, cache_mb=args.cache_mb, device=args.device,
-                      checkpoint=args.checkpoint)
+    common = dict(width=args.width, max_frames=args.max_frames or None,
+                  depth_every=max(1, args.depth_every), track_gap=args.track_gap,
+                  cache_mb=args.cache_mb)
+    report = evaluate(args.backend, args.input, device=args.device,
+                      checkpoint=args.checkpoint, **common)
     m = report.metrics
+    if m['backend'] == 'learned' and m['has_depth'] and not args.no_rgbd_baseline:
+        # issue 10: the monocular backend next to the depth sensor's, same input, same run
+        rgbd = evaluate('rgbd', args.input, **common).metrics
+        m.update({f'baseline_rgbd_{k}': rgbd[k] for k in RGBD_BASELINE_KEYS})
     print_table(f'fourd eval: {m["backend"]} on {args.input} ({m["layout"]}, '
                 f'processing {m["processing_size"]})',
                 [(k, m.get(k, float('nan')), unit) for k, unit in ROWS
-                 # objects: synthetic clips only; metric_from_frame: streams turning metric
-                 if k in m or not k.startswith(('objects_', 'metric_from', 'depth_absrel_once'))])
+                 # objects: synthetic clips only; metric_from_frame: streams turning metric;
+                 # the rgbd baseline: the learned backend on an input with depth
+                 if k in m or not k.startswith(('objects_', 'metric_from', 'depth_absrel_once',
+                                                'baseline_rgbd_'))])
     if args.json:
         print(f'metrics: {write_json(args.json, report.to_json_dict())}')
     if args.plots:

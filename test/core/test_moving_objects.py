@@ -255,8 +255,9 @@ def test_static_room_has_few_objects() -> None:
         frames += 1
         with_objects += bool(engine.object_snapshot().objects)
     print(f'7-Scenes: {with_objects} of {frames} frames with an object')
-    # measured 14 of 400 (session 28; 11 in sessions 19-24, 12 before session 19, 20 before session 16, 7 before session 17's
-    # segment growth; issue 15 asks for at most 5 %): the dynamic mask drops parts that
+    # measured 14 of 400 (session 28; 11 in sessions 19-24, 12 before session 19, 20 before
+    # session 16, 7 before session 17's segment growth; issue 15 asks for at most 5 %): the
+    # dynamic mask drops parts that
     # staying still explains, and a static surface that depth noise or a pose error makes
     # look like moving jitters in place and is not reported
     assert with_objects <= 0.05 * frames

@@ -380,6 +380,7 @@ def evaluate(backend_name: str, source: str | Path, *, width: int = 320,
         'latency_ms_p50': float(np.median(lat)), 'latency_ms_p95': float(np.percentile(lat, 95)),
         'processing_size': f'{proc[0]}x{proc[1]}', 'cache_mb': engine.cache.megabytes,
         'stream_resets': resets, 'input': str(source), 'layout': reader.layout,
+        'has_depth': bool(reader.has_depth),
     })
     report.metrics = metrics
     return report
