@@ -59,7 +59,11 @@ class LearnedConfig:
 
     Attributes:
         width: processing width in pixels (0 = the width in the model's config).
-        context_frames: most recent cached frames the encoder attends to.
+        context_frames: most recent cached frames the encoder attends to ...
+        context_keyframes: ... besides the newest this many older keyframes ...
+        context_anchor: ... and the stream's first frame while it is cached (the encoder's
+            bounded context: anchor + keyframes + recent frames; measured against the recent
+            frames alone: the same accuracy within run-to-run spread, docs/history.md).
         source_baseline: a cost-volume source should be at least this far from the current
             camera, as a fraction of the median depth.
         dynamic_rel: a point moves if |dP| > dynamic_rel x its depth (DPM-style threshold):
@@ -88,6 +92,8 @@ class LearnedConfig:
 
     width: int = 0
     context_frames: int = 3
+    context_keyframes: int = 2
+    context_anchor: bool = True
     source_baseline: float = 0.03
     dynamic_rel: float = 0.02
     reported_rel: float = 0.1
@@ -426,10 +432,16 @@ class LearnedBackend:
         return self._K.copy()
 
     def _attention_context(self, context: list[CacheEntry]) -> list[CacheEntry]:
-        """The last `context_frames` cached frames: bounded, so frame 10,000 costs what frame
-        10 costs, and like the short clips the model was trained on (the pose comes from
-        geometry, so the encoder needs no far anchor)."""
-        return context[-self.config.context_frames:]
+        """The frames whose cached keys/values the encoder attends to: the stream's anchor
+        (while cached), the newest `context_keyframes` keyframes and the last `context_frames`
+        frames, oldest first. Bounded, so frame 10,000 costs what frame 10 costs."""
+        cfg = self.config
+        recent = context[-cfg.context_frames:] if cfg.context_frames else []
+        older = context[:len(context) - len(recent)]
+        anchor = [e for e in older[:1] if e.index == 0 and cfg.context_anchor]
+        keyframes = [e for e in older if e.keyframe and e.index != 0]
+        return anchor + (keyframes[-cfg.context_keyframes:] if cfg.context_keyframes else []) \
+            + recent
 
     def _sources(self, context: list[CacheEntry], T_wc: np.ndarray,
                  scale: float) -> list[CacheEntry]:
