@@ -68,3 +68,31 @@ def test_demo_records_bag_and_snapshot(tmp_path: Path) -> None:
     # the folder is also a rosbag2 directory (metadata.yaml points at demo.mcap)
     with highlevel.AnyReader([out], default_typestore=make_typestore()) as reader:
         assert reader.message_count == sum(counts.values())
+
+
+@pytest.mark.timeout(150)
+def test_demo_learned_on_a_monocular_camera(tmp_path: Path) -> None:
+    """`fourd demo --backend learned`: the camera publishes no depth, the node runs the learned
+    backend, the demo's query is answered and the outputs are recorded."""
+    out = tmp_path / 'demo'
+    env = dict(os.environ, PYTHONUNBUFFERED='1')
+    env.pop('ROS_DOMAIN_ID', None)
+    cmd = [sys.executable, '-m', 'fourd_ros.ros.demo', '--backend', 'learned', '--duration', '10',
+           '--out', str(out), '--domain-id', str(random.randint(1, 100))]
+    proc = subprocess.run(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE,
+                          stderr=subprocess.STDOUT, text=True, timeout=120)
+    print(proc.stdout[-4000:])
+    assert proc.returncode == 0, proc.stdout[-3000:]
+    assert 'query_motion' in proc.stdout
+    summary = json.loads((out / 'summary.json').read_text())
+    assert summary['frames_processed'] > 0 and summary['backend'] == 'learned'
+    assert (out / 'snapshot.png').stat().st_size > 20_000
+    # the path is up to scale: compared with the ground truth after a Sim(3) alignment
+    traj = summary['final_path_vs_ground_truth']
+    print('learned demo path:', traj)
+    assert traj['alignment'] == 'Sim(3)' and traj['position_rmse_m'] < 0.3
+    with highlevel.AnyReader([out / 'demo.mcap'], default_typestore=make_typestore()) as reader:
+        counts = {topic: info.msgcount for topic, info in reader.topics.items()}
+    for topic in ('/fourd/points', '/fourd/tracks', '/tf', '/diagnostics'):
+        assert counts.get(topic, 0) > 0, f'{topic} not recorded: {counts}'
+    assert '/camera/depth' not in counts or counts['/camera/depth'] == 0

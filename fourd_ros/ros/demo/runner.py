@@ -124,10 +124,11 @@ class Demo:
         self.trajectory = {'success': True, 'poses': len(xyz), 'frame_id':
                            resp.path.header.frame_id, 'path_length_m': length,
                            'round_trip_ms': round(ms, 2),
-                           'vs_ground_truth': trajectory_error(stamps, poses, mon.gt)}
+                           'vs_ground_truth': trajectory_error(
+                               stamps, poses, mon.gt, mon.diag.get('metric', 'true') == 'true')}
         err = self.trajectory['vs_ground_truth']
         gt = (f', position RMSE vs ground truth {err["position_rmse_m"] * 100:.1f} cm over '
-              f'{err["matched_poses"]} poses' if err else '')
+              f'{err["matched_poses"]} poses ({err["alignment"]} aligned)' if err else '')
         self.display.print(f'/fourd/get_trajectory: {len(xyz)} poses in '
                            f"'{resp.path.header.frame_id}', {length:.2f} m travelled{gt} "
                            f'({ms:.1f} ms)\n')
@@ -286,7 +287,8 @@ class Demo:
         }
         summary_path = self.out / 'summary.json'
         summary_path.write_text(json.dumps(summary, indent=2) + '\n')
-        rmse = f", camera position RMSE {traj['position_rmse_m'] * 100:.1f} cm" if traj else ''
+        rmse = (f", camera position RMSE {traj['position_rmse_m'] * 100:.1f} cm "
+                f"({traj['alignment']} aligned)" if traj else '')
         print(f'\nfourd demo: {mon.frames} frames in {recorded_s:.1f} s '
               f"({summary['fps']} fps){rmse}; {sum(recorder.counts.values())} messages "
               f'recorded ({len([t for t in recorder.counts if recorder.counts[t]])} topics).')
@@ -310,7 +312,8 @@ class Demo:
         if mon.last_path is not None:
             stamps, poses = path_poses(mon.deserialize('/fourd/path', mon.last_path))
             data.path_xyz = poses[:, :3, 3]
-            traj = trajectory_error(stamps, poses, mon.gt)
+            traj = trajectory_error(stamps, poses, mon.gt,
+                                    mon.diag.get('metric', 'true') == 'true')
             aligned = align_ground_truth(stamps, poses, mon.gt)
             if aligned is not None:
                 data.gt_path_xyz = aligned[1][:, :3, 3]
@@ -353,8 +356,8 @@ class Demo:
                  f"{d.get('dropped_frames', '?')} camera frames dropped by the node"]
         if traj:
             notes.append(f"camera position RMSE vs ground truth {traj['position_rmse_m']*100:.1f}"
-                         f" cm over {traj['matched_poses']} poses (travelled: ground truth "
-                         f"{traj['gt_path_length_m']:.2f} m, estimate "
+                         f" cm over {traj['matched_poses']} poses, {traj['alignment']} aligned "
+                         f"(travelled: ground truth {traj['gt_path_length_m']:.2f} m, estimate "
                          f"{traj['path_length_m']:.2f} m)")
         if self.query:
             counts = ', '.join(f'{k} {v}' for k, v in self.query['status_counts'].items())

@@ -49,9 +49,12 @@ def align_ground_truth(stamps: np.ndarray, poses: np.ndarray, gt: dict[int, np.n
     return keys, aligned
 
 
-def trajectory_error(stamps: np.ndarray, poses: np.ndarray,
-                     gt: dict[int, np.ndarray]) -> dict[str, Any] | None:
-    """Camera position error against aligned ground truth with the same stamps."""
+def trajectory_error(stamps: np.ndarray, poses: np.ndarray, gt: dict[int, np.ndarray],
+                     metric: bool = True) -> dict[str, Any] | None:
+    """Camera position error against aligned ground truth with the same stamps. A path up to
+    scale (`metric` False: a monocular node) is first brought to the ground truth by the
+    least-squares similarity (Umeyama, Sim(3)), the usual ATE of monocular odometry; a metric
+    one is compared as it is, tied to the ground truth at its first pose (`alignment`)."""
     aligned = align_ground_truth(stamps, poses, gt)
     if aligned is None:
         return None
@@ -61,8 +64,13 @@ def trajectory_error(stamps: np.ndarray, poses: np.ndarray,
     if not pairs:
         return None
     est, ref = np.array([p for p, _ in pairs]), np.array([g for _, g in pairs])
+    if not metric and len(est) >= 3:
+        from fourd_ros.core.geometry import umeyama
+        s, R, t = umeyama(est, ref)
+        est = s * est @ R.T + t
     err = np.linalg.norm(est - ref, axis=1)
-    return {'matched_poses': len(pairs), 'position_rmse_m': float(np.sqrt(np.mean(err ** 2))),
+    return {'matched_poses': len(pairs), 'alignment': 'first pose' if metric else 'Sim(3)',
+            'position_rmse_m': float(np.sqrt(np.mean(err ** 2))),
             'position_error_final_m': float(err[-1]),
             'path_length_m': float(np.linalg.norm(np.diff(est, axis=0), axis=1).sum()),
             'gt_path_length_m': float(np.linalg.norm(np.diff(ref, axis=0), axis=1).sum())}
