@@ -197,7 +197,12 @@ class Calibration:
         if error:
             return error
         if model is None:
-            return 'uncalibrated' if self._ready.is_set() else 'no camera_info yet'
+            if self._ready.is_set():
+                return 'uncalibrated'
+            waited = self._wait_start and time.monotonic() - self._wait_start >= self.patience_s
+            # after the first seconds images run without it: the intrinsics are a guess (the
+            # learned model's focal, or a default field of view)
+            return 'no camera_info: intrinsics guessed' if waited else 'no camera_info yet'
         if self.rectified:
             return 'rectified (intrinsics from P)'
         if model.distortion.is_pinhole:

@@ -112,9 +112,12 @@ def test_depth_sync_takes_the_nearest_stamp_within_the_slop() -> None:
 
 
 def test_calibration_scales_to_the_received_image() -> None:
-    cal = Calibration(wait_s=0.0)
+    cal = Calibration(wait_s=0.0, patience_s=0.0)
     image = np.zeros((240, 320, 3), np.uint8)
+    assert cal.describe() == 'no camera_info yet'
+    cal.wait_first()  # no CameraInfo within the patience: images run without it
     assert cal.pinhole(image)[2] is None
+    assert cal.describe() == 'no camera_info: intrinsics guessed'
     info = CameraInfo(width=640, height=480, distortion_model='plumb_bob')
     info.k = [500.0, 0.0, 319.5, 0.0, 500.0, 239.5, 0.0, 0.0, 1.0]
     cal.update(info)

@@ -129,6 +129,38 @@ def test_learned_node_on_a_monocular_camera(ros_context, start_process, clip) ->
     node.destroy_node()
 
 
+def test_learned_node_without_camera_info(ros_context, start_process) -> None:
+    """A plain monocular Image topic and no CameraInfo at all: the node guesses the intrinsics
+    (the model's focal), says so, and publishes clouds, poses and tracks."""
+    from fourd_ros.ros.demo.processes import node_argv
+    from test_node import REPO
+    start_process(*camera_args(rate=8.0), '-p', 'publish_depth:=false', name='camera')
+    argv = node_argv(REPO / 'config', 'backend:=auto', 'device:=cpu', depth=False)
+    argv[argv.index('camera_info:=/camera/camera_info')] = 'camera_info:=/no_camera_info'
+    start_process(*argv, name='node')
+    node = rclpy.create_node('observer', context=ros_context)
+    rec = Recorder(node)
+    for msg_type, topic in ((PointCloud2, '/fourd/points'), (TrackedPoints, '/fourd/tracks'),
+                            (DiagnosticArray, '/diagnostics')):
+        rec.listen(msg_type, topic)
+    rec.listen(TFMessage, '/tf', 100)
+
+    def diagnostics() -> dict:
+        return {kv.key: kv.value for msg in rec.msgs.get('/diagnostics', []) for s in msg.status
+                for kv in s.values}
+    assert spin_until(node, lambda: rec.count('/fourd/points') >= 5 and rec.count('/tf') > 0
+                      and diagnostics().get('camera_model', '').startswith('no camera_info:'),
+                      timeout=90.0), \
+        ({t: rec.count(t) for t in ('/fourd/points', '/tf')}, diagnostics())
+    values = diagnostics()
+    assert values['backend'] == 'learned' and values['metric'] == 'false', values
+    print('without CameraInfo: camera_model', repr(values['camera_model']))
+    arr = conv.cloud_to_array(rec.msgs['/fourd/points'][-1])
+    assert np.isfinite(arr['z']).mean() > 0.9 and np.nanmin(arr['z']) > 0
+    assert len(rec.msgs['/fourd/tracks'][-1].ids) > 0
+    node.destroy_node()
+
+
 def ground_mounting(up: np.ndarray, height: float) -> np.ndarray:
     """4x4 pose of a camera optical frame in a ground robot's base_footprint (on the floor, z
     up, x forward): the camera `height` m above it, `up` (the floor's normal in the optical
