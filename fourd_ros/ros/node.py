@@ -124,8 +124,11 @@ class FourdBehaviour:
                 '-r depth:=/camera/aligned_depth_to_color/image_raw (or use backend:=learned '
                 'for a monocular camera)')
         self.backend_name = backend_name
+        # rgbd needs the depth; the learned backend takes metres from it when it is remapped
+        self.uses_depth = backend_name == 'rgbd' or depth_remapped
         backend = make_backend(backend_name, device=self.p['device'],
-                               checkpoint=self.p['checkpoint'] or None)
+                               checkpoint=self.p['checkpoint'] or None,
+                               metric_depth=self.uses_depth)
         self.engine = StreamingEngine(backend, EngineConfig(
             width=self.p['processing_width'],
             cache=CachePolicy(budget_mb=self.p['cache_budget_mb'],
@@ -133,7 +136,6 @@ class FourdBehaviour:
                               max_keyframes=self.p['cache_max_keyframes']),
             tracks=TrackConfig(max_tracks=self.p['max_tracks']),
             max_query_points=self.p['max_query_points']))
-        self.uses_depth = backend_name == 'rgbd'
         # TF as other nodes publish it: /tf_static's frames (a URDF, camera drivers) give the
         # extrinsics when publish_camera_tf is false (looked up once per stream); with /tf's
         # (a SLAM's map -> odom) they are the frames queries may be asked in
@@ -178,10 +180,6 @@ class FourdBehaviour:
                                 qos_profile=SERVICE_QOS),
             self.create_service(Trigger, '~/reset', self._on_reset, qos_profile=SERVICE_QOS),
             self.create_timer(self.p['diagnostics_period'], self._publish_diagnostics)]
-        if depth_remapped and not self.uses_depth:
-            self.get_logger().warning(
-                f"backend {backend_name} does not read depth: '{self.resolve_topic_name('depth')}'"
-                ' is not subscribed')
 
     def _activate(self) -> None:
         """Subscribe to the camera and start the inference worker."""
@@ -437,7 +435,10 @@ class FourdBehaviour:
     def _scale_source(self) -> str:
         """Where the outputs' unit comes from, for /diagnostics."""
         if self.uses_depth:
-            return 'depth sensor (metres)'
+            if self.backend_name == 'rgbd':
+                return 'depth sensor (metres)'
+            return ("depth sensor (metres: the learned depth brought to the sensor's)"
+                    if self.engine.metric else 'depth sensor: waiting for its first frames')
         if self.p['camera_height'] <= 0:
             return 'unknown (up to scale; set camera_height on a ground robot)'
         up = self.out.frames.up_in_camera()

@@ -8,8 +8,7 @@ import dataclasses
 import numpy as np
 import pytest
 
-from fourd_ros.core.backends.ground_scale import (fit_floor, floor_pixels, GroundScale,
-                                                  GroundScaleConfig)
+from fourd_ros.core.backends.ground_scale import fit_floor, floor_pixels
 from fourd_ros.core.data.synthetic import generate_clip, SceneConfig
 from fourd_ros.core.geometry import invert_pose, unproject_depth
 from fourd_ros.core.types import GroundPlane, PointStatus
@@ -83,27 +82,6 @@ def test_floor_pixels_are_the_floor(clip) -> None:
         known = floor_pixels(unproject_depth(clip.depth[i], clip.K), ground.up,
                              np.ones(clip.depth[i].shape, bool), 25.0, ground.height)
         assert (known & truth).sum() / (known | truth).sum() > 0.85, i
-
-
-def test_ground_scale_waits_for_estimates_then_corrects_in_bounded_steps() -> None:
-    cfg = GroundScaleConfig(first_estimates=3, window=5, gain=0.5, max_step=0.02)
-    scale = GroundScale(cfg)
-    assert scale.step(None) == 1.0 and scale.step(2.0) == 1.0 and scale.step(2.2) == 1.0
-    assert not scale.metric
-    first = scale.step(1.8)  # the median of the first three sets the units at once
-    assert scale.metric and first == pytest.approx(2.0)
-    # the map is metric now: estimates of 1 leave it
-    assert scale.step(1.0) == pytest.approx(1.0, abs=1e-9)
-    # a drift the floor keeps seeing is corrected (once most of the window sees it) a
-    # bounded step per frame
-    steps = [scale.step(1.5) for _ in range(5)]
-    assert all(1.0 <= s <= np.exp(0.02) + 1e-9 for s in steps) and steps[-1] > 1.0
-    # no floor in view: the map keeps its scale, and old estimates are forgotten
-    assert all(scale.step(None) == 1.0 for _ in range(2 * cfg.window + 1))
-    assert scale.frames_since_estimate > cfg.window
-    assert scale.step(1.0) == pytest.approx(1.0)  # alone in the window now
-    scale.reset()
-    assert not scale.metric and scale.step(3.0) == 1.0
 
 
 def test_a_ground_plane_needs_a_direction_and_a_height() -> None:

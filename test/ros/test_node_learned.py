@@ -246,3 +246,44 @@ def test_learned_node_on_a_ground_robot_is_metric(ros_context, start_process) ->
     # no scale alignment: metres (in-process on this clip at 256x192: within 4 % median)
     assert abs(np.log(np.median(ratios))) < 0.25, ratios
     node.destroy_node()
+
+
+def test_learned_node_on_an_rgbd_camera_takes_metres_from_its_depth(
+        ros_context, start_process, clip) -> None:
+    """backend:=learned with the depth remapped: the learned depth brought to the sensor's
+    scale, so the clouds are metres (no alignment) and /diagnostics says so."""
+    from fourd_ros.ros.demo.processes import node_argv
+    from test_node import REPO
+    start_process(*camera_args(rate=8.0), name='camera')
+    start_process(*node_argv(REPO / 'config', 'backend:=learned', 'device:=cpu'), name='node')
+    node = rclpy.create_node('observer', context=ros_context)
+    rec = Recorder(node)
+    rec.listen(PointCloud2, '/fourd/points', 100)
+    rec.listen(DiagnosticArray, '/diagnostics')
+    rec.listen(PoseStamped, '/camera/ground_truth/pose', 200)
+
+    def metric() -> bool:
+        return any(kv.key == 'metric' and kv.value == 'true'
+                   for m in rec.msgs.get('/diagnostics', []) for s in m.status for kv in s.values)
+    assert spin_until(node, lambda: metric() and rec.count('/fourd/points') >= 12,
+                      timeout=90.0), rec.count('/fourd/points')
+    values = {kv.key: kv.value for m in rec.msgs['/diagnostics'] for s in m.status
+              for kv in s.values}
+    assert values['backend'] == 'learned' and values['scale'].startswith(
+        'depth sensor (metres: the learned depth'), values
+    gt = {conv.stamp_to_sec(m.header.stamp): conv.pose_to_matrix(m.pose)
+          for m in rec.msgs['/camera/ground_truth/pose']}
+    ratios = []
+    for cloud in rec.msgs['/fourd/points'][-6:]:
+        stamp = conv.stamp_to_sec(cloud.header.stamp)
+        if stamp not in gt:
+            continue
+        z = conv.cloud_to_array(cloud)['z']
+        true = cv2.resize(clip.depth[clip_index(clip, gt[stamp])], (z.shape[1], z.shape[0]),
+                          interpolation=cv2.INTER_NEAREST)
+        ok = np.isfinite(z) & (z > 0)
+        ratios.append(float(np.median(z[ok] / true[ok])))
+    print('learned node on an RGB-D camera: cloud depth / true depth '
+          + ' '.join(f'{r:.3f}' for r in ratios))
+    assert ratios and abs(np.log(np.median(ratios))) < 0.1, ratios
+    node.destroy_node()

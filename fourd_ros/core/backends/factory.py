@@ -37,7 +37,7 @@ def resolve_backend(name: str, has_depth: bool) -> str:
 
 
 def make_backend(name: str, device: str = 'auto', checkpoint: str | None = None,
-                 sequence: Any = None) -> Backend:
+                 sequence: Any = None, metric_depth: bool = False) -> Backend:
     """Build a backend; raises ValueError with a clear message when impossible.
 
     Args:
@@ -46,6 +46,9 @@ def make_backend(name: str, device: str = 'auto', checkpoint: str | None = None,
         checkpoint: learned model checkpoint (None = the one shipped in the package).
         sequence: the evaluated sequence, for 'oracle' only (evaluation plumbing that replays
             its ground truth; a synthetic clip also gives it GT motion and dynamic masks).
+        metric_depth: 'learned' on an RGB-D camera: its outputs take metres from the frames'
+            registered depth (`LearnedConfig.scale_from_depth`); otherwise the depth is
+            ignored (monocular).
     """
     if name == 'rgbd':
         from fourd_ros.core.backends.rgbd import RgbdBackend
@@ -56,8 +59,9 @@ def make_backend(name: str, device: str = 'auto', checkpoint: str | None = None,
             import torch
             if not torch.cuda.is_available():
                 raise ValueError(f"device '{device}': CUDA is not available on this machine")
-        from fourd_ros.core.backends.learned import LearnedBackend
-        return LearnedBackend(checkpoint=checkpoint, device=dev)
+        from fourd_ros.core.backends.learned import LearnedBackend, LearnedConfig
+        return LearnedBackend(checkpoint=checkpoint, device=dev,
+                              config=LearnedConfig(scale_from_depth=metric_depth))
     if name == 'oracle':
         if sequence is None:
             raise ValueError("the oracle backend replays a dataset's ground truth: evaluation "

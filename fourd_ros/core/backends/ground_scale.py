@@ -10,14 +10,12 @@ gives metres per map unit. This is geometry (the classic ground-plane scale reco
 monocular driving odometry): the network's depth only picks which pixels are floor, so the
 scale does not inherit the network's depth error (docs/learned-model.md).
 
-`GroundScale` turns the per-frame estimates into corrections of the map: the median of the
-first few sets the map's scale (from then on the output is metric), later ones pull it back
-when the monocular pose's scale drifts, a few per cent a frame at most.
+`metric_scale.MetricScale` turns the per-frame estimates into corrections of the map (as it
+does a depth sensor's).
 """
 
 from __future__ import annotations
 
-from collections import deque
 from dataclasses import dataclass
 
 import numpy as np
@@ -39,12 +37,6 @@ class GroundScaleConfig:
             is not used.
         min_inlier_share: nor one whose floor pixels follow the fitted plane's motion less
             often than this.
-        window: estimates kept (the median of them is what corrects the map; only those of
-            the last ``2 x window`` frames).
-        first_estimates: estimates the first (full) correction waits for; until then the
-            output stays up to scale.
-        gain, max_step: later corrections move the map's scale by ``gain`` x the logarithm of
-            the median estimate, at most ``max_step`` (log) per frame.
     """
 
     max_tilt_deg: float = 25.0
@@ -54,10 +46,6 @@ class GroundScaleConfig:
     huber_px: float = 1.0
     max_rel_error: float = 0.1
     min_inlier_share: float = 0.6
-    window: int = 15
-    first_estimates: int = 5
-    gain: float = 0.2
-    max_step: float = 0.02
 
 
 def surface_normals(points_cam: np.ndarray, step: int = 4) -> np.ndarray:
@@ -156,49 +144,3 @@ def fit_floor(flow: np.ndarray, K: np.ndarray, T_ref_cur: np.ndarray, up: np.nda
     sigma2 = float((weight * res) @ res) / max(len(res) - 1, 1)
     return FloorFit(w, float(np.sqrt(sigma2 / info)) / abs(w) if w != 0 else np.inf,
                     int(len(u)), float(np.mean(np.abs(res) <= 2.0 * huber_px)))
-
-
-class GroundScale:
-    """Metres per map unit, from floor estimates frame after frame (see the module docstring).
-    `step` returns the factor to multiply the map by now; `metric` says whether the first
-    correction has happened."""
-
-    def __init__(self, config: GroundScaleConfig = GroundScaleConfig()) -> None:
-        self.config = config
-        self.reset()
-
-    def reset(self) -> None:
-        self._frame = 0
-        # (frame, log metres per map unit) of the recent estimates, in today's map units
-        self._log_scale: deque[tuple[int, float]] = deque(maxlen=self.config.window)
-        self.metric = False
-
-    @property
-    def frames_since_estimate(self) -> int:
-        """Frames since the last estimate was recorded (a large number before the first)."""
-        return self._frame - self._log_scale[-1][0] if self._log_scale else 1 << 30
-
-    def step(self, metres_per_unit: float | None) -> float:
-        """Record this frame's estimate (metres per map unit; None = none) and return the
-        factor the map is to be multiplied by (1.0 = leave it). Without an estimate the map
-        keeps its scale; estimates older than two windows of frames are forgotten."""
-        cfg = self.config
-        self._frame += 1
-        while self._log_scale and self._frame - self._log_scale[0][0] > 2 * cfg.window:
-            self._log_scale.popleft()
-        if metres_per_unit is None or not np.isfinite(metres_per_unit) \
-                or metres_per_unit <= 0:
-            return 1.0
-        self._log_scale.append((self._frame, float(np.log(metres_per_unit))))
-        median = float(np.median([x for _, x in self._log_scale]))
-        if not self.metric:
-            if len(self._log_scale) < cfg.first_estimates:
-                return 1.0
-            self.metric = True
-            step = median
-        else:
-            step = float(np.clip(cfg.gain * median, -cfg.max_step, cfg.max_step))
-        # the stored estimates are in the old map units: re-express them in the new ones
-        self._log_scale = deque(((k, x - step) for k, x in self._log_scale),
-                                maxlen=cfg.window)
-        return float(np.exp(step))

@@ -38,8 +38,8 @@ import torch.nn.functional as F
 
 from fourd_ros.core.backends.landmark_depth import (fit_to_landmarks, LandmarkDepthConfig,
                                                     LandmarkDepthFit, NO_FIT)
-from fourd_ros.core.backends.ground_scale import (fit_floor, floor_pixels, GroundScale,
-                                                  GroundScaleConfig)
+from fourd_ros.core.backends.ground_scale import fit_floor, floor_pixels, GroundScaleConfig
+from fourd_ros.core.backends.metric_scale import MetricScale, MetricScaleConfig, depth_sensor_scale
 from fourd_ros.core.backends.mono_pose import LandmarkTracker, MonoPoseConfig, PoseEstimate
 from fourd_ros.core.engine.backend import BackendError, CacheEntry, MotionEstimate
 from fourd_ros.core.engine.objects import label_moving_segments
@@ -84,7 +84,12 @@ class LearnedConfig:
         pose: geometric pose settings.
         landmark_depth: how each depth map is brought to the landmarks (scale + smooth
             correction).
-        ground: how a frame's ground plane (`Frame.ground`) makes the map metric.
+        ground: how a frame's ground plane (`Frame.ground`) measures the map's scale.
+        scale: how the floor's per-frame scale estimates make the map metric and keep it so.
+        sensor_scale: the same for a depth sensor's (precise: followed more closely).
+        scale_from_depth: frames that carry a registered depth image (`Frame.depth`: an RGB-D
+            camera) make the map metric with it (the learned depth brought to the sensor's
+            scale); False: the depth is ignored (a monocular evaluation on RGB-D data).
         rescale_epoch_log: a scale correction larger than this (log) starts a new "epoch":
             cost-volume sources and the motion decoder's reference are taken only from the
             frames since (earlier poses are in the old units).
@@ -105,6 +110,10 @@ class LearnedConfig:
     pose: MonoPoseConfig = MonoPoseConfig()
     landmark_depth: LandmarkDepthConfig = LandmarkDepthConfig()
     ground: GroundScaleConfig = GroundScaleConfig()
+    scale: MetricScaleConfig = MetricScaleConfig()
+    sensor_scale: MetricScaleConfig = MetricScaleConfig(window=5, first_estimates=3, gain=0.5,
+                                                        max_step=0.05)
+    scale_from_depth: bool = False
     rescale_epoch_log: float = 0.05
 
 
@@ -186,15 +195,16 @@ class LearnedBackend:
         self._focal_trained = 'focal' in self.meta.get('train', {}).get('loss', {})
         self.config = config or LearnedConfig()
         self._landmarks = LandmarkTracker(self.config.pose)
-        self._ground = GroundScale(self.config.ground)
+        self._scale = MetricScale(self.config.sensor_scale if self.config.scale_from_depth
+                                  else self.config.scale)
         self._flows = CachedFlows(PRIOR_DIS)
         self.reset()
 
     @property
     def metric(self) -> bool:
-        """True once the frames' ground plane has set the map's scale (metres); up to scale
-        before, and without a ground plane."""
-        return self._ground.metric
+        """True once a depth sensor (`LearnedConfig.scale_from_depth`) or the frames' ground
+        plane has set the map's scale (metres); up to scale before, and without either."""
+        return self._scale.metric
 
     # ------------------------------------------------------------------ stream
     def reset(self) -> None:
@@ -203,7 +213,7 @@ class LearnedBackend:
         self._K: np.ndarray | None = None
         self._t0 = 0.0
         self._landmarks.reset()
-        self._ground.reset()
+        self._scale.reset()
         self._scale_epoch = -np.inf  # frames before it are in older map units
         self._flows.clear()
 
@@ -315,17 +325,22 @@ class LearnedBackend:
         scene_flow[~dynamic] = 0.0
         clock.append(time.perf_counter())
         rescale, points_cam = 1.0, None
-        if frame.ground is not None:
+        if frame.depth is not None and cfg.scale_from_depth:
+            # a depth sensor: metres per map unit straight from its depth, frame by frame
+            rescale = self._scale.step(depth_sensor_scale(
+                frame.depth, depth, ~moving, cfg.sensor_scale.min_sensor_pixels))
+            extras['scale_rescale'] = rescale
+        elif frame.ground is not None:
             points_cam = unproject_depth(depth, K)
             # the pose of a frame whose tracking failed is a guess: no floor estimate from it
             rescale = self._ground_step(frame.ground, gray, points_cam, ~moving, T_wc, K,
                                         posed) \
-                if est is not None and est.ok else self._ground.step(None)
-            extras['ground_rescale'] = rescale
+                if est is not None and est.ok else self._scale.step(None)
+            extras['scale_rescale'] = rescale
         if rescale != 1.0:
             # the map scaled about this camera: its pose stays, lengths change
             depth = depth * np.float32(rescale)
-            points_cam = points_cam * np.float32(rescale)
+            points_cam = None if points_cam is None else points_cam * np.float32(rescale)
             scale *= rescale
             scene_flow *= np.float32(rescale)
             self._landmarks.rescale(T_wc[:3, 3], rescale)
@@ -526,7 +541,7 @@ class LearnedBackend:
     def _ground_step(self, ground: GroundPlane, gray: np.ndarray, points: np.ndarray,
                      usable: np.ndarray, T_wc: np.ndarray, K: np.ndarray,
                      posed: list[CacheEntry]) -> float:
-        """The factor to scale the map by now (`ground_scale.GroundScale`), from the floor's
+        """The factor to scale the map by now (`metric_scale.MetricScale`), from the floor's
         flow to the newest cached frame at least ``min_baseline`` of the camera's height away
         (the height as the frame's points, H x W x 3 camera frame, show it) and the known
         height in metres. ``usable``: static pixels."""
@@ -534,23 +549,24 @@ class LearnedBackend:
         # once metric, the floor is the camera's height below it (in metres = map units),
         # which keeps the foot of walls and table tops out; after a long time without an
         # estimate (the scale may have drifted away from it) the floor is found as at the start
-        known = self._ground.metric and self._ground.frames_since_estimate <= cfg.window
+        known = self._scale.metric \
+            and self._scale.frames_since_estimate <= self.config.scale.window
         floor = floor_pixels(points, ground.up, usable, cfg.max_tilt_deg,
                              ground.height if known else None)
         if floor.sum() < cfg.min_pixels:
-            return self._ground.step(None)
+            return self._scale.step(None)
         height = float(np.median(-(points[floor] @ ground.up)))
         ref = next((e for e in reversed(posed[-cfg.max_gap:]) if np.linalg.norm(
             e.T_wc[:3, 3] - T_wc[:3, 3]) >= cfg.min_baseline * height), None)
         if ref is None:
-            return self._ground.step(None)
+            return self._scale.step(None)
         # plain DIS (not started from the static flow the network's depth predicts, which
         # would pull the estimate towards that depth's scale)
         fit = fit_floor(PRIOR_DIS(gray, ref.latent.gray), K, invert_pose(ref.T_wc) @ T_wc,
                         ground.up, floor, cfg.huber_px)
         ok = (fit is not None and fit.inverse_height > 0 and fit.rel_error <= cfg.max_rel_error
               and fit.inlier_share >= cfg.min_inlier_share)
-        return self._ground.step(ground.height * fit.inverse_height if ok else None)
+        return self._scale.step(ground.height * fit.inverse_height if ok else None)
 
     def _is_keyframe(self, T_wc: np.ndarray, median_depth: float) -> bool:
         if self._last_keyframe is None or np.linalg.norm(

@@ -1,0 +1,75 @@
+"""Metres for a monocular map from per-frame estimates (`fourd_ros.core.backends.metric_scale`):
+the correction logic, and the learned backend on an RGB-D camera's depth."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from fourd_ros.core.backends.metric_scale import MetricScale, MetricScaleConfig, depth_sensor_scale
+
+
+def test_metric_scale_waits_for_estimates_then_corrects_in_bounded_steps() -> None:
+    cfg = MetricScaleConfig(first_estimates=3, window=5, gain=0.5, max_step=0.02)
+    scale = MetricScale(cfg)
+    assert scale.step(None) == 1.0 and scale.step(2.0) == 1.0 and scale.step(2.2) == 1.0
+    assert not scale.metric
+    first = scale.step(1.8)  # the median of the first three sets the units at once
+    assert scale.metric and first == pytest.approx(2.0)
+    # the map is metric now: estimates of 1 leave it
+    assert scale.step(1.0) == pytest.approx(1.0, abs=1e-9)
+    # a drift the floor keeps seeing is corrected (once most of the window sees it) a
+    # bounded step per frame
+    steps = [scale.step(1.5) for _ in range(5)]
+    assert all(1.0 <= s <= np.exp(0.02) + 1e-9 for s in steps) and steps[-1] > 1.0
+    # no floor in view: the map keeps its scale, and old estimates are forgotten
+    assert all(scale.step(None) == 1.0 for _ in range(2 * cfg.window + 1))
+    assert scale.frames_since_estimate > cfg.window
+    assert scale.step(1.0) == pytest.approx(1.0)  # alone in the window now
+    scale.reset()
+    assert not scale.metric and scale.step(3.0) == 1.0
+
+
+def test_depth_sensor_scale_is_the_median_ratio_over_usable_pixels() -> None:
+    depth = np.full((20, 30), 2.0, np.float32)
+    sensor = np.full((20, 30), 3.0, np.float32)
+    sensor[:5] = np.nan  # holes
+    sensor[5:8] = 0.0
+    usable = np.ones((20, 30), bool)
+    usable[:, :3] = False
+    sensor[:, :3] = 100.0  # a moving object's pixels: not used
+    assert depth_sensor_scale(sensor, depth, usable, 100) == pytest.approx(1.5)
+    assert depth_sensor_scale(sensor, depth, usable, 10_000) is None
+
+
+def test_learned_backend_takes_metres_from_a_depth_sensor() -> None:
+    """`LearnedConfig.scale_from_depth`: an RGB-D camera's depth makes the learned output metric
+    (its own depth brought to the sensor's scale); without it the depth is ignored."""
+    from fourd_ros.core.backends.learned import LearnedBackend, LearnedConfig
+    from fourd_ros.core.data.synthetic import generate_clip, SceneConfig
+    from fourd_ros.core.engine.engine import EngineConfig, StreamingEngine
+    clip = generate_clip(SceneConfig(frames=20, width=128, height=96, seed=3, fps=30.0))
+
+    def run(from_depth: bool) -> tuple[list[bool], list[float]]:
+        backend = LearnedBackend(device='cpu',
+                                 config=LearnedConfig(scale_from_depth=from_depth))
+        engine = StreamingEngine(backend, EngineConfig(width=0))
+        metric, ratio = [], []
+        for i in range(len(clip)):
+            frame = clip.frame(i)
+            assert frame.depth is not None
+            result = engine.process(frame)
+            metric.append(result.metric)
+            ok = result.depth > 0
+            ratio.append(float(np.median(result.depth[ok] / clip.depth[i][ok])))
+        return metric, ratio
+
+    metric, ratio = run(True)
+    first = metric.index(True)
+    print(f'learned + depth sensor: metric from frame {first}, depth / true depth '
+          f'{min(ratio[first:]):.3f}-{max(ratio[first:]):.3f}')
+    # the first frame's estimate counts too
+    assert first == LearnedConfig().sensor_scale.first_estimates - 1 and all(metric[first:])
+    assert np.all(np.abs(np.log(ratio[first:])) < 0.05)
+    metric, _ = run(False)
+    assert not any(metric)
