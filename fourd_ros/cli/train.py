@@ -40,6 +40,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help='stop with a checkpoint after MIN minutes (0 = run all steps)')
     p.add_argument('--train-size', type=size_arg, default=(d.data.width, d.data.height),
                    metavar='WxH', help=f'training image size ({d.data.width}x{d.data.height})')
+    p.add_argument('--scale-jitter', type=float, default=d.data.scale_jitter, metavar='LOG',
+                   help='sub-clip units = the anchor median depth x exp(U(-LOG, LOG)) '
+                        f'({d.data.scale_jitter}; stage 1 of the shipped recipe: 0.25)')
+    p.add_argument('--min-moving', type=float, default=d.loss.min_moving, metavar='UNITS',
+                   help='a point counts among the most-moving only if it moves this much '
+                        f'({d.loss.min_moving}; stage 1 of the shipped recipe: 0)')
     p.add_argument('--device', default='auto', help='auto, cpu, cuda or cuda:N (auto)')
     p.add_argument('--threads', type=int, default=0, help='CPU threads per process (default)')
     p.add_argument('--seed', type=int, default=0, help='random seed (0)')
@@ -59,6 +65,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from fourd_ros.core.model.checkpoint import DEFAULT_CHECKPOINT, load_model
     from fourd_ros.core.training.data import DataConfig
+    from fourd_ros.core.training.losses import LossConfig
     from fourd_ros.core.training.train import TrainConfig, train
     w, h = args.train_size
     if w % 16 or h % 16:
@@ -69,7 +76,9 @@ def run(args: argparse.Namespace) -> int:
                       device=args.device, threads=args.threads, seed=args.seed,
                       init=args.init, train_only=args.train_only,
                       motion_prior=args.motion_prior,
-                      data=dataclasses.replace(DataConfig(), width=w, height=h))
+                      data=dataclasses.replace(DataConfig(), width=w, height=h,
+                                               scale_jitter=args.scale_jitter),
+                      loss=dataclasses.replace(LossConfig(), min_moving=args.min_moving))
     if args.frames > cfg.data.frames:
         raise ValueError(f'--frames {args.frames}: sub-clips are cut from {cfg.data.frames}-frame '
                          'scenes; use at most that many')

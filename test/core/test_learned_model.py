@@ -61,14 +61,19 @@ def test_outputs_of_a_frame_do_not_change_when_later_frames_arrive(model) -> Non
     assert torch.equal(d1, d2)
 
 
-def test_per_frame_attention_is_bounded_by_the_context_not_the_stream(model) -> None:
+@pytest.mark.parametrize('anchor_and_keyframes', [False, True])
+def test_per_frame_attention_is_bounded_by_the_context_not_the_stream(
+        model, anchor_and_keyframes: bool) -> None:
     """Through the real backend and engine: frame 40 attends to as many cached keys/values as
-    frame 3, while the cache holds many more frames."""
-    from fourd_ros.core.backends.learned import LearnedBackend
+    frame 3 (the last 3 frames; or also the anchor and 2 keyframes), while the cache holds
+    many more frames."""
+    from fourd_ros.core.backends.learned import LearnedBackend, LearnedConfig
     from fourd_ros.core.data.synthetic import generate_clip, SceneConfig
     from fourd_ros.core.engine.engine import EngineConfig, StreamingEngine
     clip = generate_clip(SceneConfig(frames=12, width=64, height=48, seed=4, fps=30.0))
-    engine = StreamingEngine(LearnedBackend(model=model), EngineConfig(width=0))
+    config = LearnedConfig(context_anchor=True, context_keyframes=2) if anchor_and_keyframes \
+        else LearnedConfig()
+    engine = StreamingEngine(LearnedBackend(model=model, config=config), EngineConfig(width=0))
     counts = []
     for k in range(40):
         i = k % 12 if (k // 12) % 2 == 0 else 11 - k % 12  # ping-pong, increasing stamps
@@ -77,9 +82,13 @@ def test_per_frame_attention_is_bounded_by_the_context_not_the_stream(model) -> 
         counts.append(engine.process(f).extras['attended_tokens'])
     tokens = SMALL.tokens + 2  # patch tokens + camera token + time token
     print('attended frames per frame:', [c // tokens for c in counts])
-    # the frame itself and the last 3, then the anchor too, then up to 2 keyframes
-    assert counts[:5] == [tokens, 2 * tokens, 3 * tokens, 4 * tokens, 5 * tokens]
-    assert max(counts) == counts[-1] == 7 * tokens and len(set(counts[-10:])) == 1
+    assert counts[:4] == [tokens, 2 * tokens, 3 * tokens, 4 * tokens]
+    if anchor_and_keyframes:
+        # then the anchor too, then up to 2 keyframes
+        assert counts[4] == 5 * tokens
+        assert max(counts) == counts[-1] == 7 * tokens and len(set(counts[-10:])) == 1
+    else:
+        assert set(counts[3:]) == {4 * tokens}
     assert len(engine.cache) >= 30  # the cache is far larger than what a frame attends to
 
 

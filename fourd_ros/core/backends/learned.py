@@ -61,9 +61,10 @@ class LearnedConfig:
         width: processing width in pixels (0 = the width in the model's config).
         context_frames: most recent cached frames the encoder attends to ...
         context_keyframes: ... besides the newest this many older keyframes ...
-        context_anchor: ... and the stream's first frame while it is cached (the encoder's
-            bounded context: anchor + keyframes + recent frames; measured against the recent
-            frames alone: the same accuracy within run-to-run spread, docs/history.md).
+        context_anchor: ... and the stream's first frame while it is cached. Off by default:
+            the model is trained on short sub-clips (each frame attends to the 3 before it),
+            and the anchor with 2 keyframes made the camera path worse on 7-Scenes and a
+            held-out seed (docs/history.md, session 28).
         source_baseline: a cost-volume source should be at least this far from the current
             camera, as a fraction of the median depth.
         dynamic_rel: a point moves if |dP| > dynamic_rel x its depth (DPM-style threshold):
@@ -97,8 +98,8 @@ class LearnedConfig:
 
     width: int = 0
     context_frames: int = 3
-    context_keyframes: int = 2
-    context_anchor: bool = True
+    context_keyframes: int = 0
+    context_anchor: bool = False
     source_baseline: float = 0.03
     dynamic_rel: float = 0.02
     reported_rel: float = 0.1
