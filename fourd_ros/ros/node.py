@@ -258,6 +258,8 @@ class FourdBehaviour:
             self.engine = None
 
     def _stop_worker(self) -> None:
+        if not hasattr(self, '_stop'):  # parameters refused before the worker's set-up
+            return
         self._stop.set()
         if self._worker is not None:
             with self._cv:
