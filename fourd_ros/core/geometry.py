@@ -325,6 +325,13 @@ def default_intrinsics(width: int, height: int, hfov_deg: float = 60.0) -> np.nd
     return np.array([[f, 0.0, (width - 1) / 2.0], [0.0, f, (height - 1) / 2.0], [0.0, 0.0, 1.0]])
 
 
+def box_corners(center: np.ndarray, rotation: np.ndarray, size: np.ndarray) -> np.ndarray:
+    """8 x 3 corners of an oriented box (centre, 3x3 axes as columns, full lengths)."""
+    signs = np.array([[x, y, z] for x in (-1, 1) for y in (-1, 1) for z in (-1, 1)], float)
+    return np.asarray(center, float) + (signs * np.asarray(size, float) / 2.0) @ np.asarray(
+        rotation, float).T
+
+
 def umeyama(src: np.ndarray, dst: np.ndarray,
             with_scale: bool = True) -> tuple[float, np.ndarray, np.ndarray]:
     """Least-squares similarity (or rigid) transform from ``src`` to ``dst`` (Umeyama 1991).

@@ -199,7 +199,8 @@ class Calibration:
         if model is None:
             if self._ready.is_set():
                 return 'uncalibrated'
-            waited = self._wait_start and time.monotonic() - self._wait_start >= self.patience_s
+            waited = self._wait_start > 0 \
+                and time.monotonic() - self._wait_start >= self.patience_s
             # after the first seconds images run without it: the intrinsics are a guess (the
             # learned model's focal, or a default field of view)
             return 'no camera_info: intrinsics guessed' if waited else 'no camera_info yet'

@@ -101,6 +101,9 @@ class FourdBehaviour:
         # set to stop the current inference worker (each worker has its own: one that is still
         # finishing a long frame after a deactivate must not run on beside the next one)
         self._stop = threading.Event()
+        # held while a frame is processed and published, by ~/reset (a reset never interleaves
+        # with a frame's outputs) and by cleanup (it waits for the frame in hand)
+        self._frame_lock = threading.Lock()
         self._active = False
 
     # ------------------------------------------------------------------ lifecycle
@@ -149,9 +152,6 @@ class FourdBehaviour:
         self.input_loss = InputLossMonitor(self.p['depth_sync_slop'])
         self._queue: deque[Image | CompressedImage] = deque(maxlen=self.p['queue_size'])
         self._cv = threading.Condition()
-        # held while a frame is processed and published, and by ~/reset: a reset never
-        # interleaves with a frame's outputs
-        self._frame_lock = threading.Lock()
         self._input_size: tuple[int, int] | None = None  # (width, height) of the last image
         self._stats = {'received': 0, 'processed': 0, 'dropped_queue': 0, 'rejected': 0,
                        'resets': 0, 'last_error': '', 'tracking_lost': 0, 'relocalized': 0,
@@ -247,15 +247,18 @@ class FourdBehaviour:
             else:
                 self.destroy_subscription(handle)
         self._handles = []
-        if getattr(self, 'out', None) is not None:
-            self.out.destroy(self)
-            self.out = None
-        if getattr(self, 'depth_sync', None) is not None:
-            self.depth_sync.close()
-            self.depth_sync = None
-        if self.engine is not None:
-            self.engine.close()
-            self.engine = None
+        # after a frame still in hand (a worker that outlived deactivate's wait): its outputs
+        # and engine must not go away under it
+        with self._frame_lock:
+            if getattr(self, 'out', None) is not None:
+                self.out.destroy(self)
+                self.out = None
+            if getattr(self, 'depth_sync', None) is not None:
+                self.depth_sync.close()
+                self.depth_sync = None
+            if self.engine is not None:
+                self.engine.close()
+                self.engine = None
 
     def _stop_worker(self) -> None:
         if not hasattr(self, '_stop'):  # parameters refused before the worker's set-up
@@ -267,7 +270,8 @@ class FourdBehaviour:
             self._worker.join(timeout=5.0)
             if self._worker.is_alive():
                 # it ends after its frame (its own stop event is set); the frame lock keeps it
-                # from running beside a worker started by the next activation
+                # from running beside a worker started by the next activation, and cleanup
+                # waits for it
                 self.get_logger().warning('the frame in hand is still being processed; it '
                                           'finishes in the background')
             self._worker = None

@@ -36,8 +36,8 @@ from nav_msgs.msg import Path
 from sensor_msgs.msg import PointCloud2
 from tf2_msgs.msg import TFMessage
 
-from fourd_ros.core.eval.snapshot import box_corners
 from fourd_ros.core.frame_tree import FrameTree
+from fourd_ros.core.geometry import box_corners
 from fourd_ros.ros import conversions as conv
 from fourd_ros.ros.qos import LATCHED, TF_STATIC_QOS
 
@@ -181,15 +181,16 @@ class FourdViewer(Node):
     def _show(self, names: tuple[str, ...], visible: bool) -> None:
         for name in names:
             self._visible[name] = visible
-        for name, handle in self._handles.items():
+        # a copy: objects' labels come and go on the ROS thread while this runs on viser's
+        for name, handle in list(self._handles.items()):
             handle.visible = self._layer_visible(name)
 
     def _layer_visible(self, name: str) -> bool:
         """Whether scene node `name` shows: its own layer name's checkbox, or that of the name
         it lies under."""
-        while name not in self._visible:
+        while name and name not in self._visible:
             name = name.rsplit('/', 1)[0]
-        return self._visible[name]
+        return self._visible.get(name, True)
 
     def _draw(self, add, name: str, **kwargs) -> None:
         """Draw (or redraw) scene node `name` with viser's `add` method, shown or hidden as its
@@ -283,10 +284,8 @@ class FourdViewer(Node):
 
     def _on_objects(self, msg: MovingObjects) -> None:
         T = self.tf.lookup(self._map_frame(), msg.header.frame_id)
-        if T is None:
-            return
         segments, labels = [], {}
-        for obj in msg.objects:
+        for obj in msg.objects if T is not None else []:  # no transform: none drawn
             B = conv.pose_to_matrix(obj.box_pose)
             size = np.array([obj.box_size.x, obj.box_size.y, obj.box_size.z])
             corners = box_corners(B[:3, 3], B[:3, :3], size) @ T[:3, :3].T + T[:3, 3]

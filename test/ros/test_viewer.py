@@ -174,8 +174,8 @@ def _failures(img: np.ndarray, empty: np.ndarray, clip, poses: list,
                & (img[..., 1] <= MOVING_TRACK_GREEN_MAX))
     if magenta.sum() < 10:
         failures.append('no moving track drawn')
-    # the moving objects' boxes and velocity arrows (yellow: none of the clip's pixels has red
-    # and green >= 200 with blue <= 80), near where the objects are
+    # the moving objects' boxes and velocity arrows are drawn (yellow: none of the clip's pixels
+    # has red and green >= 200 with blue <= 80; where they are is the colour check's below)
     boxes = ((img[..., 0] >= 200) & (img[..., 1] >= 180) & (img[..., 2] <= 90))
     if boxes.sum() < 20:
         failures.append('no moving object box drawn')

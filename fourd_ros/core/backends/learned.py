@@ -551,7 +551,7 @@ class LearnedBackend:
         # which keeps the foot of walls and table tops out; after a long time without an
         # estimate (the scale may have drifted away from it) the floor is found as at the start
         known = self._scale.metric \
-            and self._scale.frames_since_estimate <= self.config.scale.window
+            and self._scale.frames_since_estimate <= self._scale.config.window
         floor = floor_pixels(points, ground.up, usable, cfg.max_tilt_deg,
                              ground.height if known else None)
         if floor.sum() < cfg.min_pixels:

@@ -116,6 +116,7 @@ class StreamingEngine:
         self._last_metric: bool | None = None  # the last frame's units (None: no frame yet)
         # stamp of the first frame in the current units (a query cannot span a units change)
         self._units_since: float | None = None
+        self._first_stamp: float | None = None  # of the stream's first frame
         self.last_step = StepInfo()
 
     # ------------------------------------------------------------------ stream
@@ -156,6 +157,7 @@ class StreamingEngine:
             self._index = 0
             self._last_metric = None
             self._units_since = None
+            self._first_stamp = None
 
     def close(self) -> None:
         """Drop the stream and release the backend (its model and device memory)."""
@@ -239,6 +241,8 @@ class StreamingEngine:
                 self._units_since = frame.stamp
                 self._trajectory.clear()
             self._trajectory.append((frame.stamp, result.T_wc.copy()))
+            if self._first_stamp is None:
+                self._first_stamp = frame.stamp
             self._index += 1
         # outside `_lock`: the tracks decode motion (a model pass for the learned backend);
         # only this thread changes the cache (under `_stream`), so `prev` and `entry` stay valid;
@@ -400,7 +404,7 @@ class StreamingEngine:
                 f'source stamp {source_stamp:.6f} s and target stamp {target.stamp:.6f} s lie '
                 f'on both sides of the switch to metres at {since:.6f} s (the earlier frames '
                 'are up to scale): query frames from one side')
-        first = self._trajectory[0][0] if self._trajectory else latest.stamp
+        first = latest.stamp if self._first_stamp is None else self._first_stamp
         if source is None:
             seen = first <= source_stamp <= latest.stamp
             why = 'evicted from the cache' if seen else 'never processed in this stream'

@@ -334,13 +334,14 @@ def _real_timings(bench: EngineBench, block: int = 40) -> dict[str, float]:
     reader = open_sequence(bench.real, max_frames=bench.real_frames or None)
     engine = _engine(bench, 320, 0)
     reference = Open3dOdometry(320) if bench.open3d else None
-    read, proc, gt = [], [], []
+    read, proc, gt, poses = [], [], [], []
     pending: list[Frame] = []
 
     def run_block() -> None:
         for frame in pending:
             t1 = time.perf_counter()
-            engine.process(frame)
+            # the frame's own pose (the engine's trajectory starts again if the units change)
+            poses.append(engine.process(frame).T_wc)
             proc.append(time.perf_counter() - t1)
             bar.update(1)
         if reference is not None:
@@ -368,8 +369,7 @@ def _real_timings(bench: EngineBench, block: int = 40) -> dict[str, float]:
     has_gt = n > 2 and all(T is not None for T in gt)
     align = 'se3' if engine.metric else 'sim3'
     if has_gt:
-        out['real_ate_m'] = ate(np.array([T for _, T in engine.trajectory()]), np.array(gt),
-                                align=align)['ate_m']
+        out['real_ate_m'] = ate(np.array(poses), np.array(gt), align=align)['ate_m']
     if reference is not None:
         o3d_run = reference.run()
         # frames/s without reading, to compare like with like: ours from engine.process

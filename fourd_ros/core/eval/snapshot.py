@@ -52,13 +52,6 @@ class SnapshotObject:
     velocity: np.ndarray
 
 
-def box_corners(center: np.ndarray, rotation: np.ndarray, size: np.ndarray) -> np.ndarray:
-    """8 x 3 corners of an oriented box (centre, 3x3 axes as columns, full lengths)."""
-    signs = np.array([[x, y, z] for x in (-1, 1) for y in (-1, 1) for z in (-1, 1)], float)
-    return np.asarray(center, float) + (signs * np.asarray(size, float) / 2.0) @ np.asarray(
-        rotation, float).T
-
-
 @dataclass
 class SnapshotData:
     """Everything the figure shows; any part may be empty.

@@ -125,13 +125,17 @@ class Demo:
                            resp.path.header.frame_id, 'path_length_m': length,
                            'round_trip_ms': round(ms, 2),
                            'vs_ground_truth': trajectory_error(
-                               stamps, poses, mon.gt, mon.diag.get('metric', 'true') == 'true')}
+                               stamps, poses, mon.gt, self._metric(mon))}
         err = self.trajectory['vs_ground_truth']
         gt = (f', position RMSE vs ground truth {err["position_rmse_m"] * 100:.1f} cm over '
               f'{err["matched_poses"]} poses ({err["alignment"]} aligned)' if err else '')
         self.display.print(f'/fourd/get_trajectory: {len(xyz)} poses in '
                            f"'{resp.path.header.frame_id}', {length:.2f} m travelled{gt} "
                            f'({ms:.1f} ms)\n')
+
+    def _metric(self, mon: Any) -> bool:
+        """Whether the node's output is metres (its diagnostics; before any, its backend)."""
+        return mon.diag.get('metric', str(self.args.backend == 'rgbd').lower()) == 'true'
 
     def _finish_services(self, mon: Any, executor: Any) -> None:
         """Before stopping the node: make sure the query ran and wait for pending answers."""
@@ -300,8 +304,8 @@ class Demo:
         return 0
 
     def _snapshot_data(self, mon: Any, recorded: float) -> tuple[Any, dict[str, Any] | None]:
-        from fourd_ros.core.eval.snapshot import (SnapshotData, SnapshotObject, box_corners,
-                                                  unpack_rgb)
+        from fourd_ros.core.eval.snapshot import SnapshotData, SnapshotObject, unpack_rgb
+        from fourd_ros.core.geometry import box_corners
         from fourd_ros.ros.conversions import cloud_to_array
         data = SnapshotData(map_voxel=map_voxel_size(config_dir() / 'fourd.yaml'))
         if mon.last_map is not None:
@@ -313,7 +317,7 @@ class Demo:
             stamps, poses = path_poses(mon.deserialize('/fourd/path', mon.last_path))
             data.path_xyz = poses[:, :3, 3]
             traj = trajectory_error(stamps, poses, mon.gt,
-                                    mon.diag.get('metric', 'true') == 'true')
+                                    self._metric(mon))
             aligned = align_ground_truth(stamps, poses, mon.gt)
             if aligned is not None:
                 data.gt_path_xyz = aligned[1][:, :3, 3]

@@ -6,6 +6,7 @@ from typing import Any
 
 import numpy as np
 
+from fourd_ros.core.geometry import umeyama
 from fourd_ros.ros.demo.messages import _stamp_ns
 
 
@@ -64,12 +65,13 @@ def trajectory_error(stamps: np.ndarray, poses: np.ndarray, gt: dict[int, np.nda
     if not pairs:
         return None
     est, ref = np.array([p for p, _ in pairs]), np.array([g for _, g in pairs])
+    alignment = 'first pose'
     if not metric and len(est) >= 3:
-        from fourd_ros.core.geometry import umeyama
         s, R, t = umeyama(est, ref)
         est = s * est @ R.T + t
+        alignment = 'Sim(3)'
     err = np.linalg.norm(est - ref, axis=1)
-    return {'matched_poses': len(pairs), 'alignment': 'first pose' if metric else 'Sim(3)',
+    return {'matched_poses': len(pairs), 'alignment': alignment,
             'position_rmse_m': float(np.sqrt(np.mean(err ** 2))),
             'position_error_final_m': float(err[-1]),
             'path_length_m': float(np.linalg.norm(np.diff(est, axis=0), axis=1).sum()),
