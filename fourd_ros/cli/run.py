@@ -90,6 +90,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument('--camera-pitch', type=finite_float, default=None, metavar='DEG',
                    help='with --camera-height: how far the optical axis points below the '
                    'horizon, degrees (no roll)')
+    p.add_argument('--metric-depth', action='store_true',
+                   help="learned backend on an input with depth (an RGB-D camera's recording): "
+                        "its outputs take metres from the depth (the node's backend:=learned "
+                        'with a depth remap); without it the depth is ignored (monocular)')
     p.set_defaults(func=run)
 
 
@@ -104,8 +108,11 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError('--camera-pitch goes with --camera-height (the floor under the camera)')
     reader = open_sequence(args.input, max_frames=args.max_frames or None)
     args.backend = resolve_backend(args.backend, reader.has_depth)
+    if args.metric_depth and (args.backend != 'learned' or not reader.has_depth):
+        raise ValueError('--metric-depth is for the learned backend on an input with depth '
+                         f'(backend {args.backend}, input depth: {reader.has_depth})')
     backend = make_backend(args.backend, device=args.device, checkpoint=args.checkpoint,
-                           sequence=reader)
+                           sequence=reader, metric_depth=args.metric_depth)
     cfg = EngineConfig(width=0 if args.backend == 'oracle' else args.width)
     if args.cache_mb is not None:
         if args.cache_mb <= 0:

@@ -87,7 +87,7 @@ class LearnedConfig:
             correction).
         ground: how a frame's ground plane (`Frame.ground`) measures the map's scale.
         scale: how the floor's per-frame scale estimates make the map metric and keep it so.
-        sensor_scale: the same for a depth sensor's (precise: followed more closely).
+        sensor_scale: the same for a depth sensor's (precise: followed each frame).
         scale_from_depth: frames that carry a registered depth image (`Frame.depth`: an RGB-D
             camera) make the map metric with it (the learned depth brought to the sensor's
             scale); False: the depth is ignored (a monocular evaluation on RGB-D data).
@@ -112,8 +112,8 @@ class LearnedConfig:
     landmark_depth: LandmarkDepthConfig = LandmarkDepthConfig()
     ground: GroundScaleConfig = GroundScaleConfig()
     scale: MetricScaleConfig = MetricScaleConfig()
-    sensor_scale: MetricScaleConfig = MetricScaleConfig(window=5, first_estimates=3, gain=0.5,
-                                                        max_step=0.05)
+    sensor_scale: MetricScaleConfig = MetricScaleConfig(window=3, first_estimates=3, gain=1.0,
+                                                        max_step=0.2)
     scale_from_depth: bool = False
     rescale_epoch_log: float = 0.05
 
