@@ -88,6 +88,8 @@ class LearnedConfig:
         ground: how a frame's ground plane (`Frame.ground`) measures the map's scale.
         scale: how the floor's per-frame scale estimates make the map metric and keep it so.
         sensor_scale: the same for a depth sensor's (precise: followed each frame).
+        sensor_min_pixels: fewest pixels with both a sensor depth and a static map depth that
+            a depth sensor's estimate needs.
         scale_from_depth: frames that carry a registered depth image (`Frame.depth`: an RGB-D
             camera) make the map metric with it (the learned depth brought to the sensor's
             scale); False: the depth is ignored (a monocular evaluation on RGB-D data).
@@ -114,6 +116,7 @@ class LearnedConfig:
     scale: MetricScaleConfig = MetricScaleConfig()
     sensor_scale: MetricScaleConfig = MetricScaleConfig(window=3, first_estimates=3, gain=1.0,
                                                         max_step=0.2)
+    sensor_min_pixels: int = 300
     scale_from_depth: bool = False
     rescale_epoch_log: float = 0.05
 
@@ -329,7 +332,7 @@ class LearnedBackend:
         if frame.depth is not None and cfg.scale_from_depth:
             # a depth sensor: metres per map unit straight from its depth, frame by frame
             rescale = self._scale.step(depth_sensor_scale(
-                frame.depth, depth, ~moving, cfg.sensor_scale.min_sensor_pixels))
+                frame.depth, depth, ~moving, cfg.sensor_min_pixels))
             extras['scale_rescale'] = rescale
         elif frame.ground is not None:
             points_cam = unproject_depth(depth, K)
@@ -367,8 +370,8 @@ class LearnedBackend:
         clock.append(time.perf_counter())
         # wall time per stage (ms): pose = landmark tracking; encode = the model's encoder,
         # geometry head and the fit to the landmarks; motion = the decoder pass behind the
-        # dynamic mask and scene flow; ground = the floor's scale (0 without a floor); map =
-        # landmark upkeep
+        # dynamic mask and scene flow; ground = the map's scale from the floor or a depth
+        # sensor (0 without either); map = landmark upkeep
         stage_ms = np.diff(clock) * 1e3
         extras.update(keyframe=keyframe, attended_tokens=out.attended_tokens,
                       sources=len(sources), scale=scale,

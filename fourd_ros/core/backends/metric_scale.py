@@ -3,8 +3,9 @@ image motion and the camera's known height, `ground_scale`; or from a depth sens
 `depth_sensor_scale`) turned into corrections of the map.
 
 The median of the first few estimates sets the map's scale (from then on the output is
-metric); later ones pull it back when the monocular pose's scale drifts, a few per cent a frame
-at most; a frame without an estimate leaves the scale as it is.
+metric); later ones pull it back when the monocular pose's scale drifts, by a bounded step a
+frame (a few per cent for the floor's noisy estimates, more for a depth sensor's); a frame
+without an estimate leaves the scale as it is.
 """
 
 from __future__ import annotations
@@ -26,15 +27,12 @@ class MetricScaleConfig:
             output stays up to scale.
         gain, max_step: later corrections move the map's scale by ``gain`` x the logarithm of
             the median estimate, at most ``max_step`` (log) per frame.
-        min_sensor_pixels: fewest pixels with both a sensor depth and a static map depth that
-            a depth sensor's estimate needs.
     """
 
     window: int = 15
     first_estimates: int = 5
     gain: float = 0.2
     max_step: float = 0.02
-    min_sensor_pixels: int = 300
 
 
 def depth_sensor_scale(sensor_depth: np.ndarray, depth: np.ndarray, usable: np.ndarray,

@@ -390,7 +390,7 @@ UNITS = {
     'stage_ms_p50_pose': 'ms, median: landmark tracking (learned)',
     'stage_ms_p50_encode': 'ms, median: encoder + geometry head + fit to the map (learned)',
     'stage_ms_p50_motion': 'ms, median: motion decoder for the dynamic mask (learned)',
-    'stage_ms_p50_ground': 'ms, median: metres from the floor (learned, 0 without one)',
+    'stage_ms_p50_ground': 'ms, median: metres from the floor or a depth sensor (learned)',
     'stage_ms_p50_map': 'ms, median: landmark upkeep (learned)',
     'latency_ms_first_p50': 'ms, first 100 frames', 'latency_ms_first_p95': 'ms, first 100',
     'latency_ms_last_p50': 'ms, last 100 frames', 'latency_ms_last_p95': 'ms, last 100',
