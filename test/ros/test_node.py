@@ -58,10 +58,20 @@ class Recorder:
     def count(self, topic: str) -> int:
         return len(self.msgs.get(topic, []))
 
+    def ground_truth(self) -> dict[float, np.ndarray]:
+        """The synthetic camera's true poses received so far, by stamp (s)."""
+        return {conv.stamp_to_sec(m.header.stamp): conv.pose_to_matrix(m.pose)
+                for m in self.msgs.get('/camera/ground_truth/pose', [])}
+
+    def with_ground_truth(self, topic: str) -> list:
+        """The messages of `topic` whose stamp has a true pose (under load the ground-truth
+        topic can lag the outputs or drop a message)."""
+        gt = self.ground_truth()
+        return [m for m in self.msgs.get(topic, []) if conv.stamp_to_sec(m.header.stamp) in gt]
+
     def poses_with_ground_truth(self, child_frame: str) -> list[tuple[np.ndarray, np.ndarray]]:
         """(odom -> child_frame from /tf, GT camera pose) pairs with the same stamp."""
-        gt = {conv.stamp_to_sec(m.header.stamp): conv.pose_to_matrix(m.pose)
-              for m in self.msgs.get('/camera/ground_truth/pose', [])}
+        gt = self.ground_truth()
         pairs = []
         for msg in self.msgs.get('/tf', []):
             for t in msg.transforms:
@@ -110,9 +120,8 @@ def pixel_query_error(node, rec: Recorder, clip, T_align: np.ndarray, pixels: np
     frames back at the latest frame whose ground-truth pose has arrived (under load the GT
     topic can lag behind the clouds). `pixels` (N x 2) are sent; `truth_pixels` (N x 2 int)
     are the clip's pinhole pixels they show."""
-    gt = {conv.stamp_to_sec(m.header.stamp): conv.pose_to_matrix(m.pose)
-          for m in rec.msgs['/camera/ground_truth/pose']}
-    clouds = [m for m in rec.msgs['/fourd/points'] if conv.stamp_to_sec(m.header.stamp) in gt]
+    gt = rec.ground_truth()
+    clouds = rec.with_ground_truth('/fourd/points')
     assert len(clouds) >= 11
     source_stamp, target_stamp = clouds[-11].header.stamp, clouds[-1].header.stamp
     request = QueryMotion.Request(query_type=QueryMotion.Request.QUERY_PIXEL,
