@@ -66,6 +66,14 @@ def add_model_arguments(p: argparse.ArgumentParser) -> None:
                    help='learned backend: model checkpoint (default: the one shipped)')
 
 
+def add_metric_depth_argument(p: argparse.ArgumentParser) -> None:
+    """`--metric-depth` of `fourd run` and `fourd eval` (`factory.check_metric_depth`)."""
+    p.add_argument('--metric-depth', action='store_true',
+                   help="learned backend on an input with depth (an RGB-D camera's recording): "
+                        "its outputs take metres from the depth (the node's backend:=learned "
+                        'with a depth remap); without it the depth is ignored (monocular)')
+
+
 def write_json(path: str | Path, data: dict[str, Any]) -> Path:
     """Write `data` as indented strict JSON (NaN as null), creating parent folders."""
     p = Path(path)

@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from fourd_ros.cli.common import add_model_arguments, positive_int, print_table, write_json
+from fourd_ros.cli.common import (add_metric_depth_argument, add_model_arguments, positive_int,
+                                  print_table, write_json)
 from fourd_ros.core.backends.factory import BACKENDS
 from fourd_ros.core.eval.evaluate import evaluate
 
@@ -44,7 +45,7 @@ ROWS = (
     ('objects_frames_with_false_object', 'share of frames with a false object'),
     ('latency_ms_p50', 'ms per frame (engine.process)'),
     ('metric', 'metres if yes (no scale alignment)'),
-    ('metric_from_frame', 'a monocular stream in metres from this frame on (the floor)'),
+    ('metric_from_frame', 'a monocular stream in metres from this frame on (floor, depth)'),
     ('depth_absrel_once_metric', 'AbsRel of those frames, no alignment'),
 )
 
@@ -79,6 +80,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help='frame gap of the tracking pairs (i, i+G) (10)')
     p.add_argument('--cache-mb', type=float, default=None, metavar='MB',
                    help='latent cache budget, MiB (engine default)')
+    add_metric_depth_argument(p)
     p.add_argument('--no-rgbd-baseline', action='store_true',
                    help='learned backend on an input with depth: skip the rgbd backend run '
                         'whose figures are reported beside it (baseline_rgbd_*)')
@@ -92,7 +94,7 @@ def run(args: argparse.Namespace) -> int:
                   depth_every=max(1, args.depth_every), track_gap=args.track_gap,
                   cache_mb=args.cache_mb)
     report = evaluate(args.backend, args.input, device=args.device,
-                      checkpoint=args.checkpoint, **common)
+                      checkpoint=args.checkpoint, metric_depth=args.metric_depth, **common)
     m = report.metrics
     if m['backend'] == 'learned' and m['has_depth'] and not args.no_rgbd_baseline:
         # issue 10: the monocular backend next to the depth sensor's, same input, same run

@@ -41,15 +41,16 @@ from pathlib import Path
 import numpy as np
 from scipy.spatial.transform import Rotation
 
-from fourd_ros.cli.common import (add_model_arguments, finite_float, positive_int, print_table,
-                                  write_json)
+from fourd_ros.cli.common import (add_metric_depth_argument, add_model_arguments, finite_float,
+                                  positive_int, print_table, write_json)
 from fourd_ros.core import map_cloud
 from fourd_ros.core.data.readers import open_sequence
 from fourd_ros.core.engine.cache import CachePolicy
 from fourd_ros.core.engine.engine import EngineConfig, StreamingEngine
 from fourd_ros.core.engine.objects import ObjectSnapshot
 from fourd_ros.core.engine.tracks import TrackConfig
-from fourd_ros.core.backends.factory import BACKENDS, make_backend, resolve_backend
+from fourd_ros.core.backends.factory import (BACKENDS, check_metric_depth, make_backend,
+                                             resolve_backend)
 from fourd_ros.core.eval.evaluate import progress_bar
 from fourd_ros.core.eval.soak import peak_rss_mb
 from fourd_ros.core.types import GroundPlane
@@ -90,10 +91,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument('--camera-pitch', type=finite_float, default=None, metavar='DEG',
                    help='with --camera-height: how far the optical axis points below the '
                    'horizon, degrees (no roll)')
-    p.add_argument('--metric-depth', action='store_true',
-                   help="learned backend on an input with depth (an RGB-D camera's recording): "
-                        "its outputs take metres from the depth (the node's backend:=learned "
-                        'with a depth remap); without it the depth is ignored (monocular)')
+    add_metric_depth_argument(p)
     p.set_defaults(func=run)
 
 
@@ -108,9 +106,8 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError('--camera-pitch goes with --camera-height (the floor under the camera)')
     reader = open_sequence(args.input, max_frames=args.max_frames or None)
     args.backend = resolve_backend(args.backend, reader.has_depth)
-    if args.metric_depth and (args.backend != 'learned' or not reader.has_depth):
-        raise ValueError('--metric-depth is for the learned backend on an input with depth '
-                         f'(backend {args.backend}, input depth: {reader.has_depth})')
+    if args.metric_depth:
+        check_metric_depth(args.backend, reader.has_depth)
     backend = make_backend(args.backend, device=args.device, checkpoint=args.checkpoint,
                            sequence=reader, metric_depth=args.metric_depth)
     cfg = EngineConfig(width=0 if args.backend == 'oracle' else args.width)

@@ -136,7 +136,8 @@ class FourdBehaviour:
             width=self.p['processing_width'],
             cache=CachePolicy(budget_mb=self.p['cache_budget_mb'],
                               recent=self.p['cache_recent_frames'],
-                              max_keyframes=self.p['cache_max_keyframes']),
+                              max_keyframes=self.p['cache_max_keyframes'],
+                              device_budget_mb=self.p['cache_device_budget_mb'] or None),
             tracks=TrackConfig(max_tracks=self.p['max_tracks']),
             max_query_points=self.p['max_query_points']))
         # TF as other nodes publish it: /tf_static's frames (a URDF, camera drivers) give the
@@ -522,6 +523,8 @@ class FourdBehaviour:
             'cache_mb': f'{self.engine.cache.megabytes:.1f}',
             'cache_mb_by_device': self._cache_by_device(),
             'cache_budget_mb': f"{self.p['cache_budget_mb']:.0f}",
+            'cache_device_budget_mb':
+                f"{self.p['cache_device_budget_mb'] or self.p['cache_budget_mb']:.0f}",
         }
         self.out.publish_diagnostics(f'{self.get_fully_qualified_name()}: fourd',
                                      self._camera_frame or 'camera', level, message, values,

@@ -72,8 +72,11 @@ PARAMS: tuple[Param, ...] = (
     Param('processing_width', 320, 'processing width of the rgbd backend in pixels (height '
           'keeps the aspect ratio); 0 = input resolution; the learned backend works at its '
           "model's width (256), or the input's when smaller", int_range=(0, 4096)),
-    Param('cache_budget_mb', 256.0, 'memory budget of the latent cache, MiB',
+    Param('cache_budget_mb', 256.0, 'memory budget of the latent cache in host memory, MiB',
           float_range=(8.0, 65536.0)),
+    Param('cache_device_budget_mb', 0.0, 'memory budget of the latent cache on the inference '
+          "GPU (the learned model's keys/values), MiB; 0 = cache_budget_mb",
+          float_range=(0.0, 65536.0)),
     Param('cache_recent_frames', 30, 'most recent frames always kept in the cache',
           int_range=(2, 10000)),
     Param('cache_max_keyframes', 32, 'keyframes kept in the cache besides the recent frames',

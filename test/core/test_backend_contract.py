@@ -16,7 +16,7 @@ from fourd_ros.core.backends.factory import BACKENDS, make_backend, resolve_back
 from fourd_ros.core.data.synthetic import generate_clip, SceneConfig
 from fourd_ros.core.engine.backend import Backend, BackendError
 from fourd_ros.core.engine.cache import CachePolicy
-from fourd_ros.core.engine.engine import (EngineConfig, latent_nbytes, latent_nbytes_by_device,
+from fourd_ros.core.engine.engine import (EngineConfig, latent_nbytes_by_device,
                                           StreamingEngine)
 from fourd_ros.core.types import PointStatus
 
@@ -84,8 +84,8 @@ def test_backend_contract(name, clip) -> None:
         assert np.array_equal(r.scene_flow[off], np.zeros_like(r.scene_flow[off]))
     entries = eng.cache.entries()
     for e in entries:
-        assert e.nbytes == latent_nbytes([e.latent, e.points_world, e.dynamic_mask,
-                                          e.segments]) > 0
+        assert e.nbytes_by_device == latent_nbytes_by_device(
+            [e.latent, e.points_world, e.dynamic_mask, e.segments]) and e.nbytes > 0
     # a query 5 frames back answers every point with a status, deterministically
     px = np.array([[20.0, 30.0], [96.0, 72.0], [150.0, 100.0], [500.0, 10.0]])
     a = eng.query_pixels(float(clip.stamps[4]), px)
@@ -172,7 +172,7 @@ def test_latent_bytes_count_storage_once_and_views_in_full() -> None:
     arr = np.zeros(500, np.float32)
     record = {'a': big, 'nested': [big[:10], {'k': (big[5:], arr[:3])}], 'arr': arr}
     assert latent_nbytes_by_device(record) == {'cpu': 4000 + 2000}
-    assert latent_nbytes({'x': [torch.zeros(2, 3)]}) == 24
+    assert latent_nbytes_by_device({'x': [torch.zeros(2, 3)]}) == {'cpu': 24}
 
 
 def test_factory_resolves_auto_and_refuses_unknown_devices() -> None:

@@ -370,12 +370,23 @@ def test_run_learned_takes_metres_from_the_depth_when_asked(
           ' '.join(f'{r:.3f}' for r in ratios))
     # measured 0.87-1.04 (a 96x72 clip whose two moving objects cover much of the view)
     assert abs(np.log(np.median(ratios))) < 0.1 and min(ratios) > 0.75
+    # `fourd eval --metric-depth`: the frames once metric are scored without alignment
+    assert main(['eval', '--backend', 'learned', '--device', 'cpu', '--metric-depth',
+                 '--no-rgbd-baseline', '--input', str(clip_dir), '--width', '0',
+                 '--json', str(tmp_path / 'eval.json')]) == 0
+    m = _load(tmp_path / 'eval.json')
+    print(f"fourd eval --metric-depth: AbsRel once metric {m['depth_absrel_once_metric']:.3f}"
+          f", median-scaled {m['depth_absrel']:.3f}")
+    assert m['metric_from_frame'] == 2 and m['depth_absrel_once_metric'] < 1.5 * max(
+        m['depth_absrel'], 0.1)
     video = _as_video(clip_dir, tmp_path / 'v.avi')
-    for argv in (['--backend', 'rgbd', '--input', str(clip_dir)],
-                 ['--backend', 'learned', '--input', str(video)]):
-        # one clear error (exit 2)
-        assert main(['run', *argv, '--metric-depth', '--out', str(tmp_path / 'x')]) == 2
-        assert '--metric-depth is for the learned backend' in capsys.readouterr().err
+    for command in ('run', 'eval'):
+        for argv in (['--backend', 'rgbd', '--input', str(clip_dir)],
+                     ['--backend', 'learned', '--input', str(video)]):
+            argv += ['--out', str(tmp_path / 'x')] if command == 'run' else []
+            # one clear error (exit 2)
+            assert main([command, *argv, '--metric-depth']) == 2
+            assert '(--metric-depth) are for the learned backend' in capsys.readouterr().err
 
 
 def test_bench_learned_small(tmp_path: Path) -> None:

@@ -29,10 +29,14 @@ def run(clip, frames: int | None = None, **config) -> StreamingEngine:
     return engine
 
 
-def entry(i: int, nbytes: int = 1000, keyframe: bool = False) -> CacheEntry:
+def entry(i: int, nbytes: int = 1000, keyframe: bool = False,
+          device_nbytes: int = 0) -> CacheEntry:
+    """A cache entry holding `nbytes` of host memory and `device_nbytes` on cuda:0."""
+    by_device = {'cpu': nbytes, **({'cuda:0': device_nbytes} if device_nbytes else {})}
     return CacheEntry(stamp=float(i), index=i, T_wc=np.eye(4), K=np.eye(3), latent={},
                       points_world=np.zeros((1, 1, 3), np.float32),
-                      dynamic_mask=np.zeros((1, 1), bool), nbytes=nbytes, keyframe=keyframe)
+                      dynamic_mask=np.zeros((1, 1), bool), nbytes_by_device=by_device,
+                      keyframe=keyframe)
 
 
 def test_cache_keeps_anchor_recent_and_keyframes() -> None:
@@ -52,6 +56,32 @@ def test_cache_never_exceeds_its_budget() -> None:
     assert cache.entries()[0].index == 0  # the anchor survives
     with pytest.raises(ValueError):
         cache.add(entry(3))
+
+
+def test_host_and_device_memory_have_their_own_budgets() -> None:
+    """A GPU model's keys/values count against the device budget, the host arrays against the
+    host budget: either one full evicts the oldest frames (anchor last), neither crowds out the
+    other, and a frame too large for either is refused naming the device."""
+    mib = 2**20
+    policy = CachePolicy(budget_mb=1.0, device_budget_mb=4.0, recent=100, max_keyframes=100)
+    cache = LatentCache(policy)
+    for i in range(12):  # 0.1 MiB on the host, 0.5 MiB on the GPU per frame
+        cache.add(entry(i, nbytes=mib // 10, device_nbytes=mib // 2))
+        used = cache.nbytes_by_device()
+        assert used['cuda:0'] <= 4 * mib and used['cpu'] <= mib
+    # the GPU budget is what binds: 8 frames (1 MiB of the two budgets' 5 would hold 10)
+    assert len(cache) == 8 and cache.entries()[0].index == 0
+    assert cache.nbytes == 8 * (mib // 10 + mib // 2)
+    # host-heavy frames: now the host budget binds
+    host = LatentCache(policy)
+    for i in range(12):
+        host.add(entry(i, nbytes=mib // 4, device_nbytes=mib // 100))
+    assert len(host) == 4
+    with pytest.raises(ValueError, match=r'on cuda:0, budget 4 MiB'):
+        LatentCache(policy).add(entry(0, device_nbytes=5 * mib))
+    # no device budget given: the host's applies to the GPU too
+    same = LatentCache(CachePolicy(budget_mb=1.0))
+    assert not same.fits(entry(0, device_nbytes=2 * mib)) and same.fits(entry(0, mib // 2, mib))
 
 
 def test_static_scene_pose_and_background(clip) -> None:

@@ -36,6 +36,14 @@ def resolve_backend(name: str, has_depth: bool) -> str:
     return name
 
 
+def check_metric_depth(name: str, has_depth: bool) -> None:
+    """Raise ValueError unless metres from the depth (`make_backend`'s `metric_depth`) apply:
+    the learned backend (rgbd is metric anyway) on an input with registered depth."""
+    if name != 'learned' or not has_depth:
+        raise ValueError('metres from the depth (--metric-depth) are for the learned backend '
+                         f'on an input with depth (backend {name}, input depth: {has_depth})')
+
+
 def make_backend(name: str, device: str = 'auto', checkpoint: str | None = None,
                  sequence: Any = None, metric_depth: bool = False) -> Backend:
     """Build a backend; raises ValueError with a clear message when impossible.

@@ -39,7 +39,8 @@ class CacheEntry:
             arrays or tensors, possibly on the inference device; only its backend reads it.
         points_world: H x W x 3 float32 world points at the frame's own time (NaN = invalid).
         dynamic_mask: H x W bool, True on moving scene points.
-        nbytes: memory held by `latent`, `points_world`, `dynamic_mask` and `segments`, bytes.
+        nbytes_by_device: memory held by `latent`, `points_world`, `dynamic_mask` and
+            `segments`, bytes per device ('cpu', 'cuda:0', ...; `latent_nbytes_by_device`).
         keyframe: kept preferentially by the cache's retention policy.
         segments: H x W uint16 moving segments of the frame (0 = static).
         segment_ids: persistent object id of each segment label (index = label, 0 = none).
@@ -52,10 +53,15 @@ class CacheEntry:
     latent: Any
     points_world: np.ndarray
     dynamic_mask: np.ndarray
-    nbytes: int
+    nbytes_by_device: dict[str, int]
     keyframe: bool = False
     segments: np.ndarray | None = None
     segment_ids: np.ndarray | None = None
+
+    @property
+    def nbytes(self) -> int:
+        """All bytes of `nbytes_by_device`."""
+        return sum(self.nbytes_by_device.values())
 
     def object_ids_at(self, pixels: np.ndarray) -> np.ndarray:
         """N uint64 object id at each pixel (N x 2, u v at processing resolution, rounded;
@@ -118,8 +124,9 @@ class Backend(Protocol):
     of memory) raises `BackendError`; either leaves the stream as it was.
 
     Memory: the latent record may hold numpy arrays and torch tensors, nested in dicts, lists or
-    dataclasses; the engine counts their storage per device (`latent_nbytes`), and eviction drops
-    the engine's last reference to them.
+    dataclasses; the engine counts their storage per device (`latent_nbytes_by_device`) against
+    the cache's budget for that device (`CachePolicy`), and eviction drops the engine's last
+    reference to them.
 
     Units: `metric` says whether the outputs are metres now. A backend up to scale may turn
     metric during a stream (the learned one given the floor, `Frame.ground`) and turns back at

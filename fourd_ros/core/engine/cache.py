@@ -1,8 +1,10 @@
-"""Bounded latent cache: anchor frame + last K frames + keyframes, within a memory budget."""
+"""Bounded latent cache: anchor frame + last K frames + keyframes, within memory budgets (host
+and each accelerator)."""
 
 from __future__ import annotations
 
 import bisect
+from collections import Counter
 from dataclasses import dataclass
 
 from fourd_ros.core.engine.backend import CacheEntry
@@ -13,16 +15,28 @@ class CachePolicy:
     """Retention policy of the latent cache.
 
     Attributes:
-        budget_mb: hard memory budget for all cached entries, MiB.
-        recent: number of most recent frames always kept (if the budget allows).
+        budget_mb: hard budget of the cached entries in host memory ('cpu': numpy arrays, and
+            tensors of a model on the CPU), MiB.
+        recent: number of most recent frames always kept (if the budgets allow).
         max_keyframes: keyframes kept besides the recent frames (oldest evicted first).
         keep_anchor: keep the first frame of the stream (the world frame's origin).
+        device_budget_mb: hard budget of the cached entries on each accelerator ('cuda:0',
+            ...: a model's keys/values on the GPU), MiB; None = `budget_mb`. Host and device
+            memory are separate resources: a GPU's latents do not crowd out the host's
+            arrays, nor the other way round.
     """
 
     budget_mb: float = 256.0
     recent: int = 30
     max_keyframes: int = 32
     keep_anchor: bool = True
+    device_budget_mb: float | None = None
+
+    def budget_bytes(self, device: str) -> float:
+        """The budget of `device` ('cpu', 'cuda:0', ...), bytes."""
+        mb = self.budget_mb if device == 'cpu' or self.device_budget_mb is None \
+            else self.device_budget_mb
+        return mb * 2**20
 
 
 class LatentCache:
@@ -35,7 +49,7 @@ class LatentCache:
         self.policy = policy
         self._entries: list[CacheEntry] = []
         self._stamps: list[float] = []
-        self._nbytes = 0
+        self._bytes: Counter[str] = Counter()
         self.evicted_count = 0
 
     def __len__(self) -> int:
@@ -43,11 +57,16 @@ class LatentCache:
 
     @property
     def nbytes(self) -> int:
-        return self._nbytes
+        """All cached bytes, every device."""
+        return sum(self._bytes.values())
 
     @property
     def megabytes(self) -> float:
-        return self._nbytes / 2**20
+        return self.nbytes / 2**20
+
+    def nbytes_by_device(self) -> dict[str, int]:
+        """Cached bytes per device ('cpu', 'cuda:0', ...)."""
+        return {d: n for d, n in self._bytes.items() if n}
 
     def entries(self) -> list[CacheEntry]:
         """Cached entries, oldest first (a copy of the list; the entries are shared)."""
@@ -68,22 +87,30 @@ class LatentCache:
         lo, hi = sorted((first.stamp, last.stamp))
         return [e for e in self._entries if lo < e.stamp < hi]
 
+    def oversize(self, entry: CacheEntry) -> str:
+        """'' when the entry alone fits every device's budget (else `add` refuses it), else
+        what does not fit ('2.0 MiB on cuda:0, budget 1 MiB')."""
+        for device, n in sorted(entry.nbytes_by_device.items()):
+            budget = self.policy.budget_bytes(device)
+            if n > budget:
+                return f'{n / 2**20:.1f} MiB on {device}, budget {budget / 2**20:g} MiB'
+        return ''
+
     def fits(self, entry: CacheEntry) -> bool:
-        """Whether the entry alone fits the budget (else `add` refuses it)."""
-        return entry.nbytes <= self.policy.budget_mb * 2**20
+        """Whether the entry alone fits every device's budget (else `add` refuses it)."""
+        return not self.oversize(entry)
 
     def add(self, entry: CacheEntry) -> list[CacheEntry]:
         """Insert the newest entry and evict what the policy drops; returns the evicted.
-        Raises ValueError for an entry out of order or one that alone exceeds the budget (the
-        budget is hard: nothing is cached then)."""
+        Raises ValueError for an entry out of order or one that alone exceeds a budget (the
+        budgets are hard: nothing is cached then)."""
         if self._stamps and entry.stamp <= self._stamps[-1]:
             raise ValueError('cache entries must arrive in increasing stamp order')
-        if not self.fits(entry):
-            raise ValueError(f'a cached frame of {entry.nbytes / 2**20:.1f} MiB exceeds the '
-                             f'cache budget of {self.policy.budget_mb:g} MiB')
+        if too_big := self.oversize(entry):
+            raise ValueError(f'a cached frame exceeds the cache budget ({too_big})')
         self._entries.append(entry)
         self._stamps.append(entry.stamp)
-        self._nbytes += entry.nbytes
+        self._bytes.update(entry.nbytes_by_device)
         evicted = self._apply_policy()
         self.evicted_count += len(evicted)
         return evicted
@@ -91,7 +118,10 @@ class LatentCache:
     def clear(self) -> None:
         self._entries.clear()
         self._stamps.clear()
-        self._nbytes = 0
+        self._bytes.clear()
+
+    def _over_budget(self) -> bool:
+        return any(n > self.policy.budget_bytes(d) for d, n in self._bytes.items())
 
     def _protected(self, i: int) -> bool:
         """Whether entry i survives the count-based policy."""
@@ -114,15 +144,16 @@ class LatentCache:
             keep_set = set(keep)
             evicted = [e for i, e in enumerate(self._entries) if i not in keep_set]
             self._entries = [self._entries[i] for i in keep]
-        # 2) memory budget: drop the oldest entries (anchor last) until it fits; the newest
-        # entry fits by itself (`add` checked), so the stream goes on
-        budget = self.policy.budget_mb * 2**20
-        self._nbytes = sum(e.nbytes for e in self._entries)
-        while self._nbytes > budget and len(self._entries) > 1:
+        # 2) memory budgets: drop the oldest entries (anchor last) until every device's fits;
+        # the newest entry fits by itself (`add` checked), so the stream goes on
+        self._bytes = Counter()
+        for e in self._entries:
+            self._bytes.update(e.nbytes_by_device)
+        while self._over_budget() and len(self._entries) > 1:
             victim = 1 if (self.policy.keep_anchor and self._entries[0].index == 0
                            and len(self._entries) > 2) else 0
             e = self._entries.pop(victim)
-            self._nbytes -= e.nbytes
+            self._bytes.subtract(e.nbytes_by_device)
             evicted.append(e)
         self._stamps = [e.stamp for e in self._entries]
         return evicted

@@ -208,17 +208,17 @@ class StreamingEngine:
         entry = CacheEntry(stamp=frame.stamp, index=self._index, T_wc=result.T_wc, K=result.K,
                            latent=latent, points_world=result.points_world,
                            dynamic_mask=result.dynamic_mask,
-                           nbytes=latent_nbytes([latent, result.points_world,
-                                                 result.dynamic_mask, segments]),
+                           nbytes_by_device=latent_nbytes_by_device(
+                               [latent, result.points_world, result.dynamic_mask, segments]),
                            keyframe=bool(result.extras.get('keyframe', self._index == 0)),
                            segments=segments)
-        if not self.cache.fits(entry):
-            # the budget is hard: a frame that cannot be cached is refused, with the fix
+        if too_big := self.cache.oversize(entry):
+            # the budgets are hard: a frame that cannot be cached is refused, with the fix
             raise InputError(
-                f'one frame needs {entry.nbytes / 2**20:.1f} MiB of cache at '
-                f'{self._proc_size[0]}x{self._proc_size[1]}, more than the cache budget of '
-                f'{self.config.cache.budget_mb:g} MiB: raise the budget (cache_budget_mb) or, '
-                'for the rgbd backend, lower the processing width (processing_width)')
+                f'one frame at {self._proc_size[0]}x{self._proc_size[1]} needs more cache than '
+                f'the budget allows ({too_big}): raise the budget (cache_budget_mb, or '
+                'cache_device_budget_mb on a GPU) or, for the rgbd backend, lower the '
+                'processing width (processing_width)')
         prev_metric = self._last_metric
         self._last_metric = result.metric
         units_changed = prev_metric is not None and result.metric != prev_metric
@@ -527,11 +527,6 @@ def latent_nbytes_by_device(record: Any) -> dict[str, int]:
 
     walk(record)
     return out
-
-
-def latent_nbytes(record: Any) -> int:
-    """All bytes of `latent_nbytes_by_device` (host and device share the cache budget)."""
-    return sum(latent_nbytes_by_device(record).values())
 
 
 def _empty_result(source_stamp: float, target: CacheEntry | None, n: int,

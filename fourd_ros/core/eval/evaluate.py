@@ -240,7 +240,7 @@ def evaluate(backend_name: str, source: str | Path, *, width: int = 320,
              track_pairs: int = 8, grid_cols: int = 24, cache_mb: float | None = None,
              visibility_tol_m: float = 0.03, progress: bool = True,
              plot_samples: int = 4, device: str = 'auto',
-             checkpoint: str | None = None) -> EvalReport:
+             checkpoint: str | None = None, metric_depth: bool = False) -> EvalReport:
     """Run one backend over a sequence and score depth, camera poses and 3D tracking.
 
     Args:
@@ -258,14 +258,19 @@ def evaluate(backend_name: str, source: str | Path, *, width: int = 320,
         progress: show a progress bar on a terminal.
         plot_samples: number of depth / tracking samples kept for the plots.
         device, checkpoint: inference device and model checkpoint of the learned backend.
+        metric_depth: the learned backend takes metres from the sequence's depth (an RGB-D
+            camera); its frames once metric are scored without alignment as well
+            (``depth_absrel_once_metric``). Otherwise the depth is ground truth only.
 
     Raises:
         DatasetError, InputError, ValueError: bad input data or options.
     """
     reader = open_sequence(source, max_frames=max_frames or None)
     backend_name = factory.resolve_backend(backend_name, reader.has_depth)
+    if metric_depth:
+        factory.check_metric_depth(backend_name, reader.has_depth)
     backend = factory.make_backend(backend_name, device=device, checkpoint=checkpoint,
-                                   sequence=reader)
+                                   sequence=reader, metric_depth=metric_depth)
     cfg = EngineConfig(width=0 if backend_name == 'oracle' else int(width))
     if cache_mb is not None:
         cfg.cache = CachePolicy(budget_mb=float(cache_mb))
