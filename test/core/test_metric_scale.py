@@ -68,8 +68,8 @@ def test_learned_backend_takes_metres_from_a_depth_sensor() -> None:
     first = metric.index(True)
     print(f'learned + depth sensor: metric from frame {first}, depth / true depth '
           f'{min(ratio[first:]):.3f}-{max(ratio[first:]):.3f}')
-    # the first frame's estimate counts too
-    assert first == LearnedConfig().sensor_scale.first_estimates - 1 and all(metric[first:])
-    assert np.all(np.abs(np.log(ratio[first:])) < 0.05)
+    # metres from the first frame on (the map's landmarks start at the sensor's points)
+    assert first == 0 and all(metric)
+    assert np.all(np.abs(np.log(ratio)) < 0.05)
     metric, _ = run(False)
     assert not any(metric)

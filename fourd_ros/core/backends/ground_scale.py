@@ -10,8 +10,7 @@ gives metres per map unit. This is geometry (the classic ground-plane scale reco
 monocular driving odometry): the network's depth only picks which pixels are floor, so the
 scale does not inherit the network's depth error (docs/learned-model.md).
 
-`metric_scale.MetricScale` turns the per-frame estimates into corrections of the map (as it
-does a depth sensor's).
+`metric_scale.MetricScale` turns the per-frame estimates into corrections of the map.
 """
 
 from __future__ import annotations

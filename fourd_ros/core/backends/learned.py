@@ -15,9 +15,12 @@ Per frame (`process`):
    its connected parts as the moving segments, and the scene flow: the displacement across
    the view ray that the optical flow to that frame shows, over the time between them;
 5. with the floor given (`Frame.ground`, a ground robot), the map scaled to metres from the
-   floor's image motion and the camera's known height (`ground_scale`).
+   floor's image motion and the camera's known height (`ground_scale`); with a depth sensor
+   (`LearnedConfig.scale_from_depth`), the landmarks start at its points (metres from the
+   first frame) and the depth is brought to its scale.
 
-Outputs are up to an unknown scale (``metric`` False) unless the floor makes them metres.
+Outputs are up to an unknown scale (``metric`` False) unless the floor or a depth sensor makes
+them metres.
 Cached latent per frame: the model's `FrameLatent` (tokens, keys/values per layer, 1/8
 features, half-resolution grey) on the inference device, plus a uint8 grey image, the scale and
 the depth map on the host.
@@ -87,12 +90,12 @@ class LearnedConfig:
             correction).
         ground: how a frame's ground plane (`Frame.ground`) measures the map's scale.
         scale: how the floor's per-frame scale estimates make the map metric and keep it so.
-        sensor_scale: the same for a depth sensor's (precise: followed each frame).
         sensor_min_pixels: fewest pixels with both a sensor depth and a static map depth that
             a depth sensor's estimate needs.
         scale_from_depth: frames that carry a registered depth image (`Frame.depth`: an RGB-D
-            camera) make the map metric with it (the learned depth brought to the sensor's
-            scale); False: the depth is ignored (a monocular evaluation on RGB-D data).
+            camera) make the output metric with it (new landmarks start at the sensor's
+            points and each frame's learned depth is brought to the sensor's scale); False:
+            the depth is ignored (a monocular evaluation on RGB-D data).
         rescale_epoch_log: a scale correction larger than this (log) starts a new "epoch":
             cost-volume sources and the motion decoder's reference are taken only from the
             frames since (earlier poses are in the old units).
@@ -114,8 +117,6 @@ class LearnedConfig:
     landmark_depth: LandmarkDepthConfig = LandmarkDepthConfig()
     ground: GroundScaleConfig = GroundScaleConfig()
     scale: MetricScaleConfig = MetricScaleConfig()
-    sensor_scale: MetricScaleConfig = MetricScaleConfig(window=3, first_estimates=3, gain=1.0,
-                                                        max_step=0.2)
     sensor_min_pixels: int = 300
     scale_from_depth: bool = False
     rescale_epoch_log: float = 0.05
@@ -199,8 +200,7 @@ class LearnedBackend:
         self._focal_trained = 'focal' in self.meta.get('train', {}).get('loss', {})
         self.config = config or LearnedConfig()
         self._landmarks = LandmarkTracker(self.config.pose)
-        self._scale = MetricScale(self.config.sensor_scale if self.config.scale_from_depth
-                                  else self.config.scale)
+        self._scale = MetricScale(self.config.scale)
         self._flows = CachedFlows(PRIOR_DIS)
         self.reset()
 
@@ -208,7 +208,7 @@ class LearnedBackend:
     def metric(self) -> bool:
         """True once a depth sensor (`LearnedConfig.scale_from_depth`) or the frames' ground
         plane has set the map's scale (metres); up to scale before, and without either."""
-        return self._scale.metric
+        return self._sensor_metric or self._scale.metric
 
     # ------------------------------------------------------------------ stream
     def reset(self) -> None:
@@ -218,6 +218,7 @@ class LearnedBackend:
         self._t0 = 0.0
         self._landmarks.reset()
         self._scale.reset()
+        self._sensor_metric = False
         self._scale_epoch = -np.inf  # frames before it are in older map units
         self._flows.clear()
 
@@ -328,27 +329,33 @@ class LearnedBackend:
         scene_flow = velocity  # float32, this frame's own: zeroed in place off the mask
         scene_flow[~dynamic] = 0.0
         clock.append(time.perf_counter())
-        rescale, points_cam = 1.0, None
-        if frame.depth is not None and cfg.scale_from_depth:
-            # a depth sensor: metres per map unit straight from its depth, frame by frame
-            rescale = self._scale.step(depth_sensor_scale(
-                frame.depth, depth, ~moving, cfg.sensor_min_pixels))
-            extras['scale_rescale'] = rescale
+        # rescale: this frame's depth (and everything in its units); map_rescale: the map
+        rescale, map_rescale, points_cam = 1.0, 1.0, None
+        sensor = frame.depth is not None and cfg.scale_from_depth
+        if sensor:
+            # a depth sensor: the map is in metres already (its landmarks start at the
+            # sensor's points, below), so only this frame's depth is brought to the sensor's
+            # scale (its median ratio); rescaling the map by it as well moved the landmarks
+            # off the sensor's metres by the learned depth's shape error (docs/history.md)
+            ratio = depth_sensor_scale(frame.depth, depth, ~moving, cfg.sensor_min_pixels)
+            if ratio is not None:
+                rescale, self._sensor_metric = ratio, True
         elif frame.ground is not None:
             points_cam = unproject_depth(depth, K)
             # the pose of a frame whose tracking failed is a guess: no floor estimate from it
-            rescale = self._ground_step(frame.ground, gray, points_cam, ~moving, T_wc, K,
-                                        posed) \
+            rescale = map_rescale = self._ground_step(
+                frame.ground, gray, points_cam, ~moving, T_wc, K, posed) \
                 if est is not None and est.ok else self._scale.step(None)
-            extras['scale_rescale'] = rescale
+        extras['scale_rescale'] = rescale
         if rescale != 1.0:
-            # the map scaled about this camera: its pose stays, lengths change
             depth = depth * np.float32(rescale)
             points_cam = None if points_cam is None else points_cam * np.float32(rescale)
             scale *= rescale
             scene_flow *= np.float32(rescale)
-            self._landmarks.rescale(T_wc[:3, 3], rescale)
-            if abs(np.log(rescale)) > cfg.rescale_epoch_log:
+        if map_rescale != 1.0:
+            # the map scaled about this camera: its pose stays, lengths change
+            self._landmarks.rescale(T_wc[:3, 3], map_rescale)
+            if abs(np.log(map_rescale)) > cfg.rescale_epoch_log:
                 self._scale_epoch = frame.stamp
         clock.append(time.perf_counter())
         if points_cam is None:
@@ -360,11 +367,18 @@ class LearnedBackend:
         # mask gone wrong (poses off -> everything "moves") must not take the landmarks, and
         # with them the pose, down with it
         confident = conf >= np.quantile(conf, 1.0 - cfg.pose_pixel_share)
-        self._landmarks.update(gray, points_world, confident & ~moving, ~confident, K, T_wc)
+        # with a depth sensor the landmarks start at its points, so the map the pose follows is
+        # in metres from the first frame, and are not re-triangulated (7-Scenes: ATE Sim(3)
+        # 7.6 cm seeded from the learned depth, 4.2 from the sensor's, 2.8 without the
+        # re-triangulation; docs/measurements.md)
+        seeds = transform_points(T_wc, unproject_depth(frame.depth, K)) \
+            if sensor else points_world
+        self._landmarks.update(gray, seeds, confident & ~moving, ~confident, K, T_wc,
+                               triangulate=not sensor)
         extras['landmarks'] = len(self._landmarks)
         keyframe = self._is_keyframe(T_wc, float(np.median(depth)))
         self._velocity = (invert_pose(prev.T_wc) @ T_wc) if prev is not None else np.eye(4)
-        self._velocity[:3, 3] *= rescale
+        self._velocity[:3, 3] *= map_rescale
         static = ~moving
         scale_next = float(np.median(depth[static] if static.any() else depth))
         clock.append(time.perf_counter())

@@ -1,11 +1,14 @@
-"""Metres for a monocular map: per-frame estimates of metres per map unit (from the floor's
-image motion and the camera's known height, `ground_scale`; or from a depth sensor,
-`depth_sensor_scale`) turned into corrections of the map.
+"""Metres for a monocular map: per-frame estimates of metres per map unit turned into
+corrections.
 
-The median of the first few estimates sets the map's scale (from then on the output is
-metric); later ones pull it back when the monocular pose's scale drifts, by a bounded step a
-frame (a few per cent for the floor's noisy estimates, more for a depth sensor's); a frame
-without an estimate leaves the scale as it is.
+`MetricScale` (the floor's estimates: its image motion and the camera's known height,
+`ground_scale`): the median of the first few estimates sets the map's scale (from then on the
+output is metric); later ones pull it back when the monocular pose's scale drifts, by a bounded
+step a frame; a frame without an estimate leaves the scale as it is.
+
+`depth_sensor_scale` (a registered depth sensor's estimate): precise on every frame, and the
+map is in metres already (the learned backend starts its landmarks at the sensor's points), so
+it rescales only that frame's depth.
 """
 
 from __future__ import annotations

@@ -11,7 +11,8 @@ heading (about 1-2 % per frame on 7-Scenes, docs/history.md). A landmark keeps i
 for as long as it is tracked, so drift only enters when landmarks are replaced, and its position is
 re-triangulated from its first and current rays once they differ by ``min_parallax_deg`` (classic
 keyframe VO, like PTAM / ORB-SLAM without the bundle adjustment). New landmarks take their 3D
-position from the frame's depth (the model's, brought to the map's scale). Moving points (the
+position from the frame's depth (the model's, brought to the map's scale; a depth sensor's where
+one gives the map its metres, and those are not re-triangulated). Moving points (the
 dynamic mask) and low-confidence points are never seeded, and PnP outliers are dropped. Units
 follow the stream (up to scale).
 """
@@ -147,7 +148,8 @@ class LandmarkTracker:
                             X[idx], uv[idx].astype(np.float32))
 
     def update(self, gray: np.ndarray, points_world: np.ndarray, seedable: np.ndarray,
-               drop: np.ndarray, K: np.ndarray, T_wc: np.ndarray) -> None:
+               drop: np.ndarray, K: np.ndarray, T_wc: np.ndarray,
+               triangulate: bool = True) -> None:
         """After the frame is processed: keep the landmarks `track` followed, drop those on
         `drop` pixels, re-triangulate those with enough parallax, and seed new ones.
 
@@ -158,6 +160,8 @@ class LandmarkTracker:
             drop: H x W bool, where landmarks are dropped (the learned backend: low-confidence
                 pixels; landmarks on moving objects leave as PnP outliers).
             K, T_wc: the frame's intrinsics and camera-to-world pose.
+            triangulate: re-triangulate; False when the landmarks come from a depth sensor,
+                whose depth is better than the midpoint of two rays a few degrees apart.
         """
         cfg = self.config
         h, w = gray.shape
@@ -168,7 +172,7 @@ class LandmarkTracker:
         if len(self):
             ij = np.clip(np.round(self.pixels).astype(int), 0, [w - 1, h - 1])
             self._keep(~drop[ij[:, 1], ij[:, 0]])
-        if len(self):
+        if len(self) and triangulate:
             self._triangulate(K, T_wc)
         want = cfg.max_landmarks - len(self)
         if want > (1.0 - cfg.replenish_share) * cfg.max_landmarks:
