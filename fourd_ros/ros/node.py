@@ -445,7 +445,7 @@ class FourdBehaviour:
             if self.backend_name == 'rgbd':
                 return 'depth sensor (metres)'
             return ("depth sensor (metres: the learned depth brought to the sensor's)"
-                    if self.engine.metric else 'depth sensor: waiting for its first frames')
+                    if self.engine.metric else 'depth sensor: waiting for a frame with depth')
         if self.p['camera_height'] <= 0:
             return 'unknown (up to scale; set camera_height on a ground robot)'
         up = self.out.frames.up_in_camera()
@@ -524,7 +524,7 @@ class FourdBehaviour:
             'cache_mb_by_device': self._cache_by_device(),
             'cache_budget_mb': f"{self.p['cache_budget_mb']:.0f}",
             'cache_device_budget_mb':
-                f"{self.p['cache_device_budget_mb'] or self.p['cache_budget_mb']:.0f}",
+                f"{self.p['cache_device_budget_mb'] or self.p['cache_budget_mb']:g}",
         }
         self.out.publish_diagnostics(f'{self.get_fully_qualified_name()}: fourd',
                                      self._camera_frame or 'camera', level, message, values,

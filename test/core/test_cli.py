@@ -370,15 +370,18 @@ def test_run_learned_takes_metres_from_the_depth_when_asked(
           ' '.join(f'{r:.3f}' for r in ratios))
     # measured 0.87-1.04 (a 96x72 clip whose two moving objects cover much of the view)
     assert abs(np.log(np.median(ratios))) < 0.1 and min(ratios) > 0.75
-    # `fourd eval --metric-depth`: the frames once metric are scored without alignment
-    assert main(['eval', '--backend', 'learned', '--device', 'cpu', '--metric-depth',
-                 '--no-rgbd-baseline', '--input', str(clip_dir), '--width', '0',
-                 '--json', str(tmp_path / 'eval.json')]) == 0
-    m = _load(tmp_path / 'eval.json')
-    print(f"fourd eval --metric-depth: AbsRel once metric {m['depth_absrel_once_metric']:.3f}"
-          f", median-scaled {m['depth_absrel']:.3f}")
-    assert m['metric_from_frame'] == 0 and m['depth_absrel_once_metric'] < 1.5 * max(
-        m['depth_absrel'], 0.1)
+    # `fourd eval --metric-depth`: metric from the first frame, so scored without alignment
+    # (the same run without it: median-scaled)
+    for metric_depth in (True, False):
+        assert main(['eval', '--backend', 'learned', '--device', 'cpu', '--no-rgbd-baseline',
+                     '--input', str(clip_dir), '--width', '0', '--json',
+                     str(tmp_path / 'eval.json')] + ['--metric-depth'] * metric_depth) == 0
+        m = _load(tmp_path / 'eval.json')
+        assert m['metric'] is metric_depth and 'metric_from_frame' not in m
+        if metric_depth:
+            metric_absrel = m['depth_absrel']
+    # measured: 0.184 in metres, 0.242 median-scaled monocular
+    assert metric_absrel < 0.3 and metric_absrel < 1.2 * m['depth_absrel']
     video = _as_video(clip_dir, tmp_path / 'v.avi')
     for command in ('run', 'eval'):
         for argv in (['--backend', 'rgbd', '--input', str(clip_dir)],

@@ -69,7 +69,7 @@ def test_host_and_device_memory_have_their_own_budgets() -> None:
         cache.add(entry(i, nbytes=mib // 10, device_nbytes=mib // 2))
         used = cache.nbytes_by_device()
         assert used['cuda:0'] <= 4 * mib and used['cpu'] <= mib
-    # the GPU budget is what binds: 8 frames (1 MiB of the two budgets' 5 would hold 10)
+    # the GPU budget is what binds: 8 frames (the host's 1 MiB alone would hold 10)
     assert len(cache) == 8 and cache.entries()[0].index == 0
     assert cache.nbytes == 8 * (mib // 10 + mib // 2)
     # host-heavy frames: now the host budget binds

@@ -37,7 +37,7 @@ DIAGNOSTIC_KEYS = {
     'input_images_missing', 'input_depth_received', 'input_depth_missing',
     'input_depth_unmatched', 'tracking_lost_frames', 'tracking_relocalized_frames',
     'stream_resets', 'cache_frames', 'cache_mb', 'cache_budget_mb', 'input_fps',
-    'seconds_since_image', 'cache_mb_by_device', 'tracking', 'scale'}
+    'seconds_since_image', 'cache_mb_by_device', 'cache_device_budget_mb', 'tracking', 'scale'}
 
 
 def late_map(context, timeout: float = 10.0) -> PointCloud2:

@@ -260,8 +260,8 @@ class LearnedBackend:
                 torch.cuda.empty_cache()
             raise BackendError(
                 f'{self.device} ran out of memory while {what} ({str(exc).splitlines()[0]}); '
-                'dropped, the stream goes on: lower cache_budget_mb or use a smaller image, or '
-                'device cpu') from exc
+                'dropped, the stream goes on: lower cache_device_budget_mb or use a smaller '
+                'image, or device cpu') from exc
 
     def _process(self, frame: Frame, context: list[CacheEntry]
                  ) -> tuple[FrameResult, LearnedLatent]:
@@ -340,7 +340,8 @@ class LearnedBackend:
             ratio = depth_sensor_scale(frame.depth, depth, ~moving, cfg.sensor_min_pixels)
             if ratio is not None:
                 rescale, self._sensor_metric = ratio, True
-        elif frame.ground is not None:
+        elif frame.ground is not None and not self._sensor_metric:
+            # (a frame without depth in a depth sensor's stream: its map is in metres already)
             points_cam = unproject_depth(depth, K)
             # the pose of a frame whose tracking failed is a guess: no floor estimate from it
             rescale = map_rescale = self._ground_step(
@@ -367,14 +368,17 @@ class LearnedBackend:
         # mask gone wrong (poses off -> everything "moves") must not take the landmarks, and
         # with them the pose, down with it
         confident = conf >= np.quantile(conf, 1.0 - cfg.pose_pixel_share)
-        # with a depth sensor the landmarks start at its points, so the map the pose follows is
-        # in metres from the first frame, and are not re-triangulated (7-Scenes: ATE Sim(3)
-        # 7.6 cm seeded from the learned depth, 4.2 from the sensor's, 2.8 without the
-        # re-triangulation; docs/measurements.md)
-        seeds = transform_points(T_wc, unproject_depth(frame.depth, K)) \
-            if sensor else points_world
-        self._landmarks.update(gray, seeds, confident & ~moving, ~confident, K, T_wc,
-                               triangulate=not sensor)
+        # with a depth sensor the landmarks start at its points (where it has depth), so the
+        # map the pose follows is in metres from the first frame, and are not re-triangulated
+        # (7-Scenes: ATE Sim(3) 7.6 cm seeded from the learned depth, 4.2 from the sensor's,
+        # 1.9-2.1 without the re-triangulation; docs/history.md, session 29)
+        seedable = confident & ~moving
+        seeds = points_world
+        if sensor:
+            seeds = transform_points(T_wc, unproject_depth(frame.depth, K))
+            seedable &= np.isfinite(seeds).all(axis=-1)
+        self._landmarks.update(gray, seeds, seedable, ~confident, K, T_wc,
+                               triangulate=not (sensor or self._sensor_metric))
         extras['landmarks'] = len(self._landmarks)
         keyframe = self._is_keyframe(T_wc, float(np.median(depth)))
         self._velocity = (invert_pose(prev.T_wc) @ T_wc) if prev is not None else np.eye(4)

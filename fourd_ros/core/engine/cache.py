@@ -146,9 +146,11 @@ class LatentCache:
             self._entries = [self._entries[i] for i in keep]
         # 2) memory budgets: drop the oldest entries (anchor last) until every device's fits;
         # the newest entry fits by itself (`add` checked), so the stream goes on
-        self._bytes = Counter()
+        # counted afresh, then swapped in whole (diagnostics read it without the engine's lock)
+        used: Counter[str] = Counter()
         for e in self._entries:
-            self._bytes.update(e.nbytes_by_device)
+            used.update(e.nbytes_by_device)
+        self._bytes = used
         while self._over_budget() and len(self._entries) > 1:
             victim = 1 if (self.policy.keep_anchor and self._entries[0].index == 0
                            and len(self._entries) > 2) else 0

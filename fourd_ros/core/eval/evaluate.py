@@ -259,8 +259,8 @@ def evaluate(backend_name: str, source: str | Path, *, width: int = 320,
         plot_samples: number of depth / tracking samples kept for the plots.
         device, checkpoint: inference device and model checkpoint of the learned backend.
         metric_depth: the learned backend takes metres from the sequence's depth (an RGB-D
-            camera); its frames once metric are scored without alignment as well
-            (``depth_absrel_once_metric``). Otherwise the depth is ground truth only.
+            camera; metric from the first frame, so scored like a metric backend). Otherwise
+            the depth is ground truth only.
 
     Raises:
         DatasetError, InputError, ValueError: bad input data or options.
@@ -361,6 +361,10 @@ def evaluate(backend_name: str, source: str | Path, *, width: int = 320,
         snap = engine.track_snapshot()
         report.trail = TrailSample(names[frames - 1], last[1].colors.copy(), list(trail_hist),
                                    {int(k): int(s) for k, s in zip(snap.ids, snap.status)})
+    if metric_from == 0:
+        # metres from the very first frame (the learned backend with a depth sensor): scored
+        # as a metric backend, without alignment
+        metric, depth_acc, metric_from = True, late_metric_acc, -1
     metrics: dict[str, Any] = {'backend': backend_name, 'metric': metric,
                                'frames': frames,
                                'fps': frames / t_io if t_io > 0 else NAN}
