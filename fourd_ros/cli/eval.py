@@ -45,7 +45,7 @@ ROWS = (
     ('objects_frames_with_false_object', 'share of frames with a false object'),
     ('latency_ms_p50', 'ms per frame (engine.process)'),
     ('metric', 'metres if yes (no scale alignment)'),
-    ('metric_from_frame', 'a monocular stream in metres from this frame on (floor, depth)'),
+    ('metric_from_frame', 'a monocular stream in metres from this frame on (the floor)'),
     ('depth_absrel_once_metric', 'AbsRel of those frames, no alignment'),
 )
 
