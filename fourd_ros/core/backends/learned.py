@@ -368,17 +368,14 @@ class LearnedBackend:
         # mask gone wrong (poses off -> everything "moves") must not take the landmarks, and
         # with them the pose, down with it
         confident = conf >= np.quantile(conf, 1.0 - cfg.pose_pixel_share)
-        # with a depth sensor the landmarks start at its points (where it has depth), so the
-        # map the pose follows is in metres from the first frame, and are not re-triangulated
-        # (7-Scenes: ATE Sim(3) 7.6 cm seeded from the learned depth, 4.2 from the sensor's,
-        # 1.9-2.1 without the re-triangulation; docs/history.md, session 29)
-        seedable = confident & ~moving
-        seeds = points_world
-        if sensor:
-            seeds = transform_points(T_wc, unproject_depth(frame.depth, K))
-            seedable &= np.isfinite(seeds).all(axis=-1)
-        self._landmarks.update(gray, seeds, seedable, ~confident, K, T_wc,
-                               triangulate=not (sensor or self._sensor_metric))
+        # with a depth sensor the landmarks start at its points (where it has depth, unless it
+        # sees too little to track on), so the map the pose follows is in metres from the first
+        # frame, and those are not re-triangulated (7-Scenes: ATE Sim(3) 7.6 cm seeded from the
+        # learned depth, 4.2 from the sensor's, 1.9-2.1 without the re-triangulation;
+        # docs/history.md, session 29)
+        self._landmarks.update(
+            gray, points_world, confident & ~moving, ~confident, K, T_wc,
+            transform_points(T_wc, unproject_depth(frame.depth, K)) if sensor else None)
         extras['landmarks'] = len(self._landmarks)
         keyframe = self._is_keyframe(T_wc, float(np.median(depth)))
         self._velocity = (invert_pose(prev.T_wc) @ T_wc) if prev is not None else np.eye(4)

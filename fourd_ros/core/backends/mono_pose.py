@@ -43,6 +43,9 @@ class MonoPoseConfig:
         min_parallax_deg: a landmark is re-triangulated from its first and its current ray
             once they differ by this angle (and each time the angle has grown by a third).
         fb_px: forward-backward KLT consistency threshold in pixels.
+        min_sensor_landmarks: with a depth sensor, landmarks start only where it has depth,
+            unless fewer than this many would be left (a sensor seeing too little to track
+            on): then the frame's other depth seeds the rest.
     """
 
     max_landmarks: int = 400
@@ -52,6 +55,7 @@ class MonoPoseConfig:
     reproj_px: float = 2.0
     min_parallax_deg: float = 2.0
     fb_px: float = 1.0
+    min_sensor_landmarks: int = 30
 
 
 @dataclass
@@ -102,6 +106,7 @@ class LandmarkTracker:
         self._origin = np.zeros((0, 3))                 # first observation's camera centre
         self._ray0 = np.zeros((0, 3))                   # first observation's unit ray (world)
         self._angle = np.zeros(0)                       # parallax of the last triangulation
+        self._exact = np.zeros(0, bool)                 # a depth sensor's: never moved
 
     def __len__(self) -> int:
         return len(self.points)
@@ -149,7 +154,7 @@ class LandmarkTracker:
 
     def update(self, gray: np.ndarray, points_world: np.ndarray, seedable: np.ndarray,
                drop: np.ndarray, K: np.ndarray, T_wc: np.ndarray,
-               triangulate: bool = True) -> None:
+               sensor_points: np.ndarray | None = None) -> None:
         """After the frame is processed: keep the landmarks `track` followed, drop those on
         `drop` pixels, re-triangulate those with enough parallax, and seed new ones.
 
@@ -160,8 +165,10 @@ class LandmarkTracker:
             drop: H x W bool, where landmarks are dropped (the learned backend: low-confidence
                 pixels; landmarks on moving objects leave as PnP outliers).
             K, T_wc: the frame's intrinsics and camera-to-world pose.
-            triangulate: re-triangulate; False when the landmarks come from a depth sensor,
-                whose depth is better than the midpoint of two rays a few degrees apart.
+            sensor_points: H x W x 3 world points of a depth sensor (NaN where it has none):
+                new landmarks start there (``min_sensor_landmarks``) and are never
+                re-triangulated (its depth is better than the midpoint of two rays a few
+                degrees apart).
         """
         cfg = self.config
         h, w = gray.shape
@@ -172,26 +179,42 @@ class LandmarkTracker:
         if len(self):
             ij = np.clip(np.round(self.pixels).astype(int), 0, [w - 1, h - 1])
             self._keep(~drop[ij[:, 1], ij[:, 0]])
-        if len(self) and triangulate:
+        if len(self):
             self._triangulate(K, T_wc)
-        want = cfg.max_landmarks - len(self)
-        if want > (1.0 - cfg.replenish_share) * cfg.max_landmarks:
-            mask = seedable.astype(np.uint8) * 255
-            for u, v in np.round(self.pixels).astype(int):
-                cv2.circle(mask, (int(u), int(v)), cfg.min_spacing_px, 0, -1)
-            corners = cv2.goodFeaturesToTrack(gray, want, 0.01, cfg.min_spacing_px, mask=mask)
-            if corners is not None:
-                px = corners.reshape(-1, 2).astype(np.float32)
-                X = sample_bilinear(points_world, px).astype(np.float64)
-                ok = finite_rows(X)
-                px, X = px[ok], X[ok]
-                self.pixels = np.concatenate([self.pixels, px])
-                self.points = np.concatenate([self.points, X])
-                self._origin = np.concatenate([self._origin,
-                                               np.repeat(T_wc[None, :3, 3], len(px), 0)])
-                self._ray0 = np.concatenate([self._ray0, _rays_world(px, K, T_wc)])
-                self._angle = np.concatenate([self._angle, np.zeros(len(px))])
+        if sensor_points is None:
+            self._seed(gray, points_world, seedable, K, T_wc, exact=False)
+        else:
+            sensed = np.isfinite(sensor_points).all(axis=-1)
+            self._seed(gray, sensor_points, seedable & sensed, K, T_wc, exact=True)
+            if len(self) < cfg.min_sensor_landmarks:
+                self._seed(gray, points_world, seedable & ~sensed, K, T_wc, exact=False)
         self._gray = gray
+
+    def _seed(self, gray: np.ndarray, points_world: np.ndarray, seedable: np.ndarray,
+              K: np.ndarray, T_wc: np.ndarray, exact: bool) -> None:
+        """New landmarks on corners of `seedable` pixels away from the others, at
+        `points_world`, when fewer than ``replenish_share`` are left; `exact`: a depth
+        sensor's points (never re-triangulated)."""
+        cfg = self.config
+        want = cfg.max_landmarks - len(self)
+        if want <= (1.0 - cfg.replenish_share) * cfg.max_landmarks:
+            return
+        mask = seedable.astype(np.uint8) * 255
+        for u, v in np.round(self.pixels).astype(int):
+            cv2.circle(mask, (int(u), int(v)), cfg.min_spacing_px, 0, -1)
+        corners = cv2.goodFeaturesToTrack(gray, want, 0.01, cfg.min_spacing_px, mask=mask)
+        if corners is None:
+            return
+        px = corners.reshape(-1, 2).astype(np.float32)
+        X = sample_bilinear(points_world, px).astype(np.float64)
+        ok = finite_rows(X)
+        px, X = px[ok], X[ok]
+        self.pixels = np.concatenate([self.pixels, px])
+        self.points = np.concatenate([self.points, X])
+        self._origin = np.concatenate([self._origin, np.repeat(T_wc[None, :3, 3], len(px), 0)])
+        self._ray0 = np.concatenate([self._ray0, _rays_world(px, K, T_wc)])
+        self._angle = np.concatenate([self._angle, np.zeros(len(px))])
+        self._exact = np.concatenate([self._exact, np.full(len(px), exact)])
 
     def rescale(self, centre: np.ndarray, factor: float) -> None:
         """Scale the map by ``factor`` about the world point ``centre`` (the current camera's:
@@ -205,11 +228,13 @@ class LandmarkTracker:
         self.pixels, self.points = self.pixels[keep], self.points[keep]
         self._origin, self._ray0, self._angle = (self._origin[keep], self._ray0[keep],
                                                  self._angle[keep])
+        self._exact = self._exact[keep]
 
     def _triangulate(self, K: np.ndarray, T_wc: np.ndarray) -> None:
         d1 = _rays_world(self.pixels.astype(np.float64), K, T_wc)
         angle = np.degrees(np.arccos(np.clip((self._ray0 * d1).sum(1), -1.0, 1.0)))
-        grow = (angle >= self.config.min_parallax_deg) & (angle >= 4.0 / 3.0 * self._angle)
+        grow = (angle >= self.config.min_parallax_deg) & (angle >= 4.0 / 3.0 * self._angle) \
+            & ~self._exact
         if not grow.any():
             return
         c1 = np.repeat(T_wc[None, :3, 3], int(grow.sum()), 0)
