@@ -373,9 +373,8 @@ class LearnedBackend:
         # frame, and those are not re-triangulated (7-Scenes: ATE Sim(3) 7.6 cm seeded from the
         # learned depth, 4.2 from the sensor's, 1.9-2.1 without the re-triangulation;
         # docs/history.md, session 29)
-        self._landmarks.update(
-            gray, points_world, confident & ~moving, ~confident, K, T_wc,
-            transform_points(T_wc, unproject_depth(frame.depth, K)) if sensor else None)
+        self._landmarks.update(gray, points_world, confident & ~moving, ~confident, K, T_wc,
+                               frame.depth if sensor else None)
         extras['landmarks'] = len(self._landmarks)
         keyframe = self._is_keyframe(T_wc, float(np.median(depth)))
         self._velocity = (invert_pose(prev.T_wc) @ T_wc) if prev is not None else np.eye(4)

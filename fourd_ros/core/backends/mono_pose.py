@@ -25,7 +25,7 @@ import cv2
 import numpy as np
 
 from fourd_ros.core.geometry import (finite_rows, invert_pose, make_pose, ray_midpoints,
-                                     sample_bilinear)
+                                     sample_bilinear, transform_points, unproject_depth)
 
 
 @dataclass(frozen=True)
@@ -154,7 +154,7 @@ class LandmarkTracker:
 
     def update(self, gray: np.ndarray, points_world: np.ndarray, seedable: np.ndarray,
                drop: np.ndarray, K: np.ndarray, T_wc: np.ndarray,
-               sensor_points: np.ndarray | None = None) -> None:
+               sensor_depth: np.ndarray | None = None) -> None:
         """After the frame is processed: keep the landmarks `track` followed, drop those on
         `drop` pixels, re-triangulate those with enough parallax, and seed new ones.
 
@@ -165,10 +165,10 @@ class LandmarkTracker:
             drop: H x W bool, where landmarks are dropped (the learned backend: low-confidence
                 pixels; landmarks on moving objects leave as PnP outliers).
             K, T_wc: the frame's intrinsics and camera-to-world pose.
-            sensor_points: H x W x 3 world points of a depth sensor (NaN where it has none):
-                new landmarks start there (``min_sensor_landmarks``) and are never
-                re-triangulated (its depth is better than the midpoint of two rays a few
-                degrees apart).
+            sensor_depth: H x W depth of a registered depth sensor (metres; <= 0 or NaN =
+                none): new landmarks start at its points (``min_sensor_landmarks``) and are
+                never re-triangulated (its depth is better than the midpoint of two rays a
+                few degrees apart).
         """
         cfg = self.config
         h, w = gray.shape
@@ -181,9 +181,11 @@ class LandmarkTracker:
             self._keep(~drop[ij[:, 1], ij[:, 0]])
         if len(self):
             self._triangulate(K, T_wc)
-        if sensor_points is None:
+        if sensor_depth is None:
             self._seed(gray, points_world, seedable, K, T_wc, exact=False)
-        else:
+        elif self._wants_seeds():
+            # the sensor's points only on the frames that seed (a few in ten)
+            sensor_points = transform_points(T_wc, unproject_depth(sensor_depth, K))
             sensed = np.isfinite(sensor_points).all(axis=-1)
             self._seed(gray, sensor_points, seedable & sensed, K, T_wc, exact=True)
             if len(self) < cfg.min_sensor_landmarks:
@@ -196,9 +198,9 @@ class LandmarkTracker:
         `points_world`, when fewer than ``replenish_share`` are left; `exact`: a depth
         sensor's points (never re-triangulated)."""
         cfg = self.config
-        want = cfg.max_landmarks - len(self)
-        if want <= (1.0 - cfg.replenish_share) * cfg.max_landmarks:
+        if not self._wants_seeds():
             return
+        want = cfg.max_landmarks - len(self)
         mask = seedable.astype(np.uint8) * 255
         for u, v in np.round(self.pixels).astype(int):
             cv2.circle(mask, (int(u), int(v)), cfg.min_spacing_px, 0, -1)
@@ -215,6 +217,11 @@ class LandmarkTracker:
         self._ray0 = np.concatenate([self._ray0, _rays_world(px, K, T_wc)])
         self._angle = np.concatenate([self._angle, np.zeros(len(px))])
         self._exact = np.concatenate([self._exact, np.full(len(px), exact)])
+
+    def _wants_seeds(self) -> bool:
+        """Fewer than ``replenish_share`` of the landmarks are left."""
+        cfg = self.config
+        return cfg.max_landmarks - len(self) > (1.0 - cfg.replenish_share) * cfg.max_landmarks
 
     def rescale(self, centre: np.ndarray, factor: float) -> None:
         """Scale the map by ``factor`` about the world point ``centre`` (the current camera's:
