@@ -89,7 +89,10 @@ def test_learned_backend_takes_metres_from_a_depth_sensor() -> None:
         # where the sensor has depth the output takes its scale (measured 0.98-1.00); in its
         # holes it is the learned depth at that scale: 1.5-1.8 times too far on the first 6
         # frames (before the cost volume has parallax), 0.95-1.04 from then on
-        assert np.all(np.abs(np.log(ratio[8 if sensed < 1 else 0:])) < 0.1)
+        if sensed < 1:
+            assert np.all(np.abs(np.log(ratio[8:])) < 0.1)
+        else:
+            assert np.all(np.abs(np.log(ratio)) < 0.05)
     # a sensor that sees too little to track on (a strip of 5 %): the learned depth seeds the
     # landmarks elsewhere, so the camera is still followed (without that: tracking lost on 29
     # of the 30 frames of the same scene)
