@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import argparse
 
-from fourd_ros.cli.common import (add_model_arguments, positive_int, print_table, size_arg,
-                                  write_json)
+from fourd_ros.cli.common import (add_cache_arguments, add_model_arguments, positive_int,
+                                  print_table, size_arg, write_json)
 from fourd_ros.core.backends.factory import STREAM_BACKENDS
 from fourd_ros.core.eval.engine_bench import benchmark, EngineBench, UNITS
 from fourd_ros.core.eval.soak import soak_failure
@@ -29,8 +29,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help='image size = processing size (320x240)')
     p.add_argument('--backend', choices=STREAM_BACKENDS, default='rgbd',
                    help='backend to time (rgbd)')
-    p.add_argument('--cache-mb', type=float, default=None, metavar='MB',
-                   help='latent cache budget, MiB (engine default)')
+    add_cache_arguments(p)
     # 96 rendered frames play back with a period of 190 frames, which divides 2000 - 100: the
     # first and the last 100 frames then show the same images, so their latency ratio measures
     # growth with stream length rather than a change of scene content
@@ -67,6 +66,7 @@ def bench_config(args: argparse.Namespace) -> EngineBench:
     """The engine benchmark that parsed `fourd bench` options ask for."""
     return EngineBench(
         frames=args.frames, size=args.size, backend=args.backend, cache_mb=args.cache_mb,
+        cache_device_mb=args.cache_device_mb,
         clip_frames=args.clip_frames, seed=args.seed, plot=args.plot, real=args.real,
         real_frames=args.real_frames, open3d=args.open3d,
         unbounded_frames=args.unbounded_frames, device=args.device, checkpoint=args.checkpoint)

@@ -66,6 +66,16 @@ def add_model_arguments(p: argparse.ArgumentParser) -> None:
                    help='learned backend: model checkpoint (default: the one shipped)')
 
 
+def add_cache_arguments(p: argparse.ArgumentParser) -> None:
+    """--cache-mb and --cache-device-mb (`budget_policy`; the node's cache_budget_mb and
+    cache_device_budget_mb)."""
+    p.add_argument('--cache-mb', type=finite_float, default=None, metavar='MB',
+                   help='latent cache budget in host memory, MiB (engine default)')
+    p.add_argument('--cache-device-mb', type=finite_float, default=None, metavar='MB',
+                   help="latent cache budget on the inference GPU (the learned model's "
+                        'keys/values), MiB (default: --cache-mb)')
+
+
 def add_metric_depth_argument(p: argparse.ArgumentParser) -> None:
     """`--metric-depth` of `fourd run` and `fourd eval` (`factory.check_metric_depth`)."""
     p.add_argument('--metric-depth', action='store_true',

@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from fourd_ros.cli.common import (add_metric_depth_argument, add_model_arguments, positive_int,
-                                  print_table, write_json)
+from fourd_ros.cli.common import (add_cache_arguments, add_metric_depth_argument,
+                                  add_model_arguments, positive_int, print_table, write_json)
 from fourd_ros.core.backends.factory import BACKENDS
 from fourd_ros.core.eval.evaluate import evaluate
 
@@ -78,8 +78,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help='score depth on every K-th frame (1)')
     p.add_argument('--track-gap', type=positive_int, default=10, metavar='G',
                    help='frame gap of the tracking pairs (i, i+G) (10)')
-    p.add_argument('--cache-mb', type=float, default=None, metavar='MB',
-                   help='latent cache budget, MiB (engine default)')
+    add_cache_arguments(p)
     add_metric_depth_argument(p)
     p.add_argument('--no-rgbd-baseline', action='store_true',
                    help='learned backend on an input with depth: skip the rgbd backend run '
@@ -92,7 +91,7 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError('--track-gap must be >= 1')
     common = dict(width=args.width, max_frames=args.max_frames or None,
                   depth_every=max(1, args.depth_every), track_gap=args.track_gap,
-                  cache_mb=args.cache_mb)
+                  cache_mb=args.cache_mb, cache_device_mb=args.cache_device_mb)
     report = evaluate(args.backend, args.input, device=args.device,
                       checkpoint=args.checkpoint, metric_depth=args.metric_depth, **common)
     m = report.metrics

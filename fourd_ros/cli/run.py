@@ -41,11 +41,12 @@ from pathlib import Path
 import numpy as np
 from scipy.spatial.transform import Rotation
 
-from fourd_ros.cli.common import (add_metric_depth_argument, add_model_arguments, finite_float,
-                                  positive_int, print_table, write_json)
+from fourd_ros.cli.common import (add_cache_arguments, add_metric_depth_argument,
+                                  add_model_arguments, finite_float, positive_int, print_table,
+                                  write_json)
 from fourd_ros.core import map_cloud
 from fourd_ros.core.data.readers import open_sequence
-from fourd_ros.core.engine.cache import CachePolicy
+from fourd_ros.core.engine.cache import budget_policy
 from fourd_ros.core.engine.engine import EngineConfig, StreamingEngine
 from fourd_ros.core.engine.objects import ObjectSnapshot
 from fourd_ros.core.engine.tracks import TrackConfig
@@ -81,8 +82,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                         f'map ({map_cloud.VOXEL_SIZE})')
     p.add_argument('--max-frames', type=positive_int, default=0, metavar='N',
                    help='stop after N frames, 0 = all (0)')
-    p.add_argument('--cache-mb', type=float, default=None, metavar='MB',
-                   help='latent cache budget, MiB (engine default)')
+    add_cache_arguments(p)
     p.add_argument('--max-tracks', type=positive_int, default=None, metavar='N',
                    help='cap on live persistent tracks (engine default)')
     p.add_argument('--camera-height', type=finite_float, default=0.0, metavar='M',
@@ -104,6 +104,7 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError('--camera-height must be >= 0')
     if args.camera_pitch is not None and args.camera_height <= 0:
         raise ValueError('--camera-pitch goes with --camera-height (the floor under the camera)')
+    cache = budget_policy(args.cache_mb, args.cache_device_mb)
     reader = open_sequence(args.input, max_frames=args.max_frames or None)
     args.backend = resolve_backend(args.backend, reader.has_depth)
     if args.metric_depth:
@@ -111,10 +112,7 @@ def run(args: argparse.Namespace) -> int:
     backend = make_backend(args.backend, device=args.device, checkpoint=args.checkpoint,
                            sequence=reader, metric_depth=args.metric_depth)
     cfg = EngineConfig(width=0 if args.backend == 'oracle' else args.width)
-    if args.cache_mb is not None:
-        if args.cache_mb <= 0:
-            raise ValueError('--cache-mb must be > 0')
-        cfg.cache = CachePolicy(budget_mb=args.cache_mb)
+    cfg.cache = cache
     if args.max_tracks is not None:
         cfg.tracks = TrackConfig(max_tracks=args.max_tracks)
     engine = StreamingEngine(backend, cfg)
@@ -191,6 +189,9 @@ def run(args: argparse.Namespace) -> int:
         'latency_ms_max': float(np.max(lat)), 'peak_rss_mb': peak_rss_mb(),
         'cache_mb': engine.cache.megabytes, 'cache_mb_peak': cache_peak,
         'cache_frames': len(engine.cache), 'cache_budget_mb': cfg.cache.budget_mb,
+        'cache_device_budget_mb': cfg.cache.budget_bytes('cuda') / 2**20,
+        'cache_mb_by_device': {d: n / 2**20
+                               for d, n in engine.cache.nbytes_by_device().items()},
         'metric': engine.metric, 'metric_from_frame': metric_from,
         'backend': args.backend, 'input': str(args.input),
         'layout': reader.layout, 'input_size': _size(engine.input_size),

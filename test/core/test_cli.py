@@ -84,8 +84,12 @@ def test_eval_oracle_seven_scenes(tmp_path: Path) -> None:
 def test_run_rgbd_writes_outputs(clip_dir: Path, tmp_path: Path) -> None:
     out = tmp_path / 'run'
     assert main(['run', '--backend', 'rgbd', '--input', str(clip_dir), '--out', str(out),
-                 '--depth-every', '5', '--max-tracks', '64', '--cache-mb', '64']) == 0
+                 '--depth-every', '5', '--max-tracks', '64', '--cache-mb', '64',
+                 '--cache-device-mb', '32']) == 0
     summary = _load(out / 'summary.json')
+    assert summary['cache_budget_mb'] == 64 and summary['cache_device_budget_mb'] == 32
+    # the rgbd backend caches host arrays only
+    assert set(summary['cache_mb_by_device']) == {'cpu'}
     for key in ('frames', 'fps', 'latency_ms_p50', 'latency_ms_p95', 'peak_rss_mb', 'cache_mb',
                 'metric'):
         assert key in summary, key
@@ -264,6 +268,10 @@ def test_bad_option_values(tmp_path: Path, capsys: pytest.CaptureFixture) -> Non
     assert main(['run', '--input', 'x', '--out', str(tmp_path / 'r'),
                  '--camera-pitch', '10']) == 2
     assert '--camera-pitch goes with --camera-height' in capsys.readouterr().err
+    # a cache budget of 0: one clear error, before anything is loaded
+    assert main(['run', '--input', 'x', '--out', str(tmp_path / 'r'),
+                 '--cache-device-mb', '0']) == 2
+    assert 'the device cache budget must be > 0 MiB, got 0' in capsys.readouterr().err
 
 
 def test_demo_is_dispatched_lazily(monkeypatch: pytest.MonkeyPatch) -> None:

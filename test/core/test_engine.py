@@ -79,6 +79,16 @@ def test_host_and_device_memory_have_their_own_budgets() -> None:
     assert len(host) == 4
     with pytest.raises(ValueError, match=r'on cuda:0, budget 4 MiB'):
         LatentCache(policy).add(entry(0, device_nbytes=5 * mib))
+    # a full GPU budget evicts the oldest frame holding GPU memory, not an older host-only
+    # frame (evicting that one would free nothing on the GPU)
+    mixed = LatentCache(policy)
+    for i in range(10):  # even frames from 2 on: 1 MiB on the GPU; the others host memory only
+        mixed.add(entry(i, nbytes=mib // 100, device_nbytes=mib if i >= 2 and i % 2 == 0 else 0))
+    assert len(mixed) == 10 and mixed.evicted_count == 0
+    # 4 MiB holds 4 GPU frames: the new one evicts frame 2, not the older host-only frame 1
+    mixed.add(entry(10, nbytes=mib // 100, device_nbytes=mib))
+    assert [e.index for e in mixed.entries()] == [0, 1, 3, 4, 5, 6, 7, 8, 9, 10]
+    assert mixed.evicted_count == 1
     # no device budget given: the host's applies to the GPU too
     same = LatentCache(CachePolicy(budget_mb=1.0))
     assert not same.fits(entry(0, device_nbytes=2 * mib)) and same.fits(entry(0, mib // 2, mib))

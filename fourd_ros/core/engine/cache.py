@@ -39,6 +39,19 @@ class CachePolicy:
         return mb * 2**20
 
 
+def budget_policy(budget_mb: float | None = None,
+                  device_budget_mb: float | None = None) -> CachePolicy:
+    """The default retention policy with these budgets, MiB (None: the default's host budget;
+    the host's for the devices). Raises ValueError for a budget <= 0."""
+    for name, mb in (('host', budget_mb), ('device', device_budget_mb)):
+        if mb is not None and not mb > 0:
+            raise ValueError(f'the {name} cache budget must be > 0 MiB, got {mb:g}')
+    policy = CachePolicy(device_budget_mb=device_budget_mb)
+    if budget_mb is not None:
+        policy.budget_mb = float(budget_mb)
+    return policy
+
+
 class LatentCache:
     """Cached frames ordered by stamp; evicts by policy, never grows past the budget.
 
@@ -120,8 +133,19 @@ class LatentCache:
         self._stamps.clear()
         self._bytes.clear()
 
-    def _over_budget(self) -> bool:
-        return any(n > self.policy.budget_bytes(d) for d, n in self._bytes.items())
+    def _over_budget(self) -> set[str]:
+        """The devices whose cached bytes exceed their budget."""
+        return {d for d, n in self._bytes.items() if n > self.policy.budget_bytes(d)}
+
+    def _budget_victim(self, over: set[str]) -> int:
+        """Index of the entry a full budget evicts: the oldest holding memory on a device in
+        `over` (a frame without any frees nothing there), the anchor only when no other does.
+        The newest entry fits by itself (`add` checked), so another one always holds some."""
+        holders = [i for i, e in enumerate(self._entries[:-1])
+                   if any(e.nbytes_by_device.get(d, 0) for d in over)]
+        anchor = [i for i in holders if self.policy.keep_anchor and self._entries[i].index == 0]
+        others = [i for i in holders if i not in anchor]
+        return (others or anchor)[0]
 
     def _protected(self, i: int) -> bool:
         """Whether entry i survives the count-based policy."""
@@ -144,17 +168,16 @@ class LatentCache:
             keep_set = set(keep)
             evicted = [e for i, e in enumerate(self._entries) if i not in keep_set]
             self._entries = [self._entries[i] for i in keep]
-        # 2) memory budgets: drop the oldest entries (anchor last) until every device's fits;
-        # the newest entry fits by itself (`add` checked), so the stream goes on
+        # 2) memory budgets: drop the oldest entries holding memory on a full device (anchor
+        # last) until every device's fits; the newest entry fits by itself (`add` checked), so
+        # the stream goes on
         # counted afresh, then swapped in whole (diagnostics read it without the engine's lock)
         used: Counter[str] = Counter()
         for e in self._entries:
             used.update(e.nbytes_by_device)
         self._bytes = used
-        while self._over_budget() and len(self._entries) > 1:
-            victim = 1 if (self.policy.keep_anchor and self._entries[0].index == 0
-                           and len(self._entries) > 2) else 0
-            e = self._entries.pop(victim)
+        while (over := self._over_budget()) and len(self._entries) > 1:
+            e = self._entries.pop(self._budget_victim(over))
             self._bytes.subtract(e.nbytes_by_device)
             evicted.append(e)
         self._stamps = [e.stamp for e in self._entries]

@@ -37,7 +37,7 @@ import numpy as np
 from fourd_ros.core.backends.factory import make_backend
 from fourd_ros.core.data.readers import open_sequence, timed
 from fourd_ros.core.data.synthetic import generate_clip, SceneConfig, SyntheticClip
-from fourd_ros.core.engine.cache import CachePolicy
+from fourd_ros.core.engine.cache import budget_policy, CachePolicy
 from fourd_ros.core.engine.engine import EngineConfig, latent_nbytes_by_device, StreamingEngine
 from fourd_ros.core.eval.evaluate import progress_bar
 from fourd_ros.core.eval.metrics import ate
@@ -58,7 +58,8 @@ class EngineBench:
         frames: stream length.
         size: (width, height) of the images, pixels; also the processing size.
         backend: 'rgbd' or 'learned'.
-        cache_mb: latent cache budget, MiB (None: the engine's default).
+        cache_mb: latent cache budget in host memory, MiB (None: the engine's default).
+        cache_device_mb: latent cache budget on each accelerator, MiB (None: ``cache_mb``).
         clip_frames: frames rendered for the ping-pong stream.
         seed: scene seed.
         plot: PNG of memory, latency and cache over the stream (None: no plot).
@@ -74,6 +75,7 @@ class EngineBench:
     size: tuple[int, int] = (320, 240)
     backend: str = 'rgbd'
     cache_mb: float | None = None
+    cache_device_mb: float | None = None
     clip_frames: int = 96
     seed: int = 0
     plot: str | None = None
@@ -104,10 +106,7 @@ def _period_block_medians(lat: np.ndarray, n_clip: int) -> list[float]:
 
 def _engine(bench: EngineBench, width: int, max_query: int) -> StreamingEngine:
     cfg = EngineConfig(width=width, max_query_points=max(100_000, max_query))
-    if bench.cache_mb is not None:
-        if bench.cache_mb <= 0:
-            raise ValueError('the cache budget (--cache-mb) must be > 0')
-        cfg.cache = CachePolicy(budget_mb=bench.cache_mb)
+    cfg.cache = budget_policy(bench.cache_mb, bench.cache_device_mb)
     return StreamingEngine(make_backend(bench.backend, device=bench.device,
                                         checkpoint=bench.checkpoint), cfg)
 
@@ -177,6 +176,7 @@ def benchmark(bench: EngineBench) -> dict:
         'rss_peak_mb': max(peak_rss_mb(), float(np.nanmax(rss))),
         'cache_mb': engine.cache.megabytes, 'cache_frames': len(engine.cache),
         'cache_budget_mb': engine.config.cache.budget_mb,
+        'cache_device_budget_mb': engine.config.cache.budget_bytes('cuda') / 2**20,
         'cache_evicted': engine.cache.evicted_count,
     }
     res.update(_stage_figures(stages))
@@ -401,7 +401,8 @@ UNITS = {
     'rss_warm_mb': 'MiB after a quarter of the stream (cache full)',
     'rss_growth_steady_mb': 'MiB, end - after a quarter', 'rss_peak_mb': 'MiB (ru_maxrss)',
     'cache_mb': 'MiB held by the latent cache', 'cache_frames': 'frames in the cache',
-    'cache_budget_mb': 'MiB', 'cache_evicted': 'frames evicted',
+    'cache_budget_mb': 'MiB', 'cache_device_budget_mb': 'MiB on each GPU',
+    'cache_evicted': 'frames evicted',
     'query_ms_cold': 'ms, first query (1 px)', 'query_ms_1': 'ms, median',
     'query_ms_100': 'ms, median', 'query_ms_1000': 'ms, median', 'query_ms_all': 'ms, median',
     'query_points_all': 'pixels in the full-image query',

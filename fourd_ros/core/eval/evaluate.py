@@ -49,7 +49,7 @@ import numpy as np
 
 from fourd_ros.core.backends import factory
 from fourd_ros.core.data.readers import open_sequence, timed
-from fourd_ros.core.engine.cache import CachePolicy
+from fourd_ros.core.engine.cache import budget_policy
 from fourd_ros.core.engine.engine import EngineConfig, StreamingEngine
 from fourd_ros.core.eval import metrics as M
 from fourd_ros.core.eval.moving_objects import add_engine_frame, MovingObjectScorer
@@ -238,6 +238,7 @@ def _pick(n: int | None, count: int, hi_exclusive_margin: int = 0) -> set[int]:
 def evaluate(backend_name: str, source: str | Path, *, width: int = 320,
              max_frames: int | None = None, depth_every: int = 1, track_gap: int = 10,
              track_pairs: int = 8, grid_cols: int = 24, cache_mb: float | None = None,
+             cache_device_mb: float | None = None,
              visibility_tol_m: float = 0.03, progress: bool = True,
              plot_samples: int = 4, device: str = 'auto',
              checkpoint: str | None = None, metric_depth: bool = False) -> EvalReport:
@@ -253,7 +254,8 @@ def evaluate(backend_name: str, source: str | Path, *, width: int = 320,
         track_gap: frame gap of the tracking pairs (i, i + gap).
         track_pairs: number of source frames i (evenly spaced over the sequence).
         grid_cols: query grid columns (rows follow the aspect ratio).
-        cache_mb: latent cache budget in MiB (None = engine default).
+        cache_mb, cache_device_mb: latent cache budgets in host memory and on each
+            accelerator, MiB (None = engine default; the host's for the devices).
         visibility_tol_m: GT visibility depth tolerance on real RGB-D data (metres).
         progress: show a progress bar on a terminal.
         plot_samples: number of depth / tracking samples kept for the plots.
@@ -272,8 +274,7 @@ def evaluate(backend_name: str, source: str | Path, *, width: int = 320,
     backend = factory.make_backend(backend_name, device=device, checkpoint=checkpoint,
                                    sequence=reader, metric_depth=metric_depth)
     cfg = EngineConfig(width=0 if backend_name == 'oracle' else int(width))
-    if cache_mb is not None:
-        cfg.cache = CachePolicy(budget_mb=float(cache_mb))
+    cfg.cache = budget_policy(cache_mb, cache_device_mb)
     engine = StreamingEngine(backend, cfg)
     clip = getattr(reader, 'clip', None)
     objects = MovingObjectScorer(clip) if clip is not None else None
