@@ -28,6 +28,7 @@ from pathlib import Path
 
 import numpy as np
 from rclpy.node import Node
+from rclpy.parameter import Parameter
 from rclpy.qos import QoSProfile, qos_profile_sensor_data
 from rclpy.qos_overriding_options import QoSOverridingOptions
 from rclpy.service import Service
@@ -87,6 +88,7 @@ class FourdBehaviour:
         """Declare the parameters; `managed`: those the table marks read-only (read at
         configure) may be set while the node is unconfigured."""
         self._managed = managed
+        self._accept_integers_as_floats()
         for p in PARAMS:
             self.declare_parameter(p.name, p.default,
                                    p.descriptor(read_only=False if managed else None))
@@ -105,6 +107,21 @@ class FourdBehaviour:
         # with a frame's outputs) and by cleanup (it waits for the frame in hand)
         self._frame_lock = threading.Lock()
         self._active = False
+
+    def _accept_integers_as_floats(self) -> None:
+        """`-p cache_budget_mb:=256` and launch arguments such as `camera_height:=1` arrive as
+        integers, which rclpy refuses for a floating-point parameter (the node would exit on
+        InvalidParameterTypeException): the command line's integers become floats. rclpy keeps
+        the overrides in `Node._parameter_overrides` (no public accessor); without it, nothing
+        changes."""
+        overrides = getattr(self, '_parameter_overrides', None)
+        if not isinstance(overrides, dict):
+            return
+        for p in PARAMS:
+            given = overrides.get(p.name)
+            if isinstance(p.default, float) and given is not None \
+                    and given.type_ == Parameter.Type.INTEGER:
+                overrides[p.name] = Parameter(p.name, Parameter.Type.DOUBLE, float(given.value))
 
     # ------------------------------------------------------------------ lifecycle
     def _configure(self) -> None:

@@ -32,6 +32,9 @@ REMAPPED_NODE = ('-m', 'fourd_ros.ros.node', '--ros-args', '-r', 'image:=/camera
     (['-p', 'backend:=learned', '-p', 'checkpoint:=/no/such/model.pt'],
      '/no/such/model.pt: file not found'),
     (['-p', 'processing_width:=wide'], "parameter 'processing_width'"),
+    # integers for floating-point parameters are taken (the node gets as far as its backend)
+    (['-p', 'cache_budget_mb:=64', '-p', 'camera_height:=1', '-p', 'backend:=rgbd'],
+     'backend rgbd needs a registered depth input'),
 ])
 def test_inconsistent_configuration_exits_with_one_line(ros_env, args, message) -> None:
     result = subprocess.run([str(BIN / 'fourd_node'), '--ros-args', *args], env=ros_env,
