@@ -1,8 +1,10 @@
 """numpy <-> ROS 2 message conversions (no rclpy node here; message packages only).
 
-Frames: the core's world is the first camera's optical frame (OpenCV axes). `FrameTransforms`
-holds the fixed transforms that place it in the ROS tree (REP-105 map -> odom -> base -> camera):
-odom is the base frame's pose at the first image, so T_odom_world = T_base_cam.
+Frames: the core's world is the first camera's optical frame (OpenCV axes) of a stream.
+`FrameTransforms` holds the fixed transforms that place it in the ROS tree (REP-105 map -> odom
+-> base -> camera): odom is the base frame's pose at the node's first image, and each later
+stream (after a reset) starts where the last one left the base, so odom stays continuous:
+T_odom_world = T_odom_start @ T_base_cam.
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ from __future__ import annotations
 import array
 import functools
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -92,14 +94,18 @@ class FrameTransforms:
 
     Attributes:
         T_base_cam: 4x4 pose of the camera optical frame in the base frame.
+        T_odom_start: 4x4 pose of the base frame in odom at the stream's first image: the
+            identity for the node's first stream, then where the previous stream left the
+            base (REP-105: odom is continuous; a reset does not jump the robot back).
     """
 
     T_base_cam: np.ndarray
+    T_odom_start: np.ndarray = field(default_factory=lambda: np.eye(4))
 
     @property
     def T_odom_world(self) -> np.ndarray:
-        """The core's world (first camera optical frame) expressed in odom (= first base pose)."""
-        return self.T_base_cam
+        """The core's world (the stream's first camera optical frame) expressed in odom."""
+        return self.T_odom_start @ self.T_base_cam
 
     def up_in_camera(self) -> np.ndarray:
         """The base frame's z axis (up, REP-103) in the camera optical frame."""
@@ -107,7 +113,7 @@ class FrameTransforms:
 
     def odom_from_base(self, T_wc: np.ndarray) -> np.ndarray:
         """Base pose in odom from the core's camera-to-world pose."""
-        return self.T_base_cam @ T_wc @ invert_pose(self.T_base_cam)
+        return self.T_odom_world @ T_wc @ invert_pose(self.T_base_cam)
 
     def world_to_odom_points(self, points: np.ndarray) -> np.ndarray:
         return transform_points(self.T_odom_world, points)

@@ -361,7 +361,7 @@ class FourdBehaviour:
                 known = ', '.join(self._tf.frames) or 'none yet'
             raise InputError(f'waiting for the transform {base} -> {camera_frame} on '
                              f'/tf_static (publish_camera_tf is false; frames there: {known})')
-        self.out.frames = conv.FrameTransforms(T)
+        self.out.frames = conv.FrameTransforms(T, self.out.frames.T_odom_start)
         self._extrinsics_ready = True
 
     # ------------------------------------------------------------------ worker

@@ -6,6 +6,8 @@ Called from one thread at a time (the node's worker, or a reset that waits for i
 
 from __future__ import annotations
 
+import dataclasses
+
 from collections import deque
 from typing import Any
 
@@ -95,14 +97,21 @@ class Outputs:
         self._metric: bool | None = None  # the units of the path (None: no frame yet)
         self._trails: dict[int, deque[Point]] = {}
         self._prev_odom: tuple[float, np.ndarray] | None = None
+        self._last_odom_base: np.ndarray | None = None  # the newest odom -> base published
         self._frames_published = 0
+
+    @property
+    def publishes_map_to_odom(self) -> bool:
+        """Whether this node publishes map -> odom: asked for (publish_map_to_odom_tf), and odom
+        is not base_frame's child (invert_odom_to_base_tf), since a TF frame has one parent."""
+        return self.p['publish_map_to_odom_tf'] and not self.p['invert_odom_to_base_tf']
 
     @property
     def world_frame(self) -> str:
         """Frame of the map cloud, tracks, objects and query answers: map_frame while this node
         publishes map -> odom (the identity), else odom_frame (map -> odom is another node's,
         and these are odometry-frame coordinates)."""
-        return self.p['map_frame'] if self.p['publish_map_to_odom_tf'] else self.p['odom_frame']
+        return self.p['map_frame'] if self.publishes_map_to_odom else self.p['odom_frame']
 
     def destroy(self, node: Node) -> None:
         """Destroy the publishers (a managed node cleaned up)."""
@@ -113,7 +122,10 @@ class Outputs:
 
     def clear(self, stamp: Any) -> None:
         """A new stream: forget path, trails and map; delete the markers and latch an empty
-        map so that late subscribers do not get the old one."""
+        map so that late subscribers do not get the old one. The new stream starts where the
+        last one left the base in odom (REP-105: odom -> base_frame does not jump)."""
+        if self._last_odom_base is not None:
+            self.frames = dataclasses.replace(self.frames, T_odom_start=self._last_odom_base)
         self._path.clear()
         self._trails.clear()
         self._prev_odom = None
@@ -132,6 +144,7 @@ class Outputs:
         p = self.p
         self._frames_published += 1
         T_odom_base = self.frames.odom_from_base(result.T_wc)
+        self._last_odom_base = T_odom_base
         t_sec = conv.stamp_to_sec(stamp)
         if self._metric is not None and result.metric != self._metric:
             # the stream turned metric: the path, trails and velocity so far are in the old
@@ -148,7 +161,7 @@ class Outputs:
                    if p['invert_odom_to_base_tf'] else
                    conv.matrix_to_transform(T_odom_base, p['odom_frame'], p['base_frame'],
                                             stamp)]
-            if p['publish_map_to_odom_tf']:
+            if self.publishes_map_to_odom:
                 tfs.append(conv.matrix_to_transform(np.eye(4), p['map_frame'], p['odom_frame'],
                                                     stamp))
             self.pub_tf.publish(TFMessage(transforms=tfs))

@@ -112,7 +112,8 @@ PARAMS: tuple[Param, ...] = (
     Param('map_frame', 'map', 'fixed frame of map clouds, tracks, objects and query answers '
           'while this node publishes map -> odom; with publish_map_to_odom_tf false they are '
           "in odom_frame (map -> odom is then another node's, e.g. a SLAM's)"),
-    Param('odom_frame', 'odom', 'odometry frame (= base_frame at the first image)'),
+    Param('odom_frame', 'odom', "odometry frame (= base_frame at the node's first image; "
+          'continuous across stream resets)'),
     Param('base_frame', 'camera_link', 'robot/body frame whose pose is published (base_link on '
           'a robot; camera_link on a handheld camera)'),
     Param('camera_frame', '', 'camera optical frame ("" = the image header frame_id)'),
@@ -121,7 +122,8 @@ PARAMS: tuple[Param, ...] = (
           'for the one-parent rule when another odometry source owns odom -> base_frame',
           read_only=False),
     Param('publish_map_to_odom_tf', True, 'publish an identity map -> odom (turn off when '
-          'another node owns map -> odom)', read_only=False),
+          'another node owns map -> odom; not with invert_odom_to_base_tf, where odom is '
+          "base_frame's child: a frame has one parent)", read_only=False),
     Param('publish_camera_tf', True, 'publish base_frame -> camera optical frame as the '
           'REP-103 optical rotation on /tf_static; false = look it up on /tf_static (a URDF, '
           'a camera driver: chains such as base_link -> camera_link -> '

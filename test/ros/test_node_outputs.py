@@ -169,6 +169,9 @@ def test_outputs_and_services_value_by_value(ros_context, start_process, tmp_pat
             v['rejected_frames']) + int(v['dropped_frames']) == int(v['frames_received'])
 
     assert spin_until(node, idle, timeout=30.0), diagnostics_values(msgs['/diagnostics'])
+    spin_until(node, lambda: False, timeout=0.5)  # the last frame's odometry is in
+    T_before = conv.pose_to_matrix(msgs['/fourd/odom'][-1].pose.pose)
+    assert not np.allclose(T_before, np.eye(4), atol=1e-3)  # the camera has moved
     response = reset.call_async(Trigger.Request())
     assert spin_until(node, response.done, timeout=10.0) and response.result().success
     assert late_map(ros_context).width == 0
@@ -181,6 +184,12 @@ def test_outputs_and_services_value_by_value(ros_context, start_process, tmp_pat
     send(0, t0 + 5.0)
     assert spin_until(node, lambda: len(msgs['/fourd/path']) > before, timeout=5.0)
     assert len(msgs['/fourd/path'][-1].poses) == 1, 'the path did not restart after the reset'
+    # REP-105: odom is continuous: the new stream starts where the last one left the base
+    # (odom -> base_frame does not jump back to the identity)
+    first = msgs['/fourd/path'][-1].poses[0].header.stamp
+    assert spin_until(node, lambda: msgs['/fourd/odom'][-1].header.stamp == first, timeout=5.0)
+    assert np.allclose(conv.pose_to_matrix(msgs['/fourd/odom'][-1].pose.pose), T_before,
+                       atol=1e-6)
 
     # an uncalibrated camera (CameraInfo K[0] == 0): processed with the default intrinsics
     for i in range(3):
