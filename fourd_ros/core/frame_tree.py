@@ -91,6 +91,14 @@ class FrameTree:
         return parent, make_pose(rot.as_matrix()[0],
                                  (1 - a) * poses[i - 1][:3, 3] + a * poses[i][:3, 3])
 
+    def parent(self, frame: str) -> str | None:
+        """The parent of `frame` (fixed or timed edge), None for a root or unknown frame."""
+        frame = normalise_frame(frame)
+        if frame in self._fixed:
+            return self._fixed[frame][0]
+        timed = self._timed.get(frame)
+        return timed[0] if timed else None
+
     def __contains__(self, frame: str) -> bool:
         return normalise_frame(frame) in self.frames
 

@@ -72,6 +72,11 @@ INPUTS = (
 )
 
 
+class _StaleFrame(Exception):
+    """The frame in hand waited at start (for a camera driver's /tf_static frames) and a
+    newer image came meanwhile: it is dropped, the newer one goes on."""
+
+
 class ConfigError(ValueError):
     """An inconsistent node configuration, found at start."""
 
@@ -162,7 +167,7 @@ class FourdBehaviour:
         # (a SLAM's map -> odom) they are the frames queries may be asked in
         self._tf = FrameTree()
         self._tf_lock = threading.Lock()
-        self._extrinsics_ready = bool(self.p['publish_camera_tf'])
+        self._extrinsics_ready = False  # base_frame -> camera: settled once per stream
         self._camera_frame = normalise_frame(self.p['camera_frame'])
         self.calibration = Calibration(CAMERA_INFO_WAIT_S, CAMERA_INFO_PATIENCE_S,
                                        rectified=self.p['image_rectified'])
@@ -183,6 +188,7 @@ class FourdBehaviour:
         self._image_type, self._image_topic = self._input('image', self.p['image_transport'])
         self._depth_type, self._depth_topic = self._input('depth',
                                                           self.p['depth_image_transport'])
+        self._tf_static_since = time.monotonic()
         self._handles = [
             self.create_subscription(TFMessage, '/tf_static',
                                      lambda m: self._on_tf(m, timed=False), TF_STATIC_QOS),
@@ -351,18 +357,58 @@ class FourdBehaviour:
         with self._tf_lock:
             return self._tf.lookup(target, source, stamp, timed)
 
-    def _look_up_extrinsics(self, camera_frame: str) -> None:
-        """base_frame -> camera frame from /tf_static, once per stream (publish_camera_tf
-        false: a URDF or the camera driver owns that chain)."""
+    def _settle_extrinsics(self, camera_frame: str) -> bool:
+        """base_frame -> camera frame, once per stream: the node's own (publish_camera_tf, the
+        REP-103 optical rotation, latched on /tf_static), unless another node already gives
+        the camera frame a parent on /tf_static (a camera driver's camera_link ->
+        camera_color_frame -> camera_color_optical_frame): then, as with publish_camera_tf
+        false, the chain on /tf_static is looked up and nothing is added (a frame has one
+        parent).
+
+        Returns whether it waited for /tf_static (the frame in hand is then stale).
+
+        Raises:
+            InputError: the chain is not (yet) on /tf_static, naming the frames there.
+        """
         base = self.p['base_frame']
+        waited = False
+        # a driver's latched frames reach a node that has just started only after discovery:
+        # for its first TF_STATIC_GRACE_S the node waits for them before adding its own
+        deadline = self._tf_static_since + TF_STATIC_GRACE_S if self.p['publish_camera_tf'] \
+            else 0.0
+        while True:
+            with self._tf_lock:
+                parent = self._tf.parent(camera_frame)
+            foreign = parent is not None and parent != base
+            if foreign or time.monotonic() >= deadline:
+                break
+            time.sleep(0.05)
+            waited = True
+        start = self.out.frames.T_odom_start
+        if self.p['publish_camera_tf'] and not foreign:
+            self.out.frames = conv.FrameTransforms(conv.T_LINK_FROM_OPTICAL.copy(), start)
+            self.out.camera_tf_owned = True
+            self._extrinsics_ready = True
+            return waited
         T = self._transform(base, camera_frame, timed=False)
         if T is None:
             with self._tf_lock:
                 known = ', '.join(self._tf.frames) or 'none yet'
+            why = ('publish_camera_tf is false' if not self.p['publish_camera_tf'] else
+                   f"'{camera_frame}' has the parent '{parent}' there (a camera driver's?), "
+                   f'so the node does not add its own: publish {base} -> the root of that '
+                   'chain (a URDF) or set base_frame to it')
             raise InputError(f'waiting for the transform {base} -> {camera_frame} on '
-                             f'/tf_static (publish_camera_tf is false; frames there: {known})')
-        self.out.frames = conv.FrameTransforms(T, self.out.frames.T_odom_start)
+                             f'/tf_static ({why}; frames there: {known})')
+        if foreign and self.p['publish_camera_tf']:
+            self.get_logger().info(
+                f"'{camera_frame}' has a parent on /tf_static ('{parent}'): the camera's "
+                f'mounting comes from that chain, the node publishes no {base} -> '
+                f'{camera_frame} of its own')
+        self.out.frames = conv.FrameTransforms(T, start)
+        self.out.camera_tf_owned = False
         self._extrinsics_ready = True
+        return waited
 
     # ------------------------------------------------------------------ worker
     def _work(self, stop: threading.Event) -> None:
@@ -379,6 +425,9 @@ class FourdBehaviour:
             try:
                 with self._frame_lock:
                     self._process(msg)
+            except _StaleFrame:
+                with self._cv:
+                    self._stats['dropped_queue'] += 1
             except (InputError, ValueError, BackendError) as exc:
                 self._reject(str(exc))
             except Exception as exc:  # keep serving whatever a frame did
@@ -397,12 +446,15 @@ class FourdBehaviour:
         image_frame = normalise_frame(msg.header.frame_id)
         if not self._camera_frame:
             self._camera_frame = image_frame or DEFAULT_CAMERA_FRAME
-        if not self._extrinsics_ready:
-            self._look_up_extrinsics(self._camera_frame)
         rgb = decode_image(msg)
         stamp = conv.stamp_to_sec(msg.header.stamp)
         h, w = rgb.shape[:2]
+        # (after the wait for the first CameraInfo: a driver latches its frames at start)
         self.calibration.wait_first()
+        if not self._extrinsics_ready and self._settle_extrinsics(self._camera_frame):
+            with self._cv:
+                if self._queue:  # a newer image came while this one waited
+                    raise _StaleFrame
         depth = None
         if self.uses_depth:
             depth_msg = self.depth_sync.match(stamp)
@@ -726,8 +778,8 @@ class FourdBehaviour:
         with self._frame_lock:  # after the frame being processed, before the next
             self.engine.reset()
             self.depth_sync.clear()
-            # a new stream looks the extrinsics up again (a URDF may have changed)
-            self._extrinsics_ready = bool(self.p['publish_camera_tf'])
+            # a new stream settles the extrinsics again (a URDF may have changed)
+            self._extrinsics_ready = False
             self.out.clear(self.get_clock().now().to_msg())
             self._stats['resets'] += 1
         response.success = True
@@ -759,6 +811,8 @@ class FourdNode(FourdBehaviour, Node):
 
 CAMERA_INFO_WAIT_S = 0.3  # longest wait of one image for the first CameraInfo
 CAMERA_INFO_PATIENCE_S = 2.0  # images wait for it only this long after the first one
+TF_STATIC_GRACE_S = 3.0  # after its start, how long the node waits for a camera driver's
+# /tf_static frames before it latches its own base_frame -> camera (publish_camera_tf)
 
 
 def usage() -> str:

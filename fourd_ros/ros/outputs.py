@@ -98,6 +98,8 @@ class Outputs:
         self._trails: dict[int, deque[Point]] = {}
         self._prev_odom: tuple[float, np.ndarray] | None = None
         self._last_odom_base: np.ndarray | None = None  # the newest odom -> base published
+        # whether base_frame -> camera is this node's (else another node's on /tf_static)
+        self.camera_tf_owned = True
         self._frames_published = 0
 
     @property
@@ -224,7 +226,7 @@ class Outputs:
 
     # ------------------------------------------------------------------ internals
     def _publish_static_tf(self, stamp: Any, cam: str) -> None:
-        if self.p['publish_camera_tf'] and self.p['base_frame'] != cam:
+        if self.p['publish_camera_tf'] and self.camera_tf_owned and self.p['base_frame'] != cam:
             self.pub_tf_static.publish(TFMessage(transforms=[conv.matrix_to_transform(
                 self.frames.T_base_cam, self.p['base_frame'], cam, stamp)]))
 

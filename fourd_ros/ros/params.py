@@ -125,9 +125,10 @@ PARAMS: tuple[Param, ...] = (
           'another node owns map -> odom; not with invert_odom_to_base_tf, where odom is '
           "base_frame's child: a frame has one parent)", read_only=False),
     Param('publish_camera_tf', True, 'publish base_frame -> camera optical frame as the '
-          'REP-103 optical rotation on /tf_static; false = look it up on /tf_static (a URDF, '
-          'a camera driver: chains such as base_link -> camera_link -> '
-          'camera_color_optical_frame)'),
+          'REP-103 optical rotation on /tf_static, unless the camera frame already has a '
+          "parent there (a camera driver's chain, waited for up to 3 s after start: then "
+          'that chain is used); false = look it up on /tf_static (a URDF, a camera driver: '
+          'chains such as base_link -> camera_link -> camera_color_optical_frame)'),
     Param('camera_height', 0.0, "the camera's height above a flat floor it moves on, metres "
           "(a ground robot; the floor's normal is base_frame's z axis): the learned backend "
           'takes metres from the floor, /diagnostics metric turns true; 0 = unknown, '

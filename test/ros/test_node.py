@@ -24,6 +24,7 @@ from tf2_msgs.msg import TFMessage  # noqa: E402
 from fourd_ros.core.geometry import invert_pose, transform_points  # noqa: E402
 from fourd_ros.ros import conversions as conv  # noqa: E402
 from fourd_ros.ros.demo.processes import camera_argv, node_argv  # noqa: E402
+from fourd_ros.ros.qos import TF_STATIC_QOS  # noqa: E402
 
 pytestmark = pytest.mark.ros
 
@@ -295,6 +296,52 @@ def test_evicted_stamp_answers_out_of_window(ros_context, start_process) -> None
     request.source_stamp.sec = 1
     response = call(node, client, request)
     assert response.success and 'never processed' in response.message
+    node.destroy_node()
+
+
+def test_a_camera_driver_owns_the_optical_frame(ros_context, start_process) -> None:
+    """The defaults (publish_camera_tf true, base_frame camera_link) beside a driver that
+    latches camera_link -> camera_color_frame -> camera_color_optical_frame (a RealSense's
+    chain): the node adds no second parent for the optical frame, and takes the mounting from
+    the driver's chain (its 15 mm offset shows in answers asked in camera_link)."""
+    D = np.eye(4)
+    D[:3, 3] = [0.0, 0.015, 0.0]
+    C = conv.T_LINK_FROM_OPTICAL.copy()
+    q = Rotation.from_matrix(C[:3, :3]).as_quat()
+    start_process(str(PEERS / 'tf_static_publisher.py'), 'camera_link', 'camera_color_frame',
+                  *(str(v) for v in (*D[:3, 3], 0, 0, 0, 1)), name='driver_link')
+    start_process(str(PEERS / 'tf_static_publisher.py'), 'camera_color_frame',
+                  'camera_color_optical_frame', *(str(v) for v in (0, 0, 0, *q)),
+                  name='driver_optical')
+    node = rclpy.create_node('observer', context=ros_context)
+    rec = Recorder(node)
+    rec.listen(TFMessage, '/tf_static', TF_STATIC_QOS)
+    rec.listen(PointCloud2, '/fourd/points', 10)
+
+    def edges() -> set[tuple[str, str]]:
+        return {(t.header.frame_id, t.child_frame_id) for m in rec.msgs.get('/tf_static', [])
+                for t in m.transforms}
+
+    # the driver's frames are latched before the camera's images flow, as a driver does
+    assert spin_until(node, lambda: len(edges()) >= 2, timeout=30.0), edges()
+    start_process(*camera_args(10.0, 'frame_id:=camera_color_optical_frame'), name='camera')
+    start_process(*node_args(), name='node')
+    assert spin_until(node, lambda: rec.count('/fourd/points') >= 5, timeout=90.0)
+    assert edges() == {('camera_link', 'camera_color_frame'),
+                       ('camera_color_frame', 'camera_color_optical_frame')}, edges()
+    cloud = rec.msgs['/fourd/points'][-1]
+    xyz = conv.cloud_to_array(cloud)[cloud.height // 2, cloud.width // 2]
+    p = np.array([xyz['x'], xyz['y'], xyz['z']], np.float64)
+    request = QueryMotion.Request(query_type=QueryMotion.Request.QUERY_POINT,
+                                  source_stamp=cloud.header.stamp,
+                                  target_stamp=cloud.header.stamp,
+                                  source_frame='camera_color_optical_frame',
+                                  target_frame='camera_link',
+                                  points=[Point(x=p[0], y=p[1], z=p[2])])
+    response = call(node, node.create_client(QueryMotion, '/fourd/query_motion'), request)
+    assert response.success, response.message
+    got = response.positions[0]
+    assert np.allclose([got.x, got.y, got.z], transform_points(D @ C, p[None])[0], atol=1e-3)
     node.destroy_node()
 
 
