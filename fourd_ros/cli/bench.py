@@ -52,7 +52,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument('--report', metavar='DIR',
                    help='instead: the soak / latency / query-load / fault report of the engine '
                         'and the running node (ROS 2) into DIR/report.md and DIR/report.json '
-                        '(about 15 minutes on 2 cores; exit 1 when a soak, load or fault check '
+                        '(10-15 minutes on 2 cores; exit 1 when a soak, load or fault check '
                         'fails); the other options do not apply')
     p.add_argument('--quick', action='store_true',
                    help='with --report: small sizes (a check that the report works, ~2 min)')

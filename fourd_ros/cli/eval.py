@@ -1,4 +1,4 @@
-"""`fourd eval`: score a backend against a sequence's ground truth (design.md section 5)."""
+"""`fourd eval`: score a backend against a sequence's ground truth (`core.eval.metrics`)."""
 
 from __future__ import annotations
 

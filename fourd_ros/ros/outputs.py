@@ -48,8 +48,9 @@ TOPICS = (
      'transient local'),
     ('/tf', 'tf2_msgs/TFMessage', 'map -> odom (identity) -> base_frame (each optional; '
      'base_frame -> odom with invert_odom_to_base_tf)'),
-    ('/tf_static', 'tf2_msgs/TFMessage', 'base_frame -> camera optical frame'),
-    ('~/path', 'nav_msgs/Path', 'camera path in the odom frame'),
+    ('/tf_static', 'tf2_msgs/TFMessage', 'base_frame -> camera optical frame (unless a driver '
+     'owns that frame)'),
+    ('~/path', 'nav_msgs/Path', 'path of base_frame in the odom frame (since the stream began)'),
     ('~/odom', 'nav_msgs/Odometry', 'base_frame pose and twist in the odom frame, with '
      "covariance (1e6 while tracking is lost; the position's also while it is up to scale)"),
     ('~/tracks', 'fourd_ros_msgs/TrackedPoints', 'persistent tracked points, map frame (odom '

@@ -3,7 +3,7 @@ ping-pong stream (ROS-free; the CLI parses its options into `EngineBench`).
 
 A short clip (``clip_frames``, slow smooth camera) is rendered once and played forward and
 backward (0..N-1, N-2..1, 0..) with increasing stamps, so camera and objects move continuously
-for any stream length without rendering it all. Reported (design.md section 5, speed):
+for any stream length without rendering it all. Reported (speed):
 
 - per-frame latency of ``engine.process`` (median, p95) over the first and the last 100 frames
   and ``latency_ratio_last_first`` (ratio of the medians; ~1 when the cost does not grow),

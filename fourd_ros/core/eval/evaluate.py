@@ -1,6 +1,6 @@
 """End-to-end evaluation: run a `StreamingEngine` over a sequence and score it against GT.
 
-Metrics follow design.md section 5 (definitions in ``fourd_ros.core.eval.metrics``):
+Metrics (definitions in ``fourd_ros.core.eval.metrics``):
 
 - depth: AbsRel and delta<1.25 of the backend's depth against GT depth at the processing
   resolution (GT resized with nearest neighbour, as the engine resizes sensor depth); no scaling

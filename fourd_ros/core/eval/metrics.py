@@ -1,4 +1,4 @@
-"""Evaluation metrics (design.md section 5): depth, camera trajectory, scene flow, 3D tracking.
+"""Evaluation metrics: depth, camera trajectory, scene flow, 3D tracking.
 
 All functions take numpy arrays and return plain ``dict``s of Python floats. Lengths are in the
 units of the inputs (metres for metric data). Poses are 4x4 camera-to-world matrices ``T_wc``

@@ -1,4 +1,5 @@
-"""Losses of design.md section 3 and the module that runs the model over one training batch.
+"""Losses of the design brief (docs/learned-model.md, "Training") and the module that runs the
+model over one training batch.
 
 - depth: aleatoric confidence-weighted (``C * err - alpha * log C``) log-depth error plus a
   spatial-gradient term;
