@@ -25,12 +25,13 @@ import numpy as np
 from fourd_ros.core.data.camera_model import CalibrationError, CameraModel
 from fourd_ros.core.data.ros_image import (compressed_depth_msg_to_depth,
                                            compressed_msg_to_rgb, image_msg_to_depth,
-                                           image_msg_to_rgb)
+                                           image_msg_to_rgb, RGB_ENCODINGS)
 from fourd_ros.core.engine.engine import InputError
 from fourd_ros.core.frame_tree import normalise_frame
 from fourd_ros.ros.conversions import stamp_to_sec
 
-SUPPORTED_IMAGE = ('rgb8', 'bgr8', 'rgba8', 'bgra8', 'mono8')
+# the core's colour encodings, less OpenCV's 8UC1 / 8UC3 (no channel order: not a camera's)
+SUPPORTED_IMAGE = tuple(e for e in RGB_ENCODINGS if not e.startswith('8uc'))
 SUPPORTED_DEPTH = ('16UC1', '32FC1')
 
 
@@ -48,11 +49,12 @@ def decode_image(msg: Any) -> np.ndarray:
                          f"{', '.join(SUPPORTED_IMAGE)})")
     if msg.width == 0 or msg.height == 0:
         raise InputError(f'empty image ({msg.width}x{msg.height})')
-    channels = 1 if enc == 'mono8' else (4 if enc in ('rgba8', 'bgra8') else 3)
-    if msg.step < msg.width * channels or len(msg.data) < msg.step * msg.height:
-        raise InputError(f'inconsistent image: step {msg.step}, width {msg.width}, '
-                         f'{len(msg.data)} bytes for {msg.height} rows')
-    return np.ascontiguousarray(image_msg_to_rgb(msg))
+    try:
+        return np.ascontiguousarray(image_msg_to_rgb(msg))
+    except (ValueError, cv2.error) as exc:
+        raise InputError(f'inconsistent image ({msg.encoding}, step {msg.step}, width '
+                         f'{msg.width}, {len(msg.data)} bytes for {msg.height} rows): '
+                         f'{exc}') from None
 
 
 def check_same_frame(what: str, frame_id: str, image_frame: str, why: str) -> None:

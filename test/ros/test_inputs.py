@@ -36,13 +36,44 @@ def test_decode_image_and_its_errors() -> None:
     assert np.array_equal(decode_image(image(rgb[..., ::-1].copy(), 'bgr8')), rgb)
     assert decode_image(image(rgb[..., 0].copy(), 'mono8')).shape == (4, 5, 3)
     with pytest.raises(InputError, match='unsupported image encoding'):
-        decode_image(image(rgb, 'yuv422'))
+        decode_image(image(rgb[..., 0].astype(np.float32), '32FC1'))
     bad = image(rgb, 'rgb8')
     bad.step = 3
     with pytest.raises(InputError, match='inconsistent image'):
         decode_image(bad)
     with pytest.raises(InputError, match='empty image'):
         decode_image(image(np.zeros((0, 0, 3), np.uint8), 'rgb8'))
+
+
+def test_decode_camera_encodings() -> None:
+    """Bayer mosaics (each pattern as sensor_msgs names it), packed YUV 4:2:2 (UYVY and
+    YUYV) and 16-bit images decode to the RGB they were made from."""
+    rng = np.random.default_rng(1)
+    rgb = cv2.GaussianBlur(rng.integers(0, 255, (48, 64, 3)).astype(np.uint8), (0, 0), 3)
+    rgb = cv2.normalize(rgb, None, 0, 255, cv2.NORM_MINMAX)
+    channel = {'r': 0, 'g': 1, 'b': 2}
+    for pattern in ('rggb', 'bggr', 'gbrg', 'grbg'):
+        mosaic = np.zeros(rgb.shape[:2], np.uint8)
+        for colour, (dy, dx) in zip(pattern, ((0, 0), (0, 1), (1, 0), (1, 1))):
+            mosaic[dy::2, dx::2] = rgb[dy::2, dx::2, channel[colour]]
+        for bits, data in ((8, mosaic), (16, mosaic.astype(np.uint16) << 8)):
+            got = decode_image(image(data, f'bayer_{pattern}{bits}'))
+            # demosaicing interpolates: a few grey levels off on a smooth image, against
+            # 30-40 for a wrong pattern
+            assert np.abs(got.astype(int) - rgb).mean() < 4, (pattern, bits)
+    for encoding, code in (('yuv422', cv2.COLOR_RGB2YUV_UYVY), ('uyvy', cv2.COLOR_RGB2YUV_UYVY),
+                           ('yuv422_yuy2', cv2.COLOR_RGB2YUV_YUY2),
+                           ('yuyv', cv2.COLOR_RGB2YUV_YUY2)):
+        got = decode_image(image(cv2.cvtColor(rgb, code), encoding))
+        assert np.abs(got.astype(int) - rgb).mean() < 4, encoding  # 4:2:2 halves the chroma
+    with pytest.raises(InputError, match='even width'):
+        decode_image(image(np.ascontiguousarray(cv2.cvtColor(rgb, cv2.COLOR_RGB2YUV_UYVY)[:, :63]),
+                           'yuv422'))
+    wide = rgb.astype(np.uint16) * 257  # 16 bits: the high byte is the 8-bit value
+    assert np.array_equal(decode_image(image(wide, 'rgb16')), rgb)
+    assert np.array_equal(decode_image(image(wide[..., ::-1].copy(), 'bgr16')), rgb)
+    assert np.array_equal(decode_image(image(wide[..., 0].copy(), 'mono16'))[..., 1],
+                          rgb[..., 0])
 
 
 def test_decode_depth_units_and_size() -> None:

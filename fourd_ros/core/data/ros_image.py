@@ -23,13 +23,26 @@ import cv2
 import numba
 import numpy as np
 
+# Bayer mosaics as sensor_msgs names them (the 2 x 2 block's colours, row by row) -> OpenCV's
+# demosaicing code (named after the second row's pattern; as cv_bridge maps them)
+_BAYER = {'bayer_rggb': cv2.COLOR_BayerBG2RGB, 'bayer_bggr': cv2.COLOR_BayerRG2RGB,
+          'bayer_gbrg': cv2.COLOR_BayerGR2RGB, 'bayer_grbg': cv2.COLOR_BayerGB2RGB}
+# packed 4:2:2 YUV: sensor_msgs' yuv422 is UYVY (alias uyvy), yuv422_yuy2 is YUYV (alias yuyv)
+_YUV422 = {'yuv422': cv2.COLOR_YUV2RGB_UYVY, 'uyvy': cv2.COLOR_YUV2RGB_UYVY,
+           'yuv422_yuy2': cv2.COLOR_YUV2RGB_YUY2, 'yuyv': cv2.COLOR_YUV2RGB_YUY2}
+
 # encoding -> (numpy dtype, channels)
 _ENCODINGS: dict[str, tuple[str, int]] = {
     'rgb8': ('u1', 3), 'bgr8': ('u1', 3), 'rgba8': ('u1', 4), 'bgra8': ('u1', 4),
     'mono8': ('u1', 1), '8uc1': ('u1', 1), '8uc3': ('u1', 3),
+    'rgb16': ('u2', 3), 'bgr16': ('u2', 3), 'rgba16': ('u2', 4), 'bgra16': ('u2', 4),
     'mono16': ('u2', 1), '16uc1': ('u2', 1), '32fc1': ('f4', 1),
+    **{f'{b}8': ('u1', 1) for b in _BAYER}, **{f'{b}16': ('u2', 1) for b in _BAYER},
+    **{y: ('u1', 2) for y in _YUV422},
 }
-RGB_ENCODINGS = ('rgb8', 'bgr8', 'rgba8', 'bgra8', 'mono8', '8uc1', '8uc3')
+RGB_ENCODINGS = ('rgb8', 'bgr8', 'rgba8', 'bgra8', 'mono8', '8uc1', '8uc3', 'rgb16', 'bgr16',
+                 'rgba16', 'bgra16', 'mono16', *(f'{b}{n}' for b in _BAYER for n in (8, 16)),
+                 *_YUV422)
 DEPTH_ENCODINGS = ('16uc1', 'mono16', '32fc1')
 
 
@@ -64,16 +77,30 @@ def image_msg_to_array(msg: Any) -> np.ndarray:
 
 
 def image_msg_to_rgb(msg: Any) -> np.ndarray:
-    """H x W x 3 uint8 RGB from an 8-bit colour or mono Image message."""
+    """H x W x 3 uint8 RGB from a colour, mono, Bayer or packed YUV 4:2:2 Image message
+    (`RGB_ENCODINGS`); 16-bit ones keep their high byte, as cv_bridge's 8-bit conversion
+    does.
+
+    Raises:
+        ValueError: another encoding, or a buffer that does not hold the image.
+    """
     enc = str(msg.encoding).lower()
     if enc not in RGB_ENCODINGS:
         raise ValueError(f'not a colour image encoding: {msg.encoding!r}')
     arr = image_msg_to_array(msg)
+    if arr.dtype == np.uint16:
+        arr = (arr >> 8).astype(np.uint8)
+    if enc in _YUV422:
+        if arr.shape[1] % 2:
+            raise ValueError(f'{enc} needs an even width, got {arr.shape[1]}')
+        return cv2.cvtColor(arr, _YUV422[enc])
+    if enc.startswith('bayer_'):
+        return cv2.cvtColor(np.ascontiguousarray(arr[..., 0]), _BAYER[enc.rstrip('0123456789')])
     if arr.shape[2] == 1:
         return np.repeat(arr, 3, axis=2)
-    if enc in ('bgr8', '8uc3'):
+    if enc in ('bgr8', '8uc3', 'bgr16'):
         return np.ascontiguousarray(arr[..., ::-1])
-    if enc == 'bgra8':
+    if enc in ('bgra8', 'bgra16'):
         return np.ascontiguousarray(arr[..., 2::-1])
     return np.ascontiguousarray(arr[..., :3])
 
