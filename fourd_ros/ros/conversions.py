@@ -23,7 +23,7 @@ from builtin_interfaces.msg import Time
 from geometry_msgs.msg import Point, Pose, PoseStamped, Quaternion, TransformStamped, Vector3
 from fourd_ros_msgs.msg import MovingObject, MovingObjects
 from nav_msgs.msg import Odometry, Path
-from sensor_msgs.msg import Image, PointCloud2, PointField
+from sensor_msgs.msg import CameraInfo, Image, PointCloud2, PointField
 from std_msgs.msg import ColorRGBA, Header
 from visualization_msgs.msg import Marker, MarkerArray
 
@@ -212,6 +212,16 @@ def wrap_object_ids(ids: np.ndarray) -> np.ndarray:
     stream."""
     ids = np.asarray(ids, np.uint64)
     return np.where(ids > 0, (ids - 1) % 65535 + 1, 0).astype(np.uint16)
+
+
+def pinhole_camera_info(K: np.ndarray, width: int, height: int, header: Header) -> CameraInfo:
+    """sensor_msgs/CameraInfo of a distortion-free pinhole camera (3x3 K in pixels, its image
+    width x height): what image_geometry needs to project onto the node's pixel outputs."""
+    k = [float(v) for v in np.asarray(K, np.float64).reshape(-1)]
+    return CameraInfo(header=header, width=int(width), height=int(height),
+                      distortion_model='plumb_bob', d=[0.0] * 5, k=k,
+                      r=[1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0],
+                      p=k[0:3] + [0.0] + k[3:6] + [0.0] + k[6:9] + [0.0])
 
 
 def motion_mask_image(ids: np.ndarray, header: Header) -> Image:

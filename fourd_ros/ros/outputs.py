@@ -20,7 +20,7 @@ from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from geometry_msgs.msg import Point
 from fourd_ros_msgs.msg import MovingObjects, TrackedPoints
 from nav_msgs.msg import Odometry, Path
-from sensor_msgs.msg import Image, PointCloud2
+from sensor_msgs.msg import CameraInfo, Image, PointCloud2
 from std_msgs.msg import Header
 from tf2_msgs.msg import TFMessage
 from visualization_msgs.msg import MarkerArray
@@ -40,6 +40,9 @@ TOPICS = (
      'segment vx vy vz: object id, 0 = static, and scene flow), camera optical frame'),
     ('~/motion_mask', 'sensor_msgs/Image', 'mono16 object id of each pixel (0 = static) at the '
      'processing resolution, stamped and framed like the image'),
+    ('~/camera_info', 'sensor_msgs/CameraInfo', 'the pinhole camera of ~/points and '
+     '~/motion_mask: the processing resolution, intrinsics as used (undistorted; the learned '
+     "backend's focal length for an uncalibrated camera), no distortion"),
     ('~/objects', 'fourd_ros_msgs/MovingObjects', 'moving objects: persistent id, box, '
      'velocity, motion since the last frame; map frame (odom without map -> odom)'),
     ('~/object_markers', 'visualization_msgs/MarkerArray', 'object boxes, velocity arrows, ids'),
@@ -90,6 +93,7 @@ class Outputs:
         self.pub_tracks = publisher(TrackedPoints, '~/tracks', 10)
         self.pub_markers = publisher(MarkerArray, '~/track_markers', 5)
         self.pub_mask = publisher(Image, '~/motion_mask', 5)
+        self.pub_camera_info = publisher(CameraInfo, '~/camera_info', 5)
         self.pub_objects = publisher(MovingObjects, '~/objects', 10)
         self.pub_object_markers = publisher(MarkerArray, '~/object_markers', 5)
         self.pub_diag = node.create_publisher(DiagnosticArray, '/diagnostics', 10)
@@ -120,7 +124,8 @@ class Outputs:
         """Destroy the publishers (a managed node cleaned up)."""
         for pub in (self.pub_points, self.pub_map, self.pub_tf, self.pub_tf_static,
                     self.pub_path, self.pub_odom, self.pub_tracks, self.pub_markers,
-                    self.pub_mask, self.pub_objects, self.pub_object_markers, self.pub_diag):
+                    self.pub_mask, self.pub_camera_info, self.pub_objects,
+                    self.pub_object_markers, self.pub_diag):
             node.destroy_publisher(pub)
 
     def clear(self, stamp: Any) -> None:
@@ -178,6 +183,10 @@ class Outputs:
                 result.points_cam, result.colors, result.confidence,
                 Header(stamp=stamp, frame_id=camera_frame), ids.astype(np.uint32),
                 result.scene_flow @ result.T_wc[:3, :3].astype(np.float32)))
+        if _listened(self.pub_camera_info):
+            h, w = result.depth.shape[:2]
+            self.pub_camera_info.publish(conv.pinhole_camera_info(
+                result.K, w, h, Header(stamp=stamp, frame_id=camera_frame)))
         if p['publish_objects'] and _listened(self.pub_mask):
             self.pub_mask.publish(conv.motion_mask_image(
                 ids, Header(stamp=stamp, frame_id=camera_frame)))

@@ -17,7 +17,7 @@ from diagnostic_msgs.msg import DiagnosticArray  # noqa: E402
 from fourd_ros_msgs.srv import SaveMap  # noqa: E402
 from nav_msgs.msg import Odometry, Path  # noqa: E402
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy  # noqa: E402
-from sensor_msgs.msg import PointCloud2  # noqa: E402
+from sensor_msgs.msg import CameraInfo, PointCloud2  # noqa: E402
 from std_srvs.srv import Trigger  # noqa: E402
 from tf2_msgs.msg import TFMessage  # noqa: E402
 from visualization_msgs.msg import Marker, MarkerArray  # noqa: E402
@@ -60,6 +60,7 @@ def test_outputs_and_services_value_by_value(ros_context, start_process, tmp_pat
                                  (Odometry, '/fourd/odom', 10), (TFMessage, '/tf', 100),
                                  (TFMessage, '/tf_static', LATCHED),
                                  (MarkerArray, '/fourd/track_markers', 10),
+                                 (CameraInfo, '/fourd/camera_info', 10),
                                  (DiagnosticArray, '/diagnostics', 10)):
         node.create_subscription(msg_type, topic,
                                  lambda m, t=topic: msgs.setdefault(t, []).append(m), qos)
@@ -82,6 +83,20 @@ def test_outputs_and_services_value_by_value(ros_context, start_process, tmp_pat
         send(i, t0 + 0.1 * i, depth=mm, depth_encoding='16UC1')
     cloud = conv.cloud_to_array(msgs['/fourd/points'][-1])
     assert np.allclose(cloud['z'], np.round(cam.clip.depth[5] * 1000) / 1000, atol=1.5e-3)
+    # ~/camera_info: the pinhole camera of the organized cloud (its size, stamp and frame; its
+    # points project onto their own pixels)
+    last_cloud = msgs['/fourd/points'][-1]
+    assert spin_until(node, lambda: msgs.get('/fourd/camera_info') and msgs[
+        '/fourd/camera_info'][-1].header.stamp == last_cloud.header.stamp, timeout=10.0)
+    info = msgs['/fourd/camera_info'][-1]
+    assert (info.width, info.height) == (last_cloud.width, last_cloud.height)
+    assert info.header.frame_id == last_cloud.header.frame_id and not any(info.d)
+    K = np.reshape(info.k, (3, 3))
+    assert np.allclose(np.reshape(info.p, (3, 4))[:, :3], K)
+    v, u = np.nonzero(np.isfinite(cloud['z']) & (cloud['z'] > 0))
+    xyz = np.stack([cloud[k][v, u] for k in 'xyz'], axis=1).astype(np.float64)
+    uv = xyz @ K.T
+    assert np.allclose(uv[:, :2] / uv[:, 2:], np.stack([u, v], axis=1), atol=1e-2)
     # the frame's path, odometry and TF arrive on their own topics, in no set order
     last = msgs['/fourd/points'][-1].header.stamp
 
