@@ -19,6 +19,11 @@ Arguments (name, default, meaning):
     base_frame            ''                   the robot's frame (e.g. base_footprint)
     publish_camera_tf     ''                   false: the camera's mounting from /tf_static
     camera_height         ''                   a ground robot's camera height (m): metres
+    device, checkpoint    ''                   learned backend: inference device, model file
+    processing_width      ''                   processing width in pixels
+    image_qos             ''                   sensor_data | reliable
+    camera_frame, odom_frame, map_frame  ''    frame names
+    publish_tf, publish_map_to_odom_tf, invert_odom_to_base_tf  ''   TF ownership (REP-105)
     namespace             ''                   namespace of the node (one per camera)
     managed               false                true: fourd_lifecycle_node (starts unconfigured)
     rviz                  false                true: also RViz with config/fourd.rviz (its
@@ -83,12 +88,28 @@ ARGUMENTS = {
                           "the parameter file's"),
     'camera_height': ('', "a ground robot's camera height above the floor, metres: metric "
                       "monocular output ('' = the parameter file's)"),
+    'device': ('', "learned backend: auto | cpu | cuda | cuda:N ('' = the parameter file's)"),
+    'checkpoint': ('', "learned backend: a model checkpoint ('' = the parameter file's)"),
+    'processing_width': ('', "processing width in pixels ('' = the parameter file's)"),
+    'image_qos': ('', "sensor_data | reliable ('' = the parameter file's)"),
+    'camera_frame': ('', "the camera optical frame ('' = the parameter file's: the image's "
+                     'frame_id)'),
+    'odom_frame': ('', "odometry frame ('' = the parameter file's)"),
+    'map_frame': ('', "fixed frame ('' = the parameter file's)"),
+    'publish_tf': ('', "false: no odom -> base_frame on /tf ('' = the parameter file's)"),
+    'publish_map_to_odom_tf': ('', "false: a SLAM owns map -> odom ('' = the parameter "
+                               "file's)"),
+    'invert_odom_to_base_tf': ('', 'true: base_frame -> odom (another odometry owns odom '
+                               "-> base_frame; '' = the parameter file's)"),
 }
 
 # launch arguments passed to fourd_node as parameters of the same name, only when given: else
 # the parameter file's value stands (a default here would silently override a user's file)
 NODE_PARAMETERS = ('backend', 'image_transport', 'depth_image_transport', 'image_rectified',
-                   'use_sim_time', 'base_frame', 'publish_camera_tf', 'camera_height')
+                   'use_sim_time', 'base_frame', 'publish_camera_tf', 'camera_height',
+                   'device', 'checkpoint', 'processing_width', 'image_qos', 'camera_frame',
+                   'odom_frame', 'map_frame', 'publish_tf', 'publish_map_to_odom_tf',
+                   'invert_odom_to_base_tf')
 
 
 def _true(value: str) -> bool:

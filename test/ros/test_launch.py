@@ -102,7 +102,11 @@ def test_node_parameter_arguments_reach_the_node_only_when_given() -> None:
     given = {'backend': 'rgbd', 'image_transport': 'compressed',
              'depth_image_transport': 'compressedDepth', 'image_rectified': 'true',
              'use_sim_time': 'true', 'base_frame': 'base_footprint',
-             'publish_camera_tf': 'false', 'camera_height': '0.42'}
+             'publish_camera_tf': 'false', 'camera_height': '0.42', 'device': 'cpu',
+             'checkpoint': '/models/s4rc.pt', 'processing_width': '256',
+             'image_qos': 'reliable', 'camera_frame': 'cam_optical', 'odom_frame': 'vo',
+             'map_frame': 'world', 'publish_tf': 'false', 'publish_map_to_odom_tf': 'false',
+             'invert_odom_to_base_tf': 'true'}
     assert set(given) == set(launch.NODE_PARAMETERS)
     robot = launch.node_ros_args(dict(defaults, **given))
     for name, value in given.items():
