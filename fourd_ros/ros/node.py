@@ -179,6 +179,7 @@ class FourdBehaviour:
         self._stats = {'received': 0, 'processed': 0, 'dropped_queue': 0, 'rejected': 0,
                        'resets': 0, 'last_error': '', 'tracking_lost': 0, 'relocalized': 0,
                        'last_tracking_ok': True, 'rejecting': False}
+        self._rejecting_since = time.monotonic()  # when the current run of rejections began
         self._latency: deque[float] = deque(maxlen=100)
         self._arrivals: deque[float] = deque(maxlen=100)  # monotonic times images came
         self._depth_count = 0  # depth images received
@@ -439,6 +440,8 @@ class FourdBehaviour:
     def _reject(self, why: str) -> None:
         self._stats['rejected'] += 1
         self._stats['last_error'] = why
+        if not self._stats['rejecting']:
+            self._rejecting_since = time.monotonic()
         self._stats['rejecting'] = True
         self.get_logger().error(f'frame rejected: {why}', throttle_duration_sec=5.0)
 
@@ -560,7 +563,13 @@ class FourdBehaviour:
                 f"no image for {since_image:.1f} s on '"
                 f"{self.resolve_topic_name(self._image_topic)}'")
         elif s['rejecting']:  # until a frame is processed again (also before the first one)
-            level, message = DiagnosticStatus.WARN, f"frames rejected: {s['last_error']}"
+            # every frame rejected for a while: the node produces nothing (ERROR, for an
+            # aggregator or a supervisor), not a passing hiccup
+            rejecting_s = time.monotonic() - self._rejecting_since
+            level, message = (
+                (DiagnosticStatus.ERROR, f'no frame processed for {rejecting_s:.0f} s, frames '
+                 f"rejected: {s['last_error']}") if rejecting_s >= REJECTING_ERROR_S else
+                (DiagnosticStatus.WARN, f"frames rejected: {s['last_error']}"))
         elif s['processed'] == 0:
             level, message = DiagnosticStatus.WARN, 'waiting for images'
         elif not s['last_tracking_ok']:
@@ -811,6 +820,7 @@ class FourdNode(FourdBehaviour, Node):
 
 CAMERA_INFO_WAIT_S = 0.3  # longest wait of one image for the first CameraInfo
 CAMERA_INFO_PATIENCE_S = 2.0  # images wait for it only this long after the first one
+REJECTING_ERROR_S = 5.0  # every frame rejected this long: /diagnostics ERROR, not WARN
 TF_STATIC_GRACE_S = 3.0  # after its start, how long the node waits for a camera driver's
 # /tf_static frames before it latches its own base_frame -> camera (publish_camera_tf)
 

@@ -11,7 +11,7 @@ from conftest import spin_until
 
 rclpy = pytest.importorskip('rclpy')
 
-from diagnostic_msgs.msg import DiagnosticArray  # noqa: E402
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus  # noqa: E402
 from fourd_ros_msgs.srv import GetTrajectory, QueryMotion  # noqa: E402
 from geometry_msgs.msg import Point  # noqa: E402
 from sensor_msgs.msg import CameraInfo, Image, PointCloud2  # noqa: E402
@@ -109,12 +109,20 @@ def test_node_survives_bad_input(ros_context, start_process) -> None:
         send_and_wait(i, t + 0.1 * i)
     still_serving()
     # 1) unsupported encoding, 2) wrong step, 3) zero-size image
-    send_and_wait(3, t + 0.3, expect_cloud=False, encoding='yuv422')
+    send_and_wait(3, t + 0.3, expect_cloud=False, encoding='nv21')
     send_and_wait(3, t + 0.31, expect_cloud=False, step=5)
     send_and_wait(3, t + 0.32, expect_cloud=False, rgb=np.zeros((0, 0, 3), np.uint8))
     still_serving()
     assert spin_until(node, lambda: diags and int(diagnostics_values(diags)['rejected_frames'])
                       >= 3, timeout=5.0)
+    # every frame rejected for 5 s: /diagnostics says ERROR (the node produces nothing), the
+    # node goes on serving
+    for k in range(8):
+        send_and_wait(3, t + 0.33 + 0.001 * k, expect_cloud=False, encoding='nv21')
+    assert spin_until(node, lambda: diags[-1].status[0].level == DiagnosticStatus.ERROR,
+                      timeout=5.0), diags[-1].status[0]
+    assert 'no frame processed for' in diags[-1].status[0].message
+    still_serving()
     # 4) NaN depth: processed, NaN points become invalid (NaN) in the cloud, not a crash
     depth = cam.clip.depth[4].copy()
     depth[:20] = np.nan
