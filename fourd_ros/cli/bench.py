@@ -13,8 +13,9 @@ from __future__ import annotations
 
 import argparse
 
-from fourd_ros.cli.common import (add_cache_arguments, add_model_arguments, positive_int,
-                                  print_table, size_arg, write_json)
+from fourd_ros.cli.common import (add_cache_arguments, add_metric_depth_argument,
+                                  add_model_arguments, positive_int, print_table, size_arg,
+                                  write_json)
 from fourd_ros.core.backends.factory import STREAM_BACKENDS
 from fourd_ros.core.eval.engine_bench import benchmark, EngineBench, UNITS
 from fourd_ros.core.eval.soak import soak_failure
@@ -59,6 +60,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument('--unbounded-frames', type=int, default=300, metavar='N',
                    help='learned: frames of the unbounded-context variant, 0 = skip (300)')
     add_model_arguments(p)
+    add_metric_depth_argument(p)
     p.set_defaults(func=run)
 
 
@@ -66,7 +68,7 @@ def bench_config(args: argparse.Namespace) -> EngineBench:
     """The engine benchmark that parsed `fourd bench` options ask for."""
     return EngineBench(
         frames=args.frames, size=args.size, backend=args.backend, cache_mb=args.cache_mb,
-        cache_device_mb=args.cache_device_mb,
+        cache_device_mb=args.cache_device_mb, metric_depth=args.metric_depth,
         clip_frames=args.clip_frames, seed=args.seed, plot=args.plot, real=args.real,
         real_frames=args.real_frames, open3d=args.open3d,
         unbounded_frames=args.unbounded_frames, device=args.device, checkpoint=args.checkpoint)

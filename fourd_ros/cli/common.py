@@ -11,6 +11,7 @@ from typing import Any, Iterable
 import numpy as np
 
 from fourd_ros.core.jsonsafe import json_safe  # noqa: F401 (re-exported for the CLI)
+from fourd_ros.core.types import GroundPlane
 
 
 def size_arg(text: str) -> tuple[int, int]:
@@ -74,6 +75,28 @@ def add_cache_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument('--cache-device-mb', type=finite_float, default=None, metavar='MB',
                    help="latent cache budget on the inference GPU (the learned model's "
                         'keys/values), MiB (default: --cache-mb)')
+
+
+def add_ground_arguments(p: argparse.ArgumentParser) -> None:
+    """--camera-height and --camera-pitch: a ground robot's camera (`ground_plane`)."""
+    p.add_argument('--camera-height', type=finite_float, default=0.0, metavar='M',
+                   help="a ground robot's camera: its height above the flat floor, metres; "
+                   'the learned backend then outputs metres (0 = unknown: up to scale)')
+    p.add_argument('--camera-pitch', type=finite_float, default=None, metavar='DEG',
+                   help='with --camera-height: how far the optical axis points below the '
+                   'horizon, degrees (no roll)')
+
+
+def ground_plane(args: argparse.Namespace) -> GroundPlane | None:
+    """The floor under the camera that --camera-height / --camera-pitch describe (None: not
+    given); ValueError for a negative height or a pitch without a height."""
+    if args.camera_height < 0:
+        raise ValueError('--camera-height must be >= 0')
+    if args.camera_pitch is not None and args.camera_height <= 0:
+        raise ValueError('--camera-pitch goes with --camera-height (the floor under the camera)')
+    if args.camera_height == 0:
+        return None
+    return GroundPlane.pitched(args.camera_height, args.camera_pitch or 0.0)
 
 
 def add_metric_depth_argument(p: argparse.ArgumentParser) -> None:

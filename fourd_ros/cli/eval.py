@@ -5,8 +5,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from fourd_ros.cli.common import (add_cache_arguments, add_metric_depth_argument,
-                                  add_model_arguments, positive_int, print_table, write_json)
+from fourd_ros.cli.common import (add_cache_arguments, add_ground_arguments,
+                                  add_metric_depth_argument, add_model_arguments, ground_plane,
+                                  positive_int, print_table, write_json)
 from fourd_ros.core.backends.factory import BACKENDS
 from fourd_ros.core.eval.evaluate import evaluate
 
@@ -79,6 +80,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument('--track-gap', type=positive_int, default=10, metavar='G',
                    help='frame gap of the tracking pairs (i, i+G) (10)')
     add_cache_arguments(p)
+    add_ground_arguments(p)
     add_metric_depth_argument(p)
     p.add_argument('--no-rgbd-baseline', action='store_true',
                    help='learned backend on an input with depth: skip the rgbd backend run '
@@ -93,7 +95,8 @@ def run(args: argparse.Namespace) -> int:
                   depth_every=max(1, args.depth_every), track_gap=args.track_gap,
                   cache_mb=args.cache_mb, cache_device_mb=args.cache_device_mb)
     report = evaluate(args.backend, args.input, device=args.device,
-                      checkpoint=args.checkpoint, metric_depth=args.metric_depth, **common)
+                      checkpoint=args.checkpoint, metric_depth=args.metric_depth,
+                      ground=ground_plane(args), **common)
     m = report.metrics
     if m['backend'] == 'learned' and m['has_depth'] and not args.no_rgbd_baseline:
         # issue 10: the monocular backend next to the depth sensor's, same input, same run

@@ -41,9 +41,9 @@ from pathlib import Path
 import numpy as np
 from scipy.spatial.transform import Rotation
 
-from fourd_ros.cli.common import (add_cache_arguments, add_metric_depth_argument,
-                                  add_model_arguments, finite_float, positive_int, print_table,
-                                  write_json)
+from fourd_ros.cli.common import (add_cache_arguments, add_ground_arguments,
+                                  add_metric_depth_argument, add_model_arguments, ground_plane,
+                                  positive_int, print_table, write_json)
 from fourd_ros.core import map_cloud
 from fourd_ros.core.data.readers import open_sequence
 from fourd_ros.core.engine.cache import budget_policy
@@ -54,7 +54,6 @@ from fourd_ros.core.backends.factory import (BACKENDS, check_metric_depth, make_
                                              resolve_backend)
 from fourd_ros.core.eval.evaluate import progress_bar
 from fourd_ros.core.eval.soak import peak_rss_mb
-from fourd_ros.core.types import GroundPlane
 
 BACKEND_HELP = ('auto (default: rgbd when the input has depth, else learned), rgbd (sensor '
                 'depth + odometry + optical flow), learned (monocular S-4RC model); oracle '
@@ -85,12 +84,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     add_cache_arguments(p)
     p.add_argument('--max-tracks', type=positive_int, default=None, metavar='N',
                    help='cap on live persistent tracks (engine default)')
-    p.add_argument('--camera-height', type=finite_float, default=0.0, metavar='M',
-                   help="a ground robot's camera: its height above the flat floor, metres; "
-                   'the learned backend then outputs metres (0 = unknown: up to scale)')
-    p.add_argument('--camera-pitch', type=finite_float, default=None, metavar='DEG',
-                   help='with --camera-height: how far the optical axis points below the '
-                   'horizon, degrees (no roll)')
+    add_ground_arguments(p)
     add_metric_depth_argument(p)
     p.set_defaults(func=run)
 
@@ -100,10 +94,7 @@ def _safe_name(name: str) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.camera_height < 0:
-        raise ValueError('--camera-height must be >= 0')
-    if args.camera_pitch is not None and args.camera_height <= 0:
-        raise ValueError('--camera-pitch goes with --camera-height (the floor under the camera)')
+    ground = ground_plane(args)
     cache = budget_policy(args.cache_mb, args.cache_device_mb)
     reader = open_sequence(args.input, max_frames=args.max_frames or None)
     args.backend = resolve_backend(args.backend, reader.has_depth)
@@ -116,8 +107,6 @@ def run(args: argparse.Namespace) -> int:
     if args.max_tracks is not None:
         cfg.tracks = TrackConfig(max_tracks=args.max_tracks)
     engine = StreamingEngine(backend, cfg)
-    ground = GroundPlane.pitched(args.camera_height, args.camera_pitch or 0.0) \
-        if args.camera_height > 0 else None
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     if args.depth_every:

@@ -398,6 +398,14 @@ def test_run_learned_takes_metres_from_the_depth_when_asked(
             # one clear error (exit 2)
             assert main([command, *argv, '--metric-depth']) == 2
             assert '(--metric-depth) are for the learned backend' in capsys.readouterr().err
+    # `fourd bench --metric-depth`: the learned backend on the synthetic stream's depth is
+    # metric; the rgbd backend is refused with the same message
+    assert main(['bench', '--backend', 'learned', '--metric-depth', '--device', 'cpu',
+                 '--frames', '24', '--size', '96x72', '--clip-frames', '12',
+                 '--unbounded-frames', '0', '--json', str(tmp_path / 'bench.json')]) == 0
+    assert _load(tmp_path / 'bench.json')['metric'] is True
+    assert main(['bench', '--metric-depth', '--frames', '12']) == 2
+    assert '(--metric-depth) are for the learned backend' in capsys.readouterr().err
 
 
 def test_bench_learned_small(tmp_path: Path) -> None:
@@ -414,6 +422,45 @@ def test_bench_learned_small(tmp_path: Path) -> None:
     assert r['encode_geometry_fps'] > r['fps']
     # the unbounded variant caches every frame; the bounded one stays within its budget
     assert r['unbounded_cache_mb'] > r['cache_mb']
+
+
+def _as_seven_scenes(clip_dir: Path, out: Path) -> Path:
+    """A synthetic clip rewritten in the 7-Scenes layout: images, depth and poses, but no
+    floor (a 'ground' clip's reader gives each frame its floor; a recording does not)."""
+    from fourd_ros.core.data.readers import open_sequence
+    out.mkdir()
+    for f in open_sequence(clip_dir):
+        stem = out / f'frame-{f.index:06d}'
+        cv2.imwrite(f'{stem}.color.png', cv2.cvtColor(f.rgb, cv2.COLOR_RGB2BGR))
+        cv2.imwrite(f'{stem}.depth.png', np.round(f.depth * 1000).astype(np.uint16))
+        np.savetxt(f'{stem}.pose.txt', f.T_wc_gt)
+        K = f.K
+    np.savetxt(out / 'camera-intrinsics.txt', K)
+    return out
+
+
+def test_eval_takes_a_ground_robots_camera_height(tmp_path: Path) -> None:
+    """`fourd eval --camera-height --camera-pitch` gives every frame the floor, as `fourd run`
+    does: the learned backend turns metric on the way, and its metric frames are scored as
+    such (without the options: a monocular stream)."""
+    from fourd_ros.core.data.readers import open_sequence
+    clip_dir = tmp_path / 'clip'
+    assert main(['synth', '--seed', '2', '--frames', '30', '--size', '128x96', '--fps', '30',
+                 '--camera', 'ground', '--out', str(clip_dir)]) == 0
+    ground = open_sequence(clip_dir).clip.ground_plane(0)
+    pitch = float(np.degrees(np.arcsin(-ground.up[2])))
+    folder = _as_seven_scenes(clip_dir, tmp_path / '7s')
+    out = tmp_path / 'eval.json'
+    argv = ['eval', '--backend', 'learned', '--device', 'cpu', '--no-rgbd-baseline',
+            '--input', str(folder), '--width', '0', '--json', str(out)]
+    assert main(argv) == 0
+    assert 'metric_from_frame' not in _load(out)
+    assert main(argv + ['--camera-height', f'{ground.height:.4f}',
+                        '--camera-pitch', f'{pitch:.3f}']) == 0
+    m = _load(out)
+    print(f"fourd eval --camera-height: metric from frame {m['metric_from_frame']}, AbsRel "
+          f"of those frames {m['depth_absrel_once_metric']:.3f}")
+    assert 0 < m['metric_from_frame'] < 30 and m['depth_absrel_once_metric'] < 0.5
 
 
 def test_run_learned_is_metric_with_a_ground_robots_camera_height(tmp_path: Path) -> None:

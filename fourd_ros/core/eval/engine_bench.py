@@ -34,7 +34,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from fourd_ros.core.backends.factory import make_backend
+from fourd_ros.core.backends.factory import check_metric_depth, make_backend
 from fourd_ros.core.data.readers import open_sequence, timed
 from fourd_ros.core.data.synthetic import generate_clip, SceneConfig, SyntheticClip
 from fourd_ros.core.engine.cache import budget_policy, CachePolicy
@@ -69,6 +69,8 @@ class EngineBench:
         unbounded_frames: learned: frames of the unbounded-context variant (0 = skip).
         device: 'auto', 'cpu', 'cuda' or 'cuda:N'.
         checkpoint: learned: a checkpoint file (None: the shipped one).
+        metric_depth: learned: metres from the stream's depth (an RGB-D camera; the node's
+            backend:=learned with a depth remap).
     """
 
     frames: int = 2000
@@ -85,6 +87,7 @@ class EngineBench:
     unbounded_frames: int = 300
     device: str = 'auto'
     checkpoint: str | None = None
+    metric_depth: bool = False
 
 
 def pingpong_index(k: int, n: int) -> int:
@@ -107,8 +110,11 @@ def _period_block_medians(lat: np.ndarray, n_clip: int) -> list[float]:
 def _engine(bench: EngineBench, width: int, max_query: int) -> StreamingEngine:
     cfg = EngineConfig(width=width, max_query_points=max(100_000, max_query))
     cfg.cache = budget_policy(bench.cache_mb, bench.cache_device_mb)
+    if bench.metric_depth:
+        check_metric_depth(bench.backend, has_depth=True)  # the synthetic stream has depth
     return StreamingEngine(make_backend(bench.backend, device=bench.device,
-                                        checkpoint=bench.checkpoint), cfg)
+                                        checkpoint=bench.checkpoint,
+                                        metric_depth=bench.metric_depth), cfg)
 
 
 def benchmark(bench: EngineBench) -> dict:
@@ -154,7 +160,8 @@ def benchmark(bench: EngineBench) -> dict:
     first, last = lat[:WINDOW] * 1e3, lat[-WINDOW:] * 1e3
     k100 = min(WINDOW, bench.frames) - 1
     res = {
-        'backend': bench.backend, 'frames': bench.frames, 'size': f'{w}x{h}',
+        'backend': bench.backend, 'metric': engine.metric, 'frames': bench.frames,
+        'size': f'{w}x{h}',
         'clip_frames': n_clip, 'clip_generation_s': gen_s,
         'fps': bench.frames / float(lat.sum()),
         'latency_ms_first_p50': float(np.median(first)),
@@ -383,6 +390,7 @@ def _real_timings(bench: EngineBench, block: int = 40) -> dict[str, float]:
 
 
 UNITS = {
+    'metric': 'metres (else up to scale)',
     'frames': 'stream length', 'clip_frames': 'rendered frames (ping-pong)',
     'clip_generation_s': 's (not part of the timings)',
     'fps': 'frames/s (engine.process only)',

@@ -40,7 +40,7 @@ from __future__ import annotations
 
 import time
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -56,7 +56,7 @@ from fourd_ros.core.eval.moving_objects import add_engine_frame, MovingObjectSco
 from fourd_ros.core.geometry import (finite_rows, inside_image, invert_pose, project,
                                      transform_points, unproject_pixels)
 from fourd_ros.core.jsonsafe import json_safe
-from fourd_ros.core.types import Frame
+from fourd_ros.core.types import Frame, GroundPlane
 
 METRIC_KEYS = ('depth_absrel', 'depth_delta125', 'ate_m', 'ate_sim3_m', 'rpe_trans_m',
                'rpe_rot_deg', 'track_epe_m', 'apd3d', 'apd3d_dynamic', 'track_median_err_m')
@@ -241,7 +241,8 @@ def evaluate(backend_name: str, source: str | Path, *, width: int = 320,
              cache_device_mb: float | None = None,
              visibility_tol_m: float = 0.03, progress: bool = True,
              plot_samples: int = 4, device: str = 'auto',
-             checkpoint: str | None = None, metric_depth: bool = False) -> EvalReport:
+             checkpoint: str | None = None, metric_depth: bool = False,
+             ground: GroundPlane | None = None) -> EvalReport:
     """Run one backend over a sequence and score depth, camera poses and 3D tracking.
 
     Args:
@@ -263,6 +264,9 @@ def evaluate(backend_name: str, source: str | Path, *, width: int = 320,
         metric_depth: the learned backend takes metres from the sequence's depth (an RGB-D
             camera; metric from the first frame, so scored like a metric backend). Otherwise
             the depth is ground truth only.
+        ground: a ground robot's floor (camera height and up vector) given with every frame
+            (the learned backend then turns metric; scored up to scale like any monocular
+            stream, and its metric frames without alignment: ``depth_absrel_once_metric``).
 
     Raises:
         DatasetError, InputError, ValueError: bad input data or options.
@@ -312,6 +316,8 @@ def evaluate(backend_name: str, source: str | Path, *, width: int = 320,
     i = -1  # stays -1 for an empty sequence
     try:
         for i, (frame, t_read) in enumerate(timed(reader)):
+            if ground is not None:
+                frame = replace(frame, ground=ground)
             t1 = time.perf_counter()
             result = engine.process(frame)
             t_proc = time.perf_counter() - t1
