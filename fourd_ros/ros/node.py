@@ -42,7 +42,7 @@ from tf2_msgs.msg import TFMessage
 
 from fourd_ros.core.backends.factory import make_backend, resolve_backend
 from fourd_ros.core.engine.backend import BackendError
-from fourd_ros.core.engine.cache import CachePolicy
+from fourd_ros.core.engine.cache import budget_policy
 from fourd_ros.core.engine.engine import (EngineConfig, InputError, QueryError,
                                           StreamingEngine, latent_nbytes_by_device)
 from fourd_ros.core.engine.tracks import TrackConfig
@@ -156,10 +156,9 @@ class FourdBehaviour:
                                metric_depth=self.uses_depth)
         self.engine = StreamingEngine(backend, EngineConfig(
             width=self.p['processing_width'],
-            cache=CachePolicy(budget_mb=self.p['cache_budget_mb'],
-                              recent=self.p['cache_recent_frames'],
-                              max_keyframes=self.p['cache_max_keyframes'],
-                              device_budget_mb=self.p['cache_device_budget_mb'] or None),
+            cache=budget_policy(self.p['cache_budget_mb'], self.p['cache_device_budget_mb'],
+                                recent=self.p['cache_recent_frames'],
+                                max_keyframes=self.p['cache_max_keyframes']),
             tracks=TrackConfig(max_tracks=self.p['max_tracks']),
             max_query_points=self.p['max_query_points']))
         # TF as other nodes publish it: /tf_static's frames (a URDF, camera drivers) give the
@@ -190,6 +189,7 @@ class FourdBehaviour:
         self._depth_type, self._depth_topic = self._input('depth',
                                                           self.p['depth_image_transport'])
         self._tf_static_since = time.monotonic()
+        self._first_image_at = 0.0  # monotonic time of the first image (0: none yet)
         self._handles = [
             self.create_subscription(TFMessage, '/tf_static',
                                      lambda m: self._on_tf(m, timed=False), TF_STATIC_QOS),
@@ -330,6 +330,8 @@ class FourdBehaviour:
 
     # ------------------------------------------------------------------ callbacks (cheap)
     def _on_image(self, msg: Image | CompressedImage) -> None:
+        if not self._first_image_at:
+            self._first_image_at = time.monotonic()
         self.input_loss.add_image(conv.stamp_to_sec(msg.header.stamp))
         self._arrivals.append(time.monotonic())
         with self._cv:
@@ -361,51 +363,58 @@ class FourdBehaviour:
     def _settle_extrinsics(self, camera_frame: str) -> bool:
         """base_frame -> camera frame, once per stream: the node's own (publish_camera_tf, the
         REP-103 optical rotation, latched on /tf_static), unless another node already gives
-        the camera frame a parent on /tf_static (a camera driver's camera_link ->
-        camera_color_frame -> camera_color_optical_frame): then, as with publish_camera_tf
-        false, the chain on /tf_static is looked up and nothing is added (a frame has one
-        parent).
+        the camera frame a parent (a camera driver's camera_link -> camera_color_frame ->
+        camera_color_optical_frame on /tf_static, or on /tf at a rate): then, as with
+        publish_camera_tf false, that chain is looked up and nothing is added (a frame has
+        one parent).
 
-        Returns whether it waited for /tf_static (the frame in hand is then stale).
+        Returns whether it waited for the driver's frames (the frame in hand is then stale).
 
         Raises:
-            InputError: the chain is not (yet) on /tf_static, naming the frames there.
+            InputError: the chain is not (yet) there, naming the frames known.
         """
         base = self.p['base_frame']
+        own = self.p['publish_camera_tf']
+        # a driver's latched frames reach the node only after discovery, often a moment
+        # after its first images: before latching its own edge the node waits for them up to
+        # TF_STATIC_GRACE_S from its first image (once: later streams find them known)
+        deadline = (max(self._tf_static_since, self._first_image_at) + TF_STATIC_GRACE_S
+                    if own and base != camera_frame else 0.0)
         waited = False
-        # a driver's latched frames reach a node that has just started only after discovery:
-        # for its first TF_STATIC_GRACE_S the node waits for them before adding its own
-        deadline = self._tf_static_since + TF_STATIC_GRACE_S if self.p['publish_camera_tf'] \
-            else 0.0
         while True:
             with self._tf_lock:
                 parent = self._tf.parent(camera_frame)
-            foreign = parent is not None and parent != base
+            # any parent the node did not latch itself is someone else's (also base_frame,
+            # from a driver or a URDF that names it)
+            foreign = parent is not None and not (self.out.camera_tf_latched and parent == base)
             if foreign or time.monotonic() >= deadline:
                 break
             time.sleep(0.05)
             waited = True
         start = self.out.frames.T_odom_start
-        if self.p['publish_camera_tf'] and not foreign:
+        if own and not foreign:
             self.out.frames = conv.FrameTransforms(conv.T_LINK_FROM_OPTICAL.copy(), start)
             self.out.camera_tf_owned = True
             self._extrinsics_ready = True
             return waited
-        T = self._transform(base, camera_frame, timed=False)
+        # /tf_static only when told so (publish_camera_tf false); a driver may also send its
+        # rigid frames on /tf at a rate: then the newest
+        T = self._transform(base, camera_frame, timed=own)
         if T is None:
             with self._tf_lock:
                 known = ', '.join(self._tf.frames) or 'none yet'
-            why = ('publish_camera_tf is false' if not self.p['publish_camera_tf'] else
-                   f"'{camera_frame}' has the parent '{parent}' there (a camera driver's?), "
-                   f'so the node does not add its own: publish {base} -> the root of that '
-                   'chain (a URDF) or set base_frame to it')
+            why = ('publish_camera_tf is false' if not own else
+                   f"'{camera_frame}' has the parent '{parent}' (a camera driver's?), so the "
+                   f'node does not add its own: publish {base} -> the root of that chain (a '
+                   'URDF) or set base_frame to it')
             raise InputError(f'waiting for the transform {base} -> {camera_frame} on '
-                             f'/tf_static ({why}; frames there: {known})')
-        if foreign and self.p['publish_camera_tf']:
+                             f"{'/tf_static' if not own else 'TF'} ({why}; frames known: "
+                             f'{known})')
+        if foreign and own:
             self.get_logger().info(
-                f"'{camera_frame}' has a parent on /tf_static ('{parent}'): the camera's "
-                f'mounting comes from that chain, the node publishes no {base} -> '
-                f'{camera_frame} of its own')
+                f"'{camera_frame}' has a parent on TF ('{parent}'): the camera's mounting "
+                f'comes from that chain, the node publishes no {base} -> {camera_frame} of '
+                'its own')
         self.out.frames = conv.FrameTransforms(T, start)
         self.out.camera_tf_owned = False
         self._extrinsics_ready = True
@@ -627,25 +636,26 @@ class FourdBehaviour:
             QueryError: a frame that cannot be resolved, with why.
         """
         p = self.p
+        frames = self.out.frames  # once: the worker replaces it at a stream's start
         frame = normalise_frame(frame_id)
         when = f'at {stamp:.3f}' if np.isfinite(stamp) else 'now'
         stamp = float(stamp) if np.isfinite(stamp) else None  # None: TF's newest
         if frame in ('', self.out.world_frame, p['odom_frame']):
-            return self.out.frames.T_odom_world
+            return frames.T_odom_world
         # frames that move with the robot: from the engine's own pose of that stamp
         T_frame_base = (np.eye(4) if frame == p['base_frame'] else
-                        invert_pose(self.out.frames.T_base_cam)
+                        invert_pose(frames.T_base_cam)
                         if frame == (self._camera_frame or DEFAULT_CAMERA_FRAME) else
                         self._transform(frame, p['base_frame'], timed=False))
         if T_frame_base is not None:
             if T_wc is None:
                 raise QueryError(f"no camera pose for the stamp asked: '{frame_id}' moves "
                                  'with the camera')
-            T_odom_base = self.out.frames.odom_from_base(T_wc)
-            return T_frame_base @ invert_pose(T_odom_base) @ self.out.frames.T_odom_world
+            T_odom_base = frames.odom_from_base(T_wc)
+            return T_frame_base @ invert_pose(T_odom_base) @ frames.T_odom_world
         T_frame_odom = self._transform(frame, p['odom_frame'], stamp)
         if T_frame_odom is not None:
-            return T_frame_odom @ self.out.frames.T_odom_world
+            return T_frame_odom @ frames.T_odom_world
         known = ', '.join(dict.fromkeys(("''", self.out.world_frame, p['odom_frame'],
                                          p['base_frame'])))
         raise QueryError(
@@ -749,8 +759,9 @@ class FourdBehaviour:
             response.message = 'no processed frame in that range'
             return response
         frame = self.p['odom_frame']
+        frames = self.out.frames  # once: the worker replaces it at a stream's start
         response.path = conv.make_path(
-            [(conv.sec_to_stamp(s), self.out.frames.odom_from_base(T)) for s, T in poses], frame,
+            [(conv.sec_to_stamp(s), frames.odom_from_base(T)) for s, T in poses], frame,
             conv.sec_to_stamp(poses[-1][0]))
         response.success = True
         response.message = f'{len(poses)} poses'

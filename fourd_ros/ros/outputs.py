@@ -103,8 +103,10 @@ class Outputs:
         self._trails: dict[int, deque[Point]] = {}
         self._prev_odom: tuple[float, np.ndarray] | None = None
         self._last_odom_base: np.ndarray | None = None  # the newest odom -> base published
-        # whether base_frame -> camera is this node's (else another node's on /tf_static)
+        # whether base_frame -> camera is this node's (else another node's on TF), and whether
+        # the node has latched it on /tf_static
         self.camera_tf_owned = True
+        self.camera_tf_latched = False
         self._frames_published = 0
 
     @property
@@ -239,6 +241,7 @@ class Outputs:
         if self.p['publish_camera_tf'] and self.camera_tf_owned and self.p['base_frame'] != cam:
             self.pub_tf_static.publish(TFMessage(transforms=[conv.matrix_to_transform(
                 self.frames.T_base_cam, self.p['base_frame'], cam, stamp)]))
+            self.camera_tf_latched = True
 
     def _publish_tracks(self, stamp: Any, snap: TrackSnapshot, fps: float) -> None:
         pos = self.frames.world_to_odom_points(snap.positions.astype(np.float64))

@@ -110,8 +110,9 @@ PARAMS: tuple[Param, ...] = (
           float_range=(0.0, 1.0)),
     # frames and TF (REP-105)
     Param('map_frame', 'map', 'fixed frame of map clouds, tracks, objects and query answers '
-          'while this node publishes map -> odom; with publish_map_to_odom_tf false they are '
-          "in odom_frame (map -> odom is then another node's, e.g. a SLAM's)"),
+          'while this node publishes map -> odom; with publish_map_to_odom_tf false (or '
+          'invert_odom_to_base_tf true) they are in odom_frame (map -> odom is then another '
+          "node's, e.g. a SLAM's)"),
     Param('odom_frame', 'odom', "odometry frame (= base_frame at the node's first image; "
           'continuous across stream resets)'),
     Param('base_frame', 'camera_link', 'robot/body frame whose pose is published (base_link on '
@@ -126,8 +127,9 @@ PARAMS: tuple[Param, ...] = (
           "base_frame's child: a frame has one parent)", read_only=False),
     Param('publish_camera_tf', True, 'publish base_frame -> camera optical frame as the '
           'REP-103 optical rotation on /tf_static, unless the camera frame already has a '
-          "parent there (a camera driver's chain, waited for up to 3 s after start: then "
-          'that chain is used); false = look it up on /tf_static (a URDF, a camera driver: '
+          "parent on TF (a camera driver's chain, waited for up to 3 s after the first "
+          'image: then that chain is used); false = look it up on /tf_static (a URDF, a '
+          'camera driver: '
           'chains such as base_link -> camera_link -> camera_color_optical_frame)'),
     Param('camera_height', 0.0, "the camera's height above a flat floor it moves on, metres "
           "(a ground robot; the floor's normal is base_frame's z axis): the learned backend "

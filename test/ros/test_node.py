@@ -299,36 +299,50 @@ def test_evicted_stamp_answers_out_of_window(ros_context, start_process) -> None
     node.destroy_node()
 
 
-def test_a_camera_driver_owns_the_optical_frame(ros_context, start_process) -> None:
+@pytest.mark.parametrize('direct', [False, True])
+def test_a_camera_driver_owns_the_optical_frame(ros_context, start_process, direct) -> None:
     """The defaults (publish_camera_tf true, base_frame camera_link) beside a driver that
-    latches camera_link -> camera_color_frame -> camera_color_optical_frame (a RealSense's
-    chain): the node adds no second parent for the optical frame, and takes the mounting from
-    the driver's chain (its 15 mm offset shows in answers asked in camera_link)."""
+    latches the optical frame's mounting: camera_link -> camera_color_frame ->
+    camera_color_optical_frame (a RealSense's chain), or camera_link ->
+    camera_color_optical_frame directly (`direct`: the same parent the node would use). The
+    node adds no second parent and no second value for the optical frame, and takes the
+    mounting from the driver (its 15 mm offset shows in answers asked in camera_link)."""
     D = np.eye(4)
     D[:3, 3] = [0.0, 0.015, 0.0]
     C = conv.T_LINK_FROM_OPTICAL.copy()
     q = Rotation.from_matrix(C[:3, :3]).as_quat()
-    start_process(str(PEERS / 'tf_static_publisher.py'), 'camera_link', 'camera_color_frame',
-                  *(str(v) for v in (*D[:3, 3], 0, 0, 0, 1)), name='driver_link')
-    start_process(str(PEERS / 'tf_static_publisher.py'), 'camera_color_frame',
-                  'camera_color_optical_frame', *(str(v) for v in (0, 0, 0, *q)),
-                  name='driver_optical')
+    if direct:
+        start_process(str(PEERS / 'tf_static_publisher.py'), 'camera_link',
+                      'camera_color_optical_frame', *(str(v) for v in (*D[:3, 3], *q)),
+                      name='driver')
+    else:
+        start_process(str(PEERS / 'tf_static_publisher.py'), 'camera_link',
+                      'camera_color_frame', *(str(v) for v in (*D[:3, 3], 0, 0, 0, 1)),
+                      name='driver_link')
+        start_process(str(PEERS / 'tf_static_publisher.py'), 'camera_color_frame',
+                      'camera_color_optical_frame', *(str(v) for v in (0, 0, 0, *q)),
+                      name='driver_optical')
     node = rclpy.create_node('observer', context=ros_context)
     rec = Recorder(node)
     rec.listen(TFMessage, '/tf_static', TF_STATIC_QOS)
     rec.listen(PointCloud2, '/fourd/points', 10)
 
-    def edges() -> set[tuple[str, str]]:
-        return {(t.header.frame_id, t.child_frame_id) for m in rec.msgs.get('/tf_static', [])
-                for t in m.transforms}
+    def transforms() -> list:
+        return [t for m in rec.msgs.get('/tf_static', []) for t in m.transforms]
 
     # the driver's frames are latched before the camera's images flow, as a driver does
-    assert spin_until(node, lambda: len(edges()) >= 2, timeout=30.0), edges()
+    assert spin_until(node, lambda: len(transforms()) >= 2 - direct, timeout=30.0)
     start_process(*camera_args(10.0, 'frame_id:=camera_color_optical_frame'), name='camera')
     start_process(*node_args(), name='node')
     assert spin_until(node, lambda: rec.count('/fourd/points') >= 5, timeout=90.0)
-    assert edges() == {('camera_link', 'camera_color_frame'),
-                       ('camera_color_frame', 'camera_color_optical_frame')}, edges()
+    parents = {t.child_frame_id: t.header.frame_id for t in transforms()}
+    assert parents['camera_color_optical_frame'] == ('camera_link' if direct else
+                                                     'camera_color_frame'), transforms()
+    for t in transforms():  # one value per edge: the driver's (the node's has no offset)
+        if t.child_frame_id == 'camera_color_optical_frame' and direct:
+            assert abs(t.transform.translation.y - 0.015) < 1e-9, t
+        assert (t.header.frame_id, t.child_frame_id) != ('camera_link',
+                                                         'camera_color_optical_frame') or direct
     cloud = rec.msgs['/fourd/points'][-1]
     xyz = conv.cloud_to_array(cloud)[cloud.height // 2, cloud.width // 2]
     p = np.array([xyz['x'], xyz['y'], xyz['z']], np.float64)

@@ -184,7 +184,10 @@ def test_outputs_and_services_value_by_value(ros_context, start_process, tmp_pat
             v['rejected_frames']) + int(v['dropped_frames']) == int(v['frames_received'])
 
     assert spin_until(node, idle, timeout=30.0), diagnostics_values(msgs['/diagnostics'])
-    spin_until(node, lambda: False, timeout=0.5)  # the last frame's odometry is in
+    # the last processed frame's odometry (its cloud and odometry carry the same stamp)
+    spin_until(node, lambda: False, timeout=0.5)
+    assert spin_until(node, lambda: msgs['/fourd/odom'][-1].header.stamp
+                      == msgs['/fourd/points'][-1].header.stamp, timeout=5.0)
     T_before = conv.pose_to_matrix(msgs['/fourd/odom'][-1].pose.pose)
     assert not np.allclose(T_before, np.eye(4), atol=1e-3)  # the camera has moved
     response = reset.call_async(Trigger.Request())

@@ -39,17 +39,20 @@ class CachePolicy:
         return mb * 2**20
 
 
-def budget_policy(budget_mb: float | None = None,
-                  device_budget_mb: float | None = None) -> CachePolicy:
-    """The default retention policy with these budgets, MiB (None: the default's host budget;
-    the host's for the devices). Raises ValueError for a budget <= 0."""
-    for name, mb in (('host', budget_mb), ('device', device_budget_mb)):
-        if mb is not None and not mb > 0:
-            raise ValueError(f'the {name} cache budget must be > 0 MiB, got {mb:g}')
-    policy = CachePolicy(device_budget_mb=device_budget_mb)
+def budget_policy(budget_mb: float | None = None, device_budget_mb: float | None = None,
+                  **policy: int | bool) -> CachePolicy:
+    """A retention policy with these budgets, MiB (`budget_mb` None: the default; the device's
+    None or 0: the host's) and the other `CachePolicy` fields given. Raises ValueError for a
+    host budget <= 0 or a negative device budget."""
+    if budget_mb is not None and not budget_mb > 0:
+        raise ValueError(f'the host cache budget must be > 0 MiB, got {budget_mb:g}')
+    if device_budget_mb is not None and not device_budget_mb >= 0:
+        raise ValueError(f"the device cache budget must be >= 0 MiB (0: the host's), got "
+                         f'{device_budget_mb:g}')
+    out = CachePolicy(device_budget_mb=device_budget_mb or None, **policy)
     if budget_mb is not None:
-        policy.budget_mb = float(budget_mb)
-    return policy
+        out.budget_mb = float(budget_mb)
+    return out
 
 
 class LatentCache:
