@@ -74,7 +74,7 @@ def add_cache_arguments(p: argparse.ArgumentParser) -> None:
                    help='latent cache budget in host memory, MiB (engine default)')
     p.add_argument('--cache-device-mb', type=finite_float, default=None, metavar='MB',
                    help="latent cache budget on the inference GPU (the learned model's "
-                        'keys/values), MiB (default: --cache-mb)')
+                        'keys/values), MiB (default or 0: --cache-mb)')
 
 
 def add_ground_arguments(p: argparse.ArgumentParser) -> None:

@@ -268,10 +268,13 @@ def test_bad_option_values(tmp_path: Path, capsys: pytest.CaptureFixture) -> Non
     assert main(['run', '--input', 'x', '--out', str(tmp_path / 'r'),
                  '--camera-pitch', '10']) == 2
     assert '--camera-pitch goes with --camera-height' in capsys.readouterr().err
-    # a cache budget of 0: one clear error, before anything is loaded
+    # a host cache budget of 0 or a negative device budget: one clear error, before anything
+    # is loaded
+    assert main(['run', '--input', 'x', '--out', str(tmp_path / 'r'), '--cache-mb', '0']) == 2
+    assert 'the host cache budget must be > 0 MiB, got 0' in capsys.readouterr().err
     assert main(['run', '--input', 'x', '--out', str(tmp_path / 'r'),
-                 '--cache-device-mb', '0']) == 2
-    assert 'the device cache budget must be > 0 MiB, got 0' in capsys.readouterr().err
+                 '--cache-device-mb', '-1']) == 2
+    assert 'the device cache budget must be >= 0 MiB' in capsys.readouterr().err
 
 
 def test_demo_is_dispatched_lazily(monkeypatch: pytest.MonkeyPatch) -> None:
