@@ -423,32 +423,28 @@ def test_camera_extrinsics_from_tf_static(ros_context, start_process) -> None:
         assert np.allclose([got.x, got.y, got.z], transform_points(T, p[None])[0], atol=1e-3)
     # another node takes over odom -> base_link and map -> odom (parameters set at run time)
     params = node.create_client(SetParameters, '/fourd/set_parameters')
-    # (invert_odom_to_base_tf alone already drops map -> odom: odom has base_link as parent)
-    answer = call(node, params, SetParameters.Request(parameters=[
-        Parameter('invert_odom_to_base_tf', value=True).to_parameter_msg()]))
-    assert all(r.successful for r in answer.results)
-    rec.msgs['/tf'].clear()
-    rec.msgs['/fourd/tracks'].clear()
-    assert spin_until(node, lambda: rec.count('/tf') >= 3 and rec.count('/fourd/tracks') >= 2,
-                      timeout=20.0)
-    edges = {(t.header.frame_id, t.child_frame_id) for m in rec.msgs['/tf'][1:]
-             for t in m.transforms}
-    assert edges == {('base_link', 'odom')}, edges
-    assert rec.msgs['/fourd/tracks'][-1].header.frame_id == 'odom'
-    answer = call(node, params, SetParameters.Request(parameters=[
-        Parameter('publish_map_to_odom_tf', value=False).to_parameter_msg()]))
-    assert all(r.successful for r in answer.results)
+
+    def set_and_see_base_to_odom_only(name: str, value: bool) -> None:
+        """Set a parameter at run time; then the node's /tf is base_link -> odom alone and
+        the tracks are in odom."""
+        answer = call(node, params, SetParameters.Request(parameters=[
+            Parameter(name, value=value).to_parameter_msg()]))
+        assert all(r.successful for r in answer.results)
+        rec.msgs['/tf'].clear()
+        rec.msgs['/fourd/tracks'].clear()
+        assert spin_until(node, lambda: rec.count('/tf') >= 3
+                          and rec.count('/fourd/tracks') >= 2, timeout=20.0)
+        edges = {(t.header.frame_id, t.child_frame_id) for m in rec.msgs['/tf'][1:]
+                 for t in m.transforms}
+        assert edges == {('base_link', 'odom')}, edges
+        assert rec.msgs['/fourd/tracks'][-1].header.frame_id == 'odom'
+
+    # invert_odom_to_base_tf alone already drops map -> odom (odom has base_link as parent)
+    set_and_see_base_to_odom_only('invert_odom_to_base_tf', True)
+    set_and_see_base_to_odom_only('publish_map_to_odom_tf', False)
     answer = call(node, params, SetParameters.Request(parameters=[
         Parameter('image_transport', value='jpeg').to_parameter_msg()]))
     assert not answer.results[0].successful  # read-only: needs a restart
-    rec.msgs['/tf'].clear()
-    rec.msgs['/fourd/tracks'].clear()
-    assert spin_until(node, lambda: rec.count('/tf') >= 3 and rec.count('/fourd/tracks') >= 2,
-                      timeout=20.0)
-    edges = {(t.header.frame_id, t.child_frame_id) for m in rec.msgs['/tf'][1:]
-             for t in m.transforms}
-    assert edges == {('base_link', 'odom')}, edges
-    assert rec.msgs['/fourd/tracks'][-1].header.frame_id == 'odom'
     # a SLAM publishes map -> odom on /tf (and the node odom -> base_link again: odom keeps
     # one parent): answers asked in map go through it at the stamp (interpolated between its
     # samples, as tf2 does)
