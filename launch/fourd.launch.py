@@ -8,7 +8,8 @@ Without launch_ros (the pip-installed runtime), the same file starts the same pr
 
 Arguments (name, default, meaning):
     image                 /camera/image_raw    input sensor_msgs/Image topic
-    camera_info           /camera/camera_info  input CameraInfo topic ('' = none)
+    camera_info           /camera/camera_info  input CameraInfo topic ('' = none: the node's
+                                               use_camera_info:=false)
     depth                 ''                   registered depth topic ('' = monocular)
     config                <share>/config/fourd.yaml  parameter file
     backend               ''                   auto | learned | rgbd
@@ -62,7 +63,8 @@ def _share_dir() -> Path:
 SHARE = _share_dir()
 ARGUMENTS = {
     'image': ('/camera/image_raw', 'input sensor_msgs/Image topic'),
-    'camera_info': ('/camera/camera_info', "input CameraInfo topic ('' = none)"),
+    'camera_info': ('/camera/camera_info', "input CameraInfo topic ('' = none: "
+                    'use_camera_info:=false)'),
     'depth': ('', "registered depth topic ('' = a monocular camera; with backend auto a "
               'given depth topic selects rgbd)'),
     'config': (str(SHARE / 'config' / 'fourd.yaml'), 'parameter file'),
@@ -140,6 +142,8 @@ def node_ros_args(args: dict[str, str], with_remaps: bool = True) -> list[str]:
     for name in NODE_PARAMETERS:
         if args.get(name):
             out += ['-p', f'{name}:={args[name]}']
+    if not args['camera_info']:  # none: not subscribed, no wait for one
+        out += ['-p', 'use_camera_info:=false']
     if with_remaps:
         for name, topic in remappings(args):
             out += ['-r', f'{name}:={topic}']

@@ -43,6 +43,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument('--scale-jitter', type=float, default=d.data.scale_jitter, metavar='LOG',
                    help='sub-clip units = the anchor median depth x exp(U(-LOG, LOG)) '
                         f'({d.data.scale_jitter}; stage 1 of the shipped recipe: 0.25)')
+    p.add_argument('--scene-frames', type=positive_int, default=d.data.frames, metavar='N',
+                   help=f'frames rendered per training scene ({d.data.frames})')
+    p.add_argument('--max-stride', type=positive_int, default=d.data.max_stride, metavar='S',
+                   help='sub-clips take every 1st .. S-th frame, as the frames rendered allow '
+                   f'({d.data.max_stride})')
     p.add_argument('--min-moving', type=float, default=d.loss.min_moving, metavar='UNITS',
                    help='a point counts among the most-moving only if it moves this much '
                         f'({d.loss.min_moving}; stage 1 of the shipped recipe: 0)')
@@ -77,7 +82,9 @@ def run(args: argparse.Namespace) -> int:
                       init=args.init, train_only=args.train_only,
                       motion_prior=args.motion_prior,
                       data=dataclasses.replace(DataConfig(), width=w, height=h,
-                                               scale_jitter=args.scale_jitter),
+                                               scale_jitter=args.scale_jitter,
+                                               frames=args.scene_frames,
+                                               max_stride=args.max_stride),
                       loss=dataclasses.replace(LossConfig(), min_moving=args.min_moving))
     if args.frames > cfg.data.frames:
         raise ValueError(f'--frames {args.frames}: sub-clips are cut from {cfg.data.frames}-frame '

@@ -145,10 +145,11 @@ class Calibration:
     """
 
     def __init__(self, wait_s: float = 0.3, patience_s: float = 2.0,
-                 rectified: bool = False) -> None:
+                 rectified: bool = False, used: bool = True) -> None:
         self.wait_s = wait_s
-        self.patience_s = patience_s
+        self.patience_s = patience_s if used else 0.0
         self.rectified = rectified
+        self.used = used  # False: no CameraInfo is subscribed (use_camera_info false)
         # (model, why not usable): replaced whole, so the worker reads a consistent pair
         self._state: tuple[CameraModel | None, str] = (None, '')
         self._ready = threading.Event()
@@ -199,6 +200,8 @@ class Calibration:
         if error:
             return error
         if model is None:
+            if not self.used:
+                return 'camera_info not used (use_camera_info false): intrinsics guessed'
             if self._ready.is_set():
                 return 'uncalibrated'
             waited = self._wait_start > 0 \

@@ -65,7 +65,8 @@ INPUTS = (
      'rectified with image_rectified:=true; image_transport:=compressed reads the '
      'CompressedImage on <image>/compressed instead)'),
     ('camera_info', 'sensor_msgs/CameraInfo', 'its calibration (optional: without it the '
-     'intrinsics are guessed and outputs are up to that guess)'),
+     'intrinsics are guessed and outputs are up to that guess; use_camera_info:=false: not '
+     'subscribed)'),
     ('depth', 'sensor_msgs/Image', f"registered depth ({', '.join(SUPPORTED_DEPTH)}: mm or m); "
      'remapping it selects backend rgbd under backend:=auto; '
      'depth_image_transport:=compressedDepth reads <depth>/compressedDepth instead'),
@@ -169,13 +170,17 @@ class FourdBehaviour:
         self._extrinsics_ready = False  # base_frame -> camera: settled once per stream
         self._camera_frame = normalise_frame(self.p['camera_frame'])
         self.calibration = Calibration(CAMERA_INFO_WAIT_S, CAMERA_INFO_PATIENCE_S,
-                                       rectified=self.p['image_rectified'])
+                                       rectified=self.p['image_rectified'],
+                                       used=self.p['use_camera_info'])
         self.depth_sync = DepthSync(self.p['depth_sync_slop'])
         self.input_loss = InputLossMonitor(self.p['depth_sync_slop'])
         self._queue: deque[Image | CompressedImage] = deque(maxlen=self.p['queue_size'])
         self._cv = threading.Condition()
         self._input_size: tuple[int, int] | None = None  # (width, height) of the last image
-        self._stats = {'received': 0, 'processed': 0, 'dropped_queue': 0, 'rejected': 0,
+        # dropped_at_start: of dropped_queue, those before the stream's camera mounting was
+        # settled (the wait for a camera driver's TF frames, TF_STATIC_GRACE_S)
+        self._stats = {'received': 0, 'processed': 0, 'dropped_queue': 0,
+                       'dropped_at_start': 0, 'rejected': 0,
                        'resets': 0, 'last_error': '', 'tracking_lost': 0, 'relocalized': 0,
                        'last_tracking_ok': True, 'rejecting': False}
         self._rejecting_since = time.monotonic()  # when the current run of rejections began
@@ -220,9 +225,11 @@ class FourdBehaviour:
         overrides = QoSOverridingOptions.with_default_policies()
         self._inputs = [
             self.create_subscription(self._image_type, self._image_topic, self._on_image,
-                                     sensor_qos(), qos_overriding_options=overrides),
-            self.create_subscription(CameraInfo, 'camera_info', self.calibration.update,
                                      sensor_qos(), qos_overriding_options=overrides)]
+        if self.p['use_camera_info']:
+            self._inputs.append(self.create_subscription(
+                CameraInfo, 'camera_info', self.calibration.update, sensor_qos(),
+                qos_overriding_options=overrides))
         if self.uses_depth:
             self._inputs.append(self.create_subscription(
                 self._depth_type, self._depth_topic, self._on_depth, sensor_qos(),
@@ -232,7 +239,9 @@ class FourdBehaviour:
                                         name='fourd_inference', daemon=True)
         self._worker.start()
         self._active = True
-        inputs = {'image': self._image_topic, 'camera_info': 'camera_info'}
+        inputs = {'image': self._image_topic}
+        if self.p['use_camera_info']:
+            inputs['camera_info'] = 'camera_info'
         if self.uses_depth:
             inputs['depth'] = self._depth_topic
         self.get_logger().info(
@@ -338,6 +347,7 @@ class FourdBehaviour:
             self._stats['received'] += 1
             if len(self._queue) == self._queue.maxlen:
                 self._stats['dropped_queue'] += 1
+                self._stats['dropped_at_start'] += not self._extrinsics_ready
             self._queue.append(msg)  # deque(maxlen) drops the oldest
             self._cv.notify()
 
@@ -435,9 +445,10 @@ class FourdBehaviour:
             try:
                 with self._frame_lock:
                     self._process(msg)
-            except _StaleFrame:
+            except _StaleFrame:  # it waited for the camera's mounting: a start drop
                 with self._cv:
                     self._stats['dropped_queue'] += 1
+                    self._stats['dropped_at_start'] += 1
             except (InputError, ValueError, BackendError) as exc:
                 self._reject(str(exc))
             except Exception as exc:  # keep serving whatever a frame did
@@ -597,7 +608,9 @@ class FourdBehaviour:
             'latency_ms_p50': f'{np.median(lat) * 1e3:.1f}',
             'latency_ms_p95': f'{np.percentile(lat, 95) * 1e3:.1f}',
             'frames_received': str(s['received']), 'frames_processed': str(s['processed']),
-            'dropped_frames': str(s['dropped_queue']), 'rejected_frames': str(s['rejected']),
+            'dropped_frames': str(s['dropped_queue']),
+            'dropped_frames_at_start': str(s['dropped_at_start']),
+            'rejected_frames': str(s['rejected']),
             'last_rejection': s['last_error'],
             'input_images_missing': str(loss.images_missing),
             'input_depth_received': str(loss.depth_received),

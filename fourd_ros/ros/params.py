@@ -106,6 +106,10 @@ PARAMS: tuple[Param, ...] = (
           'depth are undistorted before processing, and query pixels are given in the raw '
           'image; true: the image is already rectified (image_rect of image_proc): intrinsics '
           "from camera_info's P, distortion ignored"),
+    Param('use_camera_info', True, "false: no 'camera_info' subscription, for a camera "
+          "without calibration: the intrinsics are guessed (the learned backend's focal "
+          'length, else a 60 deg field of view) from the first image on, without the wait '
+          'for a first CameraInfo'),
     Param('depth_sync_slop', 0.02, 'largest image/depth stamp difference, seconds',
           float_range=(0.0, 1.0)),
     # frames and TF (REP-105)

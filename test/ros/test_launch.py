@@ -113,3 +113,17 @@ def test_node_parameter_arguments_reach_the_node_only_when_given() -> None:
         assert robot[robot.index(f'{name}:={value}') - 1] == '-p'
     # given values come after the file: they win over it
     assert robot.index('--params-file') < robot.index('-p')
+
+
+def test_no_camera_info_topic_means_none_subscribed() -> None:
+    """camera_info:='' sets use_camera_info:=false (the node subscribes to no CameraInfo and
+    does not wait for one), and leaves the input unremapped."""
+    spec = importlib.util.spec_from_file_location('fourd_launch',
+                                                  REPO / 'launch' / 'fourd.launch.py')
+    launch = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(launch)
+    defaults = {k: v[0] for k, v in launch.ARGUMENTS.items()}
+    args = launch.node_ros_args(dict(defaults, camera_info=''))
+    assert args[args.index('use_camera_info:=false') - 1] == '-p'
+    assert not any(a.startswith('camera_info:=') for a in args), args
+    assert 'use_camera_info:=false' not in launch.node_ros_args(defaults)

@@ -124,14 +124,18 @@ def test_learned_node_on_a_monocular_camera(ros_context, start_process, clip) ->
     node.destroy_node()
 
 
-def test_learned_node_without_camera_info(ros_context, start_process) -> None:
-    """A plain monocular Image topic and no CameraInfo at all: the node guesses the intrinsics
-    (the model's focal), says so, and publishes clouds, poses and tracks."""
+@pytest.mark.parametrize('unused', [False, True], ids=['no_publisher', 'use_camera_info_false'])
+def test_learned_node_without_camera_info(ros_context, start_process, unused) -> None:
+    """A plain monocular Image topic and no CameraInfo at all (`unused`: the camera publishes
+    one, but use_camera_info is false): the node guesses the intrinsics (the model's focal),
+    says so, and publishes clouds, poses and tracks."""
     from fourd_ros.ros.demo.processes import node_argv
     from test_node import REPO
     start_process(*camera_args(rate=8.0), '-p', 'publish_depth:=false', name='camera')
-    argv = node_argv(REPO / 'config', 'backend:=auto', 'device:=cpu', depth=False)
-    argv[argv.index('camera_info:=/camera/camera_info')] = 'camera_info:=/no_camera_info'
+    argv = node_argv(REPO / 'config', 'backend:=auto', 'device:=cpu',
+                     *(['use_camera_info:=false'] if unused else []), depth=False)
+    if not unused:
+        argv[argv.index('camera_info:=/camera/camera_info')] = 'camera_info:=/no_camera_info'
     start_process(*argv, name='node')
     node = rclpy.create_node('observer', context=ros_context)
     rec = Recorder(node)
@@ -143,8 +147,9 @@ def test_learned_node_without_camera_info(ros_context, start_process) -> None:
     def diagnostics() -> dict:
         return {kv.key: kv.value for msg in rec.msgs.get('/diagnostics', []) for s in msg.status
                 for kv in s.values}
+    guessed = ('camera_info not used' if unused else 'no camera_info:')
     assert spin_until(node, lambda: rec.count('/fourd/points') >= 5 and rec.count('/tf') > 0
-                      and diagnostics().get('camera_model', '').startswith('no camera_info:'),
+                      and diagnostics().get('camera_model', '').startswith(guessed),
                       timeout=90.0), \
         ({t: rec.count(t) for t in ('/fourd/points', '/tf')}, diagnostics())
     values = diagnostics()

@@ -69,7 +69,9 @@ class LearnedConfig:
             and the anchor with 2 keyframes made the camera path worse on 7-Scenes and a
             held-out seed (docs/history.md, session 28).
         source_baseline: a cost-volume source should be at least this far from the current
-            camera, as a fraction of the median depth.
+            camera, as a fraction of the median depth ...
+        source_search: ... the newest such among the last this many cached frames (else the
+            oldest of them), besides the previous frame.
         dynamic_rel: a point moves if |dP| > dynamic_rel x its depth (DPM-style threshold):
             queries keep displacements above it, and no landmark is seeded on such pixels.
         reported_rel: the published motion (dynamic mask, segments, objects, scene flow) needs
@@ -106,6 +108,7 @@ class LearnedConfig:
     context_keyframes: int = 0
     context_anchor: bool = False
     source_baseline: float = 0.03
+    source_search: int = 8
     dynamic_rel: float = 0.02
     reported_rel: float = 0.1
     max_moving_share: float = 0.5
@@ -482,7 +485,7 @@ class LearnedBackend:
         if not context:
             return []
         k = self.model.config.max_sources
-        recent = context[-8:]
+        recent = context[-self.config.source_search:]
         far = [e for e in reversed(recent)
                if np.linalg.norm(e.T_wc[:3, 3] - T_wc[:3, 3]) >= self.config.source_baseline
                * scale]

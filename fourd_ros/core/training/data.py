@@ -38,6 +38,9 @@ class DataConfig:
             read the scale from the image and must take it from the cost volume, i.e. from
             the poses it is given; at 0.25 its depth kept a unit median whatever the poses
             said, and the stream's scale drifted (docs/history.md).
+        max_stride: sub-clips take every 1st .. `max_stride`-th rendered frame (at most what
+            the scene's `frames` allow: with 8 frames and 5-frame sub-clips, every frame), so
+            the cost volume sees baselines of 1 .. `max_stride` camera steps.
     """
 
     width: int = 128
@@ -46,6 +49,7 @@ class DataConfig:
     photo_texture_prob: float = 0.5
     rgb_noise_std: float = 2.0
     scale_jitter: float = 0.7
+    max_stride: int = 3
 
 
 def scene_config(seed: int, cfg: DataConfig) -> SceneConfig:

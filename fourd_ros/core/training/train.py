@@ -113,13 +113,14 @@ def lr_at(step: int, total: int, peak: float, warmup: int = 100) -> float:
 
 @torch.no_grad()
 def validate(step_module: TrainingStep, clips: list, device: torch.device, frames: int,
-             batches: int = 6, batch: int = 4) -> dict[str, float]:
+             batches: int = 6, batch: int = 4, max_stride: int = 3) -> dict[str, float]:
     """Mean losses and metrics on fixed validation batches (all points supervised)."""
     rng = np.random.default_rng(12345)
     step_module.eval()
     acc: dict[str, list[float]] = {}
     for _ in range(batches):
-        out = step_module(sample_batch(clips, rng, batch, frames).to(device), top_only=False)
+        out = step_module(sample_batch(clips, rng, batch, frames, max_stride=max_stride
+                                       ).to(device), top_only=False)
         for k, v in out.items():
             acc.setdefault(k, []).append(float(v))
     step_module.train()
@@ -196,7 +197,7 @@ def train(cfg: TrainConfig, progress: bool = True) -> Path:
             break
         for g in opt.param_groups:
             g['lr'] = lr_at(step, cfg.steps, cfg.lr)
-        batch = sample_batch(clips, rng, cfg.batch, cfg.frames,
+        batch = sample_batch(clips, rng, cfg.batch, cfg.frames, max_stride=cfg.data.max_stride,
                              scale_jitter=cfg.data.scale_jitter).to(device)
         top_only = bool(rng.random() < cfg.loss.top_moving_prob)
         losses = ddp(batch, top_only)
@@ -213,8 +214,9 @@ def train(cfg: TrainConfig, progress: bool = True) -> Path:
         bar.update(1)
         if rank == 0 and (step % cfg.eval_every == 0 or step == cfg.steps):
             record = {'step': step, 'minutes': (now - t_start) / 60,
-                      **{k: float(v) for k, v in losses.items()},
-                      **validate(step_module, val_clips, device, cfg.frames)}
+                      **{k: float(v.detach()) for k, v in losses.items()},
+                      **validate(step_module, val_clips, device, cfg.frames,
+                                 max_stride=cfg.data.max_stride)}
             log.write(json.dumps(record) + '\n')
             log.flush()
             bar.write(' '.join(f'{k}={v:.4g}' if isinstance(v, float) else f'{k}={v}'

@@ -274,7 +274,9 @@ class Demo:
             'interrupted': self.interrupted, 'ros_domain_id': domain,
             'camera': {'rate_hz': self.args.rate, 'seed': self.args.seed},
             'frames_processed': mon.frames, 'frames_received_by_node': num('frames_received'),
-            'dropped_frames': num('dropped_frames'), 'rejected_frames': num('rejected_frames'),
+            'dropped_frames': num('dropped_frames'),
+            'dropped_frames_at_start': num('dropped_frames_at_start'),
+            'rejected_frames': num('rejected_frames'),
             'fps': round(mon.received['/fourd/tracks'] / recorded_s, 2) if recorded_s else 0.0,
             'engine_fps': num('fps'), 'latency_ms_p50': num('latency_ms_p50'),
             'latency_ms_p95': num('latency_ms_p95'), 'cache_mb': num('cache_mb'),
@@ -357,7 +359,9 @@ class Demo:
                  f"({mon.received['/fourd/tracks'] / max(recorded, 1e-3):.1f} fps; engine "
                  f"{d.get('fps', '?')} fps), latency p50 {d.get('latency_ms_p50', '?')} ms, "
                  f"cache {d.get('cache_mb', '?')} MB, {len(mon.track_ids)} tracks seen, "
-                 f"{d.get('dropped_frames', '?')} camera frames dropped by the node"]
+                 f"{d.get('dropped_frames', '?')} camera frames dropped by the node "
+                 f"({d.get('dropped_frames_at_start', '?')} of them while it waited for a "
+                 "camera driver's TF at start)"]
         if traj:
             notes.append(f"camera position RMSE vs ground truth {traj['position_rmse_m']*100:.1f}"
                          f" cm over {traj['matched_poses']} poses, {traj['alignment']} aligned "
