@@ -27,6 +27,7 @@ Arguments (name, default, meaning):
     publish_tf, publish_map_to_odom_tf, invert_odom_to_base_tf  ''   TF ownership (REP-105)
     namespace             ''                   namespace of the node (one per camera)
     managed               false                true: fourd_lifecycle_node (starts unconfigured)
+    autostart             false                managed: configure and activate at start
     rviz                  false                true: also RViz with config/fourd.rviz (its
                                                topics moved into the namespace)
     use_synthetic_camera  false                also start fourd_synthetic_camera
@@ -80,6 +81,8 @@ ARGUMENTS = {
     'namespace': ('', 'namespace of the node (one per camera)'),
     'managed': ('false', 'true: the managed fourd_lifecycle_node, which starts unconfigured '
                 'for a lifecycle manager (nav2)'),
+    'autostart': ('false', 'with managed: the node configures and activates itself at start '
+                  '(no lifecycle manager)'),
     'use_synthetic_camera': ('false', 'also start fourd_synthetic_camera'),
     'rviz': ('false', "also start rviz2 with config/fourd.rviz (the node's topics in the "
              'namespace); without rviz2 installed, `fourd view` shows them in a browser'),
@@ -144,6 +147,8 @@ def node_ros_args(args: dict[str, str], with_remaps: bool = True) -> list[str]:
             out += ['-p', f'{name}:={args[name]}']
     if not args['camera_info']:  # none: not subscribed, no wait for one
         out += ['-p', 'use_camera_info:=false']
+    if _true(args['managed']) and _true(args['autostart']):
+        out += ['-p', 'autostart:=true']
     if with_remaps:
         for name, topic in remappings(args):
             out += ['-r', f'{name}:={topic}']

@@ -8,13 +8,16 @@ subscribes to the camera; deactivate stops taking images (the model, the cache a
 services stay); cleanup releases them; shutdown ends. Parameters that fourd_node reads once
 (backend, checkpoint, topics' set-up) may be set while the node is unconfigured and are
 refused, with the reason, once it is configured. Same inputs, outputs, services and
-parameters as fourd_node (`fourd_node --help`).
+parameters as fourd_node (`fourd_node --help`), and `autostart` (false): true configures and
+activates the node at start, for a launch without a lifecycle manager (the launch file's
+`managed:=true autostart:=true`).
 """
 
 from __future__ import annotations
 
 import sys
 
+from rcl_interfaces.msg import ParameterDescriptor
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 
 from fourd_ros.ros.node import FourdBehaviour, usage
@@ -26,7 +29,19 @@ class FourdLifecycleNode(FourdBehaviour, LifecycleNode):
 
     def __init__(self, **kwargs) -> None:
         super().__init__('fourd', **kwargs)
+        autostart = self.declare_parameter(
+            'autostart', False, ParameterDescriptor(
+                description='true: configure and activate at start (no lifecycle manager)',
+                read_only=True)).value
         self._declare_parameters(managed=True)
+        if autostart:  # once spinning, as a manager's change_state calls would come
+            self._autostart = self.create_timer(0.0, self._start_up)
+
+    def _start_up(self) -> None:
+        self._autostart.cancel()
+        self.destroy_timer(self._autostart)
+        if self.trigger_configure() == TransitionCallbackReturn.SUCCESS:
+            self.trigger_activate()
 
     def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
         try:

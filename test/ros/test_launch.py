@@ -78,6 +78,25 @@ def test_launch_file_starts_the_managed_node(ros_env, ros_context, tmp_path) -> 
         node.destroy_node()
 
 
+def test_launch_file_autostarts_the_managed_node(ros_env, ros_context, tmp_path) -> None:
+    """managed:=true autostart:=true: the lifecycle node configures and activates itself (no
+    lifecycle manager) and processes the camera's images."""
+    from lifecycle_msgs.msg import State
+    from lifecycle_msgs.srv import GetState
+    from test_node import call
+    log = tmp_path / 'launch.log'
+    with launched(ros_env, log, 'managed:=true', 'autostart:=true', 'namespace:=cam',
+                  'use_synthetic_camera:=true', 'depth:=/camera/depth'):
+        node = rclpy.create_node('observer', context=ros_context)
+        clouds: list[PointCloud2] = []
+        node.create_subscription(PointCloud2, '/cam/fourd/points', clouds.append, 10)
+        assert spin_until(node, lambda: len(clouds) >= 2, timeout=90.0), log.read_text()[-3000:]
+        state = call(node, node.create_client(GetState, '/cam/fourd/get_state'),
+                     GetState.Request())
+        assert state.current_state.id == State.PRIMARY_STATE_ACTIVE
+        node.destroy_node()
+
+
 def test_launch_file_rejects_unknown_arguments(ros_env) -> None:
     result = subprocess.run([sys.executable, str(REPO / 'launch' / 'fourd.launch.py'),
                              'no_such_arg:=1'], env=ros_env, capture_output=True, text=True,
