@@ -72,7 +72,9 @@ class FourdLifecycleNode(FourdBehaviour, LifecycleNode):
 
 def main(args: list[str] | None = None) -> int:
     return run_node('fourd_lifecycle_node', FourdLifecycleNode,
-                    lambda: usage().replace('fourd_node', 'fourd_lifecycle_node', 1), args)
+                    lambda: usage().replace('fourd_node', 'fourd_lifecycle_node', 1)
+                    + '\n\nmanaged node only:\n  autostart (false): true = configure and '
+                    'activate at start, without a lifecycle manager', args)
 
 
 if __name__ == '__main__':
