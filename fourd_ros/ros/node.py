@@ -193,7 +193,6 @@ class FourdBehaviour:
         self._image_type, self._image_topic = self._input('image', self.p['image_transport'])
         self._depth_type, self._depth_topic = self._input('depth',
                                                           self.p['depth_image_transport'])
-        self._tf_static_since = time.monotonic()
         self._first_image_at = 0.0  # monotonic time of the first image (0: none yet)
         self._handles = [
             self.create_subscription(TFMessage, '/tf_static',
@@ -388,7 +387,7 @@ class FourdBehaviour:
         # a driver's latched frames reach the node only after discovery, often a moment
         # after its first images: before latching its own edge the node waits for them up to
         # TF_STATIC_GRACE_S from its first image (once: later streams find them known)
-        deadline = (max(self._tf_static_since, self._first_image_at) + TF_STATIC_GRACE_S
+        deadline = (self._first_image_at + TF_STATIC_GRACE_S
                     if own and base != camera_frame else 0.0)
         waited = False
         while True:

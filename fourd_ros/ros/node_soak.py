@@ -100,9 +100,7 @@ class NodeSoak:
         header = Header(stamp=conv.sec_to_stamp(stamp), frame_id='camera_optical_frame')
         rgb, depth = clip.rgb[i], clip.depth[i].astype(np.float32)
         h, w = depth.shape
-        info = CameraInfo(header=header, width=w, height=h)
-        info.k = [float(x) for x in clip.K.ravel()]
-        self.pub_info.publish(info)
+        self.pub_info.publish(conv.pinhole_camera_info(clip.K, w, h, header))
         for pub, array, encoding in ((self.pub_depth, depth, '32FC1'),
                                      (self.pub_image, rgb, 'rgb8')):
             msg = Image(header=header, height=h, width=w, encoding=encoding, is_bigendian=0,
