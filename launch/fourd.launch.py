@@ -16,6 +16,7 @@ Arguments (name, default, meaning):
     image_transport       ''                   raw | compressed (reads <image>/compressed)
     depth_image_transport ''                   raw | compressedDepth (<depth>/compressedDepth)
     image_rectified       ''                   true: the image is image_proc's image_rect
+    image_bits            ''                   16-bit images' significant bits (0 = found)
     use_sim_time          ''                   true: the /clock of `ros2 bag play --clock`
     base_frame            ''                   the robot's frame (e.g. base_footprint)
     publish_camera_tf     ''                   false: the camera's mounting from /tf_static
@@ -76,6 +77,8 @@ ARGUMENTS = {
                               "'' = the parameter file's)"),
     'image_rectified': ('', "true: the image is already rectified (image_proc's "
                         "image_rect; intrinsics from P; '' = the parameter file's)"),
+    'image_bits': ('', 'significant bits of 16-bit images: 8-16, or 0 = found from the data '
+                   "('' = the parameter file's)"),
     'use_sim_time': ('', 'true: time from /clock (a bag played with ros2 bag play '
                      "--clock; '' = the parameter file's, else false)"),
     'namespace': ('', 'namespace of the node (one per camera)'),
@@ -111,10 +114,10 @@ ARGUMENTS = {
 # launch arguments passed to fourd_node as parameters of the same name, only when given: else
 # the parameter file's value stands (a default here would silently override a user's file)
 NODE_PARAMETERS = ('backend', 'image_transport', 'depth_image_transport', 'image_rectified',
-                   'use_sim_time', 'base_frame', 'publish_camera_tf', 'camera_height',
-                   'device', 'checkpoint', 'processing_width', 'image_qos', 'camera_frame',
-                   'odom_frame', 'map_frame', 'publish_tf', 'publish_map_to_odom_tf',
-                   'invert_odom_to_base_tf')
+                   'image_bits', 'use_sim_time', 'base_frame', 'publish_camera_tf',
+                   'camera_height', 'device', 'checkpoint', 'processing_width', 'image_qos',
+                   'camera_frame', 'odom_frame', 'map_frame', 'publish_tf',
+                   'publish_map_to_odom_tf', 'invert_odom_to_base_tf')
 
 
 def _true(value: str) -> bool:

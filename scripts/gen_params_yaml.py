@@ -15,7 +15,7 @@ def render() -> str:
             v = 'true' if v else 'false'
         elif isinstance(v, str):
             v = f"'{v}'"
-        choices = f" ({', '.join(p.choices)})" if p.choices else ''
+        choices = f' ({p.choices_text})' if p.choices else ''
         lines.append(f'    # {p.description}{choices}')
         lines.append(f'    {p.name}: {v}')
     return '\n'.join(lines) + '\n'

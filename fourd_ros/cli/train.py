@@ -48,6 +48,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument('--max-stride', type=positive_int, default=d.data.max_stride, metavar='S',
                    help='sub-clips take every 1st .. S-th frame, as the frames rendered allow '
                    f'({d.data.max_stride})')
+    p.add_argument('--source-search', type=int, default=d.data.source_search, metavar='N',
+                   help="N > 0: each frame's cost volume matches the previous frame and the far "
+                        'source the learned backend would pick among the N frames before it '
+                        "(rendered frames before the sub-clip included); 0: the sub-clip's last "
+                        f'two frames ({d.data.source_search})')
     p.add_argument('--min-moving', type=float, default=d.loss.min_moving, metavar='UNITS',
                    help='a point counts among the most-moving only if it moves this much '
                         f'({d.loss.min_moving}; stage 1 of the shipped recipe: 0)')
@@ -84,7 +89,8 @@ def run(args: argparse.Namespace) -> int:
                       data=dataclasses.replace(DataConfig(), width=w, height=h,
                                                scale_jitter=args.scale_jitter,
                                                frames=args.scene_frames,
-                                               max_stride=args.max_stride),
+                                               max_stride=args.max_stride,
+                                               source_search=args.source_search),
                       loss=dataclasses.replace(LossConfig(), min_moving=args.min_moving))
     if args.frames > cfg.data.frames:
         raise ValueError(f'--frames {args.frames}: sub-clips are cut from {cfg.data.frames}-frame '

@@ -25,7 +25,8 @@ import numpy as np
 from fourd_ros.core.data.camera_model import CalibrationError, CameraModel
 from fourd_ros.core.data.ros_image import (compressed_depth_msg_to_depth,
                                            compressed_msg_to_rgb, image_msg_to_depth,
-                                           image_msg_to_rgb, RGB_ENCODINGS)
+                                           image_msg_to_rgb, RGB_ENCODINGS,
+                                           SignificantBits)
 from fourd_ros.core.engine.engine import InputError
 from fourd_ros.core.frame_tree import normalise_frame
 from fourd_ros.ros.conversions import stamp_to_sec
@@ -35,9 +36,10 @@ SUPPORTED_IMAGE = tuple(e for e in RGB_ENCODINGS if not e.startswith('8uc'))
 SUPPORTED_DEPTH = ('16UC1', '32FC1')
 
 
-def decode_image(msg: Any) -> np.ndarray:
+def decode_image(msg: Any, bits: SignificantBits | None = None) -> np.ndarray:
     """H x W x 3 uint8 RGB of a sensor_msgs/Image or CompressedImage (image_transport's
-    ``compressed``: JPEG or PNG); `InputError` says what is wrong with it."""
+    ``compressed``: JPEG or PNG); 16-bit images scaled by the stream's significant ``bits``
+    (None: their high byte); `InputError` says what is wrong with it."""
     if hasattr(msg, 'format'):
         try:
             return compressed_msg_to_rgb(msg)
@@ -50,7 +52,7 @@ def decode_image(msg: Any) -> np.ndarray:
     if msg.width == 0 or msg.height == 0:
         raise InputError(f'empty image ({msg.width}x{msg.height})')
     try:
-        return np.ascontiguousarray(image_msg_to_rgb(msg))
+        return np.ascontiguousarray(image_msg_to_rgb(msg, bits))
     except (ValueError, cv2.error) as exc:
         raise InputError(f'inconsistent image ({msg.encoding}, step {msg.step}, width '
                          f'{msg.width}, {len(msg.data)} bytes for {msg.height} rows): '

@@ -41,6 +41,7 @@ from std_srvs.srv import Trigger
 from tf2_msgs.msg import TFMessage
 
 from fourd_ros.core.backends.factory import make_backend, resolve_backend
+from fourd_ros.core.data.ros_image import SignificantBits
 from fourd_ros.core.engine.backend import BackendError
 from fourd_ros.core.engine.cache import budget_policy
 from fourd_ros.core.engine.engine import (EngineConfig, InputError, QueryError,
@@ -172,6 +173,7 @@ class FourdBehaviour:
         self.calibration = Calibration(CAMERA_INFO_WAIT_S, CAMERA_INFO_PATIENCE_S,
                                        rectified=self.p['image_rectified'],
                                        used=self.p['use_camera_info'])
+        self._image_bits = SignificantBits(self.p['image_bits'])
         self.depth_sync = DepthSync(self.p['depth_sync_slop'])
         self.input_loss = InputLossMonitor(self.p['depth_sync_slop'])
         self._queue: deque[Image | CompressedImage] = deque(maxlen=self.p['queue_size'])
@@ -468,7 +470,7 @@ class FourdBehaviour:
         image_frame = normalise_frame(msg.header.frame_id)
         if not self._camera_frame:
             self._camera_frame = image_frame or DEFAULT_CAMERA_FRAME
-        rgb = decode_image(msg)
+        rgb = decode_image(msg, self._image_bits)
         stamp = conv.stamp_to_sec(msg.header.stamp)
         h, w = rgb.shape[:2]
         # (after the wait for the first CameraInfo: a driver latches its frames at start)

@@ -23,7 +23,12 @@ class Param:
     read_only: bool = True
     int_range: tuple[int, int] | None = None
     float_range: tuple[float, float] | None = None
-    choices: tuple[str, ...] | None = None
+    choices: tuple[Any, ...] | None = None
+
+    @property
+    def choices_text(self) -> str:
+        """The allowed values as one comma-separated list ('' when any value of the type is)."""
+        return ', '.join(map(str, self.choices)) if self.choices else ''
 
     def descriptor(self, read_only: bool | None = None) -> ParameterDescriptor:
         """ROS's descriptor; `read_only` overrides the table's (a managed node takes these
@@ -33,7 +38,7 @@ class Param:
                 str: ParameterType.PARAMETER_STRING}[type(self.default)]
         text = self.description
         if self.choices:
-            text += f" (one of: {', '.join(self.choices)})"
+            text += f' (one of: {self.choices_text})'
         d = ParameterDescriptor(name=self.name, type=kind, description=text,
                                 read_only=self.read_only if read_only is None else read_only)
         if self.int_range:
@@ -48,8 +53,7 @@ class Param:
         """Why `value` is not allowed ('' when it is): the choices, which ROS's descriptors
         cannot state (ranges and types rclpy checks itself)."""
         if self.choices and value not in self.choices:
-            return (f'parameter {self.name}: {value!r} is not one of '
-                    f"{', '.join(self.choices)}")
+            return f'parameter {self.name}: {value!r} is not one of {self.choices_text}'
         return ''
 
 
@@ -57,7 +61,7 @@ def params_usage(params: tuple[Param, ...]) -> list[str]:
     """Lines of a node's --help describing its parameters."""
     lines = []
     for p in params:
-        choices = f" ({', '.join(p.choices)})" if p.choices else ''
+        choices = f' ({p.choices_text})' if p.choices else ''
         lines.append(f'  {p.name:<24} [{p.default!r}] {p.description}{choices}')
     return lines
 
@@ -106,6 +110,11 @@ PARAMS: tuple[Param, ...] = (
           'depth are undistorted before processing, and query pixels are given in the raw '
           'image; true: the image is already rectified (image_rect of image_proc): intrinsics '
           "from camera_info's P, distortion ignored"),
+    Param('image_bits', 0, 'significant bits of 16-bit images (mono16, rgb16, bayer_*16): '
+          'shifted down by image_bits - 8 to 8 bits; 16 = the high byte (cv_bridge); 0 = from '
+          'the data: the smallest of 8, 10, 12, 14, 16 bits holding the largest value so far '
+          '(10-14-bit machine-vision cameras in the low bits come out dark at 16)',
+          int_range=(0, 16), choices=(0, *range(8, 17))),
     Param('use_camera_info', True, "false: no 'camera_info' subscription, for a camera "
           "without calibration: the intrinsics are guessed (the learned backend's focal "
           'length, else a 60 deg field of view) from the first image on, without the wait '

@@ -15,7 +15,7 @@ pytest.importorskip('sensor_msgs.msg')
 
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image  # noqa: E402
 
-from fourd_ros.core.data.ros_image import encode_compressed_depth  # noqa: E402
+from fourd_ros.core.data.ros_image import encode_compressed_depth, SignificantBits  # noqa: E402
 from fourd_ros.core.engine.engine import InputError  # noqa: E402
 from fourd_ros.ros.conversions import sec_to_stamp  # noqa: E402
 from fourd_ros.ros.inputs import (Calibration, DepthSync, InputLossMonitor,  # noqa: E402
@@ -74,6 +74,33 @@ def test_decode_camera_encodings() -> None:
     assert np.array_equal(decode_image(image(wide[..., ::-1].copy(), 'bgr16')), rgb)
     assert np.array_equal(decode_image(image(wide[..., 0].copy(), 'mono16'))[..., 1],
                           rgb[..., 0])
+
+
+def test_16_bit_images_with_fewer_significant_bits_keep_their_brightness() -> None:
+    """A 12-bit camera's data in the low bits of mono16 / rgb16: cv_bridge's high byte leaves
+    it nearly black (image_bits 16); found from the data (image_bits 0) or set to 12, it comes
+    back as the 8-bit image; the found depth only grows."""
+    rgb = np.random.default_rng(3).integers(0, 256, (48, 64, 3), dtype=np.uint8)
+    twelve = (rgb.astype(np.uint16) << 4) | 0xF  # 12 significant bits (and noise below)
+    assert decode_image(image(twelve, 'rgb16')).max() <= 15  # the high byte: dark
+    for bits in (SignificantBits(0), SignificantBits(12)):
+        assert np.array_equal(decode_image(image(twelve, 'rgb16'), bits), rgb)
+        assert np.array_equal(decode_image(image(twelve[..., 0].copy(), 'mono16'), bits)[..., 0],
+                              rgb[..., 0])
+    found = SignificantBits(0)
+    dim = np.full((4, 4), 200, np.uint16)
+    assert decode_image(image(dim, 'mono16'), found)[0, 0, 0] == 200 and found.bits == 8
+    assert decode_image(image(dim * 10, 'mono16'), found)[0, 0, 0] == 2000 >> 4
+    assert decode_image(image(dim, 'mono16'), found)[0, 0, 0] == 200 >> 4  # stays at 12
+    assert found.bits == 12
+    assert decode_image(image(np.full((4, 4), 65535, np.uint16), 'mono16'), found)[0, 0, 0] \
+        == 255 and found.bits == 16
+    fixed = SignificantBits(10)  # values above a fixed depth saturate
+    assert decode_image(image(np.full((4, 4), 4095, np.uint16), 'mono16'), fixed)[0, 0, 0] \
+        == 255
+    for wrong in (1, 7, 17):
+        with pytest.raises(ValueError, match='0 .from the data. or 8-16'):
+            SignificantBits(wrong)
 
 
 def test_decode_depth_units_and_size() -> None:

@@ -120,6 +120,7 @@ def test_node_parameter_arguments_reach_the_node_only_when_given() -> None:
     assert '-p' not in plain, plain
     given = {'backend': 'rgbd', 'image_transport': 'compressed',
              'depth_image_transport': 'compressedDepth', 'image_rectified': 'true',
+             'image_bits': '12',
              'use_sim_time': 'true', 'base_frame': 'base_footprint',
              'publish_camera_tf': 'false', 'camera_height': '0.42', 'device': 'cpu',
              'checkpoint': '/models/s4rc.pt', 'processing_width': '256',

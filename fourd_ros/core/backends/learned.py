@@ -51,6 +51,7 @@ from fourd_ros.core.geometry import (finite_rows, invert_pose, project, sample_b
                                      sample_depth, transform_points, unproject_depth,
                                      unproject_pixels, vector_norm)
 from fourd_ros.core.model.checkpoint import load_model
+from fourd_ros.core.model.cost_volume import far_source
 from fourd_ros.core.model.s4rc import FrameLatent, S4RC, SourceViews
 from fourd_ros.core.model.scene_flow import motion_geometry, MotionGeometry, PRIOR_DIS
 from fourd_ros.core.types import Frame, FrameResult, GroundPlane, PointStatus
@@ -486,10 +487,8 @@ class LearnedBackend:
             return []
         k = self.model.config.max_sources
         recent = context[-self.config.source_search:]
-        far = [e for e in reversed(recent)
-               if np.linalg.norm(e.T_wc[:3, 3] - T_wc[:3, 3]) >= self.config.source_baseline
-               * scale]
-        picked = [far[0]] if far else [recent[0]]
+        picked = [recent[far_source(np.stack([e.T_wc[:3, 3] for e in recent]), T_wc[:3, 3],
+                                    self.config.source_baseline * scale)]]
         if context[-1] is not picked[0]:
             picked.append(context[-1])
         return sorted(picked[:k], key=lambda e: e.stamp)

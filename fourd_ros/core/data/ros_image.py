@@ -76,10 +76,37 @@ def image_msg_to_array(msg: Any) -> np.ndarray:
     return arr.astype(dtype.newbyteorder('='), copy=False)
 
 
-def image_msg_to_rgb(msg: Any) -> np.ndarray:
+class SignificantBits:
+    """How many low bits of a 16-bit image stream carry its data, for the 8-bit conversion.
+
+    Machine-vision drivers publish 10-, 12- or 14-bit data in the low bits of mono16, rgb16 or
+    bayer_*16; cv_bridge's 8-bit conversion keeps the high byte, which leaves such images
+    nearly black. Fixed (``bits`` 8-16; 16 = cv_bridge's conversion) or, with ``bits`` 0,
+    found from the stream: the smallest of 8, 10, 12, 14 and 16 bits that holds every value
+    seen so far. It only grows (at most four times a stream), so the brightness stays put
+    once the stream's brightest value has come. One per image stream, one thread.
+    """
+
+    def __init__(self, bits: int = 0) -> None:
+        if bits != 0 and not 8 <= bits <= 16:
+            raise ValueError(f'significant bits of 16-bit images: 0 (from the data) or 8-16, '
+                             f'not {bits}')
+        self.fixed = bits
+        self.bits = bits or 8
+
+    def of(self, arr: np.ndarray) -> int:
+        """The bits of the stream with this 16-bit image in it."""
+        if not self.fixed and arr.size:
+            peak = int(arr.max())
+            while peak >= 1 << self.bits and self.bits < 16:
+                self.bits += 2
+        return self.bits
+
+
+def image_msg_to_rgb(msg: Any, bits: SignificantBits | None = None) -> np.ndarray:
     """H x W x 3 uint8 RGB from a colour, mono, Bayer or packed YUV 4:2:2 Image message
-    (`RGB_ENCODINGS`); 16-bit ones keep their high byte, as cv_bridge's 8-bit conversion
-    does.
+    (`RGB_ENCODINGS`); 16-bit ones are shifted down by their significant bits less 8 (`bits`;
+    None: 16, the high byte, as cv_bridge's 8-bit conversion does).
 
     Raises:
         ValueError: another encoding, or a buffer that does not hold the image.
@@ -89,7 +116,8 @@ def image_msg_to_rgb(msg: Any) -> np.ndarray:
         raise ValueError(f'not a colour image encoding: {msg.encoding!r}')
     arr = image_msg_to_array(msg)
     if arr.dtype == np.uint16:
-        arr = (arr >> 8).astype(np.uint8)
+        shift = (16 if bits is None else bits.of(arr)) - 8
+        arr = np.minimum(arr >> shift, 255).astype(np.uint8)
     if enc in _YUV422:
         if arr.shape[1] % 2:
             raise ValueError(f'{enc} needs an even width, got {arr.shape[1]}')

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -25,6 +26,22 @@ def to_gray(rgb: torch.Tensor) -> torch.Tensor:
     """B x 3 x H x W in [0, 1] -> B x 1 x H x W luminance."""
     w = torch.tensor([0.299, 0.587, 0.114], device=rgb.device, dtype=rgb.dtype)
     return (rgb * w[None, :, None, None]).sum(dim=1, keepdim=True)
+
+
+def matching_gray(rgb: torch.Tensor) -> torch.Tensor:
+    """B x 3 x H x W in [0, 1] -> B x 1 x H/2 x W/2: the image the cost volume matches (the
+    current frame's, and a source's once cached)."""
+    return F.avg_pool2d(to_gray(rgb), 2)
+
+
+def far_source(centres: np.ndarray, centre: np.ndarray, min_baseline: float) -> int:
+    """Which earlier frame is the cost volume's far source: the index (into ``centres``, M x 3
+    camera centres, oldest first) of the newest one at least ``min_baseline`` from ``centre``,
+    else 0 (the oldest: the widest baseline they offer). Any length unit, the same for all.
+    The learned backend and training pick by this one rule, so the network is trained on the
+    baselines it is given at run time."""
+    hits = np.flatnonzero(np.linalg.norm(np.asarray(centres) - centre, axis=1) >= min_baseline)
+    return int(hits[-1]) if hits.size else 0
 
 
 def _box(x: torch.Tensor, k: int) -> torch.Tensor:

@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from fourd_ros.core.model.config import ModelConfig
-from fourd_ros.core.model.cost_volume import depth_planes, to_gray, ncc_cost_volume
+from fourd_ros.core.model.cost_volume import depth_planes, matching_gray, ncc_cost_volume
 from fourd_ros.core.model.scene_flow import MotionGeometry, PRIOR_CHANNELS, scene_flow_prior
 from fourd_ros.core.model.layers import (AdaLN, Attention, conv_block, CrossAttention, Mlp,
                                          sincos_2d, time_embedding)
@@ -209,7 +209,7 @@ class S4RC(nn.Module):
             raise ValueError(f'image size {w}x{h} must be a multiple of 16')
         # matching runs at half resolution (bilinear warps keep sub-pixel disparities): the
         # full-resolution sweep cost 4x more for the same 1/4-resolution output
-        gray = F.avg_pool2d(to_gray(rgb), 2)
+        gray = matching_gray(rgb)
         if sources is not None and sources.gray.shape[1] > 0:
             cost4, seen4 = ncc_cost_volume(gray, sources.gray, sources.T_src_ref,
                                            half_resolution_intrinsics(K), self.planes,

@@ -19,6 +19,7 @@ import torch
 
 from fourd_ros.core.data.synthetic import generate_clip, SceneConfig, SyntheticClip
 from fourd_ros.core.geometry import invert_pose
+from fourd_ros.core.model.cost_volume import far_source
 
 CLIP_KEYS = ('rgb', 'depth', 'instance', 'K', 'T_wc', 'stamps', 'T_wo', 'moving')
 
@@ -41,6 +42,14 @@ class DataConfig:
         max_stride: sub-clips take every 1st .. `max_stride`-th rendered frame (at most what
             the scene's `frames` allow: with 8 frames and 5-frame sub-clips, every frame), so
             the cost volume sees baselines of 1 .. `max_stride` camera steps.
+        source_search: 0: each frame's cost volume matches the sub-clip's frames before it
+            (its last two). N > 0: as the learned backend at run time, the previous frame plus
+            the far source `far_source` picks among the N frames before it in the stream,
+            rendered frames before the sub-clip included (render more `frames` to give them
+            room); a real camera moves a small share of the depth per frame, so the previous
+            frame barely has parallax there, and the network must learn to read the far one.
+        source_baseline: the far source's baseline, as a share of the previous frame's median
+            depth (`LearnedConfig.source_baseline`).
     """
 
     width: int = 128
@@ -50,6 +59,8 @@ class DataConfig:
     rgb_noise_std: float = 2.0
     scale_jitter: float = 0.7
     max_stride: int = 3
+    source_search: int = 0
+    source_baseline: float = 0.03
 
 
 def scene_config(seed: int, cfg: DataConfig) -> SceneConfig:
@@ -122,6 +133,9 @@ class Batch:
         query: index of the query view q.
         dP: B x N x 3 x H x W GT displacement of view q's points from t_q to t_tau, in view q's
             camera axes.
+        far_rgb: B x N x 3 x H x W each frame's far cost-volume source (None: the sub-clip's
+            own earlier frames are the sources; entry 0 unused).
+        T_far: B x N x 4 x 4 its noisy source-camera-to-anchor pose (None with ``far_rgb``).
     """
 
     rgb: torch.Tensor
@@ -132,6 +146,8 @@ class Batch:
     t: torch.Tensor
     query: int
     dP: torch.Tensor
+    far_rgb: torch.Tensor | None = None
+    T_far: torch.Tensor | None = None
 
     def to(self, device: torch.device | str) -> Batch:
         return dataclasses.replace(self, **{f.name: getattr(self, f.name).to(device)
@@ -144,13 +160,27 @@ def _small_rotation(rng: np.random.Generator, sigma_rad: float) -> np.ndarray:
     return Rotation.from_rotvec(rng.normal(0, sigma_rad, 3)).as_matrix()
 
 
+def _noisy_step(rng: np.random.Generator, T: np.ndarray, T_from: np.ndarray,
+                Tn_from: np.ndarray, noise_deg: float, noise_rel: float) -> np.ndarray:
+    """The pose T given to the cost volume: a rotation error and a translation error relative
+    to the step from its neighbour (true T_from, given Tn_from), like tracking drift."""
+    Tn = T.copy()
+    Tn[:3, :3] = _small_rotation(rng, np.deg2rad(noise_deg)) @ T[:3, :3]
+    step = float(np.linalg.norm(T[:3, 3] - T_from[:3, 3])) + 0.002
+    Tn[:3, 3] = Tn_from[:3, 3] + (T[:3, 3] - T_from[:3, 3]) + rng.normal(0, noise_rel, 3) * step
+    return Tn
+
+
 def sample_batch(clips: list[SyntheticClip], rng: np.random.Generator, batch: int,
                  frames: int, max_stride: int = 3, pose_noise_deg: float = 0.3,
                  pose_noise_rel: float = 0.05,
-                 scale_jitter: float = DataConfig.scale_jitter) -> Batch:
-    """Draw `batch` random sub-clips of `frames` frames (random stride, scale, query view)."""
+                 scale_jitter: float = DataConfig.scale_jitter, source_search: int = 0,
+                 source_baseline: float = DataConfig.source_baseline) -> Batch:
+    """Draw `batch` random sub-clips of `frames` frames (random stride, scale, query view);
+    with `source_search` > 0 each frame also gets its far cost-volume source as the backend
+    picks it (`DataConfig.source_search`)."""
     query = int(rng.integers(frames))
-    out = {k: [] for k in ('rgb', 'depth', 'K', 'T', 'Tn', 't', 'dP')}
+    out = {k: [] for k in ('rgb', 'depth', 'K', 'T', 'Tn', 't', 'dP', 'far_rgb', 'T_far')}
     for _ in range(batch):
         clip = clips[int(rng.integers(len(clips)))]
         n = len(clip)
@@ -159,18 +189,41 @@ def sample_batch(clips: list[SyntheticClip], rng: np.random.Generator, batch: in
         idx = [start + stride * k for k in range(frames)]
         if rng.random() < 0.5:
             idx = idx[::-1]  # backwards in time is another valid stream
+        # the rendered frames before the sub-clip in the stream's direction, nearest first
+        step_dir = idx[1] - idx[0] if frames > 1 else -stride
+        before = [i for i in (idx[0] - step_dir * j for j in range(1, source_search + 1))
+                  if 0 <= i < n]
         d0 = clip.depth[idx[0]]
         scale = float(np.median(d0)) * float(np.exp(rng.uniform(-scale_jitter, scale_jitter)))
         T0_inv = invert_pose(clip.T_wc[idx[0]])
-        T = np.stack([T0_inv @ clip.T_wc[i] for i in idx])
-        T[:, :3, 3] /= scale
+
+        def pose(i: int) -> np.ndarray:
+            T = T0_inv @ clip.T_wc[i]
+            T[:3, 3] /= scale
+            return T
+        T = np.stack([pose(i) for i in idx])
         Tn = T.copy()
         for k in range(1, frames):
-            # noise relative to the step from the previous frame, like tracking errors
-            Tn[k, :3, :3] = _small_rotation(rng, np.deg2rad(pose_noise_deg)) @ T[k, :3, :3]
-            step = float(np.linalg.norm(T[k, :3, 3] - T[k - 1, :3, 3])) + 0.002
-            Tn[k, :3, 3] = Tn[k - 1, :3, 3] + (T[k, :3, 3] - T[k - 1, :3, 3]) \
-                + rng.normal(0, pose_noise_rel, 3) * step
+            Tn[k] = _noisy_step(rng, T[k], T[k - 1], Tn[k - 1], pose_noise_deg, pose_noise_rel)
+        if source_search > 0:
+            # the stream as the backend saw it, oldest first: the frames before, the sub-clip
+            T_b, Tn_b = [T[0]], [Tn[0]]
+            for i in before:
+                T_b.append(pose(i))
+                Tn_b.append(_noisy_step(rng, T_b[-1], T_b[-2], Tn_b[-1], pose_noise_deg,
+                                        pose_noise_rel))
+            stream = before[::-1] + idx
+            Tn_stream = np.stack(Tn_b[1:][::-1] + list(Tn))
+            far_rgb, T_far = [clip.rgb[idx[0]]], [Tn[0]]
+            for k in range(1, frames):
+                pos = len(before) + k
+                lo = max(0, pos - source_search)
+                min_baseline = source_baseline * float(np.median(clip.depth[stream[pos - 1]]))
+                j = lo + far_source(Tn_stream[lo:pos, :3, 3], Tn[k, :3, 3], min_baseline / scale)
+                far_rgb.append(clip.rgb[stream[j]])
+                T_far.append(Tn_stream[j])
+            out['far_rgb'].append(np.stack(far_rgb).transpose(0, 3, 1, 2))
+            out['T_far'].append(np.stack(T_far))
         stamps = clip.stamps[idx]
         t = np.abs(stamps - stamps[0])
         q = idx[query]
@@ -187,6 +240,9 @@ def sample_batch(clips: list[SyntheticClip], rng: np.random.Generator, batch: in
 
     def f32(x):
         return torch.from_numpy(np.stack(x).astype(np.float32))
+    far = source_search > 0
     return Batch(rgb=f32(out['rgb']) / 255.0, depth=f32(out['depth']), K=f32(out['K']),
                  T_anchor_cam=f32(out['T']), T_noisy=f32(out['Tn']), t=f32(out['t']),
-                 query=query, dP=f32(out['dP']))
+                 query=query, dP=f32(out['dP']),
+                 far_rgb=f32(out['far_rgb']) / 255.0 if far else None,
+                 T_far=f32(out['T_far']) if far else None)

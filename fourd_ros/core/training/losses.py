@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from fourd_ros.core.model.cost_volume import to_gray
+from fourd_ros.core.model.cost_volume import matching_gray, to_gray
 from fourd_ros.core.model.scene_flow import motion_geometry
 from fourd_ros.core.model.s4rc import S4RC, SourceViews
 from fourd_ros.core.training.data import Batch
@@ -104,7 +104,8 @@ class TrainingStep(nn.Module):
 
     Frame k attends to the cached latents of the last ``context_frames`` frames before it (the
     backend's window) and matches against the last ``max_sources`` of them through the noisy
-    poses; view ``batch.query`` is decoded to every frame's time.
+    poses, or, when the batch has far sources, against its far source and the previous frame
+    (as the backend does); view ``batch.query`` is decoded to every frame's time.
     """
 
     def __init__(self, model: S4RC, cfg: LossConfig, context_frames: int = 3) -> None:
@@ -119,13 +120,20 @@ class TrainingStep(nn.Module):
         latents, depths = [], []
         ld, lc, lf = [], [], []
         for k in range(n):
-            src_ids = list(range(max(0, k - m.config.max_sources), k))
+            # (gray image, noisy camera-to-anchor pose) of each cost-volume source
+            views = [(latents[i].gray, batch.T_noisy[:, i])
+                     for i in range(max(0, k - m.config.max_sources), k)]
+            if views and batch.far_rgb is not None:
+                # as at run time: the far source the backend's rule picks, and the previous
+                # frame (the same frame twice when it is the far one: the cost volume averages
+                # over its sources, so that equals one source)
+                views = [(matching_gray(batch.far_rgb[:, k]), batch.T_far[:, k]), views[-1]]
             sources = None
-            if src_ids:
-                gray = torch.stack([latents[i].gray for i in src_ids], 1)
-                T = torch.stack([relative_transform(batch.T_noisy[:, i], batch.T_noisy[:, k])
-                                 for i in src_ids], 1)
-                sources = SourceViews(gray=gray, T_src_ref=T)
+            if views:
+                sources = SourceViews(
+                    gray=torch.stack([g for g, _ in views], 1),
+                    T_src_ref=torch.stack([relative_transform(T, batch.T_noisy[:, k])
+                                           for _, T in views], 1))
             out = m.encode(batch.rgb[:, k], batch.K, batch.t[:, k],
                            latents[-self.context_frames:], sources, is_anchor=k == 0)
             lf.append((torch.log(out.focal) - torch.log(batch.K[:, 0, 0])).abs().mean())

@@ -113,13 +113,16 @@ def lr_at(step: int, total: int, peak: float, warmup: int = 100) -> float:
 
 @torch.no_grad()
 def validate(step_module: TrainingStep, clips: list, device: torch.device, frames: int,
-             batches: int = 6, batch: int = 4, max_stride: int = 3) -> dict[str, float]:
-    """Mean losses and metrics on fixed validation batches (all points supervised)."""
+             data: DataConfig, batches: int = 6, batch: int = 4) -> dict[str, float]:
+    """Mean losses and metrics on fixed validation batches (all points supervised), sampled
+    as training samples them (`data`: stride, cost-volume sources)."""
     rng = np.random.default_rng(12345)
     step_module.eval()
     acc: dict[str, list[float]] = {}
     for _ in range(batches):
-        out = step_module(sample_batch(clips, rng, batch, frames, max_stride=max_stride
+        out = step_module(sample_batch(clips, rng, batch, frames, max_stride=data.max_stride,
+                                       source_search=data.source_search,
+                                       source_baseline=data.source_baseline
                                        ).to(device), top_only=False)
         for k, v in out.items():
             acc.setdefault(k, []).append(float(v))
@@ -198,7 +201,9 @@ def train(cfg: TrainConfig, progress: bool = True) -> Path:
         for g in opt.param_groups:
             g['lr'] = lr_at(step, cfg.steps, cfg.lr)
         batch = sample_batch(clips, rng, cfg.batch, cfg.frames, max_stride=cfg.data.max_stride,
-                             scale_jitter=cfg.data.scale_jitter).to(device)
+                             scale_jitter=cfg.data.scale_jitter,
+                             source_search=cfg.data.source_search,
+                             source_baseline=cfg.data.source_baseline).to(device)
         top_only = bool(rng.random() < cfg.loss.top_moving_prob)
         losses = ddp(batch, top_only)
         opt.zero_grad(set_to_none=True)
@@ -215,8 +220,7 @@ def train(cfg: TrainConfig, progress: bool = True) -> Path:
         if rank == 0 and (step % cfg.eval_every == 0 or step == cfg.steps):
             record = {'step': step, 'minutes': (now - t_start) / 60,
                       **{k: float(v.detach()) for k, v in losses.items()},
-                      **validate(step_module, val_clips, device, cfg.frames,
-                                 max_stride=cfg.data.max_stride)}
+                      **validate(step_module, val_clips, device, cfg.frames, cfg.data)}
             log.write(json.dumps(record) + '\n')
             log.flush()
             bar.write(' '.join(f'{k}={v:.4g}' if isinstance(v, float) else f'{k}={v}'

@@ -135,6 +135,7 @@ class RosbagReader(SequenceReader):
         pending: deque[tuple[int, float, np.ndarray]] = deque()
         depths: deque[tuple[float, np.ndarray]] = deque()
         state: dict[str, Any] = {'camera': None, 'out': 0}
+        bits = ros_image.SignificantBits()  # 16-bit images: as the node's image_bits 0
         wanted = {self.image_topic, self.depth_topic, self.camera_info_topic} - {None}
         sel = _selection(self._counts.get(self.image_topic, 0), self.start, self.stride,
                          self.max_frames)
@@ -171,7 +172,7 @@ class RosbagReader(SequenceReader):
                                         ros_image.compressed_msg_to_rgb(msg)))
                     else:
                         pending.append((img_idx, self._stamp(msg, bag_ns),
-                                        ros_image.image_msg_to_rgb(msg)))
+                                        ros_image.image_msg_to_rgb(msg, bits)))
                 except ValueError as err:
                     raise DatasetError(f'bad message on {topic} in bag {self.path}: {err}') \
                         from None
