@@ -48,7 +48,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument('--max-stride', type=positive_int, default=d.data.max_stride, metavar='S',
                    help='sub-clips take every 1st .. S-th frame, as the frames rendered allow '
                    f'({d.data.max_stride})')
-    p.add_argument('--source-search', type=int, default=d.data.source_search, metavar='N',
+    p.add_argument('--source-search', type=positive_int, default=d.data.source_search, metavar='N',
                    help="N > 0: each frame's cost volume matches the previous frame and the far "
                         'source the learned backend would pick among the N frames before it '
                         "(rendered frames before the sub-clip included); 0: the sub-clip's last "
