@@ -38,11 +38,11 @@ SUPPORTED_DEPTH = ('16UC1', '32FC1')
 
 def decode_image(msg: Any, bits: SignificantBits | None = None) -> np.ndarray:
     """H x W x 3 uint8 RGB of a sensor_msgs/Image or CompressedImage (image_transport's
-    ``compressed``: JPEG or PNG); 16-bit images scaled by the stream's significant ``bits``
-    (None: their high byte); `InputError` says what is wrong with it."""
+    ``compressed``: JPEG or PNG); 16-bit images (raw or PNG) scaled by the stream's
+    significant ``bits`` (None: their high byte); `InputError` says what is wrong with it."""
     if hasattr(msg, 'format'):
         try:
-            return compressed_msg_to_rgb(msg)
+            return compressed_msg_to_rgb(msg, bits)
         except (ValueError, cv2.error) as exc:
             raise InputError(f'{exc} ({len(msg.data)} bytes)') from None
     enc = msg.encoding.lower()

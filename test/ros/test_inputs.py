@@ -101,6 +101,14 @@ def test_16_bit_images_with_fewer_significant_bits_keep_their_brightness() -> No
     for wrong in (1, 7, 17):
         with pytest.raises(ValueError, match='0 .from the data. or 8-16'):
             SignificantBits(wrong)
+    # the same through image_transport's compressed: a 16-bit PNG (mono16, rgb16)
+    for sent, fmt in ((twelve[..., ::-1], 'rgb16; png compressed bgr16'),
+                      (twelve[..., 0], 'mono16; png compressed mono16')):
+        _, png = cv2.imencode('.png', np.ascontiguousarray(sent))
+        msg = CompressedImage(format=fmt, data=png.tobytes())
+        want = rgb if sent.ndim == 3 else np.repeat(rgb[..., :1], 3, axis=2)
+        assert np.array_equal(decode_image(msg, SignificantBits(0)), want), fmt
+        assert decode_image(msg).max() <= 15, fmt  # the high byte: dark
 
 
 def test_decode_depth_units_and_size() -> None:

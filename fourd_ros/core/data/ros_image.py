@@ -147,13 +147,23 @@ def image_msg_to_depth(msg: Any) -> np.ndarray:
     return arr.astype(np.float32)
 
 
-def compressed_msg_to_rgb(msg: Any) -> np.ndarray:
-    """H x W x 3 uint8 RGB from a CompressedImage message (jpeg/png)."""
+def compressed_msg_to_rgb(msg: Any, bits: SignificantBits | None = None) -> np.ndarray:
+    """H x W x 3 uint8 RGB from a CompressedImage message (jpeg/png); a 16-bit PNG (mono16 or
+    rgb16 sent by image_transport's ``compressed``) shifted down as `image_msg_to_rgb` does."""
     buf = _as_bytes(msg.data)
-    bgr = cv2.imdecode(buf, cv2.IMREAD_COLOR)
-    if bgr is None:
+    img = cv2.imdecode(buf, cv2.IMREAD_UNCHANGED)
+    if img is None:
         raise ValueError(f'cannot decode compressed image (format {msg.format!r})')
-    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+    if img.dtype == np.uint16:
+        shift = (16 if bits is None else bits.of(img)) - 8
+        img = np.minimum(img >> shift, 255).astype(np.uint8)
+    elif img.dtype != np.uint8:
+        raise ValueError(f'compressed image of {img.dtype} samples (format {msg.format!r})')
+    if img.ndim == 2:
+        return cv2.cvtColor(img, cv2.COLOR_GRAY2RGB)
+    if img.shape[2] == 4:
+        return cv2.cvtColor(img, cv2.COLOR_BGRA2RGB)
+    return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
 
 
 # compressed_depth_image_transport's ConfigHeader: int32 format, float32 depthParam[2]

@@ -169,7 +169,7 @@ class RosbagReader(SequenceReader):
                                        ros_image.image_msg_to_depth(msg)))
                     elif self._compressed:
                         pending.append((img_idx, self._stamp(msg, bag_ns),
-                                        ros_image.compressed_msg_to_rgb(msg)))
+                                        ros_image.compressed_msg_to_rgb(msg, bits)))
                     else:
                         pending.append((img_idx, self._stamp(msg, bag_ns),
                                         ros_image.image_msg_to_rgb(msg, bits)))
