@@ -1,7 +1,8 @@
 """fourd_synthetic_camera: publishes a procedural dynamic scene as a live RGB-D camera.
 
 Topics (absolute by default, under `~camera_ns`, default /camera):
-  image_raw (rgb8), camera_info, depth (32FC1 metres, registered), ground_truth/pose
+  image_raw (rgb8; rgb16 with `image_bits` > 8), camera_info, depth (32FC1 metres,
+  registered), ground_truth/pose
   (geometry_msgs/PoseStamped of the camera optical frame in `world_frame`, which coincides with
   fourd_node's map frame when its base_frame -> camera transform is the standard optical
   rotation).
@@ -48,6 +49,9 @@ CAMERA_PARAMS: tuple[Param, ...] = (
           'and depth/compressedDepth (PNG) instead of the raw images, named and encoded as '
           'image_transport plugins do (a camera behind a narrow link)',
           choices=('raw', 'compressed')),
+    Param('image_bits', 8, 'significant bits of the colour image: 8 = rgb8; 9-16 = rgb16 '
+          '(raw; compressed: a 16-bit PNG) with the data in the low bits, as machine-vision '
+          'cameras send it', int_range=(8, 16)),
     Param('distortion_k1', 0.0, 'radial lens distortion k1 of the images (plumb_bob; < 0: '
           'barrel); camera_info carries it, with P of the undistorted image',
           float_range=(-0.5, 0.5)),
@@ -59,8 +63,9 @@ def usage() -> str:
     return '\n'.join([
         'usage: fourd_synthetic_camera [-h] [--ros-args [-p NAME:=VALUE]...]', '',
         'Publishes a procedural dynamic scene with exact ground truth as a live RGB-D camera:',
-        '<camera_ns>/image_raw (rgb8), camera_info, depth (32FC1 m, registered) and',
-        'ground_truth/pose (PoseStamped of the optical frame in world_frame).', '',
+        '<camera_ns>/image_raw (rgb8, or rgb16 by image_bits), camera_info, depth (32FC1 m,',
+        'registered) and ground_truth/pose (PoseStamped of the optical frame in world_frame).',
+        '',
         'parameters (default in brackets):', *params_usage(CAMERA_PARAMS)])
 
 
@@ -119,13 +124,20 @@ class SyntheticCamera(Node):
         header = Header(stamp=stamp, frame_id=self.frame_id)
         clip = self.clip
         h, w = clip.depth.shape[1:]
-        if self.compressed:
-            _, jpeg = cv2.imencode('.jpg', self.rgb[i][..., ::-1],
-                                   [cv2.IMWRITE_JPEG_QUALITY, 95])
+        bits = self.get_parameter('image_bits').value
+        rgb = (self.rgb[i] if bits == 8
+               else self.rgb[i].astype(np.uint16) << np.uint16(bits - 8))
+        if self.compressed and bits == 8:
+            _, jpeg = cv2.imencode('.jpg', rgb[..., ::-1], [cv2.IMWRITE_JPEG_QUALITY, 95])
             self.pub_image.publish(CompressedImage(
                 header=header, format='rgb8; jpeg compressed bgr8', data=jpeg.tobytes()))
+        elif self.compressed:
+            _, png = cv2.imencode('.png', np.ascontiguousarray(rgb[..., ::-1]))
+            self.pub_image.publish(CompressedImage(
+                header=header, format='rgb16; png compressed bgr16', data=png.tobytes()))
         else:
-            self.pub_image.publish(_image(header, self.rgb[i], 'rgb8', w * 3))
+            self.pub_image.publish(_image(header, rgb, 'rgb8' if bits == 8 else 'rgb16',
+                                          w * 3 * rgb.itemsize))
         if self.pub_depth is not None and self.compressed:
             fmt, data = encode_compressed_depth(self.depth[i])
             self.pub_depth.publish(CompressedImage(header=header, format=fmt, data=data))

@@ -85,6 +85,33 @@ def test_node_wired_by_remaps_only(ros_context, start_process) -> None:
     node.destroy_node()
 
 
+@pytest.mark.parametrize('transport', ['raw', 'compressed'])
+def test_a_12_bit_camera_keeps_its_colours(ros_context, start_process, clip, transport) -> None:
+    """A machine-vision camera's 12 bits in the low bits of rgb16 (raw, or a 16-bit PNG through
+    image_transport's compressed): with the node's default image_bits (0: found from the data)
+    the cloud has the scene's colours, not the nearly black high byte cv_bridge would keep."""
+    import numpy as np
+
+    from fourd_ros.ros import conversions as conv
+    from test_node import camera_args
+    start_process(*camera_args(10.0, 'image_bits:=12', f'image_transport:={transport}'),
+                  name='camera')
+    start_process(*REMAPPED_NODE, '-p', 'backend:=rgbd', '-p',
+                  f'image_transport:={transport}', '-p', f'depth_image_transport:='
+                  f"{'compressedDepth' if transport == 'compressed' else 'raw'}", name='node')
+    node = rclpy.create_node('machine_vision_user', context=ros_context)
+    clouds: list[PointCloud2] = []
+    node.create_subscription(PointCloud2, '/fourd/points', clouds.append, 10)
+    assert spin_until(node, lambda: len(clouds) >= 3, timeout=60.0), f'{len(clouds)} clouds'
+    rgb = conv.cloud_to_array(clouds[-1])['rgb'].reshape(-1).view(np.uint32)
+    colours = np.stack([(rgb >> 16) & 255, (rgb >> 8) & 255, rgb & 255], axis=1)
+    print(f'12-bit camera ({transport}): cloud mean colour {colours.mean():.1f}, scene '
+          f'{clip.rgb.mean():.1f}')
+    # the high byte would give a sixteenth of the scene's brightness
+    assert abs(colours.mean() / clip.rgb.mean() - 1.0) < 0.15
+    node.destroy_node()
+
+
 def test_a_monocular_camera_wired_as_rgbd_is_told_so(ros_context, start_process) -> None:
     """A monocular camera with a depth remap (the launch file's default): each frame is
     rejected with a reason that says no depth came at all and what to do; the node runs."""
