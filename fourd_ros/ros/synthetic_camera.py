@@ -109,6 +109,7 @@ class SyntheticCamera(Node):
                 *((CompressedImage, f'{ns}/depth/compressedDepth') if self.compressed
                   else (Image, f'{ns}/depth')), 10)
         self.pub_pose = self.create_publisher(PoseStamped, f'{ns}/ground_truth/pose', 10)
+        self.image_bits = g('image_bits').value  # read-only
         self.count = 0
         self.timer = self.create_timer(1.0 / g('rate').value, self._tick)
         self.get_logger().info(f'publishing on {ns}/{{image_raw,camera_info,depth}} at '
@@ -124,7 +125,7 @@ class SyntheticCamera(Node):
         header = Header(stamp=stamp, frame_id=self.frame_id)
         clip = self.clip
         h, w = clip.depth.shape[1:]
-        bits = self.get_parameter('image_bits').value
+        bits = self.image_bits
         rgb = (self.rgb[i] if bits == 8
                else self.rgb[i].astype(np.uint16) << np.uint16(bits - 8))
         if self.compressed and bits == 8:

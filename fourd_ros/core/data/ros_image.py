@@ -96,11 +96,19 @@ class SignificantBits:
 
     def of(self, arr: np.ndarray) -> int:
         """The bits of the stream with this 16-bit image in it."""
-        if not self.fixed and arr.size:
+        if not self.fixed and self.bits < 16 and arr.size:  # at 16 no image can change it
             peak = int(arr.max())
             while peak >= 1 << self.bits and self.bits < 16:
                 self.bits += 2
         return self.bits
+
+    def to_8_bit(self, arr: np.ndarray) -> np.ndarray:
+        """A 16-bit image (any shape) as uint8: shifted down by the stream's bits less 8,
+        values above them saturated."""
+        return np.minimum(arr >> (self.of(arr) - 8), 255).astype(np.uint8)
+
+
+HIGH_BYTE = SignificantBits(16)  # cv_bridge's 8-bit conversion of 16-bit images
 
 
 def image_msg_to_rgb(msg: Any, bits: SignificantBits | None = None) -> np.ndarray:
@@ -116,8 +124,7 @@ def image_msg_to_rgb(msg: Any, bits: SignificantBits | None = None) -> np.ndarra
         raise ValueError(f'not a colour image encoding: {msg.encoding!r}')
     arr = image_msg_to_array(msg)
     if arr.dtype == np.uint16:
-        shift = (16 if bits is None else bits.of(arr)) - 8
-        arr = np.minimum(arr >> shift, 255).astype(np.uint8)
+        arr = (bits or HIGH_BYTE).to_8_bit(arr)
     if enc in _YUV422:
         if arr.shape[1] % 2:
             raise ValueError(f'{enc} needs an even width, got {arr.shape[1]}')
@@ -155,8 +162,7 @@ def compressed_msg_to_rgb(msg: Any, bits: SignificantBits | None = None) -> np.n
     if img is None:
         raise ValueError(f'cannot decode compressed image (format {msg.format!r})')
     if img.dtype == np.uint16:
-        shift = (16 if bits is None else bits.of(img)) - 8
-        img = np.minimum(img >> shift, 255).astype(np.uint8)
+        img = (bits or HIGH_BYTE).to_8_bit(img)
     elif img.dtype != np.uint8:
         raise ValueError(f'compressed image of {img.dtype} samples (format {msg.format!r})')
     if img.ndim == 2:
